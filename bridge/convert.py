@@ -1,0 +1,141 @@
+"""The one place where events meet protobuf: conversion both ways, and wire validation."""
+
+from __future__ import annotations
+
+from bridge.errors import BatchRejected, MlflowException
+from bridge.events import (
+    Event,
+    EventBatch,
+    Metric,
+    Param,
+    RunEnd,
+    RunStart,
+    RunStatus,
+    Tag,
+)
+from bridge.pb.v1 import events_pb2 as pb
+from bridge.pb.v1 import ingest_pb2
+from bridge.validation import validate_metric_key, validate_param, validate_tag
+
+MAX_ID_LENGTH = 256
+
+_STATUS_TO_PB = {
+    RunStatus.RUNNING: pb.RUN_STATUS_RUNNING,
+    RunStatus.FINISHED: pb.RUN_STATUS_FINISHED,
+    RunStatus.FAILED: pb.RUN_STATUS_FAILED,
+    RunStatus.KILLED: pb.RUN_STATUS_KILLED,
+}
+_STATUS_FROM_PB = {v: k for k, v in _STATUS_TO_PB.items()}
+
+
+def event_to_proto(event: Event, out: pb.Event) -> None:
+    """Fills ``out`` (a fresh ``pb.Event``) from an event."""
+    if isinstance(event, Metric):
+        m = out.metric
+        m.key = event.key
+        m.value = event.value
+        m.step = event.step
+        m.timestamp_ms = event.timestamp_ms
+    elif isinstance(event, Param):
+        out.param.key = event.key
+        out.param.value = event.value
+    elif isinstance(event, Tag):
+        out.tag.key = event.key
+        out.tag.value = event.value
+    elif isinstance(event, RunStart):
+        rs = out.run_start
+        rs.experiment = event.experiment
+        rs.run_name = event.run_name
+        rs.tags.update(event.tags)
+        rs.description = event.description
+        rs.start_time_ms = event.start_time_ms
+        rs.parent_run_key = event.parent_run_key
+    else:
+        out.run_end.status = _STATUS_TO_PB[event.status]
+        out.run_end.end_time_ms = event.end_time_ms
+
+
+def batch_to_proto(batch: EventBatch) -> pb.EventBatch:
+    """Converts a batch to its wire form."""
+    msg = pb.EventBatch(
+        client_id=batch.client_id,
+        job=batch.job,
+        run_key=batch.run_key,
+        first_seq=batch.first_seq,
+    )
+    add = msg.events.add
+    for event in batch.events:
+        event_to_proto(event, add())
+    return msg
+
+
+def event_from_proto(msg: pb.Event) -> Event:
+    """Converts one wire event; raises BatchRejected for an empty or unknown kind."""
+    kind = msg.WhichOneof("kind")
+    if kind == "metric":
+        m = msg.metric
+        return Metric(m.key, m.value, m.step, m.timestamp_ms)
+    if kind == "param":
+        return Param(msg.param.key, msg.param.value)
+    if kind == "tag":
+        return Tag(msg.tag.key, msg.tag.value)
+    if kind == "run_start":
+        rs = msg.run_start
+        return RunStart(
+            experiment=rs.experiment,
+            run_name=rs.run_name,
+            tags=dict(rs.tags),
+            description=rs.description,
+            start_time_ms=rs.start_time_ms,
+            parent_run_key=rs.parent_run_key,
+        )
+    if kind == "run_end":
+        status = _STATUS_FROM_PB.get(msg.run_end.status)
+        if status is None:
+            raise BatchRejected(f"run_end has an invalid status ({msg.run_end.status})")
+        return RunEnd(status, msg.run_end.end_time_ms)
+    raise BatchRejected("event has no kind set (or a kind this receiver does not know)")
+
+
+def batch_from_proto(msg: pb.EventBatch) -> EventBatch:
+    """Converts and validates a wire batch; raises BatchRejected with a readable reason."""
+    for name in ("client_id", "job", "run_key"):
+        value = getattr(msg, name)
+        if not value or len(value) > MAX_ID_LENGTH:
+            raise BatchRejected(f"{name} must be 1 to {MAX_ID_LENGTH} characters")
+    if msg.first_seq < 1:
+        raise BatchRejected("first_seq must be at least 1")
+    if not msg.events:
+        raise BatchRejected("a batch must carry at least one event")
+    events = []
+    for i, raw in enumerate(msg.events):
+        event = event_from_proto(raw)
+        try:
+            check_event(event)
+        except MlflowException as exc:
+            raise BatchRejected(f"events[{i}]: {exc.message}") from None
+        events.append(event)
+    return EventBatch(msg.client_id, msg.job, msg.run_key, msg.first_seq, tuple(events))
+
+
+def check_event(event: Event) -> None:
+    """Applies MLflow's rules to a decoded event (keys, lengths, tags of run starts)."""
+    if isinstance(event, Metric):
+        validate_metric_key(event.key)
+    elif isinstance(event, Param):
+        validate_param(event.key, event.value, truncate=False)
+    elif isinstance(event, Tag):
+        validate_tag(event.key, event.value, truncate=False)
+    elif isinstance(event, RunStart):
+        for key, value in event.tags.items():
+            validate_tag(key, value, truncate=False)
+
+
+def make_ack(run_key: str, acked_seq: int, run_id: str = "", experiment_id: str = "") -> bytes:
+    """Serialises the receiver's answer to an accepted batch."""
+    return ingest_pb2.Ack(
+        run_key=run_key,
+        acked_seq=acked_seq,
+        mlflow_run_id=run_id,
+        mlflow_experiment_id=experiment_id,
+    ).SerializeToString()

@@ -1,0 +1,29 @@
+"""Errors raised at the call site, shaped like MLflow's own."""
+
+from __future__ import annotations
+
+INVALID_PARAMETER_VALUE = "INVALID_PARAMETER_VALUE"
+INTERNAL_ERROR = "INTERNAL_ERROR"
+
+
+class MlflowException(Exception):  # noqa: N818 - the name users already catch from mlflow
+    """Invalid input, reported with MLflow's class name, error code and message.
+
+    Attributes:
+        message: The human-readable reason, worded as MLflow words it.
+        error_code: MLflow's error code name, e.g. ``"INVALID_PARAMETER_VALUE"``.
+    """
+
+    def __init__(self, message: object, error_code: str = INTERNAL_ERROR) -> None:
+        self.message = str(message)
+        self.error_code = error_code
+        super().__init__(self.message)
+
+    @classmethod
+    def invalid_parameter_value(cls, message: object) -> MlflowException:
+        """Builds the exception MLflow raises for a bad argument."""
+        return cls(message, INVALID_PARAMETER_VALUE)
+
+
+class BatchRejected(ValueError):
+    """A batch that breaks the wire protocol or MLflow's rules; the receiver refuses it whole."""

@@ -1,0 +1,89 @@
+"""The event model: what a client logs, independent of protobuf and MLflow."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+class RunStatus(enum.Enum):
+    """A run's outcome; the values are MLflow's status names."""
+
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One metric point, kept exactly as logged."""
+
+    key: str
+    value: float
+    step: int
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A run parameter (a string, immutable once logged)."""
+
+    key: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    """A run tag (a string; a later value replaces an earlier one)."""
+
+    key: str
+    value: str
+
+
+_NO_TAGS: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class RunStart:
+    """Opens or resumes a run; always the first event of a run."""
+
+    experiment: str = ""
+    """MLflow experiment name; empty means the job's experiment."""
+    run_name: str = ""
+    """MLflow run name; empty means the client id."""
+    tags: Mapping[str, str] = field(default=_NO_TAGS)
+    description: str = ""
+    start_time_ms: int = 0
+    parent_run_key: str = ""
+    """Run key of the parent run for nested runs; empty means the job's parent run."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """Closes a run with the outcome the client reported."""
+
+    status: RunStatus
+    end_time_ms: int
+
+
+Event = Metric | Param | Tag | RunStart | RunEnd
+
+
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    """A contiguous range of events of one run of one client: the wire unit."""
+
+    client_id: str
+    job: str
+    run_key: str
+    first_seq: int
+    """Sequence number of ``events[0]``; sequences start at 1."""
+    events: tuple[Event, ...]
+
+    @property
+    def last_seq(self) -> int:
+        """Sequence number of the last event."""
+        return self.first_seq + len(self.events) - 1

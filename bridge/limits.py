@@ -1,0 +1,80 @@
+"""Splitting a run's pending entries into requests MLflow's log_batch accepts."""
+
+from __future__ import annotations
+
+import json
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from bridge.events import Metric, Param, Tag
+
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_TAGS_PER_BATCH = 100
+MAX_ENTITIES_PER_BATCH = 1000
+MAX_REQUEST_BYTES = 1_000_000
+# log_batch travels as JSON; this is a safe upper estimate of an entity's framing in it.
+_JSON_OVERHEAD_BYTES = 80
+# Keep clear of the hard limit: the run id and the envelope travel in the same request.
+_REQUEST_BUDGET_BYTES = MAX_REQUEST_BYTES - 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class LogBatchChunk:
+    """One ``MlflowClient.log_batch`` call's worth of entries."""
+
+    metrics: tuple[Metric, ...]
+    params: tuple[Param, ...]
+    tags: tuple[Tag, ...]
+
+    def __len__(self) -> int:
+        return len(self.metrics) + len(self.params) + len(self.tags)
+
+
+def _json_size(entry: Metric | Param | Tag) -> int:
+    if isinstance(entry, Metric):
+        # value, timestamp and step are JSON numbers of at most ~25 characters each
+        return len(json.dumps(entry.key)) + _JSON_OVERHEAD_BYTES
+    return len(json.dumps(entry.key)) + len(json.dumps(entry.value)) + _JSON_OVERHEAD_BYTES
+
+
+def split_log_batch(entries: Iterable[Metric | Param | Tag]) -> Iterator[LogBatchChunk]:
+    """Groups entries, in order, into chunks within every log_batch limit.
+
+    Limits: 1000 metrics, 100 params, 100 tags, 1000 entities and about 1 MB per request.
+    Within a chunk a param key appears once (MLflow rejects duplicate keys in one request) and
+    a tag key keeps its last value (the value a sequence of set_tag calls would leave).
+    """
+    metrics: list[Metric] = []
+    params: dict[str, Param] = {}
+    tags: dict[str, Tag] = {}
+    size = 0
+
+    def chunk() -> LogBatchChunk:
+        return LogBatchChunk(tuple(metrics), tuple(params.values()), tuple(tags.values()))
+
+    for entry in entries:
+        entry_size = _json_size(entry)
+        full = (
+            len(metrics) + len(params) + len(tags) >= MAX_ENTITIES_PER_BATCH
+            or size + entry_size > _REQUEST_BUDGET_BYTES
+            or (isinstance(entry, Metric) and len(metrics) >= MAX_METRICS_PER_BATCH)
+            or (isinstance(entry, Param) and len(params) >= MAX_PARAMS_TAGS_PER_BATCH)
+            or (
+                isinstance(entry, Tag)
+                and entry.key not in tags
+                and len(tags) >= MAX_PARAMS_TAGS_PER_BATCH
+            )
+        )
+        if full:
+            yield chunk()
+            metrics, params, tags, size = [], {}, {}, 0
+        if isinstance(entry, Metric):
+            metrics.append(entry)
+        elif isinstance(entry, Param):
+            params.setdefault(entry.key, entry)
+        else:
+            tags[entry.key] = entry
+        size += entry_size
+    if metrics or params or tags:
+        yield chunk()

@@ -1,0 +1,146 @@
+"""MLflow's input rules (mlflow 3.17) as pure functions, raising MLflow's own wording.
+
+The client runs these at the call site so bad input fails where it was written, without a
+network round trip; the receiver runs them again on every batch, since it trusts no client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import numbers
+import posixpath
+import re
+from collections.abc import Mapping
+
+from bridge.errors import MlflowException
+
+_logger = logging.getLogger(__name__)
+
+MAX_ENTITY_KEY_LENGTH = 250
+MAX_PARAM_VAL_LENGTH = 6000
+MAX_TAG_VAL_LENGTH = 8000
+MAX_INT64 = 2**63 - 1
+
+_NAME_RE = re.compile(r"^[/\w.\- :]*$")
+_BAD_CHARACTERS = (
+    "Names may only contain alphanumerics, underscores (_), dashes (-), periods (.),"
+    " spaces ( ), colon(:) and slashes (/)."
+)
+_MISSING_KEY_NAME = "A key name must be provided."
+
+
+def invalid_value(path: str, value: object, message: str | None = None) -> str:
+    """MLflow's standard message for an invalid argument."""
+    formatted = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    if message:
+        return f"Invalid value {formatted} for parameter '{path}' supplied: {message}"
+    return f"Invalid value {formatted} for parameter '{path}' supplied."
+
+
+def _path_not_unique(name: str) -> bool:
+    norm = posixpath.normpath(name)
+    return norm != name or norm == "." or norm.startswith("..") or norm.startswith("/")
+
+
+def _check_name(name: object, path: str, missing: str) -> str:
+    if name is None:
+        raise MlflowException.invalid_parameter_value(missing)
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise MlflowException.invalid_parameter_value(invalid_value(path, name, _BAD_CHARACTERS))
+    if _path_not_unique(name):
+        message = (
+            "Names may be treated as files in certain cases, and must not resolve to other names"
+            f" when treated as such. This name would resolve to {posixpath.normpath(name)!r}"
+        )
+        raise MlflowException.invalid_parameter_value(invalid_value(path, name, message))
+    return name
+
+
+def _check_length(entity: str, limit: int, value: str, *, truncate: bool = False) -> str:
+    if len(value) <= limit:
+        return value
+    if truncate:
+        _logger.warning(
+            "%s '%s...' (%d characters) is truncated to %d characters to meet the length limit.",
+            entity,
+            value[:100],
+            len(value),
+            limit,
+        )
+        return value[:limit]
+    raise MlflowException.invalid_parameter_value(
+        f"'{entity}' exceeds the maximum length of {limit} characters"
+    )
+
+
+def validate_metric_key(key: object) -> str:
+    """Checks a metric name; returns it unchanged."""
+    missing = invalid_value("name", None, f"Metric name cannot be None. {_MISSING_KEY_NAME}")
+    name = _check_name(key, "name", missing)
+    return _check_length("Metric name", MAX_ENTITY_KEY_LENGTH, name)
+
+
+def is_numeric(value: object) -> bool:
+    """True for numbers MLflow accepts as metric values (bool is not one)."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Number)
+
+
+def validate_metric_value(key: str, value: object, timestamp_ms: int) -> float:
+    """Checks a metric value and returns it as a float (NaN and ±inf are kept)."""
+    if value is None:
+        raise MlflowException.invalid_parameter_value(
+            "Missing value for required parameter 'value'."
+        )
+    if not is_numeric(value):
+        message = (
+            f"(timestamp={timestamp_ms}). "
+            "Please specify value as a valid double (64-bit floating point)"
+        )
+        raise MlflowException.invalid_parameter_value(invalid_value("value", value, message))
+    return float(value)  # type: ignore[arg-type]
+
+
+def validate_step_and_timestamp(key: str, value: float, step: object, timestamp_ms: object) -> None:
+    """Checks a metric's step and timestamp as MLflow does (64-bit integers)."""
+    if (
+        isinstance(timestamp_ms, bool)
+        or not isinstance(timestamp_ms, numbers.Integral)
+        or not 0 <= int(timestamp_ms) <= MAX_INT64
+    ):
+        message = (
+            f"metric '{key}' (value={value}). Timestamp must be a nonnegative long (64-bit integer) "
+        )
+        raise MlflowException.invalid_parameter_value(invalid_value("timestamp", timestamp_ms, message))
+    if (
+        isinstance(step, bool)
+        or not isinstance(step, numbers.Integral)
+        or not -MAX_INT64 - 1 <= int(step) <= MAX_INT64
+    ):
+        message = f"metric '{key}' (value={value}). Step must be a valid long (64-bit integer)."
+        raise MlflowException.invalid_parameter_value(invalid_value("step", step, message))
+
+
+def validate_param(key: object, value: str, *, truncate: bool = True) -> str:
+    """Checks a param's key and value; returns the value, truncated where MLflow truncates."""
+    name = _check_name(key, "key", invalid_value("key", "", _MISSING_KEY_NAME))
+    _check_length("Param key", MAX_ENTITY_KEY_LENGTH, name)
+    return _check_length("Param value", MAX_PARAM_VAL_LENGTH, value, truncate=truncate)
+
+
+def validate_tag(key: object, value: str, *, truncate: bool = True) -> str:
+    """Checks a tag's key and value; returns the value, truncated where MLflow truncates."""
+    name = _check_name(key, "key", "Missing value for required parameter 'key'.")
+    _check_length("key", MAX_ENTITY_KEY_LENGTH, name)
+    return _check_length("value", MAX_TAG_VAL_LENGTH, value, truncate=truncate)
+
+
+def check_param_unchanged(logged: Mapping[str, str], key: str, value: str, run_id: str) -> None:
+    """Raises MLflow's error when a param is logged again with another value."""
+    old = logged.get(key)
+    if old is not None and old != value:
+        raise MlflowException.invalid_parameter_value(
+            f"Changing param values is not allowed. Param with key='{key}' was already logged"
+            f" with value='{old}' for run ID='{run_id}'. Attempted logging new value '{value}'."
+        )
+
