@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 
 class RunStatus(enum.Enum):
@@ -43,9 +42,6 @@ class Tag:
     value: str
 
 
-_NO_TAGS: Mapping[str, str] = MappingProxyType({})
-
-
 @dataclass(frozen=True, slots=True)
 class RunStart:
     """Opens or resumes a run; always the first event of a run."""
@@ -54,7 +50,7 @@ class RunStart:
     """MLflow experiment name; empty means the job's experiment."""
     run_name: str = ""
     """MLflow run name; empty means the client id."""
-    tags: Mapping[str, str] = field(default=_NO_TAGS)
+    tags: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
     start_time_ms: int = 0
     parent_run_key: str = ""

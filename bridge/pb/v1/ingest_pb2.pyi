@@ -16,3 +16,11 @@ class Ack(_message.Message):
     mlflow_run_id: str
     mlflow_experiment_id: str
     def __init__(self, run_key: _Optional[str] = ..., acked_seq: _Optional[int] = ..., mlflow_run_id: _Optional[str] = ..., mlflow_experiment_id: _Optional[str] = ...) -> None: ...
+
+class RunQuery(_message.Message):
+    __slots__ = ("client_id", "run_key")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_KEY_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    run_key: str
+    def __init__(self, client_id: _Optional[str] = ..., run_key: _Optional[str] = ...) -> None: ...

@@ -40,6 +40,11 @@ class IngestStub(object):
                 request_serializer=bridge_dot_pb_dot_v1_dot_events__pb2.EventBatch.SerializeToString,
                 response_deserializer=bridge_dot_pb_dot_v1_dot_ingest__pb2.Ack.FromString,
                 _registered_method=True)
+        self.GetRun = channel.unary_unary(
+                '/trackbridge.v1.Ingest/GetRun',
+                request_serializer=bridge_dot_pb_dot_v1_dot_ingest__pb2.RunQuery.SerializeToString,
+                response_deserializer=bridge_dot_pb_dot_v1_dot_ingest__pb2.Ack.FromString,
+                _registered_method=True)
 
 
 class IngestServicer(object):
@@ -53,12 +58,24 @@ class IngestServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRun(self, request, context):
+        """Reports how far a run has got: its acked sequence and, once created, its MLflow ids.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Publish': grpc.unary_unary_rpc_method_handler(
                     servicer.Publish,
                     request_deserializer=bridge_dot_pb_dot_v1_dot_events__pb2.EventBatch.FromString,
+                    response_serializer=bridge_dot_pb_dot_v1_dot_ingest__pb2.Ack.SerializeToString,
+            ),
+            'GetRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRun,
+                    request_deserializer=bridge_dot_pb_dot_v1_dot_ingest__pb2.RunQuery.FromString,
                     response_serializer=bridge_dot_pb_dot_v1_dot_ingest__pb2.Ack.SerializeToString,
             ),
     }
@@ -88,6 +105,33 @@ class Ingest(object):
             target,
             '/trackbridge.v1.Ingest/Publish',
             bridge_dot_pb_dot_v1_dot_events__pb2.EventBatch.SerializeToString,
+            bridge_dot_pb_dot_v1_dot_ingest__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/trackbridge.v1.Ingest/GetRun',
+            bridge_dot_pb_dot_v1_dot_ingest__pb2.RunQuery.SerializeToString,
             bridge_dot_pb_dot_v1_dot_ingest__pb2.Ack.FromString,
             options,
             channel_credentials,

@@ -1,0 +1,77 @@
+"""The client's one gRPC choke point: a long-lived channel, and RpcError mapped to our errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from bridge.pb.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
+
+# Codes that mean "the same batch may succeed later".
+_RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.CANCELLED,
+        # Credentials can be fixed on the receiver side while the client keeps its data.
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+    }
+)
+
+# Keepalive must agree with the receiver's settings (server/app.py), or it answers too_many_pings.
+CHANNEL_OPTIONS = (
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+    ("grpc.enable_retries", 0),  # tenacity owns retrying
+)
+
+
+class TransportError(Exception):
+    """A Publish call that failed; ``retryable`` says whether to try the same batch again."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.retryable = retryable
+
+
+class Transport:
+    """Sends batches to one receiver over one channel."""
+
+    def __init__(self, address: str, timeout_s: float) -> None:
+        self._timeout_s = timeout_s
+        # Channels connect lazily and reconnect by themselves; one serves every thread.
+        self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._stub = ingest_pb2_grpc.IngestStub(self._channel)
+
+    def publish(self, batch: events_pb2.EventBatch, timeout_s: float | None = None) -> ingest_pb2.Ack:
+        """Sends one batch; returns the receiver's ack or raises TransportError."""
+        return self._call(self._stub.Publish, batch, timeout_s)
+
+    def get_run(self, client_id: str, run_key: str, timeout_s: float | None = None) -> ingest_pb2.Ack:
+        """Asks how far a run has got (acked sequence, MLflow ids)."""
+        query = ingest_pb2.RunQuery(client_id=client_id, run_key=run_key)
+        return self._call(self._stub.GetRun, query, timeout_s)
+
+    def _call(self, method: Any, request: Any, timeout_s: float | None) -> ingest_pb2.Ack:
+        timeout = self._timeout_s if timeout_s is None else max(timeout_s, 0.001)
+        try:
+            ack: ingest_pb2.Ack = method(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            raise TransportError(
+                code.name, exc.details() or "", retryable=code in _RETRYABLE
+            ) from None
+        return ack
+
+    def close(self) -> None:
+        """Closes the channel."""
+        self._channel.close()

@@ -1,0 +1,70 @@
+"""Client configuration: explicit argument > environment > default."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from bridge import envvars
+
+DEFAULT_RECEIVER = "127.0.0.1:50551"
+DEFAULT_JOB = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class WriterConfig:
+    """How a Writer reaches the receiver and batches what it logs."""
+
+    receiver: str = DEFAULT_RECEIVER
+    """Receiver address, ``host:port``."""
+    client_id: str = ""
+    """This client's id; the receiver makes one MLflow run per client and job."""
+    job: str = DEFAULT_JOB
+    """Job name: the MLflow experiment and the parent run of every client's run."""
+    max_batch_events: int = 5000
+    """Largest number of events sent in one batch."""
+    linger_s: float = 0.2
+    """How long the sender waits for a batch to fill before sending what it has."""
+    max_buffer_events: int = 1_000_000
+    """Events held in memory, sent or not, before new ones are dropped and counted."""
+    rpc_timeout_s: float = 10.0
+    """Deadline of one Publish call."""
+    retry_max_backoff_s: float = 5.0
+    """Longest pause between two attempts to send a batch."""
+    close_timeout_s: float = 10.0
+    """Budget for draining at interpreter exit."""
+
+    def __post_init__(self) -> None:
+        host, sep, port = self.receiver.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"receiver must be host:port, got {self.receiver!r}")
+        if not self.client_id:
+            raise ValueError("client_id must not be empty")
+        if not self.job:
+            raise ValueError("job must not be empty")
+        for name in ("max_batch_events", "max_buffer_events"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+        for name in ("linger_s", "rpc_timeout_s", "retry_max_backoff_s", "close_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+
+    @classmethod
+    def resolve(
+        cls,
+        receiver: str | None = None,
+        client_id: str | None = None,
+        job: str | None = None,
+        env: Mapping[str, str] = os.environ,
+        **overrides: float,
+    ) -> WriterConfig:
+        """Builds a config from explicit arguments, then the environment, then defaults."""
+        if receiver is None:
+            receiver = env.get(envvars.TRACKBRIDGE_RECEIVER, DEFAULT_RECEIVER)
+        if client_id is None:
+            client_id = env.get(envvars.TRACKBRIDGE_CLIENT_ID, socket.gethostname())
+        if job is None:
+            job = env.get(envvars.TRACKBRIDGE_JOB, DEFAULT_JOB)
+        return cls(receiver=receiver, client_id=client_id, job=job, **overrides)  # type: ignore[arg-type]

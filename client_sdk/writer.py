@@ -1,0 +1,322 @@
+"""The Writer: MLflow-shaped logging calls that append to memory and return."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import uuid
+import weakref
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from bridge.events import Event, Metric, Param, RunEnd, RunStart, RunStatus, Tag
+from bridge.validation import (
+    check_param_unchanged,
+    validate_metric_key,
+    validate_metric_value,
+    validate_param,
+    validate_step_and_timestamp,
+    validate_tag,
+)
+from client_sdk._sender import Sender
+from client_sdk._transport import Transport
+from client_sdk.config import WriterConfig
+
+_logger = logging.getLogger(__name__)
+_live_writers: weakref.WeakSet[Writer] = weakref.WeakSet()
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(eq=False)
+class RunHandle:
+    """A run this writer started. ``run_id`` is MLflow's id once the receiver has reported it."""
+
+    run_key: str
+    run_name: str
+    _writer: Writer = field(repr=False)
+    _params: dict[str, str] = field(default_factory=dict, repr=False)
+    ended: bool = False
+
+    @property
+    def run_id(self) -> str:
+        """MLflow's run id, or "" until the receiver has created the run."""
+        state = self._writer._sender.run_state(self.run_key)
+        return state.run_id if state is not None else ""
+
+
+class Writer:
+    """Logs metrics, params and tags of this client's runs to a trackbridge receiver.
+
+    Log calls validate their input (raising MLflow's errors), append to a bounded in-memory
+    buffer and return; a background thread batches and sends. Transport trouble is never
+    raised here: it is retried, counted and logged. Thread-safe.
+
+    Args:
+        receiver: Receiver address ``host:port`` (else ``TRACKBRIDGE_RECEIVER``).
+        client_id: This client's id (else ``TRACKBRIDGE_CLIENT_ID``, else the host name).
+        job: Job name (else ``TRACKBRIDGE_JOB``, else ``"default"``).
+        config: A complete configuration; excludes the three arguments above.
+        env: The environment to read; ``os.environ`` by default.
+    """
+
+    def __init__(
+        self,
+        receiver: str | None = None,
+        client_id: str | None = None,
+        job: str | None = None,
+        *,
+        config: WriterConfig | None = None,
+        env: Mapping[str, str] = os.environ,
+    ) -> None:
+        if config is None:
+            config = WriterConfig.resolve(receiver, client_id, job, env=env)
+        elif receiver is not None or client_id is not None or job is not None:
+            raise ValueError("pass either config or receiver/client_id/job, not both")
+        self.config = config
+        self._buffer: deque[tuple[str, Event]] = deque()
+        self._max_buffer = config.max_buffer_events
+        self._batch_events = config.max_batch_events
+        self._sender = Sender(config, self._buffer, Transport(config.receiver, config.rpc_timeout_s))
+        self._lock = threading.Lock()
+        self._active: RunHandle | None = None
+        self._metric_keys: set[str] = set()
+        self._closed = False
+        self._started = False
+        self.dropped_events = 0
+        _live_writers.add(self)
+        atexit.register(self._close_at_exit)
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        run_name: str | None = None,
+        *,
+        experiment: str | None = None,
+        tags: Mapping[str, object] | None = None,
+        description: str | None = None,
+        parent: RunHandle | None = None,
+    ) -> RunHandle:
+        """Starts a run and makes it the active one; the receiver creates the MLflow run.
+
+        Raises:
+            MlflowException: A tag is invalid.
+            RuntimeError: Another run is active (end it first) or the writer is closed.
+        """
+        checked = {str(k): validate_tag(k, str(v)) for k, v in (tags or {}).items()}
+        with self._lock:
+            if self._active is not None:
+                raise RuntimeError(
+                    f"Run with key {self._active.run_key} is already active; end it first."
+                )
+            handle = RunHandle(uuid.uuid4().hex, run_name or self.config.client_id, self)
+            self._active = handle
+        self._enqueue(
+            handle.run_key,
+            RunStart(
+                experiment=experiment or "",
+                run_name=run_name or "",
+                tags=checked,
+                description=description or "",
+                start_time_ms=_now_ms(),
+                parent_run_key=parent.run_key if parent is not None else "",
+            ),
+        )
+        return handle
+
+    def end_run(self, status: RunStatus | str = RunStatus.FINISHED, run: RunHandle | None = None) -> None:
+        """Ends the active run (or ``run``) with ``status``."""
+        status = RunStatus(status)
+        with self._lock:
+            target = run or self._active
+            if target is None or target.ended:
+                return
+            target.ended = True
+            if target is self._active:
+                self._active = None
+        self._enqueue(target.run_key, RunEnd(status, _now_ms()))
+
+    @property
+    def active_run(self) -> RunHandle | None:
+        """The run that log calls without ``run`` go to."""
+        return self._active
+
+    def _target(self, run: RunHandle | None) -> RunHandle:
+        if run is not None:
+            return run
+        active = self._active
+        return active if active is not None else self.start_run()
+
+    # -- logging (the hot path) ---------------------------------------------------------------
+
+    def log_metric(
+        self,
+        key: str,
+        value: float,
+        step: int | None = None,
+        timestamp: int | None = None,
+        *,
+        run: RunHandle | None = None,
+    ) -> None:
+        """Logs one metric point; ``timestamp`` is in milliseconds (default: now)."""
+        target = run if run is not None else (self._active or self._target(None))
+        if key not in self._metric_keys:
+            validate_metric_key(key)
+            self._metric_keys.add(key)
+        ts = _now_ms() if timestamp is None else timestamp
+        if type(value) is not float:
+            value = validate_metric_value(key, value, ts)
+        if step is None:
+            step = 0
+        elif type(step) is not int:
+            validate_step_and_timestamp(key, value, step, ts)
+            step = int(step)
+        if type(ts) is not int:
+            validate_step_and_timestamp(key, value, step, ts)
+            ts = int(ts)
+        self._enqueue(target.run_key, Metric(key, value, step, ts))
+
+    def log_metrics(
+        self,
+        metrics: Mapping[str, float],
+        step: int | None = None,
+        timestamp: int | None = None,
+        *,
+        run: RunHandle | None = None,
+    ) -> None:
+        """Logs several metrics at one step and time. All are checked before any is logged."""
+        ts = _now_ms() if timestamp is None else timestamp
+        points = []
+        for key, value in metrics.items():
+            validate_metric_key(key)
+            fvalue = validate_metric_value(key, value, ts)
+            validate_step_and_timestamp(key, fvalue, 0 if step is None else step, ts)
+            points.append(Metric(key, fvalue, 0 if step is None else int(step), int(ts)))
+        target = self._target(run)
+        for point in points:
+            self._enqueue(target.run_key, point)
+
+    def log_param(self, key: str, value: object, *, run: RunHandle | None = None) -> object:
+        """Logs a param (stringified, as MLflow does) and returns ``value``."""
+        self.log_params({key: value}, run=run)
+        return value
+
+    def log_params(self, params: Mapping[str, object], *, run: RunHandle | None = None) -> None:
+        """Logs several params. All are checked before any is logged."""
+        target = self._target(run)
+        checked = [(k, validate_param(k, str(v))) for k, v in params.items()]
+        with self._lock:
+            for key, value in checked:
+                check_param_unchanged(target._params, key, value, target.run_id or target.run_key)
+            for key, value in checked:
+                target._params[key] = value
+        for key, value in checked:
+            self._enqueue(target.run_key, Param(key, value))
+
+    def set_tag(self, key: str, value: object, *, run: RunHandle | None = None) -> None:
+        """Sets a tag (stringified, as MLflow does)."""
+        self.set_tags({key: value}, run=run)
+
+    def set_tags(self, tags: Mapping[str, object], *, run: RunHandle | None = None) -> None:
+        """Sets several tags. All are checked before any is set."""
+        target = self._target(run)
+        checked = [(k, validate_tag(k, str(v))) for k, v in tags.items()]
+        for key, value in checked:
+            self._enqueue(target.run_key, Tag(key, value))
+
+    def _enqueue(self, run_key: str, event: Event) -> None:
+        buffer = self._buffer
+        if len(buffer) >= self._max_buffer or self._closed:
+            self._drop()
+            return
+        buffer.append((run_key, event))
+        if not self._started:
+            self._started = True
+            self._sender.start()
+        if len(buffer) >= self._batch_events:
+            self._sender.wake()
+
+    def _drop(self) -> None:
+        self.dropped_events += 1
+        if self.dropped_events == 1:
+            why = "writer is closed" if self._closed else "in-memory buffer is full"
+            _logger.warning("trackbridge: dropping events (%s); counting them in dropped_events", why)
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    def run_id(self, run: RunHandle | None = None, timeout_s: float = 0.0) -> str:
+        """MLflow's id of ``run`` (default: active run), waiting up to ``timeout_s`` for it."""
+        target = run or self._active
+        if target is None:
+            return ""
+        deadline = time.monotonic() + timeout_s
+        # The receiver creates the MLflow run at its first flush after the run's start arrives.
+        self.flush(timeout_s)
+        while not target.run_id:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._sender.lookup_run_id(target.run_key, min(left, 2.0)):
+                break
+            time.sleep(min(0.1, max(0.0, left)))
+        return target.run_id
+
+    @property
+    def pending_events(self) -> int:
+        """Events logged but not yet acknowledged by the receiver."""
+        return self._sender.pending_events()
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Waits until everything logged so far is acknowledged; False if time ran out."""
+        if not self._started:
+            return True
+        return self._sender.flush(timeout_s)
+
+    def close(self, timeout_s: float | None = None) -> int:
+        """Ends the active run (FINISHED), drains within ``timeout_s`` and stops.
+
+        Idempotent. Returns the number of events that were not delivered.
+        """
+        with self._lock:
+            if self._closed:
+                return 0
+        if self._active is not None:
+            self.end_run(RunStatus.FINISHED)
+        with self._lock:
+            self._closed = True
+        atexit.unregister(self._close_at_exit)
+        budget = self.config.close_timeout_s if timeout_s is None else timeout_s
+        return self._sender.close(budget)
+
+    def _close_at_exit(self) -> None:
+        self.close(self.config.close_timeout_s)
+
+    def _reset_after_fork(self) -> None:
+        # The parent's runs and sequence numbers stay the parent's: a child that logs starts
+        # its own run rather than reusing numbers the receiver has already seen.
+        self._buffer.clear()
+        self._lock = threading.Lock()
+        self._active = None
+        self._started = False
+        self._sender.reset_after_fork()
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self._active is not None:
+            self.end_run(RunStatus.FAILED if exc_type is not None else RunStatus.FINISHED)
+        self.close()
+
+
+def _after_fork_in_child() -> None:
+    for writer in list(_live_writers):
+        writer._reset_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

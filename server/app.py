@@ -1,0 +1,175 @@
+"""The receiver daemon: gRPC ingest, durable queue, timed flusher, health, graceful drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+
+from bridge.pb.v1 import ingest_pb2_grpc
+from server.config import ReceiverConfig
+from server.flusher import Flusher
+from server.ingest import Ingestor
+from server.mlflow_sink import MlflowSink
+from server.queue import Queue, connect
+from server.service import SERVICE_NAME, IngestService
+
+_logger = logging.getLogger(__name__)
+
+# Must agree with the clients' keepalive (client_sdk/_transport.py), or they get too_many_pings.
+SERVER_OPTIONS = (
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+)
+
+# MLflow's HTTP client retries 5xx for minutes by itself; the flusher's tenacity owns retrying.
+_MLFLOW_CLIENT_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """A snapshot of the receiver's work."""
+
+    events_stored: int
+    events_duplicate: int
+    events_flushed: int
+    batches_rejected: int
+    dead_letters: int
+    mlflow_errors: int
+    queued_batches: int
+
+
+class Receiver:
+    """One receiver: start it in a running event loop, stop it to drain."""
+
+    def __init__(self, config: ReceiverConfig) -> None:
+        self.config = config
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._health = HealthServicer()
+        self._conns: list[sqlite3.Connection] = []
+
+    async def start(self) -> int:
+        """Opens the queue, starts the flusher and serves gRPC; returns the bound port."""
+        for name, value in _MLFLOW_CLIENT_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        ingest_conn = connect(cfg.data_dir / "queue.db", cfg.sqlite_synchronous)
+        flush_conn = connect(cfg.data_dir / "queue.db", cfg.sqlite_synchronous)
+        status_conn = connect(cfg.data_dir / "queue.db", cfg.sqlite_synchronous)
+        self._conns = [ingest_conn, flush_conn, status_conn]
+        artifacts = (cfg.data_dir / "artifacts").resolve().as_uri() if cfg.embedded else None
+        sink = MlflowSink(cfg.effective_tracking_uri, artifact_location=artifacts)
+        self.flusher = Flusher(Queue(flush_conn), sink, cfg.flush_interval_s, self._on_run)
+        self.ingestor = Ingestor(Queue(ingest_conn), self.flusher.stored)
+        self.service = IngestService(self.ingestor)
+        self._status = Queue(status_conn)
+
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        ingest_pb2_grpc.add_IngestServicer_to_server(self.service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        self.port = server.add_insecure_port(cfg.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {cfg.listen}")
+        self.ingestor.start()
+        self.flusher.start()
+        await server.start()
+        self._server = server
+        for service in ("", SERVICE_NAME):
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        _logger.info("receiver listening on port %d, data in %s", self.port, cfg.data_dir)
+        return self.port
+
+    def _on_run(self, run_key: str, run_id: str, experiment_id: str) -> None:
+        self.ingestor.set_mlflow_run(run_key, run_id, experiment_id)
+
+    def counters(self) -> Counters:
+        """Current counters (safe to call from any thread)."""
+        return Counters(
+            events_stored=self.ingestor.events_stored,
+            events_duplicate=self.ingestor.events_duplicate,
+            events_flushed=self.flusher.stats.events_flushed,
+            batches_rejected=self.service.batches_rejected,
+            dead_letters=self.flusher.stats.dead_letters,
+            mlflow_errors=self.flusher.stats.mlflow_errors,
+            queued_batches=self._status.pending_count(),
+        )
+
+    async def stop(self, grace_s: float = 5.0) -> bool:
+        """Stops accepting, stores what is in flight, flushes the queue to MLflow.
+
+        Returns True when everything reached MLflow within the shutdown budget.
+        """
+        if self._server is None:
+            return True
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(grace_s)
+        self._server = None
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.ingestor.stop, grace_s)
+        drained = await loop.run_in_executor(
+            None, self.flusher.stop, self.config.shutdown_timeout_s
+        )
+        if not drained:
+            _logger.warning("stopped with batches still queued; they are flushed on next start")
+        for conn in self._conns:
+            conn.close()
+        return drained
+
+
+async def serve(config: ReceiverConfig, on_ready: Callable[[Receiver], None] | None = None) -> bool:
+    """Runs a receiver until SIGTERM or SIGINT, then drains; returns whether all was flushed."""
+    receiver = Receiver(config)
+    await receiver.start()
+    if on_ready is not None:
+        on_ready(receiver)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    _logger.info("shutting down: draining the queue to MLflow")
+    return await receiver.stop()
+
+
+class BackgroundReceiver:
+    """A receiver on its own event-loop thread, for embedding (the demo, tests)."""
+
+    def __init__(self, config: ReceiverConfig) -> None:
+        self.receiver = Receiver(config)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="trackbridge-receiver", daemon=True
+        )
+
+    def start(self) -> int:
+        """Starts serving; returns the bound port."""
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(self.receiver.start(), self._loop)
+        return future.result(timeout=60)
+
+    def stop(self) -> bool:
+        """Drains and stops; returns whether everything reached MLflow."""
+        future = asyncio.run_coroutine_threadsafe(self.receiver.stop(), self._loop)
+        try:
+            return future.result(timeout=self.receiver.config.shutdown_timeout_s + 30)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop.close()

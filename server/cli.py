@@ -1,0 +1,110 @@
+"""The ``trackbridge`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from server.config import DEFAULT_DATA_DIR, DEFAULT_LISTEN, ReceiverConfig, redact_uri
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run the receiver daemon")
+    p.add_argument("--listen", help=f"gRPC address host:port (default {DEFAULT_LISTEN})")
+    p.add_argument("--data-dir", help=f"queue and embedded store (default ./{DEFAULT_DATA_DIR})")
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else an embedded SQLite store)",
+    )
+    p.add_argument("--flush-interval", type=float, metavar="SECONDS", help="default 1.0")
+    p.add_argument(
+        "--fsync",
+        choices=("normal", "full"),
+        help="queue durability: normal survives process kill, full also power loss",
+    )
+    p.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="default 30")
+    p.add_argument("--ready-file", type=Path, help="write {\"port\": N} here once serving")
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from server.app import Receiver, serve
+
+    config = ReceiverConfig.resolve(
+        listen=args.listen,
+        data_dir=args.data_dir,
+        tracking_uri=args.tracking_uri,
+        flush_interval_s=args.flush_interval,
+        sqlite_synchronous=args.fsync.upper() if args.fsync else None,
+        shutdown_timeout_s=args.shutdown_timeout,
+    )
+
+    def ready(receiver: Receiver) -> None:
+        print(f"trackbridge receiver listening on port {receiver.port}", flush=True)
+        print(f"  MLflow: {redact_uri(config.effective_tracking_uri)}", flush=True)
+        if config.embedded:
+            print(f"  view it: mlflow ui --backend-store-uri {config.effective_tracking_uri}")
+        if args.ready_file is not None:
+            tmp = args.ready_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"port": receiver.port}))
+            tmp.replace(args.ready_file)
+
+    drained = asyncio.run(serve(config, ready))
+    return 0 if drained else 1
+
+
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("demo", help="train N small torch models that log through a receiver")
+    p.add_argument("--clients", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--steps", type=int, default=50, help="training steps per epoch")
+    p.add_argument("--job", default="demo")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--flush-interval", type=float, default=1.0, metavar="SECONDS")
+    p.set_defaults(func=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from server.demo import run_demo
+
+    return run_demo(
+        clients=args.clients,
+        epochs=args.epochs,
+        steps=args.steps,
+        job=args.job,
+        data_dir=args.data_dir,
+        flush_interval_s=args.flush_interval,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface, for ``--help`` and for tests of deployment files."""
+    parser = argparse.ArgumentParser(prog="trackbridge", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    _add_demo(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``trackbridge`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # MLflow's own loggers are chatty at INFO (migrations, experiment creation).
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
