@@ -6,7 +6,7 @@ INVALID_PARAMETER_VALUE = "INVALID_PARAMETER_VALUE"
 INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
-class MlflowException(Exception):  # noqa: N818 - the name users already catch from mlflow
+class MlflowException(Exception):
     """Invalid input, reported with MLflow's class name, error code and message.
 
     Attributes:

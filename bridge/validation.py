@@ -109,9 +109,12 @@ def validate_step_and_timestamp(key: str, value: float, step: object, timestamp_
         or not 0 <= int(timestamp_ms) <= MAX_INT64
     ):
         message = (
-            f"metric '{key}' (value={value}). Timestamp must be a nonnegative long (64-bit integer) "
+            f"metric '{key}' (value={value}). "
+            "Timestamp must be a nonnegative long (64-bit integer) "
         )
-        raise MlflowException.invalid_parameter_value(invalid_value("timestamp", timestamp_ms, message))
+        raise MlflowException.invalid_parameter_value(
+            invalid_value("timestamp", timestamp_ms, message)
+        )
     if (
         isinstance(step, bool)
         or not isinstance(step, numbers.Integral)
@@ -143,4 +146,3 @@ def check_param_unchanged(logged: Mapping[str, str], key: str, value: str, run_i
             f"Changing param values is not allowed. Param with key='{key}' was already logged"
             f" with value='{old}' for run ID='{run_id}'. Attempted logging new value '{value}'."
         )
-

@@ -13,7 +13,7 @@ import tenacity
 
 from bridge.convert import event_to_proto
 from bridge.events import Event, RunEnd
-from bridge.pb.v1 import events_pb2
+from bridge.pb.v1 import events_pb2, ingest_pb2
 from client_sdk._transport import Transport, TransportError
 from client_sdk.config import WriterConfig
 
@@ -227,9 +227,13 @@ class Sender:
             event_to_proto(pending[i][1], add())
         return msg
 
-    def _publish_with_retries(self, msg: events_pb2.EventBatch) -> object:
-        def out_of_time(state: tenacity.RetryCallState) -> bool:
-            return time.monotonic() >= self._deadline or self._interrupt.is_set()
+    def _publish_with_retries(self, msg: events_pb2.EventBatch) -> ingest_pb2.Ack:
+        def give_up(state: tenacity.RetryCallState) -> bool:
+            return (
+                (state.seconds_since_start or 0.0) >= _RETRY_WINDOW_S
+                or time.monotonic() >= self._deadline
+                or self._interrupt.is_set()
+            )
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(
@@ -238,13 +242,13 @@ class Sender:
             wait=tenacity.wait_exponential_jitter(
                 initial=0.05, max=self._config.retry_max_backoff_s
             ),
-            stop=tenacity.stop_after_delay(_RETRY_WINDOW_S) | out_of_time,
+            stop=give_up,
             sleep=self._sleep,
             reraise=True,
         )
         return retrying(self._publish, msg)
 
-    def _publish(self, msg: events_pb2.EventBatch) -> object:
+    def _publish(self, msg: events_pb2.EventBatch) -> ingest_pb2.Ack:
         remaining = self._deadline - time.monotonic()
         return self._transport.publish(msg, min(self._config.rpc_timeout_s, remaining))
 

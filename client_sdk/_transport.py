@@ -50,13 +50,17 @@ class Transport:
         self._timeout_s = timeout_s
         # Channels connect lazily and reconnect by themselves; one serves every thread.
         self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-        self._stub = ingest_pb2_grpc.IngestStub(self._channel)
+        self._stub = ingest_pb2_grpc.IngestStub(self._channel)  # type: ignore[no-untyped-call]
 
-    def publish(self, batch: events_pb2.EventBatch, timeout_s: float | None = None) -> ingest_pb2.Ack:
+    def publish(
+        self, batch: events_pb2.EventBatch, timeout_s: float | None = None
+    ) -> ingest_pb2.Ack:
         """Sends one batch; returns the receiver's ack or raises TransportError."""
         return self._call(self._stub.Publish, batch, timeout_s)
 
-    def get_run(self, client_id: str, run_key: str, timeout_s: float | None = None) -> ingest_pb2.Ack:
+    def get_run(
+        self, client_id: str, run_key: str, timeout_s: float | None = None
+    ) -> ingest_pb2.Ack:
         """Asks how far a run has got (acked sequence, MLflow ids)."""
         query = ingest_pb2.RunQuery(client_id=client_id, run_key=run_key)
         return self._call(self._stub.GetRun, query, timeout_s)

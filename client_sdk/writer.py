@@ -83,7 +83,9 @@ class Writer:
         self._buffer: deque[tuple[str, Event]] = deque()
         self._max_buffer = config.max_buffer_events
         self._batch_events = config.max_batch_events
-        self._sender = Sender(config, self._buffer, Transport(config.receiver, config.rpc_timeout_s))
+        self._sender = Sender(
+            config, self._buffer, Transport(config.receiver, config.rpc_timeout_s)
+        )
         self._lock = threading.Lock()
         self._active: RunHandle | None = None
         self._metric_keys: set[str] = set()
@@ -131,7 +133,9 @@ class Writer:
         )
         return handle
 
-    def end_run(self, status: RunStatus | str = RunStatus.FINISHED, run: RunHandle | None = None) -> None:
+    def end_run(
+        self, status: RunStatus | str = RunStatus.FINISHED, run: RunHandle | None = None
+    ) -> None:
         """Ends the active run (or ``run``) with ``status``."""
         status = RunStatus(status)
         with self._lock:
@@ -247,7 +251,9 @@ class Writer:
         self.dropped_events += 1
         if self.dropped_events == 1:
             why = "writer is closed" if self._closed else "in-memory buffer is full"
-            _logger.warning("trackbridge: dropping events (%s); counting them in dropped_events", why)
+            _logger.warning(
+                "trackbridge: dropping events (%s); counting them in dropped_events", why
+            )
 
     # -- delivery ------------------------------------------------------------------------------
 

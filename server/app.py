@@ -82,7 +82,7 @@ class Receiver:
         self._status = Queue(status_conn)
 
         server = grpc.aio.server(options=SERVER_OPTIONS)
-        ingest_pb2_grpc.add_IngestServicer_to_server(self.service, server)
+        ingest_pb2_grpc.add_IngestServicer_to_server(self.service, server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         self.port = server.add_insecure_port(cfg.listen)
         if self.port == 0:

@@ -28,7 +28,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="queue durability: normal survives process kill, full also power loss",
     )
     p.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="default 30")
-    p.add_argument("--ready-file", type=Path, help="write {\"port\": N} here once serving")
+    p.add_argument("--ready-file", type=Path, help='write {"port": N} here once serving')
     p.set_defaults(func=_serve)
 
 

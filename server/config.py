@@ -60,6 +60,7 @@ class ReceiverConfig:
     @classmethod
     def resolve(
         cls,
+        *,
         listen: str | None = None,
         data_dir: str | Path | None = None,
         tracking_uri: str | None = None,

@@ -15,7 +15,7 @@ from server.config import ReceiverConfig
 
 
 def run_demo(
-    clients: int, epochs: int, steps: int, job: str, data_dir: Path, flush_interval_s: float
+    *, clients: int, epochs: int, steps: int, job: str, data_dir: Path, flush_interval_s: float
 ) -> int:
     """Runs the demo; returns the process exit code."""
     config = ReceiverConfig(
@@ -29,13 +29,21 @@ def run_demo(
     procs = [
         subprocess.Popen(
             [
-                sys.executable, "-m", "client_sdk.demo_train",
-                "--receiver", f"127.0.0.1:{port}",
-                "--client-id", f"site-{i + 1}",
-                "--job", job,
-                "--epochs", str(epochs),
-                "--steps", str(steps),
-                "--seed", str(i),
+                sys.executable,
+                "-m",
+                "client_sdk.demo_train",
+                "--receiver",
+                f"127.0.0.1:{port}",
+                "--client-id",
+                f"site-{i + 1}",
+                "--job",
+                job,
+                "--epochs",
+                str(epochs),
+                "--steps",
+                str(steps),
+                "--seed",
+                str(i),
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -56,20 +64,22 @@ def run_demo(
     mlflow = MlflowClient(config.effective_tracking_uri)
     total_events = sum(s["events"] for s in summaries)
     print()
-    print(f"{'client':<10} {'MLflow run':<34} {'status':<9} {'points':>6} "
-          f"{'loss':>7} {'acc':>6} {'log_metric':>11}")
+    print(
+        f"{'client':<10} {'MLflow run':<34} {'status':<9} {'points':>6} "
+        f"{'loss':>7} {'acc':>6} {'log_metric':>11}"
+    )
     for s in summaries:
         run = mlflow.get_run(s["run_id"])
-        points = sum(
-            len(mlflow.get_metric_history(s["run_id"], key)) for key in run.data.metrics
-        )
+        points = sum(len(mlflow.get_metric_history(s["run_id"], key)) for key in run.data.metrics)
         print(
             f"{s['client_id']:<10} {s['run_id']:<34} {run.info.status:<9} {points:>6} "
             f"{s['final_loss']:>7.3f} {s['accuracy']:>6.3f} {s['mean_log_metric_us']:>9.2f}us"
         )
     print()
-    print(f"{total_events} metric points from {len(summaries)} clients reached MLflow "
-          f"in {elapsed:.1f} s ({total_events / elapsed:.0f} events/s end to end).")
+    print(
+        f"{total_events} metric points from {len(summaries)} clients reached MLflow "
+        f"in {elapsed:.1f} s ({total_events / elapsed:.0f} events/s end to end)."
+    )
     print("Look at them with:")
     print(f"  mlflow ui --backend-store-uri {config.effective_tracking_uri}")
     if failed or not drained:

@@ -147,8 +147,9 @@ class Flusher:
                     self._open(run_key, record.client_id, record.job, event)
                 elif isinstance(event, RunEnd):
                     ref = self._open(run_key, record.client_id, record.job, None)
-                    self._retrying(self._sink.end_run, ref, record.job, event.status,
-                                   event.end_time_ms)
+                    self._retrying(
+                        self._sink.end_run, ref, record.job, event.status, event.end_time_ms
+                    )
                     self._queue.set_status(run_key, event.status.value)
             self._write(run_key, entries)
             entries = []
@@ -178,7 +179,12 @@ class Flusher:
                     raise
                 # One bad entry must not hold back the rest: write them one by one and keep
                 # the ones MLflow refuses, with its reason.
-                for entry in (*chunk.metrics, *chunk.params, *chunk.tags):
+                singles: tuple[Metric | Param | Tag, ...] = (
+                    *chunk.metrics,
+                    *chunk.params,
+                    *chunk.tags,
+                )
+                for entry in singles:
                     reason = self._retrying(self._sink.entry_error, ref.run_id, entry)
                     if reason is not None:
                         self._dead_letter(run_key, entry, reason)
@@ -188,7 +194,9 @@ class Flusher:
         value = str(entry.value)
         self._queue.add_dead_letter(run_key, kind, entry.key, value, reason)
         self.stats.dead_letters += 1
-        _logger.error("MLflow refused %s %r of run %s for good: %s", kind, entry.key, run_key, reason)
+        _logger.error(
+            "MLflow refused %s %r of run %s for good: %s", kind, entry.key, run_key, reason
+        )
 
     def _retrying(self, fn: Callable[..., T], *args: object) -> T:
         def give_up(state: tenacity.RetryCallState) -> bool:

@@ -130,8 +130,14 @@ class Ingestor:
                     )
                     payload.events.extend(b.events[mark + 1 - b.first_seq :])
                 rows.append(
-                    (b.run_key, b.client_id, b.job, payload.first_seq, last,
-                     payload.SerializeToString())
+                    (
+                        b.run_key,
+                        b.client_id,
+                        b.job,
+                        payload.first_seq,
+                        last,
+                        payload.SerializeToString(),
+                    )
                 )
                 acked[b.run_key] = last
             else:

@@ -33,7 +33,7 @@ _PERMANENT_CODES = frozenset(
 def is_permanent(exc: BaseException) -> bool:
     """True for MLflow errors that retrying cannot fix (bad or conflicting data)."""
     if isinstance(exc, RestException):
-        status = exc.get_http_status_code()
+        status: int = exc.get_http_status_code()  # type: ignore[no-untyped-call]
         return exc.error_code in _PERMANENT_CODES and status != 429 and status < 500
     if isinstance(exc, MlflowException):
         if isinstance(exc.__cause__, sqlite3.OperationalError):
@@ -101,9 +101,7 @@ class MlflowSink:
         ref = self._parents[job] = RunRef(run_id, exp_id)
         return ref
 
-    def client_run(
-        self, client_id: str, job: str, run_key: str, start: RunStart | None
-    ) -> RunRef:
+    def client_run(self, client_id: str, job: str, run_key: str, start: RunStart | None) -> RunRef:
         """The MLflow run of one client run: resumed by its run-key tag, else created."""
         start = start or RunStart()
         exp_id = self.experiment_id(start.experiment or job)
@@ -176,4 +174,3 @@ class MlflowSink:
 
 def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
-

@@ -110,7 +110,8 @@ class Queue:
                     (run_key, client_id, job, last_seq),
                 )
                 conn.execute(
-                    "INSERT INTO batches (run_key, first_seq, last_seq, payload) VALUES (?, ?, ?, ?)",
+                    "INSERT INTO batches (run_key, first_seq, last_seq, payload)"
+                    " VALUES (?, ?, ?, ?)",
                     (run_key, first_seq, last_seq, payload),
                 )
             conn.execute("COMMIT")
@@ -177,4 +178,4 @@ class Queue:
         rows = self._conn.execute(
             "SELECT run_key, kind, key, value, reason FROM dead_letters ORDER BY id"
         ).fetchall()
-        return [tuple(row) for row in rows]  # type: ignore[misc]
+        return [(row[0], row[1], row[2], row[3], row[4]) for row in rows]

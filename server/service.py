@@ -24,16 +24,14 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
         self._ingestor = ingestor
         self.batches_rejected = 0
 
-    async def Publish(  # noqa: N802 - the name is the RPC's
+    async def Publish(
         self, request: events_pb2.EventBatch, context: grpc.aio.ServicerContext
     ) -> ingest_pb2.Ack:
         try:
             batch_from_proto(request)
         except BatchRejected as exc:
             self.batches_rejected += 1
-            _logger.warning(
-                "rejected a batch from client %r: %s", request.client_id[:64], exc
-            )
+            _logger.warning("rejected a batch from client %r: %s", request.client_id[:64], exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid batch: {exc}")
         try:
             accepted = await self._ingestor.submit(request)
@@ -42,7 +40,9 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         except Exception:
             _logger.exception("could not store a batch")
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the receiver could not store the batch")
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "the receiver could not store the batch"
+            )
         return ingest_pb2.Ack(
             run_key=request.run_key,
             acked_seq=accepted.acked_seq,
@@ -50,7 +50,7 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
             mlflow_experiment_id=accepted.experiment_id,
         )
 
-    async def GetRun(  # noqa: N802 - the name is the RPC's
+    async def GetRun(
         self, request: ingest_pb2.RunQuery, context: grpc.aio.ServicerContext
     ) -> ingest_pb2.Ack:
         try:
