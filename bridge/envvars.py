@@ -13,6 +13,9 @@ TRACKBRIDGE_CLIENT_ID = "TRACKBRIDGE_CLIENT_ID"
 TRACKBRIDGE_JOB = "TRACKBRIDGE_JOB"
 """Client: the job (MLflow experiment and parent run) this client belongs to."""
 
+TRACKBRIDGE_SPOOL_DIR = "TRACKBRIDGE_SPOOL_DIR"
+"""Client: directory of the durable spool of unacknowledged events; "" disables it."""
+
 TRACKBRIDGE_DATA_DIR = "TRACKBRIDGE_DATA_DIR"
 """Receiver: directory for its durable queue and the embedded MLflow store."""
 

@@ -1,5 +1,5 @@
-"""The background sender: drains the writer's buffer, batches per run, sends, and keeps what
-is not yet acknowledged."""
+"""The background sender: drains the writer's buffer into serialized per-run batches, keeps
+them (in memory and in the durable spool) until the receiver acks them, and sends them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import tenacity
 
@@ -16,13 +17,33 @@ from bridge.events import Event, RunEnd
 from bridge.pb.v1 import events_pb2, ingest_pb2
 from client_sdk._transport import Transport, TransportError
 from client_sdk.config import WriterConfig
+from client_sdk.spool import Spool
 
 _logger = logging.getLogger(__name__)
 
-# A single batch larger than this is split before sending (gRPC's default limit is 4 MiB).
+# A batch larger than this is split before sending (gRPC's default limit is 4 MiB).
 _MAX_BATCH_BYTES = 2 * 1024 * 1024
-# How long one run's batch is retried before the sender returns to its tick (and tries again).
+# How long one batch is retried before the sender goes back to its tick (and tries again).
 _RETRY_WINDOW_S = 30.0
+
+
+@dataclass(slots=True)
+class Pending:
+    """A serialized batch the receiver has not acknowledged yet."""
+
+    first_seq: int
+    last_seq: int
+    payload: bytes | None
+    """The batch, or None when it is held only in ``spool`` (memory pressure, adoption)."""
+    spool: Spool | None = None
+    spool_id: int = 0
+
+    def load(self) -> bytes:
+        """The serialized batch, from memory or from the spool."""
+        if self.payload is not None:
+            return self.payload
+        assert self.spool is not None
+        return self.spool.payload(self.spool_id)
 
 
 @dataclass(slots=True)
@@ -31,12 +52,15 @@ class RunState:
 
     key: str
     next_seq: int = 1
-    pending: deque[tuple[int, Event]] = field(default_factory=deque)
-    """Events with their sequence numbers, sent or not, that the receiver has not acked."""
+    pending: deque[Pending] = field(default_factory=deque)
     acked_seq: int = 0
     run_id: str = ""
     experiment_id: str = ""
     ended: bool = False
+
+    def pending_events(self) -> int:
+        """Events sent or waiting to be sent, not yet acknowledged."""
+        return sum(p.last_seq - p.first_seq + 1 for p in self.pending)
 
 
 @dataclass(slots=True)
@@ -67,18 +91,29 @@ class Sender:
         self._interrupt = threading.Event()
         self._deadline = float("inf")
         self._thread: threading.Thread | None = None
+        self._spool: Spool | None = None
+        self._adopted: list[Spool] = []
+        self._held_bytes = 0
+        self._spooled_bytes = 0
+        self._full_warned = False
+        self._backoff = tenacity.wait_exponential_jitter(
+            initial=0.05, max=config.retry_max_backoff_s
+        )
         self.stats = SenderStats()
 
     # -- called from the writer's threads -------------------------------------------------
 
     def start(self) -> None:
-        """Starts the sender thread (once)."""
+        """Opens the spool (adopting a dead predecessor's) and starts the thread, once."""
         with self._lock:
-            if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(
-                    target=self._loop, name="trackbridge-sender", daemon=True
-                )
-                self._thread.start()
+            if self._thread is not None or self._stop.is_set():
+                return
+            if self._config.spool_dir:
+                self._open_spools(Path(self._config.spool_dir))
+            self._thread = threading.Thread(
+                target=self._loop, name="trackbridge-sender", daemon=True
+            )
+            self._thread.start()
 
     def wake(self) -> None:
         """Asks for a send now rather than at the end of the linger time."""
@@ -92,7 +127,7 @@ class Sender:
     def pending_events(self) -> int:
         """Events logged but not yet acknowledged by the receiver."""
         with self._lock:
-            return len(self._buffer) + sum(len(r.pending) for r in self._runs.values())
+            return len(self._buffer) + sum(r.pending_events() for r in self._runs.values())
 
     def lookup_run_id(self, run_key: str, timeout_s: float) -> str:
         """Asks the receiver for a run's MLflow id; "" if it has none yet or is unreachable."""
@@ -120,7 +155,8 @@ class Sender:
         return True
 
     def close(self, timeout_s: float) -> int:
-        """Drains within ``timeout_s``, stops the thread; returns events left unacknowledged."""
+        """Drains within ``timeout_s``, stops the thread; returns events left unacknowledged
+        (they stay in the spool, when there is one, for the next start or ``trackbridge sync``)."""
         self._deadline = time.monotonic() + timeout_s
         self._stop.set()
         self._wake.set()
@@ -132,19 +168,41 @@ class Sender:
                 thread.join(timeout=1.0)
         self._transport.close()
         left = self.pending_events()
+        if thread is None or not thread.is_alive():
+            for spool in (self._spool, *self._adopted):
+                if spool is not None:
+                    spool.close()
         if left:
-            _logger.warning("trackbridge: %d events were not delivered before close", left)
+            where = f"kept in {self._config.spool_dir}" if self._spool else "lost"
+            _logger.warning("trackbridge: %d events not delivered before close (%s)", left, where)
         return left
 
     def reset_after_fork(self) -> None:
-        """In a forked child: forget the parent's thread, channel and events."""
+        """In a forked child: forget the parent's thread, channel, spool and events."""
         self._lock = threading.Lock()
         self._cycled = threading.Condition(self._lock)
         self._thread = None
         self._runs.clear()
+        for spool in (self._spool, *self._adopted):
+            if spool is not None:
+                spool.abandon()
+        self._spool = None
+        self._adopted = []
+        self._held_bytes = self._spooled_bytes = 0
         self._transport = Transport(self._config.receiver, self._config.rpc_timeout_s)
 
     # -- the sender thread ----------------------------------------------------------------
+
+    def _open_spools(self, directory: Path) -> None:
+        for spool in Spool.orphans(directory, self._config.client_id):
+            batches = spool.batches()
+            _logger.info("trackbridge: delivering %d batches left in %s", len(batches), spool.path)
+            for b in batches:
+                run = self._runs.setdefault(b.run_key, RunState(b.run_key, ended=True))
+                run.pending.append(Pending(b.first_seq, b.last_seq, None, spool, b.id))
+            self._spooled_bytes += spool.size_bytes()
+            self._adopted.append(spool)
+        self._spool = Spool.create(directory, self._config.client_id)
 
     def _loop(self) -> None:
         while True:
@@ -166,30 +224,81 @@ class Sender:
         for run in list(self._runs.values()):
             while run.pending and time.monotonic() < self._deadline:
                 if not self._send_next(run):
-                    break
+                    return  # the receiver is unreachable: every run would fail alike
 
     def _take_buffered(self) -> None:
+        """Moves buffered events into serialized, spooled batches (unless memory and spool
+        are both full: then they wait in the buffer, which drops and counts past its bound)."""
+        if self._spool is None and self._held_bytes >= self._config.max_memory_bytes:
+            return
+        if self._spool is not None and self._spooled_bytes >= self._config.max_spool_bytes:
+            if not self._full_warned:
+                self._full_warned = True
+                _logger.warning(
+                    "trackbridge: spool is full (%d bytes); new events wait in memory and are "
+                    "dropped, counted, past max_buffer_events",
+                    self._spooled_bytes,
+                )
+            return
+        self._full_warned = False
         buffer = self._buffer
+        per_run: dict[str, list[Event]] = {}
+        for _ in range(len(buffer)):
+            run_key, event = buffer.popleft()
+            per_run.setdefault(run_key, []).append(event)
+        if not per_run:
+            return
+        built: list[tuple[RunState, int, int, bytes]] = []
         with self._lock:
-            for _ in range(len(buffer)):
-                run_key, event = buffer.popleft()
+            for run_key, events in per_run.items():
                 run = self._runs.get(run_key)
                 if run is None:
                     run = self._runs[run_key] = RunState(run_key)
-                run.pending.append((run.next_seq, event))
-                run.next_seq += 1
-                if isinstance(event, RunEnd):
-                    run.ended = True
+                for payload, count in self._serialize(run_key, run.next_seq, events):
+                    built.append((run, run.next_seq, run.next_seq + count - 1, payload))
+                    run.next_seq += count
+                run.ended = run.ended or isinstance(events[-1], RunEnd)
+        ids = [0] * len(built)
+        if self._spool is not None:
+            ids = self._spool.append([(r.key, f, last, p) for r, f, last, p in built])
+        with self._lock:
+            for (run, first, last, payload), spool_id in zip(built, ids, strict=True):
+                keep = self._spool is None or self._held_bytes < self._config.max_memory_bytes
+                run.pending.append(
+                    Pending(first, last, payload if keep else None, self._spool, spool_id)
+                )
+                self._held_bytes += len(payload) if keep else 0
+                self._spooled_bytes += len(payload) if self._spool is not None else 0
+
+    def _serialize(
+        self, run_key: str, first_seq: int, events: list[Event]
+    ) -> list[tuple[bytes, int]]:
+        out = []
+        start = 0
+        while start < len(events):
+            count = min(len(events) - start, self._config.max_batch_events)
+            while True:
+                msg = events_pb2.EventBatch(
+                    client_id=self._config.client_id,
+                    job=self._config.job,
+                    run_key=run_key,
+                    first_seq=first_seq + start,
+                )
+                add = msg.events.add
+                for event in events[start : start + count]:
+                    event_to_proto(event, add())
+                if count == 1 or msg.ByteSize() <= _MAX_BATCH_BYTES:
+                    break
+                count //= 2
+            out.append((msg.SerializeToString(), count))
+            start += count
+        return out
 
     def _send_next(self, run: RunState) -> bool:
         """Sends the oldest unacknowledged batch of ``run``; False when it could not."""
-        count = min(len(run.pending), self._config.max_batch_events)
-        msg = self._build(run, count)
-        while msg.ByteSize() > _MAX_BATCH_BYTES and count > 1:
-            count //= 2
-            msg = self._build(run, count)
+        head = run.pending[0]
         try:
-            ack = self._publish_with_retries(msg)
+            ack = self._publish_with_retries(head.load())
         except TransportError as exc:
             self.stats.send_failures += 1
             if exc.retryable:
@@ -197,37 +306,42 @@ class Sender:
                 return False
             # The receiver refused the batch itself: resending cannot help. The writer validates
             # everything before it is buffered, so this means a protocol mismatch.
-            _logger.error("trackbridge: receiver rejected %d events: %s", count, exc)
-            self.stats.events_rejected += count
-            with self._lock:
-                for _ in range(count):
-                    run.pending.popleft()
+            _logger.error(
+                "trackbridge: receiver rejected events %d-%d of run %s: %s",
+                head.first_seq,
+                head.last_seq,
+                run.key,
+                exc,
+            )
+            self.stats.events_rejected += head.last_seq - head.first_seq + 1
+            self._acknowledge(run, head.last_seq)
             return True
         self.stats.batches_sent += 1
-        with self._lock:
-            while run.pending and run.pending[0][0] <= ack.acked_seq:
-                run.pending.popleft()
-                self.stats.events_acked += 1
-            run.acked_seq = max(run.acked_seq, ack.acked_seq)
-            if ack.mlflow_run_id:
-                run.run_id = ack.mlflow_run_id
-                run.experiment_id = ack.mlflow_experiment_id
+        if ack.mlflow_run_id:
+            run.run_id = ack.mlflow_run_id
+            run.experiment_id = ack.mlflow_experiment_id
+        self._acknowledge(run, ack.acked_seq)
         return True
 
-    def _build(self, run: RunState, count: int) -> events_pb2.EventBatch:
-        msg = events_pb2.EventBatch(
-            client_id=self._config.client_id,
-            job=self._config.job,
-            run_key=run.key,
-            first_seq=run.pending[0][0],
-        )
-        add = msg.events.add
-        pending = run.pending
-        for i in range(count):
-            event_to_proto(pending[i][1], add())
-        return msg
+    def _acknowledge(self, run: RunState, acked_seq: int) -> None:
+        done: dict[Spool, list[int]] = {}
+        with self._lock:
+            while run.pending and run.pending[0].last_seq <= acked_seq:
+                p = run.pending.popleft()
+                self.stats.events_acked += p.last_seq - p.first_seq + 1
+                if p.payload is not None:
+                    self._held_bytes -= len(p.payload)
+                if p.spool is not None:
+                    done.setdefault(p.spool, []).append(p.spool_id)
+            run.acked_seq = max(run.acked_seq, acked_seq)
+        for spool, ids in done.items():
+            spool.remove(ids)
+        if self._spool is not None and done:
+            self._spooled_bytes = self._spool.size_bytes() + sum(
+                s.size_bytes() for s in self._adopted
+            )
 
-    def _publish_with_retries(self, msg: events_pb2.EventBatch) -> ingest_pb2.Ack:
+    def _publish_with_retries(self, payload: bytes) -> ingest_pb2.Ack:
         def give_up(state: tenacity.RetryCallState) -> bool:
             return (
                 (state.seconds_since_start or 0.0) >= _RETRY_WINDOW_S
@@ -239,18 +353,28 @@ class Sender:
             retry=tenacity.retry_if_exception(
                 lambda e: isinstance(e, TransportError) and e.retryable
             ),
-            wait=tenacity.wait_exponential_jitter(
-                initial=0.05, max=self._config.retry_max_backoff_s
-            ),
+            wait=self._wait,
             stop=give_up,
             sleep=self._sleep,
             reraise=True,
         )
-        return retrying(self._publish, msg)
+        return retrying(self._publish, payload)
 
-    def _publish(self, msg: events_pb2.EventBatch) -> ingest_pb2.Ack:
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        # Exponential backoff with jitter, but never sooner than the receiver asked for.
+        exc = state.outcome.exception() if state.outcome is not None else None
+        hint = exc.retry_after_s if isinstance(exc, TransportError) else 0.0
+        return max(float(self._backoff(state)), hint)
+
+    def _publish(self, payload: bytes) -> ingest_pb2.Ack:
         remaining = self._deadline - time.monotonic()
-        return self._transport.publish(msg, min(self._config.rpc_timeout_s, remaining))
+        return self._transport.publish(payload, min(self._config.rpc_timeout_s, remaining))
 
     def _sleep(self, seconds: float) -> None:
-        self._interrupt.wait(min(seconds, max(0.0, self._deadline - time.monotonic())))
+        # While backing off, keep moving the loop's events into the spool, so that a long
+        # outage fills the disk (bounded) rather than the buffer.
+        end = min(time.monotonic() + seconds, self._deadline)
+        while (left := end - time.monotonic()) > 0:
+            if self._interrupt.wait(min(left, self._config.linger_s)):
+                return
+            self._take_buffered()

@@ -6,7 +6,7 @@ from typing import Any
 
 import grpc
 
-from bridge.pb.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
+from bridge.pb.v1 import ingest_pb2, ingest_pb2_grpc
 
 # Codes that mean "the same batch may succeed later".
 _RETRYABLE = frozenset(
@@ -34,13 +34,33 @@ CHANNEL_OPTIONS = (
 )
 
 
+PUBLISH_METHOD = "/trackbridge.v1.Ingest/Publish"
+RETRY_AFTER_KEY = "retry-after-ms"
+"""Trailing metadata the receiver sets with RESOURCE_EXHAUSTED: how long to back off."""
+
+
+def _retry_after_s(exc: grpc.RpcError) -> float:
+    trailers = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    for key, value in trailers or ():
+        if key == RETRY_AFTER_KEY:
+            try:
+                return max(0.0, int(value) / 1000)
+            except ValueError:
+                return 0.0
+    return 0.0
+
+
 class TransportError(Exception):
     """A Publish call that failed; ``retryable`` says whether to try the same batch again."""
 
-    def __init__(self, code: str, message: str, *, retryable: bool) -> None:
+    def __init__(
+        self, code: str, message: str, *, retryable: bool, retry_after_s: float = 0.0
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.retryable = retryable
+        self.retry_after_s = retry_after_s
+        """The receiver's requested pause before the next attempt (RESOURCE_EXHAUSTED)."""
 
 
 class Transport:
@@ -51,12 +71,16 @@ class Transport:
         # Channels connect lazily and reconnect by themselves; one serves every thread.
         self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = ingest_pb2_grpc.IngestStub(self._channel)  # type: ignore[no-untyped-call]
+        # Batches are serialized once, by the sender, and sent as they were spooled.
+        self._publish_raw = self._channel.unary_unary(
+            PUBLISH_METHOD,
+            request_serializer=None,
+            response_deserializer=ingest_pb2.Ack.FromString,
+        )
 
-    def publish(
-        self, batch: events_pb2.EventBatch, timeout_s: float | None = None
-    ) -> ingest_pb2.Ack:
-        """Sends one batch; returns the receiver's ack or raises TransportError."""
-        return self._call(self._stub.Publish, batch, timeout_s)
+    def publish(self, payload: bytes, timeout_s: float | None = None) -> ingest_pb2.Ack:
+        """Sends one serialized EventBatch; returns the receiver's ack or raises TransportError."""
+        return self._call(self._publish_raw, payload, timeout_s)
 
     def get_run(
         self, client_id: str, run_key: str, timeout_s: float | None = None
@@ -72,7 +96,10 @@ class Transport:
         except grpc.RpcError as exc:
             code = exc.code()
             raise TransportError(
-                code.name, exc.details() or "", retryable=code in _RETRYABLE
+                code.name,
+                exc.details() or "",
+                retryable=code in _RETRYABLE,
+                retry_after_s=_retry_after_s(exc),
             ) from None
         return ack
 

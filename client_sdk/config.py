@@ -28,7 +28,14 @@ class WriterConfig:
     linger_s: float = 0.2
     """How long the sender waits for a batch to fill before sending what it has."""
     max_buffer_events: int = 1_000_000
-    """Events held in memory, sent or not, before new ones are dropped and counted."""
+    """Events waiting for the sender thread before new ones are dropped and counted (reached
+    only when both memory and spool are full, or the sender thread is stuck)."""
+    spool_dir: str = ""
+    """Directory of the durable spool; "" keeps unacknowledged events in memory only."""
+    max_spool_bytes: int = 1 << 30
+    """Spool size past which new events stay in the buffer (then are dropped, counted)."""
+    max_memory_bytes: int = 64 << 20
+    """Serialized batches held in memory; past it they are read back from the spool."""
     rpc_timeout_s: float = 10.0
     """Deadline of one Publish call."""
     retry_max_backoff_s: float = 5.0
@@ -44,7 +51,12 @@ class WriterConfig:
             raise ValueError("client_id must not be empty")
         if not self.job:
             raise ValueError("job must not be empty")
-        for name in ("max_batch_events", "max_buffer_events"):
+        for name in (
+            "max_batch_events",
+            "max_buffer_events",
+            "max_spool_bytes",
+            "max_memory_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
         for name in ("linger_s", "rpc_timeout_s", "retry_max_backoff_s", "close_timeout_s"):
@@ -57,6 +69,7 @@ class WriterConfig:
         receiver: str | None = None,
         client_id: str | None = None,
         job: str | None = None,
+        spool_dir: str | None = None,
         env: Mapping[str, str] = os.environ,
         **overrides: float,
     ) -> WriterConfig:
@@ -67,4 +80,18 @@ class WriterConfig:
             client_id = env.get(envvars.TRACKBRIDGE_CLIENT_ID, socket.gethostname())
         if job is None:
             job = env.get(envvars.TRACKBRIDGE_JOB, DEFAULT_JOB)
-        return cls(receiver=receiver, client_id=client_id, job=job, **overrides)  # type: ignore[arg-type]
+        if spool_dir is None:
+            spool_dir = env.get(envvars.TRACKBRIDGE_SPOOL_DIR, default_spool_dir(env))
+        return cls(
+            receiver=receiver,
+            client_id=client_id,
+            job=job,
+            spool_dir=spool_dir,
+            **overrides,  # type: ignore[arg-type]
+        )
+
+
+def default_spool_dir(env: Mapping[str, str] = os.environ) -> str:
+    """``$XDG_CACHE_HOME/trackbridge/spool``, else ``~/.cache/trackbridge/spool``."""
+    cache = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "trackbridge", "spool")
