@@ -7,6 +7,7 @@ from typing import Any
 import grpc
 
 from bridge.pb.v1 import ingest_pb2, ingest_pb2_grpc
+from bridge.protocol import PUBLISH_METHOD, RETRY_AFTER_KEY
 
 # Codes that mean "the same batch may succeed later".
 _RETRYABLE = frozenset(
@@ -32,11 +33,6 @@ CHANNEL_OPTIONS = (
     ("grpc.max_send_message_length", 16 * 1024 * 1024),
     ("grpc.enable_retries", 0),  # tenacity owns retrying
 )
-
-
-PUBLISH_METHOD = "/trackbridge.v1.Ingest/Publish"
-RETRY_AFTER_KEY = "retry-after-ms"
-"""Trailing metadata the receiver sets with RESOURCE_EXHAUSTED: how long to back off."""
 
 
 def _retry_after_s(exc: grpc.RpcError) -> float:

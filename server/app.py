@@ -16,12 +16,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from bridge.pb.v1 import ingest_pb2_grpc
+from bridge.protocol import INGEST_SERVICE
 from server.config import ReceiverConfig
 from server.flusher import Flusher
 from server.ingest import Ingestor
 from server.mlflow_sink import MlflowSink
-from server.queue import Queue, connect
-from server.service import SERVICE_NAME, IngestService
+from server.queue import Backlog, Queue, connect
+from server.service import IngestService
 
 _logger = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ class Counters:
     events_duplicate: int
     events_flushed: int
     batches_rejected: int
+    batches_throttled: int
+    backlog_events: int
     dead_letters: int
     mlflow_errors: int
     queued_batches: int
@@ -76,9 +79,17 @@ class Receiver:
         self._conns = [ingest_conn, flush_conn, status_conn]
         artifacts = (cfg.data_dir / "artifacts").resolve().as_uri() if cfg.embedded else None
         sink = MlflowSink(cfg.effective_tracking_uri, artifact_location=artifacts)
-        self.flusher = Flusher(Queue(flush_conn), sink, cfg.flush_interval_s, self._on_run)
-        self.ingestor = Ingestor(Queue(ingest_conn), self.flusher.stored)
-        self.service = IngestService(self.ingestor)
+        self.backlog = Backlog(Queue(ingest_conn).pending_events())
+        self.flusher = Flusher(
+            Queue(flush_conn), sink, cfg.flush_interval_s, self._on_run, self.backlog
+        )
+        self.ingestor = Ingestor(Queue(ingest_conn), self.flusher.stored, self.backlog)
+        self.service = IngestService(
+            self.ingestor,
+            self.backlog,
+            cfg.max_backlog_events,
+            retry_after_s=max(1.0, cfg.flush_interval_s),
+        )
         self._status = Queue(status_conn)
 
         server = grpc.aio.server(options=SERVER_OPTIONS)
@@ -91,7 +102,7 @@ class Receiver:
         self.flusher.start()
         await server.start()
         self._server = server
-        for service in ("", SERVICE_NAME):
+        for service in ("", INGEST_SERVICE):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         _logger.info("receiver listening on port %d, data in %s", self.port, cfg.data_dir)
         return self.port
@@ -106,6 +117,8 @@ class Receiver:
             events_duplicate=self.ingestor.events_duplicate,
             events_flushed=self.flusher.stats.events_flushed,
             batches_rejected=self.service.batches_rejected,
+            batches_throttled=self.service.batches_throttled,
+            backlog_events=self.backlog.events,
             dead_letters=self.flusher.stats.dead_letters,
             mlflow_errors=self.flusher.stats.mlflow_errors,
             queued_batches=self._status.pending_count(),

@@ -28,6 +28,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="queue durability: normal survives process kill, full also power loss",
     )
     p.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="default 30")
+    p.add_argument(
+        "--max-backlog",
+        type=int,
+        metavar="EVENTS",
+        help="events not yet in MLflow past which clients are told to back off (default 2000000)",
+    )
     p.add_argument("--ready-file", type=Path, help='write {"port": N} here once serving')
     p.set_defaults(func=_serve)
 
@@ -42,6 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
         flush_interval_s=args.flush_interval,
         sqlite_synchronous=args.fsync.upper() if args.fsync else None,
         shutdown_timeout_s=args.shutdown_timeout,
+        max_backlog_events=args.max_backlog,
     )
 
     def ready(receiver: Receiver) -> None:

@@ -29,6 +29,8 @@ class ReceiverConfig:
     """Queue fsync policy: NORMAL survives process kill, FULL also survives power loss."""
     shutdown_timeout_s: float = 30.0
     """Budget for flushing the queue to MLflow on SIGTERM/SIGINT."""
+    max_backlog_events: int = 2_000_000
+    """Events stored but not yet in MLflow past which clients get RESOURCE_EXHAUSTED."""
 
     def __post_init__(self) -> None:
         host, sep, port = self.listen.rpartition(":")
@@ -39,6 +41,10 @@ class ReceiverConfig:
         if not self.shutdown_timeout_s > 0:
             raise ValueError(
                 f"shutdown_timeout_s must be positive, got {self.shutdown_timeout_s!r}"
+            )
+        if self.max_backlog_events < 1:
+            raise ValueError(
+                f"max_backlog_events must be at least 1, got {self.max_backlog_events!r}"
             )
         if self.sqlite_synchronous not in ("NORMAL", "FULL"):
             raise ValueError(
@@ -67,6 +73,7 @@ class ReceiverConfig:
         flush_interval_s: float | None = None,
         sqlite_synchronous: str | None = None,
         shutdown_timeout_s: float | None = None,
+        max_backlog_events: int | None = None,
         env: Mapping[str, str] = os.environ,
     ) -> ReceiverConfig:
         """Builds a config from explicit values, then the environment, then defaults."""
@@ -86,6 +93,7 @@ class ReceiverConfig:
             flush_interval_s=flush_interval_s,
             sqlite_synchronous="NORMAL" if sqlite_synchronous is None else sqlite_synchronous,
             shutdown_timeout_s=30.0 if shutdown_timeout_s is None else shutdown_timeout_s,
+            max_backlog_events=2_000_000 if max_backlog_events is None else max_backlog_events,
         )
 
 

@@ -23,7 +23,7 @@ from bridge.events import Metric, Param, RunEnd, RunStart, Tag
 from bridge.limits import MAX_METRICS_PER_BATCH, split_log_batch
 from bridge.pb.v1 import events_pb2
 from server.mlflow_sink import MlflowSink, RunRef, is_permanent
-from server.queue import PendingBatch, Queue
+from server.queue import Backlog, PendingBatch, Queue
 
 _logger = logging.getLogger(__name__)
 
@@ -56,11 +56,13 @@ class Flusher:
         sink: MlflowSink,
         interval_s: float,
         on_run: Callable[[str, str, str], None],
+        backlog: Backlog,
     ) -> None:
         self._queue = queue
         self._sink = sink
         self._interval_s = interval_s
         self._on_run = on_run
+        self._backlog = backlog
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._deadline = float("inf")
@@ -155,6 +157,7 @@ class Flusher:
             entries = []
             self._queue.mark_flushed(run_key, stored.id, stored.last_seq)
             self.stats.events_flushed += stored.last_seq - stored.first_seq + 1
+            self._backlog.remove(stored.last_seq - stored.first_seq + 1)
 
     def _open(self, run_key: str, client_id: str, job: str, start: RunStart | None) -> RunRef:
         ref = self._refs.get(run_key)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.pb.v1 import events_pb2
-from server.queue import Queue
+from server.queue import Backlog, Queue
 
 _logger = logging.getLogger(__name__)
 
@@ -47,9 +47,12 @@ _STOP = object()
 class Ingestor:
     """Stores batches durably and answers with the run's acknowledged sequence."""
 
-    def __init__(self, queue: Queue, on_stored: Callable[[str, int], None]) -> None:
+    def __init__(
+        self, queue: Queue, on_stored: Callable[[str, int], None], backlog: Backlog
+    ) -> None:
         self._queue = queue
         self._on_stored = on_stored
+        self._backlog = backlog
         self._requests: stdqueue.SimpleQueue[_Request | object] = stdqueue.SimpleQueue()
         runs = queue.runs()
         self._acked = {r.run_key: r.acked_seq for r in runs}
@@ -155,6 +158,7 @@ class Ingestor:
             self._owner.update(owners)
             for run_key, _c, _j, first, last, _p in rows:
                 self.events_stored += last - first + 1
+                self._backlog.add(last - first + 1)
                 self._on_stored(run_key, last - first + 1)
         for req, outcome in zip(group, outcomes, strict=True):
             req.loop.call_soon_threadsafe(_resolve, req.future, outcome)

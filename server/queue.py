@@ -9,6 +9,7 @@ commit and survives power loss too, at some ingest speed.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +136,11 @@ class Queue:
         ).fetchall()
         return [PendingBatch(*row) for row in rows]
 
+    def pending_events(self) -> int:
+        """Number of stored events not yet written to MLflow."""
+        row = self._conn.execute("SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM batches")
+        return int(row.fetchone()[0])
+
     def pending_count(self) -> int:
         """Number of batches not yet written to MLflow."""
         return int(self._conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0])
@@ -179,3 +185,26 @@ class Queue:
             "SELECT run_key, kind, key, value, reason FROM dead_letters ORDER BY id"
         ).fetchall()
         return [(row[0], row[1], row[2], row[3], row[4]) for row in rows]
+
+
+class Backlog:
+    """Events stored but not yet in MLflow; shared by the ingest and flush threads."""
+
+    def __init__(self, initial: int) -> None:
+        self._lock = threading.Lock()
+        self._events = initial
+
+    def add(self, count: int) -> None:
+        """Counts newly stored events."""
+        with self._lock:
+            self._events += count
+
+    def remove(self, count: int) -> None:
+        """Counts events that reached MLflow."""
+        with self._lock:
+            self._events -= count
+
+    @property
+    def events(self) -> int:
+        """The current backlog."""
+        return self._events

@@ -10,19 +10,25 @@ import grpc
 from bridge.convert import batch_from_proto
 from bridge.errors import BatchRejected
 from bridge.pb.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
+from bridge.protocol import RETRY_AFTER_KEY
 from server.ingest import Ingestor, NotOwner
+from server.queue import Backlog
 
 _logger = logging.getLogger(__name__)
-
-SERVICE_NAME = "trackbridge.v1.Ingest"
 
 
 class IngestService(ingest_pb2_grpc.IngestServicer):
     """Validates each batch, hands it to the Ingestor and answers once it is durable."""
 
-    def __init__(self, ingestor: Ingestor) -> None:
+    def __init__(
+        self, ingestor: Ingestor, backlog: Backlog, max_backlog_events: int, retry_after_s: float
+    ) -> None:
         self._ingestor = ingestor
+        self._backlog = backlog
+        self._max_backlog = max_backlog_events
+        self._retry_after_ms = str(int(retry_after_s * 1000))
         self.batches_rejected = 0
+        self.batches_throttled = 0
 
     async def Publish(
         self, request: events_pb2.EventBatch, context: grpc.aio.ServicerContext
@@ -33,6 +39,15 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
             self.batches_rejected += 1
             _logger.warning("rejected a batch from client %r: %s", request.client_id[:64], exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid batch: {exc}")
+        if self._backlog.events >= self._max_backlog:
+            # MLflow is slower than the clients (or down): make them wait, in their spools.
+            self.batches_throttled += 1
+            context.set_trailing_metadata(((RETRY_AFTER_KEY, self._retry_after_ms),))
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"receiver backlog is full ({self._backlog.events} events not yet in MLflow);"
+                f" retry after {self._retry_after_ms} ms",
+            )
         try:
             accepted = await self._ingestor.submit(request)
         except NotOwner as exc:
