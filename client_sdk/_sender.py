@@ -57,6 +57,8 @@ class RunState:
     run_id: str = ""
     experiment_id: str = ""
     ended: bool = False
+    last_contact: float = field(default_factory=time.monotonic)
+    """Monotonic time of the last exchange with the receiver about this run."""
 
     def pending_events(self) -> int:
         """Events sent or waiting to be sent, not yet acknowledged."""
@@ -225,6 +227,19 @@ class Sender:
             while run.pending and time.monotonic() < self._deadline:
                 if not self._send_next(run):
                     return  # the receiver is unreachable: every run would fail alike
+        self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        """Tells the receiver that quiet open runs are alive, so their lease does not run out."""
+        now = time.monotonic()
+        for run in list(self._runs.values()):
+            if run.ended or run.pending or now - run.last_contact < self._config.heartbeat_s:
+                continue
+            run.last_contact = now
+            try:
+                self._transport.get_run(self._config.client_id, run.key, self._config.rpc_timeout_s)
+            except TransportError as exc:
+                _logger.debug("trackbridge heartbeat for run %s failed: %s", run.key, exc)
 
     def _take_buffered(self) -> None:
         """Moves buffered events into serialized, spooled batches (unless memory and spool
@@ -317,6 +332,7 @@ class Sender:
             self._acknowledge(run, head.last_seq)
             return True
         self.stats.batches_sent += 1
+        run.last_contact = time.monotonic()
         if ack.mlflow_run_id:
             run.run_id = ack.mlflow_run_id
             run.experiment_id = ack.mlflow_experiment_id

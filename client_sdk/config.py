@@ -40,6 +40,8 @@ class WriterConfig:
     """Deadline of one Publish call."""
     retry_max_backoff_s: float = 5.0
     """Longest pause between two attempts to send a batch."""
+    heartbeat_s: float = 60.0
+    """A quiet open run is reported alive this often (the receiver's run lease is longer)."""
     close_timeout_s: float = 10.0
     """Budget for draining at interpreter exit."""
 
@@ -59,7 +61,13 @@ class WriterConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
-        for name in ("linger_s", "rpc_timeout_s", "retry_max_backoff_s", "close_timeout_s"):
+        for name in (
+            "linger_s",
+            "rpc_timeout_s",
+            "retry_max_backoff_s",
+            "close_timeout_s",
+            "heartbeat_s",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
 

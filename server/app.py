@@ -80,10 +80,16 @@ class Receiver:
         artifacts = (cfg.data_dir / "artifacts").resolve().as_uri() if cfg.embedded else None
         sink = MlflowSink(cfg.effective_tracking_uri, artifact_location=artifacts)
         self.backlog = Backlog(Queue(ingest_conn).pending_events())
+        self.ingestor = Ingestor(Queue(ingest_conn), self._stored, self.backlog)
         self.flusher = Flusher(
-            Queue(flush_conn), sink, cfg.flush_interval_s, self._on_run, self.backlog
+            Queue(flush_conn),
+            sink,
+            interval_s=cfg.flush_interval_s,
+            on_run=self._on_run,
+            backlog=self.backlog,
+            last_seen=self.ingestor.last_seen,
+            lease_s=cfg.run_lease_s,
         )
-        self.ingestor = Ingestor(Queue(ingest_conn), self.flusher.stored, self.backlog)
         self.service = IngestService(
             self.ingestor,
             self.backlog,
@@ -106,6 +112,9 @@ class Receiver:
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         _logger.info("receiver listening on port %d, data in %s", self.port, cfg.data_dir)
         return self.port
+
+    def _stored(self, run_key: str, count: int) -> None:
+        self.flusher.stored(run_key, count)
 
     def _on_run(self, run_key: str, run_id: str, experiment_id: str) -> None:
         self.ingestor.set_mlflow_run(run_key, run_id, experiment_id)

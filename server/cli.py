@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +35,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="EVENTS",
         help="events not yet in MLflow past which clients are told to back off (default 2000000)",
     )
+    p.add_argument(
+        "--run-lease",
+        type=float,
+        metavar="SECONDS",
+        help="end a run KILLED when its client is silent this long (default 600)",
+    )
     p.add_argument("--ready-file", type=Path, help='write {"port": N} here once serving')
     p.set_defaults(func=_serve)
 
@@ -49,6 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
         sqlite_synchronous=args.fsync.upper() if args.fsync else None,
         shutdown_timeout_s=args.shutdown_timeout,
         max_backlog_events=args.max_backlog,
+        run_lease_s=args.run_lease,
     )
 
     def ready(receiver: Receiver) -> None:
@@ -89,6 +97,24 @@ def _demo(args: argparse.Namespace) -> int:
     )
 
 
+def _add_sync(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("sync", help="deliver the spools that dead clients left behind")
+    p.add_argument("spool_dir", nargs="?", help="default: TRACKBRIDGE_SPOOL_DIR or ~/.cache")
+    p.add_argument("--receiver", help="host:port (default TRACKBRIDGE_RECEIVER)")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS")
+    p.set_defaults(func=_sync)
+
+
+def _sync(args: argparse.Namespace) -> int:
+    # The sync tool is client-side code; the receiver's package only launches it.
+    argv = [sys.executable, "-m", "client_sdk.sync", "--timeout", str(args.timeout)]
+    if args.spool_dir:
+        argv.append(args.spool_dir)
+    if args.receiver:
+        argv += ["--receiver", args.receiver]
+    return subprocess.call(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface, for ``--help`` and for tests of deployment files."""
     parser = argparse.ArgumentParser(prog="trackbridge", description=__doc__)
@@ -96,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     _add_demo(sub)
+    _add_sync(sub)
     return parser
 
 

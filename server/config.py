@@ -29,6 +29,8 @@ class ReceiverConfig:
     """Queue fsync policy: NORMAL survives process kill, FULL also survives power loss."""
     shutdown_timeout_s: float = 30.0
     """Budget for flushing the queue to MLflow on SIGTERM/SIGINT."""
+    run_lease_s: float = 600.0
+    """A run not ended whose client is silent this long (no batch, no heartbeat) is KILLED."""
     max_backlog_events: int = 2_000_000
     """Events stored but not yet in MLflow past which clients get RESOURCE_EXHAUSTED."""
 
@@ -42,6 +44,8 @@ class ReceiverConfig:
             raise ValueError(
                 f"shutdown_timeout_s must be positive, got {self.shutdown_timeout_s!r}"
             )
+        if not self.run_lease_s > 0:
+            raise ValueError(f"run_lease_s must be positive, got {self.run_lease_s!r}")
         if self.max_backlog_events < 1:
             raise ValueError(
                 f"max_backlog_events must be at least 1, got {self.max_backlog_events!r}"
@@ -74,6 +78,7 @@ class ReceiverConfig:
         sqlite_synchronous: str | None = None,
         shutdown_timeout_s: float | None = None,
         max_backlog_events: int | None = None,
+        run_lease_s: float | None = None,
         env: Mapping[str, str] = os.environ,
     ) -> ReceiverConfig:
         """Builds a config from explicit values, then the environment, then defaults."""
@@ -94,6 +99,7 @@ class ReceiverConfig:
             sqlite_synchronous="NORMAL" if sqlite_synchronous is None else sqlite_synchronous,
             shutdown_timeout_s=30.0 if shutdown_timeout_s is None else shutdown_timeout_s,
             max_backlog_events=2_000_000 if max_backlog_events is None else max_backlog_events,
+            run_lease_s=600.0 if run_lease_s is None else run_lease_s,
         )
 
 

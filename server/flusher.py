@@ -12,14 +12,14 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
 import tenacity
 
 from bridge.convert import event_from_proto
-from bridge.events import Metric, Param, RunEnd, RunStart, Tag
+from bridge.events import Metric, Param, RunEnd, RunStart, RunStatus, Tag
 from bridge.limits import MAX_METRICS_PER_BATCH, split_log_batch
 from bridge.pb.v1 import events_pb2
 from server.mlflow_sink import MlflowSink, RunRef, is_permanent
@@ -54,15 +54,21 @@ class Flusher:
         self,
         queue: Queue,
         sink: MlflowSink,
+        *,
         interval_s: float,
         on_run: Callable[[str, str, str], None],
         backlog: Backlog,
+        last_seen: Mapping[str, float],
+        lease_s: float,
     ) -> None:
         self._queue = queue
         self._sink = sink
         self._interval_s = interval_s
         self._on_run = on_run
         self._backlog = backlog
+        self._last_seen = last_seen
+        self._lease_s = lease_s
+        self._started = time.monotonic()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._deadline = float("inf")
@@ -70,6 +76,7 @@ class Flusher:
         self._lock = threading.Lock()
         self._unflushed: defaultdict[str, int] = defaultdict(int)
         self._runs = {r.run_key: r for r in queue.runs()}
+        self._status = {r.run_key: r.status for r in self._runs.values()}
         self._refs = {
             r.run_key: RunRef(r.mlflow_run_id, r.mlflow_experiment_id)
             for r in self._runs.values()
@@ -128,13 +135,39 @@ class Flusher:
                 self._flush_batches(run_key, batches)
                 if len(batches) < _BATCHES_PER_READ:
                     break
+        self._expire_leases()
         self.last_error = ""
+
+    def _expire_leases(self) -> None:
+        """Ends as KILLED the runs whose client has not been heard from for a lease."""
+        now = time.monotonic()
+        for run_key, status in list(self._status.items()):
+            ref = self._refs.get(run_key)
+            seen = self._last_seen.get(run_key, self._started)
+            if status != "RUNNING" or ref is None or now - seen < self._lease_s:
+                continue
+            if self._queue.pending(run_key, 1):
+                continue  # deliver what it sent first
+            job = self._runs[run_key].job
+            _logger.warning(
+                "run %s: no word from its client for %.0f s; KILLED", run_key, now - seen
+            )
+            self._retrying(self._sink.end_run, ref, job, RunStatus.KILLED, time.time_ns() // 10**6)
+            self._set_status(run_key, RunStatus.KILLED.value)
+
+    def _set_status(self, run_key: str, status: str) -> None:
+        self._status[run_key] = status
+        self._queue.set_status(run_key, status)
 
     def _flush_batches(self, run_key: str, batches: list[PendingBatch]) -> None:
         record = self._runs.get(run_key)
         if record is None:
             self._runs = {r.run_key: r for r in self._queue.runs()}
             record = self._runs[run_key]
+        if self._status.get(run_key) == RunStatus.KILLED.value and run_key in self._refs:
+            # The client is back after its lease ran out: its run goes on.
+            self._retrying(self._sink.resume_run, self._refs[run_key], record.job)
+            self._set_status(run_key, RunStatus.RUNNING.value)
         entries: list[Metric | Param | Tag] = []
         for stored in batches:
             msg = events_pb2.EventBatch.FromString(stored.payload)
@@ -152,7 +185,7 @@ class Flusher:
                     self._retrying(
                         self._sink.end_run, ref, record.job, event.status, event.end_time_ms
                     )
-                    self._queue.set_status(run_key, event.status.value)
+                    self._set_status(run_key, event.status.value)
             self._write(run_key, entries)
             entries = []
             self._queue.mark_flushed(run_key, stored.id, stored.last_seq)
@@ -164,6 +197,7 @@ class Flusher:
         if ref is None or start is not None:
             ref = self._retrying(self._sink.client_run, client_id, job, run_key, start)
             self._refs[run_key] = ref
+            self._status.setdefault(run_key, RunStatus.RUNNING.value)
             self._queue.set_mlflow_run(run_key, ref.run_id, ref.experiment_id)
             self._on_run(run_key, ref.run_id, ref.experiment_id)
         return ref

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import queue as stdqueue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -59,6 +60,8 @@ class Ingestor:
         self._owner = {r.run_key: r.client_id for r in runs}
         self._mlflow = {r.run_key: (r.mlflow_run_id, r.mlflow_experiment_id) for r in runs}
         self._thread = threading.Thread(target=self._loop, name="trackbridge-ingest", daemon=True)
+        self.last_seen: dict[str, float] = {}
+        """run key -> monotonic time of the client's last Publish or GetRun for it."""
         self.events_stored = 0
         self.events_duplicate = 0
 
@@ -80,11 +83,14 @@ class Ingestor:
         owner = self._owner.get(run_key)
         if owner is not None and owner != client_id:
             raise NotOwner(f"run {run_key} belongs to another client")
+        if owner is not None:
+            self.last_seen[run_key] = time.monotonic()
         run_id, exp_id = self._mlflow.get(run_key, ("", ""))
         return Accepted(self._acked.get(run_key, 0), run_id, exp_id)
 
     def submit(self, batch: events_pb2.EventBatch) -> asyncio.Future[Accepted]:
         """Queues a validated batch for storing; the future resolves once it is durable."""
+        self.last_seen[batch.run_key] = time.monotonic()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Accepted] = loop.create_future()
         self._requests.put(_Request(batch, loop, future))

@@ -129,6 +129,11 @@ class MlflowSink:
         self._reopen_parent(parent)
         return RunRef(run_id, exp_id)
 
+    def resume_run(self, run: RunRef, job: str) -> None:
+        """Sets a run that was ended (e.g. KILLED by its lease) RUNNING again."""
+        self._client.update_run(run.run_id, status="RUNNING")
+        self._reopen_parent(self.parent_run(job))
+
     def _reopen_parent(self, parent: RunRef) -> None:
         info = self._client.get_run(parent.run_id).info
         if info.status != "RUNNING":
