@@ -98,9 +98,10 @@ class Sender:
         self._held_bytes = 0
         self._spooled_bytes = 0
         self._full_warned = False
-        self._backoff = tenacity.wait_exponential_jitter(
-            initial=0.05, max=config.retry_max_backoff_s
-        )
+        # Exponential backoff with jitter, spelled in terms every tenacity >= 8.2 has.
+        self._backoff = tenacity.wait_exponential(
+            multiplier=0.05, max=config.retry_max_backoff_s
+        ) + tenacity.wait_random(0, 0.1)
         self.stats = SenderStats()
 
     # -- called from the writer's threads -------------------------------------------------

@@ -32,6 +32,10 @@ CHANNEL_OPTIONS = (
     ("grpc.keepalive_permit_without_calls", 0),
     ("grpc.max_send_message_length", 16 * 1024 * 1024),
     ("grpc.enable_retries", 0),  # tenacity owns retrying
+    # Reconnect soon after the receiver is back (gRPC's default backoff grows to 120 s).
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
 )
 
 

@@ -247,7 +247,7 @@ class Flusher:
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(lambda e: not is_permanent(e)),
-            wait=tenacity.wait_exponential_jitter(initial=0.2, max=10.0),
+            wait=tenacity.wait_exponential(multiplier=0.2, max=10.0) + tenacity.wait_random(0, 0.5),
             stop=give_up,
             sleep=self._sleep,
             before_sleep=note,

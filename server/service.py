@@ -42,6 +42,13 @@ class IngestService(ingest_pb2_grpc.IngestServicer):
         if self._backlog.events >= self._max_backlog:
             # MLflow is slower than the clients (or down): make them wait, in their spools.
             self.batches_throttled += 1
+            if self.batches_throttled == 1 or self.batches_throttled % 1000 == 0:
+                _logger.warning(
+                    "backlog full (%d events not yet in MLflow): telling clients to back off"
+                    " (%d batches so far)",
+                    self._backlog.events,
+                    self.batches_throttled,
+                )
             context.set_trailing_metadata(((RETRY_AFTER_KEY, self._retry_after_ms),))
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
