@@ -1,0 +1,71 @@
+"""A client process for fault tests: logs a known sequence at a steady rate, then reports.
+
+Metric ``x`` gets value ``i``, step ``i`` and timestamp ``BASE_TS + i`` for i in range(points).
+Writes a JSON summary (undelivered events, slowest log call) to ``--out`` when it ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from client_sdk.config import WriterConfig
+from client_sdk.writer import Writer
+
+BASE_TS = 1_700_000_000_000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--receiver", required=True)
+    parser.add_argument("--client-id", required=True)
+    parser.add_argument("--job", required=True)
+    parser.add_argument("--spool-dir", required=True)
+    parser.add_argument("--points", type=int, required=True)
+    parser.add_argument("--rate", type=float, required=True, help="points per second; 0: flat out")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--param", action="append", default=[], help="key=value")
+    parser.add_argument("--heartbeat", type=float, default=60.0)
+    parser.add_argument("--close-timeout", type=float, default=120.0)
+    parser.add_argument("--hold", action="store_true", help="log, then wait forever (to be killed)")
+    parser.add_argument("--no-close", action="store_true", help="exit without close (atexit)")
+    args = parser.parse_args()
+
+    config = WriterConfig(
+        receiver=args.receiver,
+        client_id=args.client_id,
+        job=args.job,
+        spool_dir=args.spool_dir,
+        heartbeat_s=args.heartbeat,
+        close_timeout_s=args.close_timeout,
+    )
+    writer = Writer(config=config)
+    writer.start_run()
+    for item in args.param:
+        key, _, value = item.partition("=")
+        writer.log_param(key, value)
+    slowest_ns = 0
+    started = time.perf_counter()
+    for i in range(args.points):
+        if args.rate > 0:
+            delay = started + i / args.rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        t0 = time.perf_counter_ns()
+        writer.log_metric("x", float(i), step=i, timestamp=BASE_TS + i)
+        slowest_ns = max(slowest_ns, time.perf_counter_ns() - t0)
+    if args.hold:
+        print("logged", flush=True)
+        while True:
+            time.sleep(3600)
+    if args.no_close:
+        return  # the atexit hook must drain
+    writer.end_run("FINISHED")
+    undelivered = writer.close(timeout_s=args.close_timeout)
+    with open(args.out, "w") as out:
+        json.dump({"undelivered": undelivered, "max_log_call_us": slowest_ns / 1000}, out)
+
+
+if __name__ == "__main__":
+    main()
