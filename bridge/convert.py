@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bridge.errors import BatchRejected, MlflowException
 from bridge.events import (
+    DeleteTag,
     Event,
     EventBatch,
     Metric,
@@ -14,8 +15,14 @@ from bridge.events import (
     Tag,
 )
 from bridge.pb.v1 import events_pb2 as pb
-from bridge.pb.v1 import ingest_pb2
-from bridge.validation import validate_metric_key, validate_param, validate_tag
+from bridge.validation import (
+    MAX_INT64,
+    validate_metric_key,
+    validate_param,
+    validate_run_id,
+    validate_step_and_timestamp,
+    validate_tag,
+)
 
 MAX_ID_LENGTH = 256
 
@@ -33,7 +40,8 @@ def event_to_proto(event: Event, out: pb.Event) -> None:
     if isinstance(event, Metric):
         m = out.metric
         m.key = event.key
-        m.value = event.value
+        value = event.value
+        m.value = value if type(value) is float else _as_float(value)
         m.step = event.step
         m.timestamp_ms = event.timestamp_ms
     elif isinstance(event, Param):
@@ -50,9 +58,20 @@ def event_to_proto(event: Event, out: pb.Event) -> None:
         rs.description = event.description
         rs.start_time_ms = event.start_time_ms
         rs.parent_run_key = event.parent_run_key
+        rs.resume_run_id = event.resume_run_id
+    elif isinstance(event, DeleteTag):
+        out.delete_tag.key = event.key
     else:
         out.run_end.status = _STATUS_TO_PB[event.status]
         out.run_end.end_time_ms = event.end_time_ms
+
+
+def _as_float(value: object) -> float:
+    # A deferred device scalar (see Metric.value) is read here, on the sender thread.
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except Exception as exc:
+        raise ValueError(f"metric value {type(value).__name__} is not a number: {exc}") from exc
 
 
 def batch_to_proto(batch: EventBatch) -> pb.EventBatch:
@@ -88,7 +107,10 @@ def event_from_proto(msg: pb.Event) -> Event:
             description=rs.description,
             start_time_ms=rs.start_time_ms,
             parent_run_key=rs.parent_run_key,
+            resume_run_id=rs.resume_run_id,
         )
+    if kind == "delete_tag":
+        return DeleteTag(msg.delete_tag.key)
     if kind == "run_end":
         status = _STATUS_FROM_PB.get(msg.run_end.status)
         if status is None:
@@ -97,8 +119,13 @@ def event_from_proto(msg: pb.Event) -> Event:
     raise BatchRejected("event has no kind set (or a kind this receiver does not know)")
 
 
-def batch_from_proto(msg: pb.EventBatch) -> EventBatch:
-    """Converts and validates a wire batch; raises BatchRejected with a readable reason."""
+def check_batch(msg: pb.EventBatch) -> None:
+    """Validates a wire batch without building events; raises BatchRejected with the reason.
+
+    Metrics, nearly all of the traffic, take a fast path: each distinct key is checked once
+    per batch, and step and value need no check (int64 and double on the wire). Everything
+    else is decoded and checked in full.
+    """
     for name in ("client_id", "job", "run_key"):
         value = getattr(msg, name)
         if not value or len(value) > MAX_ID_LENGTH:
@@ -107,21 +134,29 @@ def batch_from_proto(msg: pb.EventBatch) -> EventBatch:
         raise BatchRejected("first_seq must be at least 1")
     if not msg.events:
         raise BatchRejected("a batch must carry at least one event")
-    events = []
+    if msg.first_seq + len(msg.events) - 1 > MAX_INT64:
+        raise BatchRejected(f"sequence numbers must stay below 2**63 (first_seq {msg.first_seq})")
+    good_keys: set[str] = set()
     for i, raw in enumerate(msg.events):
-        event = event_from_proto(raw)
         try:
-            check_event(event)
+            if raw.HasField("metric"):
+                m = raw.metric
+                if m.key not in good_keys:
+                    validate_metric_key(m.key)
+                    good_keys.add(m.key)
+                if m.timestamp_ms < 0:
+                    validate_step_and_timestamp(m.key, m.value, m.step, m.timestamp_ms)
+            else:
+                check_event(event_from_proto(raw))
         except MlflowException as exc:
             raise BatchRejected(f"events[{i}]: {exc.message}") from None
-        events.append(event)
-    return EventBatch(msg.client_id, msg.job, msg.run_key, msg.first_seq, tuple(events))
 
 
 def check_event(event: Event) -> None:
     """Applies MLflow's rules to a decoded event (keys, lengths, tags of run starts)."""
     if isinstance(event, Metric):
         validate_metric_key(event.key)
+        validate_step_and_timestamp(event.key, event.value, event.step, event.timestamp_ms)
     elif isinstance(event, Param):
         validate_param(event.key, event.value, truncate=False)
     elif isinstance(event, Tag):
@@ -129,13 +164,7 @@ def check_event(event: Event) -> None:
     elif isinstance(event, RunStart):
         for key, value in event.tags.items():
             validate_tag(key, value, truncate=False)
-
-
-def make_ack(run_key: str, acked_seq: int, run_id: str = "", experiment_id: str = "") -> bytes:
-    """Serialises the receiver's answer to an accepted batch."""
-    return ingest_pb2.Ack(
-        run_key=run_key,
-        acked_seq=acked_seq,
-        mlflow_run_id=run_id,
-        mlflow_experiment_id=experiment_id,
-    ).SerializeToString()
+        if event.resume_run_id:
+            validate_run_id(event.resume_run_id, "resume_run_id")
+    elif isinstance(event, DeleteTag):
+        validate_tag(event.key, "")

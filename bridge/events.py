@@ -22,6 +22,8 @@ class Metric:
 
     key: str
     value: float
+    """The value; on the client it may also be a device scalar (a 0-d CUDA tensor) that the
+    sender thread converts with ``float()``, so the training thread never waits on the device."""
     step: int
     timestamp_ms: int
 
@@ -55,6 +57,16 @@ class RunStart:
     start_time_ms: int = 0
     parent_run_key: str = ""
     """Run key of the parent run for nested runs; empty means the job's parent run."""
+    resume_run_id: str = ""
+    """An existing MLflow run (of this client) to attach to and set RUNNING, instead of
+    creating one; empty creates the run (or finds it again by its run key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteTag:
+    """Removes a tag from the run."""
+
+    key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +77,7 @@ class RunEnd:
     end_time_ms: int
 
 
-Event = Metric | Param | Tag | RunStart | RunEnd
+Event = Metric | Param | Tag | RunStart | RunEnd | DeleteTag
 
 
 @dataclass(frozen=True, slots=True)

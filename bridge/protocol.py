@@ -8,3 +8,15 @@ PUBLISH_METHOD = f"/{INGEST_SERVICE}/Publish"
 
 RETRY_AFTER_KEY = "retry-after-ms"
 """Trailing metadata sent with RESOURCE_EXHAUSTED: milliseconds to back off before retrying."""
+
+WATCH_SERVICE = "trackbridge.v1.Watch"
+"""Full name of the live-view service that ``trackbridge top`` and ``tail`` subscribe to."""
+
+AUTHORIZATION_KEY = "authorization"
+"""Metadata key that carries a viewer token, as ``Bearer <token>``, on Watch calls."""
+
+ARTIFACTS_SERVICE = "trackbridge.v1.Artifacts"
+"""Full name of the artifact service (files stream there, apart from the events)."""
+
+ARTIFACT_CHUNK_BYTES = 1024 * 1024
+"""Largest data chunk of an artifact upload; the receiver refuses larger ones."""

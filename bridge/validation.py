@@ -21,6 +21,7 @@ MAX_ENTITY_KEY_LENGTH = 250
 MAX_PARAM_VAL_LENGTH = 6000
 MAX_TAG_VAL_LENGTH = 8000
 MAX_INT64 = 2**63 - 1
+MIN_INT64 = -(2**63)
 
 _NAME_RE = re.compile(r"^[/\w.\- :]*$")
 _BAD_CHARACTERS = (
@@ -74,10 +75,22 @@ def _check_length(entity: str, limit: int, value: str, *, truncate: bool = False
     )
 
 
-def validate_metric_key(key: object) -> str:
-    """Checks a metric name; returns it unchanged."""
-    missing = invalid_value("name", None, f"Metric name cannot be None. {_MISSING_KEY_NAME}")
-    name = _check_name(key, "name", missing)
+def json_path(prefix: str, name: str) -> str:
+    """MLflow's name for a field inside a request (``metrics[1].name``); ``name`` alone at top."""
+    if not prefix:
+        return name
+    return f"{prefix}{name}" if name.startswith("[") else f"{prefix}.{name}"
+
+
+def validate_metric_key(key: object, prefix: str = "") -> str:
+    """Checks a metric name; returns it unchanged. ``prefix`` names the entry in a batch
+    (``metrics[1]``), as MLflow's messages do."""
+    path = json_path(prefix, "name")
+    if key is None:
+        raise MlflowException.invalid_parameter_value(
+            invalid_value(path, None, f"Metric name cannot be None. {_MISSING_KEY_NAME}")
+        )
+    name = _check_name(key, path, "")
     return _check_length("Metric name", MAX_ENTITY_KEY_LENGTH, name)
 
 
@@ -86,22 +99,25 @@ def is_numeric(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, numbers.Number)
 
 
-def validate_metric_value(key: str, value: object, timestamp_ms: int) -> float:
+def validate_metric_value(key: str, value: object, timestamp_ms: int, prefix: str = "") -> float:
     """Checks a metric value and returns it as a float (NaN and ±inf are kept)."""
+    path = json_path(prefix, "value")
     if value is None:
         raise MlflowException.invalid_parameter_value(
-            "Missing value for required parameter 'value'."
+            f"Missing value for required parameter '{path}'."
         )
     if not is_numeric(value):
         message = (
             f"(timestamp={timestamp_ms}). "
             "Please specify value as a valid double (64-bit floating point)"
         )
-        raise MlflowException.invalid_parameter_value(invalid_value("value", value, message))
+        raise MlflowException.invalid_parameter_value(invalid_value(path, value, message))
     return float(value)  # type: ignore[arg-type]
 
 
-def validate_step_and_timestamp(key: str, value: float, step: object, timestamp_ms: object) -> None:
+def validate_step_and_timestamp(
+    key: str, value: float, step: object, timestamp_ms: object, prefix: str = ""
+) -> None:
     """Checks a metric's step and timestamp as MLflow does (64-bit integers)."""
     if (
         isinstance(timestamp_ms, bool)
@@ -113,29 +129,55 @@ def validate_step_and_timestamp(key: str, value: float, step: object, timestamp_
             "Timestamp must be a nonnegative long (64-bit integer) "
         )
         raise MlflowException.invalid_parameter_value(
-            invalid_value("timestamp", timestamp_ms, message)
+            invalid_value(json_path(prefix, "timestamp"), timestamp_ms, message)
         )
     if (
         isinstance(step, bool)
         or not isinstance(step, numbers.Integral)
-        or not -MAX_INT64 - 1 <= int(step) <= MAX_INT64
+        or not MIN_INT64 <= int(step) <= MAX_INT64
     ):
         message = f"metric '{key}' (value={value}). Step must be a valid long (64-bit integer)."
-        raise MlflowException.invalid_parameter_value(invalid_value("step", step, message))
+        raise MlflowException.invalid_parameter_value(
+            invalid_value(json_path(prefix, "step"), step, message)
+        )
 
 
-def validate_param(key: object, value: str, *, truncate: bool = True) -> str:
+def validate_param(key: object, value: str, *, truncate: bool = True, prefix: str = "") -> str:
     """Checks a param's key and value; returns the value, truncated where MLflow truncates."""
-    name = _check_name(key, "key", invalid_value("key", "", _MISSING_KEY_NAME))
+    path = json_path(prefix, "key")
+    name = _check_name(key, path, invalid_value(path, "", _MISSING_KEY_NAME))
     _check_length("Param key", MAX_ENTITY_KEY_LENGTH, name)
     return _check_length("Param value", MAX_PARAM_VAL_LENGTH, value, truncate=truncate)
 
 
-def validate_tag(key: object, value: str, *, truncate: bool = True) -> str:
+def validate_tag(key: object, value: str, *, truncate: bool = True, prefix: str = "") -> str:
     """Checks a tag's key and value; returns the value, truncated where MLflow truncates."""
-    name = _check_name(key, "key", "Missing value for required parameter 'key'.")
-    _check_length("key", MAX_ENTITY_KEY_LENGTH, name)
-    return _check_length("value", MAX_TAG_VAL_LENGTH, value, truncate=truncate)
+    path = json_path(prefix, "key")
+    name = _check_name(key, path, f"Missing value for required parameter '{path}'.")
+    _check_length(path, MAX_ENTITY_KEY_LENGTH, name)
+    return _check_length(json_path(prefix, "value"), MAX_TAG_VAL_LENGTH, value, truncate=truncate)
+
+
+_RUN_ID_RE = re.compile(r"^[a-zA-Z0-9][\w\-]{0,255}$")
+
+
+def validate_run_id(run_id: object, path: str = "run_id") -> str:
+    """Checks an MLflow run id's shape, as MLflow does."""
+    if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id):
+        raise MlflowException.invalid_parameter_value(invalid_value(path, run_id))
+    return run_id
+
+
+def verify_artifact_path(artifact_path: str | None) -> None:
+    """Refuses an artifact path that is absolute or escapes the run's artifacts (MLflow's check
+    and wording; MLflow raises it with INTERNAL_ERROR)."""
+    if artifact_path and _path_not_unique(artifact_path):
+        norm = posixpath.normpath(artifact_path)
+        raise MlflowException(
+            f"Invalid artifact path: '{artifact_path}'. Names may be treated as files in certain"
+            " cases, and must not resolve to other names when treated as such. This name would"
+            f" resolve to {norm!r}"
+        )
 
 
 def check_param_unchanged(logged: Mapping[str, str], key: str, value: str, run_id: str) -> None:

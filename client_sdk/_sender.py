@@ -192,7 +192,9 @@ class Sender:
         self._spool = None
         self._adopted = []
         self._held_bytes = self._spooled_bytes = 0
-        self._transport = Transport(self._config.receiver, self._config.rpc_timeout_s)
+        self._transport = Transport(
+            self._config.receiver, self._config.rpc_timeout_s, self._config.security
+        )
 
     # -- the sender thread ----------------------------------------------------------------
 
@@ -289,7 +291,9 @@ class Sender:
     def _serialize(
         self, run_key: str, first_seq: int, events: list[Event]
     ) -> list[tuple[bytes, int]]:
+        """Serialized batches of ``events``, numbered from ``first_seq``: ``(payload, size)``."""
         out = []
+        seq = first_seq
         start = 0
         while start < len(events):
             count = min(len(events) - start, self._config.max_batch_events)
@@ -298,15 +302,24 @@ class Sender:
                     client_id=self._config.client_id,
                     job=self._config.job,
                     run_key=run_key,
-                    first_seq=first_seq + start,
+                    first_seq=seq,
                 )
                 add = msg.events.add
                 for event in events[start : start + count]:
-                    event_to_proto(event, add())
+                    try:
+                        event_to_proto(event, add())
+                    except (ValueError, TypeError) as exc:
+                        # The writer validates at the call site; this is a last line of
+                        # defence, so that an event the wire cannot carry costs only itself.
+                        del msg.events[-1]
+                        _logger.error("trackbridge: dropping an event it cannot encode: %s", exc)
                 if count == 1 or msg.ByteSize() <= _MAX_BATCH_BYTES:
                     break
                 count //= 2
-            out.append((msg.SerializeToString(), count))
+            self.stats.events_rejected += count - len(msg.events)
+            if msg.events:
+                out.append((msg.SerializeToString(), len(msg.events)))
+            seq += len(msg.events)
             start += count
         return out
 
@@ -385,7 +398,12 @@ class Sender:
 
     def _publish(self, payload: bytes) -> ingest_pb2.Ack:
         remaining = self._deadline - time.monotonic()
-        return self._transport.publish(payload, min(self._config.rpc_timeout_s, remaining))
+        # Serialized messages concatenate as a merge: the report rides on the spooled bytes as
+        # they are, stamped now (the receiver's live view shows the client's backlog).
+        report = events_pb2.EventBatch(
+            client_pending_events=self.pending_events(), client_spool_bytes=self._spooled_bytes
+        ).SerializeToString()
+        return self._transport.publish(payload + report, min(self._config.rpc_timeout_s, remaining))
 
     def _sleep(self, seconds: float) -> None:
         # While backing off, keep moving the loop's events into the spool, so that a long

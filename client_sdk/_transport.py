@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 
-from bridge.pb.v1 import ingest_pb2, ingest_pb2_grpc
+from bridge.channel import ChannelSecurity
+from bridge.pb.v1 import artifacts_pb2, artifacts_pb2_grpc, ingest_pb2, ingest_pb2_grpc
 from bridge.protocol import PUBLISH_METHOD, RETRY_AFTER_KEY
+from client_sdk._targets import channel_target
 
 # Codes that mean "the same batch may succeed later".
 _RETRYABLE = frozenset(
@@ -66,10 +69,16 @@ class TransportError(Exception):
 class Transport:
     """Sends batches to one receiver over one channel."""
 
-    def __init__(self, address: str, timeout_s: float) -> None:
+    def __init__(
+        self, address: str, timeout_s: float, security: ChannelSecurity | None = None
+    ) -> None:
         self._timeout_s = timeout_s
         # Channels connect lazily and reconnect by themselves; one serves every thread.
-        self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        # ``address`` may list several receivers: gRPC picks one and fails over (_targets.py).
+        target, lb_options = channel_target(address)
+        self._channel = (security or ChannelSecurity()).open_channel(
+            target, (*CHANNEL_OPTIONS, *lb_options)
+        )
         self._stub = ingest_pb2_grpc.IngestStub(self._channel)  # type: ignore[no-untyped-call]
         # Batches are serialized once, by the sender, and sent as they were spooled.
         self._publish_raw = self._channel.unary_unary(
@@ -102,6 +111,50 @@ class Transport:
                 retry_after_s=_retry_after_s(exc),
             ) from None
         return ack
+
+    def close(self) -> None:
+        """Closes the channel."""
+        self._channel.close()
+
+
+class ArtifactTransport:
+    """Streams artifact files to one receiver on a connection of their own, so that a large file
+    never delays the event batches."""
+
+    def __init__(self, address: str, security: ChannelSecurity | None = None) -> None:
+        # A local subchannel pool keeps this channel off the event channel's connection.
+        target, lb_options = channel_target(address)
+        options = (*CHANNEL_OPTIONS, *lb_options, ("grpc.use_local_subchannel_pool", 1))
+        self._channel = (security or ChannelSecurity()).open_channel(target, options)
+        self._stub: Any = artifacts_pb2_grpc.ArtifactsStub(self._channel)  # type: ignore[no-untyped-call]
+
+    def upload(
+        self, chunks: Iterator[artifacts_pb2.ArtifactChunk], timeout_s: float
+    ) -> artifacts_pb2.ArtifactAck:
+        """Streams one file (header, data, trailer); raises TransportError."""
+        try:
+            ack: artifacts_pb2.ArtifactAck = self._stub.Upload(chunks, timeout=timeout_s)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            raise TransportError(
+                code.name,
+                exc.details() or "",
+                # A checksum mismatch is worth sending the file again.
+                retryable=code in _RETRYABLE or code == grpc.StatusCode.DATA_LOSS,
+                retry_after_s=_retry_after_s(exc),
+            ) from None
+        return ack
+
+    def info(self, timeout_s: float) -> artifacts_pb2.ReceiverInfo:
+        """Where the receiver's data can be read; raises TransportError."""
+        try:
+            info: artifacts_pb2.ReceiverInfo = self._stub.Info(
+                artifacts_pb2.ReceiverInfoRequest(), timeout=timeout_s
+            )
+        except grpc.RpcError as exc:
+            code = exc.code()
+            raise TransportError(code.name, exc.details() or "", retryable=True) from None
+        return info
 
     def close(self) -> None:
         """Closes the channel."""

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bridge import envvars
+from bridge.channel import ChannelSecurity
+from bridge.secret import redacted_repr
+from client_sdk._targets import split_receivers
 
 DEFAULT_RECEIVER = "127.0.0.1:50551"
 DEFAULT_JOB = "default"
@@ -18,7 +21,8 @@ class WriterConfig:
     """How a Writer reaches the receiver and batches what it logs."""
 
     receiver: str = DEFAULT_RECEIVER
-    """Receiver address, ``host:port``."""
+    """Receiver address ``host:port``, or several, comma-separated: the client uses one at a
+    time, picked at random, and moves to another when it fails (see ``_targets.py``)."""
     client_id: str = ""
     """This client's id; the receiver makes one MLflow run per client and job."""
     job: str = DEFAULT_JOB
@@ -44,11 +48,27 @@ class WriterConfig:
     """A quiet open run is reported alive this often (the receiver's run lease is longer)."""
     close_timeout_s: float = 10.0
     """Budget for draining at interpreter exit."""
+    tls_ca: str = ""
+    """PEM CA bundle the receiver's certificate must chain to; setting it turns TLS on."""
+    tls_cert: str = ""
+    """PEM client certificate, for a receiver that requires mutual TLS (turns TLS on)."""
+    tls_key: str = ""
+    """PEM private key of ``tls_cert``."""
+    token: str = field(default="", repr=False)
+    """Bearer token from ``trackbridge token issue``, bound to this client id; "" sends none.
+    Shown as ``***`` in reprs."""
+
+    def __repr__(self) -> str:
+        return redacted_repr(self)
+
+    @property
+    def security(self) -> ChannelSecurity:
+        """TLS and token settings of the channel to the receiver."""
+        return ChannelSecurity(self.tls_ca, self.tls_cert, self.tls_key, self.token)
 
     def __post_init__(self) -> None:
-        host, sep, port = self.receiver.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"receiver must be host:port, got {self.receiver!r}")
+        _ = self.security  # raises ValueError for inconsistent TLS or token settings
+        split_receivers(self.receiver)  # raises ValueError naming the value
         if not self.client_id:
             raise ValueError("client_id must not be empty")
         if not self.job:
@@ -79,9 +99,21 @@ class WriterConfig:
         job: str | None = None,
         spool_dir: str | None = None,
         env: Mapping[str, str] = os.environ,
+        *,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        token: str | None = None,
         **overrides: float,
     ) -> WriterConfig:
-        """Builds a config from explicit arguments, then the environment, then defaults."""
+        """Builds a config from explicit arguments, then the environment, then defaults.
+
+        TLS and token settings come from ``TRACKBRIDGE_TLS_CA``/``_CERT``/``_KEY`` and
+        ``TRACKBRIDGE_TOKEN`` (or ``TRACKBRIDGE_TOKEN_FILE``) when not given.
+        """
+        security = ChannelSecurity.resolve(
+            tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, token=token, env=env
+        )
         if receiver is None:
             receiver = env.get(envvars.TRACKBRIDGE_RECEIVER, DEFAULT_RECEIVER)
         if client_id is None:
@@ -95,6 +127,10 @@ class WriterConfig:
             client_id=client_id,
             job=job,
             spool_dir=spool_dir,
+            tls_ca=security.tls_ca,
+            tls_cert=security.tls_cert,
+            tls_key=security.tls_key,
+            token=security.token,
             **overrides,  # type: ignore[arg-type]
         )
 

@@ -31,6 +31,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--step-delay", type=float, default=0.0, help="seconds to pause per step (to watch live)"
+    )
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
@@ -64,6 +67,8 @@ def main() -> None:
             log_ns += time.perf_counter_ns() - t0
             logged += 1
             step += 1
+            if args.step_delay > 0:
+                time.sleep(args.step_delay)
         with torch.no_grad():
             accuracy = (model(x).argmax(dim=1) == y).float().mean().item()
         writer.log_metric("eval/accuracy", accuracy, step=epoch)

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bridge import envvars
+from bridge.channel import ChannelSecurity
 from client_sdk._transport import Transport, TransportError
 from client_sdk.config import DEFAULT_RECEIVER, default_spool_dir
 from client_sdk.spool import Spool
@@ -21,13 +22,17 @@ from client_sdk.spool import Spool
 _logger = logging.getLogger(__name__)
 
 
-def sync(directory: Path, receiver: str, timeout_s: float) -> tuple[int, int]:
+def sync(
+    directory: Path, receiver: str, timeout_s: float, security: ChannelSecurity | None = None
+) -> tuple[int, int]:
     """Sends every batch of every orphaned spool in ``directory``, oldest first.
 
-    Returns ``(events delivered, events left)``; what is left stays in its spool.
+    Returns ``(events delivered, events left)``; what is left stays in its spool. ``security``
+    is the TLS and token settings (a receiver that requires tokens takes only the batches of
+    the client the token belongs to).
     """
     deadline = time.monotonic() + timeout_s
-    transport = Transport(receiver, timeout_s=10.0)
+    transport = Transport(receiver, 10.0, security)
     delivered = left = 0
     try:
         for spool in Spool.orphans(directory):
@@ -74,7 +79,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
     if directory is None:
         directory = Path(env.get(envvars.TRACKBRIDGE_SPOOL_DIR) or default_spool_dir(env))
     receiver = args.receiver or env.get(envvars.TRACKBRIDGE_RECEIVER, DEFAULT_RECEIVER)
-    delivered, left = sync(directory, receiver, args.timeout)
+    delivered, left = sync(directory, receiver, args.timeout, ChannelSecurity.resolve(env=env))
     print(f"delivered {delivered} events from {directory}; {left} left")
     return 0 if left == 0 else 1
 

@@ -12,9 +12,12 @@ import weakref
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 from bridge.events import Event, Metric, Param, RunEnd, RunStart, RunStatus, Tag
 from bridge.validation import (
+    MAX_INT64,
+    MIN_INT64,
     check_param_unchanged,
     validate_metric_key,
     validate_metric_value,
@@ -24,6 +27,7 @@ from bridge.validation import (
 )
 from client_sdk._sender import Sender
 from client_sdk._transport import Transport
+from client_sdk._values import is_tensor, tensor_value
 from client_sdk.config import WriterConfig
 
 _logger = logging.getLogger(__name__)
@@ -49,6 +53,12 @@ class RunHandle:
         """MLflow's run id, or "" until the receiver has created the run."""
         state = self._writer._sender.run_state(self.run_key)
         return state.run_id if state is not None else ""
+
+    @property
+    def experiment_id(self) -> str:
+        """MLflow's id of the run's experiment, or "" until the receiver has created the run."""
+        state = self._writer._sender.run_state(self.run_key)
+        return state.experiment_id if state is not None else ""
 
 
 class Writer:
@@ -84,7 +94,7 @@ class Writer:
         self._max_buffer = config.max_buffer_events
         self._batch_events = config.max_batch_events
         self._sender = Sender(
-            config, self._buffer, Transport(config.receiver, config.rpc_timeout_s)
+            config, self._buffer, Transport(config.receiver, config.rpc_timeout_s, config.security)
         )
         self._lock = threading.Lock()
         self._active: RunHandle | None = None
@@ -176,15 +186,18 @@ class Writer:
             self._metric_keys.add(key)
         ts = _now_ms() if timestamp is None else timestamp
         if type(value) is not float:
-            value = validate_metric_value(key, value, ts)
+            value = _checked_value(key, value, ts)
         if step is None:
             step = 0
-        elif type(step) is not int:
+        # Fast path for plain in-range ints; anything else gets MLflow's checks and wording.
+        if (
+            type(step) is not int
+            or type(ts) is not int
+            or not MIN_INT64 <= step <= MAX_INT64
+            or not 0 <= ts <= MAX_INT64
+        ):
             validate_step_and_timestamp(key, value, step, ts)
-            step = int(step)
-        if type(ts) is not int:
-            validate_step_and_timestamp(key, value, step, ts)
-            ts = int(ts)
+            step, ts = int(step), int(ts)
         self._enqueue(target.run_key, Metric(key, value, step, ts))
 
     def log_metrics(
@@ -200,7 +213,7 @@ class Writer:
         points = []
         for key, value in metrics.items():
             validate_metric_key(key)
-            fvalue = validate_metric_value(key, value, ts)
+            fvalue = _checked_value(key, value, ts)
             validate_step_and_timestamp(key, fvalue, 0 if step is None else step, ts)
             points.append(Metric(key, fvalue, 0 if step is None else int(step), int(ts)))
         target = self._target(run)
@@ -235,6 +248,11 @@ class Writer:
         for key, value in checked:
             self._enqueue(target.run_key, Tag(key, value))
 
+    def enqueue(self, run: RunHandle, event: Event) -> None:
+        """Appends an event of ``run`` that the caller has validated already (the MLflow
+        compatibility layers check their input themselves, with MLflow's exact wording)."""
+        self._enqueue(run.run_key, event)
+
     def _enqueue(self, run_key: str, event: Event) -> None:
         buffer = self._buffer
         if len(buffer) >= self._max_buffer or self._closed:
@@ -263,13 +281,13 @@ class Writer:
         if target is None:
             return ""
         deadline = time.monotonic() + timeout_s
-        # The receiver creates the MLflow run at its first flush after the run's start arrives.
+        # The receiver creates the MLflow run as soon as the run's start arrives.
         self.flush(timeout_s)
         while not target.run_id:
             left = deadline - time.monotonic()
             if left <= 0 or self._sender.lookup_run_id(target.run_key, min(left, 2.0)):
                 break
-            time.sleep(min(0.1, max(0.0, left)))
+            time.sleep(min(0.02, max(0.0, left)))
         return target.run_id
 
     @property
@@ -318,6 +336,14 @@ class Writer:
         if self._active is not None:
             self.end_run(RunStatus.FAILED if exc_type is not None else RunStatus.FINISHED)
         self.close()
+
+
+def _checked_value(key: str, value: object, timestamp_ms: int) -> float:
+    # A one-element torch tensor is taken as MLflow takes it; one on an accelerator is read
+    # later, on the sender thread (Metric.value says so), never here.
+    if is_tensor(value):
+        return cast(float, tensor_value(value))
+    return validate_metric_value(key, value, timestamp_ms)
 
 
 def _after_fork_in_child() -> None:

@@ -11,7 +11,11 @@ from pathlib import Path
 from grpc_tools import protoc
 
 PROTO_ROOT = Path(__file__).resolve().parent
-SERVICE_FILES = {"ingest.proto"}  # only these declare a service and get *_pb2_grpc.py
+SERVICE_FILES = {  # only these declare a service and get *_pb2_grpc.py
+    "ingest.proto",
+    "watch.proto",
+    "artifacts.proto",
+}
 
 
 def generate(output_root: Path) -> list[Path]:

@@ -8,6 +8,7 @@ import os
 import signal
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,14 +16,21 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from bridge.pb.v1 import ingest_pb2_grpc
+from bridge.pb.v1 import watch_pb2_grpc
 from bridge.protocol import INGEST_SERVICE
+from server.artifacts import ArtifactRelay
 from server.config import ReceiverConfig
+from server.credentials import configured_secrets
 from server.flusher import Flusher
+from server.guard import Guard
+from server.hub import Hub, mlflow_ui_url
 from server.ingest import Ingestor
+from server.live import Live
 from server.mlflow_sink import MlflowSink
+from server.mlflow_state import record_errors
 from server.queue import Backlog, Queue, connect
 from server.service import IngestService
+from server.watch import WatchService
 
 _logger = logging.getLogger(__name__)
 
@@ -39,6 +47,8 @@ SERVER_OPTIONS = (
 _MLFLOW_CLIENT_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    # MlflowClient prints a "View run" link to stdout for every run it ends.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 
 
@@ -63,6 +73,8 @@ class Receiver:
     def __init__(self, config: ReceiverConfig) -> None:
         self.config = config
         self.port = 0
+        self.http_port: int | None = None
+        """The live view's HTTP port, once started (None when it is off)."""
         self._server: grpc.aio.Server | None = None
         self._health = HealthServicer()
         self._conns: list[sqlite3.Connection] = []
@@ -73,6 +85,7 @@ class Receiver:
             os.environ.setdefault(name, value)
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self.guard = Guard(cfg.security, cfg.data_dir)
         ingest_conn = connect(cfg.data_dir / "queue.db", cfg.sqlite_synchronous)
         flush_conn = connect(cfg.data_dir / "queue.db", cfg.sqlite_synchronous)
         status_conn = connect(cfg.data_dir / "queue.db", cfg.sqlite_synchronous)
@@ -81,6 +94,12 @@ class Receiver:
         sink = MlflowSink(cfg.effective_tracking_uri, artifact_location=artifacts)
         self.backlog = Backlog(Queue(ingest_conn).pending_events())
         self.ingestor = Ingestor(Queue(ingest_conn), self._stored, self.backlog)
+        self.hub = Hub(
+            live_points=cfg.live_points,
+            client_timeout_s=cfg.client_timeout_s,
+            mlflow_ui_url=mlflow_ui_url(cfg.effective_tracking_uri),
+            runs=Queue(ingest_conn).runs(),
+        )
         self.flusher = Flusher(
             Queue(flush_conn),
             sink,
@@ -89,23 +108,47 @@ class Receiver:
             backlog=self.backlog,
             last_seen=self.ingestor.last_seen,
             lease_s=cfg.run_lease_s,
+            observer=self.hub,
         )
         self.service = IngestService(
             self.ingestor,
             self.backlog,
             cfg.max_backlog_events,
             retry_after_s=max(1.0, cfg.flush_interval_s),
+            hub=self.hub,
+            admission=self.guard.admission,
         )
         self._status = Queue(status_conn)
+        self.live = Live(
+            self.hub,
+            cfg,
+            counters=self.counters,
+            mlflow_reachable=lambda: not self.flusher.last_error,
+            health=self._health,
+        )
 
-        server = grpc.aio.server(options=SERVER_OPTIONS)
-        ingest_pb2_grpc.add_IngestServicer_to_server(self.service, server)  # type: ignore[no-untyped-call]
+        server = grpc.aio.server(
+            options=self.guard.server_options(SERVER_OPTIONS),
+            interceptors=(self.guard.interceptor,),
+        )
+        server.add_generic_rpc_handlers((self.service.handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        self.port = server.add_insecure_port(cfg.listen)
+        watch = WatchService(self.hub, cfg.viewer_token, self.live.receiver_state)
+        watch_pb2_grpc.add_WatchServicer_to_server(watch, server)  # type: ignore[no-untyped-call]
+        self.artifacts = ArtifactRelay(
+            cfg.data_dir, cfg.effective_tracking_uri, self.ingestor, cfg.flush_interval_s
+        )
+        self.artifacts.register(server)
+        self.port = self.guard.bind(server, cfg.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.listen}")
+        self.http_port = await self.live.start()
         self.ingestor.start()
         self.flusher.start()
+        self._mlflow_state = asyncio.create_task(
+            record_errors(lambda: self.flusher.last_error, cfg.data_dir, configured_secrets())
+        )
+        self.artifacts.start()
         await server.start()
         self._server = server
         for service in ("", INGEST_SERVICE):
@@ -113,11 +156,22 @@ class Receiver:
         _logger.info("receiver listening on port %d, data in %s", self.port, cfg.data_dir)
         return self.port
 
+    def live_url(self, job: str = "") -> str:
+        """The live page's address (of one job, when named); "" when the page is off."""
+        address = self.config.http_address
+        if address is None or self.http_port is None:
+            return ""
+        host = address[0] if address[0] not in ("0.0.0.0", "::", "") else "127.0.0.1"  # noqa: S104
+        host = f"[{host}]" if ":" in host else host
+        path = f"/jobs/{urllib.parse.quote(job, safe='')}" if job else "/"
+        return f"http://{host}:{self.http_port}{path}"
+
     def _stored(self, run_key: str, count: int) -> None:
         self.flusher.stored(run_key, count)
 
     def _on_run(self, run_key: str, run_id: str, experiment_id: str) -> None:
         self.ingestor.set_mlflow_run(run_key, run_id, experiment_id)
+        self.hub.set_mlflow_run(run_key, run_id, experiment_id)
 
     def counters(self) -> Counters:
         """Current counters (safe to call from any thread)."""
@@ -140,6 +194,7 @@ class Receiver:
         """
         if self._server is None:
             return True
+        await self.live.stop()  # viewers' streams would hold the gRPC grace period
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace_s)
         self._server = None
@@ -150,6 +205,9 @@ class Receiver:
         )
         if not drained:
             _logger.warning("stopped with batches still queued; they are flushed on next start")
+        await loop.run_in_executor(None, self.artifacts.stop, self.config.shutdown_timeout_s)
+        self._mlflow_state.cancel()
+        self.guard.close()
         for conn in self._conns:
             conn.close()
         return drained

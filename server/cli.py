@@ -12,6 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from server.config import DEFAULT_DATA_DIR, DEFAULT_LISTEN, ReceiverConfig, redact_uri
+from server.health_check import add_health_command
+from server.security_cli import (
+    add_security_commands,
+    add_serve_security_args,
+    prepare_secrets,
+    security_from_args,
+)
+from server.viewer_cli import add_viewer_commands
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,14 +49,64 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="SECONDS",
         help="end a run KILLED when its client is silent this long (default 600)",
     )
-    p.add_argument("--ready-file", type=Path, help='write {"port": N} here once serving')
+    live = p.add_argument_group("live view (web page, /metrics, Watch for top and tail)")
+    live.add_argument(
+        "--http-listen",
+        metavar="HOST:PORT",
+        help="web page and /metrics address, or 'off' (default: 127.0.0.1, gRPC port + 1;"
+        " env TRACKBRIDGE_HTTP_LISTEN)",
+    )
+    live.add_argument(
+        "--viewer-token",
+        help="token the page, /metrics and Watch require; needed when --http-listen is not"
+        " loopback (prefer env TRACKBRIDGE_VIEWER_TOKEN: flags show in ps)",
+    )
+    live.add_argument(
+        "--client-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="show a client disconnected when silent this long (default 150)",
+    )
+    p.add_argument(
+        "--ready-file", type=Path, help='write {"port": N, "http_port": M} here once serving'
+    )
+    add_serve_security_args(p)
     p.set_defaults(func=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from server.app import Receiver, serve
+    from server.tls import CertificateError
 
-    config = ReceiverConfig.resolve(
+    prepare_secrets()
+    try:
+        config = _serve_config(args)
+    except ValueError as exc:
+        print(f"trackbridge serve: {exc}", file=sys.stderr)
+        return 2
+
+    def ready(receiver: Receiver) -> None:
+        print(f"trackbridge receiver listening on port {receiver.port}", flush=True)
+        print(f"  MLflow: {redact_uri(config.effective_tracking_uri)}", flush=True)
+        if config.embedded:
+            print(f"  view it: mlflow ui --backend-store-uri {config.effective_tracking_uri}")
+        if receiver.http_port is not None:
+            print(f"  live view: {receiver.live_url()}", flush=True)
+        if args.ready_file is not None:
+            tmp = args.ready_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"port": receiver.port, "http_port": receiver.http_port}))
+            tmp.replace(args.ready_file)
+
+    try:
+        drained = asyncio.run(serve(config, ready))
+    except CertificateError as exc:
+        print(f"trackbridge serve: {exc}", file=sys.stderr)
+        return 2
+    return 0 if drained else 1
+
+
+def _serve_config(args: argparse.Namespace) -> ReceiverConfig:
+    return ReceiverConfig.resolve(
         listen=args.listen,
         data_dir=args.data_dir,
         tracking_uri=args.tracking_uri,
@@ -57,20 +115,11 @@ def _serve(args: argparse.Namespace) -> int:
         shutdown_timeout_s=args.shutdown_timeout,
         max_backlog_events=args.max_backlog,
         run_lease_s=args.run_lease,
+        http_listen=args.http_listen,
+        viewer_token=args.viewer_token,
+        client_timeout_s=args.client_timeout,
+        security=security_from_args(args),
     )
-
-    def ready(receiver: Receiver) -> None:
-        print(f"trackbridge receiver listening on port {receiver.port}", flush=True)
-        print(f"  MLflow: {redact_uri(config.effective_tracking_uri)}", flush=True)
-        if config.embedded:
-            print(f"  view it: mlflow ui --backend-store-uri {config.effective_tracking_uri}")
-        if args.ready_file is not None:
-            tmp = args.ready_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"port": receiver.port}))
-            tmp.replace(args.ready_file)
-
-    drained = asyncio.run(serve(config, ready))
-    return 0 if drained else 1
 
 
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -81,6 +130,13 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--job", default="demo")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--flush-interval", type=float, default=1.0, metavar="SECONDS")
+    p.add_argument(
+        "--step-delay",
+        type=float,
+        default=0.05,
+        metavar="SECONDS",
+        help="pause per training step, so the live page has something to show (default 0.05)",
+    )
     p.set_defaults(func=_demo)
 
 
@@ -94,6 +150,7 @@ def _demo(args: argparse.Namespace) -> int:
         job=args.job,
         data_dir=args.data_dir,
         flush_interval_s=args.flush_interval,
+        step_delay_s=args.step_delay,
     )
 
 
@@ -201,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sync(sub)
     _add_status(sub)
     _add_bench(sub)
+    add_viewer_commands(sub)
+    add_health_command(sub)
+    add_security_commands(sub)
     return parser
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge import envvars
+from bridge.secret import redacted_repr
+from server.security_config import SecurityConfig
 
 DEFAULT_LISTEN = "127.0.0.1:50551"
 DEFAULT_DATA_DIR = Path("trackbridge-data")
@@ -33,11 +36,26 @@ class ReceiverConfig:
     """A run not ended whose client is silent this long (no batch, no heartbeat) is KILLED."""
     max_backlog_events: int = 2_000_000
     """Events stored but not yet in MLflow past which clients get RESOURCE_EXHAUSTED."""
+    http_listen: str = ""
+    """Live view and /metrics address ``host:port``; "" means loopback on the gRPC port + 1
+    (port 0 when the gRPC port is 0); ``off`` serves no HTTP."""
+    viewer_token: str = field(default="", repr=False)
+    """Token the live page, /metrics and Watch require; "" requires none (loopback only)."""
+    client_timeout_s: float = 150.0
+    """A client not heard from this long is shown disconnected (clients heartbeat every 60 s)."""
+    live_points: int = 300
+    """Points kept per client and metric for the live charts (long runs are downsampled)."""
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    """TLS, client identity and per-client limits of the gRPC port."""
+
+    def __repr__(self) -> str:
+        return redacted_repr(self)  # a config dump shows no token, no password in a URI
 
     def __post_init__(self) -> None:
         host, sep, port = self.listen.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ValueError(f"listen must be host:port, got {self.listen!r}")
+        self.security.check_listen(self.listen, loopback=is_loopback(host))
         if not self.flush_interval_s > 0:
             raise ValueError(f"flush_interval_s must be positive, got {self.flush_interval_s!r}")
         if not self.shutdown_timeout_s > 0:
@@ -54,6 +72,29 @@ class ReceiverConfig:
             raise ValueError(
                 f"sqlite_synchronous must be NORMAL or FULL, got {self.sqlite_synchronous!r}"
             )
+        if not self.client_timeout_s > 0:
+            raise ValueError(f"client_timeout_s must be positive, got {self.client_timeout_s!r}")
+        if self.live_points < 2:
+            raise ValueError(f"live_points must be at least 2, got {self.live_points!r}")
+        http = self.http_address
+        if http is not None and not self.viewer_token and not is_loopback(http[0]):
+            raise ValueError(
+                f"http_listen {self.http_listen!r} is not a loopback address: a viewer token is"
+                f" required (--viewer-token or {envvars.TRACKBRIDGE_VIEWER_TOKEN})"
+            )
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        """The live view's ``(host, port)``, or None when it is ``off``."""
+        if self.http_listen == "off":
+            return None
+        if not self.http_listen:
+            port = int(self.listen.rpartition(":")[2])
+            return ("127.0.0.1", port + 1 if port else 0)
+        host, sep, port_text = self.http_listen.rpartition(":")
+        if not sep or not host or not port_text.isdigit():
+            raise ValueError(f"http_listen must be host:port or off, got {self.http_listen!r}")
+        return (host.strip("[]"), int(port_text))
 
     @property
     def embedded(self) -> bool:
@@ -79,6 +120,11 @@ class ReceiverConfig:
         shutdown_timeout_s: float | None = None,
         max_backlog_events: int | None = None,
         run_lease_s: float | None = None,
+        http_listen: str | None = None,
+        viewer_token: str | None = None,
+        client_timeout_s: float | None = None,
+        live_points: int | None = None,
+        security: SecurityConfig | None = None,
         env: Mapping[str, str] = os.environ,
     ) -> ReceiverConfig:
         """Builds a config from explicit values, then the environment, then defaults."""
@@ -100,7 +146,28 @@ class ReceiverConfig:
             shutdown_timeout_s=30.0 if shutdown_timeout_s is None else shutdown_timeout_s,
             max_backlog_events=2_000_000 if max_backlog_events is None else max_backlog_events,
             run_lease_s=600.0 if run_lease_s is None else run_lease_s,
+            http_listen=(
+                env.get(envvars.TRACKBRIDGE_HTTP_LISTEN, "") if http_listen is None else http_listen
+            ),
+            viewer_token=(
+                env.get(envvars.TRACKBRIDGE_VIEWER_TOKEN, "")
+                if viewer_token is None
+                else viewer_token
+            ),
+            client_timeout_s=150.0 if client_timeout_s is None else client_timeout_s,
+            live_points=300 if live_points is None else live_points,
+            security=SecurityConfig.resolve(env=env) if security is None else security,
         )
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP literals (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def redact_uri(uri: str) -> str:

@@ -15,7 +15,14 @@ from server.config import ReceiverConfig
 
 
 def run_demo(
-    *, clients: int, epochs: int, steps: int, job: str, data_dir: Path, flush_interval_s: float
+    *,
+    clients: int,
+    epochs: int,
+    steps: int,
+    job: str,
+    data_dir: Path,
+    flush_interval_s: float,
+    step_delay_s: float = 0.0,
 ) -> int:
     """Runs the demo; returns the process exit code."""
     config = ReceiverConfig(
@@ -25,6 +32,7 @@ def run_demo(
     background = BackgroundReceiver(config)
     port = background.start()
     print(f"receiver on 127.0.0.1:{port}; MLflow store {config.effective_tracking_uri}")
+    print(f"watch the clients live: {background.receiver.live_url(job)}", flush=True)
     print(f"starting {clients} clients, {epochs} epochs x {steps} steps each ...", flush=True)
     procs = [
         subprocess.Popen(
@@ -44,6 +52,8 @@ def run_demo(
                 str(steps),
                 "--seed",
                 str(i),
+                "--step-delay",
+                str(step_delay_s),
             ],
             stdout=subprocess.PIPE,
             text=True,

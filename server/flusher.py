@@ -8,26 +8,29 @@ is overwritten with the same value).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import tenacity
 
 from bridge.convert import event_from_proto
-from bridge.events import Metric, Param, RunEnd, RunStart, RunStatus, Tag
+from bridge.events import DeleteTag, Metric, Param, RunEnd, RunStart, RunStatus, Tag
 from bridge.limits import MAX_METRICS_PER_BATCH, split_log_batch
 from bridge.pb.v1 import events_pb2
 from server.mlflow_sink import MlflowSink, RunRef, is_permanent
 from server.queue import Backlog, PendingBatch, Queue
+from server.run_creation import RunNotCreated
 
 _logger = logging.getLogger(__name__)
 
-_BATCHES_PER_READ = 64
+# A run's pending batches are written together, in as few log_batch calls as the limits allow.
+_BATCHES_PER_READ = 16
 _RETRY_WINDOW_S = 20.0
 T = TypeVar("T")
 
@@ -41,6 +44,16 @@ class FlushStats:
     dead_letters: int = 0
     mlflow_errors: int = 0
     cycles: int = 0
+
+
+class FlushObserver(Protocol):
+    """Told what the flusher did, on the flusher's thread (the live view, /metrics)."""
+
+    def flushed(self, run_key: str, last_seq: int, events: int, seconds: float) -> None:
+        """A stored batch of ``events`` events, up to ``last_seq``, reached MLflow."""
+
+    def dead_lettered(self, run_key: str) -> None:
+        """MLflow refused an entry of the run for good."""
 
 
 class _Stopping(Exception):
@@ -60,7 +73,9 @@ class Flusher:
         backlog: Backlog,
         last_seen: Mapping[str, float],
         lease_s: float,
+        observer: FlushObserver | None = None,
     ) -> None:
+        self._observer = observer
         self._queue = queue
         self._sink = sink
         self._interval_s = interval_s
@@ -82,6 +97,13 @@ class Flusher:
             for r in self._runs.values()
             if r.mlflow_run_id
         }
+        # Scale-out: runs whose start another receiver holds, and lease bookkeeping shared
+        # through MLflow (see _expire_leases).
+        self._missing_since: dict[str, float] = {}
+        self._retry_at: dict[str, float] = {}
+        self._stamped: dict[str, float] = {}
+        self._heard_elsewhere: dict[str, float] = {}
+        self._leases_due = 0.0
         self._thread = threading.Thread(target=self._loop, name="trackbridge-flusher", daemon=True)
         self.stats = FlushStats()
         self.last_error = ""
@@ -95,7 +117,8 @@ class Flusher:
         with self._lock:
             self._unflushed[run_key] += count
             full = self._unflushed[run_key] >= MAX_METRICS_PER_BATCH
-        if full:
+        # A new run is created at once, so that its client learns the MLflow run id quickly.
+        if full or run_key not in self._refs:
             self._wake.set()
 
     def stop(self, timeout_s: float) -> bool:
@@ -108,9 +131,13 @@ class Flusher:
         return self._queue.pending_count() == 0 if not self._thread.is_alive() else False
 
     def _loop(self) -> None:
+        next_tick = time.monotonic() + self._interval_s
         while True:
-            self._wake.wait(self._interval_s)
+            # Ticks are counted from the start of the previous one, so a slow flush does not
+            # stretch the interval on top of itself.
+            self._wake.wait(max(0.0, next_tick - time.monotonic()))
             self._wake.clear()
+            next_tick = time.monotonic() + self._interval_s
             stopping = self._stop.is_set()
             try:
                 self._cycle()
@@ -129,25 +156,56 @@ class Flusher:
     def _cycle(self) -> None:
         self.stats.cycles += 1
         for run_key in self._queue.runs_with_pending():
+            if self._retry_at.get(run_key, 0.0) > time.monotonic():
+                continue  # waiting for another receiver to create its MLflow run
             with self._lock:
                 self._unflushed.pop(run_key, None)
-            while batches := self._queue.pending(run_key, _BATCHES_PER_READ):
-                self._flush_batches(run_key, batches)
-                if len(batches) < _BATCHES_PER_READ:
-                    break
+            try:
+                while batches := self._queue.pending(run_key, _BATCHES_PER_READ):
+                    self._flush_batches(run_key, batches)
+                    if time.monotonic() >= self._leases_due:
+                        self._expire_leases()  # a long backlog must not hold back the leases
+                    if len(batches) < _BATCHES_PER_READ:
+                        break
+            except RunNotCreated:
+                self._retry_at[run_key] = time.monotonic() + max(1.0, self._interval_s)
         self._expire_leases()
         self.last_error = ""
 
     def _expire_leases(self) -> None:
-        """Ends as KILLED the runs whose client has not been heard from for a lease."""
+        """Ends as KILLED the runs whose client has not been heard from for a lease.
+
+        With several receivers a client may have moved on to another one. So each receiver
+        stamps on the run (``trackbridge.heard_ms``, at most every quarter lease) when it last
+        heard from the client, and one whose lease runs out first reads the run back: ended
+        elsewhere, or heard from elsewhere within the lease, means it is not this receiver's
+        to end.
+        """
         now = time.monotonic()
+        self._leases_due = now + self._interval_s
         for run_key, status in list(self._status.items()):
             ref = self._refs.get(run_key)
-            seen = self._last_seen.get(run_key, self._started)
-            if status != "RUNNING" or ref is None or now - seen < self._lease_s:
+            if status != "RUNNING" or ref is None:
                 continue
-            if self._queue.pending(run_key, 1):
-                continue  # deliver what it sent first
+            heard = self._last_seen.get(run_key)
+            if heard is not None and heard >= self._stamped.get(run_key, -1e18) + self._lease_s / 4:
+                self._stamped[run_key] = heard
+                try:  # advisory: a missed stamp is retried a quarter lease later
+                    self._sink.mark_heard(ref, _wall_ms(heard))
+                except Exception as exc:
+                    _logger.warning("run %s: could not stamp when it was heard: %s", run_key, exc)
+            seen = max(heard or self._started, self._heard_elsewhere.get(run_key, self._started))
+            if now - seen < self._lease_s or self._queue.pending(run_key, 1):
+                continue  # alive, or deliver what it sent first
+            mlflow_status, heard_ms = self._retrying(self._sink.run_state, ref)
+            if mlflow_status != RunStatus.RUNNING.value:
+                self._set_status(run_key, mlflow_status)  # ended through another receiver
+                continue
+            silent_s = max(0.0, (time.time_ns() // 10**6 - heard_ms) / 1000)
+            if silent_s < self._lease_s:
+                _logger.info("run %s: its client now talks to another receiver", run_key)
+                self._heard_elsewhere[run_key] = now - silent_s
+                continue
             job = self._runs[run_key].job
             _logger.warning(
                 "run %s: no word from its client for %.0f s; KILLED", run_key, now - seen
@@ -169,9 +227,10 @@ class Flusher:
             self._retrying(self._sink.resume_run, self._refs[run_key], record.job)
             self._set_status(run_key, RunStatus.RUNNING.value)
         entries: list[Metric | Param | Tag] = []
+        started = time.perf_counter()
         for stored in batches:
             msg = events_pb2.EventBatch.FromString(stored.payload)
-            for raw in msg.events:
+            for seq, raw in enumerate(msg.events, start=stored.first_seq):
                 event = event_from_proto(raw)
                 if isinstance(event, Metric | Param | Tag):
                     entries.append(event)
@@ -179,28 +238,76 @@ class Flusher:
                 self._write(run_key, entries)
                 entries = []
                 if isinstance(event, RunStart):
-                    self._open(run_key, record.client_id, record.job, event)
+                    self._open(run_key, record.client_id, record.job, event, seq == 1)
                 elif isinstance(event, RunEnd):
                     ref = self._open(run_key, record.client_id, record.job, None)
                     self._retrying(
                         self._sink.end_run, ref, record.job, event.status, event.end_time_ms
                     )
                     self._set_status(run_key, event.status.value)
-            self._write(run_key, entries)
-            entries = []
-            self._queue.mark_flushed(run_key, stored.id, stored.last_seq)
-            self.stats.events_flushed += stored.last_seq - stored.first_seq + 1
-            self._backlog.remove(stored.last_seq - stored.first_seq + 1)
+                elif isinstance(event, DeleteTag):
+                    self._delete_tag(run_key, record.client_id, record.job, event.key)
+        self._write(run_key, entries)
+        # Only now is every batch of this read in MLflow; a crash before this line writes them
+        # again, which MLflow absorbs (see the module docstring).
+        last = batches[-1]
+        count = sum(b.last_seq - b.first_seq + 1 for b in batches)
+        self._queue.mark_flushed(run_key, last.id, last.last_seq)
+        self.stats.events_flushed += count
+        self._backlog.remove(count)
+        if self._observer is not None:
+            self._observer.flushed(run_key, last.last_seq, count, time.perf_counter() - started)
 
-    def _open(self, run_key: str, client_id: str, job: str, start: RunStart | None) -> RunRef:
+    def _open(
+        self,
+        run_key: str,
+        client_id: str,
+        job: str,
+        start: RunStart | None,
+        opening: bool = False,
+    ) -> RunRef:
         ref = self._refs.get(run_key)
         if ref is None or start is not None:
-            ref = self._retrying(self._sink.client_run, client_id, job, run_key, start)
+            # Only the receiver holding a run's start creates it (with the start's experiment,
+            # name and tags); one holding later events waits, a lease at most, to find it.
+            may_create = start is not None or self._start_overdue(run_key)
+            find = functools.partial(self._sink.client_run, may_create=may_create, opening=opening)
+            ref = self._retrying(find, client_id, job, run_key, start)
+            self._missing_since.pop(run_key, None)
             self._refs[run_key] = ref
+            if start is not None:  # a run start (or a resume: start_run(run_id=...)) runs
+                self._set_status(run_key, RunStatus.RUNNING.value)
             self._status.setdefault(run_key, RunStatus.RUNNING.value)
             self._queue.set_mlflow_run(run_key, ref.run_id, ref.experiment_id)
             self._on_run(run_key, ref.run_id, ref.experiment_id)
         return ref
+
+    def _start_overdue(self, run_key: str) -> bool:
+        """Whether the receiver holding this run's start has had a lease to create it."""
+        now = time.monotonic()
+        since = self._missing_since.setdefault(run_key, now)
+        if since == now:
+            _logger.info(
+                "run %s: its start went to another receiver; waiting for it to create the"
+                " MLflow run (then this receiver creates it itself after %.0f s)",
+                run_key,
+                self._lease_s,
+            )
+        return now - since >= self._lease_s
+
+    def _delete_tag(self, run_key: str, client_id: str, job: str, key: str) -> None:
+        ref = self._open(run_key, client_id, job, None)
+        try:
+            self._retrying(self._sink.delete_tag, ref.run_id, key)
+        except Exception as exc:
+            if not is_permanent(exc):
+                raise
+            reason = str(getattr(exc, "message", exc))
+            self._queue.add_dead_letter(run_key, "delete_tag", key, "", reason)
+            self.stats.dead_letters += 1
+            if self._observer is not None:
+                self._observer.dead_lettered(run_key)
+            _logger.error("MLflow refused delete_tag %r of run %s: %s", key, run_key, reason)
 
     def _write(self, run_key: str, entries: list[Metric | Param | Tag]) -> None:
         if not entries:
@@ -231,6 +338,8 @@ class Flusher:
         value = str(entry.value)
         self._queue.add_dead_letter(run_key, kind, entry.key, value, reason)
         self.stats.dead_letters += 1
+        if self._observer is not None:
+            self._observer.dead_lettered(run_key)
         _logger.error(
             "MLflow refused %s %r of run %s for good: %s", kind, entry.key, run_key, reason
         )
@@ -246,7 +355,9 @@ class Flusher:
             _logger.warning("MLflow call failed (%s); retrying", self.last_error)
 
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(lambda e: not is_permanent(e)),
+            retry=tenacity.retry_if_exception(
+                lambda e: not is_permanent(e) and not isinstance(e, RunNotCreated)
+            ),
             wait=tenacity.wait_exponential(multiplier=0.2, max=10.0) + tenacity.wait_random(0, 0.5),
             stop=give_up,
             sleep=self._sleep,
@@ -266,3 +377,8 @@ class Flusher:
         while (left := min(end, self._deadline) - time.monotonic()) > 0:
             if self._deadline_moved.wait(left):
                 self._deadline_moved.clear()
+
+
+def _wall_ms(monotonic_s: float) -> int:
+    """The wall-clock time, in ms since the epoch, of a ``time.monotonic()`` reading."""
+    return int((time.time() - (time.monotonic() - monotonic_s)) * 1000)

@@ -38,6 +38,7 @@ class Accepted:
 @dataclass(slots=True)
 class _Request:
     batch: events_pb2.EventBatch
+    payload: bytes
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Accepted]
 
@@ -78,6 +79,14 @@ class Ingestor:
         """Lets later acks tell the client its MLflow run id (called by the flusher)."""
         self._mlflow[run_key] = (run_id, experiment_id)
 
+    def owner(self, run_key: str) -> str | None:
+        """The client a run belongs to, None while the receiver has stored none of its events."""
+        return self._owner.get(run_key)
+
+    def mlflow_run_id(self, run_key: str) -> str:
+        """The MLflow run id of a run, "" until the flusher has created (or found) it."""
+        return self._mlflow.get(run_key, ("", ""))[0]
+
     def lookup(self, client_id: str, run_key: str) -> Accepted:
         """What the receiver has of a run (zeros and empty ids for an unknown run)."""
         owner = self._owner.get(run_key)
@@ -88,12 +97,13 @@ class Ingestor:
         run_id, exp_id = self._mlflow.get(run_key, ("", ""))
         return Accepted(self._acked.get(run_key, 0), run_id, exp_id)
 
-    def submit(self, batch: events_pb2.EventBatch) -> asyncio.Future[Accepted]:
-        """Queues a validated batch for storing; the future resolves once it is durable."""
+    def submit(self, batch: events_pb2.EventBatch, payload: bytes) -> asyncio.Future[Accepted]:
+        """Queues a validated batch (and its wire bytes) for storing; the future resolves once
+        it is durable."""
         self.last_seen[batch.run_key] = time.monotonic()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Accepted] = loop.create_future()
-        self._requests.put(_Request(batch, loop, future))
+        self._requests.put(_Request(batch, payload, loop, future))
         return future
 
     def _loop(self) -> None:
@@ -132,22 +142,14 @@ class Ingestor:
             mark = acked.get(b.run_key, 0)
             last = b.first_seq + len(b.events) - 1
             if last > mark:
-                payload = b
-                if b.first_seq <= mark:  # a partial resend: keep only the unseen tail
-                    payload = events_pb2.EventBatch(
+                first, payload = b.first_seq, req.payload
+                if first <= mark:  # a partial resend: keep only the unseen tail
+                    tail = events_pb2.EventBatch(
                         client_id=b.client_id, job=b.job, run_key=b.run_key, first_seq=mark + 1
                     )
-                    payload.events.extend(b.events[mark + 1 - b.first_seq :])
-                rows.append(
-                    (
-                        b.run_key,
-                        b.client_id,
-                        b.job,
-                        payload.first_seq,
-                        last,
-                        payload.SerializeToString(),
-                    )
-                )
+                    tail.events.extend(b.events[mark + 1 - first :])
+                    first, payload = mark + 1, tail.SerializeToString()
+                rows.append((b.run_key, b.client_id, b.job, first, last, payload))
                 acked[b.run_key] = last
             else:
                 self.events_duplicate += len(b.events)

@@ -11,6 +11,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from server.mlflow_state import read_state
+
 
 def read_status(data_dir: Path) -> dict[str, Any]:
     """Runs, backlog and dead letters of the receiver whose data directory is ``data_dir``."""
@@ -49,6 +51,7 @@ def read_status(data_dir: Path) -> dict[str, Any]:
             {"run_key": d[0], "kind": d[1], "key": d[2], "reason": d[3], "at_ms": d[4]}
             for d in dead
         ],
+        "mlflow": read_state(data_dir),
     }
 
 
@@ -65,6 +68,11 @@ def format_status(status: dict[str, Any]) -> str:
             f"{r['mlflow_run_id'] or '(not created yet)'}"
         )
     lines.append(f"backlog not yet in MLflow: {status['backlog_events']} events")
+    mlflow = status.get("mlflow")
+    if mlflow and not mlflow["ok"]:
+        lines.append(f"MLflow: FAILING: {mlflow['diagnosis']}\n  last error: {mlflow['error']}")
+    elif mlflow:
+        lines.append("MLflow: ok")
     dead = status["dead_letters"]
     lines.append(f"dead letters: {len(dead)}")
     lines.extend(f"  run {d['run_key']} {d['kind']} {d['key']!r}: {d['reason']}" for d in dead)

@@ -48,7 +48,7 @@ class Tag(_message.Message):
     def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class RunStart(_message.Message):
-    __slots__ = ("experiment", "run_name", "tags", "description", "start_time_ms", "parent_run_key")
+    __slots__ = ("experiment", "run_name", "tags", "description", "start_time_ms", "parent_run_key", "resume_run_id")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -62,13 +62,21 @@ class RunStart(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     START_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     PARENT_RUN_KEY_FIELD_NUMBER: _ClassVar[int]
+    RESUME_RUN_ID_FIELD_NUMBER: _ClassVar[int]
     experiment: str
     run_name: str
     tags: _containers.ScalarMap[str, str]
     description: str
     start_time_ms: int
     parent_run_key: str
-    def __init__(self, experiment: _Optional[str] = ..., run_name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ..., start_time_ms: _Optional[int] = ..., parent_run_key: _Optional[str] = ...) -> None: ...
+    resume_run_id: str
+    def __init__(self, experiment: _Optional[str] = ..., run_name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ..., start_time_ms: _Optional[int] = ..., parent_run_key: _Optional[str] = ..., resume_run_id: _Optional[str] = ...) -> None: ...
+
+class DeleteTag(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
 
 class RunEnd(_message.Message):
     __slots__ = ("status", "end_time_ms")
@@ -79,29 +87,35 @@ class RunEnd(_message.Message):
     def __init__(self, status: _Optional[_Union[RunStatus, str]] = ..., end_time_ms: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("metric", "param", "tag", "run_start", "run_end")
+    __slots__ = ("metric", "param", "tag", "run_start", "run_end", "delete_tag")
     METRIC_FIELD_NUMBER: _ClassVar[int]
     PARAM_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
     RUN_START_FIELD_NUMBER: _ClassVar[int]
     RUN_END_FIELD_NUMBER: _ClassVar[int]
+    DELETE_TAG_FIELD_NUMBER: _ClassVar[int]
     metric: Metric
     param: Param
     tag: Tag
     run_start: RunStart
     run_end: RunEnd
-    def __init__(self, metric: _Optional[_Union[Metric, _Mapping]] = ..., param: _Optional[_Union[Param, _Mapping]] = ..., tag: _Optional[_Union[Tag, _Mapping]] = ..., run_start: _Optional[_Union[RunStart, _Mapping]] = ..., run_end: _Optional[_Union[RunEnd, _Mapping]] = ...) -> None: ...
+    delete_tag: DeleteTag
+    def __init__(self, metric: _Optional[_Union[Metric, _Mapping]] = ..., param: _Optional[_Union[Param, _Mapping]] = ..., tag: _Optional[_Union[Tag, _Mapping]] = ..., run_start: _Optional[_Union[RunStart, _Mapping]] = ..., run_end: _Optional[_Union[RunEnd, _Mapping]] = ..., delete_tag: _Optional[_Union[DeleteTag, _Mapping]] = ...) -> None: ...
 
 class EventBatch(_message.Message):
-    __slots__ = ("client_id", "job", "run_key", "first_seq", "events")
+    __slots__ = ("client_id", "job", "run_key", "first_seq", "events", "client_pending_events", "client_spool_bytes")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
     RUN_KEY_FIELD_NUMBER: _ClassVar[int]
     FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_PENDING_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_SPOOL_BYTES_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     job: str
     run_key: str
     first_seq: int
     events: _containers.RepeatedCompositeFieldContainer[Event]
-    def __init__(self, client_id: _Optional[str] = ..., job: _Optional[str] = ..., run_key: _Optional[str] = ..., first_seq: _Optional[int] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+    client_pending_events: int
+    client_spool_bytes: int
+    def __init__(self, client_id: _Optional[str] = ..., job: _Optional[str] = ..., run_key: _Optional[str] = ..., first_seq: _Optional[int] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., client_pending_events: _Optional[int] = ..., client_spool_bytes: _Optional[int] = ...) -> None: ...

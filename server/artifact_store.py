@@ -1,0 +1,174 @@
+"""Staged artifact files: what clients uploaded and the receiver has yet to put in MLflow.
+
+Each verified file sits in ``<data_dir>/artifact-staging/<upload_id>/<file name>`` and has a
+row in ``<data_dir>/artifacts.db`` (SQLite, WAL). The file is fsynced before its row commits,
+and the client is acknowledged only after the commit: an acknowledged file survives a killed
+receiver and a power loss. The uploader deletes both once MLflow has the file.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+STAGING_DIR = "artifact-staging"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS uploads (
+    id INTEGER PRIMARY KEY,
+    upload_id TEXT NOT NULL UNIQUE,
+    client_id TEXT NOT NULL,
+    job TEXT NOT NULL,
+    run_key TEXT NOT NULL,
+    artifact_path TEXT NOT NULL,
+    file_name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS failed_uploads (
+    id INTEGER PRIMARY KEY,
+    run_key TEXT NOT NULL,
+    artifact_path TEXT NOT NULL,
+    file_name TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StagedFile:
+    """One verified file waiting for its run to exist in MLflow."""
+
+    upload_id: str
+    client_id: str
+    job: str
+    run_key: str
+    artifact_path: str
+    """Directory inside the run's artifacts; "" is the root."""
+    file_name: str
+    size: int
+    sha256: str
+
+
+class ArtifactStore:
+    """The staging directory and its table; safe to share between threads."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.staging = data_dir / STAGING_DIR
+        self.staging.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(
+            data_dir / "artifacts.db", timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.executescript(_SCHEMA)
+        self._staged_bytes = self._sum_sizes()
+        self._drop_strays()
+
+    def _sum_sizes(self) -> int:
+        row = self._conn.execute("SELECT COALESCE(SUM(size), 0) FROM uploads").fetchone()
+        return int(row[0])
+
+    def _drop_strays(self) -> None:
+        # Directories of uploads that never completed (the receiver died mid-stream).
+        known = {row[0] for row in self._conn.execute("SELECT upload_id FROM uploads")}
+        for entry in self.staging.iterdir():
+            if entry.name not in known:
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def directory(self, upload_id: str) -> Path:
+        """Where an upload's file is staged."""
+        return self.staging / upload_id
+
+    def path(self, staged: StagedFile) -> Path:
+        """The staged file itself."""
+        return self.directory(staged.upload_id) / staged.file_name
+
+    @property
+    def staged_bytes(self) -> int:
+        """Bytes staged and recorded, not yet in MLflow."""
+        return self._staged_bytes
+
+    def has(self, upload_id: str) -> bool:
+        """Whether this upload is already staged (a client resending after a lost ack)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT 1 FROM uploads WHERE upload_id = ?", (upload_id,)
+            ).fetchone()
+        return row is not None
+
+    def add(self, staged: StagedFile) -> None:
+        """Records a verified, fsynced file."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR IGNORE INTO uploads (upload_id, client_id, job, run_key, artifact_path,"
+                " file_name, size, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    staged.upload_id,
+                    staged.client_id,
+                    staged.job,
+                    staged.run_key,
+                    staged.artifact_path,
+                    staged.file_name,
+                    staged.size,
+                    staged.sha256,
+                ),
+            )
+            self._staged_bytes += staged.size
+
+    def pending(self, limit: int = 256) -> list[StagedFile]:
+        """The oldest staged files, in the order they arrived."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT upload_id, client_id, job, run_key, artifact_path, file_name, size,"
+                " sha256 FROM uploads ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [StagedFile(*row) for row in rows]
+
+    def remove(self, staged: StagedFile) -> None:
+        """Forgets a file MLflow has (or refused for good) and deletes it from disk."""
+        with self._lock:
+            self._conn.execute("DELETE FROM uploads WHERE upload_id = ?", (staged.upload_id,))
+            self._staged_bytes -= staged.size
+        shutil.rmtree(self.directory(staged.upload_id), ignore_errors=True)
+
+    def fail(self, staged: StagedFile, reason: str) -> None:
+        """Keeps the reason MLflow refused a file for good, then removes the file."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO failed_uploads (run_key, artifact_path, file_name, reason, at_ms)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    staged.run_key,
+                    staged.artifact_path,
+                    staged.file_name,
+                    reason,
+                    time.time_ns() // 1_000_000,
+                ),
+            )
+        self.remove(staged)
+
+    def failures(self) -> list[tuple[str, str, str, str]]:
+        """Files refused for good, as ``(run_key, artifact_path, file_name, reason)``."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT run_key, artifact_path, file_name, reason FROM failed_uploads ORDER BY id"
+            ).fetchall()
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def count(self) -> int:
+        """Files staged, not yet in MLflow."""
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM uploads").fetchone()[0])
+
+    def close(self) -> None:
+        """Closes the database."""
+        with self._lock:
+            self._conn.close()

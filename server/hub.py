@@ -1,0 +1,416 @@
+"""The live hub: what the receiver knows of every client right now.
+
+The ingest path feeds it on the event loop, after a batch is durably accepted: counters are
+updated at once and the batch is queued for digestion, so the hot path does O(1) work. The
+flusher feeds it from its own thread (flushed counts, dead letters, MLflow run ids) through a
+lock. :meth:`Hub.pump`, called a few times a second by :mod:`server.live`, digests the queued
+batches into bounded per-metric series (:mod:`server.series`) and pushes one coalesced
+:class:`Delta` per job to every subscriber: the web page (SSE) and the Watch RPC.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from bridge.pb.v1 import events_pb2
+from server.live_model import ClientRow, Delta, Subscription
+from server.metrics import Histogram, HistogramSnapshot
+from server.queue import RunRecord
+from server.series import Point, Series
+
+TAIL_EVENTS = 64
+"""The last events of every batch are always digested: exact latest values and run ends."""
+DIGEST_BUDGET = 20_000
+"""Events digested per pump; past it the rest of each batch is sampled evenly."""
+MAX_KEYS_PER_CLIENT = 200
+"""Metrics charted per client; more keys are counted and left out of the live view."""
+MAX_CLIENTS = 10_000
+"""Clients remembered; past it the longest-silent disconnected ones are forgotten."""
+_RATE_SAMPLES = 5
+_STATUS_NAMES = {
+    events_pb2.RUN_STATUS_RUNNING: "RUNNING",
+    events_pb2.RUN_STATUS_FINISHED: "FINISHED",
+    events_pb2.RUN_STATUS_FAILED: "FAILED",
+    events_pb2.RUN_STATUS_KILLED: "KILLED",
+}
+
+
+class _Client:
+    """The hub's mutable record of one (job, client)."""
+
+    def __init__(self, job: str, client_id: str) -> None:
+        self.job = job
+        self.client_id = client_id
+        self.run_key = ""
+        self.acked: dict[str, int] = {}
+        self.flushed_seq: dict[str, int] = {}
+        self.status: dict[str, str] = {}
+        self.mlflow: dict[str, tuple[str, str]] = {}
+        self.received = 0
+        self.acked_total = 0
+        self.flushed_total = 0
+        self.dead = 0
+        self.last_seen: float | None = None
+        self.last_seen_ms = 0
+        self.client_pending = 0
+        self.client_spool = 0
+        self.series: dict[str, Series] = {}
+        self.keys_dropped = 0
+        self.inbox: deque[tuple[events_pb2.EventBatch, int, int]] = deque()
+        self.samples: deque[tuple[float, int]] = deque(maxlen=_RATE_SAMPLES)
+        self.rate = 0.0
+
+    def backlog(self) -> int:
+        return sum(max(0, seq - self.flushed_seq.get(run, 0)) for run, seq in self.acked.items())
+
+
+class Hub:
+    """Live state of every client, fed by ingest and the flusher, read by viewers.
+
+    Args:
+        live_points: Points kept per client and metric.
+        client_timeout_s: A client not heard from this long is disconnected.
+        mlflow_ui_url: Base address of the MLflow UI for run links.
+        runs: The receiver's known runs (from its queue), so that a restarted receiver lists
+            its clients before they are heard from again.
+        clock: Monotonic clock (seconds); a parameter for tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        live_points: int,
+        client_timeout_s: float,
+        mlflow_ui_url: str,
+        runs: Iterable[RunRecord] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.live_points = live_points
+        self.client_timeout_s = client_timeout_s
+        self.mlflow_ui_url = mlflow_ui_url
+        self._clock = clock
+        self._clients: dict[tuple[str, str], _Client] = {}
+        self._runs: dict[str, _Client] = {}
+        self._changed: dict[_Client, set[str]] = {}
+        self._inbox_events = 0
+        self._subs: list[Subscription] = []
+        self._lock = threading.Lock()  # guards what the flusher thread hands over
+        self._flushed: list[tuple[str, int, int]] = []
+        self._dead: list[str] = []
+        self._run_ids: list[tuple[str, str, str]] = []
+        self.flush_seconds = Histogram()
+        self.wake: Callable[[], None] = lambda: None
+        """Called when new data waits for a pump (set by the pump's owner)."""
+        for run in runs:
+            client = self._client(run.job, run.client_id)
+            self._runs[run.run_key] = client
+            client.run_key = client.run_key or run.run_key
+            client.acked[run.run_key] = run.acked_seq
+            client.flushed_seq[run.run_key] = run.flushed_seq
+            client.status[run.run_key] = run.status
+            if run.mlflow_run_id:
+                client.mlflow[run.run_key] = (run.mlflow_run_id, run.mlflow_experiment_id)
+
+    def _client(self, job: str, client_id: str) -> _Client:
+        client = self._clients.get((job, client_id))
+        if client is None:
+            client = self._clients[(job, client_id)] = _Client(job, client_id)
+        return client
+
+    # -- ingest side (event loop) --------------------------------------------------------------
+
+    def received(self, batch: events_pb2.EventBatch, acked_seq: int) -> None:
+        """Records a batch the receiver has just durably accepted (resends included)."""
+        client = self._client(batch.job, batch.client_id)
+        run_key = batch.run_key
+        self._runs[run_key] = client
+        count = len(batch.events)
+        client.received += count
+        client.last_seen = self._clock()
+        client.last_seen_ms = time.time_ns() // 1_000_000
+        if batch.client_pending_events:
+            client.client_pending = max(0, batch.client_pending_events - count)
+            client.client_spool = batch.client_spool_bytes
+        previous = client.acked.get(run_key, 0)
+        if acked_seq <= previous:
+            return
+        client.acked[run_key] = acked_seq
+        client.acked_total += acked_seq - previous
+        start = max(previous + 1, batch.first_seq) - batch.first_seq
+        end = min(acked_seq - batch.first_seq + 1, count)
+        if start >= end:
+            return
+        client.inbox.append((batch, start, end))
+        self._inbox_events += end - start
+        fresh: events_pb2.EventBatch | None = None
+        for sub in self._subs:
+            if sub.events and sub.matches(batch.job, batch.client_id):
+                if fresh is None:
+                    fresh = batch if (start, end) == (0, count) else _slice(batch, start, end)
+                sub.add_batch(fresh)
+        self.wake()
+
+    def heartbeat(self, run_key: str) -> None:
+        """Records that the client of a known run asked about it (its heartbeat)."""
+        client = self._runs.get(run_key)
+        if client is not None:
+            client.last_seen = self._clock()
+            client.last_seen_ms = time.time_ns() // 1_000_000
+
+    # -- flusher side (its thread) ---------------------------------------------------------------
+
+    def flushed(self, run_key: str, last_seq: int, events: int, seconds: float) -> None:
+        """Records that a run's events up to ``last_seq`` reached MLflow (thread-safe)."""
+        with self._lock:
+            self._flushed.append((run_key, last_seq, events))
+            self.flush_seconds.observe(seconds)
+
+    def flush_histogram(self) -> HistogramSnapshot:
+        """The flush-duration histogram (thread-safe)."""
+        with self._lock:
+            return self.flush_seconds.snapshot()
+
+    def dead_lettered(self, run_key: str) -> None:
+        """Records an entry MLflow refused for good (thread-safe)."""
+        with self._lock:
+            self._dead.append(run_key)
+
+    def set_mlflow_run(self, run_key: str, run_id: str, experiment_id: str) -> None:
+        """Records the MLflow run of a client run (thread-safe)."""
+        with self._lock:
+            self._run_ids.append((run_key, run_id, experiment_id))
+
+    # -- viewers (event loop) ----------------------------------------------------------------------
+
+    def subscribe(
+        self, job: str = "", client_id: str = "", *, events: bool = False
+    ) -> Subscription:
+        """A new viewer of one job (or all: ""), optionally one client, optionally raw events."""
+        sub = Subscription(job, client_id, events)
+        self._subs.append(sub)
+        return sub
+
+    def close_viewers(self) -> None:
+        """Ends every viewer's stream (the receiver is stopping)."""
+        for sub in self._subs:
+            sub.close()
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Forgets a viewer."""
+        if sub in self._subs:
+            self._subs.remove(sub)
+
+    def jobs(self) -> dict[str, tuple[int, int]]:
+        """Every job with its number of clients and of connected clients."""
+        out: dict[str, tuple[int, int]] = {}
+        now = self._clock()
+        for client in self._clients.values():
+            total, connected = out.get(client.job, (0, 0))
+            out[client.job] = (total + 1, connected + self._connected(client, now))
+        return dict(sorted(out.items()))
+
+    def rows(self, job: str = "", client_id: str = "") -> list[ClientRow]:
+        """The state of every matching client, sorted by job and client id."""
+        now = self._clock()
+        return [
+            self._row(c, now)
+            for key, c in sorted(self._clients.items())
+            if job in ("", key[0]) and client_id in ("", key[1])
+        ]
+
+    def series(self, job: str, metrics: frozenset[str] | None) -> dict[str, dict[str, list[Point]]]:
+        """Kept points of a job's clients: ``{client: {key: points}}`` (``metrics`` None: all)."""
+        return {
+            c.client_id: {
+                k: s.points()
+                for k, s in sorted(c.series.items())
+                if metrics is None or k in metrics
+            }
+            for (j, _), c in sorted(self._clients.items())
+            if j == job
+        }
+
+    def connected_clients(self) -> int:
+        """How many clients were heard from within the client timeout."""
+        now = self._clock()
+        return sum(self._connected(c, now) for c in self._clients.values())
+
+    def client_counters(self) -> list[ClientRow]:
+        """Every client's row, with the flusher's latest counts folded in (for /metrics)."""
+        self.fold()
+        return self.rows()
+
+    def pump(self, *, states_due: bool) -> None:
+        """Digests queued batches and pushes one delta per changed job to every subscriber.
+
+        With ``states_due``, rates are updated and every delta carries its job's client rows.
+        """
+        self.fold()
+        self._digest()
+        now = self._clock()
+        if states_due:
+            for client in self._clients.values():
+                client.samples.append((now, client.received))
+                first_t, first_n = client.samples[0]
+                client.rate = (client.received - first_n) / (now - first_t) if now > first_t else 0
+            if len(self._clients) > MAX_CLIENTS:
+                self._evict(now)
+        changed, self._changed = self._changed, {}
+        points: dict[str, dict[str, dict[str, list[Point]]]] = {}
+        for client, keys in changed.items():
+            per_key = {k: client.series[k].take_fresh() for k in keys if k in client.series}
+            points.setdefault(client.job, {})[client.client_id] = per_key
+        if not self._subs:
+            return
+        jobs = set(points)
+        if states_due:
+            watched = {s.job for s in self._subs}
+            jobs |= {c.job for c in self._clients.values()} if "" in watched else watched
+        for job in sorted(jobs):
+            rows = tuple(self.rows(job)) if states_due else None
+            delta = Delta(job, points.get(job, {}), rows)
+            for sub in self._subs:
+                if sub.job in ("", job):
+                    sub.push(delta)
+
+    def fold(self) -> None:
+        """Applies what the flusher handed over since the last call."""
+        with self._lock:
+            flushed, self._flushed = self._flushed, []
+            dead, self._dead = self._dead, []
+            run_ids, self._run_ids = self._run_ids, []
+        for run_key, last_seq, events in flushed:
+            client = self._runs.get(run_key)
+            if client is not None:
+                client.flushed_total += events
+                client.flushed_seq[run_key] = max(client.flushed_seq.get(run_key, 0), last_seq)
+        for run_key in dead:
+            client = self._runs.get(run_key)
+            if client is not None:
+                client.dead += 1
+        for run_key, run_id, experiment_id in run_ids:
+            client = self._runs.get(run_key)
+            if client is not None:
+                client.mlflow[run_key] = (run_id, experiment_id)
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _connected(self, client: _Client, now: float) -> bool:
+        seen = client.last_seen
+        return seen is not None and now - seen < self.client_timeout_s
+
+    def _row(self, c: _Client, now: float) -> ClientRow:
+        connected = self._connected(c, now)
+        status = c.status.get(c.run_key, "RUNNING")
+        if status != "RUNNING":
+            state = status.lower()
+        else:
+            state = "connected" if connected else "disconnected"
+        run_id, experiment_id = c.mlflow.get(c.run_key, ("", ""))
+        return ClientRow(
+            job=c.job,
+            client_id=c.client_id,
+            run_key=c.run_key,
+            connected=connected,
+            state=state,
+            last_seen_ms=c.last_seen_ms,
+            events_per_s=c.rate,
+            events_received=c.received,
+            events_acked=c.acked_total,
+            events_flushed=c.flushed_total,
+            dead_letters=c.dead,
+            backlog_events=c.backlog(),
+            client_pending_events=c.client_pending,
+            client_spool_bytes=c.client_spool,
+            mlflow_run_id=run_id,
+            mlflow_experiment_id=experiment_id,
+            mlflow_run_url=run_url(self.mlflow_ui_url, experiment_id, run_id),
+            latest={k: s.latest for k, s in sorted(c.series.items()) if s.latest is not None},
+        )
+
+    def _digest(self) -> None:
+        total = self._inbox_events
+        if not total:
+            return
+        self._inbox_events = 0
+        stride = max(1, math.ceil(total / DIGEST_BUDGET))
+        for client in self._clients.values():
+            while client.inbox:
+                batch, start, end = client.inbox.popleft()
+                self._digest_batch(client, batch, start, end, stride)
+
+    def _digest_batch(
+        self, client: _Client, batch: events_pb2.EventBatch, start: int, end: int, stride: int
+    ) -> None:
+        events = batch.events
+        run_key = batch.run_key
+        tail = max(start, end - TAIL_EVENTS)
+        changed = self._changed.setdefault(client, set())
+        for index in (*range(start, tail, stride), *range(tail, end)):
+            event = events[index]
+            kind = event.WhichOneof("kind")
+            if kind == "metric":
+                m = event.metric
+                series = client.series.get(m.key)
+                if series is None:
+                    if len(client.series) >= MAX_KEYS_PER_CLIENT:
+                        client.keys_dropped += 1
+                        continue
+                    series = client.series[m.key] = Series(self.live_points)
+                series.add(m.step, m.value, m.timestamp_ms)
+                changed.add(m.key)
+            elif kind == "run_start" and not event.run_start.parent_run_key:
+                if client.run_key != run_key:
+                    # A new top-level run: its charts start afresh.
+                    client.run_key = run_key
+                    for series in client.series.values():
+                        series.clear()
+                client.status[run_key] = "RUNNING"
+            elif kind == "run_end":
+                client.status[run_key] = _STATUS_NAMES.get(event.run_end.status, "FINISHED")
+        if not client.run_key:
+            client.run_key = run_key
+
+    def _evict(self, now: float) -> None:
+        idle = sorted(
+            (c.last_seen or 0.0, key)
+            for key, c in self._clients.items()
+            if not self._connected(c, now)
+        )
+        for _, key in idle[: len(self._clients) - MAX_CLIENTS]:
+            client = self._clients.pop(key)
+            self._changed.pop(client, None)
+            for run_key in client.acked:
+                self._runs.pop(run_key, None)
+
+
+def _slice(batch: events_pb2.EventBatch, start: int, end: int) -> events_pb2.EventBatch:
+    out = events_pb2.EventBatch(
+        client_id=batch.client_id,
+        job=batch.job,
+        run_key=batch.run_key,
+        first_seq=batch.first_seq + start,
+    )
+    out.events.extend(batch.events[start:end])
+    return out
+
+
+def mlflow_ui_url(tracking_uri: str) -> str:
+    """Where the MLflow UI of a tracking URI is: the server itself when it is http(s), else
+    what ``mlflow ui`` serves by default."""
+    scheme, sep, rest = tracking_uri.partition("://")
+    if sep and scheme.lower() in ("http", "https"):
+        host_path = rest.rpartition("@")[2]  # never put credentials in a link
+        return f"{scheme.lower()}://{host_path}".rstrip("/")
+    return "http://127.0.0.1:5000"
+
+
+def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI page of a run ("" until the run exists)."""
+    if not run_id or not experiment_id:
+        return ""
+    return f"{ui_url}/#/experiments/{experiment_id}/runs/{run_id}"

@@ -1,0 +1,146 @@
+"""Creating an MLflow run once, when several receivers may try at the same moment.
+
+Receivers share nothing but MLflow, and MLflow has no "create if absent": two receivers that
+look for a run (by its tags), both miss and both create it, would make two runs. So a run is
+created *provisional* (tagged ``trackbridge.provisional`` with the creation time), then looked
+for again. Alone, it is kept: the tag is removed. Beside a kept run, or a provisional one with a
+smaller id, it is deleted and the caller retries (``RunContended``) and finds the kept one.
+Beside provisional runs with larger ids only, it waits for those to be deleted (their creators
+see it) or kept (their creators did not see it: then it steps back). Lookups ignore
+provisional runs; a receiver that finds only provisional ones waits for them to settle.
+
+Why at most one run is kept: a creator that found its run alone searched after creating it, so
+any rival created before that search was visible to it, and any rival created after it sees
+this run (which is never deleted once kept) and steps back. A provisional run older than a
+minute (its creator died between the two steps) is ignored, not deleted: deleting a run that
+another receiver might still keep is worse than leaving an empty one behind.
+
+This rests on MLflow's store being read-your-writes consistent (one database; no lagging read
+replica behind the tracking server).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+
+TAG_PROVISIONAL = "trackbridge.provisional"
+"""Set on a run between its creation and the check that no other receiver created it too."""
+
+STALE_PROVISIONAL_MS = 60_000
+"""A provisional run older than this was left behind by a receiver that died; it is ignored."""
+
+WAIT_S = 10.0
+"""How long a receiver waits for another receiver's creation of the same run to settle."""
+
+_MAX_MATCHES = 100
+_POLL_S = 0.2
+
+
+class RunContended(Exception):
+    """Another receiver is creating the same run right now: try again after a short pause."""
+
+
+class RunNotCreated(Exception):
+    """The run's start is with another receiver, which has not created the MLflow run yet."""
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _provisional_age_ms(run: Any, now_ms: int) -> int | None:
+    """How old a provisional run is; None for a run in use."""
+    stamp = run.data.tags.get(TAG_PROVISIONAL)
+    if stamp is None:
+        return None
+    try:
+        return now_ms - int(stamp)
+    except ValueError:
+        return STALE_PROVISIONAL_MS  # not ours to interpret: treat as left behind
+
+
+def settled(runs: Sequence[Any]) -> tuple[str, str] | None:
+    """``(run_id, experiment_id)`` of the run in use among ``runs`` (MLflow ``Run`` objects),
+    or None. Were there ever several (a run kept by a receiver stalled for a minute), the oldest
+    wins, ties broken by id, so that every receiver picks the same one."""
+    kept = [r for r in runs if TAG_PROVISIONAL not in r.data.tags]
+    if not kept:
+        return None
+    best = min(kept, key=lambda r: (r.info.start_time or 0, r.info.run_id))
+    return best.info.run_id, str(best.info.experiment_id)
+
+
+def matching(client: MlflowClient, experiment_ids: Sequence[str], filter_string: str) -> list[Any]:
+    """Live runs of ``experiment_ids`` matching ``filter_string``."""
+    if not experiment_ids:
+        return []
+    runs: list[Any] = client.search_runs(
+        list(experiment_ids), filter_string, max_results=_MAX_MATCHES
+    )
+    return runs
+
+
+def create_once(
+    client: MlflowClient,
+    experiment_ids: Sequence[str],
+    filter_string: str,
+    create: Callable[[dict[str, str]], tuple[str, str]],
+    *,
+    wait_s: float = WAIT_S,
+    sleep: Callable[[float], object] = time.sleep,
+) -> tuple[tuple[str, str], bool]:
+    """The one run matching ``filter_string`` in ``experiment_ids``, created when there is none.
+
+    Args:
+        client: The MLflow client.
+        experiment_ids: Where a matching run may be.
+        filter_string: An MLflow search filter that only the wanted run matches.
+        create: Creates the run with the extra tags it is given; returns its
+            ``(run_id, experiment_id)``.
+        wait_s: How long to wait for another receiver's creation to settle.
+        sleep: Pauses between looks (tests pass a fake).
+
+    Returns:
+        ``((run_id, experiment_id), created)``.
+
+    Raises:
+        RunContended: Another receiver's creation did not settle within ``wait_s``.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:  # someone else creating it right now: wait for their run rather than race
+        found = matching(client, experiment_ids, filter_string)
+        ref = settled(found)
+        if ref is not None:
+            return ref, False
+        if not _live_rivals(found, ""):
+            break
+        if time.monotonic() >= deadline:
+            raise RunContended(f"another receiver is creating the run ({filter_string})")
+        sleep(_POLL_S)
+    run_id, experiment_id = create({TAG_PROVISIONAL: str(_now_ms())})
+    while True:
+        rivals = _live_rivals(matching(client, experiment_ids, filter_string), run_id)
+        if not rivals:
+            client.delete_tag(run_id, TAG_PROVISIONAL)
+            return (run_id, experiment_id), True
+        # Created at the same moment as others: the smallest id waits for the rest to step
+        # back (they see it) or to be kept (they did not see it): then it steps back itself.
+        kept = settled(rivals) is not None
+        if kept or min(r.info.run_id for r in rivals) < run_id or time.monotonic() >= deadline:
+            client.delete_run(run_id)
+            raise RunContended(f"another receiver created the run too ({filter_string})")
+        sleep(_POLL_S)
+
+
+def _live_rivals(runs: Sequence[Any], mine: str) -> list[Any]:
+    """Runs other than ``mine`` that are in use or still being created (not stale)."""
+    now = _now_ms()
+    return [
+        r
+        for r in runs
+        if r.info.run_id != mine and (_provisional_age_ms(r, now) or 0) < STALE_PROVISIONAL_MS
+    ]
