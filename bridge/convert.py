@@ -35,15 +35,19 @@ _STATUS_TO_PB = {
 _STATUS_FROM_PB = {v: k for k, v in _STATUS_TO_PB.items()}
 
 
+def metric_to_proto(key: str, value: object, step: int, timestamp_ms: int, out: pb.Event) -> None:
+    """Fills ``out`` (a fresh ``pb.Event``) with a metric point given as its fields."""
+    m = out.metric
+    m.key = key
+    m.value = value if type(value) is float else _as_float(value)
+    m.step = step
+    m.timestamp_ms = timestamp_ms
+
+
 def event_to_proto(event: Event, out: pb.Event) -> None:
     """Fills ``out`` (a fresh ``pb.Event``) from an event."""
     if isinstance(event, Metric):
-        m = out.metric
-        m.key = event.key
-        value = event.value
-        m.value = value if type(value) is float else _as_float(value)
-        m.step = event.step
-        m.timestamp_ms = event.timestamp_ms
+        metric_to_proto(event.key, event.value, event.step, event.timestamp_ms, out)
     elif isinstance(event, Param):
         out.param.key = event.key
         out.param.value = event.value

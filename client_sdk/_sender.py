@@ -12,7 +12,7 @@ from pathlib import Path
 
 import tenacity
 
-from bridge.convert import event_to_proto
+from bridge.convert import event_to_proto, metric_to_proto
 from bridge.events import Event, RunEnd
 from bridge.pb.v1 import events_pb2, ingest_pb2
 from client_sdk._transport import Transport, TransportError
@@ -20,6 +20,10 @@ from client_sdk.config import WriterConfig
 from client_sdk.spool import Spool
 
 _logger = logging.getLogger(__name__)
+
+BufferItem = tuple[str, Event] | tuple[str, str, object, int, int]
+"""What the writer buffers: ``(run_key, event)``, or a metric point as
+``(run_key, key, value, step, timestamp_ms)`` (the hot path's allocation-light form)."""
 
 # A batch larger than this is split before sending (gRPC's default limit is 4 MiB).
 _MAX_BATCH_BYTES = 2 * 1024 * 1024
@@ -80,7 +84,7 @@ class Sender:
     """Owns the thread that moves buffered events to the receiver."""
 
     def __init__(
-        self, config: WriterConfig, buffer: deque[tuple[str, Event]], transport: Transport
+        self, config: WriterConfig, buffer: deque[BufferItem], transport: Transport
     ) -> None:
         self._config = config
         self._buffer = buffer
@@ -260,10 +264,10 @@ class Sender:
             return
         self._full_warned = False
         buffer = self._buffer
-        per_run: dict[str, list[Event]] = {}
+        per_run: dict[str, list[BufferItem]] = {}
         for _ in range(len(buffer)):
-            run_key, event = buffer.popleft()
-            per_run.setdefault(run_key, []).append(event)
+            item = buffer.popleft()
+            per_run.setdefault(item[0], []).append(item)
         if not per_run:
             return
         built: list[tuple[RunState, int, int, bytes]] = []
@@ -275,7 +279,8 @@ class Sender:
                 for payload, count in self._serialize(run_key, run.next_seq, events):
                     built.append((run, run.next_seq, run.next_seq + count - 1, payload))
                     run.next_seq += count
-                run.ended = run.ended or isinstance(events[-1], RunEnd)
+                tail = events[-1]
+                run.ended = run.ended or (len(tail) == 2 and isinstance(tail[1], RunEnd))
         ids = [0] * len(built)
         if self._spool is not None:
             ids = self._spool.append([(r.key, f, last, p) for r, f, last, p in built])
@@ -289,7 +294,7 @@ class Sender:
                 self._spooled_bytes += len(payload) if self._spool is not None else 0
 
     def _serialize(
-        self, run_key: str, first_seq: int, events: list[Event]
+        self, run_key: str, first_seq: int, events: list[BufferItem]
     ) -> list[tuple[bytes, int]]:
         """Serialized batches of ``events``, numbered from ``first_seq``: ``(payload, size)``."""
         out = []
@@ -305,9 +310,12 @@ class Sender:
                     first_seq=seq,
                 )
                 add = msg.events.add
-                for event in events[start : start + count]:
+                for item in events[start : start + count]:
                     try:
-                        event_to_proto(event, add())
+                        if len(item) == 5:
+                            metric_to_proto(item[1], item[2], item[3], item[4], add())
+                        else:
+                            event_to_proto(item[1], add())
                     except (ValueError, TypeError) as exc:
                         # The writer validates at the call site; this is a last line of
                         # defence, so that an event the wire cannot carry costs only itself.

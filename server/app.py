@@ -23,11 +23,12 @@ from server.config import ReceiverConfig
 from server.credentials import configured_secrets
 from server.flusher import Flusher
 from server.guard import Guard
-from server.hub import Hub, mlflow_ui_url
+from server.hub import Hub
 from server.ingest import Ingestor
 from server.live import Live
 from server.mlflow_sink import MlflowSink
 from server.mlflow_state import record_errors
+from server.mlflow_ui import mlflow_ui_url
 from server.queue import Backlog, Queue, connect
 from server.service import IngestService
 from server.watch import WatchService
