@@ -25,5 +25,14 @@ class MlflowException(Exception):
         return cls(message, INVALID_PARAMETER_VALUE)
 
 
+class RestException(MlflowException):
+    """A check MLflow makes on its tracking server, refused at the call site: MLflow's client
+    raises these as ``RestException`` (a subclass of ``MlflowException``), its message led by
+    the error code (``"INVALID_PARAMETER_VALUE: ..."``)."""
+
+    def __init__(self, message: object, error_code: str = INTERNAL_ERROR) -> None:
+        super().__init__(f"{error_code}: {message}", error_code)
+
+
 class BatchRejected(ValueError):
     """A batch that breaks the wire protocol or MLflow's rules; the receiver refuses it whole."""

@@ -14,7 +14,7 @@ import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bridge.errors import INVALID_PARAMETER_VALUE, MlflowException
+from bridge.errors import INVALID_PARAMETER_VALUE, MlflowException, RestException
 from bridge.validation import (
     MAX_INT64,
     MIN_INT64,
@@ -26,6 +26,9 @@ from bridge.validation import (
 from client_sdk._values import DeviceScalar, fluent_value
 
 RESOURCE_DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
+_MAX_CHECKED_KEYS = 100_000
+_checked_keys: set[str] = set()
+"""Metric keys that passed MLflow's checks (their next points skip the key checks)."""
 
 PARAM_VALIDATION_MSG = """
 
@@ -58,7 +61,7 @@ tracking store."""
 
 def rest_error(exc: MlflowException) -> MlflowException:
     """The error as MLflow's REST client reports a server's refusal."""
-    return MlflowException(f"{exc.error_code}: {exc.message}", exc.error_code)
+    return RestException(exc.message, exc.error_code)
 
 
 def _missing(path: str) -> MlflowException:
@@ -88,11 +91,22 @@ def metric_point(
     """Checks one metric point of ``log_metric`` (or, with ``prefix`` ``metrics[i]``, of
     ``log_metrics``); returns ``(value, step, timestamp_ms)`` as MLflow sends them: ``step or
     0``, ``timestamp or now``, the value converted (possibly a deferred device scalar)."""
+    ts = timestamp_ms or now_ms
+    step = step or 0
+    if (  # the hot path: a float at an int step and time, under a key seen before
+        type(value) is float
+        and type(step) is int
+        and type(ts) is int
+        and key in _checked_keys
+        and MIN_INT64 <= step <= MAX_INT64
+        and 0 <= ts <= MAX_INT64
+    ):
+        return value, step, ts
     converted = fluent_value(value)
     if converted is not None or prefix:  # log_metric leaves a None value out of its request
         _double(converted)
-    ts = _int64(timestamp_ms or now_ms)
-    step_i = _int64(step or 0)
+    ts = _int64(ts)
+    step_i = _int64(step)
     if key is None and not prefix:
         raise _missing("key")
     if converted is None:
@@ -102,6 +116,8 @@ def metric_point(
         validate_step_and_timestamp(str(key), converted, step_i, ts, prefix)  # type: ignore[arg-type]
     except MlflowException as exc:
         raise rest_error(exc) from None
+    if len(_checked_keys) < _MAX_CHECKED_KEYS:
+        _checked_keys.add(key)  # type: ignore[arg-type]
     return converted, step_i, ts  # type: ignore[return-value]
 
 
@@ -154,7 +170,7 @@ def checked_params(
                 )
             )
     except MlflowException as exc:
-        if not exc.message.startswith(exc.error_code):
+        if not isinstance(exc, RestException):
             exc = rest_error(exc)
         if (single if advice is None else advice) and exc.error_code == INVALID_PARAMETER_VALUE:
             # MLflow's log_param adds its advice to any bad-input error.

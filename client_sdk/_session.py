@@ -182,15 +182,15 @@ class Session:
     def run_id(self, record: RunRecord, *, wait: bool = True) -> str:
         """The run's MLflow id; waits (bounded) for the receiver to report it, else the key.
 
-        The first wait that runs out (receiver or MLflow unreachable) is the last: later runs
-        answer at once until an id arrives again, so logging never stalls on run ids.
+        After a wait runs out (receiver or MLflow unreachable), later reads wait a moment only
+        (0.2 s) until an id arrives again, so nothing stalls on run ids.
         """
         if record.resumed_id:
             return record.resumed_id
         run_id = record.handle.run_id
-        if run_id or self.muted or not wait or record.gave_up:
+        if run_id or self.muted or not wait:
             return run_id or record.key
-        timeout = 0.2 if self._unreachable else self.run_id_timeout_s
+        timeout = 0.2 if self._unreachable or record.gave_up else self.run_id_timeout_s
         run_id = self.writer.run_id(record.handle, timeout)
         if run_id:
             self._unreachable = False

@@ -238,16 +238,16 @@ def _exit_run(record: RunRecord, failed: bool) -> None:
 
 def end_run(status: str = "FINISHED") -> None:
     """Ends the innermost active run of this thread with ``status``."""
-    if status not in _RUN_STATUSES:
-        raise Exception(  # MLflow raises exactly this
-            f"Could not get run status corresponding to string {status}. Valid run status"
-            f" strings: {_RUN_STATUSES}"
-        )
     stack = _state.stack()
     if not stack:
         return
     record = stack.pop()
     _state.last = record
+    if status not in _RUN_STATUSES:  # as MLflow: the run leaves the stack, then this
+        raise Exception(  # MLflow raises exactly this
+            f"Could not get run status corresponding to string {status}. Valid run status"
+            f" strings: {_RUN_STATUSES}"
+        )
     _state.session().end_run(record, RunStatus.RUNNING.value if status == "SCHEDULED" else status)
 
 

@@ -20,6 +20,7 @@ from mlflow.entities import Experiment, Metric, Param, Run, RunData, RunInfo, Ru
 from mlflow.entities.lifecycle_stage import LifecycleStage
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.protos.databricks_pb2 import NOT_IMPLEMENTED, ErrorCode
+from mlflow.store.entities.paged_list import PagedList
 from mlflow.store.tracking.abstract_store import AbstractStore
 
 from bridge.errors import MlflowException as BridgeMlflowException
@@ -120,6 +121,10 @@ class TrackbridgeStore(AbstractStore):
 
     def link_traces_to_run(self, trace_ids: list[str], run_id: str) -> NoReturn:
         self._unsupported("link_traces_to_run")
+
+    def search_logged_models(self, *args: Any, **kwargs: Any) -> PagedList[Any]:
+        # MLflow asks while listing a run's artifacts; no logged model travels the bridge.
+        return PagedList([], None)
 
     def log_inputs(self, run_id: str, datasets: Any = None, models: Any = None) -> None:
         if datasets or models:

@@ -10,9 +10,11 @@ tag ``trackbridge.doctor``, which needs the same EDIT permission as logging).
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bridge import envvars
@@ -162,6 +164,20 @@ def format_findings(tracking_uri: str, findings: Sequence[Finding]) -> str:
     return "\n".join(lines)
 
 
+def queued_jobs(data_dir: Path) -> list[str]:
+    """The jobs a receiver's queue knows (the experiments it writes to by default)."""
+    path = data_dir / "queue.db"
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return [row[0] for row in conn.execute("SELECT DISTINCT job FROM runs ORDER BY job")]
+    except sqlite3.Error:
+        return []
+    finally:
+        conn.close()
+
+
 def run_doctor(tracking_uri: str, experiments: Sequence[str]) -> int:
     """Runs the checks and prints the report; exit code 0 when all pass, 1 otherwise."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -169,5 +185,5 @@ def run_doctor(tracking_uri: str, experiments: Sequence[str]) -> int:
     findings = Doctor(tracking_uri).run(experiments)
     print(format_findings(tracking_uri, findings), flush=True)
     if not experiments:
-        print("(write permission not checked: name the jobs with --experiment NAME)")
+        print("(write permission not checked: no jobs queued yet; name them with --experiment)")
     return 0 if findings and all(f.ok for f in findings) else 1

@@ -67,4 +67,3 @@ def check(
         except grpc.RpcError as exc:
             return str(exc.code().name)
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
-

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from bridge.pb.v1 import events_pb2
 from server.live_model import ClientRow, Delta, Subscription
 from server.metrics import Histogram, HistogramSnapshot
+from server.mlflow_ui import run_url
 from server.queue import RunRecord
 from server.series import Point, Series
 
@@ -30,6 +31,8 @@ MAX_KEYS_PER_CLIENT = 200
 """Metrics charted per client; more keys are counted and left out of the live view."""
 MAX_CLIENTS = 10_000
 """Clients remembered; past it the longest-silent disconnected ones are forgotten."""
+MAX_INBOX_EVENTS = 2_000_000
+"""Events waiting for digestion past which new batches are counted but not charted."""
 _RATE_SAMPLES = 5
 _STATUS_NAMES = {
     events_pb2.RUN_STATUS_RUNNING: "RUNNING",
@@ -142,7 +145,7 @@ class Hub:
         client.acked_total += acked_seq - previous
         start = max(previous + 1, batch.first_seq) - batch.first_seq
         end = min(acked_seq - batch.first_seq + 1, count)
-        if start >= end:
+        if start >= end or self._inbox_events >= MAX_INBOX_EVENTS:
             return
         client.inbox.append((batch, start, end))
         self._inbox_events += end - start
@@ -397,20 +400,3 @@ def _slice(batch: events_pb2.EventBatch, start: int, end: int) -> events_pb2.Eve
     )
     out.events.extend(batch.events[start:end])
     return out
-
-
-def mlflow_ui_url(tracking_uri: str) -> str:
-    """Where the MLflow UI of a tracking URI is: the server itself when it is http(s), else
-    what ``mlflow ui`` serves by default."""
-    scheme, sep, rest = tracking_uri.partition("://")
-    if sep and scheme.lower() in ("http", "https"):
-        host_path = rest.rpartition("@")[2]  # never put credentials in a link
-        return f"{scheme.lower()}://{host_path}".rstrip("/")
-    return "http://127.0.0.1:5000"
-
-
-def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
-    """The MLflow UI page of a run ("" until the run exists)."""
-    if not run_id or not experiment_id:
-        return ""
-    return f"{ui_url}/#/experiments/{experiment_id}/runs/{run_id}"

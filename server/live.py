@@ -139,13 +139,14 @@ class Live:
             states_due = now - last_states >= STATE_PERIOD_S
             try:
                 self.hub.pump(states_due=states_due)
+                if states_due:
+                    await self._update_health()
             except Exception:
                 self.pump_errors += 1
                 _logger.exception("live view: pump failed; going on")
             last_push = now
             if states_due:
                 last_states = now
-                await self._update_health()
 
     async def _update_health(self) -> None:
         serving = self._mlflow_reachable()

@@ -29,12 +29,15 @@ _logger = logging.getLogger(__name__)
 COOKIE = "trackbridge_viewer"
 _STATIC_TYPES = {
     "app.js": "text/javascript; charset=utf-8",
+    "charts.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
     "index.html": "text/html; charset=utf-8",
 }
 _HEADER_TIMEOUT_S = 10.0
 _WRITE_TIMEOUT_S = 30.0
 _KEEPALIVE_S = 15.0
+MAX_CONNECTIONS = 256
+"""Open connections (mostly page streams) past which new ones get 503."""
 _SECURITY_HEADERS = (
     ("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; base-uri 'none'"),
     ("X-Content-Type-Options", "nosniff"),
@@ -109,6 +112,9 @@ class LiveHttpServer:
         assert task is not None
         self._handlers.add(task)
         try:
+            if len(self._handlers) > MAX_CONNECTIONS:
+                await _send(writer, HTTPStatus.SERVICE_UNAVAILABLE, b"too many viewers\n")
+                return
             request = await self._read_request(reader)
             if request is not None:
                 await self._route(request, reader, writer)
@@ -150,7 +156,7 @@ class LiveHttpServer:
             await _send(writer, HTTPStatus.FORBIDDEN, b"loopback host names only\n")
             return
         segments = [unquote(s) for s in req.raw_path.split("/")[1:]]
-        page = segments in ([""], ["jobs", *segments[1:]]) and len(segments) <= 2
+        page = segments == [""] or (segments[0] == "jobs" and len(segments) <= 2)
         if self._token and not self._authorized(req):
             if page and req.query.get("token") is not None:
                 await _send(writer, HTTPStatus.UNAUTHORIZED, b"wrong viewer token\n")

@@ -139,7 +139,12 @@ def add_security_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     revoke.set_defaults(func=_token_revoke)
 
     doctor = sub.add_parser(
-        "doctor", help="check that the receiver can reach, log in to and write to MLflow"
+        "doctor",
+        help="check that the receiver can reach, log in to and write to MLflow",
+        description="Checks MLflow with the receiver's settings (MLFLOW_TRACKING_* variables,"
+        " *_FILE variants included): reachable, credentials accepted, each --experiment"
+        " present (created if missing) and writable. Exit status 0 when every check passes,"
+        " 1 otherwise. Never prints a secret.",
     )
     doctor.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else embedded")
     doctor.add_argument("--data-dir", help=data_dir_help)
@@ -148,7 +153,8 @@ def add_security_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
         action="append",
         default=[],
         metavar="NAME",
-        help="an experiment (job) to check write permission to; repeatable",
+        help="an experiment (job) to check write permission to; repeatable (default: the jobs"
+        " in the receiver's queue)",
     )
     doctor.set_defaults(func=_doctor)
 
@@ -221,10 +227,11 @@ def _token_revoke(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from server.doctor import run_doctor
+    from server.doctor import queued_jobs, run_doctor
 
     with contextlib.suppress(ValueError):  # the doctor reports it, as a failed check
         export_secret_files(os.environ)
     install_log_redaction(os.environ)
     config = ReceiverConfig.resolve(data_dir=args.data_dir, tracking_uri=args.tracking_uri)
-    return run_doctor(config.effective_tracking_uri, args.experiment)
+    experiments = args.experiment or queued_jobs(config.data_dir)
+    return run_doctor(config.effective_tracking_uri, experiments)

@@ -16,6 +16,7 @@ from server.admission import Admission
 from server.hub import Hub
 from server.ingest import Ingestor, NotOwner
 from server.queue import Backlog
+from server.quota import LogThrottle
 from server.security_config import SecurityConfig
 
 _logger = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class IngestService:
     ) -> None:
         self._hub = hub
         self._admission = Admission(SecurityConfig()) if admission is None else admission
+        self._log = LogThrottle()  # a flood of bad batches must not flood the log
         self._ingestor = ingestor
         self._backlog = backlog
         self._max_backlog = max_backlog_events
@@ -76,7 +78,8 @@ class IngestService:
             check_batch(request)
         except BatchRejected as exc:
             self.batches_rejected += 1
-            _logger.warning("rejected a batch from client %r: %s", request.client_id[:64], exc)
+            if self._log.allow("rejected"):
+                _logger.warning("rejected a batch from client %r: %s", request.client_id[:64], exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid batch: {exc}")
         await self._admission.check_claim(context, request.client_id)
         if self._backlog.events >= self._max_backlog:
@@ -98,7 +101,8 @@ class IngestService:
         try:
             accepted = await self._ingestor.submit(request, payload)
         except NotOwner as exc:
-            _logger.warning("refused client %r: %s", request.client_id[:64], exc)
+            if self._log.allow(f"not owner {request.client_id[:64]}"):
+                _logger.warning("refused client %r: %s", request.client_id[:64], exc)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         except Exception:
             _logger.exception("could not store a batch")

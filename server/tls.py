@@ -1,8 +1,8 @@
 """The receiver's TLS: certificate files checked at start and re-read when they change.
 
 gRPC asks for the certificate configuration at every new handshake; the files are re-read
-only when their size or modification time changed, and a renewed pair that does not load (half
-written, key not matching) is logged and skipped while the previous one goes on serving.
+only when their inode, size or modification time changed, and a renewed pair that does not
+load (half written, key not matching) is logged and skipped while the previous one serves on.
 """
 
 from __future__ import annotations
@@ -80,15 +80,15 @@ class CertificateFiles:
             require_client_authentication=bool(self._client_ca),
         )
 
-    def _signature(self) -> tuple[tuple[int, int], ...]:
+    def _signature(self) -> tuple[tuple[int, int, int], ...]:
         stamps = []
         for path in self._paths:
             try:
                 st = os.stat(path)
             except OSError:
-                stamps.append((-1, -1))
+                stamps.append((-1, -1, -1))
             else:
-                stamps.append((st.st_mtime_ns, st.st_size))
+                stamps.append((st.st_ino, st.st_mtime_ns, st.st_size))
         return tuple(stamps)
 
     def _load(self) -> grpc.ServerCertificateConfiguration:

@@ -112,8 +112,8 @@ def run_top(
 
     try:
         for update in watch(receiver, job=job, security=security, on_trouble=trouble):
-            if not update.clients:
-                continue
+            if not update.HasField("receiver"):
+                continue  # no states in this update
             size = shutil.get_terminal_size((160, 50))
             frame = render(
                 update,

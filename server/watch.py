@@ -99,6 +99,7 @@ class WatchService(watch_pb2_grpc.WatchServicer):
                 if not await sub.wait(STATE_WAIT_S):
                     continue
                 resync, deltas, batches, dropped = sub.take()
+                states = resync or any(delta.clients is not None for delta in deltas)
                 if resync:
                     rows: Iterable[ClientRow] = self._hub.rows(request.job, request.client_id)
                 else:
@@ -114,9 +115,9 @@ class WatchService(watch_pb2_grpc.WatchServicer):
                     batches=batches,
                     events_dropped=dropped,
                 )
-                if update.clients:
+                if states:  # a viewer with no clients yet still learns the receiver's state
                     update.receiver.CopyFrom(self._receiver_state())
-                if update.clients or update.batches or update.events_dropped or resync:
+                if states or update.batches or update.events_dropped:
                     yield update
         finally:
             self._hub.unsubscribe(sub)

@@ -19,6 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,11 +57,13 @@ class ScriptRun:
     mode: str
     returncode: int
     output: str
+    seconds: float = 0.0
 
 
 def run_script(script: Path, mode: str, env: dict[str, str], cwd: Path) -> ScriptRun:
     """Runs a script (bounded) in its own process and keeps its output."""
     cwd.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
     try:
         done = subprocess.run(
             [sys.executable, str(script)],
@@ -74,7 +77,8 @@ def run_script(script: Path, mode: str, env: dict[str, str], cwd: Path) -> Scrip
     except subprocess.TimeoutExpired as exc:
         out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
         return ScriptRun(script.stem, mode, -9, f"timed out after {SCRIPT_TIMEOUT_S} s\n{out}")
-    return ScriptRun(script.stem, mode, done.returncode, done.stdout + done.stderr)
+    seconds = time.monotonic() - started
+    return ScriptRun(script.stem, mode, done.returncode, done.stdout + done.stderr, seconds)
 
 
 def base_env(**extra: str) -> dict[str, str]:

@@ -134,7 +134,7 @@ def stop_postgres(pg: Postgres) -> None:
     shutil.rmtree(pg.root, ignore_errors=True)
 
 
-def launch_auth_mlflow(root: Path, backend_uri: str) -> MlflowServer:
+def launch_auth_mlflow(root: Path, backend_uri: str, workers: int = 1) -> MlflowServer:
     """``mlflow server --app-name basic-auth`` on ``backend_uri``; the auth app keeps its users
     in its own SQLite file in ``root`` (``MLFLOW_AUTH_CONFIG_PATH``)."""
     root.mkdir(parents=True, exist_ok=True)
@@ -166,7 +166,7 @@ def launch_auth_mlflow(root: Path, backend_uri: str) -> MlflowServer:
         "--default-artifact-root", str(root / "artifacts"),
         "--host", "127.0.0.1",
         "--port", str(port),
-        "--workers", "1",
+        "--workers", str(workers),
         "--app-name", "basic-auth",
     ]  # fmt: skip
     with log_path.open("ab") as log:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -95,13 +96,14 @@ class Results:
     states: dict[tuple[str, str], dict[str, Any]]
 
 
-def _servers(root: Path) -> dict[str, MlflowServer]:
-    with ThreadPoolExecutor(3) as pool:
+def _servers(root: Path, real: MlflowServer) -> dict[str, MlflowServer]:
+    """The session's server for real mlflow, and a fresh one for each bridge mode."""
+    with ThreadPoolExecutor(len(BRIDGE_MODES)) as pool:
         futures = {
             mode: pool.submit(launch_mlflow_server, root / f"mlflow-{i}")
-            for i, mode in enumerate((REAL, SWAP, ZERO))
+            for i, mode in enumerate(BRIDGE_MODES)
         }
-        servers = {}
+        servers = {REAL: real}
         errors = []
         for mode, future in futures.items():
             try:
@@ -109,8 +111,9 @@ def _servers(root: Path) -> dict[str, MlflowServer]:
             except Exception as exc:  # keep the others to stop them
                 errors.append(exc)
     if errors:
-        for server in servers.values():
-            stop_mlflow_server(server)
+        for mode in BRIDGE_MODES:
+            if mode in servers:
+                stop_mlflow_server(servers[mode])
         raise errors[0]
     return servers
 
@@ -149,9 +152,12 @@ def _run(mode: str, script: Script, servers: Any, receivers: Any, root: Path) ->
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Results]:
+def results(
+    tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServer
+) -> Iterator[Results]:
     root = tmp_path_factory.mktemp("conformance")
-    servers = _servers(root)
+    started = time.monotonic()
+    servers = _servers(root, mlflow_server)
     receivers: dict[str, ReceiverProcess] = {}
     try:
         for mode in BRIDGE_MODES:
@@ -161,6 +167,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Results]:
                 flush_interval_s=0.25,
                 data_dir=root / f"receiver-{mode.replace(' ', '-')}",
             )
+        print(f"servers and receivers up: {time.monotonic() - started:.1f} s")
         jobs = [(mode, script) for script in SCRIPTS for mode in (REAL, SWAP, ZERO)]
         # Heaviest first, so the long ones do not finish last.
         jobs.sort(key=lambda j: j[1].name not in ("many_points", "torch_train", "media"))
@@ -168,6 +175,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Results]:
         with ThreadPoolExecutor(workers) as pool:
             done = list(pool.map(lambda j: _run(j[0], j[1], servers, receivers, root), jobs))
         runs = {(r.mode, r.script): r for r in done}
+        print("script runs (s):", ", ".join(f"{r.script}/{r.mode}={r.seconds:.1f}" for r in done))
+        phase = time.monotonic()
         for mode, receiver in receivers.items():
             wait_until(
                 lambda data_dir=receiver.data_dir: receiver_idle(data_dir),
@@ -184,13 +193,14 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Results]:
                 states[(mode, script.name)] = snapshot(
                     client, script.name, timestamps=script.timestamps
                 )
+        print(f"drain and snapshots: {time.monotonic() - phase:.1f} s")
         yield Results(runs, states)
     finally:
         for receiver in receivers.values():
             with contextlib.suppress(AssertionError):
                 receiver.stop()
-        for server in servers.values():
-            stop_mlflow_server(server)
+        for mode in BRIDGE_MODES:
+            stop_mlflow_server(servers[mode])
 
 
 @pytest.mark.parametrize("mode", BRIDGE_MODES)

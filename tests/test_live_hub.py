@@ -11,8 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.pb.v1 import events_pb2
 from server import live_json, metrics
-from server.hub import MAX_KEYS_PER_CLIENT, Hub, mlflow_ui_url, run_url
+from server.hub import MAX_KEYS_PER_CLIENT, Hub
 from server.live_model import MAX_QUEUED_DELTAS, Delta
+from server.mlflow_ui import mlflow_ui_url, run_url
 from server.queue import RunRecord
 from server.series import Series
 

@@ -14,12 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from conftest import (
     REPO_ROOT,
     ReceiverProcess,
     _child_env,
     child_runs,
+    free_port,
     job_runs,
     launch_receiver,
     stop_mlflow_server,
@@ -28,9 +30,12 @@ from conftest import (
 )
 from security_support import (
     LEDGER,
+    PUBLISH,
     AuthMlflow,
     as_admin,
     auth_service_client,
+    batch,
+    call,
     issue_token,
     launch_auth_mlflow,
     no_secret_leaks,
@@ -166,8 +171,10 @@ def test_the_receiver_logs_as_a_user_who_may_write_to_one_experiment_only(
                    what="300 points in MLflow")  # fmt: skip
         status = trackbridge("status", "--data-dir", str(data_dir))
         assert "MLflow: ok" in status.stdout, status.stdout
-    log = receiver.log_path.read_text()
-    assert service_user[1] not in log
+    # With no --experiment, doctor checks the jobs the receiver's queue knows.
+    by_queue = trackbridge("doctor", "--tracking-uri", auth_mlflow.uri, "--data-dir", str(data_dir))
+    assert by_queue.returncode == 0, by_queue.stdout + by_queue.stderr
+    assert f"experiment {job!r}: writable" in by_queue.stdout
 
 
 @pytest.mark.timeout(420)
@@ -222,3 +229,26 @@ def test_a_wrong_password_is_reported_and_events_wait_until_it_is_fixed(
         client = MlflowClient(auth_mlflow.uri)
         (run,) = wait_for_children(client, job, 1, timeout_s=30, terminal=False)
     assert run.data.tags["trackbridge.client_id"] == "site-1"
+
+
+@pytest.mark.timeout(180)
+def test_a_password_in_the_tracking_uri_reaches_no_log_and_no_status(tmp_path: Path) -> None:
+    secret = LEDGER.remember(f"uri-{uuid.uuid4().hex}")
+    uri = f"http://svc:{secret}@127.0.0.1:{free_port()}"  # nothing listens: every call fails
+    receiver = launch_receiver(tmp_path, uri, shutdown_timeout_s=2, expected_exit_code=1)
+    try:
+        with grpc.insecure_channel(receiver.address) as channel:
+            assert call(channel, PUBLISH, batch("site-1")).code == grpc.StatusCode.OK
+
+        def failing() -> Any:
+            result = trackbridge("status", "--data-dir", str(receiver.data_dir), "--json")
+            mlflow = json.loads(result.stdout)["mlflow"]
+            return mlflow if mlflow and not mlflow["ok"] else None
+
+        mlflow = wait_until(failing, 60, interval_s=0.5, what="the MLflow error in status")
+        assert "cannot be reached" in mlflow["diagnosis"], mlflow
+        assert "svc:***@127.0.0.1" in mlflow["error"], mlflow
+        wait_until(lambda: "svc:***@" in receiver.log_path.read_text(), 30,
+                   what="the redacted URI in the receiver's log")  # fmt: skip
+    finally:
+        assert receiver.stop() == 1, receiver.log_tail()

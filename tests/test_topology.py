@@ -342,3 +342,21 @@ def test_receiver_list_targets_reach_either_receiver() -> None:
     assert channel_target("receivers.example:50551")[0] == "receivers.example:50551"
     with pytest.raises(ValueError, match="host:port"):
         channel_target("127.0.0.1:7001,nope")
+
+
+def test_health_command_reports_a_serving_receiver_and_fails_on_none(
+    receivers: Callable[[], ReceiverProcess],
+) -> None:
+    from conftest import TRACKBRIDGE_EXE, free_port
+
+    receiver = receivers()
+    ok = subprocess.run(
+        [str(TRACKBRIDGE_EXE), "health", "--address", receiver.address],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert ok.returncode == 0 and "SERVING" in ok.stdout, ok
+    down = subprocess.run(
+        [str(TRACKBRIDGE_EXE), "health", "--address", f"127.0.0.1:{free_port()}", "--timeout", "1"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert down.returncode == 1 and "UNAVAILABLE" in down.stdout, down

@@ -1,14 +1,11 @@
 // trackbridge live view: one job's clients, pushed by the receiver over Server-Sent Events.
-// Plain DOM and inline SVG, no dependencies: it works offline and under a strict CSP.
+// Plain DOM and inline SVG (charts.js), no dependencies: works offline, under a strict CSP.
 "use strict";
 
 (() => {
+  const { chartSvg, color, domainOf, drawChart, fmt, setText, svg } = window.trackbridgeCharts;
   const MAX_POINTS = 600; // per series in the browser; thinned to half past it
-  const MAX_DRAWN = 250; // per line drawn
   const DEFAULT_CHARTS = 3;
-  const SVG_NS = "http://www.w3.org/2000/svg";
-  const VIEW_W = 1000;
-  const VIEW_H = 300;
 
   const $ = (selector) => document.querySelector(selector);
 
@@ -17,32 +14,6 @@
     if (className) node.className = className;
     if (text !== undefined) node.textContent = text;
     return node;
-  }
-
-  function svg(tag, attrs) {
-    const node = document.createElementNS(SVG_NS, tag);
-    for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, value);
-    return node;
-  }
-
-  function setText(node, text) {
-    if (node.textContent !== text) node.textContent = text;
-  }
-
-  function color(id) {
-    let hash = 0;
-    for (const ch of id) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
-    return `hsl(${(hash * 137.508) % 360}, 65%, 42%)`;
-  }
-
-  function fmt(value) {
-    const v = Number(value);
-    if (Number.isNaN(v)) return "NaN";
-    if (!Number.isFinite(v)) return v > 0 ? "inf" : "-inf";
-    const a = Math.abs(v);
-    if (a !== 0 && (a >= 1e6 || a < 1e-3)) return v.toExponential(3);
-    if (Number.isInteger(v)) return String(v);
-    return String(Number(v.toPrecision(5)));
   }
 
   const counter = new Intl.NumberFormat("en-US");
@@ -378,10 +349,13 @@
         buildCharts(chosen, ids);
       }
       // One scale per metric, shared by every client: side-by-side charts compare at a glance.
-      const domains = new Map(chosen.map((key) => [key, domainOf(key, ids)]));
+      const seriesFor = (client, key) => st.series.get(`${client}\u0000${key}`);
+      const domains = new Map(
+        chosen.map((key) => [key, domainOf(ids.map((id) => seriesFor(id, key)))]),
+      );
       for (const chart of document.querySelectorAll("svg.chart")) {
         const domain = domains.get(chart.dataset.key);
-        if (domain !== undefined) drawChart(chart, domain);
+        if (domain !== undefined) drawChart(chart, domain, seriesFor);
       }
     }
 
@@ -412,93 +386,6 @@
             holder.append(el("div", "chart-name", key), chartSvg(key, [id]));
           }
         }
-      }
-    }
-
-    function chartSvg(key, ids) {
-      const chart = svg("svg", {
-        class: "chart",
-        viewBox: `0 0 ${VIEW_W} ${VIEW_H}`,
-        preserveAspectRatio: "none",
-        "data-key": key,
-      });
-      chart.append(svg("line", { class: "axis", x1: 0, y1: VIEW_H, x2: VIEW_W, y2: VIEW_H }));
-      for (const id of ids) {
-        chart.append(svg("polyline", { "data-client": id, stroke: color(id), points: "" }));
-      }
-      return chart;
-    }
-
-    function domainOf(key, ids) {
-      const data = ids.map((id) => st.series.get(`${id}\u0000${key}`)).filter(Boolean);
-      const version = ids.map((id) => {
-        const s = st.series.get(`${id}\u0000${key}`);
-        return s === undefined ? -1 : s.version;
-      }).join(",");
-      let stepMin = Infinity;
-      let stepMax = -Infinity;
-      let yMin = Infinity;
-      let yMax = -Infinity;
-      for (const s of data) {
-        for (let i = 0; i < s.s.length; i += 1) {
-          stepMin = Math.min(stepMin, s.s[i]);
-          stepMax = Math.max(stepMax, s.s[i]);
-          if (Number.isFinite(s.v[i])) {
-            yMin = Math.min(yMin, s.v[i]);
-            yMax = Math.max(yMax, s.v[i]);
-          }
-        }
-      }
-      // A metric logged without steps (all 0) is drawn against time instead.
-      const useTime = stepMin === stepMax;
-      let xMin = Infinity;
-      let xMax = -Infinity;
-      for (const s of data) {
-        for (const x of useTime ? s.t : s.s) {
-          xMin = Math.min(xMin, x);
-          xMax = Math.max(xMax, x);
-        }
-      }
-      if (yMin === yMax) {
-        yMin -= 1;
-        yMax += 1;
-      }
-      return { version, useTime, xMin, xMax, yMin, yMax };
-    }
-
-    function drawChart(chart, domain) {
-      if (chart.dataset.version === domain.version) return;
-      chart.dataset.version = domain.version;
-      const key = chart.dataset.key;
-      const { useTime, xMin, xMax, yMin, yMax } = domain;
-      const xs = (s) => (useTime ? s.t : s.s);
-      const lines = [...chart.querySelectorAll("polyline")];
-      const data = lines.map((line) => st.series.get(`${line.dataset.client}\u0000${key}`));
-      const xSpan = xMax > xMin ? xMax - xMin : 1;
-      const ySpan = yMax - yMin;
-      lines.forEach((line, n) => {
-        const s = data[n];
-        if (s === undefined) return;
-        const x = xs(s);
-        const out = [];
-        // Never more points than the chart has room for (the last one always).
-        const stride = Math.max(1, Math.ceil(x.length / MAX_DRAWN));
-        const picked = [];
-        for (let i = 0; i < x.length; i += stride) picked.push(i);
-        if (x.length > 0 && picked[picked.length - 1] !== x.length - 1) picked.push(x.length - 1);
-        for (const i of picked) {
-          if (!Number.isFinite(s.v[i])) continue;
-          const px = ((x[i] - xMin) / xSpan) * VIEW_W;
-          const py = VIEW_H - ((s.v[i] - yMin) / ySpan) * (VIEW_H - 10) - 5;
-          out.push(`${px.toFixed(1)},${py.toFixed(1)}`);
-        }
-        line.setAttribute("points", out.join(" "));
-        line.dataset.points = String(out.length);
-      });
-      const labels = chart.parentElement.querySelector(".chart-labels");
-      if (labels !== null && Number.isFinite(yMin)) {
-        const axis = useTime ? "time" : `step ${xMin}–${xMax}`;
-        setText(labels, `${axis} · ${fmt(yMin)} … ${fmt(yMax)}`);
       }
     }
 

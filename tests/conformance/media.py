@@ -10,6 +10,7 @@ import pandas as pd
 from PIL import Image
 
 T0 = 1_700_000_300_000
+matplotlib.rcParams["svg.hashsalt"] = "conformance"  # reproducible SVG element ids
 
 with mlflow.start_run(run_name="media"):
     fig, ax = plt.subplots(figsize=(3, 2))
