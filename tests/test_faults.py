@@ -100,19 +100,16 @@ def test_receiver_killed_repeatedly_while_four_clients_stream(
     proxy: TcpProxy,
 ) -> None:
     data_dir = tmp_path / "receiver-data"
-    receiver = launch_receiver(tmp_path, mlflow_server.uri, data_dir=data_dir)
+    receivers = [launch_receiver(tmp_path, mlflow_server.uri, data_dir=data_dir)]
     try:
         _kill_repeatedly_while_streaming(
-            tmp_path, mlflow_server, mlflow_client, job, proxy, receiver
+            tmp_path, mlflow_server, mlflow_client, job, proxy, receivers, stream_client
         )
     finally:
-        for proc in _launched:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
-
-
-_launched: list[subprocess.Popen[bytes]] = []
+        for receiver in receivers:
+            if receiver.proc.poll() is None:
+                receiver.proc.kill()
+            receiver.proc.wait(timeout=10)
 
 
 def _kill_repeatedly_while_streaming(
@@ -121,11 +118,12 @@ def _kill_repeatedly_while_streaming(
     mlflow_client: Any,
     job: str,
     proxy: TcpProxy,
-    receiver: ReceiverProcess,
+    receivers: list[ReceiverProcess],
     stream_client: Any,
 ) -> None:
+    """Kills the receiver three times while 4 clients stream; ``receivers`` collects them all."""
+    receiver = receivers[0]
     data_dir = receiver.data_dir
-    _launched.append(receiver.proc)
     proxy.set_upstream(receiver.port)
     n = 3000
     outs = {f"site-{i}": tmp_path / f"out-{i}.json" for i in range(4)}
@@ -141,7 +139,7 @@ def _kill_repeatedly_while_streaming(
         receiver.proc.wait(timeout=10)
         receiver.returncode = -9
         receiver = launch_receiver(tmp_path, mlflow_server.uri, data_dir=data_dir)
-        _launched.append(receiver.proc)
+        receivers.append(receiver)
         proxy.set_upstream(receiver.port)
     _wait_clients(procs, timeout_s=150)
     for out in outs.values():
