@@ -41,8 +41,9 @@ def split_log_batch(entries: Iterable[Metric | Param | Tag]) -> Iterator[LogBatc
     """Groups entries, in order, into chunks within every log_batch limit.
 
     Limits: 1000 metrics, 100 params, 100 tags, 1000 entities and about 1 MB per request.
-    Within a chunk a param key appears once (MLflow rejects duplicate keys in one request) and
-    a tag key keeps its last value (the value a sequence of set_tag calls would leave).
+    Within a chunk a param key appears once (MLflow rejects duplicate keys in one request; a
+    changed value starts a new chunk) and a tag key keeps its last value (the value a sequence
+    of set_tag calls would leave).
     """
     metrics: list[Metric] = []
     params: dict[str, Param] = {}
@@ -59,6 +60,13 @@ def split_log_batch(entries: Iterable[Metric | Param | Tag]) -> Iterator[LogBatc
             or size + entry_size > _REQUEST_BUDGET_BYTES
             or (isinstance(entry, Metric) and len(metrics) >= MAX_METRICS_PER_BATCH)
             or (isinstance(entry, Param) and len(params) >= MAX_PARAMS_TAGS_PER_BATCH)
+            # A param logged again with another value goes to the next request, where MLflow
+            # refuses it (and the receiver dead-letters it) instead of it vanishing here.
+            or (
+                isinstance(entry, Param)
+                and entry.key in params
+                and params[entry.key].value != entry.value
+            )
             or (
                 isinstance(entry, Tag)
                 and entry.key not in tags

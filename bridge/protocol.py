@@ -9,11 +9,8 @@ PUBLISH_METHOD = f"/{INGEST_SERVICE}/Publish"
 RETRY_AFTER_KEY = "retry-after-ms"
 """Trailing metadata sent with RESOURCE_EXHAUSTED: milliseconds to back off before retrying."""
 
-WATCH_SERVICE = "trackbridge.v1.Watch"
-"""Full name of the live-view service that ``trackbridge top`` and ``tail`` subscribe to."""
-
 AUTHORIZATION_KEY = "authorization"
-"""Metadata key that carries a viewer token, as ``Bearer <token>``, on Watch calls."""
+"""Metadata key of a bearer token, ``Bearer <token>``: a client's, or a viewer's on Watch."""
 
 ARTIFACTS_SERVICE = "trackbridge.v1.Artifacts"
 """Full name of the artifact service (files stream there, apart from the events)."""

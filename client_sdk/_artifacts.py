@@ -188,7 +188,7 @@ class ArtifactSender:
         while True:
             with self._changed:
                 while not self._queue and not self._stop.is_set():
-                    self._changed.wait()
+                    self._changed.wait(1.0)
                 if not self._queue:
                     return
                 item = self._queue[0]

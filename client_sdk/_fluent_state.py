@@ -85,6 +85,11 @@ class FluentState:
         if session is not None:
             session.close()
 
+    def reset_after_fork(self) -> None:
+        """In a forked child: no run is active (the parent's stay the parent's)."""
+        self._lock = threading.RLock()
+        self._local = threading.local()
+
     # -- runs ---------------------------------------------------------------------------------
 
     def stack(self) -> list[RunRecord]:
@@ -170,9 +175,16 @@ class FluentState:
         return ""
 
 
+def _after_fork_in_child() -> None:
+    # The child's runs are its own: a forked worker that logs starts a run (see Session).
+    STATE.reset_after_fork()
+
+
 def _no_auto_start() -> RunRecord:
     raise RuntimeError("client_sdk.mlflow is not imported")
 
 
 STATE = FluentState()
 """The process's one fluent state."""
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

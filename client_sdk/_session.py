@@ -13,6 +13,7 @@ import shutil
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,9 @@ class Session:
         self._unreachable = False
         self._mlflow_url: str | None = None
         self._closed = False
+        self.forked = False
+        """True in a forked child (a DataLoader worker): the parent's runs are not its own."""
+        _live.add(self)
         atexit.register(self._close_at_exit)
 
     # -- runs ------------------------------------------------------------------------------
@@ -303,10 +307,19 @@ class Session:
         atexit.unregister(self._close_at_exit)
         budget = self.config.close_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + budget
-        left = 0
+        # Events first (small, and the run's end is among them), then files.
+        left = self.writer.close(budget)
         if self._artifacts is not None:
-            left += self._artifacts.close(budget)
-        return left + self.writer.close(max(0.5, deadline - time.monotonic()))
+            left += self._artifacts.close(max(0.5, deadline - time.monotonic()))
+        return left
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: forget the parent's runs (their sequence numbers are the
+        parent's); the Writer and ArtifactSender reset themselves."""
+        self._lock = threading.RLock()
+        self._runs.clear()
+        self._by_id.clear()
+        self.forked = True
 
     def _close_at_exit(self) -> None:
         for hook in self.exit_hooks:
@@ -315,6 +328,17 @@ class Session:
             except Exception:
                 _logger.exception("trackbridge: exit hook failed")
         self.close()
+
+
+_live: weakref.WeakSet[Session] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for session in list(_live):
+        session.reset_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _join(directory: str, name: str) -> str:

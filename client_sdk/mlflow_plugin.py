@@ -25,6 +25,7 @@ from mlflow.store.tracking.abstract_store import AbstractStore
 
 from bridge.errors import MlflowException as BridgeMlflowException
 from bridge.events import Metric as MetricEvent
+from bridge.validation import validate_run_id
 from client_sdk._compat_checks import checked_params, checked_tags, metric_point, missing_tag
 from client_sdk._fluent_state import SCHEME, local_experiment_id, receiver_of
 from client_sdk._names import random_run_name
@@ -159,6 +160,10 @@ class TrackbridgeStore(AbstractStore):
 
     def _record(self, run_id: str) -> RunRecord:
         record = self._session.find(run_id)
+        if record is None and self._session.forked:
+            # A forked worker logging to its parent's run: attach to it by MLflow id, under
+            # a run key of its own (a run the receiver cannot find is started afresh).
+            return self._session.start_run("", resume_run_id=_checked(validate_run_id, run_id))
         if record is None:
             raise RestException(  # type: ignore[no-untyped-call]
                 {

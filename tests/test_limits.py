@@ -234,3 +234,10 @@ def test_a_run_beyond_every_log_batch_limit_reaches_mlflow_whole(
     assert all_points(mlflow_client, run) == group_points(points)
     assert run.data.params == params
     assert user_tags(run) == tags
+
+
+def test_a_param_changed_within_a_chunk_goes_to_the_next_chunk_rather_than_vanishing() -> None:
+    entries = [Param("lr", "1"), Metric("m", 1.0, 0, 0), Param("lr", "1"), Param("lr", "2")]
+    chunks = list(split_log_batch(entries))
+    assert [[(p.key, p.value) for p in c.params] for c in chunks] == [[("lr", "1")], [("lr", "2")]]
+    assert [len(c.metrics) for c in chunks] == [1, 0]
