@@ -76,14 +76,14 @@ def run_demo(
     print()
     print(
         f"{'client':<10} {'MLflow run':<34} {'status':<9} {'points':>6} "
-        f"{'loss':>7} {'acc':>6} {'log_metric':>11}"
+        f"{'loss':>7} {'acc':>6} {'log_metric p50':>15}"
     )
     for s in summaries:
         run = mlflow.get_run(s["run_id"])
         points = sum(len(mlflow.get_metric_history(s["run_id"], key)) for key in run.data.metrics)
         print(
             f"{s['client_id']:<10} {s['run_id']:<34} {run.info.status:<9} {points:>6} "
-            f"{s['final_loss']:>7.3f} {s['accuracy']:>6.3f} {s['mean_log_metric_us']:>9.2f}us"
+            f"{s['final_loss']:>7.3f} {s['accuracy']:>6.3f} {s['median_log_metric_us']:>13.2f}us"
         )
     print()
     print(
