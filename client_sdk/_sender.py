@@ -115,6 +115,11 @@ class Sender:
         with self._lock:
             if self._thread is not None or self._stop.is_set():
                 return
+            if getattr(self, "_fresh_transport", False):
+                self._fresh_transport = False
+                self._transport = Transport(
+                    self._config.receiver, self._config.rpc_timeout_s, self._config.security
+                )
             if self._config.spool_dir:
                 self._open_spools(Path(self._config.spool_dir))
             self._thread = threading.Thread(
@@ -196,9 +201,9 @@ class Sender:
         self._spool = None
         self._adopted = []
         self._held_bytes = self._spooled_bytes = 0
-        self._transport = Transport(
-            self._config.receiver, self._config.rpc_timeout_s, self._config.security
-        )
+        # No gRPC call in a fork handler (it can deadlock the child before exec): the new
+        # channel is made when the child first logs.
+        self._fresh_transport = True
 
     # -- the sender thread ----------------------------------------------------------------
 
