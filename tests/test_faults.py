@@ -221,6 +221,25 @@ def test_network_cut_between_client_and_receiver(
     _assert_exact(mlflow_client, job, dict.fromkeys(outs, n))
 
 
+def _spool_then_kill(
+    stream_client: Any,
+    proxy: TcpProxy,
+    client_id: str,
+    job: str,
+    spool: Path,
+    out: Path,
+    points: int,
+) -> None:
+    """A client logs ``points`` behind a cut network (all in its spool), then is SIGKILLed."""
+    proc = stream_client(proxy.address, client_id, job, spool, out, points=points, rate=0,
+                         extra=("--hold",))  # fmt: skip
+    proxy.cut()  # nothing reaches the receiver: everything must wait in the spool
+    # The points plus the run start.
+    wait_until(lambda: spooled_events(spool) == points + 1, 60, what="the client's spool")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
 @pytest.mark.timeout(180)
 def test_client_killed_mid_run_then_sync_delivers_its_spool(
     stream_client: Any,
@@ -231,13 +250,7 @@ def test_client_killed_mid_run_then_sync_delivers_its_spool(
     proxy: TcpProxy,
 ) -> None:
     spool = tmp_path / "spool-dead"
-    proc = stream_client(proxy.address, "site-dead", job, spool, tmp_path / "o.json",
-                               points=1500, rate=0, extra=("--hold",))  # fmt: skip
-    proxy.cut()  # nothing reaches the receiver: everything must wait in the spool
-    # 1500 points plus the run start.
-    wait_until(lambda: spooled_events(spool) == 1501, 60, what="the client's spool")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
+    _spool_then_kill(stream_client, proxy, "site-dead", job, spool, tmp_path / "o.json", 1500)
     proxy.set_upstream(receiver.port)
     proxy.restore()
     result = subprocess.run(
@@ -261,12 +274,7 @@ def test_next_writer_with_the_same_client_id_delivers_a_dead_clients_spool(
     proxy: TcpProxy,
 ) -> None:
     spool = tmp_path / "spool"
-    proc = stream_client(proxy.address, "site-r", job, spool, tmp_path / "o1.json",
-                               points=800, rate=0, extra=("--hold",))  # fmt: skip
-    proxy.cut()
-    wait_until(lambda: spooled_events(spool) == 801, 60, what="the client's spool")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
+    _spool_then_kill(stream_client, proxy, "site-r", job, spool, tmp_path / "o1.json", 800)
     # The same client starts again (a restarted training job) and logs a new run.
     again = stream_client(receiver.address, "site-r", job, spool, tmp_path / "o2.json",
                                 points=200, rate=0)  # fmt: skip
