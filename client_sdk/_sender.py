@@ -97,6 +97,8 @@ class Sender:
         self._interrupt = threading.Event()
         self._deadline = float("inf")
         self._thread: threading.Thread | None = None
+        self._fresh_transport = False
+        """Set in a forked child: make a new channel before the first send."""
         self._spool: Spool | None = None
         self._adopted: list[Spool] = []
         self._held_bytes = 0
@@ -115,7 +117,7 @@ class Sender:
         with self._lock:
             if self._thread is not None or self._stop.is_set():
                 return
-            if getattr(self, "_fresh_transport", False):
+            if self._fresh_transport:
                 self._fresh_transport = False
                 self._transport = Transport(
                     self._config.receiver, self._config.rpc_timeout_s, self._config.security
