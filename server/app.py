@@ -21,6 +21,7 @@ from bridge.protocol import INGEST_SERVICE
 from server.artifacts import ArtifactRelay
 from server.config import ReceiverConfig
 from server.credentials import configured_secrets
+from server.data_dir import DataDirClaim
 from server.flusher import Flusher
 from server.guard import Guard
 from server.hub import Hub
@@ -86,13 +87,25 @@ class Receiver:
             os.environ.setdefault(name, value)
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self._claim = DataDirClaim(cfg.data_dir)
+        try:
+            return await self._start(cfg)
+        except BaseException:
+            self._claim.release()
+            raise
+
+    async def _start(self, cfg: ReceiverConfig) -> int:
         self.guard = Guard(cfg.security, cfg.data_dir)
         ingest_conn = connect(cfg.data_dir / "queue.db", cfg.sqlite_synchronous)
         flush_conn = connect(cfg.data_dir / "queue.db", cfg.sqlite_synchronous)
         status_conn = connect(cfg.data_dir / "queue.db", cfg.sqlite_synchronous)
         self._conns = [ingest_conn, flush_conn, status_conn]
         artifacts = (cfg.data_dir / "artifacts").resolve().as_uri() if cfg.embedded else None
-        sink = MlflowSink(cfg.effective_tracking_uri, artifact_location=artifacts)
+        sink = MlflowSink(
+            cfg.effective_tracking_uri,
+            artifact_location=artifacts,
+            receiver_id=self._claim.receiver_id,
+        )
         self.backlog = Backlog(Queue(ingest_conn).pending_events())
         self.ingestor = Ingestor(Queue(ingest_conn), self._stored, self.backlog)
         self.hub = Hub(
@@ -211,6 +224,7 @@ class Receiver:
         self.guard.close()
         for conn in self._conns:
             conn.close()
+        self._claim.release()
         return drained
 
 

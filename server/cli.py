@@ -76,6 +76,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def _serve(args: argparse.Namespace) -> int:
     from server.app import Receiver, serve
+    from server.data_dir import DataDirInUse
     from server.tls import CertificateError
 
     prepare_secrets()
@@ -99,7 +100,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         drained = asyncio.run(serve(config, ready))
-    except CertificateError as exc:
+    except (CertificateError, DataDirInUse) as exc:
         print(f"trackbridge serve: {exc}", file=sys.stderr)
         return 2
     return 0 if drained else 1

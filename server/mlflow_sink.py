@@ -57,8 +57,11 @@ class RunRef:
 class MlflowSink:
     """Creates or resumes runs by their trackbridge tags and writes chunks with log_batch."""
 
-    def __init__(self, tracking_uri: str, artifact_location: str | None = None) -> None:
+    def __init__(
+        self, tracking_uri: str, artifact_location: str | None = None, receiver_id: str = ""
+    ) -> None:
         self.tracking_uri = tracking_uri
+        self._receiver_id = receiver_id
         self._client = MlflowClient(tracking_uri)
         self._artifact_location = artifact_location
         self._experiments: dict[str, str] = {}
@@ -117,6 +120,7 @@ class MlflowSink:
             [exp_id],
             f"tags.`{TAG_JOB}` = '{_quote(job)}' and tags.`{TAG_ROLE}` = 'parent'",
             create,
+            creator=self._receiver_id,
         )
         ref = self._parents[job] = RunRef(run_id, exp_id)
         return ref
@@ -196,7 +200,9 @@ class MlflowSink:
             )
             return run.info.run_id, exp_id
 
-        (run_id, run_exp_id), created = create_once(self._client, where, by_key, create)
+        (run_id, run_exp_id), created = create_once(
+            self._client, where, by_key, create, creator=self._receiver_id
+        )
         if not created and start is not None:
             self._reopen(run_id, start, set_running=not opening)
         return RunRef(run_id, run_exp_id)

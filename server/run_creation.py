@@ -15,6 +15,11 @@ this run (which is never deleted once kept) and steps back. A provisional run ol
 minute (its creator died between the two steps) is ignored, not deleted: deleting a run that
 another receiver might still keep is worse than leaving an empty one behind.
 
+A receiver killed between the two steps leaves its provisional run behind. The tag names the
+receiver that created it (its id lives in the data directory, which one receiver holds at a
+time), so the receiver, restarted on the same data directory, adopts that run as if it had just
+created it, instead of waiting for it to go stale and leaving an empty run beside the new one.
+
 This rests on MLflow's store being read-your-writes consistent (one database; no lagging read
 replica behind the tracking server).
 """
@@ -28,7 +33,8 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 TAG_PROVISIONAL = "trackbridge.provisional"
-"""Set on a run between its creation and the check that no other receiver created it too."""
+"""Set on a run between its creation and the check that no other receiver created it too:
+``"<creation time, ms> <creator id>"``."""
 
 STALE_PROVISIONAL_MS = 60_000
 """A provisional run older than this was left behind by a receiver that died; it is ignored."""
@@ -52,15 +58,26 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _stamp(creator: str) -> str:
+    return f"{_now_ms()} {creator}".rstrip()
+
+
 def _provisional_age_ms(run: Any, now_ms: int) -> int | None:
     """How old a provisional run is; None for a run in use."""
     stamp = run.data.tags.get(TAG_PROVISIONAL)
     if stamp is None:
         return None
     try:
-        return now_ms - int(stamp)
+        return now_ms - int(stamp.split(" ", 1)[0])
     except ValueError:
         return STALE_PROVISIONAL_MS  # not ours to interpret: treat as left behind
+
+
+def _left_by(creator: str, runs: Sequence[Any]) -> list[Any]:
+    """The provisional runs among ``runs`` that ``creator`` made in an earlier life."""
+    if not creator:
+        return []
+    return [r for r in runs if r.data.tags.get(TAG_PROVISIONAL, "").partition(" ")[2] == creator]
 
 
 def settled(runs: Sequence[Any]) -> tuple[str, str] | None:
@@ -90,6 +107,7 @@ def create_once(
     filter_string: str,
     create: Callable[[dict[str, str]], tuple[str, str]],
     *,
+    creator: str = "",
     wait_s: float = WAIT_S,
     sleep: Callable[[float], object] = time.sleep,
 ) -> tuple[tuple[str, str], bool]:
@@ -101,6 +119,8 @@ def create_once(
         filter_string: An MLflow search filter that only the wanted run matches.
         create: Creates the run with the extra tags it is given; returns its
             ``(run_id, experiment_id)``.
+        creator: This receiver's id, kept across its restarts: a provisional run it left
+            behind when it died is adopted rather than created again.
         wait_s: How long to wait for another receiver's creation to settle.
         sleep: Pauses between looks (tests pass a fake).
 
@@ -116,12 +136,19 @@ def create_once(
         ref = settled(found)
         if ref is not None:
             return ref, False
-        if not _live_rivals(found, ""):
+        mine = sorted(_left_by(creator, found), key=lambda r: r.info.run_id)
+        if mine or not _live_rivals(found, ""):
             break
         if time.monotonic() >= deadline:
             raise RunContended(f"another receiver is creating the run ({filter_string})")
         sleep(_POLL_S)
-    run_id, experiment_id = create({TAG_PROVISIONAL: str(_now_ms())})
+    if mine:  # created before this receiver died: carry on as if it had just been created
+        run_id, experiment_id = mine[0].info.run_id, str(mine[0].info.experiment_id)
+        client.set_tag(run_id, TAG_PROVISIONAL, _stamp(creator))
+        for extra in mine[1:]:
+            client.delete_run(extra.info.run_id)
+    else:
+        run_id, experiment_id = create({TAG_PROVISIONAL: _stamp(creator)})
     while True:
         rivals = _live_rivals(matching(client, experiment_ids, filter_string), run_id)
         if not rivals:

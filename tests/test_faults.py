@@ -69,18 +69,23 @@ def _wait_clients(procs: list[subprocess.Popen[bytes]], timeout_s: float) -> Non
 
 def _assert_exact(client: Any, job: str, points_by_client: dict[str, int]) -> None:
     """Each client's run holds exactly the points it logged, and nothing else ran."""
+    seen: list[tuple[str, str, int]] = []
 
     def all_there() -> bool:
         runs = child_runs(job_runs(client, job))
-        if len(runs) != len(points_by_client):
-            return False
-        for run in runs:
-            expected = points_by_client[run.data.tags[TAG_CLIENT_ID]]
-            if expected and len(client.get_metric_history(run.info.run_id, "x")) < expected:
-                return False
-        return True
+        seen[:] = sorted(
+            (r.data.tags.get(TAG_CLIENT_ID), r.info.run_id,
+             len(client.get_metric_history(r.info.run_id, "x")))
+            for r in runs
+        )  # fmt: skip
+        return len(runs) == len(points_by_client) and all(
+            n >= points_by_client[cid] for cid, _, n in seen if cid in points_by_client
+        )
 
-    wait_until(all_there, 90, interval_s=0.5, what="every point in MLflow")
+    try:
+        wait_until(all_there, 90, interval_s=0.5, what="every point in MLflow")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; runs (client, id, points): {seen}") from None
     for run in child_runs(job_runs(client, job)):
         n = points_by_client[run.data.tags[TAG_CLIENT_ID]]
         assert metric_points(client, run.info.run_id, "x") == expected_points(n, BASE_TS)

@@ -1,4 +1,4 @@
-"""``trackbridge top`` in a real pseudo-terminal and ``trackbridge tail`` as a process."""
+"""``trackbridge top`` in a real pseudo-terminal (see pty_support) and ``tail`` as a process."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import pexpect
 import pytest
 from conftest import TRACKBRIDGE_EXE, wait_until
 from live_support import LIVE_ARGS, artifact_path, live_writers
+from pty_support import spawn_in_pty
 
 CLIENTS = ["site-a", "site-b", "site-c"]
 EXPECT_S = 30
+TERMINAL_ENV = {"TERM": "xterm", "PATH": "/usr/bin:/bin"}
 
 
 def _row(client: str, value: str) -> str:
@@ -31,14 +33,12 @@ def test_top_shows_every_client_and_follows_them(
         for n, writer in enumerate(writers.values()):
             writer.log_metric("x", float(n + 1), step=1)
             assert writer.flush(20)
-        top = pexpect.spawn(
-            str(TRACKBRIDGE_EXE),
-            ["top", "--receiver", receiver.address, "--job", job],
-            dimensions=(40, 200),
-            env={"TERM": "xterm", "PATH": "/usr/bin:/bin"},
+        top = spawn_in_pty(
+            [str(TRACKBRIDGE_EXE), "top", "--receiver", receiver.address, "--job", job],
+            rows=40,
+            cols=200,
+            env=TERMINAL_ENV,
             timeout=EXPECT_S,
-            encoding="utf-8",
-            codec_errors="replace",
         )
         try:
             top.expect(r"trackbridge top · .* 3/3 clients connected")
@@ -114,13 +114,12 @@ def test_tail_prints_one_clients_events(
 def test_top_reports_an_unreachable_receiver_and_keeps_trying(tmp_path: Path) -> None:
     from conftest import free_port
 
-    top = pexpect.spawn(
-        str(TRACKBRIDGE_EXE),
-        ["top", "--receiver", f"127.0.0.1:{free_port()}"],
-        dimensions=(24, 120),
-        env={"TERM": "xterm", "PATH": "/usr/bin:/bin"},
+    top = spawn_in_pty(
+        [str(TRACKBRIDGE_EXE), "top", "--receiver", f"127.0.0.1:{free_port()}"],
+        rows=24,
+        cols=120,
+        env=TERMINAL_ENV,
         timeout=EXPECT_S,
-        encoding="utf-8",
     )
     try:
         # UNAVAILABLE, or DEADLINE_EXCEEDED when a loaded machine is slow to refuse.

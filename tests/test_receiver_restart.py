@@ -1,11 +1,14 @@
-"""SIGTERM drains the queue to MLflow; batches left queued are flushed by the next receiver."""
+"""SIGTERM drains the queue to MLflow; batches left queued are flushed by the next receiver;
+one receiver per data directory."""
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
 import pytest
 from conftest import (
+    TRACKBRIDGE_EXE,
     all_points,
     child_runs,
     free_port,
@@ -94,4 +97,25 @@ def test_batches_queued_at_shutdown_are_flushed_by_the_next_receiver(
     assert second.stop() == 0, second.log_tail()
     # Still exactly once after the second receiver's own drain.
     (run,) = child_runs(job_runs(mlflow_client, job))
+    assert all_points(mlflow_client, run) == _expected(points)
+
+
+@pytest.mark.timeout(120)
+def test_a_second_receiver_on_the_same_data_dir_is_refused(
+    receiver: Any, make_writer: Any, mlflow_client: Any, job: str
+) -> None:
+    second = subprocess.run(
+        [str(TRACKBRIDGE_EXE), "serve", "--listen", "127.0.0.1:0",
+         "--data-dir", str(receiver.data_dir), "--tracking-uri", receiver.tracking_uri],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert second.returncode == 2, second.stderr
+    assert f"data directory {receiver.data_dir} is in use by another receiver" in second.stderr
+    assert f"pid {receiver.proc.pid}" in second.stderr
+    assert "Traceback" not in second.stderr
+    # The first one goes on as before.
+    writer = make_writer(receiver.address, "still-served", job)
+    points = _log_run(writer, 20)
+    assert writer.close(timeout_s=30) == 0
+    (run,) = wait_for_children(mlflow_client, job, 1, timeout_s=60)
     assert all_points(mlflow_client, run) == _expected(points)

@@ -59,6 +59,11 @@ class FakeStore:
         with self._lock:
             self.runs[run_id].deleted = True
 
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self._pause()
+        with self._lock:
+            self.runs[run_id].data.tags[key] = value
+
     def delete_tag(self, run_id: str, key: str) -> None:
         self._pause()
         with self._lock:
@@ -72,13 +77,14 @@ class FakeStore:
         ]
 
 
-def _create(store: FakeStore, out: list[str], errors: list[BaseException]) -> None:
+def _create(store: FakeStore, out: list[str], errors: list[BaseException], creator: str) -> None:
     try:
         for _ in range(200):  # the flusher retries RunContended the same way, with backoff
             try:
                 (run_id, _), _created = create_once(
-                    store, ["1"], "f", store.create, sleep=lambda s: time.sleep(0.001)
-                )
+                    store, ["1"], "f", store.create, creator=creator,
+                    sleep=lambda s: time.sleep(0.001),
+                )  # fmt: skip
             except RunContended:
                 time.sleep(random.uniform(0, 0.005))
                 continue
@@ -96,7 +102,8 @@ def test_racing_creators_all_get_the_one_run_that_is_kept(creators: int) -> None
         got: list[str] = []
         errors: list[BaseException] = []
         threads = [
-            threading.Thread(target=_create, args=(store, got, errors)) for _ in range(creators)
+            threading.Thread(target=_create, args=(store, got, errors, f"receiver-{i}"))
+            for i in range(creators)
         ]
         for t in threads:
             t.start()
@@ -129,3 +136,38 @@ def test_a_creation_in_progress_is_waited_for_then_reported() -> None:
     with pytest.raises(RunContended):
         create_once(store, ["1"], "f", store.create, wait_s=0.05, sleep=lambda s: None)
     assert len(store.runs) == 1  # it did not add a rival of its own
+
+
+def _fresh_stamp(creator: str) -> str:
+    return f"{time.time_ns() // 1_000_000} {creator}"
+
+
+def test_a_receiver_adopts_the_provisional_run_it_left_when_it_died() -> None:
+    store = FakeStore()
+    left, _ = store.create({TAG_PROVISIONAL: _fresh_stamp("receiver-a")})
+    (run_id, _), created = create_once(
+        store, ["1"], "f", store.create, creator="receiver-a", wait_s=0.05
+    )
+    assert (run_id, created) == (left, True)
+    assert store.kept() == [left] and len(store.runs) == 1
+
+
+def test_a_receiver_killed_twice_while_creating_keeps_one_of_its_runs() -> None:
+    store = FakeStore()
+    first, _ = store.create({TAG_PROVISIONAL: _fresh_stamp("receiver-a")})
+    second, _ = store.create({TAG_PROVISIONAL: _fresh_stamp("receiver-a")})
+    (run_id, _), _created = create_once(store, ["1"], "f", store.create, creator="receiver-a")
+    assert run_id == min(first, second)
+    assert store.kept() == [run_id]
+    assert [r.info.run_id for r in store.runs.values() if r.deleted] == [max(first, second)]
+
+
+def test_another_receivers_provisional_run_is_not_adopted() -> None:
+    store = FakeStore()
+    store.create({TAG_PROVISIONAL: _fresh_stamp("receiver-b")})
+    with pytest.raises(RunContended):
+        create_once(
+            store, ["1"], "f", store.create, creator="receiver-a", wait_s=0.05,
+            sleep=lambda s: None,
+        )  # fmt: skip
+    assert store.kept() == [] and len(store.runs) == 1
