@@ -77,10 +77,13 @@ def _latency(args: argparse.Namespace) -> None:
         log("bench/warmup", float(i), step=i)
     clock = time.perf_counter_ns
     samples = [0] * args.calls
-    for i in range(args.calls):
-        t0 = clock()
-        log("bench/latency", float(i), step=i)
-        samples[i] = clock() - t0
+    if args.rate:
+        _paced(log, samples, args.rate)
+    else:
+        for i in range(args.calls):
+            t0 = clock()
+            log("bench/latency", float(i), step=i)
+            samples[i] = clock() - t0
     overhead = [0] * 1000
     for i in range(len(overhead)):
         t0 = clock()
@@ -95,6 +98,24 @@ def _latency(args: argparse.Namespace) -> None:
             "dropped": writer.dropped_events,
         }
     )
+
+
+def _paced(log: Callable[..., None], samples: list[int], rate: float) -> None:
+    """Times ``len(samples)`` calls made ``rate`` times a second: a sleep between calls when
+    the gap allows one (a loop waiting on I/O), else a spin (a loop busy computing)."""
+    clock = time.perf_counter_ns
+    gap_ns = int(1e9 / rate)
+    due = clock()
+    for i in range(len(samples)):
+        due += gap_ns
+        t0 = clock()
+        log("bench/latency", float(i), step=i)
+        t1 = clock()
+        samples[i] = t1 - t0
+        if due - t1 > 1_000_000:
+            time.sleep((due - t1) / 1e9)
+        while clock() < due:
+            pass
 
 
 # -- ingest --------------------------------------------------------------------------------
@@ -248,6 +269,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--client-id", default="bench-latency")
     p.add_argument("--calls", type=int, default=200_000)
     p.add_argument("--warmup", type=int, default=10_000)
+    p.add_argument("--rate", type=float, default=0.0, help="calls/s (0: back to back)")
     p.set_defaults(func=_latency)
 
     p = sub.add_parser("ingest", parents=[common])

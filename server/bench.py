@@ -118,15 +118,19 @@ def _measure(ctx: BenchContext, results: Results) -> None:
     from server import bench_sections as sections
 
     wanted = set(ctx.options.sections)
-    mlflow_child, uri = start_mlflow_server(ctx.procs, ctx.work_dir)
-    ctx = dataclasses.replace(ctx, mlflow_uri=uri)
+    time_mlflow = "latency" in wanted and ctx.options.writer_rate is None
+    mlflow_child, uri = (None, "")
+    if time_mlflow or wanted & {"end_to_end", "freshness"}:
+        mlflow_child, uri = start_mlflow_server(ctx.procs, ctx.work_dir)
+        ctx = dataclasses.replace(ctx, mlflow_uri=uri)
     waits = {}
     if wanted & {"latency", "ingest"}:
         waits["ingest"] = _start_quiet_receiver(ctx, "receiver-ingest")
     if "scale" in wanted:
         waits["scale"] = _start_quiet_receiver(ctx, "receiver-scale")
     receivers = {name: wait() for name, wait in waits.items()}
-    wait_http(mlflow_child, uri)
+    if mlflow_child is not None:
+        wait_http(mlflow_child, uri)
 
     if "ingest" in receivers:
         _measure_client_side(ctx, results, receivers["ingest"])
@@ -134,7 +138,7 @@ def _measure(ctx: BenchContext, results: Results) -> None:
         scale_rx = receivers["scale"]
         results["scale"] = _attempt("scale", lambda: sections.scale(ctx, scale_rx))
         ctx.procs.stop(scale_rx.child)
-    if "latency" in wanted and "error" not in results["latency"]:
+    if time_mlflow and "error" not in results["latency"]:
         direct = _attempt("latency (MLflow)", lambda: sections.direct_latency(ctx))
         results["latency"].update(direct if "error" not in direct else {"error": direct["error"]})
     if wanted & {"end_to_end", "freshness"}:
@@ -223,3 +227,28 @@ def run_bench(options: BenchOptions, *, quick: bool = False) -> int:
         print(f"bench: sections failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def run_sweep_bench(options: BenchOptions, *, quick: bool = False) -> int:
+    """Runs ``--sweep``: every point of server/bench_sweep.py; prints its table, writes JSON."""
+    from server.bench_sweep import format_sweep, run_sweep
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_sigterm_unwinds())
+        work_dir = stack.enter_context(_work_dir(options))
+        procs = Processes(work_dir)
+        stack.callback(procs.stop_all)
+
+        def measure(point: BenchOptions, point_dir: Path, results: Results) -> None:
+            try:
+                _measure(BenchContext(point, procs, point_dir), results)
+            finally:
+                procs.stop_all()
+
+        sweep = run_sweep(options, measure, work_dir, quick=quick)
+    sweep["machine"] = _machine()
+    write_json(sweep, options.json_path)
+    print(format_sweep(sweep["rows"]))
+    print(f"results written to {options.json_path}")
+    failed = [row for row in sweep["rows"] if "error" in row["figures"]]
+    return 1 if failed else 0

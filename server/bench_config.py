@@ -15,6 +15,9 @@ class BenchOptions:
 
     writer_calls: int = 200_000
     """Timed ``Writer.log_metric`` calls (section latency)."""
+    writer_rate: float | None = None
+    """Calls/s the timed ``Writer.log_metric`` calls are paced at; None: back to back, and then
+    direct MLflow logging is timed beside them."""
     mlflow_sync_calls: int = 300
     """Timed synchronous ``mlflow.log_metric`` calls (about 10 ms each)."""
     mlflow_async_calls: int = 2000

@@ -249,7 +249,7 @@ def freshness(ctx: BenchContext, receiver: Receiver, address: str) -> dict[str, 
     ]
     read_all(gens, _READY_TIMEOUT_S)
     client = MlflowClient(ctx.mlflow_uri)
-    _wait_for_runs(client, job, opts.fresh_clients)
+    _wait_for_runs(client, job, opts.fresh_clients, timeout_s=60 + opts.fresh_clients * 0.2)
     calls_before = receiver.flusher.stats.log_batch_calls
     ticks = max(1, round(opts.fresh_rate * opts.fresh_s))
     budget_s = opts.fresh_s + opts.flush_interval_s + _READY_TIMEOUT_S

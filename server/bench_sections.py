@@ -55,11 +55,15 @@ def writer_latency(ctx: BenchContext, receiver: ReceiverProcess) -> dict[str, An
         str(calls),
         "--warmup",
         str(min(10_000, calls)),
+        "--rate",
+        str(ctx.options.writer_rate or 0),
     )
-    result = gen.read(_RESULT_GRACE_S + calls / 10_000)
+    pacing_s = calls / ctx.options.writer_rate if ctx.options.writer_rate else 0.0
+    result = gen.read(_RESULT_GRACE_S + calls / 10_000 + pacing_s)
     ctx.procs.stop(gen)
     summary = summarize_ns(result["samples_ns"])
     summary.update(
+        rate_per_s=ctx.options.writer_rate or 0.0,
         timer_overhead_ns=result["timer_overhead_ns"],
         delivered=result["delivered"],
         dropped=result["dropped"],

@@ -195,6 +195,11 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="measure the bridge side by side with direct MLflow logging (DESIGN.md figures)",
     )
     p.add_argument("--quick", action="store_true", help="small sizes: under a minute on 2 cores")
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="how the figures change from 1 to 1000 clients and 1 to 100k events/s",
+    )
     p.add_argument("--json", type=Path, default=Path("bench-results.json"), metavar="PATH")
     p.add_argument("--png", type=Path, metavar="PATH", help="draw a chart (needs matplotlib)")
     p.add_argument("--work-dir", type=Path, metavar="DIR", help="keep databases and logs here")
@@ -221,7 +226,7 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from server.bench import run_bench
+    from server.bench import run_bench, run_sweep_bench
     from server.bench_config import BenchOptions
 
     options = BenchOptions.resolve(
@@ -246,6 +251,8 @@ def _bench(args: argparse.Namespace) -> int:
         png_path=args.png,
         work_dir=args.work_dir,
     )
+    if args.sweep:
+        return run_sweep_bench(options, quick=args.quick)
     return run_bench(options, quick=args.quick)
 
 

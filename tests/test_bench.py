@@ -1,4 +1,5 @@
-"""``trackbridge bench --quick`` runs, reports every section, and leaves no process behind.
+"""``trackbridge bench --quick`` (and ``--sweep --quick``) run, report every section, and leave
+no process behind.
 
 Benchmarks are not tests: nothing here asserts a speed, only that the command works, that its
 JSON parses and holds a number for every figure, and that it cleans up after itself.
@@ -135,3 +136,37 @@ def test_bench_quick_reports_every_section(tmp_path: Path) -> None:
 
     leftovers = _processes_with_env(f"{_MARK_VAR}={mark}")
     assert not leftovers, f"bench left processes running: {leftovers}"
+
+
+SWEEP_FIGURES = {
+    "latency": ("p50_us", "p99_us", "rate_per_s"),
+    "ingest": ("events_per_s", "receiver_cpu_cores"),
+    "freshness": ("p50_ms", "p99_ms", "live_p99_ms"),
+    "scale": ("connected", "receiver_rss_mb"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(BENCH_TIMEOUT_S + 60)
+def test_bench_sweep_quick_measures_every_point(tmp_path: Path) -> None:
+    from server.bench_sweep import points
+
+    json_path = tmp_path / "sweep.json"
+    mark = uuid.uuid4().hex
+    done = _run_bench(tmp_path, mark, "--sweep", "--quick", "--json", str(json_path))
+
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-3000:]}"
+    rows = json.loads(json_path.read_text())["rows"]
+    assert [row["point"]["section"] for row in rows] == [p.section for p in points(quick=True)]
+    for row in rows:
+        section, figures = row["point"]["section"], row["figures"]
+        assert "error" not in figures, row
+        for name in SWEEP_FIGURES[section]:
+            value = figures[name]
+            assert isinstance(value, int | float) and math.isfinite(value), (name, row)
+    paced = [row for row in rows if row["point"]["section"] == "latency"]
+    assert [row["figures"]["rate_per_s"] for row in paced] == [
+        row["point"]["value"] for row in paced
+    ]
+    assert "| figure | varied | setting | measured |" in done.stdout
+    assert not _processes_with_env(f"{_MARK_VAR}={mark}")
