@@ -77,8 +77,13 @@ def _latency(args: argparse.Namespace) -> None:
         log("bench/warmup", float(i), step=i)
     clock = time.perf_counter_ns
     samples = [0] * args.calls
+    baseline: list[int] = []
     if args.rate:
         _paced(log, samples, args.rate)
+        # The same pacing around a call that does almost nothing: what any Python call costs
+        # this machine once the thread has slept (caches and CPU gone cold).
+        baseline = [0] * args.calls
+        _paced(_bare_call, baseline, args.rate)
     else:
         for i in range(args.calls):
             t0 = clock()
@@ -93,11 +98,19 @@ def _latency(args: argparse.Namespace) -> None:
     _emit(
         {
             "samples_ns": samples,
+            "bare_call_ns": baseline,
             "timer_overhead_ns": sorted(overhead)[len(overhead) // 2],
             "delivered": delivered and undelivered == 0,
             "dropped": writer.dropped_events,
         }
     )
+
+
+def _bare_call(key: str, value: float, step: int) -> None:
+    _bare_sink[key] = (value, step)
+
+
+_bare_sink: dict[str, tuple[float, int]] = {}
 
 
 def _paced(log: Callable[..., None], samples: list[int], rate: float) -> None:

@@ -58,10 +58,13 @@ def writer_latency(ctx: BenchContext, receiver: ReceiverProcess) -> dict[str, An
         "--rate",
         str(ctx.options.writer_rate or 0),
     )
-    pacing_s = calls / ctx.options.writer_rate if ctx.options.writer_rate else 0.0
+    pacing_s = 2 * calls / ctx.options.writer_rate if ctx.options.writer_rate else 0.0
     result = gen.read(_RESULT_GRACE_S + calls / 10_000 + pacing_s)
     ctx.procs.stop(gen)
     summary = summarize_ns(result["samples_ns"])
+    if result.get("bare_call_ns"):
+        bare = summarize_ns(result["bare_call_ns"])
+        summary.update(bare_call_p50_us=bare["p50_us"], bare_call_p99_us=bare["p99_us"])
     summary.update(
         rate_per_s=ctx.options.writer_rate or 0.0,
         timer_overhead_ns=result["timer_overhead_ns"],

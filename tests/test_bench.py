@@ -139,7 +139,7 @@ def test_bench_quick_reports_every_section(tmp_path: Path) -> None:
 
 
 SWEEP_FIGURES = {
-    "latency": ("p50_us", "p99_us", "rate_per_s"),
+    "latency": ("p50_us", "p99_us", "rate_per_s", "bare_call_p50_us"),
     "ingest": ("events_per_s", "receiver_cpu_cores"),
     "freshness": ("p50_ms", "p99_ms", "live_p99_ms"),
     "scale": ("connected", "receiver_rss_mb"),
