@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,7 +11,10 @@ import grpc
 from bridge.channel import ChannelSecurity
 from bridge.pb.v1 import artifacts_pb2, artifacts_pb2_grpc, ingest_pb2, ingest_pb2_grpc
 from bridge.protocol import PUBLISH_METHOD, RETRY_AFTER_KEY
+from client_sdk._fork_gate import clean_fork, grpc_call
 from client_sdk._targets import channel_target
+
+_logger = logging.getLogger(__name__)
 
 # Codes that mean "the same batch may succeed later".
 _RETRYABLE = frozenset(
@@ -73,12 +77,9 @@ class Transport:
         self, address: str, timeout_s: float, security: ChannelSecurity | None = None
     ) -> None:
         self._timeout_s = timeout_s
-        # Channels connect lazily and reconnect by themselves; one serves every thread.
-        # ``address`` may list several receivers: gRPC picks one and fails over (_targets.py).
-        target, lb_options = channel_target(address)
-        self._channel = (security or ChannelSecurity()).open_channel(
-            target, (*CHANNEL_OPTIONS, *lb_options)
-        )
+        self._channel = _open_channel(address, security, CHANNEL_OPTIONS)
+        if self._channel is None:
+            return
         self._stub = ingest_pb2_grpc.IngestStub(self._channel)  # type: ignore[no-untyped-call]
         # Batches are serialized once, by the sender, and sent as they were spooled.
         self._publish_raw = self._channel.unary_unary(
@@ -89,19 +90,24 @@ class Transport:
 
     def publish(self, payload: bytes, timeout_s: float | None = None) -> ingest_pb2.Ack:
         """Sends one serialized EventBatch; returns the receiver's ack or raises TransportError."""
+        if self._channel is None:
+            raise _forked_mid_call()
         return self._call(self._publish_raw, payload, timeout_s)
 
     def get_run(
         self, client_id: str, run_key: str, timeout_s: float | None = None
     ) -> ingest_pb2.Ack:
         """Asks how far a run has got (acked sequence, MLflow ids)."""
+        if self._channel is None:
+            raise _forked_mid_call()
         query = ingest_pb2.RunQuery(client_id=client_id, run_key=run_key)
         return self._call(self._stub.GetRun, query, timeout_s)
 
     def _call(self, method: Any, request: Any, timeout_s: float | None) -> ingest_pb2.Ack:
         timeout = self._timeout_s if timeout_s is None else max(timeout_s, 0.001)
         try:
-            ack: ingest_pb2.Ack = method(request, timeout=timeout)
+            with grpc_call():
+                ack: ingest_pb2.Ack = method(request, timeout=timeout)
         except grpc.RpcError as exc:
             code = exc.code()
             raise TransportError(
@@ -114,7 +120,8 @@ class Transport:
 
     def close(self) -> None:
         """Closes the channel."""
-        self._channel.close()
+        if self._channel is not None:
+            self._channel.close()
 
 
 class ArtifactTransport:
@@ -123,17 +130,23 @@ class ArtifactTransport:
 
     def __init__(self, address: str, security: ChannelSecurity | None = None) -> None:
         # A local subchannel pool keeps this channel off the event channel's connection.
-        target, lb_options = channel_target(address)
-        options = (*CHANNEL_OPTIONS, *lb_options, ("grpc.use_local_subchannel_pool", 1))
-        self._channel = (security or ChannelSecurity()).open_channel(target, options)
-        self._stub: Any = artifacts_pb2_grpc.ArtifactsStub(self._channel)  # type: ignore[no-untyped-call]
+        options = (*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1))
+        self._channel = _open_channel(address, security, options)
+        self._stub: Any = (
+            artifacts_pb2_grpc.ArtifactsStub(self._channel)  # type: ignore[no-untyped-call]
+            if self._channel is not None
+            else None
+        )
 
     def upload(
         self, chunks: Iterator[artifacts_pb2.ArtifactChunk], timeout_s: float
     ) -> artifacts_pb2.ArtifactAck:
         """Streams one file (header, data, trailer); raises TransportError."""
+        if self._stub is None:
+            raise _forked_mid_call()
         try:
-            ack: artifacts_pb2.ArtifactAck = self._stub.Upload(chunks, timeout=timeout_s)
+            with grpc_call(long=True):
+                ack: artifacts_pb2.ArtifactAck = self._stub.Upload(chunks, timeout=timeout_s)
         except grpc.RpcError as exc:
             code = exc.code()
             raise TransportError(
@@ -147,10 +160,13 @@ class ArtifactTransport:
 
     def info(self, timeout_s: float) -> artifacts_pb2.ReceiverInfo:
         """Where the receiver's data can be read; raises TransportError."""
+        if self._stub is None:
+            raise _forked_mid_call()
         try:
-            info: artifacts_pb2.ReceiverInfo = self._stub.Info(
-                artifacts_pb2.ReceiverInfoRequest(), timeout=timeout_s
-            )
+            with grpc_call():
+                info: artifacts_pb2.ReceiverInfo = self._stub.Info(
+                    artifacts_pb2.ReceiverInfoRequest(), timeout=timeout_s
+                )
         except grpc.RpcError as exc:
             code = exc.code()
             raise TransportError(code.name, exc.details() or "", retryable=True) from None
@@ -158,4 +174,33 @@ class ArtifactTransport:
 
     def close(self) -> None:
         """Closes the channel."""
-        self._channel.close()
+        if self._channel is not None:
+            self._channel.close()
+
+
+def _open_channel(
+    address: str, security: ChannelSecurity | None, options: tuple[tuple[str, Any], ...]
+) -> grpc.Channel | None:
+    """A channel to ``address``; None in a process forked mid-call (see _fork_gate.py).
+
+    Channels connect lazily and reconnect by themselves; one serves every thread. ``address``
+    may list several receivers: gRPC picks one and fails over (_targets.py).
+    """
+    if not clean_fork():
+        _logger.warning(
+            "this process was forked while its parent was inside a gRPC call: it sends "
+            "nothing to the receiver (gRPC could abort it); what it logs stays in its spool "
+            "for `trackbridge sync`"
+        )
+        return None
+    target, lb_options = channel_target(address)
+    channel: grpc.Channel = (security or ChannelSecurity()).open_channel(
+        target, (*options, *lb_options)
+    )
+    return channel
+
+
+def _forked_mid_call() -> TransportError:
+    return TransportError(
+        "UNAVAILABLE", "no gRPC in a process forked mid-call (see the warning)", retryable=True
+    )
