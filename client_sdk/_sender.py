@@ -7,77 +7,21 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import tenacity
 
-from bridge.convert import event_to_proto, metric_to_proto
-from bridge.events import Event, RunEnd
+from bridge.events import RunEnd
 from bridge.pb.v1 import events_pb2, ingest_pb2
+from client_sdk._batches import BufferItem, Pending, RunState, SenderStats, serialize
 from client_sdk._transport import Transport, TransportError
 from client_sdk.config import WriterConfig
 from client_sdk.spool import Spool
 
 _logger = logging.getLogger(__name__)
 
-BufferItem = tuple[str, Event] | tuple[str, str, object, int, int]
-"""What the writer buffers: ``(run_key, event)``, or a metric point as
-``(run_key, key, value, step, timestamp_ms)`` (the hot path's allocation-light form)."""
-
-# A batch larger than this is split before sending (gRPC's default limit is 4 MiB).
-_MAX_BATCH_BYTES = 2 * 1024 * 1024
 # How long one batch is retried before the sender goes back to its tick (and tries again).
 _RETRY_WINDOW_S = 30.0
-
-
-@dataclass(slots=True)
-class Pending:
-    """A serialized batch the receiver has not acknowledged yet."""
-
-    first_seq: int
-    last_seq: int
-    payload: bytes | None
-    """The batch, or None when it is held only in ``spool`` (memory pressure, adoption)."""
-    spool: Spool | None = None
-    spool_id: int = 0
-
-    def load(self) -> bytes:
-        """The serialized batch, from memory or from the spool."""
-        if self.payload is not None:
-            return self.payload
-        assert self.spool is not None
-        return self.spool.payload(self.spool_id)
-
-
-@dataclass(slots=True)
-class RunState:
-    """What the sender knows of one run."""
-
-    key: str
-    next_seq: int = 1
-    pending: deque[Pending] = field(default_factory=deque)
-    acked_seq: int = 0
-    run_id: str = ""
-    experiment_id: str = ""
-    ended: bool = False
-    last_contact: float = field(default_factory=time.monotonic)
-    """Monotonic time of the last exchange with the receiver about this run."""
-
-    def pending_events(self) -> int:
-        """Events sent or waiting to be sent, not yet acknowledged."""
-        return sum(p.last_seq - p.first_seq + 1 for p in self.pending)
-
-
-@dataclass(slots=True)
-class SenderStats:
-    """Counters of the sender's work, for status reports and tests."""
-
-    batches_sent: int = 0
-    events_acked: int = 0
-    send_failures: int = 0
-    events_rejected: int = 0
-    cycle_errors: int = 0
 
 
 class Sender:
@@ -283,7 +227,10 @@ class Sender:
                 run = self._runs.get(run_key)
                 if run is None:
                     run = self._runs[run_key] = RunState(run_key)
-                for payload, count in self._serialize(run_key, run.next_seq, events):
+                for payload, count, rejected in serialize(
+                    self._config, run_key, run.next_seq, events
+                ):
+                    self.stats.events_rejected += rejected
                     built.append((run, run.next_seq, run.next_seq + count - 1, payload))
                     run.next_seq += count
                 tail = events[-1]
@@ -299,44 +246,6 @@ class Sender:
                 )
                 self._held_bytes += len(payload) if keep else 0
                 self._spooled_bytes += len(payload) if self._spool is not None else 0
-
-    def _serialize(
-        self, run_key: str, first_seq: int, events: list[BufferItem]
-    ) -> list[tuple[bytes, int]]:
-        """Serialized batches of ``events``, numbered from ``first_seq``: ``(payload, size)``."""
-        out = []
-        seq = first_seq
-        start = 0
-        while start < len(events):
-            count = min(len(events) - start, self._config.max_batch_events)
-            while True:
-                msg = events_pb2.EventBatch(
-                    client_id=self._config.client_id,
-                    job=self._config.job,
-                    run_key=run_key,
-                    first_seq=seq,
-                )
-                add = msg.events.add
-                for item in events[start : start + count]:
-                    try:
-                        if len(item) == 5:
-                            metric_to_proto(item[1], item[2], item[3], item[4], add())
-                        else:
-                            event_to_proto(item[1], add())
-                    except (ValueError, TypeError) as exc:
-                        # The writer validates at the call site; this is a last line of
-                        # defence, so that an event the wire cannot carry costs only itself.
-                        del msg.events[-1]
-                        _logger.error("trackbridge: dropping an event it cannot encode: %s", exc)
-                if count == 1 or msg.ByteSize() <= _MAX_BATCH_BYTES:
-                    break
-                count //= 2
-            self.stats.events_rejected += count - len(msg.events)
-            if msg.events:
-                out.append((msg.SerializeToString(), len(msg.events)))
-            seq += len(msg.events)
-            start += count
-        return out
 
     def _send_next(self, run: RunState) -> bool:
         """Sends the oldest unacknowledged batch of ``run``; False when it could not."""

@@ -32,7 +32,8 @@ _RETRYABLE = frozenset(
     }
 )
 
-# Keepalive must agree with the receiver's settings (server/app.py), or it answers too_many_pings.
+# Keepalive must agree with the receiver's settings (server/receiver.py), or it answers
+# too_many_pings.
 CHANNEL_OPTIONS = (
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),

@@ -25,7 +25,8 @@ from bridge.validation import (
     validate_step_and_timestamp,
     validate_tag,
 )
-from client_sdk._sender import BufferItem, Sender
+from client_sdk._batches import BufferItem
+from client_sdk._sender import Sender
 from client_sdk._transport import Transport
 from client_sdk._values import is_tensor, tensor_value
 from client_sdk.config import WriterConfig

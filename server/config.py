@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bridge import envvars
 from bridge.secret import redacted_repr
-from server.security_config import SecurityConfig
+from server.security.config import SecurityConfig
 
 DEFAULT_LISTEN = "127.0.0.1:50551"
 DEFAULT_DATA_DIR = Path("trackbridge-data")

@@ -3,7 +3,7 @@
 Two receivers on one queue would flush the same batches twice, so a receiver holds an exclusive
 lock on ``<data dir>/receiver.lock`` while it runs (the kernel lets go when the process dies,
 however it dies). The id in ``<data dir>/receiver-id`` names the receiver in what it leaves in
-MLflow (server/run_creation.py), so that a restarted receiver recognises its own.
+MLflow (server/flush/run_creation.py), so that a restarted receiver recognises its own.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Writers shaped like the trackers of training frameworks, logging through the receiver."""

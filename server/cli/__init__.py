@@ -1,0 +1,5 @@
+"""The ``trackbridge`` command line: one module per subcommand."""
+
+from server.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,113 @@
+"""``trackbridge serve``: the receiver daemon's command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from server.cli.security import add_serve_security_args, prepare_secrets, security_from_args
+from server.config import DEFAULT_DATA_DIR, DEFAULT_LISTEN, ReceiverConfig, redact_uri
+
+
+def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run the receiver daemon")
+    p.add_argument("--listen", help=f"gRPC address host:port (default {DEFAULT_LISTEN})")
+    p.add_argument("--data-dir", help=f"queue and embedded store (default ./{DEFAULT_DATA_DIR})")
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else an embedded SQLite store)",
+    )
+    p.add_argument("--flush-interval", type=float, metavar="SECONDS", help="default 1.0")
+    p.add_argument(
+        "--fsync",
+        choices=("normal", "full"),
+        help="queue durability: normal survives process kill, full also power loss",
+    )
+    p.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="default 30")
+    p.add_argument(
+        "--max-backlog",
+        type=int,
+        metavar="EVENTS",
+        help="events not yet in MLflow past which clients are told to back off (default 2000000)",
+    )
+    p.add_argument(
+        "--run-lease",
+        type=float,
+        metavar="SECONDS",
+        help="end a run KILLED when its client is silent this long (default 600)",
+    )
+    live = p.add_argument_group("live view (web page, /metrics, Watch for top and tail)")
+    live.add_argument(
+        "--http-listen",
+        metavar="HOST:PORT",
+        help="web page and /metrics address, or 'off' (default: 127.0.0.1, gRPC port + 1;"
+        " env TRACKBRIDGE_HTTP_LISTEN)",
+    )
+    live.add_argument(
+        "--viewer-token",
+        help="token the page, /metrics and Watch require; needed when --http-listen is not"
+        " loopback (prefer env TRACKBRIDGE_VIEWER_TOKEN: flags show in ps)",
+    )
+    live.add_argument(
+        "--client-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="show a client disconnected when silent this long (default 150)",
+    )
+    p.add_argument(
+        "--ready-file", type=Path, help='write {"port": N, "http_port": M} here once serving'
+    )
+    add_serve_security_args(p)
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from server.data_dir import DataDirInUse
+    from server.receiver import Receiver, serve
+    from server.security.tls import CertificateError
+
+    prepare_secrets()
+    try:
+        config = _serve_config(args)
+    except ValueError as exc:
+        print(f"trackbridge serve: {exc}", file=sys.stderr)
+        return 2
+
+    def ready(receiver: Receiver) -> None:
+        print(f"trackbridge receiver listening on port {receiver.port}", flush=True)
+        print(f"  MLflow: {redact_uri(config.effective_tracking_uri)}", flush=True)
+        if config.embedded:
+            print(f"  view it: mlflow ui --backend-store-uri {config.effective_tracking_uri}")
+        if receiver.http_port is not None:
+            print(f"  live view: {receiver.live_url()}", flush=True)
+        if args.ready_file is not None:
+            tmp = args.ready_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"port": receiver.port, "http_port": receiver.http_port}))
+            tmp.replace(args.ready_file)
+
+    try:
+        drained = asyncio.run(serve(config, ready))
+    except (CertificateError, DataDirInUse) as exc:
+        print(f"trackbridge serve: {exc}", file=sys.stderr)
+        return 2
+    return 0 if drained else 1
+
+
+def _serve_config(args: argparse.Namespace) -> ReceiverConfig:
+    return ReceiverConfig.resolve(
+        listen=args.listen,
+        data_dir=args.data_dir,
+        tracking_uri=args.tracking_uri,
+        flush_interval_s=args.flush_interval,
+        sqlite_synchronous=args.fsync.upper() if args.fsync else None,
+        shutdown_timeout_s=args.shutdown_timeout,
+        max_backlog_events=args.max_backlog,
+        run_lease_s=args.run_lease,
+        http_listen=args.http_listen,
+        viewer_token=args.viewer_token,
+        client_timeout_s=args.client_timeout,
+        security=security_from_args(args),
+    )

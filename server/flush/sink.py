@@ -1,0 +1,323 @@
+"""The receiver's only door to MLflow: experiments, runs, batched writes, error triage."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from dataclasses import dataclass
+
+from mlflow.entities import Metric as MlflowMetric
+from mlflow.entities import Param as MlflowParam
+from mlflow.entities import RunTag
+from mlflow.exceptions import MlflowException, RestException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
+
+from bridge.events import Metric, Param, RunStart, RunStatus, Tag
+from bridge.limits import LogBatchChunk
+from server.flush.run_creation import RunNotCreated, create_once, matching, settled
+
+_logger = logging.getLogger(__name__)
+
+TAG_PREFIX = "trackbridge."
+TAG_CLIENT_ID = "trackbridge.client_id"
+TAG_JOB = "trackbridge.job"
+TAG_RUN_KEY = "trackbridge.run_key"
+TAG_ROLE = "trackbridge.role"
+TAG_HEARD = "trackbridge.heard_ms"
+"""When a receiver last heard from the run's client (ms since the epoch), so that a receiver
+the client left does not end the run for silence while the client talks to another one."""
+
+# MLflow error codes that say "this request will never succeed": everything else is retried.
+_PERMANENT_CODES = frozenset(
+    {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE", "BAD_REQUEST"}
+)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True for MLflow errors that retrying cannot fix (bad or conflicting data)."""
+    if isinstance(exc, RestException):
+        status: int = exc.get_http_status_code()  # type: ignore[no-untyped-call]
+        return exc.error_code in _PERMANENT_CODES and status != 429 and status < 500
+    if isinstance(exc, MlflowException):
+        if isinstance(exc.__cause__, sqlite3.OperationalError):
+            return False  # "database is locked" and friends
+        return exc.error_code in _PERMANENT_CODES
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class RunRef:
+    """An MLflow run as the receiver addresses it."""
+
+    run_id: str
+    experiment_id: str
+
+
+class MlflowSink:
+    """Creates or resumes runs by their trackbridge tags and writes chunks with log_batch."""
+
+    def __init__(
+        self, tracking_uri: str, artifact_location: str | None = None, receiver_id: str = ""
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self._receiver_id = receiver_id
+        self._client = MlflowClient(tracking_uri)
+        self._artifact_location = artifact_location
+        self._experiments: dict[str, str] = {}
+        self._parents: dict[str, RunRef] = {}
+        self._by_key: dict[str, RunRef] = {}
+
+    def experiment_id(self, name: str) -> str:
+        """The id of experiment ``name``, created when missing."""
+        cached = self._experiments.get(name)
+        if cached is not None:
+            return cached
+        found = self._client.get_experiment_by_name(name)
+        if found is not None:
+            exp_id = str(found.experiment_id)
+        else:
+            try:
+                exp_id = self._client.create_experiment(
+                    name, artifact_location=self._artifact_location
+                )
+            except MlflowException:
+                found = self._client.get_experiment_by_name(name)  # another receiver won
+                if found is None:
+                    raise
+                exp_id = str(found.experiment_id)
+        self._experiments[name] = exp_id
+        return exp_id
+
+    def _find_run(self, experiment_id: str, filter_string: str) -> str | None:
+        found = settled(matching(self._client, [experiment_id], filter_string))
+        return found[0] if found else None
+
+    def _other_experiment_ids(self, skip: list[str]) -> list[str]:
+        """Every live experiment's id but ``skip``."""
+        ids: list[str] = []
+        token = None
+        while True:
+            page = self._client.search_experiments(max_results=1000, page_token=token)
+            ids.extend(str(e.experiment_id) for e in page if str(e.experiment_id) not in skip)
+            token = page.token
+            if not token:
+                return ids
+
+    def parent_run(self, job: str) -> RunRef:
+        """The job's parent run, created or resumed (by its tags)."""
+        cached = self._parents.get(job)
+        if cached is not None:
+            return cached
+        exp_id = self.experiment_id(job)
+
+        def create(extra: dict[str, str]) -> tuple[str, str]:
+            tags = {TAG_JOB: job, TAG_ROLE: "parent", **extra}
+            return self._client.create_run(exp_id, run_name=job, tags=tags).info.run_id, exp_id
+
+        (run_id, _), _created = create_once(
+            self._client,
+            [exp_id],
+            f"tags.`{TAG_JOB}` = '{_quote(job)}' and tags.`{TAG_ROLE}` = 'parent'",
+            create,
+            creator=self._receiver_id,
+        )
+        ref = self._parents[job] = RunRef(run_id, exp_id)
+        return ref
+
+    def client_run(
+        self,
+        client_id: str,
+        job: str,
+        run_key: str,
+        start: RunStart | None,
+        *,
+        may_create: bool = True,
+        opening: bool = False,
+    ) -> RunRef:
+        """The MLflow run of one client run: the run it resumes (``resume_run_id``), else the
+        run found again by its run-key tag, else a new run. A ``start`` sets it RUNNING, unless
+        it is the run's ``opening`` event (sequence 1) and the run exists already: then it is
+        a late copy of the start (another receiver may have ended the run since).
+
+        Raises:
+            RunNotCreated: No run has the key and ``may_create`` is False.
+            RunContended: Another receiver is creating the run right now.
+        """
+        parent = self.parent_run(job)
+        ref = self._attach(client_id, start) if start and start.resume_run_id else None
+        if ref is None:
+            ref = self._keyed_run(
+                client_id, job, run_key, start, parent, may_create=may_create, opening=opening
+            )
+        self._by_key[run_key] = ref
+        self._reopen_parent(parent)
+        return ref
+
+    def _keyed_run(
+        self,
+        client_id: str,
+        job: str,
+        run_key: str,
+        start: RunStart | None,
+        parent: RunRef,
+        *,
+        may_create: bool,
+        opening: bool,
+    ) -> RunRef:
+        spec = start or RunStart()
+        exp_id = self.experiment_id(spec.experiment or job)
+        by_key = f"tags.`{TAG_RUN_KEY}` = '{_quote(run_key)}'"
+        where = list(dict.fromkeys((exp_id, parent.experiment_id)))
+        if start is None:
+            # The start, and with it the run's experiment, went to another receiver.
+            found = settled(matching(self._client, where, by_key)) or settled(
+                matching(self._client, self._other_experiment_ids(where), by_key)
+            )
+            if found is not None:
+                return RunRef(*found)
+        if not may_create:
+            raise RunNotCreated(run_key)
+
+        def create(extra: dict[str, str]) -> tuple[str, str]:
+            tags = {**spec.tags, **extra}
+            tags.update(
+                {
+                    MLFLOW_PARENT_RUN_ID: self._parent_of(spec, exp_id, parent).run_id,
+                    TAG_CLIENT_ID: client_id,
+                    TAG_JOB: job,
+                    TAG_RUN_KEY: run_key,
+                    TAG_ROLE: "client",
+                }
+            )
+            if spec.description:
+                tags[MLFLOW_RUN_NOTE] = spec.description
+            run = self._client.create_run(
+                exp_id,
+                start_time=spec.start_time_ms or None,
+                tags=tags,
+                run_name=spec.run_name or client_id,
+            )
+            return run.info.run_id, exp_id
+
+        (run_id, run_exp_id), created = create_once(
+            self._client, where, by_key, create, creator=self._receiver_id
+        )
+        if not created and start is not None:
+            self._reopen(run_id, start, set_running=not opening)
+        return RunRef(run_id, run_exp_id)
+
+    def _parent_of(self, start: RunStart, exp_id: str, job_parent: RunRef) -> RunRef:
+        """The parent of a nested run (by its run key), else the job's parent run."""
+        key = start.parent_run_key
+        if not key:
+            return job_parent
+        found = self._by_key.get(key)
+        if found is not None:
+            return found
+        for experiment_id in dict.fromkeys((exp_id, job_parent.experiment_id)):
+            run_id = self._find_run(experiment_id, f"tags.`{TAG_RUN_KEY}` = '{_quote(key)}'")
+            if run_id is not None:
+                return RunRef(run_id, experiment_id)
+        _logger.warning("parent run %s of a nested run not found; nesting it under the job", key)
+        return job_parent
+
+    def _attach(self, client_id: str, start: RunStart) -> RunRef | None:
+        """The existing run a client resumes by MLflow id, if it is that client's own."""
+        try:
+            run = self._client.get_run(start.resume_run_id)
+        except MlflowException as exc:
+            if not is_permanent(exc):
+                raise
+            _logger.error("run %s to resume: %s; starting a new run", start.resume_run_id, exc)
+            return None
+        owner = run.data.tags.get(TAG_CLIENT_ID)
+        if owner != client_id:
+            _logger.error(
+                "client %r may not resume run %s (its client is %r); starting a new run",
+                client_id,
+                start.resume_run_id,
+                owner,
+            )
+            return None
+        self._reopen(run.info.run_id, start)
+        return RunRef(run.info.run_id, str(run.info.experiment_id))
+
+    def _reopen(self, run_id: str, start: RunStart, set_running: bool = True) -> None:
+        """Sets a run RUNNING again (renamed, tagged) as MLflow's start_run(run_id=...) does;
+        without ``set_running`` it is only renamed and tagged."""
+        info = self._client.get_run(run_id).info
+        name = start.run_name or None
+        running = set_running and info.status != "RUNNING"
+        if running or (name is not None and name != info.run_name):
+            self._client.update_run(run_id, status="RUNNING" if running else None, name=name)
+        tags = [RunTag(k, v) for k, v in start.tags.items()]
+        if start.description:
+            tags.append(RunTag(MLFLOW_RUN_NOTE, start.description))
+        if tags:
+            self._client.log_batch(run_id, tags=tags, synchronous=True)
+
+    def mark_heard(self, run: RunRef, heard_ms: int) -> None:
+        """Records on the run when this receiver last heard from its client."""
+        self._client.set_tag(run.run_id, TAG_HEARD, str(heard_ms), synchronous=True)
+
+    def run_state(self, run: RunRef) -> tuple[str, int]:
+        """A run's MLflow status and when any receiver last heard from its client (0: never)."""
+        found = self._client.get_run(run.run_id)
+        heard = found.data.tags.get(TAG_HEARD, "")
+        return str(found.info.status), int(heard) if heard.isdigit() else 0
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        """Deletes a tag of a run."""
+        self._client.delete_tag(run_id, key)
+
+    def resume_run(self, run: RunRef, job: str) -> None:
+        """Sets a run that was ended (e.g. KILLED by its lease) RUNNING again."""
+        self._client.update_run(run.run_id, status="RUNNING")
+        self._reopen_parent(self.parent_run(job))
+
+    def _reopen_parent(self, parent: RunRef) -> None:
+        info = self._client.get_run(parent.run_id).info
+        if info.status != "RUNNING":
+            self._client.update_run(parent.run_id, status="RUNNING")
+
+    def log(self, run_id: str, chunk: LogBatchChunk) -> None:
+        """Writes one chunk with a single synchronous log_batch call."""
+        self._client.log_batch(
+            run_id,
+            metrics=[MlflowMetric(m.key, m.value, m.timestamp_ms, m.step) for m in chunk.metrics],
+            params=[MlflowParam(p.key, p.value) for p in chunk.params],
+            tags=[RunTag(t.key, t.value) for t in chunk.tags],
+            synchronous=True,
+        )
+
+    def end_run(self, run: RunRef, job: str, status: RunStatus, end_time_ms: int) -> None:
+        """Ends a client run; ends the job's parent run once none of its children runs."""
+        self._client.set_terminated(run.run_id, status.value, end_time_ms or None)
+        parent = self.parent_run(job)
+        running = self._client.search_runs(
+            sorted({parent.experiment_id, run.experiment_id}),
+            f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.run_id}' and attributes.status = 'RUNNING'",
+            max_results=1,
+        )
+        if not running:
+            self._client.set_terminated(parent.run_id, RunStatus.FINISHED.value)
+
+    def entry_error(self, run_id: str, entry: Metric | Param | Tag) -> str | None:
+        """Writes one entry alone; returns MLflow's reason if it refuses it for good."""
+        chunk = LogBatchChunk(
+            (entry,) if isinstance(entry, Metric) else (),
+            (entry,) if isinstance(entry, Param) else (),
+            (entry,) if isinstance(entry, Tag) else (),
+        )
+        try:
+            self.log(run_id, chunk)
+        except Exception as exc:
+            if is_permanent(exc):
+                return str(getattr(exc, "message", exc))
+            raise
+        return None
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")

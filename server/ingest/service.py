@@ -1,0 +1,136 @@
+"""The gRPC face of the receiver: the Ingest service. The one place that maps failures to
+gRPC status codes."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from bridge.convert import check_batch
+from bridge.errors import BatchRejected
+from bridge.pb.v1 import events_pb2, ingest_pb2
+from bridge.protocol import INGEST_SERVICE, RETRY_AFTER_KEY
+from server.ingest.ingestor import Ingestor, NotOwner
+from server.live.hub import Hub
+from server.queue.sqlite import Backlog
+from server.security.admission import Admission
+from server.security.config import SecurityConfig
+from server.security.quota import LogThrottle
+
+_logger = logging.getLogger(__name__)
+
+
+class IngestService:
+    """Validates each batch, hands it to the Ingestor and answers once it is durable."""
+
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        backlog: Backlog,
+        max_backlog_events: int,
+        retry_after_s: float,
+        *,
+        hub: Hub | None = None,
+        admission: Admission | None = None,
+    ) -> None:
+        self._hub = hub
+        self._admission = Admission(SecurityConfig()) if admission is None else admission
+        self._log = LogThrottle()  # a flood of bad batches must not flood the log
+        self._ingestor = ingestor
+        self._backlog = backlog
+        self._max_backlog = max_backlog_events
+        self._retry_after_ms = str(int(retry_after_s * 1000))
+        self.batches_rejected = 0
+        self.batches_throttled = 0
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The Ingest service's handlers. Publish takes raw bytes: undecodable input is then
+        ours to answer (INVALID_ARGUMENT), and a batch is stored as it arrived."""
+        return grpc.method_handlers_generic_handler(
+            INGEST_SERVICE,
+            {
+                "Publish": grpc.unary_unary_rpc_method_handler(
+                    self.Publish,
+                    request_deserializer=None,
+                    response_serializer=ingest_pb2.Ack.SerializeToString,
+                ),
+                "GetRun": grpc.unary_unary_rpc_method_handler(
+                    self.GetRun,
+                    request_deserializer=ingest_pb2.RunQuery.FromString,
+                    response_serializer=ingest_pb2.Ack.SerializeToString,
+                ),
+            },
+        )
+
+    async def Publish(self, payload: bytes, context: grpc.aio.ServicerContext) -> ingest_pb2.Ack:
+        try:
+            request = events_pb2.EventBatch.FromString(payload)
+        except DecodeError as exc:
+            self.batches_rejected += 1
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"invalid batch: cannot decode EventBatch: {exc}"
+            )
+        # Size and rate before the costlier validation; the caller's identity after it.
+        await self._admission.admit(context, request.client_id, len(request.events))
+        try:
+            check_batch(request)
+        except BatchRejected as exc:
+            self.batches_rejected += 1
+            if self._log.allow("rejected"):
+                _logger.warning("rejected a batch from client %r: %s", request.client_id[:64], exc)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid batch: {exc}")
+        await self._admission.check_claim(context, request.client_id)
+        if self._backlog.events >= self._max_backlog:
+            # MLflow is slower than the clients (or down): make them wait, in their spools.
+            self.batches_throttled += 1
+            if self.batches_throttled == 1 or self.batches_throttled % 1000 == 0:
+                _logger.warning(
+                    "backlog full (%d events not yet in MLflow): telling clients to back off"
+                    " (%d batches so far)",
+                    self._backlog.events,
+                    self.batches_throttled,
+                )
+            context.set_trailing_metadata(((RETRY_AFTER_KEY, self._retry_after_ms),))
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"receiver backlog is full ({self._backlog.events} events not yet in MLflow);"
+                f" retry after {self._retry_after_ms} ms",
+            )
+        try:
+            accepted = await self._ingestor.submit(request, payload)
+        except NotOwner as exc:
+            if self._log.allow(f"not owner {request.client_id[:64]}"):
+                _logger.warning("refused client %r: %s", request.client_id[:64], exc)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        except Exception:
+            _logger.exception("could not store a batch")
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "the receiver could not store the batch"
+            )
+        if self._hub is not None:
+            self._hub.received(request, accepted.acked_seq)
+        return ingest_pb2.Ack(
+            run_key=request.run_key,
+            acked_seq=accepted.acked_seq,
+            mlflow_run_id=accepted.run_id,
+            mlflow_experiment_id=accepted.experiment_id,
+        )
+
+    async def GetRun(
+        self, request: ingest_pb2.RunQuery, context: grpc.aio.ServicerContext
+    ) -> ingest_pb2.Ack:
+        await self._admission.check_claim(context, request.client_id)
+        try:
+            state = self._ingestor.lookup(request.client_id, request.run_key)
+        except NotOwner as exc:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        if self._hub is not None:
+            self._hub.heartbeat(request.run_key)
+        return ingest_pb2.Ack(
+            run_key=request.run_key,
+            acked_seq=state.acked_seq,
+            mlflow_run_id=state.run_id,
+            mlflow_experiment_id=state.experiment_id,
+        )

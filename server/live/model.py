@@ -1,0 +1,141 @@
+"""What the live hub hands to viewers: client rows, per-job deltas, subscriptions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+
+from bridge.pb.v1 import events_pb2
+from server.live.series import Point
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """A snapshot of the receiver's work."""
+
+    events_stored: int
+    events_duplicate: int
+    events_flushed: int
+    batches_rejected: int
+    batches_throttled: int
+    backlog_events: int
+    dead_letters: int
+    mlflow_errors: int
+    queued_batches: int
+
+
+MAX_QUEUED_DELTAS = 16
+"""Deltas a subscriber may fall behind by before it is sent a fresh snapshot instead."""
+MAX_QUEUED_EVENTS = 100_000
+"""Raw events a subscriber may fall behind by before further ones are dropped and counted."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRow:
+    """One client as viewers see it (mirrors the ``ClientState`` message of watch.proto)."""
+
+    job: str
+    client_id: str
+    run_key: str
+    connected: bool
+    """Heard from within the receiver's client timeout."""
+    state: str
+    """``connected``, ``disconnected``, or the run's end status in lower case."""
+    last_seen_ms: int
+    """Receiver wall-clock time of the last batch or heartbeat (0: not since start)."""
+    events_per_s: float
+    events_received: int
+    events_acked: int
+    events_flushed: int
+    dead_letters: int
+    backlog_events: int
+    """Acknowledged but not yet in MLflow."""
+    client_pending_events: int
+    """Unacknowledged on the client, as it last reported."""
+    client_spool_bytes: int
+    mlflow_run_id: str
+    mlflow_experiment_id: str
+    mlflow_run_url: str
+    latest: dict[str, Point]
+    """The latest point of each metric."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """What changed in one job since the previous pump."""
+
+    job: str
+    points: dict[str, dict[str, list[Point]]]
+    """``{client: {metric: points}}``: new points (thinned), the latest one last."""
+    clients: tuple[ClientRow, ...] | None
+    """Every client of the job when states were due, else None."""
+
+
+class Subscription:
+    """One viewer's queue of deltas (and raw batches, when it asked for events).
+
+    Filled by the hub on the event loop; the viewer waits with :meth:`wait` and drains with
+    :meth:`take`. A viewer that falls behind gets ``resync`` (send a snapshot) rather than an
+    unbounded queue.
+    """
+
+    def __init__(self, job: str, client_id: str, events: bool) -> None:
+        self.job = job
+        self.client_id = client_id
+        self.events = events
+        self.resync = True
+        self._deltas: deque[Delta] = deque()
+        self._batches: list[events_pb2.EventBatch] = []
+        self._queued_events = 0
+        self._dropped = 0
+        self._ready = asyncio.Event()
+        self._ready.set()  # the first read is a snapshot
+        self.closed = False
+
+    def matches(self, job: str, client_id: str) -> bool:
+        """Whether this viewer watches that client."""
+        return self.job in ("", job) and self.client_id in ("", client_id)
+
+    def push(self, delta: Delta) -> None:
+        """Queues a delta (or, past the bound, asks for a snapshot)."""
+        if len(self._deltas) >= MAX_QUEUED_DELTAS:
+            self._deltas.clear()
+            self.resync = True
+        else:
+            self._deltas.append(delta)
+        self._ready.set()
+
+    def add_batch(self, batch: events_pb2.EventBatch) -> None:
+        """Queues newly accepted events (or, past the bound, counts them as dropped)."""
+        count = len(batch.events)
+        if self._queued_events + count > MAX_QUEUED_EVENTS:
+            self._dropped += count
+        else:
+            self._batches.append(batch)
+            self._queued_events += count
+        self._ready.set()
+
+    def close(self) -> None:
+        """Ends the viewer's stream (the receiver is stopping)."""
+        self.closed = True
+        self._ready.set()
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Waits until something is queued; False when ``timeout_s`` passed first."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout_s)
+        except asyncio.TimeoutError:  # not the builtin before Python 3.11
+            return False
+        return True
+
+    def take(self) -> tuple[bool, list[Delta], list[events_pb2.EventBatch], int]:
+        """``(resync, deltas, batches, dropped events)`` queued so far; empties the queue."""
+        resync, self.resync = self.resync, False
+        deltas = list(self._deltas)
+        self._deltas.clear()
+        batches, self._batches = self._batches, []
+        dropped, self._dropped = self._dropped, 0
+        self._queued_events = 0
+        self._ready.clear()
+        return resync, deltas, batches, dropped

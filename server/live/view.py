@@ -1,0 +1,161 @@
+"""Runs the live view inside the receiver's event loop: the hub's pump, the HTTP server and the
+gRPC health of the ingest service (NOT_SERVING while the flusher cannot reach MLflow).
+
+Updates are coalesced: the pump runs as soon as new data arrives but at most every
+:data:`MIN_PUSH_INTERVAL_S`, and refreshes client states every :data:`STATE_PERIOD_S`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from grpc_health.v1 import health_pb2
+from grpc_health.v1._async import HealthServicer
+
+from bridge.pb.v1 import watch_pb2
+from bridge.protocol import INGEST_SERVICE
+from server.config import ReceiverConfig
+from server.live import metrics
+from server.live.http import LiveHttpServer
+from server.live.hub import Hub
+
+if TYPE_CHECKING:
+    from server.live.model import Counters
+
+_logger = logging.getLogger(__name__)
+
+MIN_PUSH_INTERVAL_S = 0.2
+"""Viewers get at most this many updates a second (5): coalesced, not one per batch."""
+STATE_PERIOD_S = 1.0
+"""Client rows (rates, presence, backlogs) and the health check are refreshed this often."""
+
+
+class Live:
+    """The live view of one receiver.
+
+    Args:
+        hub: The receiver's hub.
+        config: The receiver's configuration (HTTP address, viewer token).
+        counters: The receiver's counters, for ``/metrics``.
+        mlflow_reachable: Whether the flusher currently reaches MLflow.
+        health: The receiver's gRPC health servicer.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        config: ReceiverConfig,
+        *,
+        counters: Callable[[], Counters],
+        mlflow_reachable: Callable[[], bool],
+        health: HealthServicer,
+    ) -> None:
+        self.hub = hub
+        self._config = config
+        self._counters = counters
+        self._mlflow_reachable = mlflow_reachable
+        self._health = health
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._http: LiveHttpServer | None = None
+        self._serving: bool | None = None
+        self._stopping = False
+        self.pump_errors = 0
+
+    async def start(self) -> int | None:
+        """Starts the pump and the HTTP server; returns the HTTP port (None when off)."""
+        self.hub.wake = self._wake.set
+        self._task = asyncio.create_task(self._pump_loop(), name="trackbridge-live")
+        address = self._config.http_address
+        if address is None:
+            return None
+        self._http = LiveHttpServer(
+            self.hub,
+            token=self._config.viewer_token,
+            metrics_text=self.metrics_text,
+            receiver_state=self.receiver_json,
+        )
+        return await self._http.start(*address)
+
+    async def stop(self) -> None:
+        """Ends every viewer's stream, then the HTTP server and the pump."""
+        self.hub.close_viewers()
+        if self._http is not None:
+            await self._http.stop()
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            # A flag, not cancellation: before Python 3.12, wait_for can swallow a cancel.
+            done, _ = await asyncio.wait([self._task], timeout=5.0)
+            if not done:
+                self._task.cancel()
+
+    def metrics_text(self) -> str:
+        """The ``/metrics`` exposition."""
+        return metrics.render(
+            self.hub.client_counters(),
+            self._counters(),
+            mlflow_up=self._mlflow_reachable(),
+            flush=self.hub.flush_histogram(),
+        )
+
+    def receiver_state(self) -> watch_pb2.ReceiverState:
+        """The receiver's own state, for Watch."""
+        return watch_pb2.ReceiverState(
+            mlflow_reachable=self._mlflow_reachable(),
+            backlog_events=self._counters().backlog_events,
+            connected_clients=self.hub.connected_clients(),
+            mlflow_ui_url=self.hub.mlflow_ui_url,
+        )
+
+    def receiver_json(self) -> dict[str, Any]:
+        """The receiver's own state, for the page."""
+        return {
+            "mlflow_up": self._mlflow_reachable(),
+            "backlog": self._counters().backlog_events,
+            "connected": self.hub.connected_clients(),
+            "mlflow_ui": self.hub.mlflow_ui_url,
+        }
+
+    async def _pump_loop(self) -> None:
+        last_push = last_states = -STATE_PERIOD_S
+        while not self._stopping:
+            now = time.monotonic()
+            timeout = max(0.0, last_states + STATE_PERIOD_S - now)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            hold = last_push + MIN_PUSH_INTERVAL_S - time.monotonic()
+            if hold > 0 and not self._stopping:
+                await asyncio.sleep(hold)  # coalesce what arrives meanwhile
+            if self._stopping:
+                return
+            self._wake.clear()
+            now = time.monotonic()
+            states_due = now - last_states >= STATE_PERIOD_S
+            try:
+                self.hub.pump(states_due=states_due)
+                if states_due:
+                    await self._update_health()
+            except Exception:
+                self.pump_errors += 1
+                _logger.exception("live view: pump failed; going on")
+            last_push = now
+            if states_due:
+                last_states = now
+
+    async def _update_health(self) -> None:
+        serving = self._mlflow_reachable()
+        previous, self._serving = self._serving, serving
+        if serving == previous:
+            return
+        if not serving:
+            _logger.warning("MLflow is unreachable: health of %s is NOT_SERVING", INGEST_SERVICE)
+        elif previous is not None:
+            _logger.info("MLflow is reachable again: %s is SERVING", INGEST_SERVICE)
+        status = health_pb2.HealthCheckResponse
+        await self._health.set(INGEST_SERVICE, status.SERVING if serving else status.NOT_SERVING)

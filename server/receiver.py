@@ -1,0 +1,255 @@
+"""The receiver daemon: gRPC ingest, durable queue, timed flusher, health, graceful drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sqlite3
+import threading
+import urllib.parse
+from collections.abc import Callable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+
+from bridge.pb.v1 import watch_pb2_grpc
+from bridge.protocol import INGEST_SERVICE
+from server.artifacts.service import ArtifactRelay
+from server.config import ReceiverConfig
+from server.data_dir import DataDirClaim
+from server.flush.credentials import configured_secrets
+from server.flush.flusher import Flusher
+from server.flush.mlflow_state import record_errors
+from server.flush.sink import MlflowSink
+from server.ingest.ingestor import Ingestor
+from server.ingest.service import IngestService
+from server.live.hub import Hub
+from server.live.links import mlflow_ui_url
+from server.live.model import Counters
+from server.live.view import Live
+from server.live.watch import WatchService
+from server.queue.sqlite import Backlog, Queue, connect
+from server.security.guard import Guard
+
+_logger = logging.getLogger(__name__)
+
+# Must agree with the clients' keepalive (client_sdk/_transport.py), or they get too_many_pings.
+SERVER_OPTIONS = (
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+)
+
+# MLflow's HTTP client retries 5xx for minutes by itself; the flusher's tenacity owns retrying.
+_MLFLOW_CLIENT_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    # MlflowClient prints a "View run" link to stdout for every run it ends.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
+
+
+class Receiver:
+    """One receiver: start it in a running event loop, stop it to drain."""
+
+    def __init__(self, config: ReceiverConfig) -> None:
+        self.config = config
+        self.port = 0
+        self.http_port: int | None = None
+        """The live view's HTTP port, once started (None when it is off)."""
+        self._server: grpc.aio.Server | None = None
+        self._health = HealthServicer()
+        self._conns: list[sqlite3.Connection] = []
+
+    async def start(self) -> int:
+        """Opens the queue, starts the flusher and serves gRPC; returns the bound port."""
+        for name, value in _MLFLOW_CLIENT_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self._claim = DataDirClaim(cfg.data_dir)
+        try:
+            return await self._start(cfg)
+        except BaseException:
+            self._claim.release()
+            raise
+
+    async def _start(self, cfg: ReceiverConfig) -> int:
+        self.guard = Guard(cfg.security, cfg.data_dir)
+        ingest_conn = connect(cfg.data_dir / "queue.db", cfg.sqlite_synchronous)
+        flush_conn = connect(cfg.data_dir / "queue.db", cfg.sqlite_synchronous)
+        status_conn = connect(cfg.data_dir / "queue.db", cfg.sqlite_synchronous)
+        self._conns = [ingest_conn, flush_conn, status_conn]
+        artifacts = (cfg.data_dir / "artifacts").resolve().as_uri() if cfg.embedded else None
+        sink = MlflowSink(
+            cfg.effective_tracking_uri,
+            artifact_location=artifacts,
+            receiver_id=self._claim.receiver_id,
+        )
+        self.backlog = Backlog(Queue(ingest_conn).pending_events())
+        self.ingestor = Ingestor(Queue(ingest_conn), self._stored, self.backlog)
+        self.hub = Hub(
+            live_points=cfg.live_points,
+            client_timeout_s=cfg.client_timeout_s,
+            mlflow_ui_url=mlflow_ui_url(cfg.effective_tracking_uri),
+            runs=Queue(ingest_conn).runs(),
+        )
+        self.flusher = Flusher(
+            Queue(flush_conn),
+            sink,
+            interval_s=cfg.flush_interval_s,
+            on_run=self._on_run,
+            backlog=self.backlog,
+            last_seen=self.ingestor.last_seen,
+            lease_s=cfg.run_lease_s,
+            observer=self.hub,
+        )
+        self.service = IngestService(
+            self.ingestor,
+            self.backlog,
+            cfg.max_backlog_events,
+            retry_after_s=max(1.0, cfg.flush_interval_s),
+            hub=self.hub,
+            admission=self.guard.admission,
+        )
+        self._status = Queue(status_conn)
+        self.live = Live(
+            self.hub,
+            cfg,
+            counters=self.counters,
+            mlflow_reachable=lambda: not self.flusher.last_error,
+            health=self._health,
+        )
+
+        server = grpc.aio.server(
+            options=self.guard.server_options(SERVER_OPTIONS),
+            interceptors=(self.guard.interceptor,),
+        )
+        server.add_generic_rpc_handlers((self.service.handler(),))
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        watch = WatchService(self.hub, cfg.viewer_token, self.live.receiver_state)
+        watch_pb2_grpc.add_WatchServicer_to_server(watch, server)  # type: ignore[no-untyped-call]
+        self.artifacts = ArtifactRelay(
+            cfg.data_dir, cfg.effective_tracking_uri, self.ingestor, cfg.flush_interval_s
+        )
+        self.artifacts.register(server)
+        self.port = self.guard.bind(server, cfg.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {cfg.listen}")
+        self.http_port = await self.live.start()
+        self.ingestor.start()
+        self.flusher.start()
+        self._mlflow_state = asyncio.create_task(
+            record_errors(lambda: self.flusher.last_error, cfg.data_dir, configured_secrets())
+        )
+        self.artifacts.start()
+        await server.start()
+        self._server = server
+        for service in ("", INGEST_SERVICE):
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        _logger.info("receiver listening on port %d, data in %s", self.port, cfg.data_dir)
+        return self.port
+
+    def live_url(self, job: str = "") -> str:
+        """The live page's address (of one job, when named); "" when the page is off."""
+        address = self.config.http_address
+        if address is None or self.http_port is None:
+            return ""
+        host = address[0] if address[0] not in ("0.0.0.0", "::", "") else "127.0.0.1"  # noqa: S104
+        host = f"[{host}]" if ":" in host else host
+        path = f"/jobs/{urllib.parse.quote(job, safe='')}" if job else "/"
+        return f"http://{host}:{self.http_port}{path}"
+
+    def _stored(self, run_key: str, count: int) -> None:
+        self.flusher.stored(run_key, count)
+
+    def _on_run(self, run_key: str, run_id: str, experiment_id: str) -> None:
+        self.ingestor.set_mlflow_run(run_key, run_id, experiment_id)
+        self.hub.set_mlflow_run(run_key, run_id, experiment_id)
+
+    def counters(self) -> Counters:
+        """Current counters (safe to call from any thread)."""
+        return Counters(
+            events_stored=self.ingestor.events_stored,
+            events_duplicate=self.ingestor.events_duplicate,
+            events_flushed=self.flusher.stats.events_flushed,
+            batches_rejected=self.service.batches_rejected,
+            batches_throttled=self.service.batches_throttled,
+            backlog_events=self.backlog.events,
+            dead_letters=self.flusher.stats.dead_letters,
+            mlflow_errors=self.flusher.stats.mlflow_errors,
+            queued_batches=self._status.pending_count(),
+        )
+
+    async def stop(self, grace_s: float = 5.0) -> bool:
+        """Stops accepting, stores what is in flight, flushes the queue to MLflow.
+
+        Returns True when everything reached MLflow within the shutdown budget.
+        """
+        if self._server is None:
+            return True
+        await self.live.stop()  # viewers' streams would hold the gRPC grace period
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(grace_s)
+        self._server = None
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.ingestor.stop, grace_s)
+        drained = await loop.run_in_executor(
+            None, self.flusher.stop, self.config.shutdown_timeout_s
+        )
+        if not drained:
+            _logger.warning("stopped with batches still queued; they are flushed on next start")
+        await loop.run_in_executor(None, self.artifacts.stop, self.config.shutdown_timeout_s)
+        self._mlflow_state.cancel()
+        self.guard.close()
+        for conn in self._conns:
+            conn.close()
+        self._claim.release()
+        return drained
+
+
+async def serve(config: ReceiverConfig, on_ready: Callable[[Receiver], None] | None = None) -> bool:
+    """Runs a receiver until SIGTERM or SIGINT, then drains; returns whether all was flushed."""
+    receiver = Receiver(config)
+    await receiver.start()
+    if on_ready is not None:
+        on_ready(receiver)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    _logger.info("shutting down: draining the queue to MLflow")
+    return await receiver.stop()
+
+
+class BackgroundReceiver:
+    """A receiver on its own event-loop thread, for embedding (the demo, tests)."""
+
+    def __init__(self, config: ReceiverConfig) -> None:
+        self.receiver = Receiver(config)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="trackbridge-receiver", daemon=True
+        )
+
+    def start(self) -> int:
+        """Starts serving; returns the bound port."""
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(self.receiver.start(), self._loop)
+        return future.result(timeout=60)
+
+    def stop(self) -> bool:
+        """Drains and stops; returns whether everything reached MLflow."""
+        future = asyncio.run_coroutine_threadsafe(self.receiver.stop(), self._loop)
+        try:
+            return future.result(timeout=self.receiver.config.shutdown_timeout_s + 30)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop.close()

@@ -1,0 +1,223 @@
+"""Conformance: real MLflow scripts, run with the real ``mlflow`` and through the bridge, leave
+the same state in MLflow.
+
+Every script in ``tests/compat/conformance/`` runs three times, each against its own real MLflow
+server: (a) with the real ``mlflow`` package, (b) with ``import mlflow`` swapped for
+``import client_sdk.mlflow as mlflow``, through a receiver, (c) unmodified with
+``MLFLOW_TRACKING_URI=trackbridge://...`` (zero-code mode), through a second receiver. Then the
+state each left in MLflow is compared: experiments, runs by name and nesting, statuses, params,
+user tags, every metric point, artifacts' paths and bytes. Any difference fails with a diff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.compat import (
+    CONFORMANCE_DIR,
+    ScriptRun,
+    base_env,
+    diff,
+    receiver_idle,
+    run_script,
+    snapshot,
+    swap_import,
+)
+from tests.support.procs import (
+    MlflowServer,
+    ReceiverProcess,
+    launch_mlflow_server,
+    launch_receiver,
+    stop_mlflow_server,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
+
+REAL, SWAP, ZERO = "real mlflow", "import swap", "zero-code"
+BRIDGE_MODES = (SWAP, ZERO)
+
+
+@dataclass(frozen=True)
+class Script:
+    """A conformance script and how to compare it."""
+
+    name: str
+    timestamps: bool = False
+    """Compare metric timestamps (the script passes every timestamp itself)."""
+    real_env: dict[str, str] = field(default_factory=dict)
+    """Extra environment for the real-mlflow run only."""
+
+
+SCRIPTS = (
+    Script("quickstart"),
+    Script("context_run", timestamps=True),
+    Script("nested_config"),
+    Script("artifact_files"),
+    Script("hpo_sweep"),
+    Script("failing_run"),
+    # Real MLflow logs 10,000 points one request each unless asked to batch them.
+    Script(
+        "many_points",
+        timestamps=True,
+        real_env={
+            "MLFLOW_ENABLE_ASYNC_LOGGING": "true",
+            "MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS": "1",
+        },
+    ),
+    Script("torch_train"),
+    Script("tags_lifecycle"),
+    Script("metric_values", timestamps=True),
+    Script("media"),
+    Script("experiments"),
+    Script("manual_runs"),
+    Script("bad_input_handled"),
+)
+
+
+def test_every_conformance_script_is_listed() -> None:
+    on_disk = {p.stem for p in CONFORMANCE_DIR.glob("*.py")}
+    assert on_disk == {s.name for s in SCRIPTS}
+
+
+@dataclass
+class Results:
+    """Every script's runs and the MLflow state each mode left."""
+
+    runs: dict[tuple[str, str], ScriptRun]
+    states: dict[tuple[str, str], dict[str, Any]]
+
+
+def _servers(root: Path, real: MlflowServer) -> dict[str, MlflowServer]:
+    """The session's server for real mlflow, and a fresh one for each bridge mode."""
+    with ThreadPoolExecutor(len(BRIDGE_MODES)) as pool:
+        futures = {
+            mode: pool.submit(launch_mlflow_server, root / f"mlflow-{i}")
+            for i, mode in enumerate(BRIDGE_MODES)
+        }
+        servers = {REAL: real}
+        errors = []
+        for mode, future in futures.items():
+            try:
+                servers[mode] = future.result()
+            except Exception as exc:  # keep the others to stop them
+                errors.append(exc)
+    if errors:
+        for mode in BRIDGE_MODES:
+            if mode in servers:
+                stop_mlflow_server(servers[mode])
+        raise errors[0]
+    return servers
+
+
+def _env(
+    mode: str,
+    script: Script,
+    servers: dict[str, MlflowServer],
+    receivers: dict[str, ReceiverProcess],
+    root: Path,
+) -> dict[str, str]:
+    common = {"MLFLOW_EXPERIMENT_NAME": script.name, "XDG_CACHE_HOME": str(root / "cache")}
+    if mode == REAL:
+        return base_env(MLFLOW_TRACKING_URI=servers[REAL].uri, **common, **script.real_env)
+    bridge = {
+        "TRACKBRIDGE_JOB": script.name,
+        "TRACKBRIDGE_CLIENT_ID": f"{script.name}-{'swap' if mode == SWAP else 'zero'}",
+        "TRACKBRIDGE_SPOOL_DIR": str(root / "spool" / mode.replace(" ", "-") / script.name),
+    }
+    if mode == SWAP:
+        return base_env(TRACKBRIDGE_RECEIVER=receivers[SWAP].address, **common, **bridge)
+    return base_env(
+        MLFLOW_TRACKING_URI=f"trackbridge://{receivers[ZERO].address}", **common, **bridge
+    )
+
+
+def _run(mode: str, script: Script, servers: Any, receivers: Any, root: Path) -> ScriptRun:
+    path = CONFORMANCE_DIR / f"{script.name}.py"
+    work = root / "work" / mode.replace(" ", "-") / script.name
+    if mode == SWAP:
+        work.mkdir(parents=True, exist_ok=True)
+        swapped = work / path.name
+        swapped.write_text(swap_import(path.read_text()))
+        path = swapped
+    return run_script(path, mode, _env(mode, script, servers, receivers, root), work)
+
+
+@pytest.fixture(scope="module")
+def results(
+    tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServer
+) -> Iterator[Results]:
+    root = tmp_path_factory.mktemp("conformance")
+    started = time.monotonic()
+    servers = _servers(root, mlflow_server)
+    receivers: dict[str, ReceiverProcess] = {}
+    try:
+        for mode in BRIDGE_MODES:
+            receivers[mode] = launch_receiver(
+                root,
+                servers[mode].uri,
+                flush_interval_s=0.25,
+                data_dir=root / f"receiver-{mode.replace(' ', '-')}",
+            )
+        print(f"servers and receivers up: {time.monotonic() - started:.1f} s")
+        jobs = [(mode, script) for script in SCRIPTS for mode in (REAL, SWAP, ZERO)]
+        # Heaviest first, so the long ones do not finish last.
+        jobs.sort(key=lambda j: j[1].name not in ("many_points", "torch_train", "media"))
+        workers = max(3, min(6, (os.cpu_count() or 2) + 2))
+        with ThreadPoolExecutor(workers) as pool:
+            done = list(pool.map(lambda j: _run(j[0], j[1], servers, receivers, root), jobs))
+        runs = {(r.mode, r.script): r for r in done}
+        print("script runs (s):", ", ".join(f"{r.script}/{r.mode}={r.seconds:.1f}" for r in done))
+        phase = time.monotonic()
+        for mode, receiver in receivers.items():
+            wait_until(
+                lambda data_dir=receiver.data_dir: receiver_idle(data_dir),
+                120,
+                interval_s=0.25,
+                what=f"the {mode} receiver to write everything to MLflow",
+            )
+        from mlflow.tracking import MlflowClient
+
+        states = {}
+        for mode, server in servers.items():
+            client = MlflowClient(server.uri)
+            for script in SCRIPTS:
+                states[(mode, script.name)] = snapshot(
+                    client, script.name, timestamps=script.timestamps
+                )
+        print(f"drain and snapshots: {time.monotonic() - phase:.1f} s")
+        yield Results(runs, states)
+    finally:
+        for receiver in receivers.values():
+            with contextlib.suppress(AssertionError):
+                receiver.stop()
+        for mode in BRIDGE_MODES:
+            stop_mlflow_server(servers[mode])
+
+
+@pytest.mark.parametrize("mode", BRIDGE_MODES)
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda s: s.name)
+def test_script_leaves_the_same_mlflow_state(results: Results, script: Script, mode: str) -> None:
+    real = results.runs[(REAL, script.name)]
+    bridged = results.runs[(mode, script.name)]
+    assert bridged.returncode == real.returncode, (
+        f"{script.name}: exit status {bridged.returncode} through the bridge ({mode}), "
+        f"{real.returncode} with real mlflow\n--- real mlflow output\n{real.output[-3000:]}\n"
+        f"--- {mode} output\n{bridged.output[-3000:]}"
+    )
+    expected = results.states[(REAL, script.name)]
+    assert expected, f"{script.name} left nothing in MLflow:\n{real.output[-3000:]}"
+    difference = diff(expected, results.states[(mode, script.name)], mode)
+    assert not difference, (
+        f"{script.name}: MLflow state differs ({mode})\n{difference}\n"
+        f"--- {mode} output\n{bridged.output[-3000:]}"
+    )

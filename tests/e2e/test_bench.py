@@ -1,0 +1,174 @@
+"""``trackbridge bench --quick`` (and ``--sweep --quick``) run, report every section, and leave
+no process behind.
+
+Benchmarks are not tests: nothing here asserts a speed, only that the command works, that its
+JSON parses and holds a number for every figure, and that it cleans up after itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+BENCH_TIMEOUT_S = 240.0
+_MARK_VAR = "TRACKBRIDGE_BENCH_TEST_MARK"
+
+# Section -> figures (dotted paths) that must be finite numbers.
+FIGURES = {
+    "latency": (
+        "writer.p50_us",
+        "writer.p99_us",
+        "mlflow_sync.p50_us",
+        "mlflow_sync.p99_us",
+        "mlflow_async.p50_us",
+        "mlflow_async.p99_us",
+        "mlflow_async_buffered.p50_us",
+    ),
+    "ingest": ("clients", "events", "events_per_s", "receiver_rss_mb"),
+    "end_to_end": (
+        "events",
+        "bridge_events_per_s",
+        "mlflow_log_batch_events_per_s",
+        "ratio",
+        "points_in_mlflow",
+    ),
+    "freshness": ("flush_interval_s", "points", "p50_ms", "p99_ms"),
+    "scale": ("connections", "connected", "receiver_rss_mb", "receiver_rss_idle_mb"),
+}
+
+
+def _bench_command() -> list[str]:
+    script = Path(sys.executable).parent / "trackbridge"
+    if script.exists():
+        return [str(script), "bench"]
+    return [sys.executable, "-m", "server.cli.main", "bench"]
+
+
+def _figure(results: dict[str, Any], section: str, path: str) -> Any:
+    value: Any = results[section]
+    for part in path.split("."):
+        value = value[part]
+    return value
+
+
+def _processes_with_env(entry: str) -> list[str]:
+    """Processes whose environment holds ``entry`` (children inherit the bench's)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):
+            if entry.encode() in environ.read_bytes().split(b"\0"):
+                cmdline = (environ.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+                found.append(f"{environ.parent.name}: {cmdline[:200].decode(errors='replace')}")
+    return found
+
+
+def _run_bench(tmp_path: Path, mark: str, *args: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.Popen(
+        [*_bench_command(), *args],
+        cwd=tmp_path,
+        env={**os.environ, _MARK_VAR: mark},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=BENCH_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)  # the bench ends its children on SIGTERM
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate(timeout=10)
+        pytest.fail(f"bench --quick ran over {BENCH_TIMEOUT_S} s\n{out}\n{err[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(BENCH_TIMEOUT_S + 60)
+def test_bench_quick_reports_every_section(tmp_path: Path) -> None:
+    json_path = tmp_path / "r.json"
+    png_path = tmp_path / "r.png"
+    mark = uuid.uuid4().hex
+    done = _run_bench(
+        tmp_path,
+        mark,
+        "--quick",
+        "--json",
+        str(json_path),
+        "--png",
+        str(png_path),
+    )
+
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-3000:]}"
+    results = json.loads(json_path.read_text())
+    assert results["quick"] is True
+    for section, paths in FIGURES.items():
+        assert section in results, f"section {section} missing"
+        assert "error" not in results[section], results[section]
+        for path in paths:
+            value = _figure(results, section, path)
+            assert isinstance(value, int | float), f"{section}.{path} = {value!r}"
+            assert not isinstance(value, bool), f"{section}.{path} = {value!r}"
+            assert math.isfinite(value), f"{section}.{path} = {value!r}"
+    assert results["end_to_end"]["points_in_mlflow"] == results["end_to_end"]["events"]
+    assert results["scale"]["connected"] == results["scale"]["connections"]
+    assert {row["status"] for row in results["targets"]} <= {"met", "missed", "n/a"}
+    for title in ("(a)", "(b)", "(c)", "(d)", "(e)", "targets"):
+        assert title in done.stdout
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "matplotlib is not installed" in done.stdout
+    else:
+        assert png_path.read_bytes().startswith(b"\x89PNG")
+
+    leftovers = _processes_with_env(f"{_MARK_VAR}={mark}")
+    assert not leftovers, f"bench left processes running: {leftovers}"
+
+
+SWEEP_FIGURES = {
+    "latency": ("p50_us", "p99_us", "rate_per_s", "bare_call_p50_us"),
+    "ingest": ("events_per_s", "receiver_cpu_cores"),
+    "freshness": ("p50_ms", "p99_ms", "live_p99_ms"),
+    "scale": ("connected", "receiver_rss_mb"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(BENCH_TIMEOUT_S + 60)
+def test_bench_sweep_quick_measures_every_point(tmp_path: Path) -> None:
+    from bench.sweep import points
+
+    json_path = tmp_path / "sweep.json"
+    mark = uuid.uuid4().hex
+    done = _run_bench(tmp_path, mark, "--sweep", "--quick", "--json", str(json_path))
+
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-3000:]}"
+    rows = json.loads(json_path.read_text())["rows"]
+    assert [row["point"]["section"] for row in rows] == [p.section for p in points(quick=True)]
+    for row in rows:
+        section, figures = row["point"]["section"], row["figures"]
+        assert "error" not in figures, row
+        for name in SWEEP_FIGURES[section]:
+            value = figures[name]
+            assert isinstance(value, int | float) and math.isfinite(value), (name, row)
+    paced = [row for row in rows if row["point"]["section"] == "latency"]
+    assert [row["figures"]["rate_per_s"] for row in paced] == [
+        row["point"]["value"] for row in paced
+    ]
+    assert "| figure | varied | setting | measured |" in done.stdout
+    assert not _processes_with_env(f"{_MARK_VAR}={mark}")

@@ -1,0 +1,221 @@
+"""The production topology, natively: a throwaway PostgreSQL cluster, ``mlflow server`` on it with
+basic auth, and helpers to look into receivers' queues and to publish hand-made batches."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.procs import MLFLOW_EXE, MlflowServer, free_port, stop_mlflow_server, wait_until
+
+PG_START_TIMEOUT_S = 60.0
+MLFLOW_START_TIMEOUT_S = 90.0
+ADMIN_USER = "admin"
+ADMIN_PASSWORD = "topology-admin-pw-0123"  # a throwaway test cluster's
+FLASK_SECRET = "topology-flask-secret-0123456789"
+PG_PASSWORD = "topology-pg-pw"
+_STOP = ("-m", "fast", "-w", "-t", "30", "stop")
+
+
+def pg_bin_dir() -> Path:
+    """The newest ``/usr/lib/postgresql/*/bin`` (Debian's layout); AssertionError if none."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=_major)
+    assert found, "PostgreSQL is not installed: apt-get install postgresql (see .ci/test)"
+    return Path(found[-1]).parent
+
+
+def _major(path: str) -> int:
+    version = Path(path).parent.parent.name
+    return int(version) if version.isdigit() else 0
+
+
+@dataclass
+class Postgres:
+    """A running throwaway PostgreSQL cluster on 127.0.0.1."""
+
+    root: Path
+    port: int
+    password: str
+
+    def uri(self, database: str) -> str:
+        """SQLAlchemy URI of ``database`` (psycopg2 driver)."""
+        return f"postgresql+psycopg2://postgres:{self.password}@127.0.0.1:{self.port}/{database}"
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    # The server refuses to run as root: a root test run starts it as the postgres user.
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def start_postgres(*, fsync: bool = False) -> Postgres:
+    """initdb + pg_ctl start of a fresh cluster in a temp dir (password auth, loopback only)."""
+    bin_dir = pg_bin_dir()
+    root = Path(tempfile.mkdtemp(prefix="trackbridge-pg-"))
+    pwfile = root / "pw"
+    pwfile.write_text(PG_PASSWORD)
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+        shutil.chown(pwfile, "postgres", "postgres")
+    port = free_port()
+    pg = Postgres(root, port, PG_PASSWORD)
+    try:
+        subprocess.run(
+            _as_postgres(
+                [
+                    str(bin_dir / "initdb"),
+                    "-D", str(root / "data"),
+                    "-U", "postgres",
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "--no-sync",
+                    "-E", "UTF8",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=PG_START_TIMEOUT_S,
+        )  # fmt: skip
+        options = (
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
+            f" -c fsync={'on' if fsync else 'off'} -c max_connections=100"
+        )
+        subprocess.run(
+            _as_postgres(
+                [
+                    str(bin_dir / "pg_ctl"),
+                    "-D", str(root / "data"),
+                    "-l", str(root / "postgres.log"),
+                    "-o", options,
+                    "-w", "-t", str(int(PG_START_TIMEOUT_S)),
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=PG_START_TIMEOUT_S + 10,
+        )  # fmt: skip
+    except BaseException:
+        stop_postgres(pg)
+        raise
+    return pg
+
+
+def create_database(pg: Postgres, name: str) -> None:
+    """``CREATE DATABASE name`` through psycopg2 (the driver MLflow uses too)."""
+    import psycopg2
+
+    conn = psycopg2.connect(
+        host="127.0.0.1", port=pg.port, user="postgres", password=pg.password, dbname="postgres"
+    )
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        conn.close()
+
+
+def stop_postgres(pg: Postgres) -> None:
+    """Stops the cluster (bounded) and removes its files."""
+    if (pg.root / "data" / "postmaster.pid").exists():
+        subprocess.run(
+            _as_postgres([str(pg_bin_dir() / "pg_ctl"), "-D", str(pg.root / "data"), *_STOP]),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    shutil.rmtree(pg.root, ignore_errors=True)
+
+
+def launch_auth_mlflow(root: Path, backend_uri: str, workers: int = 1) -> MlflowServer:
+    """``mlflow server --app-name basic-auth`` on ``backend_uri``; the auth app keeps its users
+    in its own SQLite file in ``root`` (``MLFLOW_AUTH_CONFIG_PATH``)."""
+    root.mkdir(parents=True, exist_ok=True)
+    auth_ini = root / "basic_auth.ini"
+    auth_ini.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{root / 'basic_auth.db'}\n"
+        f"admin_username = {ADMIN_USER}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "auth_cache_ttl_seconds = 60\n"  # as deploy/mlflow/basic_auth.ini
+    )
+    port = free_port()
+    log_path = root / f"mlflow-auth-{port}.log"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLFLOW_TRACKING_", "TRACKBRIDGE_"))
+    }
+    env.update(
+        MLFLOW_AUTH_CONFIG_PATH=str(auth_ini),
+        MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        MLFLOW_FLASK_SERVER_SECRET_KEY=FLASK_SECRET,
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+    )
+    cmd = [
+        str(MLFLOW_EXE), "server",
+        "--backend-store-uri", backend_uri,
+        "--default-artifact-root", str(root / "artifacts"),
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--workers", str(workers),
+        "--app-name", "basic-auth",
+    ]  # fmt: skip
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True
+        )
+    server = MlflowServer(f"http://127.0.0.1:{port}", port, proc, log_path)
+    try:
+        wait_until(
+            lambda: proc.poll() is not None or _healthy(f"{server.uri}/health"),
+            MLFLOW_START_TIMEOUT_S,
+            interval_s=0.3,
+            what="mlflow server (basic-auth, PostgreSQL) to be healthy",
+        )
+        assert proc.poll() is None, f"mlflow server exited:\n{server.log_tail()}"
+    except BaseException:
+        stop_mlflow_server(server)
+        raise
+    return server
+
+
+def _healthy(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def acked_by_run(data_dir: Path) -> dict[str, int]:
+    """``{run_key: acked_seq}`` from a receiver's queue (read-only; {} before it exists)."""
+    path = data_dir / "queue.db"
+    if not path.exists():
+        return {}
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+    try:
+        with contextlib.suppress(sqlite3.OperationalError):  # tables not created yet
+            return dict(conn.execute("SELECT run_key, acked_seq FROM runs").fetchall())
+        return {}
+    finally:
+        conn.close()
+
+
+def log_contains(path: Path, text: str) -> bool:
+    """Whether a process's log has ``text`` yet."""
+    try:
+        return text in path.read_text(errors="replace")
+    except OSError:
+        return False
