@@ -184,6 +184,10 @@ class Receiver:
             dead_letters=self.flusher.stats.dead_letters,
             mlflow_errors=self.flusher.stats.mlflow_errors,
             queued_batches=self._status.pending_count(),
+            calls_unauthenticated=self.guard.interceptor.calls_refused,
+            calls_permission_denied=self.guard.admission.calls_denied,
+            calls_over_in_flight=self.guard.interceptor.calls_throttled,
+            batches_rate_limited=self.guard.admission.batches_throttled,
         )
 
     async def stop(self, grace_s: float = 5.0) -> bool:

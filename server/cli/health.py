@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 from bridge import envvars
+from server.cli.args import dial_address, positive_float, readable_file
 from server.config import DEFAULT_LISTEN
 
 _WILDCARDS = ("0.0.0.0", "::", "[::]", "")  # noqa: S104 - names, not binds
@@ -25,20 +27,34 @@ def add_health_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     """Adds ``health`` to the CLI."""
     p = sub.add_parser("health", help="check a receiver's gRPC health (exit 0: serving)")
     p.add_argument(
-        "--address",
+        "--receiver",
+        type=dial_address,
         metavar="HOST:PORT",
         help="receiver to ask (default: TRACKBRIDGE_LISTEN, a wildcard host as 127.0.0.1)",
     )
+    # The old spelling, kept working for scripts and probes written before --receiver.
+    p.add_argument("--address", type=dial_address, dest="address", help=argparse.SUPPRESS)
     p.add_argument("--service", default="", help='service name (default "": the whole server)')
-    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS")
-    p.add_argument("--tls-ca", type=Path, help="CA bundle: check over TLS")
+    p.add_argument(
+        "--timeout", type=positive_float, default=5.0, metavar="SECONDS", help="default 5"
+    )
+    p.add_argument("--tls-ca", type=readable_file, help="CA bundle: check over TLS")
     p.add_argument("--tls-server-name", help="name the certificate must carry (with --tls-ca)")
     p.set_defaults(func=_health)
 
 
+def target(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> str:
+    """The address ``health`` asks: ``--receiver`` (or the deprecated ``--address``), else
+    the receiver's own listen address."""
+    if args.address is not None:
+        print("trackbridge health: --address is deprecated; use --receiver", file=sys.stderr)
+    return str(args.receiver or args.address or local_address(env))
+
+
 def _health(args: argparse.Namespace) -> int:
-    address = args.address or local_address()
-    status = check(address, args.service, args.timeout, args.tls_ca, args.tls_server_name)
+    address = target(args)
+    tls_ca = Path(args.tls_ca) if args.tls_ca else None
+    status = check(address, args.service, args.timeout, tls_ca, args.tls_server_name)
     print(f"{address}: {status}")
     return 0 if status == "SERVING" else 1
 

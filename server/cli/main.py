@@ -11,8 +11,19 @@ import argparse
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import cast
 
+from bridge import envvars
+from server.cli.args import (
+    Parser,
+    UsageError,
+    dial_address,
+    existing_data_dir,
+    fail,
+    positive_float,
+)
 from server.cli.health import add_health_command
 from server.cli.logs import configure_logging
 from server.cli.security import add_security_commands
@@ -27,22 +38,79 @@ _LAUNCHED = {
 """Subcommands run as ``python -m MODULE ARGS`` (name: (module, help))."""
 
 
+def default_spool_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """Where writers spool by default: ``TRACKBRIDGE_SPOOL_DIR``, else
+    ``$XDG_CACHE_HOME/trackbridge/spool``, else ``~/.cache/trackbridge/spool``.
+
+    The same rule as ``client_sdk.config.default_spool_dir`` (the receiver's package does not
+    import client code; tests/live/test_cli_errors.py checks that the two agree).
+    """
+    if env.get(envvars.TRACKBRIDGE_SPOOL_DIR):
+        return Path(env[envvars.TRACKBRIDGE_SPOOL_DIR])
+    cache = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache, "trackbridge", "spool")
+
+
 def _add_sync(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("sync", help="deliver the spools that dead clients left behind")
-    p.add_argument("spool_dir", nargs="?", help="default: TRACKBRIDGE_SPOOL_DIR or ~/.cache")
-    p.add_argument("--receiver", help="host:port (default TRACKBRIDGE_RECEIVER)")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS")
+    p.add_argument(
+        "spool_dir",
+        nargs="?",
+        type=Path,
+        help="the writers' spool folder (default: TRACKBRIDGE_SPOOL_DIR, else"
+        " $XDG_CACHE_HOME/trackbridge/spool, else ~/.cache/trackbridge/spool)",
+    )
+    p.add_argument(
+        "--receiver",
+        type=dial_address,
+        metavar="HOST:PORT",
+        help="the receiver (default: TRACKBRIDGE_RECEIVER, else 127.0.0.1:50551)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=300.0,
+        metavar="SECONDS",
+        help="give up on what is not delivered by then (default 300)",
+    )
     p.set_defaults(func=_sync)
 
 
 def _sync(args: argparse.Namespace) -> int:
+    directory = args.spool_dir if args.spool_dir is not None else default_spool_dir()
+    if not directory.exists():
+        origin = "" if args.spool_dir is not None else " (the default)"
+        raise UsageError(
+            f"no spool folder at {directory}{origin}: pass the folder the writers spooled to"
+            f" (their {envvars.TRACKBRIDGE_SPOOL_DIR} or WriterConfig.spool_dir)"
+        )
+    if not directory.is_dir():
+        raise UsageError(f"{directory} is not a folder: pass the writers' spool folder")
+    receiver = args.receiver or os.environ.get(envvars.TRACKBRIDGE_RECEIVER, "127.0.0.1:50551")
+    _check_receiver(receiver)
     # The sync tool is client-side code; the receiver's package only launches it.
     argv = [sys.executable, "-m", "client_sdk.sync", "--timeout", str(args.timeout)]
-    if args.spool_dir:
-        argv.append(args.spool_dir)
-    if args.receiver:
-        argv += ["--receiver", args.receiver]
+    argv += [str(directory), "--receiver", receiver]
     return subprocess.call(argv)
+
+
+def _check_receiver(receiver: str) -> None:
+    """Fails in one line when no receiver answers at ``receiver`` (any of a list)."""
+    if os.environ.get(envvars.TRACKBRIDGE_TLS_CERT):
+        return  # mutual TLS: a health check without the client's certificate proves nothing
+    from server.cli.health import check
+
+    ca = os.environ.get(envvars.TRACKBRIDGE_TLS_CA)
+    codes = []
+    for address in receiver.split(","):
+        code = check(address.strip(), timeout_s=5.0, tls_ca=Path(ca) if ca else None)
+        if code not in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+            return  # it answers (SERVING, NOT_SERVING while MLflow is down: it still stores)
+        codes.append(code)
+    raise UsageError(
+        f"no receiver answers at {receiver} ({', '.join(codes)}): start it"
+        " (trackbridge serve) or pass --receiver HOST:PORT; nothing was sent"
+    )
 
 
 def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,20 +123,34 @@ def _add_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _status(args: argparse.Namespace) -> int:
+    import sqlite3
+
     from server.cli.status import print_status
 
-    config = ReceiverConfig.resolve(data_dir=args.data_dir)
-    return print_status(config.data_dir, args.json)
+    data_dir = existing_data_dir(ReceiverConfig.resolve(data_dir=args.data_dir).data_dir)
+    if not (data_dir / "queue.db").is_file():
+        raise UsageError(
+            f"no receiver queue (queue.db) in {data_dir}: pass the --data-dir a receiver"
+            " was started with"
+        )
+    try:
+        return print_status(data_dir, args.json)
+    except sqlite3.Error as exc:
+        raise UsageError(f"cannot read {data_dir / 'queue.db'}: {exc}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface, for ``--help`` and for tests of deployment files."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="trackbridge",
         description="MLflow logging from many training clients, through one receiver.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    # Every subcommand's parser is a Parser too (argparse makes them of the parent's class).
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", required=True),
+    )
     add_serve_command(sub)
     for name, (_module, text) in _LAUNCHED.items():
         sub.add_parser(name, help=f"{text} (see: trackbridge {name} --help)", add_help=False)
@@ -87,7 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         _launch(_LAUNCHED[argv[0]][0], argv[1:])
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except UsageError as exc:
+        return fail(args.command, str(exc))
+    except KeyboardInterrupt:
+        return 130
     return result
 
 

@@ -5,43 +5,56 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from pathlib import Path
 
+from server.cli.args import (
+    UsageError,
+    host_port,
+    http_listen,
+    positive_float,
+    positive_int,
+    writable_data_dir,
+)
 from server.cli.security import add_serve_security_args, prepare_secrets, security_from_args
 from server.config import DEFAULT_DATA_DIR, DEFAULT_LISTEN, ReceiverConfig, redact_uri
 
 
 def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the receiver daemon")
-    p.add_argument("--listen", help=f"gRPC address host:port (default {DEFAULT_LISTEN})")
+    p.add_argument(
+        "--listen",
+        type=host_port,
+        metavar="HOST:PORT",
+        help=f"gRPC address host:port (default {DEFAULT_LISTEN})",
+    )
     p.add_argument("--data-dir", help=f"queue and embedded store (default ./{DEFAULT_DATA_DIR})")
     p.add_argument(
         "--tracking-uri",
         help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else an embedded SQLite store)",
     )
-    p.add_argument("--flush-interval", type=float, metavar="SECONDS", help="default 1.0")
+    p.add_argument("--flush-interval", type=positive_float, metavar="SECONDS", help="default 1.0")
     p.add_argument(
         "--fsync",
         choices=("normal", "full"),
         help="queue durability: normal survives process kill, full also power loss",
     )
-    p.add_argument("--shutdown-timeout", type=float, metavar="SECONDS", help="default 30")
+    p.add_argument("--shutdown-timeout", type=positive_float, metavar="SECONDS", help="default 30")
     p.add_argument(
         "--max-backlog",
-        type=int,
+        type=positive_int,
         metavar="EVENTS",
         help="events not yet in MLflow past which clients are told to back off (default 2000000)",
     )
     p.add_argument(
         "--run-lease",
-        type=float,
+        type=positive_float,
         metavar="SECONDS",
         help="end a run KILLED when its client is silent this long (default 600)",
     )
     live = p.add_argument_group("live view (web page, /metrics, Watch for top and tail)")
     live.add_argument(
         "--http-listen",
+        type=http_listen,
         metavar="HOST:PORT",
         help="web page and /metrics address, or 'off' (default: 127.0.0.1, gRPC port + 1;"
         " env TRACKBRIDGE_HTTP_LISTEN)",
@@ -53,7 +66,7 @@ def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     live.add_argument(
         "--client-timeout",
-        type=float,
+        type=positive_float,
         metavar="SECONDS",
         help="show a client disconnected when silent this long (default 150)",
     )
@@ -65,16 +78,20 @@ def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from server.data_dir import DataDirInUse
-    from server.receiver import Receiver, serve
-    from server.security.tls import CertificateError
-
-    prepare_secrets()
+    # Everything the flags say is checked before the receiver's imports (gRPC, MLflow: seconds).
     try:
         config = _serve_config(args)
     except ValueError as exc:
-        print(f"trackbridge serve: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None
+    writable_data_dir(config.data_dir)
+    if args.ready_file is not None and not args.ready_file.parent.is_dir():
+        raise UsageError(f"no folder {args.ready_file.parent} for --ready-file")
+    prepare_secrets()
+
+    from server.data_dir import DataDirInUse
+    from server.live.http import HttpListenError
+    from server.receiver import Receiver, serve
+    from server.security.tls import CertificateError
 
     def ready(receiver: Receiver) -> None:
         print(f"trackbridge receiver listening on port {receiver.port}", flush=True)
@@ -90,9 +107,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         drained = asyncio.run(serve(config, ready))
-    except (CertificateError, DataDirInUse) as exc:
-        print(f"trackbridge serve: {exc}", file=sys.stderr)
-        return 2
+    except (CertificateError, DataDirInUse, HttpListenError) as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        if "listen" not in str(exc):
+            raise
+        raise UsageError(
+            f"{exc}: is another receiver (or anything) on that port? pass --listen HOST:PORT"
+        ) from None
     return 0 if drained else 1
 
 

@@ -7,8 +7,8 @@ import time
 from typing import TextIO
 
 from bridge.channel import ChannelSecurity
-from bridge.pb.v1 import events_pb2
-from server.cli.watch_client import ViewerError, watch
+from bridge.pb.v1 import events_pb2, watch_pb2
+from server.cli.watch_client import VIEWER_FIX, ViewerError, watch
 
 
 def _when(ms: int) -> str:
@@ -36,6 +36,12 @@ def describe(event: events_pb2.Event) -> str:
     return f"{kind} {getattr(event, kind)}".replace("\n", " ").strip()
 
 
+def describe_scope(job: str, client_id: str) -> str:
+    """``client 'site-2' of job 'mnist'``, ``every client of job 'mnist'``, ..."""
+    who = f"client {client_id!r}" if client_id else "every client"
+    return f"{who} of job {job!r}" if job else f"{who} of every job"
+
+
 def run_tail(
     receiver: str,
     *,
@@ -47,9 +53,24 @@ def run_tail(
 ) -> int:
     """Prints events until interrupted (or ``count`` were printed); returns an exit code."""
     printed = 0
+    told = False
+    what = describe_scope(job, client_id)
 
     def trouble(message: str) -> None:
         print(f"trackbridge tail: {message}", file=sys.stderr, flush=True)
+
+    def tell(update: watch_pb2.WatchUpdate) -> None:
+        # Once, on the first answer: what this waits for, and whether anything matches yet.
+        nonlocal told
+        if told or not update.HasField("receiver"):
+            return
+        told = True
+        known = "" if update.clients else " (none has sent anything to this receiver yet)"
+        print(
+            f"trackbridge tail: waiting for events of {what} at {receiver}{known} (Ctrl-C to stop)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     try:
         for update in watch(
@@ -60,6 +81,7 @@ def run_tail(
             security=security,
             on_trouble=trouble,
         ):
+            tell(update)
             if update.events_dropped:
                 out.write(f"… {update.events_dropped} events skipped (reading too slowly)\n")
             for batch in update.batches:
@@ -74,7 +96,7 @@ def run_tail(
                         return 0
             out.flush()
     except ViewerError as exc:
-        print(f"trackbridge tail: {exc}", file=sys.stderr)
+        print(f"trackbridge tail: {exc}: {VIEWER_FIX}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         pass

@@ -7,6 +7,7 @@ import os
 
 from bridge import envvars
 from bridge.channel import ChannelSecurity
+from server.cli.args import UsageError, dial_address, positive_int, readable_file
 
 DEFAULT_RECEIVER = "127.0.0.1:50551"
 
@@ -14,6 +15,8 @@ DEFAULT_RECEIVER = "127.0.0.1:50551"
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--receiver",
+        type=dial_address,
+        metavar="HOST:PORT",
         help=f"the receiver's gRPC address (default TRACKBRIDGE_RECEIVER, else {DEFAULT_RECEIVER})",
     )
     p.add_argument(
@@ -22,6 +25,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--tls-ca",
+        type=readable_file,
         metavar="PEM",
         help="CA of the receiver's TLS certificate (default TRACKBRIDGE_TLS_CA; client"
         " certificate from TRACKBRIDGE_TLS_CERT/KEY when the receiver wants mutual TLS)",
@@ -42,7 +46,7 @@ def _security(args: argparse.Namespace) -> ChannelSecurity:
     try:
         return ChannelSecurity.resolve(tls_ca=args.tls_ca, token=token)
     except ValueError as exc:
-        raise SystemExit(f"trackbridge {args.command}: {exc}") from None
+        raise UsageError(str(exc)) from None
 
 
 def add_viewer_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,7 +55,11 @@ def add_viewer_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     _common(top)
     top.add_argument("--job", default="", help="only this job (default: all)")
     top.add_argument(
-        "-n", "--iterations", type=int, metavar="N", help="exit after N frames (default: never)"
+        "-n",
+        "--iterations",
+        type=positive_int,
+        metavar="N",
+        help="exit after N frames (default: never)",
     )
     top.set_defaults(func=_top)
 
@@ -59,7 +67,7 @@ def add_viewer_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     _common(tail)
     tail.add_argument("--job", default="", help="only this job (default: all)")
     tail.add_argument("--client", default="", help="only this client id (default: all)")
-    tail.add_argument("--count", type=int, metavar="N", help="exit after N events")
+    tail.add_argument("--count", type=positive_int, metavar="N", help="exit after N events")
     tail.set_defaults(func=_tail)
 
 

@@ -22,6 +22,8 @@ _FATAL = frozenset(
     }
 )
 _MAX_BACKOFF_S = 5.0
+VIEWER_FIX = "pass the receiver's viewer token (TRACKBRIDGE_VIEWER_TOKEN, or --viewer-token)"
+"""What to do when the receiver refuses a viewer."""
 
 
 class ViewerError(Exception):

@@ -48,6 +48,10 @@ class ClientRecord:
         self.samples: deque[tuple[float, int]] = deque(maxlen=_RATE_SAMPLES)
         self.rate = 0.0
 
+    def ended(self) -> bool:
+        """Whether the client's current run has ended (finished, failed, killed)."""
+        return self.status.get(self.run_key, "RUNNING") != "RUNNING"
+
     def backlog(self) -> int:
         """Events acknowledged but not yet in MLflow."""
         return sum(max(0, seq - self.flushed_seq.get(run, 0)) for run, seq in self.acked.items())

@@ -1,10 +1,12 @@
-"""The receiver's small HTTP server: the live page, its SSE stream, its API and ``/metrics``.
+"""The live view over HTTP: the page, its Server-Sent Events stream, its JSON API and ``/metrics``.
 
-Hand-written on asyncio streams, in the receiver's event loop: GET only, one request per
-connection, static files read once from the package. With a viewer token every route wants
-it (``Authorization: Bearer``, the ``trackbridge_viewer`` cookie, or ``?token=``, which the
-page trades for the cookie); without one, only loopback Host names are answered, so that a
-web page elsewhere cannot reach the view through DNS rebinding.
+An ASGI app (Starlette) served by uvicorn inside the receiver's own event loop; both come with
+MLflow, which the receiver needs anyway. What is ours is the policy: with a viewer token every
+route wants it (``Authorization: Bearer``, the ``trackbridge_viewer`` cookie, or ``?token=``,
+which a page address trades for the cookie); without one, only loopback Host names are
+answered, so that a web page elsewhere cannot reach the view through DNS rebinding. Every
+answer carries a strict Content-Security-Policy (scripts and styles from this origin only),
+and uvicorn answers 503 past :data:`MAX_CONNECTIONS` open connections.
 """
 
 from __future__ import annotations
@@ -13,53 +15,63 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import Callable, Mapping
-from http import HTTPStatus
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import unquote
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 from server.config import is_loopback
-from server.live import wire as live_json
+from server.live import wire
 from server.live.hub import Hub
-from server.live.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 _logger = logging.getLogger(__name__)
 
 COOKIE = "trackbridge_viewer"
-_STATIC_TYPES = {
+MAX_CONNECTIONS = 256
+"""Open connections (mostly page streams) past which new requests get 503."""
+_KEEPALIVE_S = 15.0
+_STATIC = {
     "app.js": "text/javascript; charset=utf-8",
     "charts.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
     "index.html": "text/html; charset=utf-8",
+    "vendor/uPlot.iife.min.js": "text/javascript; charset=utf-8",
+    "vendor/uPlot.min.css": "text/css; charset=utf-8",
+    "vendor/uPlot.LICENSE": "text/plain; charset=utf-8",
 }
-_HEADER_TIMEOUT_S = 10.0
-_WRITE_TIMEOUT_S = 30.0
-_KEEPALIVE_S = 15.0
-MAX_CONNECTIONS = 256
-"""Open connections (mostly page streams) past which new ones get 503."""
-_SECURITY_HEADERS = (
-    ("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; base-uri 'none'"),
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
-    ("X-Frame-Options", "DENY"),
-)
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self';"
+        " base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+_SSE_HEADERS = {"X-Accel-Buffering": "no"}
+
+Handler = Callable[[Request], Awaitable[Response]]
 
 
-class _Request:
-    def __init__(self, method: str, target: str, headers: Mapping[str, str]) -> None:
-        split = urlsplit(target)
-        self.method = method
-        self.raw_path = split.path
-        self.query = {k: v[-1] for k, v in parse_qs(split.query).items()}
-        self.headers = headers
+class HttpListenError(OSError):
+    """The live view's address cannot be served (in use, not local, no permission)."""
 
-    def cookie(self, name: str) -> str | None:
-        for part in self.headers.get("cookie", "").split(";"):
-            key, _, value = part.strip().partition("=")
-            if key == name:
-                return unquote(value)
-        return None
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its signal handlers: the receiver owns SIGTERM and SIGINT (it drains
+    its queue on them) and stops this server itself."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
 
 
 class LiveHttpServer:
@@ -68,8 +80,8 @@ class LiveHttpServer:
     Args:
         hub: The receiver's live hub.
         token: The viewer token; "" requires none (then only loopback Host names are served).
-        metrics_text: Renders ``/metrics``.
-        receiver_state: The receiver's own state, for the page's header.
+        metrics_text: Renders ``/metrics`` (body, content type).
+        receiver_state: The receiver's own state for the page's header, for one job.
     """
 
     def __init__(
@@ -77,163 +89,215 @@ class LiveHttpServer:
         hub: Hub,
         *,
         token: str,
-        metrics_text: Callable[[], str],
-        receiver_state: Callable[[], dict[str, Any]],
+        metrics_text: Callable[[], tuple[bytes, str]],
+        receiver_state: Callable[[str], dict[str, Any]],
     ) -> None:
         self._hub = hub
         self._token = token
         self._metrics_text = metrics_text
         self._receiver_state = receiver_state
         files = resources.files("server.live") / "static"
-        self._static = {name: (files / name).read_bytes() for name in _STATIC_TYPES}
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
+        self._static = {name: (files / name).read_bytes() for name in _STATIC}
+        self._server: _EmbeddedServer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.app = Starlette(
+            routes=[
+                Route("/", self._guard(self._page)),
+                Route("/jobs/{job:path}", self._guard(self._page)),
+                Route("/static/{name:path}", self._guard(self._file)),
+                Route("/metrics", self._guard(self._metrics)),
+                Route("/api/jobs", self._guard(self._jobs)),
+                Route("/api/jobs/{rest:path}", self._guard(self._job_api)),
+            ]
+        )
+        self.app.add_exception_handler(404, self._not_found)
+        self.app.add_exception_handler(405, self._not_allowed)
 
     async def start(self, host: str, port: int) -> int:
-        """Listens on ``host:port``; returns the bound port."""
-        self._server = await asyncio.start_server(self._serve, host, port, limit=16 * 1024)
-        return int(self._server.sockets[0].getsockname()[1])
+        """Listens on ``host:port``; returns the bound port.
+
+        Raises:
+            HttpListenError: The address cannot be bound; the message says which and why.
+        """
+        sock = _bind(host, port)
+        config = uvicorn.Config(
+            self.app,
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            limit_concurrency=MAX_CONNECTIONS,
+            timeout_keep_alive=5,
+            timeout_graceful_shutdown=2,
+            server_header=False,
+            date_header=False,
+            h11_max_incomplete_event_size=16 * 1024,
+        )
+        server = self._server = _EmbeddedServer(config)
+        self._task = asyncio.create_task(server.serve(sockets=[sock]), name="trackbridge-http")
+        while not server.started:
+            if self._task.done():
+                self._task.result()  # raises what stopped it
+                raise HttpListenError(f"the live view did not start on {host}:{port}")
+            await asyncio.sleep(0.01)
+        return int(sock.getsockname()[1])
 
     async def stop(self) -> None:
-        """Stops listening and ends open streams."""
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._handlers):
-            task.cancel()
-        if self._handlers:
-            await asyncio.wait(list(self._handlers), timeout=5.0)
-        if self._server is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 5.0)
-            self._server = None
+        """Stops listening; open streams end (the hub has closed them) or are cut."""
+        if self._server is None or self._task is None:
+            return
+        self._server.should_exit = True
+        done, _ = await asyncio.wait([self._task], timeout=5.0)
+        if not done:
+            self._server.force_exit = True
+            self._task.cancel()
+        self._server = None
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        try:
-            if len(self._handlers) > MAX_CONNECTIONS:
-                await _send(writer, HTTPStatus.SERVICE_UNAVAILABLE, b"too many viewers\n")
-                return
-            request = await self._read_request(reader)
-            if request is not None:
-                await self._route(request, reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError):
-            pass
-        except asyncio.CancelledError:
-            pass  # the receiver is stopping
-        except Exception:
-            _logger.exception("live view: request failed")
-        finally:
-            self._handlers.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+    # -- policy --------------------------------------------------------------------------------
 
-    async def _read_request(self, reader: asyncio.StreamReader) -> _Request | None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _HEADER_TIMEOUT_S)
-        except (asyncio.LimitOverrunError, ValueError):
+    def _guard(self, handler: Handler) -> Handler:
+        """Wraps a route: Host check or token, then the security headers on every answer."""
+
+        async def guarded(request: Request) -> Response:
+            response = await self._admit(request)
+            if response is None:
+                response = await handler(request)
+            response.headers.update(_SECURITY_HEADERS)
+            return response
+
+        return guarded
+
+    async def _admit(self, request: Request) -> Response | None:
+        if not self._token:
+            if not _loopback_host(request.headers.get("host", "")):
+                return PlainTextResponse("loopback host names only\n", 403)
             return None
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3:
-            return None
-        headers = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if sep:
-                headers[name.strip().lower()] = value.strip()
-        return _Request(parts[0], parts[1], headers)
-
-    async def _route(
-        self, req: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        if req.method != "GET":
-            await _send(writer, HTTPStatus.METHOD_NOT_ALLOWED, b"GET only\n", [("Allow", "GET")])
-            return
-        if not self._token and not _loopback_host(req.headers.get("host", "")):
-            await _send(writer, HTTPStatus.FORBIDDEN, b"loopback host names only\n")
-            return
-        segments = [unquote(s) for s in req.raw_path.split("/")[1:]]
-        page = segments == [""] or (segments[0] == "jobs" and len(segments) <= 2)
-        if self._token and not self._authorized(req):
-            if page and req.query.get("token") is not None:
-                await _send(writer, HTTPStatus.UNAUTHORIZED, b"wrong viewer token\n")
-                return
-            body = b"viewer token required: open this address with ?token=<viewer token>\n"
-            await _send(writer, HTTPStatus.UNAUTHORIZED, body, [("WWW-Authenticate", "Bearer")])
-            return
-        if self._token and page and "token" in req.query:
+        page = request.url.path == "/" or request.url.path.startswith("/jobs/")
+        offered = request.query_params.get("token")
+        if not self._authorized(request):
+            if page and offered is not None:
+                return PlainTextResponse("wrong viewer token\n", 401)
+            return PlainTextResponse(
+                "viewer token required: open this address with ?token=<viewer token>\n",
+                401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if page and offered is not None:
             # Trade the token in the address for a cookie, and drop it from the address bar.
-            cookie = f"{COOKIE}={quote(self._token)}; HttpOnly; SameSite=Strict; Path=/"
-            extra = [("Location", req.raw_path), ("Set-Cookie", cookie)]
-            await _send(writer, HTTPStatus.SEE_OTHER, b"", extra)
-            return
-        if page:
-            await self._send_static(writer, "index.html")
-        elif len(segments) == 2 and segments[0] == "static" and segments[1] in _STATIC_TYPES:
-            await self._send_static(writer, segments[1])
-        elif segments == ["metrics"]:
-            body = self._metrics_text().encode()
-            await _send(writer, HTTPStatus.OK, body, [("Content-Type", METRICS_CONTENT_TYPE)])
-        elif segments == ["api", "jobs"]:
-            await _send_json(writer, live_json.jobs(self._hub))
-        elif len(segments) == 3 and segments[:2] == ["api", "jobs"]:
-            text = live_json.snapshot(self._hub, segments[2], _metrics(req), self._receiver_state())
-            await _send_json(writer, text)
-        elif len(segments) == 4 and segments[:2] == ["api", "jobs"] and segments[3] == "events":
-            await self._stream(segments[2], _metrics(req), reader, writer)
-        else:
-            await _send(writer, HTTPStatus.NOT_FOUND, b"not found\n")
+            response = RedirectResponse(_raw_path(request), 303)
+            response.set_cookie(COOKIE, self._token, httponly=True, samesite="strict")
+            return response
+        return None
 
-    def _authorized(self, req: _Request) -> bool:
+    def _authorized(self, request: Request) -> bool:
         token = self._token.encode()
-        offered = [req.query.get("token"), req.cookie(COOKIE)]
-        scheme, _, credentials = req.headers.get("authorization", "").partition(" ")
+        offered = [request.query_params.get("token"), request.cookies.get(COOKIE)]
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer":
             offered.append(credentials.strip())
         return any(o is not None and hmac.compare_digest(o.encode(), token) for o in offered)
 
-    async def _send_static(self, writer: asyncio.StreamWriter, name: str) -> None:
-        headers = [("Content-Type", _STATIC_TYPES[name])]
-        await _send(writer, HTTPStatus.OK, self._static[name], headers)
+    # -- routes --------------------------------------------------------------------------------
 
-    async def _stream(
-        self,
-        job: str,
-        metrics: frozenset[str] | None,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
-        head = [("Content-Type", "text/event-stream"), ("X-Accel-Buffering", "no")]
-        await _send(writer, HTTPStatus.OK, None, head)
-        writer.write(b"retry: 2000\n\n")
+    async def _page(self, request: Request) -> Response:
+        return self._send_static("index.html")
+
+    async def _file(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in _STATIC:
+            return await self._not_found(request, None)
+        return self._send_static(name)
+
+    def _send_static(self, name: str) -> Response:
+        return Response(self._static[name], media_type=_STATIC[name])
+
+    async def _metrics(self, request: Request) -> Response:
+        body, content_type = self._metrics_text()
+        return Response(body, headers={"Content-Type": content_type})
+
+    async def _jobs(self, request: Request) -> Response:
+        return _json(wire.jobs(self._hub))
+
+    async def _job_api(self, request: Request) -> Response:
+        # From the raw path: a job's name may hold a "/", sent as %2F.
+        segments = _raw_path(request).split("/")[3:]
+        metrics = _metrics(request.query_params)
+        if len(segments) == 1:
+            job = unquote(segments[0])
+            return _json(wire.snapshot(self._hub, job, metrics, self._receiver_state(job)))
+        if len(segments) == 2 and segments[1] == "events":
+            job = unquote(segments[0])
+            return StreamingResponse(
+                self._stream(job, metrics),
+                media_type="text/event-stream",
+                headers=_SSE_HEADERS,
+            )
+        return await self._not_found(request, None)
+
+    async def _stream(self, job: str, metrics: frozenset[str] | None) -> AsyncIterator[bytes]:
+        yield b"retry: 2000\n\n"
         sub = self._hub.subscribe(job)
-        hangup = asyncio.ensure_future(reader.read(1))  # the browser went away (EOF)
         try:
-            while not sub.closed and not hangup.done():
+            while not sub.closed:
                 if not await sub.wait(_KEEPALIVE_S):
-                    writer.write(b": keepalive\n\n")
+                    yield b": keepalive\n\n"
+                    continue
+                resync, deltas, _, _ = sub.take()
+                receiver = self._receiver_state(job)
+                if resync:
+                    text: str | None = wire.snapshot(self._hub, job, metrics, receiver)
                 else:
-                    resync, deltas, _, _ = sub.take()
-                    receiver = self._receiver_state()
-                    if resync:
-                        text: str | None = live_json.snapshot(self._hub, job, metrics, receiver)
-                    else:
-                        text = live_json.delta(deltas, metrics, receiver)
-                    if text is not None:
-                        writer.write(f"data: {text}\n\n".encode())
-                await asyncio.wait_for(writer.drain(), _WRITE_TIMEOUT_S)
+                    text = wire.delta(deltas, metrics, receiver)
+                if text is not None:
+                    yield f"data: {text}\n\n".encode()
         finally:
-            hangup.cancel()
             self._hub.unsubscribe(sub)
 
+    async def _not_found(self, request: Request, exc: Exception | None) -> Response:
+        response = PlainTextResponse("not found\n", 404)
+        response.headers.update(_SECURITY_HEADERS)
+        return response
 
-def _metrics(req: _Request) -> frozenset[str] | None:
-    raw = req.query.get("metrics")
+    async def _not_allowed(self, request: Request, exc: Exception | None) -> Response:
+        response = PlainTextResponse("GET only\n", 405, headers={"Allow": "GET"})
+        response.headers.update(_SECURITY_HEADERS)
+        return response
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (bound here, so that a failure is ours to word)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise HttpListenError(
+            f"cannot serve the live view on {host}:{port} ({exc.strerror or exc}):"
+            " pass --http-listen HOST:PORT, or off"
+        ) from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise HttpListenError(
+            f"cannot serve the live view on {host}:{port} ({(exc.strerror or str(exc)).lower()}):"
+            " pass --http-listen HOST:PORT (port 0 picks a free one), or off"
+        ) from None
+    sock.setblocking(False)
+    return sock
+
+
+def _raw_path(request: Request) -> str:
+    raw = request.scope.get("raw_path")
+    return raw.decode("latin-1").split("?", 1)[0] if raw else request.url.path
+
+
+def _metrics(query: Mapping[str, str]) -> frozenset[str] | None:
+    raw = query.get("metrics")
     if raw is None:
-        return None if "metrics" not in req.query else frozenset()
+        return None
     return frozenset(m for m in raw.split(",") if m)
 
 
@@ -244,24 +308,5 @@ def _loopback_host(host_header: str) -> bool:
     return is_loopback(host)
 
 
-async def _send_json(writer: asyncio.StreamWriter, text: str) -> None:
-    await _send(writer, HTTPStatus.OK, text.encode(), [("Content-Type", "application/json")])
-
-
-async def _send(
-    writer: asyncio.StreamWriter,
-    status: HTTPStatus,
-    body: bytes | None,
-    headers: list[tuple[str, str]] | None = None,
-) -> None:
-    """Writes a response head and, unless ``body`` is None (a stream follows), its body."""
-    lines = [f"HTTP/1.1 {status.value} {status.phrase}"]
-    all_headers = [*_SECURITY_HEADERS, ("Cache-Control", "no-store"), *(headers or [])]
-    if not any(name == "Content-Type" for name, _ in all_headers):
-        all_headers.append(("Content-Type", "text/plain; charset=utf-8"))
-    if body is not None:
-        all_headers.append(("Content-Length", str(len(body))))
-    all_headers.append(("Connection", "close"))
-    lines += [f"{name}: {value}" for name, value in all_headers]
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b""))
-    await asyncio.wait_for(writer.drain(), _WRITE_TIMEOUT_S)
+def _json(text: str) -> Response:
+    return Response(text, media_type="application/json")

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 
 from bridge.pb.v1 import events_pb2
 from server.live.clients import ClientRecord
-from server.live.metrics import Histogram, HistogramSnapshot
+from server.live.metrics import flush_histogram
 from server.live.model import ClientRow, Delta, Subscription
 from server.live.series import Point
 from server.queue.sqlite import RunRecord
@@ -64,7 +64,8 @@ class Hub:
         self._flushed: list[tuple[str, int, int]] = []
         self._dead: list[str] = []
         self._run_ids: list[tuple[str, str, str]] = []
-        self.flush_seconds = Histogram()
+        self.flush_seconds = flush_histogram()
+        """Seconds to write one stored batch to MLflow (thread-safe; read by /metrics)."""
         self.wake: Callable[[], None] = lambda: None
         """Called when new data waits for a pump (set by the pump's owner)."""
         for run in runs:
@@ -129,12 +130,7 @@ class Hub:
         """Records that a run's events up to ``last_seq`` reached MLflow (thread-safe)."""
         with self._lock:
             self._flushed.append((run_key, last_seq, events))
-            self.flush_seconds.observe(seconds)
-
-    def flush_histogram(self) -> HistogramSnapshot:
-        """The flush-duration histogram (thread-safe)."""
-        with self._lock:
-            return self.flush_seconds.snapshot()
+        self.flush_seconds.observe(seconds)
 
     def dead_lettered(self, run_key: str) -> None:
         """Records an entry MLflow refused for good (thread-safe)."""
@@ -196,8 +192,12 @@ class Hub:
             if j == job
         }
 
+    def job_backlog(self, job: str) -> int:
+        """Events of a job's clients acknowledged but not yet in MLflow."""
+        return sum(c.backlog() for (j, _), c in self._clients.items() if j == job)
+
     def connected_clients(self) -> int:
-        """How many clients were heard from within the client timeout."""
+        """How many clients' runs go on and were heard from within the client timeout."""
         now = self._clock()
         return sum(self._connected(c, now) for c in self._clients.values())
 
@@ -262,8 +262,10 @@ class Hub:
     # -- internals ---------------------------------------------------------------------------------
 
     def _connected(self, client: ClientRecord, now: float) -> bool:
+        # A client whose run ended is not counted as connected, though it may still be heard
+        # from for a moment: it is "finished" (or failed, killed) from its run's end on.
         seen = client.last_seen
-        return seen is not None and now - seen < self.client_timeout_s
+        return seen is not None and now - seen < self.client_timeout_s and not client.ended()
 
     def _digest(self) -> None:
         total = self._inbox_events

@@ -1,91 +1,64 @@
-"""``/metrics``: the receiver's pipeline in the Prometheus text format (version 0.0.4).
+"""``/metrics``: the receiver's pipeline for Prometheus, through prometheus_client.
 
-Written by hand (a dozen families) so that the receiver needs no metrics library. Per-client
-counters start at zero when the receiver starts, as Prometheus counters do.
+One collector reads the live hub and the receiver's counters at scrape time (nothing is
+updated on the hot path); prometheus_client's process, platform and garbage-collector
+collectors sit beside it in a registry of the receiver's own (two receivers in one process,
+as in tests and the demo, do not share one). Per-client counters start at zero when the
+receiver starts, as Prometheus counters do.
 """
 
 from __future__ import annotations
 
-import bisect
-import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from server.live.model import ClientRow, Counters
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+"""The text format (0.0.4) every Prometheus reads."""
 FLUSH_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-class Histogram:
-    """A cumulative-bucket histogram; not thread-safe (its owner holds a lock)."""
-
-    def __init__(self, buckets: Sequence[float] = FLUSH_BUCKETS_S) -> None:
-        self.buckets = tuple(buckets)
-        self._counts = [0] * (len(self.buckets) + 1)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        """Counts one observation."""
-        self._counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.sum += value
-        self.count += 1
-
-    def snapshot(self) -> HistogramSnapshot:
-        """Cumulative counts per upper bound, for rendering."""
-        cumulative = []
-        running = 0
-        for bound, count in zip((*self.buckets, math.inf), self._counts, strict=True):
-            running += count
-            cumulative.append((bound, running))
-        return HistogramSnapshot(tuple(cumulative), self.sum, self.count)
-
-
-@dataclass(frozen=True, slots=True)
-class HistogramSnapshot:
-    """A histogram's state at one moment."""
-
-    buckets: tuple[tuple[float, int], ...]
-    sum: float
-    count: int
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if isinstance(value, int) or value.is_integer():
-        return str(int(value))
-    return repr(value)
-
-
-def _family(name: str, kind: str, help_text: str, samples: Iterable[str]) -> list[str]:
-    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *samples]
+def flush_histogram() -> Histogram:
+    """The flush-duration histogram the hub observes into (registered by :class:`Exporter`)."""
+    return Histogram(
+        "trackbridge_flush_duration_seconds",
+        "Time to write one stored batch to MLflow.",
+        buckets=FLUSH_BUCKETS_S,
+        registry=None,
+    )
 
 
 # (metric, type, ClientRow attribute, help)
 _PER_CLIENT = (
     (
-        "trackbridge_events_received_total",
+        "trackbridge_events_received",
         "counter",
         "events_received",
         "Events in accepted batches, resends included.",
     ),
     (
-        "trackbridge_events_acked_total",
+        "trackbridge_events_acked",
         "counter",
         "events_acked",
         "Events durably stored and acknowledged.",
     ),
-    ("trackbridge_events_flushed_total", "counter", "events_flushed", "Events written to MLflow."),
+    ("trackbridge_events_flushed", "counter", "events_flushed", "Events written to MLflow."),
     (
-        "trackbridge_events_dead_lettered_total",
+        "trackbridge_events_dead_lettered",
         "counter",
         "dead_letters",
         "Entries MLflow refused for good.",
@@ -106,86 +79,122 @@ _PER_CLIENT = (
         "trackbridge_client_connected",
         "gauge",
         "connected",
-        "1 when heard from within the client timeout.",
+        "1 while the client's run goes on and it was heard from within the client timeout.",
     ),
 )
 
+# (metric, type, Counters attribute, help)
+_SCALARS = (
+    (
+        "trackbridge_events_duplicate",
+        "counter",
+        "events_duplicate",
+        "Resent events already stored.",
+    ),
+    ("trackbridge_batches_rejected", "counter", "batches_rejected", "Malformed batches refused."),
+    (
+        "trackbridge_batches_throttled",
+        "counter",
+        "batches_throttled",
+        "Batches refused: backlog full.",
+    ),
+    ("trackbridge_queue_batches", "gauge", "queued_batches", "Stored batches not yet in MLflow."),
+    ("trackbridge_backlog_events", "gauge", "backlog_events", "Stored events not yet in MLflow."),
+    (
+        "trackbridge_mlflow_errors",
+        "counter",
+        "mlflow_errors",
+        "Failed MLflow calls (retries count).",
+    ),
+)
 
-def render(
-    rows: Sequence[ClientRow],
-    counters: Counters,
-    *,
-    mlflow_up: bool,
-    flush: HistogramSnapshot,
-) -> str:
-    """The exposition text for the receiver's current state."""
-    lines: list[str] = []
-    for name, kind, attr, help_text in _PER_CLIENT:
-        samples = (
-            f'{name}{{job="{_escape(r.job)}",client="{_escape(r.client_id)}"}} '
-            f"{_number(float(getattr(r, attr)))}"
-            for r in rows
-        )
-        lines += _family(name, kind, help_text, samples)
-    connected = sum(r.connected for r in rows)
-    scalars = (
-        (
+# reason label -> Counters attribute
+_REFUSALS = (
+    ("unauthenticated", "calls_unauthenticated"),
+    ("permission_denied", "calls_permission_denied"),
+    ("calls_in_flight", "calls_over_in_flight"),
+    ("rate_limit", "batches_rate_limited"),
+)
+
+
+def _family(
+    name: str, kind: str, help_text: str, labels: list[str] | None = None
+) -> CounterMetricFamily | GaugeMetricFamily:
+    if kind == "counter":
+        return CounterMetricFamily(name, help_text, labels=labels)
+    return GaugeMetricFamily(name, help_text, labels=labels)
+
+
+class _LiveCollector(Collector):
+    """Reads the hub and the counters when Prometheus scrapes."""
+
+    def __init__(
+        self,
+        rows: Callable[[], list[ClientRow]],
+        counters: Callable[[], Counters],
+        mlflow_up: Callable[[], bool],
+        flush: Histogram,
+    ) -> None:
+        self._rows = rows
+        self._counters = counters
+        self._mlflow_up = mlflow_up
+        self._flush = flush
+
+    def collect(self) -> Iterator[Metric]:
+        rows = self._rows()
+        for name, kind, attr, help_text in _PER_CLIENT:
+            family = _family(name, kind, help_text, ["job", "client"])
+            for r in rows:
+                family.add_metric([r.job, r.client_id], float(getattr(r, attr)))
+            yield family
+        yield GaugeMetricFamily(
             "trackbridge_connected_clients",
-            "gauge",
-            "Clients heard from within the client timeout.",
-            connected,
-        ),
-        (
-            "trackbridge_events_duplicate_total",
-            "counter",
-            "Resent events already stored.",
-            counters.events_duplicate,
-        ),
-        (
-            "trackbridge_batches_rejected_total",
-            "counter",
-            "Malformed batches refused.",
-            counters.batches_rejected,
-        ),
-        (
-            "trackbridge_batches_throttled_total",
-            "counter",
-            "Batches refused: backlog full.",
-            counters.batches_throttled,
-        ),
-        (
-            "trackbridge_queue_batches",
-            "gauge",
-            "Stored batches not yet in MLflow.",
-            counters.queued_batches,
-        ),
-        (
-            "trackbridge_backlog_events",
-            "gauge",
-            "Stored events not yet in MLflow.",
-            counters.backlog_events,
-        ),
-        (
-            "trackbridge_mlflow_errors_total",
-            "counter",
-            "Failed MLflow calls (retries count).",
-            counters.mlflow_errors,
-        ),
-        (
+            "Clients whose run goes on, heard from within the client timeout.",
+            value=sum(r.connected for r in rows),
+        )
+        counters = self._counters()
+        for name, kind, attr, help_text in _SCALARS:
+            family = _family(name, kind, help_text)
+            family.add_metric([], float(getattr(counters, attr)))
+            yield family
+        refused = CounterMetricFamily(
+            "trackbridge_calls_refused",
+            "Calls and batches refused before they were stored, by reason.",
+            labels=["reason"],
+        )
+        for reason, attr in _REFUSALS:
+            refused.add_metric([reason], float(getattr(counters, attr)))
+        yield refused
+        yield GaugeMetricFamily(
             "trackbridge_mlflow_up",
-            "gauge",
             "1 unless the flusher fails to reach MLflow.",
-            int(mlflow_up),
-        ),
-    )
-    for name, kind, help_text, value in scalars:
-        lines += _family(name, kind, help_text, [f"{name} {_number(float(value))}"])
-    name = "trackbridge_flush_duration_seconds"
-    buckets = [f'{name}_bucket{{le="{_number(b)}"}} {c}' for b, c in flush.buckets]
-    lines += _family(
-        name,
-        "histogram",
-        "Time to write one stored batch to MLflow.",
-        [*buckets, f"{name}_sum {flush.sum!r}", f"{name}_count {flush.count}"],
-    )
-    return "\n".join(lines) + "\n"
+            value=int(self._mlflow_up()),
+        )
+        yield from self._flush.collect()
+
+
+class Exporter:
+    """The receiver's ``/metrics``: its own registry, rendered on demand.
+
+    Args:
+        rows: Every client's row, with the flusher's latest counts folded in.
+        counters: The receiver's counters.
+        mlflow_up: Whether the flusher reaches MLflow.
+        flush: The flush-duration histogram (see :func:`flush_histogram`).
+    """
+
+    def __init__(
+        self,
+        rows: Callable[[], list[ClientRow]],
+        counters: Callable[[], Counters],
+        mlflow_up: Callable[[], bool],
+        flush: Histogram,
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_LiveCollector(rows, counters, mlflow_up, flush))
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE

@@ -23,6 +23,14 @@ class Counters:
     dead_letters: int
     mlflow_errors: int
     queued_batches: int
+    calls_unauthenticated: int = 0
+    """Calls refused for a missing, wrong or revoked client token."""
+    calls_permission_denied: int = 0
+    """Batches refused for claiming another client's id or run."""
+    calls_over_in_flight: int = 0
+    """Calls refused because the client had too many in flight."""
+    batches_rate_limited: int = 0
+    """Batches refused because the client was over its rate limit."""
 
 
 MAX_QUEUED_DELTAS = 16

@@ -20,9 +20,9 @@ from grpc_health.v1._async import HealthServicer
 from bridge.pb.v1 import watch_pb2
 from bridge.protocol import INGEST_SERVICE
 from server.config import ReceiverConfig
-from server.live import metrics
 from server.live.http import LiveHttpServer
 from server.live.hub import Hub
+from server.live.metrics import Exporter
 
 if TYPE_CHECKING:
     from server.live.model import Counters
@@ -66,21 +66,27 @@ class Live:
         self._serving: bool | None = None
         self._stopping = False
         self.pump_errors = 0
+        self.exporter = Exporter(hub.client_counters, counters, mlflow_reachable, hub.flush_seconds)
 
     async def start(self) -> int | None:
-        """Starts the pump and the HTTP server; returns the HTTP port (None when off)."""
+        """Starts the HTTP server and the pump; returns the HTTP port (None when off).
+
+        Raises:
+            HttpListenError: The HTTP address cannot be served.
+        """
+        port = None
+        address = self._config.http_address
+        if address is not None:
+            self._http = LiveHttpServer(
+                self.hub,
+                token=self._config.viewer_token,
+                metrics_text=self.exporter.render,
+                receiver_state=self.receiver_json,
+            )
+            port = await self._http.start(*address)
         self.hub.wake = self._wake.set
         self._task = asyncio.create_task(self._pump_loop(), name="trackbridge-live")
-        address = self._config.http_address
-        if address is None:
-            return None
-        self._http = LiveHttpServer(
-            self.hub,
-            token=self._config.viewer_token,
-            metrics_text=self.metrics_text,
-            receiver_state=self.receiver_json,
-        )
-        return await self._http.start(*address)
+        return port
 
     async def stop(self) -> None:
         """Ends every viewer's stream, then the HTTP server and the pump."""
@@ -95,15 +101,6 @@ class Live:
             if not done:
                 self._task.cancel()
 
-    def metrics_text(self) -> str:
-        """The ``/metrics`` exposition."""
-        return metrics.render(
-            self.hub.client_counters(),
-            self._counters(),
-            mlflow_up=self._mlflow_reachable(),
-            flush=self.hub.flush_histogram(),
-        )
-
     def receiver_state(self) -> watch_pb2.ReceiverState:
         """The receiver's own state, for Watch."""
         return watch_pb2.ReceiverState(
@@ -113,12 +110,12 @@ class Live:
             mlflow_ui_url=self.hub.mlflow_ui_url,
         )
 
-    def receiver_json(self) -> dict[str, Any]:
-        """The receiver's own state, for the page."""
+    def receiver_json(self, job: str) -> dict[str, Any]:
+        """The receiver's own state, for the page of ``job``: its backlog and the job's."""
         return {
             "mlflow_up": self._mlflow_reachable(),
             "backlog": self._counters().backlog_events,
-            "connected": self.hub.connected_clients(),
+            "job_backlog": self.hub.job_backlog(job),
             "mlflow_ui": self.hub.mlflow_ui_url,
         }
 

@@ -23,6 +23,7 @@ import yaml
 from bridge import envvars
 from bridge.protocol import INGEST_SERVICE
 from server.cli.health import local_address
+from server.cli.health import target as health_target
 from server.cli.main import build_parser
 from server.config import ReceiverConfig
 
@@ -237,7 +238,7 @@ def test_the_image_serves_and_stores_where_the_receiver_does() -> None:
     assert health[0] == "trackbridge"
     args = parse_cli(health[1:])
     assert args.command == "health"
-    assert port_of(args.address or local_address(env)) == grpc_port
+    assert port_of(health_target(args, env)) == grpc_port
 
     build = dockerfile_all_text()
     assert "-c .ci/constraints.txt" in build and '".[server]"' in build

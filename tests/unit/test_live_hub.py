@@ -10,7 +10,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.pb.v1 import events_pb2
-from server.live import metrics
 from server.live import wire as live_json
 from server.live.clients import MAX_KEYS_PER_CLIENT
 from server.live.hub import Hub
@@ -104,16 +103,27 @@ def test_hub_counts_digests_and_pushes_once_per_pump() -> None:
     (row,) = sub.take()[1][0].clients or ()
     assert (row.events_flushed, row.dead_letters, row.backlog_events) == (3, 1, 1)
     assert row.mlflow_run_url == "http://mlflow:5000/#/experiments/7/runs/r1"
-    assert hub.flush_histogram().count == 1
+    (family,) = hub.flush_seconds.collect()
+    assert {s.name: s.value for s in family.samples}[
+        "trackbridge_flush_duration_seconds_count"
+    ] == 1
+    assert hub.job_backlog("job") == 1
+    assert hub.job_backlog("other") == 0
 
     # Silence past the client timeout means disconnected; a run end means finished.
     clock.now += 10
     hub.pump(states_due=True)
     assert hub.rows()[0].state == "disconnected"
+    hub.heartbeat("run-a")
+    assert hub.connected_clients() == 1
+    # A run's end: finished at the next pump, and no longer counted as connected, though the
+    # client is still heard from (it may heartbeat until it closes).
     hub.received(_batch("a", "run-a", 5, [], end=True), 5)
     hub.pump(states_due=False)
-    assert hub.rows()[0].state == "finished"
-    assert hub.connected_clients() == 1
+    (row,) = hub.rows()
+    assert (row.state, row.connected) == ("finished", False)
+    assert hub.connected_clients() == 0
+    assert hub.jobs() == {"job": (1, 0)}
 
 
 def test_a_new_top_level_run_starts_the_charts_afresh() -> None:
@@ -134,7 +144,13 @@ def test_a_restarted_hub_knows_its_runs_and_bounds_keys() -> None:
     assert not row.connected
     assert row.mlflow_run_url == "http://mlflow:5000/#/experiments/3/runs/r1"
     hub.heartbeat("run-a")
-    assert hub.rows()[0].connected
+    assert hub.rows()[0].state == "finished"
+    assert not hub.rows()[0].connected  # heard from, but its run is over
+    running = RunRecord("run-c", "c", "job", 2, 2, "r2", "3", "RUNNING")
+    hub = _hub(FakeClock(), runs=[record, running])
+    assert [r.state for r in hub.rows()] == ["finished", "disconnected"]
+    hub.heartbeat("run-c")
+    assert [r.connected for r in hub.rows()] == [False, True]
     many = [(f"k{i}", 1.0, 0) for i in range(MAX_KEYS_PER_CLIENT + 5)]
     hub.received(_batch("b", "run-b", 1, many), len(many))
     hub.pump(states_due=False)
@@ -193,6 +209,7 @@ def test_metrics_text_parses_and_escapes_labels() -> None:
     hub = _hub(FakeClock())
     hub.received(_batch('we"ird\\cli\nent', "r", 1, [("x", 1.0, 0)]), 1)
     hub.flushed("r", 1, 1, 0.3)
+    from server.live.metrics import Exporter
     from server.live.model import Counters
 
     counters = Counters(
@@ -205,16 +222,26 @@ def test_metrics_text_parses_and_escapes_labels() -> None:
         dead_letters=0,
         mlflow_errors=5,
         queued_batches=0,
+        calls_unauthenticated=3,
+        batches_rate_limited=4,
     )
-    text = metrics.render(
-        hub.client_counters(), counters, mlflow_up=False, flush=hub.flush_histogram()
-    )
-    families = {f.name: f for f in text_string_to_metric_families(text)}
+    exporter = Exporter(hub.client_counters, lambda: counters, lambda: False, hub.flush_seconds)
+    body, content_type = exporter.render()
+    assert content_type.startswith("text/plain; version=0.0.4")
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
     (sample,) = families["trackbridge_events_received"].samples
     assert sample.labels == {"job": "job", "client": 'we"ird\\cli\nent'}
     assert sample.value == 1
     assert families["trackbridge_mlflow_up"].samples[0].value == 0
     assert families["trackbridge_mlflow_errors"].samples[0].value == 5
+    assert families["trackbridge_batches_rejected"].samples[0].value == 2
+    refused = {s.labels["reason"]: s.value for s in families["trackbridge_calls_refused"].samples}
+    assert refused == {
+        "unauthenticated": 3,
+        "permission_denied": 0,
+        "calls_in_flight": 0,
+        "rate_limit": 4,
+    }
     histogram = {
         s.labels.get("le"): s.value
         for s in families["trackbridge_flush_duration_seconds"].samples
@@ -223,6 +250,9 @@ def test_metrics_text_parses_and_escapes_labels() -> None:
     assert histogram["0.25"] == 0
     assert histogram["0.5"] == 1
     assert histogram["+Inf"] == 1
+    # prometheus_client's own collectors ride along.
+    assert families["process_resident_memory_bytes"].samples[0].value > 0
+    assert "python_info" in families
 
 
 @pytest.mark.parametrize("points", [2, 3, 7])
