@@ -1,11 +1,12 @@
 // trackbridge live view: one job's clients, pushed by the receiver over Server-Sent Events.
-// Plain DOM and inline SVG (charts.js), no dependencies: works offline, under a strict CSP.
+// Plain DOM plus uPlot (charts.js): no CDN, works offline, under a strict CSP.
 "use strict";
 
 (() => {
-  const { chartSvg, color, domainOf, drawChart, fmt, setText, svg } = window.trackbridgeCharts;
+  const { MetricChart, assignColors, color, fmt, setText } = window.trackbridgeCharts;
   const MAX_POINTS = 600; // per series in the browser; thinned to half past it
   const DEFAULT_CHARTS = 3;
+  const ENDED = ["finished", "failed", "killed"];
 
   const $ = (selector) => document.querySelector(selector);
 
@@ -18,12 +19,11 @@
 
   const counter = new Intl.NumberFormat("en-US");
   const count = (n) => counter.format(Number(n));
-  const collator = new Intl.Collator(undefined, { numeric: true });
-  const byName = collator.compare;
+  const byName = new Intl.Collator(undefined, { numeric: true }).compare;
 
   const parts = location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
-  if (parts[0] === "jobs" && parts.length === 2) {
-    jobView(parts[1]);
+  if (parts[0] === "jobs" && parts.length >= 2) {
+    jobView(parts.slice(1).join("/"));
   } else {
     jobsView();
   }
@@ -68,37 +68,78 @@
     $("#job-view").hidden = false;
 
     const hash = new URLSearchParams(location.hash.slice(1));
+    const smoothing = Number(hash.get("smoothing"));
     const st = {
       clients: new Map(), // id -> row
       series: new Map(), // "client\u0000key" -> {s, v, t, version}
       keys: new Set(),
       chosen: hash.has("metrics") ? hash.get("metrics").split(",").filter(Boolean) : null,
       layout: hash.get("layout") === "side" ? "side" : "overlay",
+      xMode: ["wall", "relative"].includes(hash.get("x")) ? hash.get("x") : "step",
+      logY: hash.get("log") === "1",
+      smoothing: smoothing >= 0 && smoothing < 1 ? smoothing : 0,
+      zoom: null,
+      hidden: new Set(),
       clockOffset: 0,
       receiver: null,
       scheduled: false,
-      dirty: { rows: true, latest: true, points: true },
+      dirty: { rows: true, latest: true },
     };
     const rows = new Map();
     const cards = new Map();
+    let charts = []; // MetricChart
     let pickerKeys = "";
     let chartsKey = "";
     let source = null;
+    window.trackbridgeLive = { charts: () => charts, state: st }; // for people debugging, and tests
 
-    const layout = $("#layout");
-    layout.value = st.layout;
-    layout.addEventListener("change", () => {
-      st.layout = layout.value;
+    const controls = {
+      layout: $("#layout"), xMode: $("#x-axis"), logY: $("#log-y"), smoothing: $("#smoothing"),
+    };
+    controls.layout.value = st.layout;
+    controls.xMode.value = st.xMode;
+    controls.logY.checked = st.logY;
+    controls.smoothing.value = String(st.smoothing);
+    setText($("#smoothing-value"), st.smoothing.toFixed(2));
+    const rebuild = () => {
       saveHash();
       chartsKey = "";
       schedule();
+    };
+    controls.layout.addEventListener("change", () => { st.layout = controls.layout.value; rebuild(); });
+    controls.xMode.addEventListener("change", () => {
+      st.xMode = controls.xMode.value;
+      st.zoom = null;
+      rebuild();
     });
+    controls.logY.addEventListener("change", () => { st.logY = controls.logY.checked; rebuild(); });
+    controls.smoothing.addEventListener("input", () => {
+      st.smoothing = Number(controls.smoothing.value);
+      setText($("#smoothing-value"), st.smoothing.toFixed(2));
+      rebuild();
+    });
+    $("#reset-zoom").addEventListener("click", () => setZoom(null));
 
     function saveHash() {
       const h = new URLSearchParams();
       if (st.chosen !== null) h.set("metrics", st.chosen.join(","));
       h.set("layout", st.layout);
+      if (st.xMode !== "step") h.set("x", st.xMode);
+      if (st.logY) h.set("log", "1");
+      if (st.smoothing > 0) h.set("smoothing", String(st.smoothing));
       history.replaceState(null, "", `#${h.toString()}`);
+    }
+
+    function setZoom(range) {
+      st.zoom = range;
+      $("#reset-zoom").disabled = range === null;
+      for (const chart of charts) chart.zoom(range);
+    }
+
+    function toggle(id, visible) {
+      if (visible) st.hidden.delete(id);
+      else st.hidden.add(id);
+      for (const chart of charts) chart.show(id, visible);
     }
 
     function connect() {
@@ -137,6 +178,7 @@
       if (msg.type === "snapshot") {
         st.clients.clear();
         st.series.clear();
+        assignColors((msg.clients || []).map((c) => c.id).sort(byName));
       }
       if (msg.now_ms) st.clockOffset = msg.now_ms - Date.now();
       if (msg.receiver) st.receiver = msg.receiver;
@@ -195,7 +237,7 @@
     function render() {
       const clients = [...st.clients.values()].sort((a, b) => byName(a.id, b.id));
       const dirty = st.dirty;
-      st.dirty = { rows: false, latest: false, points: false };
+      st.dirty = { rows: false, latest: false };
       if (dirty.rows) {
         renderReceiver(clients);
         renderTable(clients);
@@ -206,15 +248,25 @@
     }
 
     function renderReceiver(clients) {
-      const node = $("#receiver-state");
       const r = st.receiver;
       if (r === null) return;
-      const connected = clients.filter((c) => c.connected).length;
-      const mlflow = r.mlflow_up ? "MLflow reachable" : "MLflow UNREACHABLE";
-      const text = `${mlflow} · ${count(r.backlog)} events not yet in MLflow · ` +
-        `${connected}/${clients.length} clients connected`;
-      setText(node, text);
-      node.classList.toggle("bad", !r.mlflow_up);
+      const states = new Map();
+      for (const c of clients) states.set(c.state, (states.get(c.state) || 0) + 1);
+      const order = [...states.keys()].sort((a, b) => (a !== "connected") - (b !== "connected") || byName(a, b));
+      const counts = $("#client-counts");
+      const noun = clients.length === 1 ? "client" : "clients";
+      setText(counts, clients.length === 0 ? "no clients yet"
+        : `${clients.length} ${noun}: ${order.map((s) => `${states.get(s)} ${s}`).join(", ")}`);
+      for (const state of ["connected", "disconnected", ...ENDED]) {
+        counts.dataset[state] = String(states.get(state) || 0);
+      }
+      const mlflow = $("#mlflow-state");
+      setText(mlflow, r.mlflow_up ? "MLflow reachable" : "MLflow UNREACHABLE");
+      mlflow.classList.toggle("bad", !r.mlflow_up);
+      const backlog = $("#job-backlog");
+      backlog.dataset.value = String(r.job_backlog);
+      setText(backlog, count(r.job_backlog));
+      setText($("#receiver-backlog"), count(r.backlog));
     }
 
     function renderPicker() {
@@ -223,7 +275,7 @@
       if (signature === pickerKeys) return;
       pickerKeys = signature;
       const picker = $("#metric-picker");
-      picker.replaceChildren(el("legend", "", "charts"));
+      picker.replaceChildren(el("legend", "", "metrics"));
       for (const key of keys) {
         const label = el("label");
         const box = el("input");
@@ -260,6 +312,11 @@
       return s < 1 ? "now" : `${Math.round(s)} s ago`;
     }
 
+    function stateCell(node, state) {
+      setText(node, state);
+      node.className = `state state-${state}`;
+    }
+
     function renderTable(clients) {
       const body = $("#clients tbody");
       clients.forEach((c, index) => {
@@ -267,7 +324,11 @@
         if (tr === undefined) {
           tr = el("tr");
           tr.dataset.client = c.id;
-          tr.append(el("td", "client", c.id), el("td", "state"));
+          const name = el("td", "client");
+          const swatch = el("span", "swatch");
+          swatch.style.background = color(c.id);
+          name.append(swatch, c.id);
+          tr.append(name, el("td", "state"));
           for (let i = 0; i < COLUMNS.length; i += 1) tr.append(el("td", `col${i}`));
           const link = el("td", "link");
           link.append(el("a"));
@@ -275,11 +336,9 @@
           rows.set(c.id, tr);
         }
         if (body.children[index] !== tr) body.insertBefore(tr, body.children[index] || null);
-        const state = tr.children[1];
-        setText(state, c.state);
-        state.className = `state state-${c.state}`;
+        stateCell(tr.children[1], c.state);
         tr.dataset.state = c.state;
-        tr.classList.toggle("ended", !["connected", "disconnected"].includes(c.state));
+        tr.classList.toggle("ended", ENDED.includes(c.state));
         COLUMNS.forEach((column, i) => setText(tr.children[2 + i], column(c)));
         const a = tr.lastChild.firstChild;
         if (c.mlflow_url && a.href !== c.mlflow_url) {
@@ -298,6 +357,7 @@
         if (entry === undefined) {
           const card = el("div", "card");
           card.dataset.client = c.id;
+          card.style.borderTopColor = color(c.id);
           const title = el("h3");
           const state = el("span", "state");
           title.append(el("span", "name", c.id), state);
@@ -308,8 +368,7 @@
         const card = entry.card;
         if (box.children[index] !== card) box.insertBefore(card, box.children[index] || null);
         if (card.dataset.state !== c.state) {
-          setText(entry.state, c.state);
-          entry.state.className = `state state-${c.state}`;
+          stateCell(entry.state, c.state);
           card.dataset.state = c.state;
         }
         let added = false;
@@ -340,54 +399,95 @@
       });
     }
 
+    // -- charts ------------------------------------------------------------------------------
+
+    const seriesFor = (client, key) => st.series.get(`${client}\u0000${key}`);
+
+    function firstTime(ids, chosen) {
+      let t0 = Infinity;
+      for (const id of ids) {
+        for (const key of chosen) {
+          const s = seriesFor(id, key);
+          if (s !== undefined && s.t.length) t0 = Math.min(t0, s.t[0]);
+        }
+      }
+      return Number.isFinite(t0) ? t0 : 0;
+    }
+
+    // One y scale per metric across every client (side by side compares at a glance).
+    function domainOf(key, ids) {
+      return (u, dataMin, dataMax) => {
+        let lo = Infinity;
+        let hi = -Infinity;
+        for (const id of ids) {
+          const s = seriesFor(id, key);
+          for (const v of s === undefined ? [] : s.v) {
+            if (Number.isFinite(v) && (!st.logY || v > 0)) {
+              lo = Math.min(lo, v);
+              hi = Math.max(hi, v);
+            }
+          }
+        }
+        if (!Number.isFinite(lo)) return [dataMin ?? 0, dataMax ?? 1];
+        if (lo === hi) return st.logY ? [lo / 2, hi * 2] : [lo - 1, hi + 1];
+        const pad = st.logY ? 0 : (hi - lo) * 0.05;
+        return [lo - pad, hi + pad];
+      };
+    }
+
     function renderCharts(clients) {
       const chosen = st.chosen || [];
       const ids = clients.map((c) => c.id);
-      const signature = `${st.layout}|${chosen.join("\u0000")}|${ids.join("\u0000")}`;
+      const signature = [st.layout, st.xMode, st.logY, st.smoothing, chosen.join("\u0000"),
+        ids.join("\u0000")].join("|");
       if (signature !== chartsKey) {
         chartsKey = signature;
         buildCharts(chosen, ids);
       }
-      // One scale per metric, shared by every client: side-by-side charts compare at a glance.
-      const seriesFor = (client, key) => st.series.get(`${client}\u0000${key}`);
-      const domains = new Map(
-        chosen.map((key) => [key, domainOf(ids.map((id) => seriesFor(id, key)))]),
-      );
-      for (const chart of document.querySelectorAll("svg.chart")) {
-        const domain = domains.get(chart.dataset.key);
-        if (domain !== undefined) drawChart(chart, domain, seriesFor);
+      const t0 = firstTime(ids, chosen);
+      for (const chart of charts) {
+        const version = chart.ids.map((id) => seriesFor(id, chart.key)?.version ?? -1).join(",");
+        chart.update(seriesFor, t0, `${version}|${t0}`, st.zoom);
       }
     }
 
     function buildCharts(chosen, ids) {
-      const charts = $("#charts");
-      charts.replaceChildren();
+      for (const chart of charts) chart.destroy();
+      charts = [];
+      const box = $("#charts");
+      box.replaceChildren();
       for (const entry of cards.values()) entry.charts.replaceChildren();
+      const view = (compact, domain) => ({
+        xMode: st.xMode, logY: st.logY, smoothing: st.smoothing, compact, domain,
+        sync: `trackbridge-${job}`, onZoom: setZoom, onToggle: toggle,
+      });
       if (st.layout === "overlay") {
         for (const key of chosen) {
           const panel = el("div", "chart-panel");
           panel.dataset.key = key;
-          panel.append(el("h3", "", key), chartSvg(key, ids), el("div", "chart-labels"));
-          const legend = el("div", "legend");
-          for (const id of ids) {
-            const item = el("span");
-            const swatch = svg("svg", { viewBox: "0 0 10 10" });
-            swatch.append(svg("rect", { width: 10, height: 10, fill: color(id) }));
-            item.append(swatch, id);
-            legend.append(item);
-          }
-          panel.append(legend);
-          charts.append(panel);
+          panel.append(el("h3", "", key));
+          box.append(panel);
+          charts.push(new MetricChart(panel, key, ids, view(false, null)));
         }
       } else {
         for (const id of ids) {
-          const holder = cards.get(id).charts;
+          const holder = cards.get(id)?.charts;
+          if (holder === undefined) continue;
           for (const key of chosen) {
-            holder.append(el("div", "chart-name", key), chartSvg(key, [id]));
+            const panel = el("div", "card-chart");
+            panel.append(el("div", "chart-name", key));
+            holder.append(panel);
+            charts.push(new MetricChart(panel, key, [id], view(true, domainOf(key, ids))));
           }
         }
       }
+      box.hidden = charts.length > 0 && st.layout !== "overlay";
+      for (const id of st.hidden) for (const chart of charts) chart.show(id, false);
     }
+
+    window.addEventListener("resize", () => {
+      for (const chart of charts) chart.resize();
+    });
 
     connect();
     setInterval(() => {

@@ -1,30 +1,44 @@
-// trackbridge live view: inline SVG line charts and the small helpers the page shares.
-// Loaded before app.js; exposes window.trackbridgeCharts.
+// trackbridge live view: line charts drawn by uPlot (static/vendor/, MIT; refresh.sh there
+// fetches it), and the small helpers the page shares. Loaded before app.js; exposes
+// window.trackbridgeCharts.
 "use strict";
 
 (() => {
-  const MAX_DRAWN = 250; // points per line drawn: about what a chart has room for
-  const SVG_NS = "http://www.w3.org/2000/svg";
-  const VIEW_W = 1000;
-  const VIEW_H = 300;
+  // Glasbey et al.'s "dark" palette as published by colorcet (CC-BY 4.0): colours picked one
+  // by one to be as distinct as possible from all before them, readable on a light background.
+  const PALETTE = [
+    "#d60000", "#8c3bff", "#018700", "#00acc6", "#e6a500", "#ff7ed1", "#6b004f", "#573b00",
+    "#005659", "#15e18c", "#0000dd", "#a17569", "#bcb6ff", "#bf03b8", "#645472", "#790000",
+    "#0774d8", "#729a7c", "#ff7752", "#004b00", "#8e7b01", "#f2007b", "#8eba00", "#a57bb8",
+    "#5901a3", "#e2afaf", "#a03a52", "#a1c8c8", "#9e4b00", "#546744", "#bac389", "#5e7b87",
+    "#60383b", "#8287ff", "#380000", "#e252ff", "#2f5282", "#7ecaff", "#c4668e", "#008069",
+  ];
+  const assigned = new Map(); // client -> colour, kept for the page's life
 
-  function svg(tag, attrs) {
-    const node = document.createElementNS(SVG_NS, tag);
-    for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, value);
-    return node;
+  // Clients get palette colours in the order given (the page passes them sorted), each once;
+  // past the palette, hues a golden angle apart at alternating lightness.
+  function assignColors(ids) {
+    for (const id of ids) {
+      if (assigned.has(id)) continue;
+      const n = assigned.size;
+      const color = n < PALETTE.length
+        ? PALETTE[n]
+        : `hsl(${(n * 137.508) % 360}, 70%, ${n % 2 ? 35 : 50}%)`;
+      assigned.set(id, color);
+    }
+  }
+
+  function color(id) {
+    assignColors([id]);
+    return assigned.get(id);
   }
 
   function setText(node, text) {
     if (node.textContent !== text) node.textContent = text;
   }
 
-  function color(id) {
-    let hash = 0;
-    for (const ch of id) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
-    return `hsl(${(hash * 137.508) % 360}, 65%, 42%)`;
-  }
-
   function fmt(value) {
+    if (value === null || value === undefined) return "—";
     const v = Number(value);
     if (Number.isNaN(v)) return "NaN";
     if (!Number.isFinite(v)) return v > 0 ? "inf" : "-inf";
@@ -34,89 +48,191 @@
     return String(Number(v.toPrecision(5)));
   }
 
-  // An empty chart of one metric with a line per client (data-key, data-client for tests).
-  function chartSvg(key, ids) {
-    const chart = svg("svg", {
-      class: "chart",
-      viewBox: `0 0 ${VIEW_W} ${VIEW_H}`,
-      preserveAspectRatio: "none",
-      "data-key": key,
-    });
-    chart.append(svg("line", { class: "axis", x1: 0, y1: VIEW_H, x2: VIEW_W, y2: VIEW_H }));
-    for (const id of ids) {
-      chart.append(svg("polyline", { "data-client": id, stroke: color(id), points: "" }));
+  // TensorBoard's smoothing: an exponential moving average, debiased so that the first
+  // points are not dragged towards zero. Non-finite values pass through and do not count.
+  function smooth(values, weight) {
+    if (!(weight > 0)) return values;
+    const out = new Array(values.length);
+    let last = 0;
+    let n = 0;
+    for (let i = 0; i < values.length; i += 1) {
+      const v = values[i];
+      if (v === null || !Number.isFinite(v)) {
+        out[i] = v;
+        continue;
+      }
+      last = last * weight + (1 - weight) * v;
+      n += 1;
+      out[i] = last / (1 - weight ** n);
     }
-    return chart;
+    return out;
   }
 
-  // The scale that fits every given series ({s, v, t, version} or undefined) of one metric.
-  function domainOf(list) {
-    const data = list.filter(Boolean);
-    const version = list.map((s) => (s === undefined ? -1 : s.version)).join(",");
-    let stepMin = Infinity;
-    let stepMax = -Infinity;
-    let yMin = Infinity;
-    let yMax = -Infinity;
-    for (const s of data) {
-      for (let i = 0; i < s.s.length; i += 1) {
-        stepMin = Math.min(stepMin, s.s[i]);
-        stepMax = Math.max(stepMax, s.s[i]);
-        if (Number.isFinite(s.v[i])) {
-          yMin = Math.min(yMin, s.v[i]);
-          yMax = Math.max(yMax, s.v[i]);
+  // One client's points as uPlot wants them: x ascending, one point per x (the last logged
+  // wins), values that cannot be drawn as gaps.
+  function table(s, xMode, t0, logY, weight) {
+    const xs = xMode === "step" ? s.s : s.t.map((t) => (xMode === "wall" ? t / 1000 : (t - t0) / 1000));
+    const order = xs.map((_, i) => i).sort((a, b) => xs[a] - xs[b] || a - b);
+    const x = [];
+    const y = [];
+    for (const i of order) {
+      let v = s.v[i];
+      if (!Number.isFinite(v) || (logY && v <= 0)) v = null;
+      if (x.length && x[x.length - 1] === xs[i]) {
+        y[y.length - 1] = v;
+      } else {
+        x.push(xs[i]);
+        y.push(v);
+      }
+    }
+    return [x, smooth(y, weight), y];
+  }
+
+  const X_LABELS = { step: "step", wall: "time", relative: "seconds since start" };
+
+  // What the legend shows away from the cursor: each line's latest value.
+  function lastOf(values) {
+    if (!values) return null;
+    for (let i = values.length - 1; i >= 0; i -= 1) if (values[i] !== null) return values[i];
+    return null;
+  }
+
+  // The width a chart may take in its holder (inside its padding).
+  function innerWidth(holder) {
+    const style = getComputedStyle(holder);
+    const pad = parseFloat(style.paddingLeft) + parseFloat(style.paddingRight);
+    return Math.max(200, Math.floor(holder.clientWidth - pad));
+  }
+
+  // A chart of one metric with a line per client; with smoothing, each client's raw line is
+  // drawn faintly behind its smoothed one (and left out of the legend).
+  class MetricChart {
+    constructor(holder, key, ids, view) {
+      this.key = key;
+      this.ids = ids;
+      this.view = view; // {xMode, logY, smoothing, compact, sync, onZoom, onToggle, domain}
+      this.signature = "";
+      const raw = view.smoothing > 0;
+      const value = (u, v, sidx, idx) => fmt(idx == null ? lastOf(u.data[sidx]) : v);
+      const series = [{
+        label: X_LABELS[view.xMode],
+        value: (u, v, sidx, idx) => this.xText(idx == null ? lastOf(u.data[0]) : v),
+      }];
+      this.clientOf = [null];
+      for (const id of ids) {
+        series.push({
+          label: id, stroke: color(id), width: view.compact ? 1.5 : 2, spanGaps: true,
+          value, points: { show: false },
+        });
+        this.clientOf.push(id);
+        if (raw) {
+          series.push({
+            label: `${id} (raw)`, stroke: `${color(id)}44`, width: 1, spanGaps: true,
+            value, points: { show: false },
+          });
+          this.clientOf.push(id);
         }
       }
+      const grid = { stroke: "#e6e9ef", width: 1 };
+      const ticks = { stroke: "#c9ced8", width: 1, size: 4 };
+      const font = view.compact ? "10px system-ui, sans-serif" : "11px system-ui, sans-serif";
+      const opts = {
+        width: innerWidth(holder),
+        height: view.compact ? 150 : 240,
+        series,
+        scales: {
+          x: { time: view.xMode === "wall" },
+          y: { distr: view.logY ? 3 : 1, range: view.domain ? () => view.domain() : undefined },
+        },
+        axes: [
+          { grid, ticks, font, stroke: "#5b6472", space: view.compact ? 50 : 70 },
+          {
+            grid, ticks, font, stroke: "#5b6472", size: view.compact ? 46 : 58,
+            values: (u, splits) => splits.map(fmt),
+          },
+        ],
+        legend: { live: true },
+        cursor: {
+          sync: { key: view.sync, setSeries: false },
+          drag: { x: true, y: false, setScale: false },
+          points: { size: 7 },
+        },
+        hooks: {
+          setSelect: [(u) => this.selected(u)],
+          setSeries: [(u, index, opts) => {
+            if (opts && opts.show !== undefined && !this.applying) {
+              view.onToggle(this.clientOf[index], opts.show);
+            }
+          }],
+        },
+      };
+      this.u = new uPlot(opts, [[]], holder);
+      this.u.root.dataset.key = key;
+      this.u.root.classList.add("chart");
+      this.u.root.querySelectorAll(".u-legend .u-series").forEach((row, i) => {
+        if (raw && i > 0 && i % 2 === 0) row.classList.add("raw");
+        if (this.clientOf[i]) row.dataset.client = this.clientOf[i];
+      });
+      this.u.over.addEventListener("dblclick", () => view.onZoom(null));
     }
-    // A metric logged without steps (all 0) is drawn against time instead.
-    const useTime = stepMin === stepMax;
-    let xMin = Infinity;
-    let xMax = -Infinity;
-    for (const s of data) {
-      for (const x of useTime ? s.t : s.s) {
-        xMin = Math.min(xMin, x);
-        xMax = Math.max(xMax, x);
+
+    xText(v) {
+      if (v === null || v === undefined) return "—";
+      if (this.view.xMode === "wall") return new Date(v * 1000).toLocaleTimeString();
+      if (this.view.xMode === "relative") return `${fmt(v)} s`;
+      return String(v);
+    }
+
+    selected(u) {
+      if (u.select.width <= 1) return;
+      const min = u.posToVal(u.select.left, "x");
+      const max = u.posToVal(u.select.left + u.select.width, "x");
+      u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+      this.view.onZoom({ min, max });
+    }
+
+    // Redraws when the data (signature) changed; keeps the zoom.
+    update(seriesFor, t0, signature, zoom) {
+      if (signature === this.signature) return;
+      this.signature = signature;
+      const { xMode, logY, smoothing } = this.view;
+      const tables = this.ids.map((id) => {
+        const s = seriesFor(id, this.key);
+        const [x, smoothed, raw] = s === undefined ? [[], [], []] : table(s, xMode, t0, logY, smoothing);
+        return smoothing > 0 ? [x, smoothed, raw] : [x, smoothed];
+      });
+      const data = tables.length ? uPlot.join(tables) : [[]];
+      this.u.setData(data, true);
+      if (zoom) this.u.setScale("x", zoom);
+      this.u.root.dataset.points = String(data[0].length);
+    }
+
+    zoom(range) {
+      if (range) {
+        this.u.setScale("x", range);
+      } else {
+        const x = this.u.data[0];
+        if (x.length) this.u.setScale("x", { min: x[0], max: x[x.length - 1] });
       }
     }
-    if (yMin === yMax) {
-      yMin -= 1;
-      yMax += 1;
-    }
-    return { version, useTime, xMin, xMax, yMin, yMax };
-  }
 
-  // Redraws a chart's lines when their data or scale changed; seriesFor(client, key).
-  function drawChart(chart, domain, seriesFor) {
-    if (chart.dataset.version === domain.version) return;
-    chart.dataset.version = domain.version;
-    const key = chart.dataset.key;
-    const { useTime, xMin, xMax, yMin, yMax } = domain;
-    const xSpan = xMax > xMin ? xMax - xMin : 1;
-    const ySpan = yMax - yMin;
-    for (const line of chart.querySelectorAll("polyline")) {
-      const s = seriesFor(line.dataset.client, key);
-      if (s === undefined) continue;
-      const x = useTime ? s.t : s.s;
-      // Never more points than the chart has room for (the last one always).
-      const stride = Math.max(1, Math.ceil(x.length / MAX_DRAWN));
-      const picked = [];
-      for (let i = 0; i < x.length; i += stride) picked.push(i);
-      if (x.length > 0 && picked[picked.length - 1] !== x.length - 1) picked.push(x.length - 1);
-      const out = [];
-      for (const i of picked) {
-        if (!Number.isFinite(s.v[i])) continue;
-        const px = ((x[i] - xMin) / xSpan) * VIEW_W;
-        const py = VIEW_H - ((s.v[i] - yMin) / ySpan) * (VIEW_H - 10) - 5;
-        out.push(`${px.toFixed(1)},${py.toFixed(1)}`);
-      }
-      line.setAttribute("points", out.join(" "));
-      line.dataset.points = String(out.length);
+    show(id, visible) {
+      this.applying = true;
+      this.clientOf.forEach((client, i) => {
+        if (client === id && this.u.series[i].show !== visible) this.u.setSeries(i, { show: visible });
+      });
+      this.applying = false;
     }
-    const labels = chart.parentElement.querySelector(".chart-labels");
-    if (labels !== null && Number.isFinite(yMin)) {
-      const axis = useTime ? "time" : `step ${xMin}–${xMax}`;
-      setText(labels, `${axis} · ${fmt(yMin)} … ${fmt(yMax)}`);
+
+    resize() {
+      const width = innerWidth(this.u.root.parentElement);
+      if (Math.abs(width - this.u.width) > 2) this.u.setSize({ width, height: this.u.height });
+    }
+
+    destroy() {
+      this.u.destroy();
     }
   }
 
-  window.trackbridgeCharts = { chartSvg, color, domainOf, drawChart, fmt, setText, svg };
+  window.trackbridgeCharts = { MetricChart, assignColors, color, fmt, setText, smooth };
 })();
