@@ -212,7 +212,7 @@ class Hub:
         With ``states_due``, rates are updated and every delta carries its job's client rows.
         """
         self.fold()
-        self._digest()
+        restate = self._digest()
         now = self._clock()
         if states_due:
             for client in self._clients.values():
@@ -228,12 +228,12 @@ class Hub:
             points.setdefault(client.job, {})[client.client_id] = per_key
         if not self._subs:
             return
-        jobs = set(points)
+        jobs = set(points) | restate
         if states_due:
             watched = {s.job for s in self._subs}
             jobs |= {c.job for c in self._clients.values()} if "" in watched else watched
         for job in sorted(jobs):
-            rows = tuple(self.rows(job)) if states_due else None
+            rows = tuple(self.rows(job)) if states_due or job in restate else None
             delta = Delta(job, points.get(job, {}), rows)
             for sub in self._subs:
                 if sub.job in ("", job):
@@ -267,17 +267,24 @@ class Hub:
         seen = client.last_seen
         return seen is not None and now - seen < self.client_timeout_s and not client.ended()
 
-    def _digest(self) -> None:
+    def _digest(self) -> set[str]:
+        """Digests the inbox; returns the jobs in which a run started or ended (their rows
+        are pushed at once, not at the next state period)."""
         total = self._inbox_events
         if not total:
-            return
+            return set()
         self._inbox_events = 0
         stride = max(1, math.ceil(total / DIGEST_BUDGET))
+        restate = set()
         for client in self._clients.values():
+            ended = client.ended()
             while client.inbox:
                 batch, start, end = client.inbox.popleft()
                 changed = self._changed.setdefault(client, set())
                 client.digest(batch, start, end, stride, self.live_points, changed)
+            if client.ended() != ended:
+                restate.add(client.job)
+        return restate
 
     def _evict(self, now: float) -> None:
         idle = sorted(

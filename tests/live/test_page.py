@@ -4,7 +4,7 @@ new points, a client that dies is shown disconnected, the viewer token is enforc
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -12,8 +12,6 @@ from urllib.parse import quote
 import pytest
 
 from tests.support.live import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     LIVE_ARGS,
     artifact_path,
     http_port,
@@ -23,32 +21,6 @@ from tests.support.live import (
 from tests.support.procs import wait_until
 
 WAIT_MS = 30_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Debian's Chromium driven by playwright (no downloaded browsers)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        yield page
-    finally:
-        context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 def _latest(page: Any, client: str, key: str) -> dict[str, str] | None:
@@ -62,12 +34,21 @@ def _latest(page: Any, client: str, key: str) -> dict[str, str] | None:
     )
 
 
-def _drawn(page: Any, selector: str) -> int:
+def _drawn(page: Any, key: str, client: str) -> int:
+    """Points of ``client`` the chart of ``key`` draws (in any layout)."""
     count = page.evaluate(
-        "(sel) => { const l = document.querySelector(sel); return l ? l.dataset.points : null; }",
-        selector,
+        """([key, client]) => {
+            let n = 0;
+            for (const chart of window.trackbridgeLive.charts()) {
+                if (chart.key !== key) continue;
+                const index = chart.clientOf.indexOf(client);
+                if (index > 0) n += chart.u.data[index].filter((v) => v != null).length;
+            }
+            return n;
+        }""",
+        [key, client],
     )
-    return int(count or 0)
+    return int(count)
 
 
 def _wait_js(page: Any, script: str, arg: Any) -> None:
@@ -104,9 +85,8 @@ def test_page_follows_three_clients_live(
                 )
             assert page.locator("#clients tbody tr").count() == 3
             assert page.locator("#stream-state").inner_text() == "live"
-            line = 'svg.chart[data-key="x"] polyline[data-client="site-a"]'
-            wait_until(lambda: _drawn(page, line) >= 10, 30, what="site-a's chart drawn")
-            before = _drawn(page, line)
+            wait_until(lambda: _drawn(page, "x", "site-a") >= 10, 30, what="site-a's chart drawn")
+            before = _drawn(page, "x", "site-a")
             assert _latest(page, "site-a", "x") == {"step": "9", "value": "9", "text": "9 @9"}
 
             # New points move the chart and the latest value, pushed without a reload.
@@ -127,8 +107,12 @@ def test_page_follows_three_clients_live(
                 "value": "28.5",
                 "text": "28.5 @19",
             }
-            wait_until(lambda: _drawn(page, line) >= before + 10, 30, what="site-a's chart to grow")
-            assert _drawn(page, 'svg.chart[data-key="x"] polyline[data-client="site-c"]') >= 25
+            wait_until(
+                lambda: _drawn(page, "x", "site-a") >= before + 10,
+                30,
+                what="more of site-a",
+            )
+            assert _drawn(page, "x", "site-c") >= 25
             assert page.locator("#metric-picker input[value='loss']").count() == 1
 
             # A client that dies is shown disconnected; the living ones stay connected.
@@ -155,9 +139,20 @@ def test_page_follows_three_clients_live(
 
             # Side by side: each client's card carries its own chart.
             page.select_option("#layout", "side")
-            side = '.card[data-client="site-b"] svg.chart[data-key="x"] polyline'
-            wait_until(lambda: _drawn(page, side) >= 10, 30, what="site-b's own chart")
+            side = '.card[data-client="site-b"] .uplot.chart[data-key="x"]'
+            wait_until(lambda: page.locator(side).count() == 1, 30, what="site-b's own chart")
+            wait_until(lambda: _drawn(page, "x", "site-b") >= 10, 30, what="site-b's chart drawn")
             assert page.locator("#charts .chart-panel").count() == 0
+            # Its axes carry numbers, and so does its legend (the latest value away from the
+            # cursor), beside the card's own list of latest values.
+            ticks = page.evaluate(
+                """() => window.trackbridgeLive.charts()
+                    .filter((c) => c.ids[0] === "site-b" && c.key === "x")
+                    .map((c) => c.u.axes.map((axis) => axis._values))[0]"""
+            )  # uPlot draws tick labels on its canvas; _values are the labels it drew
+            assert all(any(any(ch.isdigit() for ch in str(v)) for v in axis) for axis in ticks)
+            legend = page.locator(f'{side} .u-series[data-client="site-b"] .u-value').inner_text()
+            assert legend == "9", legend
             page.screenshot(path=str(artifact_path("live-page-side.png")), full_page=True)
     finally:
         if doomed.poll() is None:

@@ -118,10 +118,14 @@ def test_hub_counts_digests_and_pushes_once_per_pump() -> None:
     assert hub.connected_clients() == 1
     # A run's end: finished at the next pump, and no longer counted as connected, though the
     # client is still heard from (it may heartbeat until it closes).
+    sub.take()
     hub.received(_batch("a", "run-a", 5, [], end=True), 5)
     hub.pump(states_due=False)
     (row,) = hub.rows()
     assert (row.state, row.connected) == ("finished", False)
+    # ...pushed with this pump, not at the next state period.
+    (delta,) = sub.take()[1]
+    assert [r.state for r in delta.clients or ()] == ["finished"]
     assert hub.connected_clients() == 0
     assert hub.jobs() == {"job": (1, 0)}
 
