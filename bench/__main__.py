@@ -8,14 +8,27 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.config import BenchOptions
+from bench.config import SECTIONS, BenchOptions
 from bench.main import run_bench, run_sweep_bench
+from server.cli.args import Parser, positive_float, positive_int
 from server.cli.logs import configure_logging
+
+_SECTIONS_TEXT = ", ".join(SECTIONS)
+
+
+def _sections(text: str) -> tuple[str, ...]:
+    chosen = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [s for s in chosen if s not in SECTIONS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"unknown section {', '.join(unknown) or repr(text)}; the sections are {_SECTIONS_TEXT}"
+        )
+    return chosen
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``trackbridge bench`` (``python -m bench``)."""
-    p = argparse.ArgumentParser(prog="trackbridge bench", description=__doc__)
+    p = Parser(prog="trackbridge bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="small sizes: under a minute on 2 cores")
     p.add_argument(
         "--sweep",
@@ -26,26 +39,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--png", type=Path, metavar="PATH", help="draw a chart (needs matplotlib)")
     p.add_argument("--work-dir", type=Path, metavar="DIR", help="keep databases and logs here")
     p.add_argument(
-        "--only", metavar="SECTIONS", help="comma-separated subset of the sections to run"
+        "--only",
+        type=_sections,
+        nargs="?",
+        const=(),
+        metavar="SECTIONS",
+        help=f"comma-separated sections to run, of: {_SECTIONS_TEXT}",
     )
     sizes = p.add_argument_group("sizes (defaults: full run; --quick picks smaller ones)")
-    sizes.add_argument("--writer-calls", type=int, help="timed Writer.log_metric calls")
-    sizes.add_argument("--mlflow-sync-calls", type=int, help="timed sync mlflow.log_metric calls")
-    sizes.add_argument("--mlflow-async-calls", type=int, help="timed async mlflow.log_metric")
-    sizes.add_argument("--clients", type=int, help="ingest client processes (16; quick 4)")
-    sizes.add_argument("--batch-events", type=int, help="events per ingest batch (1000)")
-    sizes.add_argument("--ingest-seconds", type=float, help="how long ingest clients send")
+    sizes.add_argument("--writer-calls", type=positive_int, help="timed Writer.log_metric calls")
+    sizes.add_argument(
+        "--mlflow-sync-calls", type=positive_int, help="timed sync mlflow.log_metric calls"
+    )
+    sizes.add_argument(
+        "--mlflow-async-calls", type=positive_int, help="timed async mlflow.log_metric"
+    )
+    sizes.add_argument("--clients", type=positive_int, help="ingest client processes (16; quick 4)")
+    sizes.add_argument("--batch-events", type=positive_int, help="events per ingest batch (1000)")
+    sizes.add_argument("--ingest-seconds", type=positive_float, help="how long ingest clients send")
     sizes.add_argument("--fsync", choices=("normal", "full"), help="receiver queue durability")
-    sizes.add_argument("--e2e-clients", type=int, help="clients logging into MLflow")
-    sizes.add_argument("--events", type=int, help="points logged end to end, in all")
-    sizes.add_argument("--fresh-clients", type=int, help="clients in the freshness section")
-    sizes.add_argument("--fresh-rate", type=float, help="points/s per freshness client")
-    sizes.add_argument("--fresh-seconds", type=float, help="how long freshness clients log")
-    sizes.add_argument("--flush-interval", type=float, metavar="SECONDS", help="default 1.0")
-    sizes.add_argument("--connections", type=int, help="connections held (1000; quick 100)")
-    sizes.add_argument("--connection-procs", type=int, help="processes holding them")
+    sizes.add_argument("--e2e-clients", type=positive_int, help="clients logging into MLflow")
+    sizes.add_argument("--events", type=positive_int, help="points logged end to end, in all")
+    sizes.add_argument(
+        "--fresh-clients", type=positive_int, help="clients in the freshness section"
+    )
+    sizes.add_argument("--fresh-rate", type=positive_float, help="points/s per freshness client")
+    sizes.add_argument(
+        "--fresh-seconds", type=positive_float, help="how long freshness clients log"
+    )
+    sizes.add_argument(
+        "--flush-interval", type=positive_float, metavar="SECONDS", help="default 1.0"
+    )
+    sizes.add_argument(
+        "--connections", type=positive_int, help="connections held (1000; quick 100)"
+    )
+    sizes.add_argument("--connection-procs", type=positive_int, help="processes holding them")
     args = p.parse_args(argv)
-    options = BenchOptions.resolve(
+    if args.only == ():
+        p.error(f"--only takes a comma-separated list of sections, of: {_SECTIONS_TEXT}")
+    try:
+        options = _options(args)
+    except ValueError as exc:
+        p.error(str(exc))
+    if args.sweep:
+        return run_sweep_bench(options, quick=args.quick)
+    return run_bench(options, quick=args.quick)
+
+
+def _options(args: argparse.Namespace) -> BenchOptions:
+    return BenchOptions.resolve(
         quick=args.quick,
         writer_calls=args.writer_calls,
         mlflow_sync_calls=args.mlflow_sync_calls,
@@ -62,14 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush_interval_s=args.flush_interval,
         connections=args.connections,
         connection_procs=args.connection_procs,
-        sections=tuple(args.only.split(",")) if args.only else None,
+        sections=args.only,
         json_path=args.json,
         png_path=args.png,
         work_dir=args.work_dir,
     )
-    if args.sweep:
-        return run_sweep_bench(options, quick=args.quick)
-    return run_bench(options, quick=args.quick)
 
 
 if __name__ == "__main__":

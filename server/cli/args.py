@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -126,12 +127,32 @@ def readable_file(text: str) -> str:
     return text
 
 
+def check_free(host: str, port: int, flag: str) -> None:
+    """Fails in one line when nothing can listen on ``host:port`` (in use, not an address of
+    this machine). Port 0 is always free. The receiver binds for real later; this is so that
+    the common mistake is told in one line before it loads anything."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as sock:
+            # As the servers bind: a port whose old connections linger in TIME_WAIT is free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(infos[0][4])
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise UsageError(
+            f"cannot listen on {host}:{port} ({reason}): is another receiver (or anything)"
+            f" there? pass {flag} HOST:PORT (port 0 picks a free one)"
+        ) from None
+
+
 def existing_data_dir(path: Path, *, flag: str = "--data-dir") -> Path:
     """A receiver data directory that must already exist (commands that read it)."""
     if not path.exists():
         raise UsageError(
             f"no data directory at {path}: pass the {flag} the receiver was started with"
-            " (trackbridge serve --data-dir DIR creates it)"
+            f" (trackbridge serve --data-dir DIR creates it, or mkdir -p {path} first)"
         )
     if not path.is_dir():
         raise UsageError(f"{path} is not a directory: pass the receiver's {flag}")

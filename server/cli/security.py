@@ -11,6 +11,7 @@ import sys
 import time
 
 from bridge import envvars
+from server.cli.args import existing_data_dir, readable_file
 from server.config import DEFAULT_DATA_DIR, ReceiverConfig
 from server.flush.credentials import export_secret_files, install_log_redaction
 from server.security.config import (
@@ -29,17 +30,20 @@ def add_serve_security_args(p: argparse.ArgumentParser) -> None:
     tls = p.add_argument_group("transport security (TLS, client identity)")
     tls.add_argument(
         "--tls-cert",
+        type=readable_file,
         metavar="PEM",
         help=f"certificate chain to serve (env {envvars.TRACKBRIDGE_SERVE_TLS_CERT});"
         " reloaded when the file changes",
     )
     tls.add_argument(
         "--tls-key",
+        type=readable_file,
         metavar="PEM",
         help=f"its private key (env {envvars.TRACKBRIDGE_SERVE_TLS_KEY})",
     )
     tls.add_argument(
         "--tls-client-ca",
+        type=readable_file,
         metavar="PEM",
         help="require client certificates signed by this CA; the certificate's CN or SAN is the"
         f" client id (mutual TLS; env {envvars.TRACKBRIDGE_SERVE_TLS_CLIENT_CA})",
@@ -160,7 +164,9 @@ def add_security_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 def _store(args: argparse.Namespace) -> TokenStore:
-    return TokenStore(ReceiverConfig.resolve(data_dir=args.data_dir).data_dir / "tokens.db")
+    # An existing directory only: a mistyped --data-dir must not become a new, empty one.
+    data_dir = existing_data_dir(ReceiverConfig.resolve(data_dir=args.data_dir).data_dir)
+    return TokenStore(data_dir / "tokens.db")
 
 
 def _token_issue(args: argparse.Namespace) -> int:
@@ -233,5 +239,7 @@ def _doctor(args: argparse.Namespace) -> int:
         export_secret_files(os.environ)
     install_log_redaction(os.environ)
     config = ReceiverConfig.resolve(data_dir=args.data_dir, tracking_uri=args.tracking_uri)
+    if args.data_dir is not None:
+        existing_data_dir(config.data_dir)
     experiments = args.experiment or queued_jobs(config.data_dir)
     return run_doctor(config.effective_tracking_uri, experiments)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from server.cli.args import (
     UsageError,
+    check_free,
     host_port,
     http_listen,
     positive_float,
@@ -83,9 +84,13 @@ def _serve(args: argparse.Namespace) -> int:
         config = _serve_config(args)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    writable_data_dir(config.data_dir)
     if args.ready_file is not None and not args.ready_file.parent.is_dir():
         raise UsageError(f"no folder {args.ready_file.parent} for --ready-file")
+    writable_data_dir(config.data_dir)
+    host, _, port = config.listen.rpartition(":")
+    check_free(host.strip("[]"), int(port), "--listen")
+    if config.http_address is not None:
+        check_free(*config.http_address, "--http-listen")
     prepare_secrets()
 
     from server.data_dir import DataDirInUse

@@ -56,7 +56,7 @@ _SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
-_SSE_HEADERS = {"X-Accel-Buffering": "no"}
+_SSE_HEADERS = {"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -227,11 +227,7 @@ class LiveHttpServer:
             return _json(wire.snapshot(self._hub, job, metrics, self._receiver_state(job)))
         if len(segments) == 2 and segments[1] == "events":
             job = unquote(segments[0])
-            return StreamingResponse(
-                self._stream(job, metrics),
-                media_type="text/event-stream",
-                headers=_SSE_HEADERS,
-            )
+            return StreamingResponse(self._stream(job, metrics), headers=_SSE_HEADERS)
         return await self._not_found(request, None)
 
     async def _stream(self, job: str, metrics: frozenset[str] | None) -> AsyncIterator[bytes]:

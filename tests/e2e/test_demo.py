@@ -28,6 +28,7 @@ def test_demo_trains_two_clients_into_the_embedded_store(tmp_path: Path) -> None
         "5",
         "--data-dir",
         str(tmp_path),
+        "--exit",
     ]
     result = subprocess.run(
         cmd, cwd=tmp_path, capture_output=True, text=True, timeout=DEMO_TIMEOUT_S, check=False
@@ -35,6 +36,8 @@ def test_demo_trains_two_clients_into_the_embedded_store(tmp_path: Path) -> None
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "mlflow ui --backend-store-uri" in output
+    assert "Every point was in MLflow" in output
+    assert "stay up" not in output  # --exit: gone once everything is in MLflow
 
     db = tmp_path / "mlflow.db"
     assert db.is_file(), output

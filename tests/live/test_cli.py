@@ -42,7 +42,7 @@ def test_top_shows_every_client_and_follows_them(
             timeout=EXPECT_S,
         )
         try:
-            top.expect(r"trackbridge top · .* 3/3 clients connected")
+            top.expect(r"3 clients: 3 connected")
             for n, client in enumerate(CLIENTS):
                 top.expect(_row(client, str(n + 1)))
             # New values show up in later frames, without restarting top.
@@ -67,7 +67,8 @@ def test_tail_prints_one_clients_events(
 ) -> None:
     receiver = start_receiver(extra_args=LIVE_ARGS)
     out_path = tmp_path / "tail.out"
-    with out_path.open("w") as out:
+    err_path = tmp_path / "tail.err"
+    with out_path.open("w") as out, err_path.open("w") as err:
         tail = subprocess.Popen(
             [
                 str(TRACKBRIDGE_EXE),
@@ -82,7 +83,7 @@ def test_tail_prints_one_clients_events(
                 "5",
             ],
             stdout=out,
-            stderr=subprocess.STDOUT,
+            stderr=err,
         )
     try:
         with live_writers(receiver.address, job, ["site-a", "site-b"], tmp_path) as writers:
@@ -109,6 +110,48 @@ def test_tail_prints_one_clients_events(
     # Sequence numbers are the client's own, in order, without gaps.
     seqs = [int(line.split(" #")[1].split()[0]) for line in lines]
     assert seqs == list(range(seqs[0], seqs[0] + 5)), lines
+    told = err_path.read_text()
+    assert f"waiting for events of client 'site-b' of job '{job}'" in told, told
+
+
+@pytest.mark.timeout(120)
+def test_tail_of_an_unknown_job_says_what_it_waits_for(
+    start_receiver: Callable[..., Any], job: str
+) -> None:
+    receiver = start_receiver(extra_args=LIVE_ARGS)
+    with subprocess.Popen(
+        [str(TRACKBRIDGE_EXE), "tail", "--receiver", receiver.address, "--job", "nope"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as tail:
+        try:
+            assert tail.stderr is not None
+            line = tail.stderr.readline()  # bounded by the test's timeout
+            assert line.startswith("trackbridge tail: waiting for events of every client"), line
+            assert "'nope'" in line and receiver.address in line, line
+            assert "none has sent anything" in line, line
+            assert "Ctrl-C" in line, line
+            assert tail.poll() is None  # and it goes on waiting
+        finally:
+            tail.terminate()
+            tail.wait(timeout=10)
+
+
+@pytest.mark.timeout(120)
+def test_top_n_draws_n_frames_and_exits(start_receiver: Callable[..., Any], job: str) -> None:
+    receiver = start_receiver(extra_args=LIVE_ARGS)
+    result = subprocess.run(
+        [str(TRACKBRIDGE_EXE), "top", "-n", "2", "--receiver", receiver.address, "--job", job],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+        env={**TERMINAL_ENV, "COLUMNS": "80", "LINES": "24"},
+    )
+    assert result.returncode == 0, result
+    assert result.stdout.count("trackbridge top") == 2, result.stdout
+    assert result.stderr == "", result.stderr
 
 
 @pytest.mark.timeout(60)

@@ -1,40 +1,28 @@
-"""``trackbridge demo`` prints the live page's address, and the page shows its clients live."""
+"""``trackbridge demo`` in a terminal: it prints the live page's address, the page shows its
+clients while they train, and afterwards the receiver and the page stay up (clients shown
+finished) until Ctrl-C, with the MLflow UI command printed."""
 
 from __future__ import annotations
 
-import queue
-import subprocess
-import threading
+import os
+import re
 from pathlib import Path
 from typing import Any
 
+import pexpect
 import pytest
 
 from tests.support.live import get
 from tests.support.procs import TRACKBRIDGE_EXE, wait_until
+from tests.support.pty import spawn_in_pty
 
 pytestmark = pytest.mark.slow
 
-URL_PREFIX = "watch the clients live: "
 DEMO_TIMEOUT_S = 200
 
 
-def _lines(proc: subprocess.Popen[str]) -> queue.Queue[str | None]:
-    """The demo's output lines, read by a thread (None at the end)."""
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return lines
-
-
-@pytest.mark.timeout(DEMO_TIMEOUT_S + 30)
-def test_demo_prints_the_page_and_the_page_shows_its_clients(tmp_path: Path) -> None:
+@pytest.mark.timeout(DEMO_TIMEOUT_S + 60)
+def test_demo_keeps_the_page_up_after_training_until_ctrl_c(tmp_path: Path) -> None:
     cmd = [
         str(TRACKBRIDGE_EXE),
         "demo",
@@ -47,54 +35,42 @@ def test_demo_prints_the_page_and_the_page_shows_its_clients(tmp_path: Path) -> 
         "--step-delay",
         "0.1",
         "--data-dir",
-        str(tmp_path),
+        str(tmp_path / "data"),
     ]
-    proc = subprocess.Popen(
-        cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    output: list[str] = []
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "TERM": "xterm"}
+    demo = spawn_in_pty(cmd, rows=50, cols=200, env=env, timeout=DEMO_TIMEOUT_S)
     try:
-        lines = _lines(proc)
-        url = ""
-        while not url:
-            line = lines.get(timeout=120)
-            assert line is not None, "\n".join(output)
-            output.append(line)
-            if line.startswith(URL_PREFIX):
-                url = line.removeprefix(URL_PREFIX)
-        assert url.startswith("http://127.0.0.1:")
-        assert url.endswith("/jobs/demo")
+        demo.expect(r"watch the clients live: (http://127\.0\.0\.1:\d+/jobs/demo)\s")
+        url = demo.match.group(1)
         base = url.removesuffix("/jobs/demo")
         assert get(url).status == 200
         assert b"/static/app.js" in get(url).body
 
         # While the clients train, the page's data shows both, with fresh losses.
-        def both_clients_live() -> dict[str, Any] | None:
-            if _drain(lines, output) is False:
-                raise AssertionError("the demo ended first:\n" + "\n".join(output))
+        def clients(state: str) -> dict[str, Any] | None:
             snapshot = get(f"{base}/api/jobs/demo?metrics=train/loss").json()
             rows = {row["id"]: row for row in snapshot["clients"]}
             losses = all("train/loss" in row["latest"] for row in rows.values())
-            return rows if set(rows) == {"site-1", "site-2"} and losses else None
+            states = {row["state"] for row in rows.values()}
+            return (
+                rows if set(rows) == {"site-1", "site-2"} and losses and states == {state} else None
+            )
 
-        seen = wait_until(both_clients_live, 120, interval_s=0.2, what="both demo clients live")
-        assert all(row["state"] == "connected" for row in seen.values()), seen
-        assert proc.wait(timeout=DEMO_TIMEOUT_S) == 0, "\n".join(output)
+        wait_until(lambda: clients("connected"), 120, interval_s=0.2, what="both clients live")
+
+        # Training done: the summary says what its figures are; the page stays up.
+        demo.expect(r"clients logged \d+ metric points in [\d.]+ s")
+        demo.expect(r"mlflow ui --backend-store-uri sqlite:///\S+mlflow\.db")
+        demo.expect(r"The receiver and the live page stay up: " + re.escape(url))
+        demo.expect("Press Ctrl-C to stop them")
+        assert clients("finished") is not None
+        assert get(url).status == 200
+        assert demo.isalive()
+
+        demo.sendintr()
+        demo.expect(pexpect.EOF)
+    except pexpect.ExceptionPexpect as exc:
+        raise AssertionError(f"the demo's terminal so far:\n{demo.before}") from exc
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-def _drain(lines: queue.Queue[str | None], output: list[str]) -> bool:
-    """Collects the demo's output so far; False once it has ended."""
-    while True:
-        try:
-            line = lines.get_nowait()
-        except queue.Empty:
-            return True
-        if line is None:
-            return False
-        output.append(line)
+        demo.close(force=True)
+    assert demo.exitstatus == 0, demo.before

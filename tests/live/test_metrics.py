@@ -93,8 +93,15 @@ def test_metrics_count_the_traffic_sent(
     assert samples["trackbridge_mlflow_up"][()] == 1
     assert samples["trackbridge_events_duplicate_total"][()] == 0
     assert samples["trackbridge_batches_rejected_total"][()] == 0
-    assert samples["trackbridge_connected_clients"][()] == 3
-    assert _per_client(samples, "trackbridge_client_connected", job) == dict.fromkeys(expected, 1)
+    # site-a and site-b ended their runs: finished, no longer connected; site-d goes on.
+    assert samples["trackbridge_connected_clients"][()] == 1
+    connected = _per_client(samples, "trackbridge_client_connected", job)
+    assert connected == {"site-a": 0, "site-b": 0, "site-d": 1}
+    refused = {dict(k)["reason"]: v for k, v in samples["trackbridge_calls_refused_total"].items()}
+    assert refused == dict.fromkeys(
+        ("unauthenticated", "permission_denied", "calls_in_flight", "rate_limit"), 0
+    )
+    assert samples["process_resident_memory_bytes"][()] > 0
     # Each stored batch was timed once; the buckets are cumulative up to +Inf.
     count = samples["trackbridge_flush_duration_seconds_count"][()]
     buckets = samples["trackbridge_flush_duration_seconds_bucket"]

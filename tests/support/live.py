@@ -8,7 +8,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +41,8 @@ class Response:
     """An HTTP response, read whole."""
 
     status: int
-    headers: dict[str, str]
+    headers: Mapping[str, str]
+    """Case-insensitive, as HTTP's header names are."""
     body: bytes
 
     def json(self) -> Any:
@@ -61,10 +62,10 @@ def get(url: str, headers: dict[str, str] | None = None, timeout_s: float = 10.0
     request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - local http
     try:
         with _OPENER.open(request, timeout=timeout_s) as response:
-            return Response(response.status, dict(response.headers), response.read())
+            return Response(response.status, response.headers, response.read())
     except urllib.error.HTTPError as exc:
         with exc:
-            return Response(exc.code, dict(exc.headers), exc.read())
+            return Response(exc.code, exc.headers, exc.read())
 
 
 def first_sse_message(url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
