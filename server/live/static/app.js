@@ -236,6 +236,7 @@
 
     function render() {
       const clients = [...st.clients.values()].sort((a, b) => byName(a.id, b.id));
+      assignColors(clients.map((c) => c.id)); // new clients take the next colours, by name
       const dirty = st.dirty;
       st.dirty = { rows: false, latest: false };
       if (dirty.rows) {

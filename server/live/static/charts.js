@@ -89,6 +89,9 @@
   }
 
   const X_LABELS = { step: "step", wall: "time", relative: "seconds since start" };
+  // Steps are whole numbers: no ticks between them.
+  const STEP_INCRS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7].map((p) => m * p))
+    .sort((a, b) => a - b);
 
   // What the legend shows away from the cursor: each line's latest value.
   function lastOf(values) {
@@ -145,7 +148,10 @@
           y: { distr: view.logY ? 3 : 1, range: view.domain ? () => view.domain() : undefined },
         },
         axes: [
-          { grid, ticks, font, stroke: "#5b6472", space: view.compact ? 50 : 70 },
+          {
+            grid, ticks, font, stroke: "#5b6472", space: view.compact ? 50 : 70,
+            incrs: view.xMode === "step" ? STEP_INCRS : undefined,
+          },
           {
             grid, ticks, font, stroke: "#5b6472", size: view.compact ? 46 : 58,
             values: (u, splits) => splits.map(fmt),
