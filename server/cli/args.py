@@ -117,14 +117,16 @@ def http_listen(text: str) -> str:
     return text if text == "off" else host_port(text)
 
 
-def readable_file(text: str) -> str:
-    """A file that must exist and be readable (a certificate, a CA bundle)."""
-    path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"no file at {text}")
+def check_readable(path: str | None, flag: str) -> None:
+    """Fails in one line when a file named by ``flag`` (a certificate, a CA bundle) cannot be
+    read. Checked when the command runs, not when flags are parsed: deployment files name
+    paths that exist only inside their container."""
+    if path is None:
+        return
+    if not Path(path).is_file():
+        raise UsageError(f"{flag}: no file at {path}")
     if not os.access(path, os.R_OK):
-        raise argparse.ArgumentTypeError(f"cannot read {text}")
-    return text
+        raise UsageError(f"{flag}: cannot read {path}")
 
 
 def check_free(host: str, port: int, flag: str) -> None:

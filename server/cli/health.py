@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bridge import envvars
-from server.cli.args import dial_address, positive_float, readable_file
+from server.cli.args import check_readable, dial_address, positive_float
 from server.config import DEFAULT_LISTEN
 
 _WILDCARDS = ("0.0.0.0", "::", "[::]", "")  # noqa: S104 - names, not binds
@@ -38,7 +38,7 @@ def add_health_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument(
         "--timeout", type=positive_float, default=5.0, metavar="SECONDS", help="default 5"
     )
-    p.add_argument("--tls-ca", type=readable_file, help="CA bundle: check over TLS")
+    p.add_argument("--tls-ca", help="CA bundle: check over TLS")
     p.add_argument("--tls-server-name", help="name the certificate must carry (with --tls-ca)")
     p.set_defaults(func=_health)
 
@@ -52,6 +52,7 @@ def target(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> str
 
 
 def _health(args: argparse.Namespace) -> int:
+    check_readable(args.tls_ca, "--tls-ca")
     address = target(args)
     tls_ca = Path(args.tls_ca) if args.tls_ca else None
     status = check(address, args.service, args.timeout, tls_ca, args.tls_server_name)

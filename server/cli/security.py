@@ -11,7 +11,7 @@ import sys
 import time
 
 from bridge import envvars
-from server.cli.args import existing_data_dir, readable_file
+from server.cli.args import check_readable, existing_data_dir
 from server.config import DEFAULT_DATA_DIR, ReceiverConfig
 from server.flush.credentials import export_secret_files, install_log_redaction
 from server.security.config import (
@@ -30,20 +30,17 @@ def add_serve_security_args(p: argparse.ArgumentParser) -> None:
     tls = p.add_argument_group("transport security (TLS, client identity)")
     tls.add_argument(
         "--tls-cert",
-        type=readable_file,
         metavar="PEM",
         help=f"certificate chain to serve (env {envvars.TRACKBRIDGE_SERVE_TLS_CERT});"
         " reloaded when the file changes",
     )
     tls.add_argument(
         "--tls-key",
-        type=readable_file,
         metavar="PEM",
         help=f"its private key (env {envvars.TRACKBRIDGE_SERVE_TLS_KEY})",
     )
     tls.add_argument(
         "--tls-client-ca",
-        type=readable_file,
         metavar="PEM",
         help="require client certificates signed by this CA; the certificate's CN or SAN is the"
         f" client id (mutual TLS; env {envvars.TRACKBRIDGE_SERVE_TLS_CLIENT_CA})",
@@ -109,6 +106,12 @@ def security_from_args(args: argparse.Namespace) -> SecurityConfig:
         rate_burst_events=args.rate_burst,
         max_calls_per_client=args.max_calls_per_client,
     )
+
+
+def check_security_files(args: argparse.Namespace) -> None:
+    """Fails in one line when a TLS file named on ``serve``'s command line cannot be read."""
+    for flag in ("tls_cert", "tls_key", "tls_client_ca"):
+        check_readable(getattr(args, flag), f"--{flag.replace('_', '-')}")
 
 
 def prepare_secrets() -> None:

@@ -16,7 +16,12 @@ from server.cli.args import (
     positive_int,
     writable_data_dir,
 )
-from server.cli.security import add_serve_security_args, prepare_secrets, security_from_args
+from server.cli.security import (
+    add_serve_security_args,
+    check_security_files,
+    prepare_secrets,
+    security_from_args,
+)
 from server.config import DEFAULT_DATA_DIR, DEFAULT_LISTEN, ReceiverConfig, redact_uri
 
 
@@ -80,6 +85,7 @@ def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _serve(args: argparse.Namespace) -> int:
     # Everything the flags say is checked before the receiver's imports (gRPC, MLflow: seconds).
+    check_security_files(args)
     try:
         config = _serve_config(args)
     except ValueError as exc:

@@ -7,7 +7,7 @@ import os
 
 from bridge import envvars
 from bridge.channel import ChannelSecurity
-from server.cli.args import UsageError, dial_address, positive_int, readable_file
+from server.cli.args import UsageError, check_readable, dial_address, positive_int
 
 DEFAULT_RECEIVER = "127.0.0.1:50551"
 
@@ -25,7 +25,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--tls-ca",
-        type=readable_file,
         metavar="PEM",
         help="CA of the receiver's TLS certificate (default TRACKBRIDGE_TLS_CA; client"
         " certificate from TRACKBRIDGE_TLS_CERT/KEY when the receiver wants mutual TLS)",
@@ -40,6 +39,7 @@ def _receiver(args: argparse.Namespace) -> str:
 
 def _security(args: argparse.Namespace) -> ChannelSecurity:
     """TLS as a client would have it; the viewer token (not a client's) as the bearer."""
+    check_readable(args.tls_ca, "--tls-ca")
     token = args.viewer_token
     if token is None:
         token = os.environ.get(envvars.TRACKBRIDGE_VIEWER_TOKEN, "")

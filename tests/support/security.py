@@ -142,6 +142,9 @@ def trackbridge(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
 
 def issue_token(data_dir: Path, client_id: str) -> str:
     """``trackbridge token issue`` for a client; the token is remembered as a secret."""
+    # Issued before the receiver's first start, as an operator would: into a directory that
+    # exists (token commands refuse a missing one rather than make it).
+    data_dir.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
         [
             str(TRACKBRIDGE_EXE),
