@@ -80,6 +80,8 @@
       smoothing: smoothing >= 0 && smoothing < 1 ? smoothing : 0,
       zoom: null,
       hidden: new Set(),
+      chartsDue: 0, // performance.now() before which charts are not redrawn
+      chartsTimer: 0,
       clockOffset: 0,
       receiver: null,
       scheduled: false,
@@ -351,6 +353,19 @@
       });
     }
 
+    // Cards far off screen are not updated until they come near it: with 100 clients x 20
+    // metrics, rewriting every card five times a second kept the browser busy all the time.
+    const nearCards = new Set();
+    const seen = new IntersectionObserver((entries) => {
+      for (const e of entries) {
+        const id = e.target.dataset.client;
+        if (e.isIntersecting) nearCards.add(id);
+        else nearCards.delete(id);
+      }
+      st.dirty.latest = true;
+      schedule();
+    }, { rootMargin: "100% 0px" });
+
     function renderCards(clients) {
       const box = $("#cards");
       clients.forEach((c, index) => {
@@ -365,6 +380,8 @@
           entry = { card, state, dl: el("dl"), dds: new Map(), charts: el("div", "card-charts") };
           card.append(title, entry.dl, entry.charts);
           cards.set(c.id, entry);
+          seen.observe(card);
+          nearCards.add(c.id); // until the observer says otherwise
         }
         const card = entry.card;
         if (box.children[index] !== card) box.insertBefore(card, box.children[index] || null);
@@ -372,6 +389,7 @@
           stateCell(entry.state, c.state);
           card.dataset.state = c.state;
         }
+        if (!nearCards.has(c.id)) return;
         let added = false;
         for (const [key, [step, value]] of Object.entries(c.latest)) {
           let dd = entry.dds.get(key);
@@ -445,11 +463,24 @@
         chartsKey = signature;
         buildCharts(chosen, ids);
       }
+      // Redrawing costs the browser in proportion to clients x points: past a few clients the
+      // charts are redrawn less often, so that they take at most about a quarter of its time.
+      const now = performance.now();
+      if (now < st.chartsDue) {
+        if (!st.chartsTimer) {
+          st.chartsTimer = setTimeout(() => { st.chartsTimer = 0; schedule(); }, st.chartsDue - now);
+        }
+        return;
+      }
       const t0 = firstTime(ids, chosen);
       for (const chart of charts) {
         const version = chart.ids.map((id) => seriesFor(id, chart.key)?.version ?? -1).join(",");
         chart.update(seriesFor, t0, `${version}|${t0}`, st.zoom);
       }
+      // The browser rasterises the lines after this returns, so the series drawn count too.
+      const spent = performance.now() - now;
+      const lines = charts.reduce((n, chart) => n + chart.ids.length, 0);
+      st.chartsDue = performance.now() + Math.min(2000, Math.max(3 * spent, 4 * lines));
     }
 
     function buildCharts(chosen, ids) {

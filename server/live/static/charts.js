@@ -72,7 +72,10 @@
   // wins), values that cannot be drawn as gaps.
   function table(s, xMode, t0, logY, weight) {
     const xs = xMode === "step" ? s.s : s.t.map((t) => (xMode === "wall" ? t / 1000 : (t - t0) / 1000));
-    const order = xs.map((_, i) => i).sort((a, b) => xs[a] - xs[b] || a - b);
+    let sorted = true;
+    for (let i = 1; i < xs.length && sorted; i += 1) sorted = xs[i - 1] <= xs[i];
+    const order = xs.map((_, i) => i);
+    if (!sorted) order.sort((a, b) => xs[a] - xs[b] || a - b); // logged out of order: rare
     const x = [];
     const y = [];
     for (const i of order) {
@@ -88,6 +91,7 @@
     return [x, smooth(y, weight), y];
   }
 
+  const LATEST_IN_LEGEND = 12;
   const X_LABELS = { step: "step", wall: "time", relative: "seconds since start" };
   // Steps are whole numbers: no ticks between them.
   const STEP_INCRS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7].map((p) => m * p))
@@ -116,7 +120,13 @@
       this.view = view; // {xMode, logY, smoothing, compact, sync, onZoom, onToggle, domain}
       this.signature = "";
       const raw = view.smoothing > 0;
-      const value = (u, v, sidx, idx) => fmt(idx == null ? lastOf(u.data[sidx]) : v);
+      // Away from the cursor the legend shows each line's latest value; with many clients it
+      // shows nothing there (the cards have them), sparing the browser a relayout per update.
+      const latest = ids.length <= LATEST_IN_LEGEND;
+      const value = (u, v, sidx, idx) => {
+        if (idx != null) return fmt(v);
+        return latest ? fmt(lastOf(u.data[sidx])) : "";
+      };
       const series = [{
         label: X_LABELS[view.xMode],
         value: (u, v, sidx, idx) => this.xText(idx == null ? lastOf(u.data[0]) : v),
