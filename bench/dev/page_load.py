@@ -45,7 +45,7 @@ _COUNT_SSE = """
 
 def _publish(address: str, args: argparse.Namespace, stop: threading.Event) -> None:
     with grpc.insecure_channel(address) as channel:
-        stub: Any = ingest_pb2_grpc.IngestStub(channel)
+        stub: Any = ingest_pb2_grpc.IngestStub(channel)  # type: ignore[no-untyped-call]
         seq = dict.fromkeys(range(args.clients), 1)
         step = 0
         while not stop.is_set():
