@@ -17,6 +17,8 @@ from tests.support.live import LIVE_ARGS, artifact_path, http_port, live_writers
 from tests.support.procs import wait_until
 
 STEPS = 50
+pytestmark = pytest.mark.slow  # a browser, a receiver and MLflow: a minute or so
+
 WAIT_S = 30
 
 

@@ -14,6 +14,8 @@ import pytest
 from tests.support.live import LIVE_ARGS, get, http_port, live_writers
 from tests.support.procs import free_port, wait_until
 
+pytestmark = pytest.mark.slow  # a browser, a receiver and MLflow: a minute or so
+
 WAIT_MS = 30_000
 
 
