@@ -249,6 +249,7 @@ def test_fuzzed_traffic_is_answered_precisely_and_harms_no_one(
             config=WriterConfig(
                 receiver=receiver.address, client_id="good", job="good-job",
                 spool_dir=str(tmp_path / "spool"), token=tokens["good"], linger_s=0.05,
+                max_batch_events=MAX_BATCH_EVENTS,  # a loaded machine gathers more per send
             )
         )
     )  # fmt: skip

@@ -28,6 +28,7 @@ from tests.support.security import (
     issue_token,
     metric_event,
     no_secret_leaks,
+    start_event,
     trackbridge,
     write_secret,
 )
@@ -92,7 +93,10 @@ def test_a_call_without_a_valid_token_is_unauthenticated(
 
 @pytest.mark.timeout(120)
 def test_a_client_writes_only_as_itself_and_only_to_its_own_runs(
-    channel: grpc.Channel, tokened: tuple[ReceiverProcess, dict[str, str]], job: str
+    channel: grpc.Channel,
+    tokened: tuple[ReceiverProcess, dict[str, str]],
+    job: str,
+    mlflow_client: Any,
 ) -> None:
     receiver, tokens = tokened
     site1, site2 = bearer(tokens["site-1"]), bearer(tokens["site-2"])
@@ -109,12 +113,12 @@ def test_a_client_writes_only_as_itself_and_only_to_its_own_runs(
     mine = call(channel, PUBLISH, batch("site-2", job, run_key=run_key), site2)
     assert mine.code == grpc.StatusCode.OK and mine.response.acked_seq == 2, mine
     intruder = batch(
-        "site-1", job, run_key=run_key, first_seq=3, events=[metric_event(value=666.0)]
+        "site-1", job, run_key=run_key, events=[start_event(), metric_event(value=666.0)]
     )
     outcome = call(channel, PUBLISH, intruder, site1)
-    assert outcome.code == grpc.StatusCode.OK and outcome.response.acked_seq == 3, outcome
+    assert outcome.code == grpc.StatusCode.OK and outcome.response.acked_seq == 2, outcome
     query = ingest_pb2.RunQuery(client_id="site-1", run_key=run_key)
-    assert call(channel, GET_RUN, query, site1).response.acked_seq == 3
+    assert call(channel, GET_RUN, query, site1).response.acked_seq == 2
     query = ingest_pb2.RunQuery(client_id="site-2", run_key=run_key)
     assert call(channel, GET_RUN, query, site2).response.acked_seq == 2
 
@@ -129,7 +133,15 @@ def test_a_client_writes_only_as_itself_and_only_to_its_own_runs(
     assert runs[f"site-2/{run_key}"]["client_id"] == "site-2"
     assert runs[f"site-2/{run_key}"]["acked_seq"] == 2
     assert runs[f"site-1/{run_key}"]["client_id"] == "site-1"
-    assert runs[f"site-1/{run_key}"]["acked_seq"] == 3
+    assert runs[f"site-1/{run_key}"]["acked_seq"] == 2
+
+    def both() -> dict[str, Any] | None:
+        runs = children_by_client(mlflow_client, job)
+        return runs if len(runs) == 2 else None
+
+    by_client = wait_until(both, 30, what="both clients' runs in MLflow")
+    assert all_points(mlflow_client, by_client["site-1"]) == {"m": [("m", 666.0, 0, TS)]}
+    assert all_points(mlflow_client, by_client["site-2"]) == {"m": [("m", 1.0, 0, TS)]}
 
 
 @pytest.mark.timeout(120)
