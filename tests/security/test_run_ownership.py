@@ -10,18 +10,21 @@ exactly B's points in B's run, A's point in A's own run, and every bystander poi
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import uuid
+import zlib
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from bridge.pb.v1 import events_pb2, ingest_pb2
+from bridge.pb.v1 import artifacts_pb2, artifacts_pb2_grpc, events_pb2, ingest_pb2
 from client_sdk.config import WriterConfig
 from client_sdk.writer import Writer
 from tests.support.bystander import start_bystander
+from tests.support.compat import receiver_idle
 from tests.support.faults import TcpProxy
 from tests.support.mlflow_reads import (
     TAG_CLIENT_ID,
@@ -70,6 +73,26 @@ def _data_dirs(root: Path, count: int, clients: list[str]) -> tuple[list[Path], 
             shutil.copy2(path, data_dir / path.name)
         dirs.append(data_dir)
     return dirs, tokens
+
+
+def _file_chunks(run_key: str, data: bytes) -> list[artifacts_pb2.ArtifactChunk]:
+    header = artifacts_pb2.ArtifactHeader(
+        client_id="site-a",
+        job="unused-job",
+        run_key=run_key,
+        upload_id=uuid.uuid4().hex,
+        file_name="stolen.txt",
+        size=len(data),
+    )
+    return [
+        artifacts_pb2.ArtifactChunk(header=header),
+        artifacts_pb2.ArtifactChunk(
+            data=artifacts_pb2.ArtifactData(offset=0, data=data, crc32=zlib.crc32(data))
+        ),
+        artifacts_pb2.ArtifactChunk(
+            trailer=artifacts_pb2.ArtifactTrailer(sha256=hashlib.sha256(data).hexdigest())
+        ),
+    ]
 
 
 def _start(name: str) -> events_pb2.Event:
@@ -138,6 +161,11 @@ def test_a_client_cannot_write_into_another_clients_run_through_any_receiver(
             assert outcome.code == grpc.StatusCode.PERMISSION_DENIED, outcome
             query = ingest_pb2.RunQuery(client_id="site-a", run_key=b_key)
             assert call(channel, GET_RUN, query, site_a).response.acked_seq == 2  # its own
+            # Files address runs by run key too: this one goes to A's own run.
+            ack = artifacts_pb2_grpc.ArtifactsStub(channel).Upload(
+                iter(_file_chunks(b_key, b"not B's file")), metadata=site_a, timeout=30
+            )
+            assert ack.size == len(b"not B's file")
 
         # Receiver 1 goes away; B fails over to receiver 2, which has seen A's batches.
         assert r1.stop() == 0, r1.log_tail()
@@ -146,6 +174,7 @@ def test_a_client_cannot_write_into_another_clients_run_through_any_receiver(
         assert writer.flush(timeout_s=60), "receiver 2 must take B's own batches"
 
         # Then to receiver 3, which never saw B: it finds B's run by B's tags alone.
+        wait_until(lambda: receiver_idle(r2.data_dir), 60, what="receiver 2 to drain")
         assert r2.stop() == 0, r2.log_tail()
         proxy.set_upstream(r3.port)
         _log(writer, 200, 300)
@@ -178,4 +207,6 @@ def test_a_client_cannot_write_into_another_clients_run_through_any_receiver(
     (a,) = by_client["site-a"]
     assert (a.data.tags[TAG_RUN_KEY], a.info.run_name) == (b_key, "hijack")
     assert all_points(mlflow_client, a) == {"x": [("x", 666.0, 1000, TS + 1000)]}
+    assert [f.path for f in mlflow_client.list_artifacts(a.info.run_id)] == ["stolen.txt"]
+    assert mlflow_client.list_artifacts(b.info.run_id) == []
     bystander.assert_delivered(mlflow_client)
