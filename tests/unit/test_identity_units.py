@@ -13,7 +13,9 @@ import pytest
 from bridge.convert import check_batch
 from bridge.errors import BatchRejected, MlflowException
 from bridge.pb.v1 import events_pb2
+from bridge.secret import redact_text
 from bridge.validation import SDK_TAGS, validate_tag
+from server.flush.credentials import configured_secrets
 from server.ingest.ingestor import Ingestor
 from server.queue.sqlite import Backlog, Queue, connect
 from server.security.auth import Authenticator, Refused
@@ -378,3 +380,10 @@ def test_a_batch_with_a_reserved_tag_is_rejected_but_the_sdks_rank_tag_passes() 
     rank = events_pb2.Event()
     rank.run_start.tags["trackbridge.rank"] = "1"
     check_batch(batch(rank))
+
+
+def test_token_keys_given_as_text_are_redacted_from_logs() -> None:
+    line = new_key_line("k1")
+    secrets = configured_secrets({"TRACKBRIDGE_TOKEN_KEYS": f"# fleet\n{line}\n"})
+    assert _secret_of(line) in secrets
+    assert _secret_of(line) not in redact_text(f"oops {_secret_of(line)}", secrets)
