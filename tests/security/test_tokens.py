@@ -137,11 +137,14 @@ def test_a_client_writes_only_as_itself_and_only_to_its_own_runs(
 
     def both() -> dict[str, Any] | None:
         runs = children_by_client(mlflow_client, job)
-        return runs if len(runs) == 2 else None
+        points = {client: all_points(mlflow_client, run) for client, run in runs.items()}
+        return points if len(points) == 2 and all(points.values()) else None
 
-    by_client = wait_until(both, 30, what="both clients' runs in MLflow")
-    assert all_points(mlflow_client, by_client["site-1"]) == {"m": [("m", 666.0, 0, TS)]}
-    assert all_points(mlflow_client, by_client["site-2"]) == {"m": [("m", 1.0, 0, TS)]}
+    points = wait_until(both, 30, what="both clients' runs and points in MLflow")
+    assert points == {
+        "site-1": {"m": [("m", 666.0, 0, TS)]},
+        "site-2": {"m": [("m", 1.0, 0, TS)]},
+    }
 
 
 @pytest.mark.timeout(120)

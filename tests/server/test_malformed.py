@@ -263,8 +263,10 @@ def test_a_run_key_names_a_run_of_the_client_that_uses_it(
             r.data.tags["trackbridge.client_id"]: r
             for r in child_runs(job_runs(mlflow_client, job))
         }
-        owner = runs.get("owner-a")
-        return runs if len(runs) == 2 and owner and owner.info.status == "FINISHED" else None
+        owner, intruder = runs.get("owner-a"), runs.get("intruder-b")
+        if owner is None or intruder is None or owner.info.status != "FINISHED":
+            return None
+        return runs if all_points(mlflow_client, intruder) else None
 
     runs = wait_until(both, 30, what="both clients' runs, the owner's finished")
     assert all_points(mlflow_client, runs["owner-a"]) == {
