@@ -17,6 +17,7 @@ from bridge.events import (
 from bridge.pb.v1 import events_pb2 as pb
 from bridge.validation import (
     MAX_INT64,
+    SDK_TAGS,
     validate_metric_key,
     validate_param,
     validate_run_id,
@@ -167,7 +168,7 @@ def check_event(event: Event) -> None:
         validate_tag(event.key, event.value, truncate=False)
     elif isinstance(event, RunStart):
         for key, value in event.tags.items():
-            validate_tag(key, value, truncate=False)
+            validate_tag(key, value, truncate=False, allowed_reserved=SDK_TAGS)
         if event.resume_run_id:
             validate_run_id(event.resume_run_id, "resume_run_id")
     elif isinstance(event, DeleteTag):

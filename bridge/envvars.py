@@ -69,6 +69,18 @@ TRACKBRIDGE_SERVE_TLS_KEY = "TRACKBRIDGE_SERVE_TLS_KEY"
 TRACKBRIDGE_SERVE_TLS_CLIENT_CA = "TRACKBRIDGE_SERVE_TLS_CLIENT_CA"
 """Receiver: PEM CA bundle client certificates must chain to; turns on mutual TLS."""
 
+TRACKBRIDGE_TOKEN_KEYS_FILE = "TRACKBRIDGE_TOKEN_KEYS_FILE"  # noqa: S105 - a name, not a secret
+"""Receiver and ``token issue``: the fleet's signed-token keys file (``<key id> <secret>``
+lines, the first signs); re-read by receivers when it changes."""
+
+TRACKBRIDGE_TOKEN_KEYS = "TRACKBRIDGE_TOKEN_KEYS"  # noqa: S105 - a name, not a secret
+"""Receiver and ``token issue``: the fleet's signed-token keys themselves, when there is no
+file (the same lines)."""
+
+TRACKBRIDGE_TOKEN_REVOCATIONS_FILE = "TRACKBRIDGE_TOKEN_REVOCATIONS_FILE"  # noqa: S105
+"""Receiver and ``token revoke``: the fleet's revocation list of signed tokens; re-read by
+receivers when it changes."""
+
 MLFLOW_TRACKING_USERNAME = "MLFLOW_TRACKING_USERNAME"
 """Receiver: MLflow's basic-auth user name (read by MLflow itself)."""
 

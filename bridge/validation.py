@@ -23,6 +23,13 @@ MAX_TAG_VAL_LENGTH = 8000
 MAX_INT64 = 2**63 - 1
 MIN_INT64 = -(2**63)
 
+RESERVED_TAG_PREFIX = "trackbridge."
+"""Tags under this prefix name a run's owner and state (``trackbridge.client_id``,
+``trackbridge.run_key``, ...): receivers alone set them, and find runs again by them."""
+SDK_TAGS = frozenset({"trackbridge.rank"})
+"""Reserved tags the client SDK itself puts on a run's start (never a user's call), which
+carry no identity: a receiver lets these through."""
+
 _NAME_RE = re.compile(r"^[/\w.\- :]*$")
 _BAD_CHARACTERS = (
     "Names may only contain alphanumerics, underscores (_), dashes (-), periods (.),"
@@ -150,12 +157,35 @@ def validate_param(key: object, value: str, *, truncate: bool = True, prefix: st
     return _check_length("Param value", MAX_PARAM_VAL_LENGTH, value, truncate=truncate)
 
 
-def validate_tag(key: object, value: str, *, truncate: bool = True, prefix: str = "") -> str:
-    """Checks a tag's key and value; returns the value, truncated where MLflow truncates."""
+def validate_tag(
+    key: object,
+    value: str,
+    *,
+    truncate: bool = True,
+    prefix: str = "",
+    allowed_reserved: frozenset[str] = frozenset(),
+) -> str:
+    """Checks a tag's key and value; returns the value, truncated where MLflow truncates.
+
+    A key under ``trackbridge.`` is refused (INVALID_PARAMETER_VALUE) unless it is one of
+    ``allowed_reserved``: those tags are the receivers' (see ``RESERVED_TAG_PREFIX``).
+    """
     path = json_path(prefix, "key")
     name = _check_name(key, path, f"Missing value for required parameter '{path}'.")
     _check_length(path, MAX_ENTITY_KEY_LENGTH, name)
+    if name.startswith(RESERVED_TAG_PREFIX) and name not in allowed_reserved:
+        raise MlflowException.invalid_parameter_value(reserved_tag_message(path, name))
     return _check_length(json_path(prefix, "value"), MAX_TAG_VAL_LENGTH, value, truncate=truncate)
+
+
+def reserved_tag_message(path: str, key: str) -> str:
+    """MLflow-style words for a tag key that only receivers may set."""
+    return invalid_value(
+        path,
+        key,
+        f"tag keys starting with '{RESERVED_TAG_PREFIX}' are reserved: the trackbridge receiver"
+        " sets them (they name the run's owner); use another key",
+    )
 
 
 _RUN_ID_RE = re.compile(r"^[a-zA-Z0-9][\w\-]{0,255}$")

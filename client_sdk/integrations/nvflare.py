@@ -45,11 +45,11 @@ class MLflowWriter:
         tags: Mapping[str, Any] | None = None,
         session: Session | None = None,
     ) -> None:
+        self._tags = dict(checked_tags(tags or {}, single=False))  # before anything starts
         self._own_session = session is None
         self._session = session or Session(receiver, client_id=client_id, job=job)
         self._run_name = run_name or self._session.config.client_id
         self._experiment = experiment_name or ""
-        self._tags = dict(checked_tags(tags or {}, single=False))
         self._record: RunRecord | None = None
 
     @property

@@ -3,7 +3,9 @@
 Each chunk is written to the staging directory as it arrives (memory stays at one chunk per
 upload), every chunk's CRC-32 and the whole file's SHA-256 are checked, and the file is
 fsynced and recorded before the client is acknowledged. The uploader
-(``server/artifacts/uploader.py``) puts it in MLflow once the run exists there.
+(``server/artifacts/uploader.py``) puts it in MLflow once the run exists there. Run keys are
+scoped by the caller's client id, as the Ingest service scopes them: a file goes only to a
+run of the client that sent it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from bridge.validation import verify_artifact_path
 from server.artifacts.store import ArtifactStore, StagedFile
 from server.ingest.ingestor import Ingestor
 from server.security.auth import caller, shown
+from server.security.ownership import owned_key, run_key_problem
 
 _logger = logging.getLogger(__name__)
 
@@ -58,6 +61,9 @@ def _check_header(h: artifacts_pb2.ArtifactHeader) -> None:
         value = getattr(h, name)
         if not value or len(value) > _MAX_ID_LENGTH:
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, f"{name} must be 1 to 256 characters")
+    problem = run_key_problem(h.run_key)
+    if problem is not None:
+        raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, problem)
     if not _UPLOAD_ID_RE.match(h.upload_id):
         raise _Refused(
             grpc.StatusCode.INVALID_ARGUMENT, "upload_id must be 8 to 64 of [A-Za-z0-9_-]"
@@ -132,9 +138,7 @@ class ArtifactService(artifacts_pb2_grpc.ArtifactsServicer):
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"{shown(identity.name)} may not upload as client {shown(h.client_id)}",
             )
-        owner = self._ingestor.owner(h.run_key)
-        if owner is not None and owner != h.client_id:
-            raise _Refused(grpc.StatusCode.PERMISSION_DENIED, f"run {h.run_key} is not yours")
+        key = owned_key(h.client_id, h.run_key)
         if self._store.has(h.upload_id):
             return artifacts_pb2.ArtifactAck(upload_id=h.upload_id, size=h.size)
         if self._store.staged_bytes + h.size > MAX_STAGED_BYTES:
@@ -154,7 +158,7 @@ class ArtifactService(artifacts_pb2_grpc.ArtifactsServicer):
                 h.upload_id,
                 h.client_id,
                 h.job,
-                h.run_key,
+                key,
                 h.artifact_path,
                 h.file_name,
                 h.size,

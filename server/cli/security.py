@@ -1,5 +1,6 @@
 """Command-line parts of securing a receiver: ``serve``'s security flags, ``trackbridge token``
-(issue, list, revoke) and ``trackbridge doctor``."""
+(issue, list, revoke, keygen; signed tokens in :mod:`server.cli.signed_tokens`) and
+``trackbridge doctor``."""
 
 from __future__ import annotations
 
@@ -9,9 +10,17 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from bridge import envvars
 from server.cli.args import check_readable, existing_data_dir
+from server.cli.signed_tokens import (
+    add_signed_arguments,
+    is_signed_issue,
+    issue_signed,
+    revoke_signed,
+    revoke_signed_client,
+)
 from server.config import DEFAULT_DATA_DIR, ReceiverConfig
 from server.flush.credentials import export_secret_files, install_log_redaction
 from server.security.config import (
@@ -22,6 +31,7 @@ from server.security.config import (
     DEFAULT_RATE_EVENTS_PER_S,
     SecurityConfig,
 )
+from server.security.guard import fleet_tokens
 from server.security.tokens import TOKEN_PREFIX, TokenInfo, TokenStore
 
 
@@ -58,6 +68,19 @@ def add_serve_security_args(p: argparse.ArgumentParser) -> None:
         help="require client tokens even before any is issued (they are required anyway once"
         " `trackbridge token issue` has issued one)",
     )
+    tls.add_argument(
+        "--token-keys",
+        metavar="FILE",
+        help="accept signed client tokens made with these keys (the fleet's; env"
+        f" {envvars.TRACKBRIDGE_TOKEN_KEYS_FILE}, or the keys themselves in"
+        f" {envvars.TRACKBRIDGE_TOKEN_KEYS}); makes tokens required; re-read when it changes",
+    )
+    tls.add_argument(
+        "--token-revocations",
+        metavar="FILE",
+        help="the fleet's list of revoked signed tokens (env"
+        f" {envvars.TRACKBRIDGE_TOKEN_REVOCATIONS_FILE}); re-read when it changes",
+    )
     limits = p.add_argument_group("per-client limits")
     limits.add_argument(
         "--max-message-bytes",
@@ -93,19 +116,24 @@ def add_serve_security_args(p: argparse.ArgumentParser) -> None:
 
 
 def security_from_args(args: argparse.Namespace) -> SecurityConfig:
-    """The SecurityConfig that ``serve``'s flags (then the environment) describe."""
-    return SecurityConfig.resolve(
+    """The SecurityConfig that ``serve``'s flags (then the environment) describe; raises
+    ValueError (one line) for bad settings, token key and revocation files included."""
+    config = SecurityConfig.resolve(
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
         insecure_plaintext=args.insecure_plaintext,
         require_tokens=args.require_tokens,
+        token_keys_file=args.token_keys,
+        token_revocations_file=args.token_revocations,
         max_message_bytes=args.max_message_bytes,
         max_batch_events=args.max_batch_events,
         rate_events_per_s=args.rate_limit,
         rate_burst_events=args.rate_burst,
         max_calls_per_client=args.max_calls_per_client,
     )
+    fleet_tokens(config)  # a missing or malformed file: one clear line before anything starts
+    return config
 
 
 def check_security_files(args: argparse.Namespace) -> None:
@@ -144,6 +172,8 @@ def add_security_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     target.add_argument("--client", help="revoke every token of this client")
     revoke.add_argument("--data-dir", help=data_dir_help)
     revoke.set_defaults(func=_token_revoke)
+    keygen = actions.add_parser("keygen", help="make a key for signed tokens (the fleet's)")
+    add_signed_arguments(issue, revoke, keygen)
 
     doctor = sub.add_parser(
         "doctor",
@@ -166,13 +196,18 @@ def add_security_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     doctor.set_defaults(func=_doctor)
 
 
+def _data_dir(args: argparse.Namespace) -> Path:
+    return ReceiverConfig.resolve(data_dir=args.data_dir).data_dir
+
+
 def _store(args: argparse.Namespace) -> TokenStore:
     # An existing directory only: a mistyped --data-dir must not become a new, empty one.
-    data_dir = existing_data_dir(ReceiverConfig.resolve(data_dir=args.data_dir).data_dir)
-    return TokenStore(data_dir / "tokens.db")
+    return TokenStore(existing_data_dir(_data_dir(args)) / "tokens.db")
 
 
 def _token_issue(args: argparse.Namespace) -> int:
+    if is_signed_issue(args):
+        return issue_signed(args)
     store = _store(args)
     try:
         token = store.issue(args.client)
@@ -222,6 +257,17 @@ def _utc(ms: int) -> str:
 
 
 def _token_revoke(args: argparse.Namespace) -> int:
+    if args.token_id is not None and not args.token_id.startswith(TOKEN_PREFIX):
+        return revoke_signed(args.token_id, args.revocations)
+    signed = False
+    if args.client is not None:
+        try:
+            signed = revoke_signed_client(args.client, args.revocations)
+        except (ValueError, OSError) as exc:
+            print(f"trackbridge token revoke: {exc}", file=sys.stderr)
+            return 2
+        if signed and not (_data_dir(args) / "tokens.db").exists():
+            return 0  # no receiver-issued tokens here to revoke
     store = _store(args)
     try:
         if args.client is not None:
@@ -232,7 +278,7 @@ def _token_revoke(args: argparse.Namespace) -> int:
         store.close()
     what = f"client {args.client!r}" if args.client is not None else args.token_id
     print(f"revoked {count} token(s) of {what}")
-    return 0 if count else 1
+    return 0 if count or signed else 1
 
 
 def _doctor(args: argparse.Namespace) -> int:

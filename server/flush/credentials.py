@@ -31,6 +31,7 @@ SECRET_VARIABLES = (
     envvars.MLFLOW_TRACKING_PASSWORD,
     envvars.MLFLOW_TRACKING_TOKEN,
     envvars.TRACKBRIDGE_VIEWER_TOKEN,
+    envvars.TRACKBRIDGE_TOKEN_KEYS,
 )
 """Variables whose values never appear in logs, messages or status output."""
 
@@ -57,8 +58,14 @@ def export_secret_files(environ: MutableMapping[str, str]) -> list[str]:
 
 
 def configured_secrets(env: Mapping[str, str] = os.environ) -> list[str]:
-    """The secret values set in ``env`` (read the ``_FILE`` variants first)."""
-    return [env[name] for name in SECRET_VARIABLES if env.get(name)]
+    """The secret values set in ``env`` (read the ``_FILE`` variants first), the secrets of
+    signed-token keys given as text (``<key id> <secret>`` lines) among them."""
+    found = [env[name] for name in SECRET_VARIABLES if env.get(name)]
+    for line in env.get(envvars.TRACKBRIDGE_TOKEN_KEYS, "").splitlines():
+        secret = line.split("#", 1)[0].strip().partition(" ")[2].strip()
+        if secret:
+            found.append(secret)
+    return found
 
 
 def describe_mlflow_auth(env: Mapping[str, str] = os.environ) -> str:

@@ -16,6 +16,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 from bridge.events import Metric, Param, RunStart, RunStatus, Tag
 from bridge.limits import LogBatchChunk
 from server.flush.run_creation import RunNotCreated, create_once, matching, settled
+from server.security.ownership import client_run_key
 
 _logger = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ class MlflowSink:
         self._artifact_location = artifact_location
         self._experiments: dict[str, str] = {}
         self._parents: dict[str, RunRef] = {}
-        self._by_key: dict[str, RunRef] = {}
+        self._by_key: dict[tuple[str, str], RunRef] = {}
+        """(client id, client's run key) -> its MLflow run."""
 
     def experiment_id(self, name: str) -> str:
         """The id of experiment ``name``, created when missing."""
@@ -136,21 +138,23 @@ class MlflowSink:
         opening: bool = False,
     ) -> RunRef:
         """The MLflow run of one client run: the run it resumes (``resume_run_id``), else the
-        run found again by its run-key tag, else a new run. A ``start`` sets it RUNNING, unless
-        it is the run's ``opening`` event (sequence 1) and the run exists already: then it is
-        a late copy of the start (another receiver may have ended the run since).
+        run found again by its client's and run key's tags, else a new run. A ``start`` sets it
+        RUNNING, unless it is the run's ``opening`` event (sequence 1) and the run exists
+        already: then it is a late copy of the start (another receiver may have ended the run
+        since). ``run_key`` may be the receiver's owned key (``<client id>/<run key>``).
 
         Raises:
             RunNotCreated: No run has the key and ``may_create`` is False.
             RunContended: Another receiver is creating the run right now.
         """
+        run_key = client_run_key(run_key)
         parent = self.parent_run(job)
         ref = self._attach(client_id, start) if start and start.resume_run_id else None
         if ref is None:
             ref = self._keyed_run(
                 client_id, job, run_key, start, parent, may_create=may_create, opening=opening
             )
-        self._by_key[run_key] = ref
+        self._by_key[(client_id, run_key)] = ref
         self._reopen_parent(parent)
         return ref
 
@@ -167,7 +171,7 @@ class MlflowSink:
     ) -> RunRef:
         spec = start or RunStart()
         exp_id = self.experiment_id(spec.experiment or job)
-        by_key = f"tags.`{TAG_RUN_KEY}` = '{_quote(run_key)}'"
+        by_key = _owned_by(client_id, run_key)
         where = list(dict.fromkeys((exp_id, parent.experiment_id)))
         if start is None:
             # The start, and with it the run's experiment, went to another receiver.
@@ -183,7 +187,7 @@ class MlflowSink:
             tags = {**spec.tags, **extra}
             tags.update(
                 {
-                    MLFLOW_PARENT_RUN_ID: self._parent_of(spec, exp_id, parent).run_id,
+                    MLFLOW_PARENT_RUN_ID: self._parent_of(client_id, spec, exp_id, parent).run_id,
                     TAG_CLIENT_ID: client_id,
                     TAG_JOB: job,
                     TAG_RUN_KEY: run_key,
@@ -207,16 +211,19 @@ class MlflowSink:
             self._reopen(run_id, start, set_running=not opening)
         return RunRef(run_id, run_exp_id)
 
-    def _parent_of(self, start: RunStart, exp_id: str, job_parent: RunRef) -> RunRef:
-        """The parent of a nested run (by its run key), else the job's parent run."""
+    def _parent_of(
+        self, client_id: str, start: RunStart, exp_id: str, job_parent: RunRef
+    ) -> RunRef:
+        """The parent of a nested run (the same client's run with that run key), else the
+        job's parent run."""
         key = start.parent_run_key
         if not key:
             return job_parent
-        found = self._by_key.get(key)
+        found = self._by_key.get((client_id, key))
         if found is not None:
             return found
         for experiment_id in dict.fromkeys((exp_id, job_parent.experiment_id)):
-            run_id = self._find_run(experiment_id, f"tags.`{TAG_RUN_KEY}` = '{_quote(key)}'")
+            run_id = self._find_run(experiment_id, _owned_by(client_id, key))
             if run_id is not None:
                 return RunRef(run_id, experiment_id)
         _logger.warning("parent run %s of a nested run not found; nesting it under the job", key)
@@ -317,6 +324,15 @@ class MlflowSink:
                 return str(getattr(exc, "message", exc))
             raise
         return None
+
+
+def _owned_by(client_id: str, run_key: str) -> str:
+    """The search filter for one client's run: its client's and its key's tags, both set by
+    receivers only (a run key alone is no proof: anyone who reads MLflow sees it)."""
+    return (
+        f"tags.`{TAG_CLIENT_ID}` = '{_quote(client_id)}'"
+        f" and tags.`{TAG_RUN_KEY}` = '{_quote(run_key)}'"
+    )
 
 
 def _quote(value: str) -> str:

@@ -1,5 +1,7 @@
 """Accepting batches: dedupe by (run, sequence), durable store, then ack.
 
+A run is its client's: every record here is keyed by the owned key ``<client id>/<run key>``
+(see :mod:`server.security.ownership`), so two clients using one run key write two runs.
 One thread owns the queue's write connection and commits every batch waiting for it in one
 transaction (group commit), so many clients share one fsync.
 """
@@ -15,15 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.pb.v1 import events_pb2
-from server.queue.sqlite import Backlog, Queue
+from server.queue.sqlite import Backlog, Queue, RunRecord
+from server.security.ownership import SEPARATOR, owned_key
 
 _logger = logging.getLogger(__name__)
 
 _MAX_GROUP = 512
-
-
-class NotOwner(Exception):
-    """A batch for a run that belongs to another client."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +37,7 @@ class Accepted:
 @dataclass(slots=True)
 class _Request:
     batch: events_pb2.EventBatch
+    key: str
     payload: bytes
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Accepted]
@@ -56,15 +56,29 @@ class Ingestor:
         self._on_stored = on_stored
         self._backlog = backlog
         self._requests: stdqueue.SimpleQueue[_Request | object] = stdqueue.SimpleQueue()
-        runs = queue.runs()
-        self._acked = {r.run_key: r.acked_seq for r in runs}
-        self._owner = {r.run_key: r.client_id for r in runs}
-        self._mlflow = {r.run_key: (r.mlflow_run_id, r.mlflow_experiment_id) for r in runs}
+        self._acked: dict[str, int] = {}
+        self._owner: dict[str, str] = {}
+        self._mlflow: dict[str, tuple[str, str]] = {}
+        for r in queue.runs():
+            self._remember(r)
         self._thread = threading.Thread(target=self._loop, name="trackbridge-ingest", daemon=True)
         self.last_seen: dict[str, float] = {}
-        """run key -> monotonic time of the client's last Publish or GetRun for it."""
+        """owned run key -> monotonic time of the client's last Publish or GetRun for it."""
         self.events_stored = 0
         self.events_duplicate = 0
+
+    def _remember(self, r: RunRecord) -> None:
+        self._owner[r.run_key] = r.client_id
+        if r.mlflow_run_id:
+            self._mlflow[r.run_key] = (r.mlflow_run_id, r.mlflow_experiment_id)
+        self._acked[r.run_key] = max(self._acked.get(r.run_key, 0), r.acked_seq)
+        if SEPARATOR not in r.run_key:
+            # Stored before run keys were scoped: its client's next batches go to the owned
+            # key, which carries on from this record's marks (and finds its MLflow run).
+            key = owned_key(r.client_id, r.run_key)
+            self._acked[key] = max(self._acked.get(key, 0), r.acked_seq)
+            if r.mlflow_run_id:
+                self._mlflow.setdefault(key, (r.mlflow_run_id, r.mlflow_experiment_id))
 
     def start(self) -> None:
         """Starts the storing thread."""
@@ -75,35 +89,34 @@ class Ingestor:
         self._requests.put(_STOP)
         self._thread.join(timeout_s)
 
-    def set_mlflow_run(self, run_key: str, run_id: str, experiment_id: str) -> None:
+    def set_mlflow_run(self, key: str, run_id: str, experiment_id: str) -> None:
         """Lets later acks tell the client its MLflow run id (called by the flusher)."""
-        self._mlflow[run_key] = (run_id, experiment_id)
+        self._mlflow[key] = (run_id, experiment_id)
 
-    def owner(self, run_key: str) -> str | None:
-        """The client a run belongs to, None while the receiver has stored none of its events."""
-        return self._owner.get(run_key)
+    def owner(self, key: str) -> str | None:
+        """The client a run (by owned key) belongs to, None while none of it is stored."""
+        return self._owner.get(key)
 
-    def mlflow_run_id(self, run_key: str) -> str:
+    def mlflow_run_id(self, key: str) -> str:
         """The MLflow run id of a run, "" until the flusher has created (or found) it."""
-        return self._mlflow.get(run_key, ("", ""))[0]
+        return self._mlflow.get(key, ("", ""))[0]
 
-    def lookup(self, client_id: str, run_key: str) -> Accepted:
-        """What the receiver has of a run (zeros and empty ids for an unknown run)."""
-        owner = self._owner.get(run_key)
-        if owner is not None and owner != client_id:
-            raise NotOwner(f"run {run_key} belongs to another client")
-        if owner is not None:
-            self.last_seen[run_key] = time.monotonic()
-        run_id, exp_id = self._mlflow.get(run_key, ("", ""))
-        return Accepted(self._acked.get(run_key, 0), run_id, exp_id)
+    def lookup(self, key: str) -> Accepted:
+        """What the receiver has of a run, by owned key (zeros and empty ids when unknown)."""
+        if key in self._owner:
+            self.last_seen[key] = time.monotonic()
+        run_id, exp_id = self._mlflow.get(key, ("", ""))
+        return Accepted(self._acked.get(key, 0), run_id, exp_id)
 
-    def submit(self, batch: events_pb2.EventBatch, payload: bytes) -> asyncio.Future[Accepted]:
-        """Queues a validated batch (and its wire bytes) for storing; the future resolves once
-        it is durable."""
-        self.last_seen[batch.run_key] = time.monotonic()
+    def submit(
+        self, batch: events_pb2.EventBatch, key: str, payload: bytes
+    ) -> asyncio.Future[Accepted]:
+        """Queues a validated batch (its owned run key, its wire bytes) for storing; the future
+        resolves once it is durable."""
+        self.last_seen[key] = time.monotonic()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Accepted] = loop.create_future()
-        self._requests.put(_Request(batch, payload, loop, future))
+        self._requests.put(_Request(batch, key, payload, loop, future))
         return future
 
     def _loop(self) -> None:
@@ -133,13 +146,9 @@ class Ingestor:
         acked = dict(self._acked)  # a failed commit must leave the marks as they were
         owners: dict[str, str] = {}
         for req in group:
-            b = req.batch
-            owner = self._owner.get(b.run_key) or owners.get(b.run_key)
-            if owner is not None and owner != b.client_id:
-                outcomes.append(NotOwner(f"run {b.run_key} belongs to another client"))
-                continue
-            owners[b.run_key] = b.client_id
-            mark = acked.get(b.run_key, 0)
+            b, key = req.batch, req.key
+            owners[key] = b.client_id
+            mark = acked.get(key, 0)
             last = b.first_seq + len(b.events) - 1
             if last > mark:
                 first, payload = b.first_seq, req.payload
@@ -149,12 +158,12 @@ class Ingestor:
                     )
                     tail.events.extend(b.events[mark + 1 - first :])
                     first, payload = mark + 1, tail.SerializeToString()
-                rows.append((b.run_key, b.client_id, b.job, first, last, payload))
-                acked[b.run_key] = last
+                rows.append((key, b.client_id, b.job, first, last, payload))
+                acked[key] = last
             else:
                 self.events_duplicate += len(b.events)
-            run_id, exp_id = self._mlflow.get(b.run_key, ("", ""))
-            outcomes.append(Accepted(acked.get(b.run_key, mark), run_id, exp_id))
+            run_id, exp_id = self._mlflow.get(key, ("", ""))
+            outcomes.append(Accepted(acked.get(key, mark), run_id, exp_id))
         try:
             if rows:
                 self._queue.store(rows)

@@ -1,5 +1,9 @@
 """The gRPC face of the receiver: the Ingest service. The one place that maps failures to
-gRPC status codes."""
+gRPC status codes.
+
+Every run key a client sends is scoped by its authenticated client id before anything else
+sees it (:mod:`server.security.ownership`): a client addresses only its own runs.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,12 @@ from bridge.convert import check_batch
 from bridge.errors import BatchRejected
 from bridge.pb.v1 import events_pb2, ingest_pb2
 from bridge.protocol import INGEST_SERVICE, RETRY_AFTER_KEY
-from server.ingest.ingestor import Ingestor, NotOwner
+from server.ingest.ingestor import Ingestor
 from server.live.hub import Hub
 from server.queue.sqlite import Backlog
 from server.security.admission import Admission
 from server.security.config import SecurityConfig
+from server.security.ownership import owned_key, run_key_problem
 from server.security.quota import LogThrottle
 
 _logger = logging.getLogger(__name__)
@@ -81,7 +86,9 @@ class IngestService:
             if self._log.allow("rejected"):
                 _logger.warning("rejected a batch from client %r: %s", request.client_id[:64], exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid batch: {exc}")
+        await self._check_run_key(context, request.run_key, "batch")
         await self._admission.check_claim(context, request.client_id)
+        key = owned_key(request.client_id, request.run_key)
         if self._backlog.events >= self._max_backlog:
             # MLflow is slower than the clients (or down): make them wait, in their spools.
             self.batches_throttled += 1
@@ -99,11 +106,7 @@ class IngestService:
                 f" retry after {self._retry_after_ms} ms",
             )
         try:
-            accepted = await self._ingestor.submit(request, payload)
-        except NotOwner as exc:
-            if self._log.allow(f"not owner {request.client_id[:64]}"):
-                _logger.warning("refused client %r: %s", request.client_id[:64], exc)
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+            accepted = await self._ingestor.submit(request, key, payload)
         except Exception:
             _logger.exception("could not store a batch")
             await context.abort(
@@ -121,16 +124,23 @@ class IngestService:
     async def GetRun(
         self, request: ingest_pb2.RunQuery, context: grpc.aio.ServicerContext
     ) -> ingest_pb2.Ack:
+        await self._check_run_key(context, request.run_key, "query")
         await self._admission.check_claim(context, request.client_id)
-        try:
-            state = self._ingestor.lookup(request.client_id, request.run_key)
-        except NotOwner as exc:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        key = owned_key(request.client_id, request.run_key)
+        state = self._ingestor.lookup(key)
         if self._hub is not None:
-            self._hub.heartbeat(request.run_key)
+            self._hub.heartbeat(key)
         return ingest_pb2.Ack(
             run_key=request.run_key,
             acked_seq=state.acked_seq,
             mlflow_run_id=state.run_id,
             mlflow_experiment_id=state.experiment_id,
         )
+
+    async def _check_run_key(
+        self, context: grpc.aio.ServicerContext, run_key: str, what: str
+    ) -> None:
+        problem = run_key_problem(run_key)
+        if problem is not None:
+            self.batches_rejected += 1
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid {what}: {problem}")

@@ -21,6 +21,7 @@ from server.live.metrics import flush_histogram
 from server.live.model import ClientRow, Delta, Subscription
 from server.live.series import Point
 from server.queue.sqlite import RunRecord
+from server.security.ownership import client_run_key, owned_key
 
 DIGEST_BUDGET = 20_000
 """Events digested per pump; past it the rest of each batch is sampled evenly."""
@@ -68,15 +69,18 @@ class Hub:
         """Seconds to write one stored batch to MLflow (thread-safe; read by /metrics)."""
         self.wake: Callable[[], None] = lambda: None
         """Called when new data waits for a pump (set by the pump's owner)."""
+        # ``_runs`` is keyed by the receiver's owned run keys (what the flusher reports); a
+        # client's own records by its run keys, as it sent them.
         for run in runs:
             client = self._client(run.job, run.client_id)
             self._runs[run.run_key] = client
-            client.run_key = client.run_key or run.run_key
-            client.acked[run.run_key] = run.acked_seq
-            client.flushed_seq[run.run_key] = run.flushed_seq
-            client.status[run.run_key] = run.status
+            key = client_run_key(run.run_key)
+            client.run_key = client.run_key or key
+            client.acked[key] = max(client.acked.get(key, 0), run.acked_seq)
+            client.flushed_seq[key] = max(client.flushed_seq.get(key, 0), run.flushed_seq)
+            client.status[key] = run.status
             if run.mlflow_run_id:
-                client.mlflow[run.run_key] = (run.mlflow_run_id, run.mlflow_experiment_id)
+                client.mlflow[key] = (run.mlflow_run_id, run.mlflow_experiment_id)
 
     def _client(self, job: str, client_id: str) -> ClientRecord:
         client = self._clients.get((job, client_id))
@@ -90,7 +94,7 @@ class Hub:
         """Records a batch the receiver has just durably accepted (resends included)."""
         client = self._client(batch.job, batch.client_id)
         run_key = batch.run_key
-        self._runs[run_key] = client
+        self._runs[owned_key(batch.client_id, run_key)] = client
         count = len(batch.events)
         client.received += count
         client.last_seen = self._clock()
@@ -117,9 +121,9 @@ class Hub:
                 sub.add_batch(fresh)
         self.wake()
 
-    def heartbeat(self, run_key: str) -> None:
-        """Records that the client of a known run asked about it (its heartbeat)."""
-        client = self._runs.get(run_key)
+    def heartbeat(self, key: str) -> None:
+        """Records that the client of a known run (by owned key) asked about it."""
+        client = self._runs.get(key)
         if client is not None:
             client.last_seen = self._clock()
             client.last_seen_ms = time.time_ns() // 1_000_000
@@ -245,19 +249,20 @@ class Hub:
             flushed, self._flushed = self._flushed, []
             dead, self._dead = self._dead, []
             run_ids, self._run_ids = self._run_ids, []
-        for run_key, last_seq, events in flushed:
-            client = self._runs.get(run_key)
+        for key, last_seq, events in flushed:
+            client = self._runs.get(key)
             if client is not None:
+                run_key = client_run_key(key)
                 client.flushed_total += events
                 client.flushed_seq[run_key] = max(client.flushed_seq.get(run_key, 0), last_seq)
-        for run_key in dead:
-            client = self._runs.get(run_key)
+        for key in dead:
+            client = self._runs.get(key)
             if client is not None:
                 client.dead += 1
-        for run_key, run_id, experiment_id in run_ids:
-            client = self._runs.get(run_key)
+        for key, run_id, experiment_id in run_ids:
+            client = self._runs.get(key)
             if client is not None:
-                client.mlflow[run_key] = (run_id, experiment_id)
+                client.mlflow[client_run_key(key)] = (run_id, experiment_id)
 
     # -- internals ---------------------------------------------------------------------------------
 
@@ -296,7 +301,8 @@ class Hub:
             client = self._clients.pop(key)
             self._changed.pop(client, None)
             for run_key in client.acked:
-                self._runs.pop(run_key, None)
+                self._runs.pop(owned_key(client.client_id, run_key), None)
+                self._runs.pop(run_key, None)  # a record from before run keys were scoped
 
 
 def _slice(batch: events_pb2.EventBatch, start: int, end: int) -> events_pb2.EventBatch:

@@ -1,4 +1,5 @@
-"""Who is calling: client tokens and client certificates, checked by a server interceptor.
+"""Who is calling: client tokens (the receiver's own, or signed ones valid across the fleet)
+and client certificates, checked by a server interceptor.
 
 The interceptor guards the services clients write through (Ingest, Artifacts); Watch has its
 own viewer token and health is open. For every guarded call it establishes the caller's
@@ -26,8 +27,9 @@ from bridge.protocol import (
     INGEST_SERVICE,
     RETRY_AFTER_KEY,
 )
+from server.security.fleet import FleetTokens
 from server.security.quota import InFlight, LogThrottle
-from server.security.tokens import TokenRefused, TokenStore
+from server.security.tokens import TOKEN_PREFIX, TokenRefused, TokenStore
 
 _logger = logging.getLogger(__name__)
 
@@ -83,11 +85,23 @@ class Refused(Exception):
 
 
 class Authenticator:
-    """Turns a call's metadata and TLS peer into an Identity, or refuses it."""
+    """Turns a call's metadata and TLS peer into an Identity, or refuses it.
 
-    def __init__(self, tokens: TokenStore, *, require_tokens: bool, mutual_tls: bool) -> None:
+    A token ``tbt_...`` is looked up in the receiver's own store; any other is checked as a
+    signed token when the receiver holds the fleet's keys (``signed``).
+    """
+
+    def __init__(
+        self,
+        tokens: TokenStore,
+        *,
+        require_tokens: bool,
+        mutual_tls: bool,
+        signed: FleetTokens | None = None,
+    ) -> None:
         self._tokens = tokens
-        self._require_tokens = require_tokens
+        self._signed = signed
+        self._require_tokens = require_tokens or signed is not None
         self._mutual_tls = mutual_tls
 
     def authenticate(
@@ -116,7 +130,10 @@ class Authenticator:
                 )
         else:
             try:
-                client_id = self._tokens.verify(offered)
+                if self._signed is None or offered.startswith(TOKEN_PREFIX):
+                    client_id = self._tokens.verify(offered)
+                else:
+                    client_id = self._signed.verify(offered)
             except TokenRefused as exc:
                 raise Refused(grpc.StatusCode.UNAUTHENTICATED, str(exc)) from None
             if names is not None and client_id not in names:

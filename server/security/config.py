@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from bridge import envvars
+from bridge.secret import redacted_repr
 
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_BATCH_EVENTS = 100_000
@@ -17,7 +18,7 @@ DEFAULT_MAX_CALLS_PER_CLIENT = 64
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class SecurityConfig:
     """How the receiver secures its gRPC port. The defaults are safe: plaintext only on
     loopback, tokens required as soon as one is issued, generous but finite limits."""
@@ -34,6 +35,14 @@ class SecurityConfig:
     """Allow plaintext gRPC on a non-loopback address (tokens then travel in the clear)."""
     require_tokens: bool = False
     """Require a client token even while the token store is empty."""
+    token_keys_file: str = ""
+    """The fleet's keys for signed tokens (``<key id> <secret>`` lines): tokens signed with
+    any of them are valid here without being issued here. Re-read when it changes; giving
+    keys makes client tokens required."""
+    token_keys: str = field(default="", repr=False)
+    """The same keys as text (from the environment), when there is no file."""
+    token_revocations_file: str = ""
+    """The fleet's revocation list of signed tokens; re-read when it changes."""
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     """Largest gRPC message accepted (larger ones get RESOURCE_EXHAUSTED from gRPC)."""
     max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS
@@ -45,7 +54,17 @@ class SecurityConfig:
     max_calls_per_client: int = DEFAULT_MAX_CALLS_PER_CLIENT
     """Calls (streams included) one client may have in flight at once; 0: no limit."""
 
+    def __repr__(self) -> str:
+        return redacted_repr(self)
+
     def __post_init__(self) -> None:
+        if self.token_keys_file and self.token_keys:
+            raise ValueError(
+                f"give the token keys as a file ({envvars.TRACKBRIDGE_TOKEN_KEYS_FILE}) or as"
+                f" text ({envvars.TRACKBRIDGE_TOKEN_KEYS}), not both"
+            )
+        if self.token_revocations_file and not self.signed_tokens:
+            raise ValueError("a token revocation list needs the fleet's token keys")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("tls_cert and tls_key must be given together (or neither)")
         if self.tls_client_ca and not self.tls_cert:
@@ -77,6 +96,11 @@ class SecurityConfig:
         return bool(self.tls_cert)
 
     @property
+    def signed_tokens(self) -> bool:
+        """Whether signed (fleet) tokens are accepted, and so tokens required."""
+        return bool(self.token_keys_file or self.token_keys)
+
+    @property
     def mutual_tls(self) -> bool:
         """Whether clients must present a certificate."""
         return bool(self.tls_client_ca)
@@ -101,6 +125,8 @@ class SecurityConfig:
         tls_client_ca: str | None = None,
         insecure_plaintext: bool | None = None,
         require_tokens: bool | None = None,
+        token_keys_file: str | None = None,
+        token_revocations_file: str | None = None,
         max_message_bytes: int | None = None,
         max_batch_events: int | None = None,
         rate_events_per_s: float | None = None,
@@ -108,7 +134,8 @@ class SecurityConfig:
         max_calls_per_client: int | None = None,
         env: Mapping[str, str] = os.environ,
     ) -> SecurityConfig:
-        """Explicit values (flags), then ``TRACKBRIDGE_SERVE_TLS_*``, then defaults."""
+        """Explicit values (flags), then ``TRACKBRIDGE_SERVE_TLS_*`` and
+        ``TRACKBRIDGE_TOKEN_*``, then defaults."""
         d = cls()
         return cls(
             tls_cert=_given(tls_cert, env.get(envvars.TRACKBRIDGE_SERVE_TLS_CERT, "")),
@@ -118,6 +145,15 @@ class SecurityConfig:
             ),
             insecure_plaintext=_given(insecure_plaintext, d.insecure_plaintext),
             require_tokens=_given(require_tokens, d.require_tokens),
+            token_keys_file=_given(
+                token_keys_file, env.get(envvars.TRACKBRIDGE_TOKEN_KEYS_FILE, "")
+            ),
+            token_keys=env.get(envvars.TRACKBRIDGE_TOKEN_KEYS, "")
+            if token_keys_file is None
+            else "",
+            token_revocations_file=_given(
+                token_revocations_file, env.get(envvars.TRACKBRIDGE_TOKEN_REVOCATIONS_FILE, "")
+            ),
             max_message_bytes=_given(max_message_bytes, d.max_message_bytes),
             max_batch_events=_given(max_batch_events, d.max_batch_events),
             rate_events_per_s=_given(rate_events_per_s, d.rate_events_per_s),

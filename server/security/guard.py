@@ -13,6 +13,7 @@ import grpc
 from server.security.admission import Admission
 from server.security.auth import Authenticator, AuthInterceptor
 from server.security.config import SecurityConfig
+from server.security.fleet import FleetTokens
 from server.security.quota import InFlight
 from server.security.tls import CertificateFiles
 from server.security.tokens import TokenStore
@@ -31,8 +32,12 @@ class Guard:
         self.tokens = TokenStore(data_dir / TOKENS_FILE)
         self._certificates = CertificateFiles(config) if config.tls else None
         self.admission = Admission(config)
+        self.signed = fleet_tokens(config)
         authenticator = Authenticator(
-            self.tokens, require_tokens=config.require_tokens, mutual_tls=config.mutual_tls
+            self.tokens,
+            require_tokens=config.require_tokens,
+            mutual_tls=config.mutual_tls,
+            signed=self.signed,
         )
         self.interceptor = AuthInterceptor(authenticator, InFlight(config.max_calls_per_client))
 
@@ -59,7 +64,12 @@ class Guard:
         else:
             transport = "plaintext" if cfg.insecure_plaintext else "plaintext (loopback only)"
         issued = len(self.tokens.list_tokens())
-        if cfg.require_tokens or issued:
+        if self.signed is not None:
+            tokens = (
+                f"client tokens required ({issued} issued here; signed tokens of keys"
+                f" {', '.join(self.signed.key_ids)})"
+            )
+        elif cfg.require_tokens or issued:
             tokens = f"client tokens required ({issued} issued)"
         else:
             tokens = "client tokens not required (none issued)"
@@ -68,3 +78,15 @@ class Guard:
     def close(self) -> None:
         """Closes the token store."""
         self.tokens.close()
+
+
+def fleet_tokens(config: SecurityConfig) -> FleetTokens | None:
+    """The verifier of signed tokens ``config`` asks for, None when it asks for none.
+
+    Raises:
+        ValueError: A keys or revocation file cannot be read or is malformed (one line that
+            names the file, never a secret).
+    """
+    if not config.signed_tokens:
+        return None
+    return FleetTokens(config.token_keys_file, config.token_keys, config.token_revocations_file)

@@ -208,7 +208,8 @@ def _move_clients_around(
     parents, children = parent_runs(runs), child_runs(runs)
     assert len(parents) == 1 and len(children) == 4
     assert sorted(r.data.tags[TAG_CLIENT_ID] for r in children) == sorted(outs)
-    assert {r.data.tags[TAG_RUN_KEY] for r in children} == keys
+    # A receiver keeps each run under its client and run key (server/security/ownership.py).
+    assert {f"{r.data.tags[TAG_CLIENT_ID]}/{r.data.tags[TAG_RUN_KEY]}" for r in children} == keys
     for run in children:
         assert run.info.status == "FINISHED"
         assert run.data.tags[TAG_PARENT] == parents[0].info.run_id
@@ -309,7 +310,7 @@ def test_a_receiver_without_the_runs_start_waits_for_the_run_it_belongs_to(
     finally:
         later.close()
     wait_until(
-        lambda: log_contains(b.log_path, f"run {key}: its start went to another receiver"),
+        lambda: log_contains(b.log_path, f"run {cid}/{key}: its start went to another receiver"),
         60,
         what="B waiting for the run's start",
     )

@@ -12,8 +12,14 @@ import grpc
 import pytest
 
 from bridge.pb.v1 import events_pb2, ingest_pb2, ingest_pb2_grpc
-from tests.support.mlflow_reads import all_points, children_by_client, wait_for_children
-from tests.support.procs import MlflowServer, ReceiverProcess, launch_receiver
+from tests.support.mlflow_reads import (
+    all_points,
+    child_runs,
+    children_by_client,
+    job_runs,
+    wait_for_children,
+)
+from tests.support.procs import MlflowServer, ReceiverProcess, launch_receiver, wait_until
 
 PUBLISH = "/trackbridge.v1.Ingest/Publish"
 TS = 1_700_000_500_000
@@ -203,7 +209,7 @@ def test_a_good_client_is_unaffected_by_malformed_traffic(
 
 
 @pytest.mark.timeout(120)
-def test_a_run_belongs_to_the_client_that_first_used_it(
+def test_a_run_key_names_a_run_of_the_client_that_uses_it(
     channel: grpc.Channel, shared_receiver: ReceiverProcess, mlflow_client: Any, job: str
 ) -> None:
     stub = ingest_pb2_grpc.IngestStub(channel)
@@ -219,21 +225,16 @@ def test_a_run_belongs_to_the_client_that_first_used_it(
     )
     assert ack.acked_seq == 2
 
+    # Another client with the same run key writes a run of its own, never owner-a's.
     intruder = _batch(
         client_id="intruder-b",
         job=job,
         run_key=run_key,
-        first_seq=3,
-        events=[_metric_event("m", 666.0, 1)],
+        events=[_start_event(), _metric_event("m", 666.0, 1)],
     )
-    error = _publish_error(stub.Publish, intruder)
-    assert error.code() == grpc.StatusCode.PERMISSION_DENIED, (error.code(), error.details())
-    assert error.details()
-
-    # Not even reading another client's run.
+    assert stub.Publish(intruder, timeout=10).acked_seq == 2
     query = ingest_pb2.RunQuery(client_id="intruder-b", run_key=run_key)
-    error = _publish_error(stub.GetRun, query)
-    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert stub.GetRun(query, timeout=10).acked_seq == 2
 
     # The owner carries on where it was.
     mine = stub.GetRun(ingest_pb2.RunQuery(client_id="owner-a", run_key=run_key), timeout=10)
@@ -252,8 +253,25 @@ def test_a_run_belongs_to_the_client_that_first_used_it(
         timeout=10,
     )
     assert ack.acked_seq == 4
+    # A run key with a '/' cannot be scoped: refused.
+    error = _publish_error(stub.Publish, _batch(client_id="owner-a", job=job, run_key="a/b"))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "run_key may not contain '/'" in (error.details() or "")
 
-    (run,) = wait_for_children(mlflow_client, job, 1, timeout_s=30)
-    assert run.data.tags["trackbridge.client_id"] == "owner-a"
-    assert all_points(mlflow_client, run) == {"m": [("m", 1.0, 0, TS), ("m", 2.0, 1, TS + 1)]}
+    def both() -> dict[str, Any] | None:
+        runs = {
+            r.data.tags["trackbridge.client_id"]: r
+            for r in child_runs(job_runs(mlflow_client, job))
+        }
+        owner, intruder = runs.get("owner-a"), runs.get("intruder-b")
+        if owner is None or intruder is None or owner.info.status != "FINISHED":
+            return None
+        return runs if all_points(mlflow_client, intruder) else None
+
+    runs = wait_until(both, 30, what="both clients' runs, the owner's finished")
+    assert all_points(mlflow_client, runs["owner-a"]) == {
+        "m": [("m", 1.0, 0, TS), ("m", 2.0, 1, TS + 1)]
+    }
+    assert all_points(mlflow_client, runs["intruder-b"]) == {"m": [("m", 666.0, 1, TS + 1)]}
+    assert {r.data.tags["trackbridge.run_key"] for r in runs.values()} == {run_key}
     assert shared_receiver.alive()

@@ -62,12 +62,19 @@ class Bystander:
 
 
 def start_bystander(
-    receiver: str, tmp_path: Path, *, points: int = 1000, rate: float = 200.0
+    receiver: str,
+    tmp_path: Path,
+    *,
+    points: int = 1000,
+    rate: float = 200.0,
+    client_id: str | None = None,
+    token_file: Path | None = None,
 ) -> Bystander:
-    """Starts a client in a job no one else uses, logging ``points`` points of ``x``."""
+    """Starts a client in a job no one else uses, logging ``points`` points of ``x``; with
+    ``token_file``, it presents the token in that file (as ``client_id``)."""
     name = uuid.uuid4().hex[:8]
     job = f"bystander-{name}"
-    client_id = f"bystander-{name}"
+    client_id = client_id if client_id is not None else f"bystander-{name}"
     out = tmp_path / f"bystander-{name}.json"
     proc = start_stream_client(
         receiver,
@@ -77,5 +84,6 @@ def start_bystander(
         out,
         points=points,
         rate=rate,
+        extra=("--token-file", str(token_file)) if token_file is not None else (),
     )
     return Bystander(job, client_id, points, proc, out)

@@ -95,9 +95,9 @@ def test_hub_counts_digests_and_pushes_once_per_pump() -> None:
     assert hub.series("job", None) == {"a": {"loss": loss}}
 
     # The flusher's reports arrive from its thread and are folded in by the next pump.
-    hub.flushed("run-a", 3, 3, 0.02)
-    hub.dead_lettered("run-a")
-    hub.set_mlflow_run("run-a", "r1", "7")
+    hub.flushed("a/run-a", 3, 3, 0.02)  # the flusher reports owned keys
+    hub.dead_lettered("a/run-a")
+    hub.set_mlflow_run("a/run-a", "r1", "7")
     clock.now += 1
     hub.pump(states_due=True)
     (row,) = sub.take()[1][0].clients or ()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 from client_sdk.config import WriterConfig
 from client_sdk.writer import Writer
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--close-timeout", type=float, default=120.0)
     parser.add_argument("--hold", action="store_true", help="log, then wait forever (to be killed)")
     parser.add_argument("--no-close", action="store_true", help="exit without close (atexit)")
+    parser.add_argument("--token-file", help="a file holding this client's token")
     args = parser.parse_args()
 
     config = WriterConfig(
@@ -39,6 +41,7 @@ def main() -> None:
         spool_dir=args.spool_dir,
         heartbeat_s=args.heartbeat,
         close_timeout_s=args.close_timeout,
+        token=Path(args.token_file).read_text().strip() if args.token_file else "",
     )
     writer = Writer(config=config)
     writer.start_run()
