@@ -114,7 +114,7 @@ def test_hub_counts_digests_and_pushes_once_per_pump() -> None:
     clock.now += 10
     hub.pump(states_due=True)
     assert hub.rows()[0].state == "disconnected"
-    hub.heartbeat("run-a")
+    hub.heartbeat("a/run-a")
     assert hub.connected_clients() == 1
     # A run's end: finished at the next pump, and no longer counted as connected, though the
     # client is still heard from (it may heartbeat until it closes).
@@ -147,7 +147,7 @@ def test_a_restarted_hub_knows_its_runs_and_bounds_keys() -> None:
     assert (row.client_id, row.backlog_events, row.state) == ("a", 6, "finished")
     assert not row.connected
     assert row.mlflow_run_url == "http://mlflow:5000/#/experiments/3/runs/r1"
-    hub.heartbeat("run-a")
+    hub.heartbeat("a/run-a")
     assert hub.rows()[0].state == "finished"
     assert not hub.rows()[0].connected  # heard from, but its run is over
     running = RunRecord("run-c", "c", "job", 2, 2, "r2", "3", "RUNNING")
