@@ -135,7 +135,7 @@ class ArtifactService(artifacts_pb2_grpc.ArtifactsServicer):
         owner = self._ingestor.owner(h.run_key)
         if owner is not None and owner != h.client_id:
             raise _Refused(grpc.StatusCode.PERMISSION_DENIED, f"run {h.run_key} is not yours")
-        if self._store.has(h.upload_id):
+        if self._store.has(h.upload_id, h.run_key, (h.artifact_path, h.file_name), h.sha256):
             return artifacts_pb2.ArtifactAck(upload_id=h.upload_id, size=h.size)
         if self._store.staged_bytes + h.size > MAX_STAGED_BYTES:
             raise _Refused(

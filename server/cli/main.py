@@ -30,7 +30,12 @@ _LAUNCHED = {
 def _add_sync(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("sync", help="deliver the spools that dead clients left behind")
     p.add_argument("spool_dir", nargs="?", help="default: TRACKBRIDGE_SPOOL_DIR or ~/.cache")
-    p.add_argument("--receiver", help="host:port (default TRACKBRIDGE_RECEIVER)")
+    p.add_argument("--receiver", help="host:port: deliver only the spools written for it")
+    p.add_argument(
+        "--to-another-receiver",
+        action="store_true",
+        help="send every spool to --receiver, whatever receiver it was written for",
+    )
     p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS")
     p.set_defaults(func=_sync)
 
@@ -42,6 +47,8 @@ def _sync(args: argparse.Namespace) -> int:
         argv.append(args.spool_dir)
     if args.receiver:
         argv += ["--receiver", args.receiver]
+    if args.to_another_receiver:
+        argv.append("--to-another-receiver")
     return subprocess.call(argv)
 
 

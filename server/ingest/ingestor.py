@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.pb.v1 import events_pb2
+from server.queue.gaps import GapLog
 from server.queue.sqlite import Backlog, Queue
 
 _logger = logging.getLogger(__name__)
@@ -50,9 +51,14 @@ class Ingestor:
     """Stores batches durably and answers with the run's acknowledged sequence."""
 
     def __init__(
-        self, queue: Queue, on_stored: Callable[[str, int], None], backlog: Backlog
+        self,
+        queue: Queue,
+        on_stored: Callable[[str, int], None],
+        backlog: Backlog,
+        gaps: GapLog | None = None,
     ) -> None:
         self._queue = queue
+        self._gaps = gaps
         self._on_stored = on_stored
         self._backlog = backlog
         self._requests: stdqueue.SimpleQueue[_Request | object] = stdqueue.SimpleQueue()
@@ -132,6 +138,7 @@ class Ingestor:
         outcomes: list[Accepted | Exception] = []
         acked = dict(self._acked)  # a failed commit must leave the marks as they were
         owners: dict[str, str] = {}
+        skipped: list[tuple[str, int, int]] = []  # sequence gaps, recorded (server/queue/gaps.py)
         for req in group:
             b = req.batch
             owner = self._owner.get(b.run_key) or owners.get(b.run_key)
@@ -142,6 +149,8 @@ class Ingestor:
             mark = acked.get(b.run_key, 0)
             last = b.first_seq + len(b.events) - 1
             if last > mark:
+                if b.first_seq > mark + 1:
+                    skipped.append((b.run_key, mark + 1, b.first_seq - 1))
                 first, payload = b.first_seq, req.payload
                 if first <= mark:  # a partial resend: keep only the unseen tail
                     tail = events_pb2.EventBatch(
@@ -156,6 +165,8 @@ class Ingestor:
             run_id, exp_id = self._mlflow.get(b.run_key, ("", ""))
             outcomes.append(Accepted(acked.get(b.run_key, mark), run_id, exp_id))
         try:
+            if skipped and self._gaps is not None:
+                self._gaps.skipped(skipped)  # first: a retried batch records its gap once
             if rows:
                 self._queue.store(rows)
         except Exception as exc:
