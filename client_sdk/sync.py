@@ -90,12 +90,16 @@ def sync(
         for events, artifacts in transports.values():
             events.close()
             artifacts.close()
-    for path in corrupt_files(directory):
-        lines.append(
-            f"{path.name}: a damaged spool database moved aside earlier; delete it once"
-            " you no longer need it"
-        )
+    lines.extend(_kept_aside(directory))
     return reports
+
+
+def _kept_aside(directory: Path) -> list[str]:
+    return [
+        f"{path.name}: a damaged spool database moved aside earlier; delete it once you no"
+        " longer need it"
+        for path in corrupt_files(directory)
+    ]
 
 
 def _fixed(transport: ArtifactTransport) -> Callable[[], ArtifactTransport]:
@@ -145,7 +149,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
         return 2
     lines: list[str] = []
     if not spool_paths(directory):
-        print(f"nothing to deliver in {directory}")
+        print("\n".join([*_kept_aside(directory), f"nothing to deliver in {directory}"]))
         return 0
     reports = sync(
         directory,

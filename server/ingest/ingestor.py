@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.pb.v1 import events_pb2
-from server.queue.gaps import GapLog
+from server.queue.gaps import GapLog, Noted
 from server.queue.sqlite import Backlog, Queue
 
 _logger = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class Ingestor:
         outcomes: list[Accepted | Exception] = []
         acked = dict(self._acked)  # a failed commit must leave the marks as they were
         owners: dict[str, str] = {}
-        skipped: list[tuple[str, int, int]] = []  # sequence gaps, recorded (server/queue/gaps.py)
+        noted = Noted()  # sequence gaps and clients' loss reports (server/queue/gaps.py)
         for req in group:
             b = req.batch
             owner = self._owner.get(b.run_key) or owners.get(b.run_key)
@@ -149,8 +149,7 @@ class Ingestor:
             mark = acked.get(b.run_key, 0)
             last = b.first_seq + len(b.events) - 1
             if last > mark:
-                if b.first_seq > mark + 1:
-                    skipped.append((b.run_key, mark + 1, b.first_seq - 1))
+                noted.see(b, mark)
                 first, payload = b.first_seq, req.payload
                 if first <= mark:  # a partial resend: keep only the unseen tail
                     tail = events_pb2.EventBatch(
@@ -165,8 +164,8 @@ class Ingestor:
             run_id, exp_id = self._mlflow.get(b.run_key, ("", ""))
             outcomes.append(Accepted(acked.get(b.run_key, mark), run_id, exp_id))
         try:
-            if skipped and self._gaps is not None:
-                self._gaps.skipped(skipped)  # first: a retried batch records its gap once
+            if noted and self._gaps is not None:
+                self._gaps.record(noted)  # first: a retried batch records its gap once
             if rows:
                 self._queue.store(rows)
         except Exception as exc:

@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from bridge.events import Dropped, Tag
+from bridge.pb.v1 import events_pb2
 
 _logger = logging.getLogger(__name__)
 
@@ -43,6 +44,24 @@ CREATE TABLE IF NOT EXISTS gaps (
 """
 
 
+class Noted:
+    """What the batches of one store turned up, to record with them."""
+
+    def __init__(self) -> None:
+        self.skipped: list[tuple[str, int, int]] = []
+        self.reports: list[tuple[str, int, events_pb2.Dropped]] = []
+
+    def see(self, batch: events_pb2.EventBatch, acked_seq: int) -> None:
+        """Notes a batch about to be stored over the run's acknowledged ``acked_seq``."""
+        if batch.first_seq > acked_seq + 1:
+            self.skipped.append((batch.run_key, acked_seq + 1, batch.first_seq - 1))
+        if len(batch.events) == 1 and batch.events[0].HasField("dropped"):  # always sent alone
+            self.reports.append((batch.run_key, batch.first_seq, batch.events[0].dropped))
+
+    def __bool__(self) -> bool:
+        return bool(self.skipped or self.reports)
+
+
 class GapLog:
     """Records gaps through one connection to ``queue.db`` (one thread at a time)."""
 
@@ -50,18 +69,33 @@ class GapLog:
         self._conn = conn
         conn.executescript(_SCHEMA)
 
-    def skipped(self, gaps: list[tuple[str, int, int]]) -> None:
-        """Records ``(run_key, first_seq, last_seq)`` ranges this receiver never got."""
+    def record(self, noted: Noted) -> None:
+        """Records, as their batches are stored, the ranges this receiver never got and the
+        clients' reports of lost events."""
         now = time.time_ns() // 1_000_000
         self._conn.executemany(
-            "INSERT OR IGNORE INTO gaps (run_key, kind, seq, first_seq, last_seq, count, reason,"
-            " at_ms) VALUES (?, 'skipped', ?, ?, ?, ?, '', ?)",
-            [(run, first, first, last, last - first + 1, now) for run, first, last in gaps],
+            "INSERT OR IGNORE INTO gaps (run_key, kind, seq, first_seq, last_seq, count,"
+            " reason, at_ms) VALUES (?, 'skipped', ?, ?, ?, ?, '', ?)",
+            [
+                (run, first, first, last, last - first + 1, now)
+                for run, first, last in noted.skipped
+            ],
         )
+        for run_key, seq, d in noted.reports:
+            report = Dropped(d.count, d.reason, d.first_seq, d.last_seq, d.first_ms, d.last_ms)
+            self._dropped(run_key, seq, report)
 
     def dropped(self, run_key: str, seq: int, report: Dropped) -> Tag:
-        """Records a client's report of lost events (at sequence ``seq``); returns the tag
-        that puts the run's total on its MLflow run."""
+        """Records a client's report of lost events (at sequence ``seq``, as it reaches
+        MLflow); returns the tag that puts the run's total on its MLflow run."""
+        self._dropped(run_key, seq, report)
+        row = self._conn.execute(
+            "SELECT COALESCE(SUM(count), 0) FROM gaps WHERE run_key = ? AND kind = 'dropped'",
+            (run_key,),
+        ).fetchone()
+        return Tag(TAG_DROPPED, str(int(row[0])))
+
+    def _dropped(self, run_key: str, seq: int, report: Dropped) -> None:
         cur = self._conn.execute(
             "INSERT OR IGNORE INTO gaps (run_key, kind, seq, first_seq, last_seq, count, reason,"
             " at_ms) VALUES (?, 'dropped', ?, ?, ?, ?, ?, ?)",
@@ -75,11 +109,6 @@ class GapLog:
                 report.count,
                 report.reason,
             )
-        row = self._conn.execute(
-            "SELECT COALESCE(SUM(count), 0) FROM gaps WHERE run_key = ? AND kind = 'dropped'",
-            (run_key,),
-        ).fetchone()
-        return Tag(TAG_DROPPED, str(int(row[0])))
 
 
 def read_gaps(conn: sqlite3.Connection) -> list[dict[str, Any]]:
