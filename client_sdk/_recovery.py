@@ -151,6 +151,8 @@ class Recovery:
             report = delivery.report
         for problem in report.problems:
             _logger.warning("trackbridge: %s", problem)
+        for note in report.notes:
+            _logger.info("trackbridge: %s", note)
         if not report.clean:
             _logger.warning("trackbridge: %s", report.summary())
         spool.close(delete=report.complete)

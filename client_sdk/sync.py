@@ -85,7 +85,7 @@ def sync(
                     )
             reports.append(report)
             lines.append(report.summary())
-            lines.extend(report.problems)
+            lines.extend([*report.problems, *report.notes])
     finally:
         for events, artifacts in transports.values():
             events.close()

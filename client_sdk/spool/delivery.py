@@ -42,6 +42,8 @@ class SpoolReport:
     artifacts_lost: int = 0
     problems: list[str] = field(default_factory=list)
     """One line per problem, each naming the spool."""
+    notes: list[str] = field(default_factory=list)
+    """What cannot be known (no problem found, none ruled out), one line each."""
     unreachable: str = ""
     """The receiver's last error when time ran out before everything was sent."""
     complete: bool = False
@@ -117,7 +119,7 @@ class Delivery:
             by_run.setdefault(b.run_key, []).append(b)
         ledger = self._spool.ledger()
         if not ledger and (batches or self._spool.damage):
-            report.problems.append(
+            report.notes.append(
                 f"{report.name}: no ledger (written by an older trackbridge?): what its last"
                 " moments lost, if anything, cannot be known"
             )
