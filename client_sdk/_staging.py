@@ -67,7 +67,7 @@ class StagedArtifact:
 
 def new_path(stage_dir: Path, file_name: str) -> Path:
     """A fresh path named ``file_name`` in ``stage_dir``, for a caller that writes the file."""
-    make_private_dir(stage_dir)
+    make_private_dir(stage_dir, levels=2)  # artifacts/<spool>/
     directory = stage_dir / uuid.uuid4().hex
     directory.mkdir(mode=0o700)
     return directory / file_name
@@ -82,7 +82,7 @@ def check_room(stage_dir: Path, size: int, quota_left: int, shown: str) -> None:
             f" staging quota has {max(0, quota_left)} bytes left (WriterConfig."
             "max_staged_artifact_bytes); wait for earlier artifacts to reach the receiver",
         )
-    make_private_dir(stage_dir)
+    make_private_dir(stage_dir, levels=2)  # artifacts/<spool>/
     free = shutil.disk_usage(stage_dir).free
     if free < size + DISK_HEADROOM_BYTES:
         raise ArtifactNotStaged(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -57,12 +58,18 @@ def safe_name(client_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", client_id)[:100]
 
 
-def make_private_dir(path: Path) -> None:
-    """Creates ``path`` (and its parents) if missing; a folder made here is 0700."""
+def make_private_dir(path: Path, levels: int = 1) -> None:
+    """Creates ``path`` if missing, and its parents; the last ``levels`` folders, when made
+    here, are 0700 (those above are the user's, made with the default mode)."""
     if path.is_dir():
         return
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+    if levels > 1:
+        make_private_dir(path.parent, levels - 1)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
 
 
 @dataclass(frozen=True, slots=True)
