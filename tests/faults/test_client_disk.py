@@ -63,7 +63,7 @@ def _ended_run(client: Any, job: str, client_id: str) -> Any:
     return runs[0] if runs else None
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(600)
 def test_full_spool_disk_loses_nothing_uncounted(
     stream_client: Any,
     tmp_path: Path,
