@@ -307,15 +307,16 @@ class Writer(ArtifactCalls):
         return self._sender.pending_events() + adopted
 
     def flush(self, timeout_s: float = 10.0) -> bool:
-        """Waits until everything logged so far (artifacts too) is acknowledged; False if time
-        ran out."""
+        """Waits until every event logged so far (and left by a dead writer of this
+        destination) is acknowledged; False if time ran out. Artifacts travel apart and are
+        not waited for (``writer.artifacts.flush(timeout_s)`` waits for them)."""
         if not self._started:
             return True
         deadline = time.monotonic() + timeout_s
         done = self._sender.flush(timeout_s)
         if self._recovery is not None:
             done = self._recovery.flush(max(0.0, deadline - time.monotonic())) and done
-        return self._artifacts.flush(max(0.0, deadline - time.monotonic())) and done
+        return done
 
     def close(self, timeout_s: float | None = None) -> CloseResult:
         """Ends the active run (FINISHED), drains within ``timeout_s`` and stops.
