@@ -212,11 +212,13 @@ class Sender:
         spool takes them (else they wait in the buffer, which drops and counts past its
         bound), then the drop reports that are due."""
         chunk = self._config.max_batch_events * _CHUNK_BATCHES
+        left = len(self._buffer)  # what is there now: a fast logger must not keep this busy
         while True:
             if self._full():
                 return
-            items = [self._buffer.popleft() for _ in range(min(chunk, len(self._buffer)))]
-            reports = self._drops.take() if not self._buffer else []
+            items = [self._buffer.popleft() for _ in range(min(chunk, left))]
+            left -= len(items)
+            reports = self._drops.take() if not left else []
             if not items and not reports:
                 return
             if not self._store(items, reports):

@@ -12,10 +12,13 @@ no ledger (one written by an older trackbridge) cannot tell what its last moment
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from google.protobuf.message import DecodeError
 
 from bridge.convert import event_to_proto
 from bridge.events import DROPPED_SPOOL_LOST, Dropped
@@ -157,8 +160,9 @@ class Delivery:
         """Sends a run's batches, taking each from ``remaining`` once it is accounted for."""
         report = self.report
         if self._ident is None and remaining:
-            header = events_pb2.EventBatch.FromString(self._payload(remaining[0]) or b"")
-            self._ident = (header.client_id, header.job) if header.client_id else None
+            with contextlib.suppress(DecodeError):  # a spool of an older trackbridge
+                header = events_pb2.EventBatch.FromString(self._payload(remaining[0]) or b"")
+                self._ident = (header.client_id, header.job) if header.client_id else None
         acked = self._receiver_acked(run_key)
         # The next sequence number the spool should hold: from the ledger, else from the
         # batch before (gaps between spooled batches show without a ledger too).
@@ -224,8 +228,18 @@ class Delivery:
             Dropped(count, DROPPED_SPOOL_LOST, first, last, time.time_ns() // 1_000_000),
             msg.events.add(),
         )
-        ack = self._publish(msg.SerializeToString())  # _OutOfTime: reported next time
         self.report.events_lost += count
+        try:
+            ack = self._publish(msg.SerializeToString())
+        except _OutOfTime:
+            self.report.events_lost -= count  # counted, and reported, next time
+            raise
+        except TransportError as exc:
+            self.report.problems.append(
+                f"{self.report.name}: events {first}-{last} of run {run_key} were spooled but"
+                f" are gone; the receiver refused the report of it ({exc})"
+            )
+            return acked
         self.report.problems.append(
             f"{self.report.name}: events {first}-{last} of run {run_key} were spooled but are"
             " gone (a torn or unreadable spool); the receiver records the loss on the run"
