@@ -263,16 +263,16 @@ class Writer(ArtifactCalls):
             self._recovery.start()
 
     def _drop(self, item: BufferItem) -> None:
-        if self._drops.add(item[0]) == 1:
-            why = (
-                "writer is closed"
-                if self._closed
-                else "the spool and the in-memory buffer are full"
-            )
+        if self._drops.add(item[0]) != 1:
+            return
+        if self._closed:
+            _logger.warning("trackbridge: the writer is closed; dropping events logged to it"
+                            " (counted in dropped_events)")  # fmt: skip
+        else:
             _logger.warning(
-                "trackbridge: dropping events (%s); counting them in dropped_events and"
-                " reporting them to the receiver, which records the loss on the run",
-                why,
+                "trackbridge: dropping events (the spool and the in-memory buffer are full);"
+                " counting them in dropped_events and reporting them to the receiver, which"
+                " records the loss on the run"
             )
 
     @property
