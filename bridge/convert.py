@@ -5,6 +5,7 @@ from __future__ import annotations
 from bridge.errors import BatchRejected, MlflowException
 from bridge.events import (
     DeleteTag,
+    Dropped,
     Event,
     EventBatch,
     Metric,
@@ -66,6 +67,14 @@ def event_to_proto(event: Event, out: pb.Event) -> None:
         rs.resume_run_id = event.resume_run_id
     elif isinstance(event, DeleteTag):
         out.delete_tag.key = event.key
+    elif isinstance(event, Dropped):
+        d = out.dropped
+        d.count = event.count
+        d.reason = event.reason
+        d.first_seq = event.first_seq
+        d.last_seq = event.last_seq
+        d.first_ms = event.first_ms
+        d.last_ms = event.last_ms
     else:
         out.run_end.status = _STATUS_TO_PB[event.status]
         out.run_end.end_time_ms = event.end_time_ms
@@ -99,10 +108,9 @@ def event_from_proto(msg: pb.Event) -> Event:
     if kind == "metric":
         m = msg.metric
         return Metric(m.key, m.value, m.step, m.timestamp_ms)
-    if kind == "param":
-        return Param(msg.param.key, msg.param.value)
-    if kind == "tag":
-        return Tag(msg.tag.key, msg.tag.value)
+    if kind in ("param", "tag"):
+        pair = msg.param if kind == "param" else msg.tag
+        return (Param if kind == "param" else Tag)(pair.key, pair.value)
     if kind == "run_start":
         rs = msg.run_start
         return RunStart(
@@ -116,6 +124,9 @@ def event_from_proto(msg: pb.Event) -> Event:
         )
     if kind == "delete_tag":
         return DeleteTag(msg.delete_tag.key)
+    if kind == "dropped":
+        d = msg.dropped
+        return Dropped(d.count, d.reason, d.first_seq, d.last_seq, d.first_ms, d.last_ms)
     if kind == "run_end":
         status = _STATUS_FROM_PB.get(msg.run_end.status)
         if status is None:
@@ -173,3 +184,8 @@ def check_event(event: Event) -> None:
             validate_run_id(event.resume_run_id, "resume_run_id")
     elif isinstance(event, DeleteTag):
         validate_tag(event.key, "")
+    elif isinstance(event, Dropped) and (event.count < 1 or len(event.reason) > MAX_ID_LENGTH):
+        raise MlflowException.invalid_parameter_value(
+            f"a dropped-events report needs a count of at least 1 and a reason of at most"
+            f" {MAX_ID_LENGTH} characters (got {event.count}, {len(event.reason)})"
+        )

@@ -77,7 +77,28 @@ class RunEnd:
     end_time_ms: int
 
 
-Event = Metric | Param | Tag | RunStart | RunEnd | DeleteTag
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """The client's report of events of the run it lost before the receiver had them."""
+
+    count: int
+    reason: str
+    """``DROPPED_BUFFER_FULL`` or ``DROPPED_SPOOL_LOST``."""
+    first_seq: int = 0
+    """Sequence numbers the lost events had (``DROPPED_SPOOL_LOST``); 0 when they had none."""
+    last_seq: int = 0
+    first_ms: int = 0
+    """Client wall-clock milliseconds of the first and last loss; 0 when unknown."""
+    last_ms: int = 0
+
+
+DROPPED_BUFFER_FULL = "buffer_full"
+"""The spool could not be written and the in-memory buffer was full: the events were never
+numbered."""
+DROPPED_SPOOL_LOST = "spool_lost"
+"""The events were spooled, then lost with the spool (a torn WAL, an unreadable file)."""
+
+Event = Metric | Param | Tag | RunStart | RunEnd | DeleteTag | Dropped
 
 
 @dataclass(frozen=True, slots=True)

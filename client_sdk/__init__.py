@@ -2,7 +2,17 @@
 
 from bridge.errors import MlflowException
 from bridge.events import RunStatus
+from client_sdk._results import CloseResult
+from client_sdk._staging import ArtifactNotStaged
 from client_sdk.config import WriterConfig
 from client_sdk.writer import RunHandle, Writer
 
-__all__ = ["MlflowException", "RunHandle", "RunStatus", "Writer", "WriterConfig"]
+__all__ = [
+    "ArtifactNotStaged",
+    "CloseResult",
+    "MlflowException",
+    "RunHandle",
+    "RunStatus",
+    "Writer",
+    "WriterConfig",
+]

@@ -4,15 +4,16 @@ events become those batches."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
 from bridge.convert import event_to_proto, metric_to_proto
-from bridge.events import Event
+from bridge.events import DROPPED_BUFFER_FULL, Dropped, Event, RunEnd
 from bridge.pb.v1 import events_pb2
 from client_sdk.config import WriterConfig
-from client_sdk.spool import Spool
+from client_sdk.spool.file import Spool
 
 _logger = logging.getLogger(__name__)
 
@@ -28,12 +29,21 @@ class Pending:
     first_seq: int
     last_seq: int
     payload: bytes | None
-    """The batch, or None when it is held only in ``spool`` (memory pressure, adoption)."""
+    """The batch, or None when it is held only in ``spool`` (memory pressure)."""
+    size: int
+    """Bytes of the serialized batch."""
     spool: Spool | None = None
     spool_id: int = 0
+    report: bool = False
+    """The batch is a dropped-events report (one event the user did not log)."""
+
+    @property
+    def events(self) -> int:
+        """Events the user logged in this batch."""
+        return 0 if self.report else self.last_seq - self.first_seq + 1
 
     def load(self) -> bytes:
-        """The serialized batch, from memory or from the spool."""
+        """The serialized batch, from memory or from the spool (raises SpoolError)."""
         if self.payload is not None:
             return self.payload
         assert self.spool is not None
@@ -56,7 +66,7 @@ class RunState:
 
     def pending_events(self) -> int:
         """Events sent or waiting to be sent, not yet acknowledged."""
-        return sum(p.last_seq - p.first_seq + 1 for p in self.pending)
+        return sum(p.events for p in self.pending)
 
 
 @dataclass(slots=True)
@@ -68,6 +78,103 @@ class SenderStats:
     send_failures: int = 0
     events_rejected: int = 0
     cycle_errors: int = 0
+    events_lost: int = 0
+    """Spooled events whose batch could no longer be read (reported to the receiver)."""
+
+
+class DropCounter:
+    """Events the writer dropped because its buffer was full, per run, until the sender reports
+    them to the receiver. ``add`` is called on the logging thread (only when the buffer is
+    full), ``take`` and ``put_back`` on the sender thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.total = 0
+        self._runs: dict[str, list[int]] = {}
+
+    def add(self, run_key: str) -> int:
+        """Counts one dropped event of ``run_key``; returns the writer's total."""
+        now = time.time_ns() // 1_000_000
+        with self._lock:
+            self.total += 1
+            entry = self._runs.setdefault(run_key, [0, now, now])
+            entry[0] += 1
+            entry[2] = now
+            return self.total
+
+    @property
+    def due(self) -> bool:
+        """Whether some drops are not reported yet."""
+        return bool(self._runs)
+
+    def take(self) -> list[tuple[str, Dropped]]:
+        """The reports due, one per run; the counter starts again from zero for each run."""
+        with self._lock:
+            runs, self._runs = self._runs, {}
+        return [(k, Dropped(n, DROPPED_BUFFER_FULL, 0, 0, a, b)) for k, (n, a, b) in runs.items()]
+
+    def put_back(self, reports: list[tuple[str, Dropped]]) -> None:
+        """Reports that could not be spooled: they are merged into the next ones."""
+        with self._lock:
+            for run_key, d in reports:
+                entry = self._runs.setdefault(run_key, [0, d.first_ms, d.last_ms])
+                entry[0] += d.count
+                entry[1] = min(entry[1], d.first_ms)
+                entry[2] = max(entry[2], d.last_ms)
+
+
+@dataclass(slots=True)
+class Built:
+    """A batch serialized and numbered, not yet spooled (its numbers are taken once it is)."""
+
+    run: RunState
+    first: int
+    last: int
+    payload: bytes
+    rejected: int
+    """Events that could not be encoded (dropped, counted)."""
+    report: bool
+    """A dropped-events report rather than events the user logged."""
+    ends: bool
+    """Its last event ends the run."""
+
+
+def build(
+    config: WriterConfig,
+    runs: dict[str, RunState],
+    items: list[BufferItem],
+    reports: list[tuple[str, Dropped]],
+) -> list[Built]:
+    """``items`` as batches per run numbered from each run's ``next_seq``, then one batch per
+    report (every run named must be in ``runs``)."""
+    per_run: dict[str, list[BufferItem]] = {}
+    for item in items:
+        per_run.setdefault(item[0], []).append(item)
+    seqs = {key: runs[key].next_seq for key in {*per_run, *(k for k, _ in reports)}}
+    built: list[Built] = []
+    for run_key, events in per_run.items():
+        ends = len(events[-1]) == 2 and isinstance(events[-1][1], RunEnd)
+        for payload, count, rejected in serialize(config, run_key, seqs[run_key], events):
+            first = seqs[run_key]
+            seqs[run_key] += count
+            built.append(
+                Built(runs[run_key], first, first + count - 1, payload, rejected, False, ends)
+            )
+    for run_key, dropped in reports:
+        seq = seqs[run_key]
+        seqs[run_key] += 1
+        payload = report_batch(config, run_key, seq, dropped)
+        built.append(Built(runs[run_key], seq, seq, payload, 0, True, False))
+    return built
+
+
+def report_batch(config: WriterConfig, run_key: str, seq: int, dropped: Dropped) -> bytes:
+    """A batch of one event: the report ``dropped``, numbered ``seq``."""
+    msg = events_pb2.EventBatch(
+        client_id=config.client_id, job=config.job, run_key=run_key, first_seq=seq
+    )
+    event_to_proto(dropped, msg.events.add())
+    return msg.SerializeToString()
 
 
 # A batch larger than this is split before sending (gRPC's default limit is 4 MiB).

@@ -1,5 +1,13 @@
-"""The background sender: drains the writer's buffer into serialized per-run batches, keeps
-them (in memory and in the durable spool) until the receiver acks them, and sends them."""
+"""The background sender: drains the writer's buffer into serialized per-run batches, spools
+them, keeps them (in memory and in the spool) until the receiver acks them, and sends them.
+
+A batch gets its sequence numbers only once it is in the spool (or, for a writer that keeps
+none, in memory): when the spool cannot be written the events stay in the writer's bounded
+buffer and the spool is tried again later (``_spooling.py``), so nothing is numbered that could
+vanish without a trace. Events the buffer had to drop, and spooled batches that could no longer
+be read, are reported to the receiver in their run's sequence (a ``Dropped`` event, in a batch
+of its own: a receiver that predates it refuses only that batch).
+"""
 
 from __future__ import annotations
 
@@ -7,32 +15,49 @@ import logging
 import threading
 import time
 from collections import deque
-from pathlib import Path
 
 import tenacity
 
-from bridge.events import RunEnd
+from bridge.events import DROPPED_SPOOL_LOST, Dropped
 from bridge.pb.v1 import events_pb2, ingest_pb2
-from client_sdk._batches import BufferItem, Pending, RunState, SenderStats, serialize
+from client_sdk._batches import (
+    BufferItem,
+    DropCounter,
+    Pending,
+    RunState,
+    SenderStats,
+    build,
+    report_batch,
+)
+from client_sdk._spooling import SpoolKeeper
 from client_sdk._transport import Transport, TransportError
 from client_sdk.config import WriterConfig
-from client_sdk.spool import Spool
+from client_sdk.spool.file import Spool
+from client_sdk.spool.names import SpoolError
 
 _logger = logging.getLogger(__name__)
 
 # How long one batch is retried before the sender goes back to its tick (and tries again).
 _RETRY_WINDOW_S = 30.0
+# Events moved from the buffer per spool transaction, in batches: a failing spool costs one
+# such chunk of work per retry, not the whole buffer.
+_CHUNK_BATCHES = 8
 
 
 class Sender:
     """Owns the thread that moves buffered events to the receiver."""
 
     def __init__(
-        self, config: WriterConfig, buffer: deque[BufferItem], transport: Transport
+        self,
+        config: WriterConfig,
+        buffer: deque[BufferItem],
+        transport: Transport,
+        drops: DropCounter,
     ) -> None:
         self._config = config
         self._buffer = buffer
         self._transport = transport
+        self._drops = drops
         self._runs: dict[str, RunState] = {}
         self._lock = threading.Lock()
         self._cycled = threading.Condition(self._lock)
@@ -43,10 +68,8 @@ class Sender:
         self._thread: threading.Thread | None = None
         self._fresh_transport = False
         """Set in a forked child: make a new channel before the first send."""
-        self._spool: Spool | None = None
-        self._adopted: list[Spool] = []
+        self.keeper = SpoolKeeper(config)
         self._held_bytes = 0
-        self._spooled_bytes = 0
         self._full_warned = False
         # Exponential backoff with jitter, spelled in terms every tenacity >= 8.2 has.
         self._backoff = tenacity.wait_exponential(
@@ -57,7 +80,7 @@ class Sender:
     # -- called from the writer's threads -------------------------------------------------
 
     def start(self) -> None:
-        """Opens the spool (adopting a dead predecessor's) and starts the thread, once."""
+        """Starts the thread, once (it makes the spool when it first needs one)."""
         with self._lock:
             if self._thread is not None or self._stop.is_set():
                 return
@@ -66,8 +89,6 @@ class Sender:
                 self._transport = Transport(
                     self._config.receiver, self._config.rpc_timeout_s, self._config.security
                 )
-            if self._config.spool_dir:
-                self._open_spools(Path(self._config.spool_dir))
             self._thread = threading.Thread(
                 target=self._loop, name="trackbridge-sender", daemon=True
             )
@@ -87,6 +108,9 @@ class Sender:
         with self._lock:
             return len(self._buffer) + sum(r.pending_events() for r in self._runs.values())
 
+    def _busy(self) -> bool:
+        return bool(self._buffer) or self._drops.due or any(r.pending for r in self._runs.values())
+
     def lookup_run_id(self, run_key: str, timeout_s: float) -> str:
         """Asks the receiver for a run's MLflow id; "" if it has none yet or is unreachable."""
         try:
@@ -104,7 +128,7 @@ class Sender:
         """Waits until every event logged so far is acknowledged; False on timeout."""
         deadline = time.monotonic() + timeout_s
         with self._cycled:
-            while self._buffer or any(r.pending for r in self._runs.values()):
+            while self._busy():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._thread is None or not self._thread.is_alive():
                     return False
@@ -113,8 +137,9 @@ class Sender:
         return True
 
     def close(self, timeout_s: float) -> int:
-        """Drains within ``timeout_s``, stops the thread; returns events left unacknowledged
-        (they stay in the spool, when there is one, for the next start or ``trackbridge sync``)."""
+        """Drains within ``timeout_s`` and stops the thread; returns events left
+        unacknowledged (those in the spool stay there for the next writer or ``trackbridge
+        sync``). The spool is closed by ``close_spool``, once the artifacts are done too."""
         self._deadline = time.monotonic() + timeout_s
         self._stop.set()
         self._wake.set()
@@ -125,15 +150,13 @@ class Sender:
                 self._interrupt.set()
                 thread.join(timeout=1.0)
         self._transport.close()
-        left = self.pending_events()
-        if thread is None or not thread.is_alive():
-            for spool in (self._spool, *self._adopted):
-                if spool is not None:
-                    spool.close()
-        if left:
-            where = f"kept in {self._config.spool_dir}" if self._spool else "lost"
-            _logger.warning("trackbridge: %d events not delivered before close (%s)", left, where)
-        return left
+        return self.pending_events()
+
+    def close_spool(self) -> None:
+        """Closes the spool (deleting it when nothing in it is needed), unless the thread is
+        stuck in a call that still uses it."""
+        if self._thread is None or not self._thread.is_alive():
+            self.keeper.close()
 
     def reset_after_fork(self) -> None:
         """In a forked child: forget the parent's thread, channel, spool and events."""
@@ -141,28 +164,13 @@ class Sender:
         self._cycled = threading.Condition(self._lock)
         self._thread = None
         self._runs.clear()
-        for spool in (self._spool, *self._adopted):
-            if spool is not None:
-                spool.abandon()
-        self._spool = None
-        self._adopted = []
-        self._held_bytes = self._spooled_bytes = 0
+        self.keeper.abandon()
+        self._held_bytes = 0
         # No gRPC call in a fork handler (it can deadlock the child before exec): the new
         # channel is made when the child first logs.
         self._fresh_transport = True
 
     # -- the sender thread ----------------------------------------------------------------
-
-    def _open_spools(self, directory: Path) -> None:
-        for spool in Spool.orphans(directory, self._config.client_id):
-            batches = spool.batches()
-            _logger.info("trackbridge: delivering %d batches left in %s", len(batches), spool.path)
-            for b in batches:
-                run = self._runs.setdefault(b.run_key, RunState(b.run_key, ended=True))
-                run.pending.append(Pending(b.first_seq, b.last_seq, None, spool, b.id))
-            self._spooled_bytes += spool.size_bytes()
-            self._adopted.append(spool)
-        self._spool = Spool.create(directory, self._config.client_id)
 
     def _loop(self) -> None:
         while True:
@@ -175,7 +183,7 @@ class Sender:
                 _logger.exception("trackbridge sender cycle failed; retrying on the next tick")
             with self._cycled:
                 self._cycled.notify_all()
-                done = not self._buffer and not any(r.pending for r in self._runs.values())
+                done = not self._busy()
             if self._stop.is_set() and (done or time.monotonic() >= self._deadline):
                 return
 
@@ -200,58 +208,82 @@ class Sender:
                 _logger.debug("trackbridge heartbeat for run %s failed: %s", run.key, exc)
 
     def _take_buffered(self) -> None:
-        """Moves buffered events into serialized, spooled batches (unless memory and spool
-        are both full: then they wait in the buffer, which drops and counts past its bound)."""
-        if self._spool is None and self._held_bytes >= self._config.max_memory_bytes:
-            return
-        if self._spool is not None and self._spooled_bytes >= self._config.max_spool_bytes:
-            if not self._full_warned:
-                self._full_warned = True
-                _logger.warning(
-                    "trackbridge: spool is full (%d bytes); new events wait in memory and are "
-                    "dropped, counted, past max_buffer_events",
-                    self._spooled_bytes,
-                )
-            return
-        self._full_warned = False
-        buffer = self._buffer
-        per_run: dict[str, list[BufferItem]] = {}
-        for _ in range(len(buffer)):
-            item = buffer.popleft()
-            per_run.setdefault(item[0], []).append(item)
-        if not per_run:
-            return
-        built: list[tuple[RunState, int, int, bytes]] = []
+        """Moves buffered events into numbered, spooled batches, a chunk at a time, while the
+        spool takes them (else they wait in the buffer, which drops and counts past its
+        bound), then the drop reports that are due."""
+        chunk = self._config.max_batch_events * _CHUNK_BATCHES
+        left = len(self._buffer)  # what is there now: a fast logger must not keep this busy
+        while True:
+            if self._full():
+                return
+            items = [self._buffer.popleft() for _ in range(min(chunk, left))]
+            left -= len(items)
+            reports = self._drops.take() if not left else []
+            if not items and not reports:
+                return
+            if not self._store(items, reports):
+                self._buffer.extendleft(reversed(items))  # back in front, in their order
+                self._drops.put_back(reports)
+                return
+
+    def _full(self) -> bool:
+        if not self.keeper.enabled:
+            return self._held_bytes >= self._config.max_memory_bytes
+        if self.keeper.spooled_bytes < self._config.max_spool_bytes:
+            self._full_warned = False
+            return False
+        if not self._full_warned:
+            self._full_warned = True
+            _logger.warning(
+                "trackbridge: spool is full (%d bytes); new events wait in memory and are "
+                "dropped, counted, past max_buffer_events",
+                self.keeper.spooled_bytes,
+            )
+        return True
+
+    def _store(self, items: list[BufferItem], reports: list[tuple[str, Dropped]]) -> bool:
+        """Numbers, serializes and spools ``items`` and ``reports``; False (nothing changed)
+        when the spool cannot take them now."""
+        spool = self.keeper.writable() if self.keeper.enabled else None
+        if self.keeper.enabled and spool is None:
+            return False
         with self._lock:
-            for run_key, events in per_run.items():
-                run = self._runs.get(run_key)
-                if run is None:
-                    run = self._runs[run_key] = RunState(run_key)
-                for payload, count, rejected in serialize(
-                    self._config, run_key, run.next_seq, events
-                ):
-                    self.stats.events_rejected += rejected
-                    built.append((run, run.next_seq, run.next_seq + count - 1, payload))
-                    run.next_seq += count
-                tail = events[-1]
-                run.ended = run.ended or (len(tail) == 2 and isinstance(tail[1], RunEnd))
+            for run_key in dict.fromkeys([*(i[0] for i in items), *(k for k, _ in reports)]):
+                self._runs.setdefault(run_key, RunState(run_key))
+        built = build(self._config, self._runs, items, reports)
         ids = [0] * len(built)
-        if self._spool is not None:
-            ids = self._spool.append([(r.key, f, last, p) for r, f, last, p in built])
+        if spool is not None:
+            try:
+                ids = spool.append([(b.run.key, b.first, b.last, b.payload) for b in built])
+            except SpoolError as exc:
+                self.keeper.failed(exc)
+                return False
+            self.keeper.succeeded()
         with self._lock:
-            for (run, first, last, payload), spool_id in zip(built, ids, strict=True):
-                keep = self._spool is None or self._held_bytes < self._config.max_memory_bytes
-                run.pending.append(
-                    Pending(first, last, payload if keep else None, self._spool, spool_id)
+            for b, spool_id in zip(built, ids, strict=True):
+                b.run.next_seq = b.last + 1
+                b.run.ended = b.run.ended or b.ends
+                self.stats.events_rejected += b.rejected
+                keep = spool is None or self._held_bytes < self._config.max_memory_bytes
+                payload = b.payload if keep else None
+                size = len(b.payload)
+                b.run.pending.append(
+                    Pending(b.first, b.last, payload, size, spool, spool_id, b.report)
                 )
-                self._held_bytes += len(payload) if keep else 0
-                self._spooled_bytes += len(payload) if self._spool is not None else 0
+                self._held_bytes += size if keep else 0
+                self.keeper.spooled_bytes += size if spool is not None else 0
+        return True
 
     def _send_next(self, run: RunState) -> bool:
         """Sends the oldest unacknowledged batch of ``run``; False when it could not."""
         head = run.pending[0]
         try:
-            ack = self._publish_with_retries(head.load())
+            payload = head.load()
+        except SpoolError as exc:
+            self._lost(run, head, exc)
+            return True
+        try:
+            ack = self._publish_with_retries(payload)
         except TransportError as exc:
             self.stats.send_failures += 1
             if exc.retryable:
@@ -266,7 +298,7 @@ class Sender:
                 run.key,
                 exc,
             )
-            self.stats.events_rejected += head.last_seq - head.first_seq + 1
+            self.stats.events_rejected += head.events
             self._acknowledge(run, head.last_seq)
             return True
         self.stats.batches_sent += 1
@@ -277,23 +309,45 @@ class Sender:
         self._acknowledge(run, ack.acked_seq)
         return True
 
+    def _lost(self, run: RunState, head: Pending, exc: SpoolError) -> None:
+        """A spooled batch that can no longer be read: in its place goes a report of the loss,
+        numbered as the batch's last event, so the run's sequence goes on."""
+        lost = head.events
+        self.stats.events_lost += lost
+        _logger.error(
+            "trackbridge: events %d-%d of run %s are lost: %s",
+            head.first_seq,
+            head.last_seq,
+            run.key,
+            exc,
+        )
+        dropped = Dropped(
+            lost, DROPPED_SPOOL_LOST, head.first_seq, head.last_seq, time.time_ns() // 10**6
+        )
+        payload = report_batch(self._config, run.key, head.last_seq, dropped)
+        with self._lock:  # the batch's place and spool row, so the accounting stays right
+            run.pending[0] = Pending(
+                head.last_seq, head.last_seq, payload, head.size, head.spool, head.spool_id, True
+            )
+            self._held_bytes += len(payload)
+
     def _acknowledge(self, run: RunState, acked_seq: int) -> None:
         done: dict[Spool, list[int]] = {}
         with self._lock:
             while run.pending and run.pending[0].last_seq <= acked_seq:
                 p = run.pending.popleft()
-                self.stats.events_acked += p.last_seq - p.first_seq + 1
+                self.stats.events_acked += p.events
                 if p.payload is not None:
                     self._held_bytes -= len(p.payload)
                 if p.spool is not None:
                     done.setdefault(p.spool, []).append(p.spool_id)
+                    self.keeper.spooled_bytes -= p.size
             run.acked_seq = max(run.acked_seq, acked_seq)
+            finished = run.ended and not run.pending
         for spool, ids in done.items():
-            spool.remove(ids)
-        if self._spool is not None and done:
-            self._spooled_bytes = self._spool.size_bytes() + sum(
-                s.size_bytes() for s in self._adopted
-            )
+            spool.remove(ids, {run.key: run.acked_seq})
+            if finished:
+                spool.forget_run(run.key)
 
     def _publish_with_retries(self, payload: bytes) -> ingest_pb2.Ack:
         def give_up(state: tenacity.RetryCallState) -> bool:
@@ -325,7 +379,8 @@ class Sender:
         # Serialized messages concatenate as a merge: the report rides on the spooled bytes as
         # they are, stamped now (the receiver's live view shows the client's backlog).
         report = events_pb2.EventBatch(
-            client_pending_events=self.pending_events(), client_spool_bytes=self._spooled_bytes
+            client_pending_events=self.pending_events(),
+            client_spool_bytes=self.keeper.spooled_bytes,
         ).SerializeToString()
         return self._transport.publish(payload + report, min(self._config.rpc_timeout_s, remaining))
 

@@ -40,6 +40,9 @@ class WriterConfig:
     """Spool size past which new events stay in the buffer (then are dropped, counted)."""
     max_memory_bytes: int = 64 << 20
     """Serialized batches held in memory; past it they are read back from the spool."""
+    max_staged_artifact_bytes: int = 20 << 30
+    """Staging quota: bytes of artifacts staged and not yet acknowledged past which
+    ``log_artifact`` raises ``ArtifactNotStaged`` (as it does when the disk is too full)."""
     rpc_timeout_s: float = 10.0
     """Deadline of one Publish call."""
     retry_max_backoff_s: float = 5.0
@@ -78,6 +81,7 @@ class WriterConfig:
             "max_buffer_events",
             "max_spool_bytes",
             "max_memory_bytes",
+            "max_staged_artifact_bytes",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")

@@ -11,7 +11,6 @@ import uuid
 import weakref
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import cast
 
 from bridge.events import Event, Metric, Param, RunEnd, RunStart, RunStatus, Tag
@@ -25,11 +24,18 @@ from bridge.validation import (
     validate_step_and_timestamp,
     validate_tag,
 )
-from client_sdk._batches import BufferItem
+from client_sdk._artifact_calls import ArtifactCalls
+from client_sdk._artifacts import ArtifactSender
+from client_sdk._batches import BufferItem, DropCounter
+from client_sdk._handles import RunHandle
+from client_sdk._recovery import Recovery
+from client_sdk._results import CloseResult
 from client_sdk._sender import Sender
 from client_sdk._transport import Transport
 from client_sdk._values import is_tensor, tensor_value
 from client_sdk.config import WriterConfig
+
+__all__ = ["RunHandle", "Writer"]
 
 _logger = logging.getLogger(__name__)
 _live_writers: weakref.WeakSet[Writer] = weakref.WeakSet()
@@ -39,30 +45,7 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@dataclass(eq=False)
-class RunHandle:
-    """A run this writer started. ``run_id`` is MLflow's id once the receiver has reported it."""
-
-    run_key: str
-    run_name: str
-    _writer: Writer = field(repr=False)
-    _params: dict[str, str] = field(default_factory=dict, repr=False)
-    ended: bool = False
-
-    @property
-    def run_id(self) -> str:
-        """MLflow's run id, or "" until the receiver has created the run."""
-        state = self._writer._sender.run_state(self.run_key)
-        return state.run_id if state is not None else ""
-
-    @property
-    def experiment_id(self) -> str:
-        """MLflow's id of the run's experiment, or "" until the receiver has created the run."""
-        state = self._writer._sender.run_state(self.run_key)
-        return state.experiment_id if state is not None else ""
-
-
-class Writer:
+class Writer(ArtifactCalls):
     """Logs metrics, params and tags of this client's runs to a trackbridge receiver.
 
     Log calls validate their input (raising MLflow's errors), append to a bounded in-memory
@@ -94,15 +77,18 @@ class Writer:
         self._buffer: deque[BufferItem] = deque()
         self._max_buffer = config.max_buffer_events
         self._batch_events = config.max_batch_events
-        self._sender = Sender(
-            config, self._buffer, Transport(config.receiver, config.rpc_timeout_s, config.security)
-        )
+        self._drops = DropCounter()
+        transport = Transport(config.receiver, config.rpc_timeout_s, config.security)
+        self._sender = Sender(config, self._buffer, transport, self._drops)
+        keeper = self._sender.keeper
+        self._artifacts = ArtifactSender(config, keeper.home if keeper.enabled else None)
+        self._recovery = Recovery(config) if keeper.enabled else None
         self._lock = threading.Lock()
         self._active: RunHandle | None = None
         self._metric_keys: set[str] = set()
         self._closed = False
         self._started = False
-        self.dropped_events = 0
+        self._result: CloseResult | None = None
         _live_writers.add(self)
         atexit.register(self._close_at_exit)
 
@@ -261,23 +247,40 @@ class Writer:
 
     def _push(self, item: BufferItem) -> None:
         buffer = self._buffer
-        if len(buffer) >= self._max_buffer or self._closed:
-            self._drop()
+        if (len(buffer) >= self._max_buffer and not _defines_run(item)) or self._closed:
+            self._drop(item)
             return
         buffer.append(item)
         if not self._started:
-            self._started = True
-            self._sender.start()
+            self._start()
         if len(buffer) >= self._batch_events:
             self._sender.wake()
 
-    def _drop(self) -> None:
-        self.dropped_events += 1
-        if self.dropped_events == 1:
-            why = "writer is closed" if self._closed else "in-memory buffer is full"
+    def _start(self) -> None:
+        self._started = True
+        self._sender.start()
+        if self._recovery is not None:
+            self._recovery.start()
+
+    def _drop(self, item: BufferItem) -> None:
+        if self._drops.add(item[0]) != 1:
+            return
+        if self._closed:
+            _logger.warning("trackbridge: the writer is closed; dropping events logged to it"
+                            " (counted in dropped_events)")  # fmt: skip
+        else:
             _logger.warning(
-                "trackbridge: dropping events (%s); counting them in dropped_events", why
+                "trackbridge: dropping events (the spool and the in-memory buffer are full);"
+                " counting them in dropped_events and reporting them to the receiver, which"
+                " records the loss on the run"
             )
+
+    @property
+    def dropped_events(self) -> int:
+        """Events dropped because the writer was closed, or the spool could not take them and
+        the in-memory buffer was full (``max_buffer_events``). Run starts and ends are never
+        dropped. The receiver is told how many, per run (``trackbridge.dropped_events``)."""
+        return self._drops.total
 
     # -- delivery ------------------------------------------------------------------------------
 
@@ -298,30 +301,52 @@ class Writer:
 
     @property
     def pending_events(self) -> int:
-        """Events logged but not yet acknowledged by the receiver."""
-        return self._sender.pending_events()
+        """Events logged (or left by a dead writer of this destination) but not yet
+        acknowledged by the receiver."""
+        adopted = self._recovery.pending_events() if self._recovery is not None else 0
+        return self._sender.pending_events() + adopted
 
     def flush(self, timeout_s: float = 10.0) -> bool:
-        """Waits until everything logged so far is acknowledged; False if time ran out."""
+        """Waits until every event logged so far (and left by a dead writer of this
+        destination) is acknowledged; False if time ran out. Artifacts travel apart and are
+        not waited for (``writer.artifacts.flush(timeout_s)`` waits for them)."""
         if not self._started:
             return True
-        return self._sender.flush(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        done = self._sender.flush(timeout_s)
+        if self._recovery is not None:
+            done = self._recovery.flush(max(0.0, deadline - time.monotonic())) and done
+        return done
 
-    def close(self, timeout_s: float | None = None) -> int:
+    def close(self, timeout_s: float | None = None) -> CloseResult:
         """Ends the active run (FINISHED), drains within ``timeout_s`` and stops.
 
-        Idempotent. Returns the number of events that were not delivered.
+        Idempotent (a second call returns the first one's result). Returns a ``CloseResult``:
+        an ``int``, the events that did not reach the receiver (undelivered + dropped), with
+        ``undelivered_events``, ``dropped_events`` and ``artifacts_left`` as attributes.
         """
         with self._lock:
             if self._closed:
-                return 0
+                return self._result if self._result is not None else CloseResult(0, 0, 0)
         if self._active is not None:
             self.end_run(RunStatus.FINISHED)
         with self._lock:
             self._closed = True
         atexit.unregister(self._close_at_exit)
         budget = self.config.close_timeout_s if timeout_s is None else timeout_s
-        return self._sender.close(budget)
+        deadline = time.monotonic() + budget
+        # Events first (small, and the run's end is among them), then files.
+        left = self._sender.close(budget)
+        if self._recovery is not None:
+            left += self._recovery.close(max(0.0, deadline - time.monotonic()))
+        files = self._artifacts.close(max(0.5, deadline - time.monotonic()))
+        self._sender.close_spool()
+        self._result = CloseResult(left, self.dropped_events, files)
+        if self.dropped_events:
+            _logger.warning(
+                "trackbridge: %d events were dropped (the receiver was told)", self.dropped_events
+            )
+        return self._result
 
     def _close_at_exit(self) -> None:
         self.close(self.config.close_timeout_s)
@@ -334,6 +359,8 @@ class Writer:
         self._active = None
         self._started = False
         self._sender.reset_after_fork()
+        if self._recovery is not None:
+            self._recovery.reset_after_fork()
 
     def __enter__(self) -> Writer:
         return self
@@ -342,6 +369,12 @@ class Writer:
         if self._active is not None:
             self.end_run(RunStatus.FAILED if exc_type is not None else RunStatus.FINISHED)
         self.close()
+
+
+def _defines_run(item: BufferItem) -> bool:
+    # A run's start and end are never dropped for a full buffer: without them the run would be
+    # lost whole, or stay RUNNING.
+    return len(item) == 2 and isinstance(item[1], RunStart | RunEnd)
 
 
 def _checked_value(key: str, value: object, timestamp_ms: int) -> float:

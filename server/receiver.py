@@ -31,6 +31,7 @@ from server.live.links import mlflow_ui_url
 from server.live.model import Counters
 from server.live.view import Live
 from server.live.watch import WatchService
+from server.queue.gaps import GapLog
 from server.queue.sqlite import Backlog, Queue, connect
 from server.security.guard import Guard
 
@@ -92,7 +93,9 @@ class Receiver:
             receiver_id=self._claim.receiver_id,
         )
         self.backlog = Backlog(Queue(ingest_conn).pending_events())
-        self.ingestor = Ingestor(Queue(ingest_conn), self._stored, self.backlog)
+        self.ingestor = Ingestor(
+            Queue(ingest_conn), self._stored, self.backlog, gaps=GapLog(ingest_conn)
+        )
         self.hub = Hub(
             live_points=cfg.live_points,
             client_timeout_s=cfg.client_timeout_s,
@@ -108,6 +111,7 @@ class Receiver:
             last_seen=self.ingestor.last_seen,
             lease_s=cfg.run_lease_s,
             observer=self.hub,
+            gaps=GapLog(flush_conn),
         )
         self.service = IngestService(
             self.ingestor,

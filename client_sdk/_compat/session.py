@@ -243,7 +243,7 @@ class Session:
         """The artifact sender (created at the first artifact)."""
         with self._lock:
             if self._artifacts is None:
-                self._artifacts = ArtifactSender(self.config)
+                self._artifacts = self.writer.artifacts  # staged in the writer's spool
             return self._artifacts
 
     def log_file(self, record: RunRecord, local_path: str, artifact_path: str) -> None:
@@ -308,7 +308,7 @@ class Session:
         budget = self.config.close_timeout_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + budget
         # Events first (small, and the run's end is among them), then files.
-        left = self.writer.close(budget)
+        left = int(self.writer.close(budget))
         if self._artifacts is not None:
             left += self._artifacts.close(max(0.5, deadline - time.monotonic()))
         return left

@@ -139,7 +139,7 @@ class ArtifactService(artifacts_pb2_grpc.ArtifactsServicer):
                 f"{shown(identity.name)} may not upload as client {shown(h.client_id)}",
             )
         key = owned_key(h.client_id, h.run_key)
-        if self._store.has(h.upload_id):
+        if self._store.has(h.upload_id, key, (h.artifact_path, h.file_name), h.sha256):
             return artifacts_pb2.ArtifactAck(upload_id=h.upload_id, size=h.size)
         if self._store.staged_bytes + h.size > MAX_STAGED_BYTES:
             raise _Refused(

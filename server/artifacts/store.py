@@ -3,7 +3,10 @@
 Each verified file sits in ``<data_dir>/artifact-staging/<upload_id>/<file name>`` and has a
 row in ``<data_dir>/artifacts.db`` (SQLite, WAL). The file is fsynced before its row commits,
 and the client is acknowledged only after the commit: an acknowledged file survives a killed
-receiver and a power loss. The uploader deletes both once MLflow has the file.
+receiver and a power loss. The uploader deletes both once MLflow has the file, and keeps a row
+in ``delivered`` (for ``DELIVERED_KEEP_DAYS``): an upload sent again (a client that died before
+it saw the acknowledgement) is recognised by its upload id, or by its run, path and SHA-256, and
+acknowledged without being stored or uploaded twice.
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 STAGING_DIR = "artifact-staging"
+DELIVERED_KEEP_DAYS = 30
+"""How long a delivered upload is remembered (a resend after that is uploaded again: the same
+bytes to the same path)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
@@ -29,6 +36,15 @@ CREATE TABLE IF NOT EXISTS uploads (
     size INTEGER NOT NULL,
     sha256 TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS delivered (
+    upload_id TEXT PRIMARY KEY,
+    run_key TEXT NOT NULL,
+    artifact_path TEXT NOT NULL,
+    file_name TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS delivered_by_content ON delivered (run_key, file_name, sha256);
 CREATE TABLE IF NOT EXISTS failed_uploads (
     id INTEGER PRIMARY KEY,
     run_key TEXT NOT NULL,
@@ -68,6 +84,8 @@ class ArtifactStore:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(_SCHEMA)
+        cutoff = time.time_ns() // 1_000_000 - DELIVERED_KEEP_DAYS * 86_400_000
+        self._conn.execute("DELETE FROM delivered WHERE at_ms < ?", (cutoff,))
         self._staged_bytes = self._sum_sizes()
         self._drop_strays()
 
@@ -95,13 +113,23 @@ class ArtifactStore:
         """Bytes staged and recorded, not yet in MLflow."""
         return self._staged_bytes
 
-    def has(self, upload_id: str) -> bool:
-        """Whether this upload is already staged (a client resending after a lost ack)."""
+    def has(
+        self, upload_id: str, run_key: str = "", path: tuple[str, str] = ("", ""), sha256: str = ""
+    ) -> bool:
+        """Whether this upload is already staged or delivered (a client resending after a lost
+        ack): by its upload id, or, when ``sha256`` is given, by run, ``(artifact_path,
+        file_name)`` and content."""
+        by_content = (run_key, *path, sha256)
         with self._lock:
-            row = self._conn.execute(
-                "SELECT 1 FROM uploads WHERE upload_id = ?", (upload_id,)
-            ).fetchone()
-        return row is not None
+            for table in ("uploads", "delivered"):
+                row = self._conn.execute(
+                    f"SELECT 1 FROM {table} WHERE upload_id = ? OR (? != '' AND run_key = ? AND"
+                    " artifact_path = ? AND file_name = ? AND sha256 = ?)",
+                    (upload_id, sha256, *by_content),
+                ).fetchone()
+                if row is not None:
+                    return True
+        return False
 
     def add(self, staged: StagedFile) -> None:
         """Records a verified, fsynced file."""
@@ -132,10 +160,24 @@ class ArtifactStore:
             ).fetchall()
         return [StagedFile(*row) for row in rows]
 
-    def remove(self, staged: StagedFile) -> None:
-        """Forgets a file MLflow has (or refused for good) and deletes it from disk."""
+    def remove(self, staged: StagedFile, *, delivered: bool = False) -> None:
+        """Forgets a file MLflow has (``delivered``: remembered, see the module docstring) or
+        refused for good, and deletes it from disk."""
         with self._lock:
-            self._conn.execute("DELETE FROM uploads WHERE upload_id = ?", (staged.upload_id,))
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("DELETE FROM uploads WHERE upload_id = ?", (staged.upload_id,))
+                if delivered:
+                    self._conn.execute(
+                        "INSERT OR REPLACE INTO delivered (upload_id, run_key, artifact_path,"
+                        " file_name, sha256, at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                        (staged.upload_id, staged.run_key, staged.artifact_path, staged.file_name,
+                         staged.sha256, time.time_ns() // 1_000_000),
+                    )  # fmt: skip
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
             self._staged_bytes -= staged.size
         shutil.rmtree(self.directory(staged.upload_id), ignore_errors=True)
 
@@ -172,3 +214,56 @@ class ArtifactStore:
         """Closes the database."""
         with self._lock:
             self._conn.close()
+
+
+def read_artifacts(data_dir: Path, runs_in_mlflow: set[str]) -> dict[str, Any]:
+    """For ``trackbridge status``: staged files (waiting for their run, or for their turn) and
+    uploads that failed; empty lists when the receiver has had no artifact yet."""
+    path = data_dir / "artifacts.db"
+    out: dict[str, Any] = {"waiting": [], "failed": []}
+    if not path.exists():
+        return out
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        waiting = conn.execute(
+            "SELECT run_key, client_id, artifact_path, file_name, size FROM uploads ORDER BY id"
+        ).fetchall()
+        failed = conn.execute(
+            "SELECT run_key, artifact_path, file_name, reason, at_ms FROM failed_uploads"
+            " ORDER BY id"
+        ).fetchall()
+    except sqlite3.OperationalError:
+        return out
+    finally:
+        conn.close()
+    out["waiting"] = [
+        {"run_key": r[0], "client_id": r[1], "path": _joined(r[2], r[3]), "size": r[4],
+         "run_in_mlflow": r[0] in runs_in_mlflow}
+        for r in waiting
+    ]  # fmt: skip
+    out["failed"] = [
+        {"run_key": r[0], "path": _joined(r[1], r[2]), "reason": r[3], "at_ms": r[4]}
+        for r in failed
+    ]
+    return out
+
+
+def format_artifacts(artifacts: dict[str, Any]) -> list[str]:
+    """Lines for ``trackbridge status``."""
+    waiting, failed = artifacts["waiting"], artifacts["failed"]
+    if not waiting and not failed:
+        return []
+    no_run = sum(1 for w in waiting if not w["run_in_mlflow"])
+    lines = [f"artifacts not yet in MLflow: {len(waiting)} ({no_run} waiting for their run)"]
+    lines.extend(
+        f"  run {w['run_key']} {w['path']} ({w['size']} bytes)"
+        + ("" if w["run_in_mlflow"] else ": waiting for its run")
+        for w in waiting
+    )
+    lines.append(f"artifact uploads failed: {len(failed)}")
+    lines.extend(f"  run {f['run_key']} {f['path']}: {f['reason']}" for f in failed)
+    return lines
+
+
+def _joined(directory: str, name: str) -> str:
+    return f"{directory}/{name}" if directory else name

@@ -108,7 +108,7 @@ class ArtifactUploader:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 _logger.warning("artifact upload failed (%s); retrying later", self.last_error)
                 continue
-            self._store.remove(staged)
+            self._store.remove(staged, delivered=True)
             self.uploaded += 1
 
     def _upload(self, run_id: str, staged: StagedFile) -> None:

@@ -64,7 +64,13 @@ def _add_sync(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--receiver",
         type=dial_address,
         metavar="HOST:PORT",
-        help="the receiver (default: TRACKBRIDGE_RECEIVER, else 127.0.0.1:50551)",
+        help="deliver only the spools written for this receiver (default: each spool goes to"
+        " the receiver it was written for)",
+    )
+    p.add_argument(
+        "--to-another-receiver",
+        action="store_true",
+        help="send every spool to --receiver, whatever receiver it was written for",
     )
     p.add_argument(
         "--timeout",
@@ -86,11 +92,17 @@ def _sync(args: argparse.Namespace) -> int:
         )
     if not directory.is_dir():
         raise UsageError(f"{directory} is not a folder: pass the writers' spool folder")
-    receiver = args.receiver or os.environ.get(envvars.TRACKBRIDGE_RECEIVER, "127.0.0.1:50551")
-    _check_receiver(receiver)
+    if args.to_another_receiver and not args.receiver:
+        raise UsageError("--to-another-receiver needs --receiver HOST:PORT (where to send them)")
+    if args.receiver:
+        _check_receiver(args.receiver)
     # The sync tool is client-side code; the receiver's package only launches it.
     argv = [sys.executable, "-m", "client_sdk.sync", "--timeout", str(args.timeout)]
-    argv += [str(directory), "--receiver", receiver]
+    argv.append(str(directory))
+    if args.receiver:
+        argv += ["--receiver", args.receiver]
+    if args.to_another_receiver:
+        argv.append("--to-another-receiver")
     return subprocess.call(argv)
 
 

@@ -11,7 +11,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from server.artifacts.store import format_artifacts, read_artifacts
 from server.flush.mlflow_state import read_state
+from server.queue.gaps import format_gaps, read_gaps
 
 
 def read_status(data_dir: Path) -> dict[str, Any]:
@@ -30,6 +32,7 @@ def read_status(data_dir: Path) -> dict[str, Any]:
         dead = conn.execute(
             "SELECT run_key, kind, key, reason, at_ms FROM dead_letters ORDER BY id"
         ).fetchall()
+        gaps = read_gaps(conn)
     finally:
         conn.close()
     return {
@@ -52,6 +55,8 @@ def read_status(data_dir: Path) -> dict[str, Any]:
             for d in dead
         ],
         "mlflow": read_state(data_dir),
+        "gaps": gaps,
+        "artifacts": read_artifacts(data_dir, {r[0] for r in runs if r[6]}),
     }
 
 
@@ -76,6 +81,8 @@ def format_status(status: dict[str, Any]) -> str:
     dead = status["dead_letters"]
     lines.append(f"dead letters: {len(dead)}")
     lines.extend(f"  run {d['run_key']} {d['kind']} {d['key']!r}: {d['reason']}" for d in dead)
+    lines.extend(format_gaps(status.get("gaps", [])))
+    lines.extend(format_artifacts(status.get("artifacts", {"waiting": [], "failed": []})))
     return "\n".join(lines)
 
 

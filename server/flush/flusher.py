@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bridge.convert import event_from_proto
-from bridge.events import DeleteTag, Metric, Param, RunEnd, RunStart, RunStatus, Tag
+from bridge.events import DeleteTag, Dropped, Metric, Param, RunEnd, RunStart, RunStatus, Tag
 from bridge.limits import MAX_METRICS_PER_BATCH, split_log_batch
 from bridge.pb.v1 import events_pb2
 from server.flush.retry import Retrier, Stopping
 from server.flush.run_creation import RunNotCreated
 from server.flush.sink import MlflowSink, RunRef, is_permanent
+from server.queue.gaps import GapLog
 from server.queue.sqlite import Backlog, PendingBatch, Queue
 
 _logger = logging.getLogger(__name__)
@@ -67,8 +68,10 @@ class Flusher:
         last_seen: Mapping[str, float],
         lease_s: float,
         observer: FlushObserver | None = None,
+        gaps: GapLog | None = None,
     ) -> None:
         self._observer = observer
+        self._gaps = gaps
         self._queue = queue
         self._sink = sink
         self._interval_s = interval_s
@@ -230,6 +233,10 @@ class Flusher:
                 event = event_from_proto(raw)
                 if isinstance(event, Metric | Param | Tag):
                     entries.append(event)
+                    continue
+                if isinstance(event, Dropped):  # the client's report of lost events
+                    if self._gaps is not None:
+                        entries.append(self._gaps.dropped(run_key, seq, event))
                     continue
                 self._write(run_key, entries)
                 entries = []

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.pb.v1 import events_pb2
+from server.queue.gaps import GapLog, Noted
 from server.queue.sqlite import Backlog, Queue, RunRecord
 from server.security.ownership import SEPARATOR, owned_key
 
@@ -50,9 +51,14 @@ class Ingestor:
     """Stores batches durably and answers with the run's acknowledged sequence."""
 
     def __init__(
-        self, queue: Queue, on_stored: Callable[[str, int], None], backlog: Backlog
+        self,
+        queue: Queue,
+        on_stored: Callable[[str, int], None],
+        backlog: Backlog,
+        gaps: GapLog | None = None,
     ) -> None:
         self._queue = queue
+        self._gaps = gaps
         self._on_stored = on_stored
         self._backlog = backlog
         self._requests: stdqueue.SimpleQueue[_Request | object] = stdqueue.SimpleQueue()
@@ -145,12 +151,14 @@ class Ingestor:
         outcomes: list[Accepted | Exception] = []
         acked = dict(self._acked)  # a failed commit must leave the marks as they were
         owners: dict[str, str] = {}
+        noted = Noted()  # sequence gaps and clients' loss reports (server/queue/gaps.py)
         for req in group:
             b, key = req.batch, req.key
             owners[key] = b.client_id
             mark = acked.get(key, 0)
             last = b.first_seq + len(b.events) - 1
             if last > mark:
+                noted.see(key, b, mark)
                 first, payload = b.first_seq, req.payload
                 if first <= mark:  # a partial resend: keep only the unseen tail
                     tail = events_pb2.EventBatch(
@@ -165,6 +173,8 @@ class Ingestor:
             run_id, exp_id = self._mlflow.get(key, ("", ""))
             outcomes.append(Accepted(acked.get(key, mark), run_id, exp_id))
         try:
+            if noted and self._gaps is not None:
+                self._gaps.record(noted)  # first: a retried batch records its gap once
             if rows:
                 self._queue.store(rows)
         except Exception as exc:

@@ -259,9 +259,9 @@ def test_client_killed_mid_run_then_sync_delivers_its_spool(
     _spool_then_kill(stream_client, proxy, "site-dead", job, spool, tmp_path / "o.json", 1500)
     proxy.set_upstream(receiver.port)
     proxy.restore()
+    # A bare sync sends the spool to the receiver address it was written for (the proxy's).
     result = subprocess.run(
-        [str(TRACKBRIDGE_EXE), "sync", str(spool), "--receiver", receiver.address,
-         "--timeout", "60"],
+        [str(TRACKBRIDGE_EXE), "sync", str(spool), "--timeout", "60"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -281,8 +281,11 @@ def test_next_writer_with_the_same_client_id_delivers_a_dead_clients_spool(
 ) -> None:
     spool = tmp_path / "spool"
     _spool_then_kill(stream_client, proxy, "site-r", job, spool, tmp_path / "o1.json", 800)
-    # The same client starts again (a restarted training job) and logs a new run.
-    again = stream_client(receiver.address, "site-r", job, spool, tmp_path / "o2.json",
+    proxy.set_upstream(receiver.port)
+    proxy.restore()
+    # The same client starts again (a restarted training job, same receiver address and job)
+    # and logs a new run.
+    again = stream_client(proxy.address, "site-r", job, spool, tmp_path / "o2.json",
                                 points=200, rate=0)  # fmt: skip
     _wait_clients([again], timeout_s=90)
     assert read_result(tmp_path / "o2.json")["undelivered"] == 0

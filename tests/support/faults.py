@@ -166,6 +166,20 @@ def acked_events(data_dir: Path) -> int:
         conn.close()
 
 
+def queue_drained(data_dir: Path) -> bool:
+    """Whether a receiver has every batch it stored in MLflow (its queue.db holds none)."""
+    path = data_dir / "queue.db"
+    if not path.exists():
+        return False
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0]) == 0
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.close()
+
+
 def metric_points(client: Any, run_id: str, key: str) -> list[tuple[float, int, int]]:
     """Every stored point of ``key`` as sorted ``(value, step, timestamp)`` tuples."""
     history = client.get_metric_history(run_id, key)

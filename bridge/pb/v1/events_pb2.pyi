@@ -78,6 +78,22 @@ class DeleteTag(_message.Message):
     key: str
     def __init__(self, key: _Optional[str] = ...) -> None: ...
 
+class Dropped(_message.Message):
+    __slots__ = ("count", "reason", "first_seq", "last_seq", "first_ms", "last_ms")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    FIRST_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_MS_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    reason: str
+    first_seq: int
+    last_seq: int
+    first_ms: int
+    last_ms: int
+    def __init__(self, count: _Optional[int] = ..., reason: _Optional[str] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ..., first_ms: _Optional[int] = ..., last_ms: _Optional[int] = ...) -> None: ...
+
 class RunEnd(_message.Message):
     __slots__ = ("status", "end_time_ms")
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -87,20 +103,22 @@ class RunEnd(_message.Message):
     def __init__(self, status: _Optional[_Union[RunStatus, str]] = ..., end_time_ms: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("metric", "param", "tag", "run_start", "run_end", "delete_tag")
+    __slots__ = ("metric", "param", "tag", "run_start", "run_end", "delete_tag", "dropped")
     METRIC_FIELD_NUMBER: _ClassVar[int]
     PARAM_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
     RUN_START_FIELD_NUMBER: _ClassVar[int]
     RUN_END_FIELD_NUMBER: _ClassVar[int]
     DELETE_TAG_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
     metric: Metric
     param: Param
     tag: Tag
     run_start: RunStart
     run_end: RunEnd
     delete_tag: DeleteTag
-    def __init__(self, metric: _Optional[_Union[Metric, _Mapping]] = ..., param: _Optional[_Union[Param, _Mapping]] = ..., tag: _Optional[_Union[Tag, _Mapping]] = ..., run_start: _Optional[_Union[RunStart, _Mapping]] = ..., run_end: _Optional[_Union[RunEnd, _Mapping]] = ..., delete_tag: _Optional[_Union[DeleteTag, _Mapping]] = ...) -> None: ...
+    dropped: Dropped
+    def __init__(self, metric: _Optional[_Union[Metric, _Mapping]] = ..., param: _Optional[_Union[Param, _Mapping]] = ..., tag: _Optional[_Union[Tag, _Mapping]] = ..., run_start: _Optional[_Union[RunStart, _Mapping]] = ..., run_end: _Optional[_Union[RunEnd, _Mapping]] = ..., delete_tag: _Optional[_Union[DeleteTag, _Mapping]] = ..., dropped: _Optional[_Union[Dropped, _Mapping]] = ...) -> None: ...
 
 class EventBatch(_message.Message):
     __slots__ = ("client_id", "job", "run_key", "first_seq", "events", "client_pending_events", "client_spool_bytes")

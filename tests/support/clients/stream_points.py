@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -32,6 +33,12 @@ def main() -> None:
     parser.add_argument("--hold", action="store_true", help="log, then wait forever (to be killed)")
     parser.add_argument("--no-close", action="store_true", help="exit without close (atexit)")
     parser.add_argument("--token-file", help="a file holding this client's token")
+    parser.add_argument("--max-buffer-events", type=int, default=1_000_000)
+    parser.add_argument(
+        "--wait-file",
+        help="after logging, write OUT.logged (the points dropped so far), then wait for this"
+        " file to exist before ending the run and closing",
+    )
     args = parser.parse_args()
 
     config = WriterConfig(
@@ -42,6 +49,7 @@ def main() -> None:
         heartbeat_s=args.heartbeat,
         close_timeout_s=args.close_timeout,
         token=Path(args.token_file).read_text().strip() if args.token_file else "",
+        max_buffer_events=args.max_buffer_events,
     )
     writer = Writer(config=config)
     writer.start_run()
@@ -49,15 +57,26 @@ def main() -> None:
         key, _, value = item.partition("=")
         writer.log_param(key, value)
     slowest_ns = 0
+    dropped: list[int] = []  # the points the writer dropped (its counter moved on their call)
     started = time.perf_counter()
     for i in range(args.points):
         if args.rate > 0:
             delay = started + i / args.rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
+        before = writer.dropped_events
         t0 = time.perf_counter_ns()
         writer.log_metric("x", float(i), step=i, timestamp=BASE_TS + i)
         slowest_ns = max(slowest_ns, time.perf_counter_ns() - t0)
+        if writer.dropped_events != before:
+            dropped.append(i)
+    if args.wait_file:
+        with open(f"{args.out}.logging", "w") as marker:
+            json.dump({"dropped": dropped}, marker)
+        os.replace(f"{args.out}.logging", f"{args.out}.logged")  # whole, or not there
+        deadline = time.monotonic() + 600
+        while not os.path.exists(args.wait_file) and time.monotonic() < deadline:
+            time.sleep(0.05)
     if args.hold:
         print("logged", flush=True)
         while True:
@@ -65,9 +84,16 @@ def main() -> None:
     if args.no_close:
         return  # the atexit hook must drain
     writer.end_run("FINISHED")
-    undelivered = writer.close(timeout_s=args.close_timeout)
+    result = writer.close(timeout_s=args.close_timeout)
+    summary = {
+        "undelivered": int(result),
+        "undelivered_events": result.undelivered_events,
+        "dropped_events": result.dropped_events,
+        "dropped": dropped,
+        "max_log_call_us": slowest_ns / 1000,
+    }
     with open(args.out, "w") as out:
-        json.dump({"undelivered": undelivered, "max_log_call_us": slowest_ns / 1000}, out)
+        json.dump(summary, out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,83 @@
+"""The Writer's artifact calls: files staged durably at the call, sent by a thread of their own."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+
+from bridge.validation import verify_artifact_path
+from client_sdk._artifacts import ArtifactSender
+from client_sdk._handles import RunHandle
+
+
+class ArtifactCalls:
+    """``log_artifact`` and ``log_artifacts`` of the Writer (which provides what is declared
+    here)."""
+
+    _artifacts: ArtifactSender
+    _started: bool
+
+    def _target(self, run: RunHandle | None) -> RunHandle:
+        raise NotImplementedError
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def artifacts(self) -> ArtifactSender:
+        """The artifact sender (for layers that write files into its staging folder)."""
+        return self._artifacts
+
+    def log_artifact(
+        self,
+        local_path: str | os.PathLike[str],
+        artifact_path: str | None = None,
+        *,
+        run: RunHandle | None = None,
+    ) -> None:
+        """Logs a file, or a directory (under ``artifact_path/<its name>``, as MLflow does).
+
+        The file is copied aside, durably, before the call returns (you may delete it at once)
+        and sent by a thread of its own; with a spool it survives the process and is delivered
+        by the next writer of the same destination or ``trackbridge sync``.
+
+        Raises:
+            MlflowException: ``artifact_path`` is absolute or escapes the run's artifacts.
+            FileNotFoundError: ``local_path`` does not exist.
+            ArtifactNotStaged: Over the staging quota (``max_staged_artifact_bytes``), not
+                enough free space, or an I/O error: nothing of it was kept (an ``OSError``).
+        """
+        path = os.fspath(local_path)
+        verify_artifact_path(artifact_path)
+        if os.path.isdir(path):
+            name = os.path.basename(os.path.normpath(path))
+            self.log_artifacts(
+                path, posixpath.join(artifact_path, name) if artifact_path else name, run=run
+            )
+            return
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No such file or directory: '{path}'")
+        target = self._target(run)
+        if not self._started:
+            self._start()
+        self._artifacts.stage_copy(target.run_key, path, artifact_path or "")
+
+    def log_artifacts(
+        self,
+        local_dir: str | os.PathLike[str],
+        artifact_path: str | None = None,
+        *,
+        run: RunHandle | None = None,
+    ) -> None:
+        """Logs every file under a directory, keeping its layout under ``artifact_path``.
+
+        The whole directory is checked against the quota and the free space first.
+
+        Raises:
+            As ``log_artifact`` (files staged before an I/O error stay staged).
+        """
+        verify_artifact_path(artifact_path)
+        target = self._target(run)
+        if not self._started:
+            self._start()
+        self._artifacts.stage_tree(target.run_key, local_dir, artifact_path or "")
