@@ -66,6 +66,8 @@ def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _serve(args: argparse.Namespace) -> int:
     from server.data_dir import DataDirInUse
+    from server.ports import PortInUse
+    from server.queue.schema import QueueCorrupt
     from server.receiver import Receiver, serve
     from server.security.tls import CertificateError
 
@@ -90,7 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         drained = asyncio.run(serve(config, ready))
-    except (CertificateError, DataDirInUse) as exc:
+    except (CertificateError, DataDirInUse, PortInUse, QueueCorrupt) as exc:
         print(f"trackbridge serve: {exc}", file=sys.stderr)
         return 2
     return 0 if drained else 1

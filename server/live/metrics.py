@@ -172,6 +172,30 @@ def render(
             counters.mlflow_errors,
         ),
         (
+            "trackbridge_quarantined_runs",
+            "gauge",
+            "Runs MLflow refuses for good, held until replayed.",
+            counters.quarantined_runs,
+        ),
+        (
+            "trackbridge_held_events",
+            "gauge",
+            "Events quarantined runs hold back.",
+            counters.held_events,
+        ),
+        (
+            "trackbridge_metric_points_written_total",
+            "counter",
+            "Metric points in log_batch calls MLflow accepted.",
+            counters.metric_points_written,
+        ),
+        (
+            "trackbridge_recovered_events_total",
+            "counter",
+            "Events in MLflow already at a restart, not sent again.",
+            counters.recovered_events,
+        ),
+        (
             "trackbridge_mlflow_up",
             "gauge",
             "1 unless the flusher fails to reach MLflow.",

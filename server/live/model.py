@@ -23,6 +23,14 @@ class Counters:
     dead_letters: int
     mlflow_errors: int
     queued_batches: int
+    quarantined_runs: int = 0
+    """Runs MLflow refuses for good, held until ``trackbridge dead-letters replay``."""
+    held_events: int = 0
+    """Events those runs hold back."""
+    metric_points_written: int = 0
+    """Metric points in log_batch calls MLflow accepted."""
+    recovered_events: int = 0
+    """Events of the call in flight at the last stop found in MLflow, not sent again."""
 
 
 MAX_QUEUED_DELTAS = 16
