@@ -153,6 +153,8 @@ class Receiver:
         self.artifacts.register(server)
         host, _, port = cfg.listen.rpartition(":")
         check_free(host, int(port), what="gRPC", flag=GRPC_FLAG)
+        if cfg.http_address is not None:
+            check_free(*cfg.http_address, what="the live view", flag=HTTP_FLAG)
         self.port = self.guard.bind(server, cfg.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.listen}")
@@ -183,8 +185,6 @@ class Receiver:
 
     async def _start_live(self, cfg: ReceiverConfig) -> int | None:
         address = cfg.http_address
-        if address is not None:
-            check_free(*address, what="the live view", flag=HTTP_FLAG)
         try:
             return await self.live.start()
         except OSError as exc:

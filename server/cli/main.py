@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from server.cli.dead_letters import add_dead_letters_command
 from server.cli.health import add_health_command
 from server.cli.logs import configure_logging
 from server.cli.security import add_security_commands
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=f"{text} (see: trackbridge {name} --help)", add_help=False)
     _add_sync(sub)
     _add_status(sub)
+    add_dead_letters_command(sub)
     add_viewer_commands(sub)
     add_health_command(sub)
     add_security_commands(sub)

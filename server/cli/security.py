@@ -234,4 +234,4 @@ def _doctor(args: argparse.Namespace) -> int:
     install_log_redaction(os.environ)
     config = ReceiverConfig.resolve(data_dir=args.data_dir, tracking_uri=args.tracking_uri)
     experiments = args.experiment or queued_jobs(config.data_dir)
-    return run_doctor(config.effective_tracking_uri, experiments)
+    return run_doctor(config.effective_tracking_uri, experiments, config.data_dir)

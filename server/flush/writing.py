@@ -48,9 +48,7 @@ from bridge.pb.v1 import events_pb2
 from server.flush import probes
 from server.flush.refusals import (
     RunMissing,
-    deleted,
     deleted_experiment,
-    experiment_not_active,
     is_missing,
     message,
     refused,
@@ -147,7 +145,7 @@ class RunWriter:
         except Exception as exc:
             if not is_permanent(exc):
                 raise
-            self._explain_run(run_key, ref, exc)
+            probes.explain_run(self._sink.client, self._retrying, run_key, ref, exc)
             raise refused(what, exc, run_key) from None
 
     # -- one read --------------------------------------------------------------------------------
@@ -209,7 +207,7 @@ class RunWriter:
         except Exception as exc:
             if not is_permanent(exc):
                 raise
-            self._explain_run(run_key, ref, exc)
+            probes.explain_run(self._sink.client, self._retrying, run_key, ref, exc)
             return [self._dead_letter(run_key, record, item, message(exc))]
         return []
 
@@ -230,7 +228,7 @@ class RunWriter:
             except Exception as exc:
                 if not is_permanent(exc):
                     raise
-                self._explain_run(run_key, ref, exc)
+                probes.explain_run(self._sink.client, self._retrying, run_key, ref, exc)
                 dead = self._bisect(run_key, record, ref, part)
             else:
                 dead = []
@@ -331,7 +329,7 @@ class RunWriter:
         except Exception as exc:
             if not is_permanent(exc):
                 raise
-            self._explain_experiment(run_key, exc)
+            probes.explain_experiment(self._sink.client, self._retrying, run_key, exc)
             if is_missing(exc):
                 raise RunMissing("", message(exc)) from None
             raise refused("create or find the run", exc, run_key) from None
@@ -358,35 +356,6 @@ class RunWriter:
                 self._lease_s,
             )
         return now - since >= self._lease_s
-
-    def _explain_run(self, run_key: str, ref: RunRef, exc: BaseException) -> None:
-        """Raises RunRefused (or RunMissing) when MLflow refused a call because of the run
-        itself; returns when the run is fine (the refusal was about an entry)."""
-        self._explain_experiment(run_key, exc)
-        try:
-            problem = self._retrying(probes.run_problem, self._sink.client, ref)
-        except RunMissing:
-            raise
-        except Exception as probe_error:
-            if not is_permanent(probe_error):
-                raise
-            return
-        if problem is not None:
-            raise deleted(problem, run_key)
-        if is_missing(exc):
-            raise RunMissing(ref.run_id, message(exc))
-
-    def _explain_experiment(self, run_key: str, exc: BaseException) -> None:
-        experiment_id = experiment_not_active(exc)
-        if experiment_id is None:
-            return
-        try:
-            name = self._retrying(probes.experiment_name, self._sink.client, experiment_id)
-        except Exception as probe_error:
-            if not is_permanent(probe_error):
-                raise
-            name = f"id {experiment_id}"
-        raise deleted_experiment(name, experiment_id, run_key)
 
     # -- after a crash ---------------------------------------------------------------------------
 
