@@ -44,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes.add_argument("--flush-interval", type=float, metavar="SECONDS", help="default 1.0")
     sizes.add_argument("--connections", type=int, help="connections held (1000; quick 100)")
     sizes.add_argument("--connection-procs", type=int, help="processes holding them")
+    sizes.add_argument("--recovery-runs", type=int, help="runs in the recovery section (20)")
+    sizes.add_argument("--recovery-points", type=int, help="points of each (5000)")
     args = p.parse_args(argv)
     options = BenchOptions.resolve(
         quick=args.quick,
@@ -62,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush_interval_s=args.flush_interval,
         connections=args.connections,
         connection_procs=args.connection_procs,
+        recovery_runs=args.recovery_runs,
+        recovery_points=args.recovery_points,
         sections=tuple(args.only.split(",")) if args.only else None,
         json_path=args.json,
         png_path=args.png,

@@ -27,13 +27,14 @@ from collections.abc import Callable, Mapping
 
 from bridge.limits import MAX_METRICS_PER_BATCH
 from server.flush.leases import Leases
+from server.flush.progress import FlushObserver
 from server.flush.refusals import RunMissing, RunRefused, purged
 from server.flush.retry import Retrier, Stopping
 from server.flush.run_creation import RunNotCreated
 from server.flush.sink import MlflowSink
 from server.flush.state import FlushStats, Runs
 from server.flush.store_identity import StoreChange, StoreIdentity, describe
-from server.flush.writing import FlushObserver, RunWriter
+from server.flush.writing import RunWriter
 from server.queue.sqlite import Backlog, Queue
 
 __all__ = ["FlushObserver", "FlushStats", "Flusher"]

@@ -82,8 +82,6 @@ def explain_run(
         return
     if problem is not None:
         raise deleted(problem, run_key)
-    if is_missing(exc):
-        raise RunMissing(run.run_id, message(exc))
 
 
 def explain_experiment(

@@ -5,15 +5,7 @@ run end, delete tag) are written alone, in their place (:meth:`RunWriter._apply`
 event is one more branch there). After every MLflow call the queue records how far the run got
 (:meth:`Queue.advance`), so a restart writes again at most the call that was in flight.
 
-Not even that one when it landed. Before each ``log_batch`` call the queue records an intent
-(the call's last sequence number and a random token); the call carries the same value as the
-run's ``trackbridge.flushed`` tag. MLflow's SQL store writes a call's params, metrics and tags
-in three transactions, in that order (``SqlAlchemyStore.log_batch``), so a call is not
-all-or-nothing as a whole, but its tags land last: a restarted receiver that finds its token in
-the tag knows the whole call is in MLflow and skips it; otherwise it writes the call again
-(MLflow keeps one copy of identical points, a param re-logged with its value is a no-op, a tag
-is set to the same value). A metric sentinel would not do: an identical point logged earlier
-would pass for the call, and it proves nothing of the params and tags.
+Not even that one when it landed: see server/flush/progress.py.
 
 Refusals. An entry MLflow refuses (a param another writer set to another value) is found by
 halving the chunk, kept as a dead letter with MLflow's reason, and the rest of the run goes on.
@@ -29,7 +21,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from bridge.convert import batch_to_proto, event_from_proto
 from bridge.events import (
@@ -46,6 +38,7 @@ from bridge.events import (
 from bridge.limits import split_log_batch
 from bridge.pb.v1 import events_pb2
 from server.flush import probes
+from server.flush.progress import BATCHES_PER_READ, TAGGED_METRICS, FlushObserver, Progress, Read
 from server.flush.refusals import (
     RunMissing,
     deleted_experiment,
@@ -56,24 +49,12 @@ from server.flush.refusals import (
 from server.flush.retry import Retrier
 from server.flush.sink import ExperimentDeleted, MlflowSink, RunRef, is_permanent
 from server.flush.state import FlushStats, Runs
-from server.queue.sqlite import Backlog, DeadLetter, PendingBatch, Queue, RunRecord
+from server.queue.sqlite import Backlog, DeadLetter, Queue, RunRecord
 
 _logger = logging.getLogger(__name__)
 
-BATCHES_PER_READ = 16
-"""Stored batches read at once; their entries go out in as few log_batch calls as fit."""
 
 T = TypeVar("T")
-
-
-class FlushObserver(Protocol):
-    """Told what the flusher did, on the flusher's thread (the live view, /metrics)."""
-
-    def flushed(self, run_key: str, last_seq: int, events: int, seconds: float) -> None:
-        """A run's events up to ``last_seq`` reached MLflow (``events`` of them, one call)."""
-
-    def dead_lettered(self, run_key: str, events: int = 1) -> None:
-        """MLflow refused ``events`` events of the run for good (or its run is quarantined)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,17 +65,6 @@ class _Item:
     seq: int
     ordinal: int
     """Its place among the events of the read not written before."""
-
-
-@dataclass(slots=True)
-class _Read:
-    """Pending batches read at once, and how far they are written."""
-
-    batches: list[PendingBatch]
-    cut: int = 0
-    """Batches before this index are written whole (and deleted from the queue)."""
-    reported: int = 0
-    """Events of the read counted as written."""
 
 
 class RunWriter:
@@ -125,13 +95,14 @@ class RunWriter:
         self._lease_s = lease_s
         self._receiver_id = receiver_id
         self._missing_since: dict[str, float] = {}
+        self._progress = Progress(queue, backlog, stats, observer)
 
     def flush_run(self, run_key: str, until: float) -> bool:
         """Writes a run's pending batches; True when ``until`` passed with more left."""
         if run_key in self._runs.recovering:
             self._recover(run_key)
         while batches := self._queue.pending(run_key, BATCHES_PER_READ):
-            self._flush_read(run_key, _Read(batches))
+            self._flush_read(run_key, Read(batches))
             if len(batches) < BATCHES_PER_READ:
                 return False
             if time.monotonic() >= until:
@@ -150,7 +121,7 @@ class RunWriter:
 
     # -- one read --------------------------------------------------------------------------------
 
-    def _flush_read(self, run_key: str, read: _Read) -> None:
+    def _flush_read(self, run_key: str, read: Read) -> None:
         record = self._runs.record(run_key)
         ref = self._runs.refs.get(run_key)
         if self._runs.status.get(run_key) == RunStatus.KILLED.value and ref is not None:
@@ -173,7 +144,9 @@ class RunWriter:
                 entries = []
                 started = time.perf_counter()
                 dead = self._apply(run_key, record, event, raw, _Item(event, index, seq, ordinal))
-                self._advance(run_key, read, index, seq, ordinal, 1 - len(dead), dead, started)
+                self._progress.advance(
+                    run_key, read, index, seq, ordinal, 1 - len(dead), dead, started
+                )
         self._write(run_key, record, read, entries)
 
     def _apply(
@@ -211,7 +184,7 @@ class RunWriter:
             return [self._dead_letter(run_key, record, item, message(exc))]
         return []
 
-    def _write(self, run_key: str, record: RunRecord, read: _Read, entries: list[_Item]) -> None:
+    def _write(self, run_key: str, record: RunRecord, read: Read, entries: list[_Item]) -> None:
         if not entries:
             return
         ref = self._open(run_key, record, None)
@@ -220,8 +193,10 @@ class RunWriter:
             part = entries[offset : offset + chunk.entries]
             offset += chunk.entries
             last = part[-1]
-            marker = f"{last.seq} {self._receiver_id}:{os.urandom(4).hex()}"
-            self._queue.set_inflight(run_key, marker)
+            marker = ""
+            if len(chunk.metrics) >= TAGGED_METRICS:  # worth skipping after a crash
+                marker = f"{last.seq} {self._receiver_id}:{os.urandom(4).hex()}"
+                self._queue.set_inflight(run_key, marker)
             started = time.perf_counter()
             try:
                 self._retrying(self._sink.log, ref.run_id, chunk, marker)
@@ -235,7 +210,9 @@ class RunWriter:
                 self.stats.log_batch_calls += 1
                 self.stats.metric_points_written += len(chunk.metrics)
             written = len(part) - len(dead)
-            self._advance(run_key, read, last.index, last.seq, last.ordinal, written, dead, started)
+            self._progress.advance(
+                run_key, read, last.index, last.seq, last.ordinal, written, dead, started
+            )
 
     def _bisect(
         self, run_key: str, record: RunRecord, ref: RunRef, items: list[_Item]
@@ -271,38 +248,6 @@ class RunWriter:
         )
         payload = batch_to_proto(batch).SerializeToString()
         return DeadLetter(kind, event.key, value, reason, item.seq, payload)
-
-    def _advance(  # noqa: PLR0917 - one step of one read
-        self,
-        run_key: str,
-        read: _Read,
-        index: int,
-        seq: int,
-        ordinal: int,
-        written: int,
-        dead: list[DeadLetter],
-        started: float,
-    ) -> None:
-        """Records that the read is written up to event ``seq`` of batch ``index``."""
-        batch = read.batches[index]
-        whole = seq >= batch.last_seq
-        end = index + 1 if whole else index
-        done = [b.id for b in read.batches[read.cut : end]]
-        self._queue.advance(
-            run_key,
-            done,
-            None if whole else (batch.id, seq),
-            flushed_seq=seq,
-            written=written,
-            dead=dead,
-        )
-        read.cut = end
-        events = ordinal - read.reported
-        read.reported = ordinal
-        self.stats.events_flushed += events
-        self._backlog.remove(events)
-        if self._observer is not None:
-            self._observer.flushed(run_key, seq, events, time.perf_counter() - started)
 
     # -- the MLflow run --------------------------------------------------------------------------
 
@@ -365,32 +310,19 @@ class RunWriter:
         ref = self._runs.refs.get(run_key)
         marker = record.inflight
         if marker and ref is not None:
-            tag = self._retrying(probes.progress, self._sink.client, ref)
-            if tag == marker and self._skip_through(run_key, int(marker.split()[0])):
+            try:
+                tag = self._retrying(probes.progress, self._sink.client, ref)
+            except Exception as exc:
+                if not is_permanent(exc):
+                    raise  # MLflow away: looked at again on the run's next turn
+                if is_missing(exc):
+                    raise RunMissing(ref.run_id, message(exc)) from None
+                tag = ""
+            if tag == marker and self._progress.skip_through(run_key, int(marker.split()[0])):
                 self._runs.recovering.discard(run_key)
                 return
         self._queue.set_inflight(run_key, "")
         self._runs.recovering.discard(run_key)
-
-    def _skip_through(self, run_key: str, seq: int) -> bool:
-        read = _Read(self._queue.pending(run_key, BATCHES_PER_READ))
-        ordinal = 0
-        for index, stored in enumerate(read.batches):
-            for current in range(max(stored.first_seq, stored.done_seq + 1), stored.last_seq + 1):
-                ordinal += 1
-                if current == seq:
-                    started = time.perf_counter()
-                    self._advance(run_key, read, index, seq, ordinal, ordinal, [], started)
-                    self.stats.recovered_events += ordinal
-                    _logger.info(
-                        "run %s: the log_batch call in flight at the last stop (%d events, up"
-                        " to %d) is in MLflow already; not sent again",
-                        run_key,
-                        ordinal,
-                        seq,
-                    )
-                    return True
-        return False
 
 
 def _entries(items: list[_Item]) -> list[Metric | Param | Tag]:

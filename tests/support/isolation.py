@@ -32,7 +32,7 @@ def status(data_dir: Path) -> dict[str, Any]:
 
 
 def quarantined(data_dir: Path) -> list[dict[str, Any]]:
-    return list(status(data_dir)["quarantined_runs"])
+    return list(status(data_dir).get("quarantined_runs", []))
 
 
 def writer_for(receiver: ReceiverProcess, client_id: str, job: str, tmp_path: Path) -> Any:

@@ -54,6 +54,7 @@ class MlflowProxy:
         self.requests: list[tuple[str, str, bytes]] = []
         """(method, path, body) of every request, in order."""
         self._hold_after: int | None = None
+        self._hold_points = 1
         self._hold: Hold | None = None
         self._fail: Callable[[str], bool] | None = None
         proxy = self
@@ -76,12 +77,14 @@ class MlflowProxy:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
-    def hold_answer(self, after_calls: int) -> Hold:
-        """Keeps back MLflow's answer to the log-batch call after ``after_calls`` more calls
-        (MLflow has stored it; its caller does not know)."""
+    def hold_answer(self, after_calls: int, min_points: int = 1) -> Hold:
+        """Keeps back MLflow's answer to the first log-batch call of at least ``min_points``
+        metric points after ``after_calls`` more calls (MLflow has stored it; its caller does
+        not know)."""
         hold = Hold()
         with self._lock:
             self._hold_after = len(self.calls) + after_calls
+            self._hold_points = min_points
             self._hold = hold
         return hold
 
@@ -145,6 +148,7 @@ class MlflowProxy:
             hold = self._hold
             due = hold is not None and self._hold_after is not None
             due = due and len(self.calls) >= (self._hold_after or 0) and call.status == 200
+            due = due and len(call.points) >= self._hold_points
             if due:
                 self._hold = None
         if due and hold is not None:
