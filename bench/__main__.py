@@ -46,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes.add_argument("--connection-procs", type=int, help="processes holding them")
     sizes.add_argument("--recovery-runs", type=int, help="runs in the recovery section (20)")
     sizes.add_argument("--recovery-points", type=int, help="points of each (5000)")
+    sizes.add_argument(
+        "--recovery-kill-at", type=float, help="share in MLflow at the SIGKILL (0.9)"
+    )
     args = p.parse_args(argv)
     options = BenchOptions.resolve(
         quick=args.quick,
@@ -66,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         connection_procs=args.connection_procs,
         recovery_runs=args.recovery_runs,
         recovery_points=args.recovery_points,
+        recovery_kill_at=args.recovery_kill_at,
         sections=tuple(args.only.split(",")) if args.only else None,
         json_path=args.json,
         png_path=args.png,

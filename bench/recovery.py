@@ -78,6 +78,7 @@ def recovery(ctx: BenchContext) -> dict[str, Any]:
         "points_in_mlflow_at_kill": in_mlflow,
         "restart_ready_s": ready_s,
         "caught_up_s": caught_up_s,
+        "points_per_s_after_restart": (points - in_mlflow) / max(1e-9, caught_up_s - ready_s),
         "points_written_after_restart": written["trackbridge_metric_points_written_total"],
         "points_sent_again": written["trackbridge_metric_points_written_total"]
         - (points - in_mlflow),

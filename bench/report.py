@@ -226,7 +226,8 @@ def _section_lines(name: str, s: Results) -> list[str]:
             f"    {s['runs']} runs x {s['points'] // s['runs']:,} points; SIGKILL with"
             f" {s['points_in_mlflow_at_kill']:,} points in MLflow and {s['events_left_at_kill']:,}"
             f" events queued: the restart served in {s['restart_ready_s']:.1f} s and had"
-            f" written the rest {s['caught_up_s']:.1f} s after its start",
+            f" written the rest {s['caught_up_s']:.1f} s after its start"
+            f" ({s['points_per_s_after_restart']:,.0f} points/s into MLflow)",
             f"    {s['points_written_after_restart']:,.0f} points written after the restart,"
             f" {s['points_sent_again']:,.0f} of them sent again; {s['recovered_events']:,.0f}"
             f" events of the call in flight found in MLflow; {s['points_in_mlflow']:,} points in"
