@@ -74,6 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--connections", type=positive_int, help="connections held (1000; quick 100)"
     )
     sizes.add_argument("--connection-procs", type=positive_int, help="processes holding them")
+    sizes.add_argument(
+        "--recovery-runs", type=positive_int, help="runs in the recovery section (20)"
+    )
+    sizes.add_argument("--recovery-points", type=positive_int, help="points of each (5000)")
+    sizes.add_argument(
+        "--recovery-kill-at", type=positive_float, help="share in MLflow at the SIGKILL (0.9)"
+    )
     args = p.parse_args(argv)
     if args.only == ():
         p.error(f"--only takes a comma-separated list of sections, of: {_SECTIONS_TEXT}")
@@ -104,6 +111,9 @@ def _options(args: argparse.Namespace) -> BenchOptions:
         flush_interval_s=args.flush_interval,
         connections=args.connections,
         connection_procs=args.connection_procs,
+        recovery_runs=args.recovery_runs,
+        recovery_points=args.recovery_points,
+        recovery_kill_at=args.recovery_kill_at,
         sections=args.only,
         json_path=args.json,
         png_path=args.png,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-SECTIONS = ("latency", "ingest", "end_to_end", "freshness", "scale")
+SECTIONS = ("latency", "ingest", "end_to_end", "freshness", "scale", "recovery")
 """The figures, in the order they are measured and printed."""
 
 
@@ -46,6 +46,13 @@ class BenchOptions:
     """Client connections one receiver holds (section scale)."""
     connection_procs: int = 4
     """Processes those connections are spread over."""
+    recovery_runs: int = 20
+    """Runs logged, then written to MLflow while the receiver is killed (section recovery)."""
+    recovery_points: int = 5000
+    """Metric points of each of them."""
+    recovery_kill_at: float = 0.9
+    """The share of the events in MLflow when the receiver gets SIGKILL (0.9: the end of the
+    flush, where a restart used to write up to 16 stored batches of a run again)."""
     sections: tuple[str, ...] = SECTIONS
     """The sections to run."""
     json_path: Path = Path("bench-results.json")
@@ -60,6 +67,8 @@ class BenchOptions:
             value = getattr(self, f.name)
             if isinstance(value, int | float) and not value > 0:
                 raise ValueError(f"{f.name} must be positive, got {value!r}")
+        if not self.recovery_kill_at < 1:
+            raise ValueError(f"recovery_kill_at must be below 1, got {self.recovery_kill_at!r}")
         if self.fsync not in ("normal", "full"):
             raise ValueError(f"fsync must be normal or full, got {self.fsync!r}")
         unknown = set(self.sections) - set(SECTIONS)
@@ -92,5 +101,7 @@ QUICK = BenchOptions(
     fresh_s=4.0,
     connections=100,
     connection_procs=2,
+    recovery_runs=4,
+    recovery_points=2000,
 )
 """The ``--quick`` preset: every section, small, within a minute on 2 cores."""

@@ -120,7 +120,7 @@ def _measure(ctx: BenchContext, results: Results) -> None:
     wanted = set(ctx.options.sections)
     time_mlflow = "latency" in wanted and ctx.options.writer_rate is None
     mlflow_child, uri = (None, "")
-    if time_mlflow or wanted & {"end_to_end", "freshness"}:
+    if time_mlflow or wanted & {"end_to_end", "freshness", "recovery"}:
         mlflow_child, uri = start_mlflow_server(ctx.procs, ctx.work_dir)
         ctx = dataclasses.replace(ctx, mlflow_uri=uri)
     waits = {}
@@ -143,6 +143,10 @@ def _measure(ctx: BenchContext, results: Results) -> None:
         results["latency"].update(direct if "error" not in direct else {"error": direct["error"]})
     if wanted & {"end_to_end", "freshness"}:
         _measure_into_mlflow(ctx, results)
+    if "recovery" in wanted:
+        from bench.recovery import recovery
+
+        results["recovery"] = _attempt("recovery", lambda: recovery(ctx))
 
 
 def _measure_client_side(ctx: BenchContext, results: Results, rx: ReceiverProcess) -> None:

@@ -135,12 +135,28 @@ def _scale_targets(s: Results) -> list[Results]:
     ]
 
 
+def _recovery_targets(s: Results) -> list[Results]:
+    took = s["caught_up_s"]
+    note = _size_note(s["points"], 100_000, "points")
+    return [
+        _row(
+            "kill -9 mid-flush: caught up",
+            "<= 10 s",
+            took,
+            f"{took:.1f} s",
+            took <= 10 and s["points_in_mlflow"] == s["points"],
+            note=note,
+        )
+    ]
+
+
 _TARGETS = {
     "latency": _latency_targets,
     "ingest": _ingest_targets,
     "end_to_end": _e2e_targets,
     "freshness": _freshness_targets,
     "scale": _scale_targets,
+    "recovery": _recovery_targets,
 }
 
 
@@ -205,6 +221,18 @@ def _section_lines(name: str, s: Results) -> list[str]:
             f"{s['metrics_per_log_batch']:.0f} metrics each)",
             _live_line(s),
         ]
+    if name == "recovery":
+        return [
+            f"    {s['runs']} runs x {s['points'] // s['runs']:,} points; SIGKILL with"
+            f" {s['points_in_mlflow_at_kill']:,} points in MLflow and {s['events_left_at_kill']:,}"
+            f" events queued: the restart served in {s['restart_ready_s']:.1f} s and had"
+            f" written the rest {s['caught_up_s']:.1f} s after its start"
+            f" ({s['points_per_s_after_restart']:,.0f} points/s into MLflow)",
+            f"    {s['points_written_after_restart']:,.0f} points written after the restart,"
+            f" {s['points_sent_again']:,.0f} of them sent again; {s['recovered_events']:,.0f}"
+            f" events of the call in flight found in MLflow; {s['points_in_mlflow']:,} points in"
+            " MLflow",
+        ]
     return [
         f"    {s['connected']} of {s['connections']} connections held ({s['client_processes']} "
         f"client processes, all up in {s['connect_all_s']:.1f} s, {s['receiver_sockets']} "
@@ -231,6 +259,7 @@ _TITLES = {
     "end_to_end": "(c) end to end into MLflow",
     "freshness": "(d) freshness: log call -> readable in MLflow",
     "scale": "(e) scale: client connections held by one receiver",
+    "recovery": "(f) recovery: receiver killed mid-flush, restarted",
 }
 
 

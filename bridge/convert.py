@@ -15,10 +15,12 @@ from bridge.events import (
     RunStatus,
     Tag,
 )
+from bridge.limits import MAX_EVENT_BYTES
 from bridge.pb.v1 import events_pb2 as pb
 from bridge.validation import (
     MAX_INT64,
     SDK_TAGS,
+    validate_experiment_name,
     validate_metric_key,
     validate_param,
     validate_run_id,
@@ -163,6 +165,8 @@ def check_batch(msg: pb.EventBatch) -> None:
                 if m.timestamp_ms < 0:
                     validate_step_and_timestamp(m.key, m.value, m.step, m.timestamp_ms)
             else:
+                if raw.HasField("run_start"):
+                    _check_size(raw.ByteSize())
                 check_event(event_from_proto(raw))
         except MlflowException as exc:
             raise BatchRejected(f"events[{i}]: {exc.message}") from None
@@ -178,6 +182,8 @@ def check_event(event: Event) -> None:
     elif isinstance(event, Tag):
         validate_tag(event.key, event.value, truncate=False)
     elif isinstance(event, RunStart):
+        if event.experiment:
+            validate_experiment_name(event.experiment)
         for key, value in event.tags.items():
             validate_tag(key, value, truncate=False, allowed_reserved=SDK_TAGS)
         if event.resume_run_id:
@@ -188,4 +194,27 @@ def check_event(event: Event) -> None:
         raise MlflowException.invalid_parameter_value(
             f"a dropped-events report needs a count of at least 1 and a reason of at most"
             f" {MAX_ID_LENGTH} characters (got {event.count}, {len(event.reason)})"
+        )
+
+
+def check_run_start(start: RunStart) -> None:
+    """The checks a run start must pass before it is queued: an experiment name MLflow accepts,
+    and a size that one message (and one MLflow request) can carry.
+
+    Raises:
+        MlflowException: INVALID_PARAMETER_VALUE, with MLflow's wording for the name.
+    """
+    if start.experiment:
+        validate_experiment_name(start.experiment)
+    out = pb.Event()
+    event_to_proto(start, out)
+    _check_size(out.ByteSize())
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_EVENT_BYTES:
+        raise MlflowException.invalid_parameter_value(
+            f"The run start (its name, description and tags) takes {size} bytes; trackbridge"
+            f" carries at most {MAX_EVENT_BYTES} bytes per event: shorten the description or"
+            " log large text as an artifact"
         )

@@ -12,6 +12,10 @@ MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_TAGS_PER_BATCH = 100
 MAX_ENTITIES_PER_BATCH = 1000
 MAX_REQUEST_BYTES = 1_000_000
+MAX_EVENT_BYTES = 1 << 20
+"""The most one event may take on the wire (a run start with its description and tags is the
+only event without a size bound of its own). Anything larger could not travel in one message to
+a receiver, nor in one MLflow request, so it is refused at the call."""
 # log_batch travels as JSON; this is a safe upper estimate of an entity's framing in it.
 _JSON_OVERHEAD_BYTES = 80
 # Keep clear of the hard limit: the run id and the envelope travel in the same request.
@@ -25,6 +29,9 @@ class LogBatchChunk:
     metrics: tuple[Metric, ...]
     params: tuple[Param, ...]
     tags: tuple[Tag, ...]
+    entries: int = 0
+    """How many of the input entries this chunk covers (a param or tag key repeated within
+    the chunk is sent once), so that a caller can tell how far its input has been written."""
 
     def __len__(self) -> int:
         return len(self.metrics) + len(self.params) + len(self.tags)
@@ -37,26 +44,33 @@ def _json_size(entry: Metric | Param | Tag) -> int:
     return len(json.dumps(entry.key)) + len(json.dumps(entry.value)) + _JSON_OVERHEAD_BYTES
 
 
-def split_log_batch(entries: Iterable[Metric | Param | Tag]) -> Iterator[LogBatchChunk]:
+def split_log_batch(
+    entries: Iterable[Metric | Param | Tag], *, reserve_tags: int = 0
+) -> Iterator[LogBatchChunk]:
     """Groups entries, in order, into chunks within every log_batch limit.
 
     Limits: 1000 metrics, 100 params, 100 tags, 1000 entities and about 1 MB per request.
     Within a chunk a param key appears once (MLflow rejects duplicate keys in one request; a
     changed value starts a new chunk) and a tag key keeps its last value (the value a sequence
-    of set_tag calls would leave).
+    of set_tag calls would leave). ``reserve_tags`` keeps room for tags the caller adds to
+    every chunk: MLflow's client splits a request past the limits into several, and the caller's
+    tags must travel in the same request as the rest.
     """
     metrics: list[Metric] = []
     params: dict[str, Param] = {}
     tags: dict[str, Tag] = {}
     size = 0
+    covered = 0
+    max_entities = MAX_ENTITIES_PER_BATCH - reserve_tags
+    max_tags = MAX_PARAMS_TAGS_PER_BATCH - reserve_tags
 
     def chunk() -> LogBatchChunk:
-        return LogBatchChunk(tuple(metrics), tuple(params.values()), tuple(tags.values()))
+        return LogBatchChunk(tuple(metrics), tuple(params.values()), tuple(tags.values()), covered)
 
     for entry in entries:
         entry_size = _json_size(entry)
         full = (
-            len(metrics) + len(params) + len(tags) >= MAX_ENTITIES_PER_BATCH
+            len(metrics) + len(params) + len(tags) >= max_entities
             or size + entry_size > _REQUEST_BUDGET_BYTES
             or (isinstance(entry, Metric) and len(metrics) >= MAX_METRICS_PER_BATCH)
             or (isinstance(entry, Param) and len(params) >= MAX_PARAMS_TAGS_PER_BATCH)
@@ -67,15 +81,11 @@ def split_log_batch(entries: Iterable[Metric | Param | Tag]) -> Iterator[LogBatc
                 and entry.key in params
                 and params[entry.key].value != entry.value
             )
-            or (
-                isinstance(entry, Tag)
-                and entry.key not in tags
-                and len(tags) >= MAX_PARAMS_TAGS_PER_BATCH
-            )
+            or (isinstance(entry, Tag) and entry.key not in tags and len(tags) >= max_tags)
         )
         if full:
             yield chunk()
-            metrics, params, tags, size = [], {}, {}, 0
+            metrics, params, tags, size, covered = [], {}, {}, 0, 0
         if isinstance(entry, Metric):
             metrics.append(entry)
         elif isinstance(entry, Param):
@@ -83,5 +93,6 @@ def split_log_batch(entries: Iterable[Metric | Param | Tag]) -> Iterator[LogBatc
         else:
             tags[entry.key] = entry
         size += entry_size
+        covered += 1
     if metrics or params or tags:
         yield chunk()

@@ -20,6 +20,7 @@ _logger = logging.getLogger(__name__)
 MAX_ENTITY_KEY_LENGTH = 250
 MAX_PARAM_VAL_LENGTH = 6000
 MAX_TAG_VAL_LENGTH = 8000
+MAX_EXPERIMENT_NAME_LENGTH = 500
 MAX_INT64 = 2**63 - 1
 MIN_INT64 = -(2**63)
 
@@ -186,6 +187,22 @@ def reserved_tag_message(path: str, key: str) -> str:
         f"tag keys starting with '{RESERVED_TAG_PREFIX}' are reserved: the trackbridge receiver"
         " sets them (they name the run's owner); use another key",
     )
+
+
+def validate_experiment_name(name: object) -> str:
+    """Checks an experiment name as MLflow's tracking store does (mlflow/utils/validation.py
+    ``_validate_experiment_name``): a non-empty string of at most 500 characters."""
+    if name == "" or name is None:
+        raise MlflowException.invalid_parameter_value(f"Invalid experiment name: '{name}'")
+    if not isinstance(name, str):
+        raise MlflowException.invalid_parameter_value(
+            f"Invalid experiment name: {name}. Expects a string."
+        )
+    if len(name) > MAX_EXPERIMENT_NAME_LENGTH:
+        raise MlflowException.invalid_parameter_value(
+            f"'name' exceeds the maximum length of {MAX_EXPERIMENT_NAME_LENGTH} characters"
+        )
+    return name
 
 
 _RUN_ID_RE = re.compile(r"^[a-zA-Z0-9][\w\-]{0,255}$")

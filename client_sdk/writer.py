@@ -13,11 +13,13 @@ from collections import deque
 from collections.abc import Mapping
 from typing import cast
 
+from bridge.convert import check_run_start
 from bridge.events import Event, Metric, Param, RunEnd, RunStart, RunStatus, Tag
 from bridge.validation import (
     MAX_INT64,
     MIN_INT64,
     check_param_unchanged,
+    validate_experiment_name,
     validate_metric_key,
     validate_metric_value,
     validate_param,
@@ -106,10 +108,22 @@ class Writer(ArtifactCalls):
         """Starts a run and makes it the active one; the receiver creates the MLflow run.
 
         Raises:
-            MlflowException: A tag is invalid.
+            MlflowException: A tag or the experiment name is invalid (MLflow's rules), or the
+                run start is larger than one event may be (a description of megabytes).
             RuntimeError: Another run is active (end it first) or the writer is closed.
         """
         checked = {str(k): validate_tag(k, str(v)) for k, v in (tags or {}).items()}
+        if experiment is not None:
+            validate_experiment_name(experiment)
+        start = RunStart(
+            experiment=experiment or "",
+            run_name=run_name or "",
+            tags=checked,
+            description=description or "",
+            start_time_ms=_now_ms(),
+            parent_run_key=parent.run_key if parent is not None else "",
+        )
+        check_run_start(start)
         with self._lock:
             if self._active is not None:
                 raise RuntimeError(
@@ -117,17 +131,7 @@ class Writer(ArtifactCalls):
                 )
             handle = RunHandle(uuid.uuid4().hex, run_name or self.config.client_id, self)
             self._active = handle
-        self._enqueue(
-            handle.run_key,
-            RunStart(
-                experiment=experiment or "",
-                run_name=run_name or "",
-                tags=checked,
-                description=description or "",
-                start_time_ms=_now_ms(),
-                parent_run_key=parent.run_key if parent is not None else "",
-            ),
-        )
+        self._enqueue(handle.run_key, start)
         return handle
 
     def end_run(

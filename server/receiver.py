@@ -19,11 +19,13 @@ from bridge.pb.v1 import watch_pb2_grpc
 from bridge.protocol import INGEST_SERVICE
 from server.artifacts.service import ArtifactRelay
 from server.config import ReceiverConfig
-from server.data_dir import DataDirClaim
+from server.data_dir import DataDirClaim, create_private, secure
+from server.flush import probes
 from server.flush.credentials import configured_secrets
 from server.flush.flusher import Flusher
 from server.flush.mlflow_state import record_errors
 from server.flush.sink import MlflowSink
+from server.flush.store_identity import StoreIdentity
 from server.ingest.ingestor import Ingestor
 from server.ingest.service import IngestService
 from server.live.hub import Hub
@@ -31,8 +33,10 @@ from server.live.links import mlflow_ui_url
 from server.live.model import Counters
 from server.live.view import Live
 from server.live.watch import WatchService
+from server.ports import GRPC_FLAG, HTTP_FLAG, PortInUse, check_free, in_use
 from server.queue.gaps import GapLog
-from server.queue.sqlite import Backlog, Queue, connect
+from server.queue.schema import QUEUE_FILE, QueueCorrupt
+from server.queue.sqlite import Backlog, Queue, RunRecord, connect
 from server.security.guard import Guard
 
 _logger = logging.getLogger(__name__)
@@ -44,6 +48,8 @@ SERVER_OPTIONS = (
     ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    # One receiver per port: with SO_REUSEPORT a second one would share it (server/ports.py).
+    ("grpc.so_reuseport", 0),
 )
 
 # MLflow's HTTP client retries 5xx for minutes by itself; the flusher's tenacity owns retrying.
@@ -72,7 +78,7 @@ class Receiver:
         for name, value in _MLFLOW_CLIENT_DEFAULTS.items():
             os.environ.setdefault(name, value)
         cfg = self.config
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        secure(cfg.data_dir)
         self._claim = DataDirClaim(cfg.data_dir)
         try:
             return await self._start(cfg)
@@ -82,37 +88,44 @@ class Receiver:
 
     async def _start(self, cfg: ReceiverConfig) -> int:
         self.guard = Guard(cfg.security, cfg.data_dir)
-        ingest_conn = connect(cfg.data_dir / "queue.db", cfg.sqlite_synchronous)
-        flush_conn = connect(cfg.data_dir / "queue.db", cfg.sqlite_synchronous)
-        status_conn = connect(cfg.data_dir / "queue.db", cfg.sqlite_synchronous)
-        self._conns = [ingest_conn, flush_conn, status_conn]
+        queue_path = cfg.data_dir / QUEUE_FILE
+        for _ in range(3):
+            self._conns.append(connect(queue_path, cfg.sqlite_synchronous))
+        ingest_conn, flush_conn, status_conn = self._conns
+        create_private(cfg.data_dir / "artifacts.db")
+        if cfg.embedded:
+            create_private(cfg.data_dir / "mlflow.db")
         artifacts = (cfg.data_dir / "artifacts").resolve().as_uri() if cfg.embedded else None
         sink = MlflowSink(
             cfg.effective_tracking_uri,
             artifact_location=artifacts,
             receiver_id=self._claim.receiver_id,
         )
-        self.backlog = Backlog(Queue(ingest_conn).pending_events())
-        self.ingestor = Ingestor(
-            Queue(ingest_conn), self._stored, self.backlog, gaps=GapLog(ingest_conn)
-        )
-        self.hub = Hub(
-            live_points=cfg.live_points,
-            client_timeout_s=cfg.client_timeout_s,
-            mlflow_ui_url=mlflow_ui_url(cfg.effective_tracking_uri),
-            runs=Queue(ingest_conn).runs(),
-        )
-        self.flusher = Flusher(
-            Queue(flush_conn),
-            sink,
-            interval_s=cfg.flush_interval_s,
-            on_run=self._on_run,
-            backlog=self.backlog,
-            last_seen=self.ingestor.last_seen,
-            lease_s=cfg.run_lease_s,
-            observer=self.hub,
-            gaps=GapLog(flush_conn),
-        )
+        try:  # the first reads walk every table: a damaged file shows here, at start
+            runs = Queue(ingest_conn).runs()
+            self.backlog = Backlog(Queue(ingest_conn).pending_events())
+            self.ingestor = Ingestor(
+                Queue(ingest_conn), self._stored, self.backlog, gaps=GapLog(ingest_conn)
+            )
+            self.flusher = Flusher(
+                Queue(flush_conn),
+                sink,
+                interval_s=cfg.flush_interval_s,
+                on_run=self._on_run,
+                backlog=self.backlog,
+                last_seen=self.ingestor.last_seen,
+                lease_s=cfg.run_lease_s,
+                observer=self.hub_for(cfg, runs),
+                identity=StoreIdentity(
+                    cfg.data_dir,
+                    cfg.effective_tracking_uri,
+                    lambda: probes.store_id(sink.client),
+                ),
+                receiver_id=self._claim.receiver_id,
+                gaps=GapLog(flush_conn),
+            )
+        except sqlite3.DatabaseError as exc:
+            raise QueueCorrupt(queue_path, exc) from None
         self.service = IngestService(
             self.ingestor,
             self.backlog,
@@ -142,10 +155,15 @@ class Receiver:
             cfg.data_dir, cfg.effective_tracking_uri, self.ingestor, cfg.flush_interval_s
         )
         self.artifacts.register(server)
+        host, _, port = cfg.listen.rpartition(":")
+        check_free(host, int(port), what="gRPC", flag=GRPC_FLAG)
+        if cfg.http_address is not None:
+            check_free(*cfg.http_address, what="the live view", flag=HTTP_FLAG)
         self.port = self.guard.bind(server, cfg.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.listen}")
-        self.http_port = await self.live.start()
+        self.http_port = await self._start_live(cfg)
+        secure(cfg.data_dir)  # what the parts created on a first start
         self.ingestor.start()
         self.flusher.start()
         self._mlflow_state = asyncio.create_task(
@@ -158,6 +176,28 @@ class Receiver:
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         _logger.info("receiver listening on port %d, data in %s", self.port, cfg.data_dir)
         return self.port
+
+    def hub_for(self, cfg: ReceiverConfig, runs: list[RunRecord]) -> Hub:
+        """Makes the live hub (it knows the queue's runs before their clients are heard)."""
+        self.hub = Hub(
+            live_points=cfg.live_points,
+            client_timeout_s=cfg.client_timeout_s,
+            mlflow_ui_url=mlflow_ui_url(cfg.effective_tracking_uri),
+            runs=runs,
+        )
+        return self.hub
+
+    async def _start_live(self, cfg: ReceiverConfig) -> int | None:
+        address = cfg.http_address
+        try:
+            return await self.live.start()
+        except OSError as exc:
+            if address is None or not in_use(exc):
+                raise
+            raise PortInUse(
+                f"cannot start the live view on {address[0]}:{address[1]}: another process holds"
+                f" the port; stop it, or give this receiver another port with {HTTP_FLAG}"
+            ) from None
 
     def live_url(self, job: str = "") -> str:
         """The live page's address (of one job, when named); "" when the page is off."""
@@ -192,6 +232,10 @@ class Receiver:
             calls_permission_denied=self.guard.admission.calls_denied,
             calls_over_in_flight=self.guard.interceptor.calls_throttled,
             batches_rate_limited=self.guard.admission.batches_throttled,
+            quarantined_runs=self.flusher.stats.quarantined_runs,
+            held_events=self.flusher.stats.held_events,
+            metric_points_written=self.flusher.stats.metric_points_written,
+            recovered_events=self.flusher.stats.recovered_events,
         )
 
     async def stop(self, grace_s: float = 5.0) -> bool:

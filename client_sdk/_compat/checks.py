@@ -18,6 +18,7 @@ from bridge.errors import INVALID_PARAMETER_VALUE, MlflowException, RestExceptio
 from bridge.validation import (
     MAX_INT64,
     MIN_INT64,
+    validate_experiment_name,
     validate_metric_key,
     validate_param,
     validate_step_and_timestamp,
@@ -71,6 +72,18 @@ def _missing(path: str) -> MlflowException:
             " information about request parameters."
         )
     )
+
+
+def experiment_name(name: str, path: str) -> str:
+    """An experiment name MLflow's tracking server accepts, else its refusal as MLflow's REST
+    client raises it. ``path`` is the request field the server checks first: ``name`` for
+    create_experiment, ``experiment_name`` for the lookup that set_experiment makes."""
+    if not name:
+        raise _missing(path)
+    try:
+        return validate_experiment_name(name)
+    except MlflowException as exc:
+        raise rest_error(exc) from None
 
 
 def _int64(value: object) -> int:

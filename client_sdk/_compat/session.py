@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge import envvars
+from bridge.convert import check_run_start
 from bridge.events import DeleteTag, Event, Param, RunEnd, RunStart, RunStatus, Tag
 from client_sdk._artifacts import ArtifactSender
 from client_sdk._ranks import RankInfo, detect_rank, logs_on_rank_zero_only
@@ -127,7 +128,12 @@ class Session:
         parent: RunRecord | None = None,
         resume_run_id: str = "",
     ) -> RunRecord:
-        """Starts a run (or resumes an MLflow run by id); its tags are validated already."""
+        """Starts a run (or resumes an MLflow run by id); its tags are validated already.
+
+        Raises:
+            MlflowException: The run start is larger than one event may be.
+        """
+        check_run_start(RunStart(experiment, run_name, dict(tags or {}), description))
         handle = RunHandle(uuid.uuid4().hex, run_name, self.writer)
         record = RunRecord(handle, run_name, experiment, now_ms(), parent, resumed_id=resume_run_id)
         record.tags.update(tags or {})
@@ -142,6 +148,7 @@ class Session:
         self, record: RunRecord, run_name: str, tags: Mapping[str, str], description: str
     ) -> None:
         """Sets an ended run of this process RUNNING again (``start_run(run_id=...)``)."""
+        check_run_start(RunStart(record.experiment, run_name, dict(tags), description))
         record.status = RunStatus.RUNNING.value
         record.end_time_ms = None
         record.handle.ended = False

@@ -18,6 +18,7 @@ import bridge.errors as exceptions
 from bridge.errors import INVALID_PARAMETER_VALUE, MlflowException
 from bridge.events import RunStatus
 from bridge.validation import validate_run_id
+from client_sdk._compat import checks
 from client_sdk._compat.addressing import NOT_IMPLEMENTED, SCHEME, receiver_of
 from client_sdk._compat.checks import checked_tags
 from client_sdk._compat.entities import (
@@ -170,10 +171,11 @@ def set_experiment(
             INVALID_PARAMETER_VALUE,
         )
     if experiment_name is not None:
-        if not isinstance(experiment_name, str) or not experiment_name:
+        if not isinstance(experiment_name, str):
             raise MlflowException(
                 f"Invalid experiment name: '{experiment_name}'", INVALID_PARAMETER_VALUE
             )
+        checks.experiment_name(experiment_name, "experiment_name")
         experiment = _state.register_experiment(experiment_name)
         _state.experiment = experiment_name
         return experiment
@@ -186,6 +188,7 @@ def create_experiment(
 ) -> str:
     """Names an experiment and returns its id; MLflow creates it with its first run (where
     the receiver's artifact store decides the artifact location; ``tags`` are not sent)."""
+    checks.experiment_name(name, "name")
     return _state.register_experiment(name).experiment_id
 
 

@@ -21,6 +21,8 @@ from bridge import envvars
 from bridge.secret import redact_text
 from server.flush.credentials import configured_secrets, describe_mlflow_auth, export_secret_files
 from server.flush.mlflow_state import diagnose
+from server.queue import integrity
+from server.queue.schema import QUEUE_FILE
 
 PROBE_TAG = "trackbridge.doctor"
 _TIMEOUT_S = "10"
@@ -178,11 +180,24 @@ def queued_jobs(data_dir: Path) -> list[str]:
         conn.close()
 
 
-def run_doctor(tracking_uri: str, experiments: Sequence[str]) -> int:
+def queue_findings(data_dir: Path) -> list[Finding]:
+    """Whether the receiver's queue is whole; the way to salvage it when it is not."""
+    wrong = integrity.problem(data_dir)
+    path = data_dir / QUEUE_FILE
+    if wrong is None:
+        return [Finding(True, "queue", f"{path} is whole" if path.exists() else "none yet")]
+    steps = "".join(
+        f"\n          {n}. {step}" for n, step in enumerate(integrity.recovery_steps(data_dir), 1)
+    )
+    return [Finding(False, "queue", f"{path} is damaged ({wrong}); to recover:{steps}")]
+
+
+def run_doctor(tracking_uri: str, experiments: Sequence[str], data_dir: Path | None = None) -> int:
     """Runs the checks and prints the report; exit code 0 when all pass, 1 otherwise."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", _TIMEOUT_S)
-    findings = Doctor(tracking_uri).run(experiments)
+    findings = queue_findings(data_dir) if data_dir is not None else []
+    findings += Doctor(tracking_uri).run(experiments)
     print(format_findings(tracking_uri, findings), flush=True)
     if not experiments:
         print("(write permission not checked: no jobs queued yet; name them with --experiment)")

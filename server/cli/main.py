@@ -24,6 +24,7 @@ from server.cli.args import (
     fail,
     positive_float,
 )
+from server.cli.dead_letters import add_dead_letters_command
 from server.cli.health import add_health_command
 from server.cli.logs import configure_logging
 from server.cli.security import add_security_commands
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=f"{text} (see: trackbridge {name} --help)", add_help=False)
     _add_sync(sub)
     _add_status(sub)
+    add_dead_letters_command(sub)
     add_viewer_commands(sub)
     add_health_command(sub)
     add_security_commands(sub)

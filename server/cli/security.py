@@ -291,4 +291,4 @@ def _doctor(args: argparse.Namespace) -> int:
     if args.data_dir is not None:
         existing_data_dir(config.data_dir)
     experiments = args.experiment or queued_jobs(config.data_dir)
-    return run_doctor(config.effective_tracking_uri, experiments)
+    return run_doctor(config.effective_tracking_uri, experiments, config.data_dir)

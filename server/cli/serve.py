@@ -101,6 +101,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     from server.data_dir import DataDirInUse
     from server.live.http import HttpListenError
+    from server.ports import PortInUse
+    from server.queue.schema import QueueCorrupt
     from server.receiver import Receiver, serve
     from server.security.tls import CertificateError
 
@@ -118,7 +120,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         drained = asyncio.run(serve(config, ready))
-    except (CertificateError, DataDirInUse, HttpListenError) as exc:
+    except (CertificateError, DataDirInUse, HttpListenError, PortInUse, QueueCorrupt) as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:
         if "listen" not in str(exc):

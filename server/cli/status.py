@@ -1,83 +1,143 @@
 """``trackbridge status``: what a receiver's queue holds, read from its data directory.
 
 Reads ``queue.db`` directly (SQLite WAL allows it while the receiver runs), so it works for a
-stopped or crashed receiver too.
+stopped or crashed receiver too. "In MLflow" counts only events MLflow accepted: dead letters
+and the events quarantined runs hold are shown apart, and "MLflow: ok" is said only while a
+running receiver reports that MLflow works.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from server.artifacts.store import format_artifacts, read_artifacts
-from server.flush.mlflow_state import read_state
+from server.flush.mlflow_state import is_current, read_state
+from server.flush.store_identity import read_identity
+from server.queue.dead_letters import list_dead_letters
 from server.queue.gaps import format_gaps, read_gaps
+from server.queue.schema import QUEUE_FILE, QueueCorrupt, columns, open_read_only
+from server.queue.sqlite import REMAINING
 
 
 def read_status(data_dir: Path) -> dict[str, Any]:
-    """Runs, backlog and dead letters of the receiver whose data directory is ``data_dir``."""
-    path = data_dir / "queue.db"
-    if not path.exists():
-        raise FileNotFoundError(f"no receiver queue at {path}")
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    """Runs, backlog and dead letters of the receiver whose data directory is ``data_dir``.
+
+    Raises:
+        FileNotFoundError: There is no queue in ``data_dir``.
+        QueueCorrupt: The queue cannot be read.
+    """
+    path = data_dir / QUEUE_FILE
+    conn = open_read_only(path)
     try:
-        runs = conn.execute(
-            "SELECT r.run_key, r.client_id, r.job, r.status, r.acked_seq, r.flushed_seq,"
-            " r.mlflow_run_id, COALESCE(SUM(b.last_seq - b.first_seq + 1), 0)"
-            " FROM runs r LEFT JOIN batches b ON b.run_key = r.run_key"
-            " GROUP BY r.run_key ORDER BY r.job, r.client_id"
-        ).fetchall()
-        dead = conn.execute(
-            "SELECT run_key, kind, key, reason, at_ms FROM dead_letters ORDER BY id"
-        ).fetchall()
+        runs = _runs(conn)
+        dead = list_dead_letters(conn)
         gaps = read_gaps(conn)
+    except sqlite3.DatabaseError as exc:
+        raise QueueCorrupt(path, exc) from None
     finally:
         conn.close()
+    held = {q["run_key"]: q for q in dead["quarantined_runs"]}
+    for run in runs:
+        quarantined = held.get(run["run_key"])
+        run["quarantine"] = quarantined["reason"] if quarantined else ""
+        run["held_events"] = quarantined["events"] if quarantined else 0
     return {
-        "runs": [
-            {
-                "run_key": r[0],
-                "client_id": r[1],
-                "job": r[2],
-                "status": r[3],
-                "acked_seq": r[4],
-                "flushed_seq": r[5],
-                "mlflow_run_id": r[6],
-                "backlog_events": r[7],
-            }
-            for r in runs
-        ],
-        "backlog_events": sum(r[7] for r in runs),
-        "dead_letters": [
-            {"run_key": d[0], "kind": d[1], "key": d[2], "reason": d[3], "at_ms": d[4]}
-            for d in dead
-        ],
+        "runs": runs,
+        "backlog_events": sum(r["backlog_events"] for r in runs),
+        "held_events": sum(r["held_events"] for r in runs),
+        "quarantined_runs": dead["quarantined_runs"],
+        "dead_letters": dead["entries"],
         "mlflow": read_state(data_dir),
+        "mlflow_store": read_identity(data_dir),
         "gaps": gaps,
-        "artifacts": read_artifacts(data_dir, {r[0] for r in runs if r[6]}),
+        "artifacts": read_artifacts(data_dir, {r["run_key"] for r in runs if r["mlflow_run_id"]}),
     }
+
+
+def _runs(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    # A queue no receiver of this version has opened yet lacks the newer columns.
+    written = "r.written_events" if "written_events" in columns(conn, "runs") else "r.flushed_seq"
+    done = "done_seq" if "done_seq" in columns(conn, "batches") else "0"
+    rows = conn.execute(
+        "SELECT r.run_key, r.client_id, r.job, r.status, r.acked_seq, r.flushed_seq,"
+        f" {written}, r.mlflow_run_id, COALESCE(SUM({REMAINING.replace('done_seq', done)}), 0)"
+        " FROM runs r LEFT JOIN batches b ON b.run_key = r.run_key"
+        " GROUP BY r.run_key ORDER BY r.job, r.client_id"
+    ).fetchall()
+    keys = ("run_key", "client_id", "job", "status", "acked_seq", "flushed_seq")
+    return [
+        {
+            **dict(zip(keys, r, strict=False)),
+            "in_mlflow_events": r[6],
+            "mlflow_run_id": r[7],
+            "backlog_events": r[8],
+        }
+        for r in rows
+    ]
+
+
+def _when(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000)) if ms else "?"
+
+
+def mlflow_line(state: dict[str, Any] | None, quarantined: int) -> str:
+    """What the status says of MLflow: ok only when a running receiver says so."""
+    if state is None:
+        return "MLflow: unknown (the receiver has not reported yet)"
+    if not is_current(state):
+        last = "ok" if state["ok"] else f"failing: {state['diagnosis']}"
+        return (
+            "MLflow: unknown: the receiver is not running (its last report, at"
+            f" {_when(int(state.get('updated_ms', 0)))}: {last})"
+        )
+    if not state["ok"]:
+        return f"MLflow: FAILING: {state['diagnosis']}\n  last error: {state['error']}"
+    if quarantined:
+        return f"MLflow: ok (reachable; {quarantined} run(s) quarantined, see below)"
+    return "MLflow: ok"
 
 
 def format_status(status: dict[str, Any]) -> str:
     """A table for people; ``--json`` prints the dict instead."""
     lines = [
-        f"{'job':<20} {'client':<16} {'status':<9} {'acked':>8} {'in MLflow':>9} "
+        f"{'job':<20} {'client':<16} {'status':<11} {'acked':>8} {'in MLflow':>9} "
         f"{'backlog':>8}  MLflow run"
     ]
     for r in status["runs"]:
+        state = "QUARANTINE" if r["quarantine"] else r["status"]
         lines.append(
-            f"{r['job'][:20]:<20} {r['client_id'][:16]:<16} {r['status']:<9} "
-            f"{r['acked_seq']:>8} {r['flushed_seq']:>9} {r['backlog_events']:>8}  "
+            f"{r['job'][:20]:<20} {r['client_id'][:16]:<16} {state:<11} "
+            f"{r['acked_seq']:>8} {r['in_mlflow_events']:>9} {r['backlog_events']:>8}  "
             f"{r['mlflow_run_id'] or '(not created yet)'}"
         )
-    lines.append(f"backlog not yet in MLflow: {status['backlog_events']} events")
-    mlflow = status.get("mlflow")
-    if mlflow and not mlflow["ok"]:
-        lines.append(f"MLflow: FAILING: {mlflow['diagnosis']}\n  last error: {mlflow['error']}")
-    elif mlflow:
-        lines.append("MLflow: ok")
+    held = status["held_events"]
+    lines.append(
+        f"backlog not yet in MLflow: {status['backlog_events']} events"
+        + (f" ({held} held by quarantined runs)" if held else "")
+    )
+    store = status.get("mlflow_store")
+    if store:
+        lines.append(f"MLflow store: {store['tracking_uri']} (since {_when(store['since_ms'])})")
+        previous = store.get("previous")
+        if previous:
+            lines.append(
+                f"  replaced at {_when(previous.get('until_ms', 0))}: {previous['tracking_uri']};"
+                f" the {previous.get('events_written', '?')} events written there stay there"
+            )
+    lines.append(mlflow_line(status.get("mlflow"), len(status["quarantined_runs"])))
+    quarantined = status["quarantined_runs"]
+    if quarantined:
+        lines.append(f"quarantined runs: {len(quarantined)}")
+        for q in quarantined:
+            lines.append(
+                f"  run {q['run_key']} (job {q['job']}, client {q['client_id']}):"
+                f" {q['events']} events held since {_when(q['since_ms'])}: {q['reason']}"
+            )
     dead = status["dead_letters"]
     lines.append(f"dead letters: {len(dead)}")
     lines.extend(f"  run {d['run_key']} {d['kind']} {d['key']!r}: {d['reason']}" for d in dead)
@@ -87,7 +147,12 @@ def format_status(status: dict[str, Any]) -> str:
 
 
 def print_status(data_dir: Path, as_json: bool) -> int:
-    """Prints the status; exit code 2 when there are dead letters, 0 otherwise."""
-    status = read_status(data_dir)
+    """Prints the status; exit code 2 when runs are quarantined or there are dead letters (or
+    the queue cannot be read), 0 otherwise."""
+    try:
+        status = read_status(data_dir)
+    except (FileNotFoundError, QueueCorrupt) as exc:
+        print(f"trackbridge status: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(status, indent=2) if as_json else format_status(status))
-    return 2 if status["dead_letters"] else 0
+    return 2 if status["dead_letters"] or status["quarantined_runs"] else 0

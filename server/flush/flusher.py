@@ -1,57 +1,49 @@
 """The flusher: moves stored batches to MLflow on a timer, or early when a run has a full batch.
 
-A run's batches are written in sequence order. A batch is deleted from the queue only after
-everything in it reached MLflow; after a crash the rest is written again, which MLflow absorbs
-(identical metric points are stored once, a param re-logged with its value is a no-op, a tag
-is overwritten with the same value).
+One run's trouble is nobody else's. Each cycle gives every run with pending batches a turn (at
+most about a second of MLflow's time before the next run's turn; a cycle with work left starts
+the next at once). MLflow's answer decides what happens to that run alone:
+
+- a refusal for good concerning the run (its run or experiment deleted, a run MLflow will not
+  create or end) *quarantines* it: its events stay in the queue, held, with the reason and the
+  fix, and cost no MLflow call until ``trackbridge dead-letters replay`` releases them;
+- a transient failure (MLflow down, 5xx, "database is locked") is retried in place for one
+  retry window, then the run waits a backoff of its own (0.5 s doubling to 10 s) while the
+  others go on; when two runs in a row fail before any succeeds, MLflow is failing for
+  everyone and the whole cycle pauses instead;
+- a run id MLflow does not know makes the flusher check which store it writes to
+  (server/flush/store_identity.py): another store means the runs are made again there.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
+import random
+import sqlite3
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Protocol
 
-from bridge.convert import event_from_proto
-from bridge.events import DeleteTag, Dropped, Metric, Param, RunEnd, RunStart, RunStatus, Tag
-from bridge.limits import MAX_METRICS_PER_BATCH, split_log_batch
-from bridge.pb.v1 import events_pb2
+from bridge.limits import MAX_METRICS_PER_BATCH
+from server.flush.leases import Leases
+from server.flush.progress import FlushObserver
+from server.flush.refusals import RunMissing, RunRefused, purged
 from server.flush.retry import Retrier, Stopping
 from server.flush.run_creation import RunNotCreated
-from server.flush.sink import MlflowSink, RunRef, is_permanent
+from server.flush.sink import MlflowSink
+from server.flush.state import FlushStats, Runs
+from server.flush.store_identity import StoreChange, StoreIdentity, describe
+from server.flush.writing import RunWriter
 from server.queue.gaps import GapLog
-from server.queue.sqlite import Backlog, PendingBatch, Queue
+from server.queue.sqlite import Backlog, Queue
+
+__all__ = ["FlushObserver", "FlushStats", "Flusher"]
 
 _logger = logging.getLogger(__name__)
 
-# A run's pending batches are written together, in as few log_batch calls as the limits allow.
-_BATCHES_PER_READ = 16
-
-
-@dataclass(slots=True)
-class FlushStats:
-    """Counters of the flusher's work."""
-
-    events_flushed: int = 0
-    log_batch_calls: int = 0
-    dead_letters: int = 0
-    mlflow_errors: int = 0
-    cycles: int = 0
-
-
-class FlushObserver(Protocol):
-    """Told what the flusher did, on the flusher's thread (the live view, /metrics)."""
-
-    def flushed(self, run_key: str, last_seq: int, events: int, seconds: float) -> None:
-        """A stored batch of ``events`` events, up to ``last_seq``, reached MLflow."""
-
-    def dead_lettered(self, run_key: str) -> None:
-        """MLflow refused an entry of the run for good."""
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 10.0
 
 
 class Flusher:
@@ -68,40 +60,41 @@ class Flusher:
         last_seen: Mapping[str, float],
         lease_s: float,
         observer: FlushObserver | None = None,
+        identity: StoreIdentity | None = None,
+        receiver_id: str = "",
         gaps: GapLog | None = None,
     ) -> None:
-        self._observer = observer
-        self._gaps = gaps
         self._queue = queue
         self._sink = sink
         self._interval_s = interval_s
         self._on_run = on_run
         self._backlog = backlog
-        self._last_seen = last_seen
-        self._lease_s = lease_s
-        self._started = time.monotonic()
+        self._observer = observer
+        self._identity = identity
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._retrying = Retrier(self._note_error)
         self._lock = threading.Lock()
         self._unflushed: defaultdict[str, int] = defaultdict(int)
-        self._runs = {r.run_key: r for r in queue.runs()}
-        self._status = {r.run_key: r.status for r in self._runs.values()}
-        self._refs = {
-            r.run_key: RunRef(r.mlflow_run_id, r.mlflow_experiment_id)
-            for r in self._runs.values()
-            if r.mlflow_run_id
-        }
-        # Scale-out: runs whose start another receiver holds, and lease bookkeeping shared
-        # through MLflow (see _expire_leases).
-        self._missing_since: dict[str, float] = {}
-        self._retry_at: dict[str, float] = {}
-        self._stamped: dict[str, float] = {}
-        self._heard_elsewhere: dict[str, float] = {}
-        self._leases_due = 0.0
-        self._thread = threading.Thread(target=self._loop, name="trackbridge-flusher", daemon=True)
         self.stats = FlushStats()
         self.last_error = ""
+        self._runs = Runs(queue)
+        self._writer = RunWriter(
+            queue, sink, self._runs, self._retrying, self.stats, backlog=backlog,
+            observer=observer, on_run=on_run, lease_s=lease_s, receiver_id=receiver_id, gaps=gaps,
+        )  # fmt: skip
+        self._leases = Leases(
+            queue, sink, self._runs, self._writer, last_seen=last_seen, lease_s=lease_s,
+            interval_s=interval_s, on_refused=self._quarantine,
+        )  # fmt: skip
+        self._retry_at: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
+        self._missing: dict[str, int] = {}
+        self._paused_until = 0.0
+        self._pauses = 0
+        self._requeued = queue.requeued_events()
+        self._random = random.Random()  # jitter; never the process's global generator
+        self._thread = threading.Thread(target=self._loop, name="trackbridge-flusher", daemon=True)
 
     def start(self) -> None:
         """Starts the timer thread."""
@@ -109,245 +102,205 @@ class Flusher:
 
     def stored(self, run_key: str, count: int) -> None:
         """Tells the flusher that ``count`` events of a run were stored (ingest thread)."""
+        if run_key in self._runs.quarantined:
+            return  # held until replayed: nothing to hurry
         with self._lock:
             self._unflushed[run_key] += count
             full = self._unflushed[run_key] >= MAX_METRICS_PER_BATCH
         # A new run is created at once, so that its client learns the MLflow run id quickly.
-        if full or run_key not in self._refs:
+        if full or run_key not in self._runs.refs:
             self._wake.set()
 
     def stop(self, timeout_s: float) -> bool:
-        """Flushes everything stored within ``timeout_s``; True when the queue is empty."""
+        """Flushes everything stored within ``timeout_s``; True when nothing is left to write
+        (what quarantined runs hold waits for a replay, and does not count)."""
         self._retrying.stop_at(time.monotonic() + timeout_s)
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout_s + 1.0)
-        return self._queue.pending_count() == 0 if not self._thread.is_alive() else False
+        return self._queue.flushable_count() == 0 if not self._thread.is_alive() else False
 
     def _loop(self) -> None:
         next_tick = time.monotonic() + self._interval_s
+        more = False
         while True:
             # Ticks are counted from the start of the previous one, so a slow flush does not
-            # stretch the interval on top of itself.
-            self._wake.wait(max(0.0, next_tick - time.monotonic()))
+            # stretch the interval on top of itself; a cycle that left work goes on at once.
+            if not more:
+                self._wake.wait(max(0.0, next_tick - time.monotonic()))
+                next_tick = time.monotonic() + self._interval_s
             self._wake.clear()
-            next_tick = time.monotonic() + self._interval_s
             stopping = self._stop.is_set()
+            more = False
             try:
-                self._cycle()
+                more = self._cycle(stopping)
             except Stopping:
                 return
+            except sqlite3.DatabaseError as exc:
+                _logger.error("the receiver's queue database failed: %s", exc)
             except Exception as exc:
                 self.stats.mlflow_errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 _logger.warning("flush to MLflow failed (%s); retrying next tick", self.last_error)
-            if stopping and (self._queue.pending_count() == 0 or self._out_of_time()):
+            if stopping and (self._queue.flushable_count() == 0 or self._retrying.out_of_time()):
                 return
-
-    def _out_of_time(self) -> bool:
-        return self._retrying.out_of_time()
 
     def _note_error(self, exc: BaseException | None) -> None:
         self.stats.mlflow_errors += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
         _logger.warning("MLflow call failed (%s); retrying", self.last_error)
 
-    def _cycle(self) -> None:
+    def _cycle(self, stopping: bool) -> bool:
+        """Gives every run with pending batches its turn; True when work is left."""
         self.stats.cycles += 1
+        self._sync()
+        if self._identity is not None and not self._identity.checked:
+            change = self._identity.check()
+            if change is not None:
+                self._store_changed(change)
+        now = time.monotonic()
+        if not stopping and now < self._paused_until:
+            return False
+        failures = progressed = 0
+        more = False
         for run_key in self._queue.runs_with_pending():
-            if self._retry_at.get(run_key, 0.0) > time.monotonic():
-                continue  # waiting for another receiver to create its MLflow run
-            with self._lock:
-                self._unflushed.pop(run_key, None)
-            try:
-                while batches := self._queue.pending(run_key, _BATCHES_PER_READ):
-                    self._flush_batches(run_key, batches)
-                    if time.monotonic() >= self._leases_due:
-                        self._expire_leases()  # a long backlog must not hold back the leases
-                    if len(batches) < _BATCHES_PER_READ:
-                        break
-            except RunNotCreated:
-                self._retry_at[run_key] = time.monotonic() + max(1.0, self._interval_s)
-        self._expire_leases()
-        self.last_error = ""
-
-    def _expire_leases(self) -> None:
-        """Ends as KILLED the runs whose client has not been heard from for a lease.
-
-        With several receivers a client may have moved on to another one. So each receiver
-        stamps on the run (``trackbridge.heard_ms``, at most every quarter lease) when it last
-        heard from the client, and one whose lease runs out first reads the run back: ended
-        elsewhere, or heard from elsewhere within the lease, means it is not this receiver's
-        to end.
-        """
-        now = time.monotonic()
-        self._leases_due = now + self._interval_s
-        for run_key, status in list(self._status.items()):
-            ref = self._refs.get(run_key)
-            if status != "RUNNING" or ref is None:
+            if run_key in self._runs.quarantined:
                 continue
-            heard = self._last_seen.get(run_key)
-            if heard is not None and heard >= self._stamped.get(run_key, -1e18) + self._lease_s / 4:
-                self._stamped[run_key] = heard
-                try:  # advisory: a missed stamp is retried a quarter lease later
-                    self._sink.mark_heard(ref, _wall_ms(heard))
-                except Exception as exc:
-                    _logger.warning("run %s: could not stamp when it was heard: %s", run_key, exc)
-            seen = max(heard or self._started, self._heard_elsewhere.get(run_key, self._started))
-            if now - seen < self._lease_s or self._queue.pending(run_key, 1):
-                continue  # alive, or deliver what it sent first
-            mlflow_status, heard_ms = self._retrying(self._sink.run_state, ref)
-            if mlflow_status != RunStatus.RUNNING.value:
-                self._set_status(run_key, mlflow_status)  # ended through another receiver
+            if not stopping and self._retry_at.get(run_key, 0.0) > now:
                 continue
-            silent_s = max(0.0, (time.time_ns() // 10**6 - heard_ms) / 1000)
-            if silent_s < self._lease_s:
-                _logger.info("run %s: its client now talks to another receiver", run_key)
-                self._heard_elsewhere[run_key] = now - silent_s
+            outcome = self._turn(run_key)
+            if outcome == "failed":
+                failures += 1
+                if not progressed and failures >= 2:
+                    self._pause()
+                    return False
                 continue
-            job = self._runs[run_key].job
-            _logger.warning(
-                "run %s: no word from its client for %.0f s; KILLED", run_key, now - seen
-            )
-            self._retrying(self._sink.end_run, ref, job, RunStatus.KILLED, time.time_ns() // 10**6)
-            self._set_status(run_key, RunStatus.KILLED.value)
+            progressed += 1
+            more |= outcome == "more"
+            if time.monotonic() >= self._leases.due:
+                self._leases.expire()  # a long backlog must not hold back the leases
+        self._leases.expire()
+        if not failures:
+            self.last_error = ""
+            self._pauses = 0
+        return more
 
-    def _set_status(self, run_key: str, status: str) -> None:
-        self._status[run_key] = status
-        self._queue.set_status(run_key, status)
-
-    def _flush_batches(self, run_key: str, batches: list[PendingBatch]) -> None:
-        record = self._runs.get(run_key)
-        if record is None:
-            self._runs = {r.run_key: r for r in self._queue.runs()}
-            record = self._runs[run_key]
-        if self._status.get(run_key) == RunStatus.KILLED.value and run_key in self._refs:
-            # The client is back after its lease ran out: its run goes on.
-            self._retrying(self._sink.resume_run, self._refs[run_key], record.job)
-            self._set_status(run_key, RunStatus.RUNNING.value)
-        entries: list[Metric | Param | Tag] = []
-        started = time.perf_counter()
-        for stored in batches:
-            msg = events_pb2.EventBatch.FromString(stored.payload)
-            for seq, raw in enumerate(msg.events, start=stored.first_seq):
-                event = event_from_proto(raw)
-                if isinstance(event, Metric | Param | Tag):
-                    entries.append(event)
-                    continue
-                if isinstance(event, Dropped):  # the client's report of lost events
-                    if self._gaps is not None:
-                        entries.append(self._gaps.dropped(run_key, seq, event))
-                    continue
-                self._write(run_key, entries)
-                entries = []
-                if isinstance(event, RunStart):
-                    self._open(run_key, record.client_id, record.job, event, seq == 1)
-                elif isinstance(event, RunEnd):
-                    ref = self._open(run_key, record.client_id, record.job, None)
-                    self._retrying(
-                        self._sink.end_run, ref, record.job, event.status, event.end_time_ms
-                    )
-                    self._set_status(run_key, event.status.value)
-                elif isinstance(event, DeleteTag):
-                    self._delete_tag(run_key, record.client_id, record.job, event.key)
-        self._write(run_key, entries)
-        # Only now is every batch of this read in MLflow; a crash before this line writes them
-        # again, which MLflow absorbs (see the module docstring).
-        last = batches[-1]
-        count = sum(b.last_seq - b.first_seq + 1 for b in batches)
-        self._queue.mark_flushed(run_key, last.id, last.last_seq)
-        self.stats.events_flushed += count
-        self._backlog.remove(count)
-        if self._observer is not None:
-            self._observer.flushed(run_key, last.last_seq, count, time.perf_counter() - started)
-
-    def _open(
-        self,
-        run_key: str,
-        client_id: str,
-        job: str,
-        start: RunStart | None,
-        opening: bool = False,
-    ) -> RunRef:
-        ref = self._refs.get(run_key)
-        if ref is None or start is not None:
-            # Only the receiver holding a run's start creates it (with the start's experiment,
-            # name and tags); one holding later events waits, a lease at most, to find it.
-            may_create = start is not None or self._start_overdue(run_key)
-            find = functools.partial(self._sink.client_run, may_create=may_create, opening=opening)
-            ref = self._retrying(find, client_id, job, run_key, start)
-            self._missing_since.pop(run_key, None)
-            self._refs[run_key] = ref
-            if start is not None:  # a run start (or a resume: start_run(run_id=...)) runs
-                self._set_status(run_key, RunStatus.RUNNING.value)
-            self._status.setdefault(run_key, RunStatus.RUNNING.value)
-            self._queue.set_mlflow_run(run_key, ref.run_id, ref.experiment_id)
-            self._on_run(run_key, ref.run_id, ref.experiment_id)
-        return ref
-
-    def _start_overdue(self, run_key: str) -> bool:
-        """Whether the receiver holding this run's start has had a lease to create it."""
-        now = time.monotonic()
-        since = self._missing_since.setdefault(run_key, now)
-        if since == now:
-            _logger.info(
-                "run %s: its start went to another receiver; waiting for it to create the"
-                " MLflow run (then this receiver creates it itself after %.0f s)",
-                run_key,
-                self._lease_s,
-            )
-        return now - since >= self._lease_s
-
-    def _delete_tag(self, run_key: str, client_id: str, job: str, key: str) -> None:
-        ref = self._open(run_key, client_id, job, None)
+    def _turn(self, run_key: str) -> str:
+        """Writes one run: "done", "more" (its turn ran out first), "held" (quarantined, or
+        waiting for another receiver or for MLflow to know it), or "failed" (MLflow failed)."""
+        with self._lock:
+            self._unflushed.pop(run_key, None)
         try:
-            self._retrying(self._sink.delete_tag, ref.run_id, key)
+            more = self._writer.flush_run(run_key, time.monotonic() + self._turn_s)
+        except RunRefused as refusal:
+            self._quarantine(run_key, refusal.reason)
+            return "held"
+        except RunMissing as missing:
+            self._on_missing(run_key, missing)
+            return "held"
+        except RunNotCreated:  # its start is with another receiver
+            self._retry_at[run_key] = time.monotonic() + max(1.0, self._interval_s)
+            return "held"
+        except (Stopping, sqlite3.Error):
+            raise
         except Exception as exc:
-            if not is_permanent(exc):
-                raise
-            reason = str(getattr(exc, "message", exc))
-            self._queue.add_dead_letter(run_key, "delete_tag", key, "", reason)
-            self.stats.dead_letters += 1
-            if self._observer is not None:
-                self._observer.dead_lettered(run_key)
-            _logger.error("MLflow refused delete_tag %r of run %s: %s", key, run_key, reason)
+            self._back_off(run_key, exc)
+            return "failed"
+        self._retry_at.pop(run_key, None)
+        self._failures.pop(run_key, None)
+        return "more" if more else "done"
 
-    def _write(self, run_key: str, entries: list[Metric | Param | Tag]) -> None:
-        if not entries:
-            return
-        record = self._runs[run_key]
-        ref = self._open(run_key, record.client_id, record.job, None)
-        for chunk in split_log_batch(entries):
-            try:
-                self._retrying(self._sink.log, ref.run_id, chunk)
-                self.stats.log_batch_calls += 1
-            except Exception as exc:
-                if not is_permanent(exc):
-                    raise
-                # One bad entry must not hold back the rest: write them one by one and keep
-                # the ones MLflow refuses, with its reason.
-                singles: tuple[Metric | Param | Tag, ...] = (
-                    *chunk.metrics,
-                    *chunk.params,
-                    *chunk.tags,
-                )
-                for entry in singles:
-                    reason = self._retrying(self._sink.entry_error, ref.run_id, entry)
-                    if reason is not None:
-                        self._dead_letter(run_key, entry, reason)
+    @property
+    def _turn_s(self) -> float:
+        return max(1.0, self._interval_s)
 
-    def _dead_letter(self, run_key: str, entry: Metric | Param | Tag, reason: str) -> None:
-        kind = type(entry).__name__.lower()
-        value = str(entry.value)
-        self._queue.add_dead_letter(run_key, kind, entry.key, value, reason)
-        self.stats.dead_letters += 1
-        if self._observer is not None:
-            self._observer.dead_lettered(run_key)
+    def _sync(self) -> None:
+        """Catches up with what changed in the queue behind the flusher's back (replays) and
+        counts what quarantined runs hold."""
+        held = {h.run_key: h for h in self._queue.held()}
+        for run_key in [k for k in self._runs.quarantined if k not in held]:
+            del self._runs.quarantined[run_key]
+            self._runs.held.pop(run_key, None)
+            self._runs.reload(run_key)  # a replay --new-run forgets its MLflow run
+            self._retry_at.pop(run_key, None)
+            self._missing.pop(run_key, None)
+            _logger.info("run %s: released by a replay; its events go to MLflow again", run_key)
+        for run_key, h in held.items():
+            self._runs.quarantined[run_key] = h.reason
+            before = self._runs.held.get(run_key, 0)
+            if h.events > before and self._observer is not None:
+                self._observer.dead_lettered(run_key, h.events - before)
+            self._runs.held[run_key] = h.events
+        self.stats.quarantined_runs = len(held)
+        self.stats.held_events = sum(h.events for h in held.values())
+        requeued = self._queue.requeued_events()
+        if requeued > self._requeued:
+            self._backlog.add(requeued - self._requeued)
+            self._requeued = requeued
+
+    def _quarantine(self, run_key: str, reason: str) -> None:
+        self._queue.quarantine(run_key, reason)
+        self._runs.quarantined[run_key] = reason
+        self._runs.held[run_key] = 0
+        self._retry_at.pop(run_key, None)
+        self._failures.pop(run_key, None)
+        record = self._runs.record(run_key)
         _logger.error(
-            "MLflow refused %s %r of run %s for good: %s", kind, entry.key, run_key, reason
+            "run %s (client %r, job %r) quarantined, its events held in the queue: %s",
+            run_key,
+            record.client_id,
+            record.job,
+            reason,
         )
 
+    def _on_missing(self, run_key: str, missing: RunMissing) -> None:
+        """MLflow does not know a run the receiver does: another store, or a run purged."""
+        try:
+            change = self._identity.check() if self._identity is not None else None
+        except Exception as exc:
+            self._back_off(run_key, exc)
+            return
+        if change is not None:
+            self._store_changed(change)
+            return
+        self._sink.forget()  # a cached parent run may be what is gone
+        ref = self._runs.refs.get(run_key)
+        self._missing[run_key] = tries = self._missing.get(run_key, 0) + 1
+        if (ref is not None and missing.run_id == ref.run_id) or tries >= 2:
+            self._quarantine(run_key, purged(missing.run_id or str(missing), run_key).reason)
+        else:
+            self._retry_at[run_key] = time.monotonic() + max(1.0, self._interval_s)
 
-def _wall_ms(monotonic_s: float) -> int:
-    """The wall-clock time, in ms since the epoch, of a ``time.monotonic()`` reading."""
-    return int((time.time() - (time.monotonic() - monotonic_s)) * 1000)
+    def _store_changed(self, change: StoreChange) -> None:
+        waiting = len(self._queue.runs_with_pending())
+        lost = self._queue.forget_mlflow_runs()
+        if self._identity is not None:
+            self._identity.note_lost(lost)
+        self._runs.forget_mlflow()
+        self._sink.forget()
+        for run_key in self._runs.records:
+            self._on_run(run_key, "", "")
+        self._retry_at.clear()
+        self._missing.clear()
+        _logger.warning("%s", describe(change, waiting))
+
+    def _back_off(self, run_key: str, exc: BaseException) -> None:
+        self._failures[run_key] = tries = self._failures.get(run_key, 0) + 1
+        delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (tries - 1))
+        delay *= self._random.uniform(0.8, 1.2)
+        self._retry_at[run_key] = time.monotonic() + delay
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        _logger.warning(
+            "run %s: MLflow call failed (%s); this run tries again in %.1f s, the others go on",
+            run_key,
+            self.last_error,
+            delay,
+        )
+
+    def _pause(self) -> None:
+        """MLflow fails for every run: everyone waits, rather than each run in turn."""
+        self._pauses += 1
+        delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (self._pauses - 1))
+        self._paused_until = time.monotonic() + delay * self._random.uniform(0.8, 1.2)
+        self._retry_at.clear()
+        self._failures.clear()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -15,10 +14,15 @@ from typing import Any
 
 from bridge import envvars
 from bridge.secret import redact_text
+from server.data_dir import write_private
 
 _logger = logging.getLogger(__name__)
 
 STATE_FILE = "mlflow-state.json"
+HEARTBEAT_S = 5.0
+"""A running receiver rewrites the state at least this often."""
+STALE_AFTER_S = 20.0
+"""A state older than this is the last word of a receiver that is not running."""
 _HTTP_STATUS = re.compile(r"\berror code (\d{3})\b|\bHTTP (?:status )?(\d{3})\b")
 
 
@@ -82,9 +86,7 @@ def write_state(data_dir: Path, error: str, since_ms: int, secrets: Iterable[str
         "since_ms": since_ms,
         "updated_ms": time.time_ns() // 1_000_000,
     }
-    tmp = data_dir / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, data_dir / STATE_FILE)
+    write_private(data_dir / STATE_FILE, json.dumps(state))
 
 
 def read_state(data_dir: Path) -> dict[str, Any] | None:
@@ -102,14 +104,17 @@ async def record_errors(
     secrets: Iterable[str],
     interval_s: float = 1.0,
 ) -> None:
-    """Keeps the state file in step with ``last_error()`` until cancelled."""
+    """Keeps the state file in step with ``last_error()`` until cancelled, rewriting it at
+    least every ``HEARTBEAT_S`` so that ``status`` can tell a running receiver's state from the
+    last word of a stopped one."""
     secrets = tuple(secrets)
     recorded: str | None = None
     since_ms = 0
+    written = 0.0
     while True:
         error = last_error()
-        if error != recorded:
-            if bool(error) != bool(recorded):
+        if error != recorded or time.monotonic() - written >= HEARTBEAT_S:
+            if recorded is None or bool(error) != bool(recorded):
                 since_ms = time.time_ns() // 1_000_000
             try:
                 write_state(data_dir, error, since_ms, secrets)
@@ -117,4 +122,11 @@ async def record_errors(
                 _logger.warning("cannot record the MLflow state in %s: %s", data_dir, exc)
             else:
                 recorded = error
+                written = time.monotonic()
         await asyncio.sleep(interval_s)
+
+
+def is_current(state: dict[str, Any], now_ms: int | None = None) -> bool:
+    """Whether a recorded state comes from a receiver that is running (a recent heartbeat)."""
+    now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    return now_ms - int(state.get("updated_ms", 0)) <= STALE_AFTER_S * 1000

@@ -11,13 +11,17 @@ from typing import TypeVar
 
 import tenacity
 
+from server.flush.refusals import RunMissing, RunRefused
 from server.flush.run_creation import RunNotCreated
-from server.flush.sink import is_permanent
+from server.flush.sink import ExperimentDeleted, is_permanent
 
 _logger = logging.getLogger(__name__)
 
-RETRY_WINDOW_S = 20.0
-"""How long one call is retried before its error goes up to the flush cycle."""
+RETRY_WINDOW_S = 5.0
+"""How long one call is retried in place. Then its error goes up to the flush cycle, which
+moves on to the other runs and tries this one again after a backoff (server/flush/flusher.py),
+so one run's trouble holds the others back by one window at most."""
+_NOT_RETRIED = (RunNotCreated, RunRefused, RunMissing, ExperimentDeleted)
 T = TypeVar("T")
 
 
@@ -61,7 +65,7 @@ class Retrier:
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(
-                lambda e: not is_permanent(e) and not isinstance(e, RunNotCreated)
+                lambda e: not is_permanent(e) and not isinstance(e, _NOT_RETRIED)
             ),
             wait=tenacity.wait_exponential(multiplier=0.2, max=10.0) + tenacity.wait_random(0, 0.5),
             stop=give_up,

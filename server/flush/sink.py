@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
-from bridge.events import Metric, Param, RunStart, RunStatus, Tag
+from bridge.events import RunStart, RunStatus
 from bridge.limits import LogBatchChunk
 from server.flush.run_creation import RunNotCreated, create_once, matching, settled
 from server.security.ownership import client_run_key
@@ -28,6 +28,10 @@ TAG_ROLE = "trackbridge.role"
 TAG_HEARD = "trackbridge.heard_ms"
 """When a receiver last heard from the run's client (ms since the epoch), so that a receiver
 the client left does not end the run for silence while the client talks to another one."""
+TAG_FLUSHED = "trackbridge.flushed"
+"""The last log_batch call a run got from a receiver (``"<last seq> <token>"``). It travels in
+the call itself and MLflow's SQL store commits a call's tags after its params and metrics, so a
+restarted receiver reads it to tell whether the call in flight when it stopped reached MLflow."""
 
 # MLflow error codes that say "this request will never succeed": everything else is retried.
 _PERMANENT_CODES = frozenset(
@@ -55,6 +59,15 @@ class RunRef:
     experiment_id: str
 
 
+class ExperimentDeleted(Exception):
+    """The experiment a run belongs in is deleted in MLflow (MLflow creates no run in it)."""
+
+    def __init__(self, name: str, experiment_id: str) -> None:
+        super().__init__(f"experiment {name!r} (id {experiment_id}) is deleted")
+        self.name = name
+        self.experiment_id = experiment_id
+
+
 class MlflowSink:
     """Creates or resumes runs by their trackbridge tags and writes chunks with log_batch."""
 
@@ -70,6 +83,11 @@ class MlflowSink:
         self._by_key: dict[tuple[str, str], RunRef] = {}
         """(client id, client's run key) -> its MLflow run."""
 
+    @property
+    def client(self) -> MlflowClient:
+        """The MLflow client (for the read-only probes of server/flush/probes.py)."""
+        return self._client
+
     def experiment_id(self, name: str) -> str:
         """The id of experiment ``name``, created when missing."""
         cached = self._experiments.get(name)
@@ -78,6 +96,8 @@ class MlflowSink:
         found = self._client.get_experiment_by_name(name)
         if found is not None:
             exp_id = str(found.experiment_id)
+            if found.lifecycle_stage == "deleted":
+                raise ExperimentDeleted(name, exp_id)
         else:
             try:
                 exp_id = self._client.create_experiment(
@@ -288,15 +308,26 @@ class MlflowSink:
         if info.status != "RUNNING":
             self._client.update_run(parent.run_id, status="RUNNING")
 
-    def log(self, run_id: str, chunk: LogBatchChunk) -> None:
-        """Writes one chunk with a single synchronous log_batch call."""
+    def log(self, run_id: str, chunk: LogBatchChunk, progress: str = "") -> None:
+        """Writes one chunk with a single synchronous log_batch call; ``progress`` (when given)
+        travels in the same call as the ``trackbridge.flushed`` tag. The chunk must leave room
+        for it (``split_log_batch(reserve_tags=1)``), or MLflow's client would split the call."""
+        tags = [RunTag(t.key, t.value) for t in chunk.tags]
+        if progress:
+            tags.append(RunTag(TAG_FLUSHED, progress))
         self._client.log_batch(
             run_id,
             metrics=[MlflowMetric(m.key, m.value, m.timestamp_ms, m.step) for m in chunk.metrics],
             params=[MlflowParam(p.key, p.value) for p in chunk.params],
-            tags=[RunTag(t.key, t.value) for t in chunk.tags],
+            tags=tags,
             synchronous=True,
         )
+
+    def forget(self) -> None:
+        """Forgets every experiment and run id it knows (MLflow's store was replaced)."""
+        self._experiments.clear()
+        self._parents.clear()
+        self._by_key.clear()
 
     def end_run(self, run: RunRef, job: str, status: RunStatus, end_time_ms: int) -> None:
         """Ends a client run; ends the job's parent run once none of its children runs."""
@@ -309,21 +340,6 @@ class MlflowSink:
         )
         if not running:
             self._client.set_terminated(parent.run_id, RunStatus.FINISHED.value)
-
-    def entry_error(self, run_id: str, entry: Metric | Param | Tag) -> str | None:
-        """Writes one entry alone; returns MLflow's reason if it refuses it for good."""
-        chunk = LogBatchChunk(
-            (entry,) if isinstance(entry, Metric) else (),
-            (entry,) if isinstance(entry, Param) else (),
-            (entry,) if isinstance(entry, Tag) else (),
-        )
-        try:
-            self.log(run_id, chunk)
-        except Exception as exc:
-            if is_permanent(exc):
-                return str(getattr(exc, "message", exc))
-            raise
-        return None
 
 
 def _owned_by(client_id: str, run_key: str) -> str:

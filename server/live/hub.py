@@ -63,7 +63,7 @@ class Hub:
         self._subs: list[Subscription] = []
         self._lock = threading.Lock()  # guards what the flusher thread hands over
         self._flushed: list[tuple[str, int, int]] = []
-        self._dead: list[str] = []
+        self._dead: list[tuple[str, int]] = []
         self._run_ids: list[tuple[str, str, str]] = []
         self.flush_seconds = flush_histogram()
         """Seconds to write one stored batch to MLflow (thread-safe; read by /metrics)."""
@@ -136,10 +136,10 @@ class Hub:
             self._flushed.append((run_key, last_seq, events))
         self.flush_seconds.observe(seconds)
 
-    def dead_lettered(self, run_key: str) -> None:
-        """Records an entry MLflow refused for good (thread-safe)."""
+    def dead_lettered(self, run_key: str, events: int = 1) -> None:
+        """Records events MLflow refused for good, or a quarantined run holds (thread-safe)."""
         with self._lock:
-            self._dead.append(run_key)
+            self._dead.append((run_key, events))
 
     def set_mlflow_run(self, run_key: str, run_id: str, experiment_id: str) -> None:
         """Records the MLflow run of a client run (thread-safe)."""
@@ -255,10 +255,10 @@ class Hub:
                 run_key = client_run_key(key)
                 client.flushed_total += events
                 client.flushed_seq[run_key] = max(client.flushed_seq.get(run_key, 0), last_seq)
-        for key in dead:
+        for key, events in dead:
             client = self._runs.get(key)
             if client is not None:
-                client.dead += 1
+                client.dead += events
         for key, run_id, experiment_id in run_ids:
             client = self._runs.get(key)
             if client is not None:

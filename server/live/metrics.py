@@ -106,6 +106,25 @@ _SCALARS = (
         "mlflow_errors",
         "Failed MLflow calls (retries count).",
     ),
+    (
+        "trackbridge_quarantined_runs",
+        "gauge",
+        "quarantined_runs",
+        "Runs MLflow refuses for good, held until replayed.",
+    ),
+    ("trackbridge_held_events", "gauge", "held_events", "Events quarantined runs hold back."),
+    (
+        "trackbridge_metric_points_written",
+        "counter",
+        "metric_points_written",
+        "Metric points in log_batch calls MLflow accepted.",
+    ),
+    (
+        "trackbridge_recovered_events",
+        "counter",
+        "recovered_events",
+        "Events in MLflow already at a restart, not sent again.",
+    ),
 )
 
 # reason label -> Counters attribute

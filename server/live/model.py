@@ -31,6 +31,14 @@ class Counters:
     """Calls refused because the client had too many in flight."""
     batches_rate_limited: int = 0
     """Batches refused because the client was over its rate limit."""
+    quarantined_runs: int = 0
+    """Runs MLflow refuses for good, held until ``trackbridge dead-letters replay``."""
+    held_events: int = 0
+    """Events those runs hold back."""
+    metric_points_written: int = 0
+    """Metric points in log_batch calls MLflow accepted."""
+    recovered_events: int = 0
+    """Events of the call in flight at the last stop found in MLflow, not sent again."""
 
 
 MAX_QUEUED_DELTAS = 16

@@ -1,9 +1,14 @@
-"""The receiver's durable queue: accepted batches, per-run sequence marks, dead letters.
+"""The receiver's durable queue: accepted batches, per-run marks, progress, dead letters.
 
 Durability: SQLite in WAL mode. A batch is acknowledged only after its transaction commits.
 With ``synchronous=NORMAL`` (the default) a commit survives the receiver being killed at any
 moment; the last commits before a power loss may be lost. ``synchronous=FULL`` fsyncs every
-commit and survives power loss too, at some ingest speed.
+commit and survives power loss too, at some ingest speed. Progress into MLflow is recorded per
+``log_batch`` call (:meth:`Queue.advance`), under the same policy: after a power loss the
+receiver may write again what it had written just before, which MLflow absorbs.
+
+A run MLflow refuses for good is *quarantined*: its batches stay here, held, until
+``trackbridge dead-letters replay`` releases them (server/queue/dead_letters.py).
 """
 
 from __future__ import annotations
@@ -11,40 +16,32 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_key TEXT PRIMARY KEY,
-    client_id TEXT NOT NULL,
-    job TEXT NOT NULL,
-    acked_seq INTEGER NOT NULL DEFAULT 0,
-    flushed_seq INTEGER NOT NULL DEFAULT 0,
-    mlflow_run_id TEXT NOT NULL DEFAULT '',
-    mlflow_experiment_id TEXT NOT NULL DEFAULT '',
-    status TEXT NOT NULL DEFAULT 'RUNNING'
-);
-CREATE TABLE IF NOT EXISTS batches (
-    id INTEGER PRIMARY KEY,
-    run_key TEXT NOT NULL,
-    first_seq INTEGER NOT NULL,
-    last_seq INTEGER NOT NULL,
-    payload BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS batches_by_run ON batches (run_key, id);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY,
-    run_key TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL,
-    value TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    at_ms INTEGER NOT NULL
-);
-"""
+from server.queue.schema import SYNCHRONOUS_MODES, connect
 
-SYNCHRONOUS_MODES = ("NORMAL", "FULL")
+__all__ = [
+    "SYNCHRONOUS_MODES",
+    "Backlog",
+    "DeadLetter",
+    "Held",
+    "PendingBatch",
+    "Queue",
+    "RunRecord",
+    "connect",
+]
+
+REQUEUED = "requeued_events"
+"""Meta counter: events put back into ``batches`` by a replay (the flusher adds them to its
+backlog)."""
+
+_RUN_COLUMNS = (
+    "run_key, client_id, job, acked_seq, flushed_seq, mlflow_run_id, mlflow_experiment_id,"
+    " status, quarantine, written_events, inflight, start_event"
+)
+# Events of a batch not written yet (done_seq marks a batch written in part).
+REMAINING = "(last_seq - MAX(first_seq - 1, done_seq))"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,29 +56,50 @@ class RunRecord:
     mlflow_run_id: str
     mlflow_experiment_id: str
     status: str
+    quarantine: str = ""
+    """Why MLflow refuses the run for good ("" when it flows)."""
+    written_events: int = 0
+    inflight: str = ""
+    """The log_batch call that was in flight: ``"<last seq> <token>"``, "" when none."""
+    start_event: bytes | None = None
+    """The run's start (a serialized ``Event``) once the flusher has written it."""
 
 
 @dataclass(frozen=True, slots=True)
 class PendingBatch:
-    """A stored batch not yet written to MLflow."""
+    """A stored batch not yet (or not wholly) written to MLflow."""
 
     id: int
     run_key: str
     first_seq: int
     last_seq: int
     payload: bytes
+    done_seq: int = 0
+    """Events up to this sequence number are written already."""
 
 
-def connect(path: Path, synchronous: str = "NORMAL") -> sqlite3.Connection:
-    """Opens the queue database (creating it), in WAL mode. One connection per thread."""
-    if synchronous not in SYNCHRONOUS_MODES:
-        raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, got {synchronous!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.executescript(_SCHEMA)
-    return conn
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event MLflow refused for good, kept with its reason (and itself, for replay)."""
+
+    kind: str
+    key: str
+    value: str
+    reason: str
+    seq: int
+    payload: bytes
+    """A one-event ``EventBatch`` of the refused event."""
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What a quarantined run holds back."""
+
+    run_key: str
+    reason: str
+    since_ms: int
+    batches: int
+    events: int
 
 
 class Queue:
@@ -92,11 +110,15 @@ class Queue:
 
     def runs(self) -> list[RunRecord]:
         """Every run the receiver knows."""
-        rows = self._conn.execute(
-            "SELECT run_key, client_id, job, acked_seq, flushed_seq, mlflow_run_id,"
-            " mlflow_experiment_id, status FROM runs"
-        ).fetchall()
+        rows = self._conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs").fetchall()
         return [RunRecord(*row) for row in rows]
+
+    def run(self, run_key: str) -> RunRecord | None:
+        """One run's record."""
+        row = self._conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_key = ?", (run_key,)
+        ).fetchone()
+        return RunRecord(*row) if row else None
 
     def store(self, accepted: list[tuple[str, str, str, int, int, bytes]]) -> None:
         """Durably stores batches ``(run_key, client_id, job, first_seq, last_seq, payload)``
@@ -121,44 +143,80 @@ class Queue:
             raise
 
     def runs_with_pending(self) -> list[str]:
-        """Run keys that have batches not yet written to MLflow, oldest first."""
+        """Keys of runs that are not quarantined and have batches to write, oldest first."""
         rows = self._conn.execute(
-            "SELECT run_key FROM batches GROUP BY run_key ORDER BY MIN(id)"
+            "SELECT b.run_key FROM batches b JOIN runs r ON r.run_key = b.run_key"
+            " WHERE r.quarantine = '' GROUP BY b.run_key ORDER BY MIN(b.id)"
         ).fetchall()
         return [row[0] for row in rows]
 
     def pending(self, run_key: str, limit: int) -> list[PendingBatch]:
         """The oldest ``limit`` pending batches of a run, in order."""
         rows = self._conn.execute(
-            "SELECT id, run_key, first_seq, last_seq, payload FROM batches"
+            "SELECT id, run_key, first_seq, last_seq, payload, done_seq FROM batches"
             " WHERE run_key = ? ORDER BY id LIMIT ?",
             (run_key, limit),
         ).fetchall()
         return [PendingBatch(*row) for row in rows]
 
     def pending_events(self) -> int:
-        """Number of stored events not yet written to MLflow."""
-        row = self._conn.execute("SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM batches")
+        """Number of stored events not yet written to MLflow (held ones included)."""
+        row = self._conn.execute(f"SELECT COALESCE(SUM({REMAINING}), 0) FROM batches")
         return int(row.fetchone()[0])
 
     def pending_count(self) -> int:
-        """Number of batches not yet written to MLflow."""
+        """Number of batches not yet written to MLflow (held ones included)."""
         return int(self._conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0])
 
-    def mark_flushed(self, run_key: str, up_to_id: int, flushed_seq: int) -> None:
-        """Records that a run's batches up to ``up_to_id`` reached MLflow."""
+    def flushable_count(self) -> int:
+        """Number of batches waiting for MLflow, not counting those quarantined runs hold."""
+        row = self._conn.execute(
+            "SELECT COUNT(*) FROM batches b JOIN runs r ON r.run_key = b.run_key"
+            " WHERE r.quarantine = ''"
+        )
+        return int(row.fetchone()[0])
+
+    def advance(
+        self,
+        run_key: str,
+        done_ids: Sequence[int],
+        partial: tuple[int, int] | None,
+        *,
+        flushed_seq: int,
+        written: int,
+        dead: Sequence[DeadLetter] = (),
+    ) -> None:
+        """Records one step of a run into MLflow, in one transaction: the batches ``done_ids``
+        are written whole, ``partial`` (batch id, sequence) up to that event; ``written``
+        events reached MLflow, ``dead`` were refused for good. Clears the in-flight mark."""
         conn = self._conn
+        now_ms = time.time_ns() // 1_000_000
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute("DELETE FROM batches WHERE run_key = ? AND id <= ?", (run_key, up_to_id))
+            conn.executemany("DELETE FROM batches WHERE id = ?", [(i,) for i in done_ids])
+            if partial is not None:
+                conn.execute("UPDATE batches SET done_seq = ? WHERE id = ?", partial[::-1])
             conn.execute(
-                "UPDATE runs SET flushed_seq = MAX(flushed_seq, ?) WHERE run_key = ?",
-                (flushed_seq, run_key),
+                "UPDATE runs SET flushed_seq = MAX(flushed_seq, ?), inflight = '',"
+                " written_events = written_events + ? WHERE run_key = ?",
+                (flushed_seq, written, run_key),
+            )
+            conn.executemany(
+                "INSERT INTO dead_letters (run_key, kind, key, value, reason, at_ms, seq, payload)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (run_key, d.kind, d.key, d.value, d.reason, now_ms, d.seq, d.payload)
+                    for d in dead
+                ],
             )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    def set_inflight(self, run_key: str, marker: str) -> None:
+        """Records the log_batch call about to be made ("" once it is done)."""
+        self._conn.execute("UPDATE runs SET inflight = ? WHERE run_key = ?", (marker, run_key))
 
     def set_mlflow_run(self, run_key: str, run_id: str, experiment_id: str) -> None:
         """Records the MLflow run a client run maps to."""
@@ -167,17 +225,51 @@ class Queue:
             (run_id, experiment_id, run_key),
         )
 
+    def set_run_start(self, run_key: str, event: bytes) -> None:
+        """Keeps the run's start (a serialized ``Event``), to create the run again elsewhere."""
+        self._conn.execute("UPDATE runs SET start_event = ? WHERE run_key = ?", (event, run_key))
+
+    def forget_mlflow_runs(self) -> int:
+        """Forgets every run's MLflow ids and written count (MLflow's store was replaced);
+        returns how many events the old store had been given."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT COALESCE(SUM(written_events), 0) FROM runs").fetchone()
+            conn.execute(
+                "UPDATE runs SET mlflow_run_id = '', mlflow_experiment_id = '',"
+                " written_events = 0, inflight = ''"
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return int(row[0])
+
     def set_status(self, run_key: str, status: str) -> None:
         """Records the status the run was ended with in MLflow."""
         self._conn.execute("UPDATE runs SET status = ? WHERE run_key = ?", (status, run_key))
 
-    def add_dead_letter(self, run_key: str, kind: str, key: str, value: str, reason: str) -> None:
-        """Keeps an entry MLflow refused for good, with MLflow's reason."""
+    def quarantine(self, run_key: str, reason: str) -> None:
+        """Holds back a run MLflow refuses for good, with the reason (and how to fix it)."""
         self._conn.execute(
-            "INSERT INTO dead_letters (run_key, kind, key, value, reason, at_ms)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (run_key, kind, key, value, reason, time.time_ns() // 1_000_000),
+            "UPDATE runs SET quarantine = ?, quarantined_ms = ?, inflight = '' WHERE run_key = ?",
+            (reason, time.time_ns() // 1_000_000, run_key),
         )
+
+    def held(self) -> list[Held]:
+        """Every quarantined run, with what it holds back."""
+        rows = self._conn.execute(
+            f"SELECT r.run_key, r.quarantine, r.quarantined_ms, COUNT(b.id),"
+            f" COALESCE(SUM({REMAINING}), 0) FROM runs r LEFT JOIN batches b"
+            " ON b.run_key = r.run_key WHERE r.quarantine != '' GROUP BY r.run_key"
+        ).fetchall()
+        return [Held(*row) for row in rows]
+
+    def requeued_events(self) -> int:
+        """How many events replays have put back into the queue, ever."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (REQUEUED,)).fetchone()
+        return int(row[0]) if row else 0
 
     def dead_letters(self) -> list[tuple[str, str, str, str, str]]:
         """Every dead letter as ``(run_key, kind, key, value, reason)``."""
@@ -188,19 +280,21 @@ class Queue:
 
 
 class Backlog:
-    """Events stored but not yet in MLflow; shared by the ingest and flush threads."""
+    """Events stored but not yet in MLflow (held ones included); shared by the ingest and
+    flush threads. Events of a quarantined run count too: what a run holds back while it waits
+    for an operator is bounded by ``--max-backlog`` like everything else."""
 
     def __init__(self, initial: int) -> None:
         self._lock = threading.Lock()
         self._events = initial
 
     def add(self, count: int) -> None:
-        """Counts newly stored events."""
+        """Counts newly stored (or replayed) events."""
         with self._lock:
             self._events += count
 
     def remove(self, count: int) -> None:
-        """Counts events that reached MLflow."""
+        """Counts events that reached MLflow (or became dead letters)."""
         with self._lock:
             self._events -= count
 

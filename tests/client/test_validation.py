@@ -10,6 +10,7 @@ import pytest
 from mlflow.exceptions import MlflowException as RealMlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import (
+    _validate_experiment_name,
     _validate_metric,
     _validate_metric_name,
     _validate_param,
@@ -316,3 +317,66 @@ def test_invalid_value_message_like_mlflow() -> None:
     for value in ("x", 1, None, True, [1, "a"], {"b": 1, "a": 2}):
         assert validation.invalid_value("p", value) == invalid_value("p", value)
         assert validation.invalid_value("p", value, "why") == invalid_value("p", value, "why")
+
+
+# -- experiment names and what one event can carry ------------------------------------------------
+
+EXPERIMENT_NAMES = ["", "e" * 500, "e" * 501, " ", "a/b: c", "ünïcode"]
+
+
+@pytest.mark.parametrize("name", EXPERIMENT_NAMES)
+def test_experiment_names_like_mlflow(name: str) -> None:
+    assert _ours(validation.validate_experiment_name, name) == _mlflow_message(
+        _validate_experiment_name, name
+    )
+
+
+@pytest.mark.timeout(60)
+def test_writer_refuses_what_mlflow_or_a_message_could_not_take_and_queues_nothing() -> None:
+    from bridge.limits import MAX_EVENT_BYTES
+    from client_sdk.writer import Writer
+
+    writer = Writer(receiver="127.0.0.1:9", client_id="site-1", job="j")
+    try:
+        for bad in ("", "e" * 501):
+            with pytest.raises(MlflowException) as excinfo:
+                writer.start_run(experiment=bad)
+            assert _raises_like_mlflow(excinfo).message == _mlflow_message(
+                _validate_experiment_name, bad
+            )
+        with pytest.raises(MlflowException, match=f"at most {MAX_EVENT_BYTES} bytes per event"):
+            writer.start_run(description="d" * MAX_EVENT_BYTES)
+        with pytest.raises(MlflowException, match="per event"):
+            writer.start_run(tags={f"t{i}": "v" * 8000 for i in range(200)})
+        assert writer.active_run is None
+        run = writer.start_run(experiment="e" * 500, description="d" * 100_000)
+        assert writer.active_run is run
+    finally:
+        assert writer.close(timeout_s=0.5) == 2  # the good start and its end: nothing else
+
+
+@pytest.mark.timeout(120)
+def test_fluent_experiment_names_raise_what_mlflow_raises(
+    mlflow_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real mlflow against a tracking server, and the import swap without a round trip."""
+    import mlflow
+
+    import client_sdk.mlflow as bridged
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    calls = {
+        "set_experiment('')": lambda m: m.set_experiment(""),
+        "set_experiment(501)": lambda m: m.set_experiment("s" * 501),
+        "create_experiment('')": lambda m: m.create_experiment(""),
+        "create_experiment(501)": lambda m: m.create_experiment("c" * 501),
+    }
+    for label, call in calls.items():
+        outcomes = []
+        for module in (mlflow, bridged):
+            with pytest.raises(Exception) as excinfo:
+                call(module)
+            exc = excinfo.value
+            outcomes.append((type(exc).__name__, getattr(exc, "error_code", None), str(exc)))
+        assert outcomes[0] == outcomes[1], label
+        assert outcomes[0][1] == "INVALID_PARAMETER_VALUE", label

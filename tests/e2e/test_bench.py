@@ -46,6 +46,7 @@ FIGURES = {
     ),
     "freshness": ("flush_interval_s", "points", "p50_ms", "p99_ms"),
     "scale": ("connections", "connected", "receiver_rss_mb", "receiver_rss_idle_mb"),
+    "recovery": ("points", "events_left_at_kill", "caught_up_s", "points_sent_again"),
 }
 
 
@@ -125,8 +126,9 @@ def test_bench_quick_reports_every_section(tmp_path: Path) -> None:
             assert math.isfinite(value), f"{section}.{path} = {value!r}"
     assert results["end_to_end"]["points_in_mlflow"] == results["end_to_end"]["events"]
     assert results["scale"]["connected"] == results["scale"]["connections"]
+    assert results["recovery"]["points_in_mlflow"] == results["recovery"]["points"]
     assert {row["status"] for row in results["targets"]} <= {"met", "missed", "n/a"}
-    for title in ("(a)", "(b)", "(c)", "(d)", "(e)", "targets"):
+    for title in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "targets"):
         assert title in done.stdout
 
     try:

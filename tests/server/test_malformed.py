@@ -76,6 +76,13 @@ def _batch(
     return batch
 
 
+def _start_in(experiment: str, description: str = "") -> events_pb2.Event:
+    event = _start_event()
+    event.run_start.experiment = experiment
+    event.run_start.description = description
+    return event
+
+
 def _negative_timestamp_event() -> events_pb2.Event:
     event = _metric_event("loss")
     event.metric.timestamp_ms = -1  # MLflow: "Timestamp must be a nonnegative long"
@@ -116,6 +123,15 @@ MALFORMED: dict[str, tuple[Any, str]] = {
     "run end without a status": (
         lambda: _batch(events=[_start_event(), _unspecified_end_event()]),
         r"status",
+    ),
+    # What the client refuses at the call, refused again by the receiver.
+    "experiment name over MLflow's limit": (
+        lambda: _batch(events=[_start_in("e" * 501)]),
+        r"'name' exceeds the maximum length of 500 characters",
+    ),
+    "run start larger than one event may be": (
+        lambda: _batch(events=[_start_in("big", description="d" * (2 << 20))]),
+        r"at most \d+ bytes per event",
     ),
     # The last sequence number would not fit the receiver's 64-bit sequence marks.
     "first_seq beyond int64": (lambda: _batch(first_seq=2**63), r"first_seq|seq"),

@@ -1,0 +1,335 @@
+"""Writing one run's stored batches to MLflow, in the client's order, with progress per call.
+
+Entries (metrics, params, tags) go out in ``log_batch`` chunks; the other events (run start,
+run end, delete tag) are written alone, in their place (:meth:`RunWriter._apply`: a new kind of
+event is one more branch there). After every MLflow call the queue records how far the run got
+(:meth:`Queue.advance`), so a restart writes again at most the call that was in flight.
+
+Not even that one when it landed: see server/flush/progress.py.
+
+Refusals. An entry MLflow refuses (a param another writer set to another value) is found by
+halving the chunk, kept as a dead letter with MLflow's reason, and the rest of the run goes on.
+A refusal that concerns the run itself (its run or experiment deleted, a run MLflow will not
+create or end) raises :class:`RunRefused`: the flusher quarantines the run.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from bridge.convert import batch_to_proto, event_from_proto
+from bridge.events import (
+    DeleteTag,
+    Dropped,
+    Event,
+    EventBatch,
+    Metric,
+    Param,
+    RunEnd,
+    RunStart,
+    RunStatus,
+    Tag,
+)
+from bridge.limits import split_log_batch
+from bridge.pb.v1 import events_pb2
+from server.flush import probes
+from server.flush.progress import BATCHES_PER_READ, TAGGED_METRICS, FlushObserver, Progress, Read
+from server.flush.refusals import (
+    RunMissing,
+    deleted_experiment,
+    is_missing,
+    message,
+    refused,
+)
+from server.flush.retry import Retrier
+from server.flush.sink import ExperimentDeleted, MlflowSink, RunRef, is_permanent
+from server.flush.state import FlushStats, Runs
+from server.queue.gaps import GapLog
+from server.queue.sqlite import Backlog, DeadLetter, Queue, RunRecord
+
+_logger = logging.getLogger(__name__)
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    event: Event
+    index: int
+    """Which batch of the read it is in."""
+    seq: int
+    ordinal: int
+    """Its place among the events of the read not written before."""
+
+
+class RunWriter:
+    """Writes runs' batches; raises RunRefused, RunMissing, RunNotCreated or MLflow's error."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        sink: MlflowSink,
+        runs: Runs,
+        retrying: Retrier,
+        stats: FlushStats,
+        *,
+        backlog: Backlog,
+        observer: FlushObserver | None,
+        on_run: Callable[[str, str, str], None],
+        lease_s: float,
+        receiver_id: str,
+        gaps: GapLog | None = None,
+    ) -> None:
+        self._queue = queue
+        self._sink = sink
+        self._runs = runs
+        self._retrying = retrying
+        self.stats = stats
+        self._backlog = backlog
+        self._observer = observer
+        self._on_run = on_run
+        self._lease_s = lease_s
+        self._receiver_id = receiver_id
+        self._gaps = gaps
+        self._missing_since: dict[str, float] = {}
+        self._progress = Progress(queue, backlog, stats, observer)
+
+    def flush_run(self, run_key: str, until: float) -> bool:
+        """Writes a run's pending batches; True when ``until`` passed with more left."""
+        if run_key in self._runs.recovering:
+            self._recover(run_key)
+        while batches := self._queue.pending(run_key, BATCHES_PER_READ):
+            self._flush_read(run_key, Read(batches))
+            if len(batches) < BATCHES_PER_READ:
+                return False
+            if time.monotonic() >= until:
+                return True
+        return False
+
+    def call(self, run_key: str, ref: RunRef, what: str, fn: Callable[..., T], *args: object) -> T:
+        """An MLflow call about a run; a refusal for good raises RunRefused (or RunMissing)."""
+        try:
+            return self._retrying(fn, *args)
+        except Exception as exc:
+            if not is_permanent(exc):
+                raise
+            probes.explain_run(self._sink.client, self._retrying, run_key, ref, exc)
+            raise refused(what, exc, run_key) from None
+
+    # -- one read --------------------------------------------------------------------------------
+
+    def _flush_read(self, run_key: str, read: Read) -> None:
+        record = self._runs.record(run_key)
+        ref = self._runs.refs.get(run_key)
+        if self._runs.status.get(run_key) == RunStatus.KILLED.value and ref is not None:
+            # The client is back after its lease ran out: its run goes on.
+            self.call(run_key, ref, "reopen the run", self._sink.resume_run, ref, record.job)
+            self._runs.set_status(run_key, RunStatus.RUNNING.value)
+        entries: list[_Item] = []
+        ordinal = 0
+        for index, stored in enumerate(read.batches):
+            msg = events_pb2.EventBatch.FromString(stored.payload)
+            for seq, raw in enumerate(msg.events, start=stored.first_seq):
+                if seq <= stored.done_seq:
+                    continue  # written before the last stop
+                ordinal += 1
+                event = event_from_proto(raw)
+                if isinstance(event, Dropped) and self._gaps is not None:
+                    event = self._gaps.dropped(run_key, seq, event)  # the run's total, a tag
+                if isinstance(event, Metric | Param | Tag):
+                    entries.append(_Item(event, index, seq, ordinal))
+                    continue
+                self._write(run_key, record, read, entries)
+                entries = []
+                started = time.perf_counter()
+                dead = self._apply(run_key, record, event, raw, _Item(event, index, seq, ordinal))
+                self._progress.advance(
+                    run_key, read, index, seq, ordinal, 1 - len(dead), dead, started
+                )
+        self._write(run_key, record, read, entries)
+
+    def _apply(
+        self,
+        run_key: str,
+        record: RunRecord,
+        event: Event,
+        raw: events_pb2.Event,
+        item: _Item,
+    ) -> list[DeadLetter]:
+        """Writes one event that is not a log_batch entry; returns what MLflow refused."""
+        if isinstance(event, RunStart):
+            self._open(run_key, record, event, opening=item.seq == 1)
+            self._runs.keep_start(run_key, raw.SerializeToString())
+        elif isinstance(event, RunEnd):
+            ref = self._open(run_key, record, None)
+            end = self._sink.end_run
+            self.call(run_key, ref, "end the run", end, ref, record.job, event.status,
+                      event.end_time_ms)  # fmt: skip
+            self._runs.set_status(run_key, event.status.value)
+        elif isinstance(event, DeleteTag):
+            return self._delete_tag(run_key, record, item, event.key)
+        return []
+
+    def _delete_tag(
+        self, run_key: str, record: RunRecord, item: _Item, key: str
+    ) -> list[DeadLetter]:
+        ref = self._open(run_key, record, None)
+        try:
+            self._retrying(self._sink.delete_tag, ref.run_id, key)
+        except Exception as exc:
+            if not is_permanent(exc):
+                raise
+            probes.explain_run(self._sink.client, self._retrying, run_key, ref, exc)
+            return [self._dead_letter(run_key, record, item, message(exc))]
+        return []
+
+    def _write(self, run_key: str, record: RunRecord, read: Read, entries: list[_Item]) -> None:
+        if not entries:
+            return
+        ref = self._open(run_key, record, None)
+        offset = 0
+        for chunk in split_log_batch(_entries(entries), reserve_tags=1):
+            part = entries[offset : offset + chunk.entries]
+            offset += chunk.entries
+            last = part[-1]
+            marker = ""
+            if len(chunk.metrics) >= TAGGED_METRICS:  # worth skipping after a crash
+                marker = f"{last.seq} {self._receiver_id}:{os.urandom(4).hex()}"
+                self._queue.set_inflight(run_key, marker)
+            started = time.perf_counter()
+            try:
+                self._retrying(self._sink.log, ref.run_id, chunk, marker)
+            except Exception as exc:
+                if not is_permanent(exc):
+                    raise
+                probes.explain_run(self._sink.client, self._retrying, run_key, ref, exc)
+                dead = self._bisect(run_key, record, ref, part)
+            else:
+                dead = []
+                self.stats.log_batch_calls += 1
+                self.stats.metric_points_written += len(chunk.metrics)
+            written = len(part) - len(dead)
+            self._progress.advance(
+                run_key, read, last.index, last.seq, last.ordinal, written, dead, started
+            )
+
+    def _bisect(
+        self, run_key: str, record: RunRecord, ref: RunRef, items: list[_Item]
+    ) -> list[DeadLetter]:
+        """Writes what MLflow accepts of a refused chunk; returns the entries it refuses."""
+        try:
+            for chunk in split_log_batch(_entries(items)):
+                self._retrying(self._sink.log, ref.run_id, chunk)
+                self.stats.log_batch_calls += 1
+                self.stats.metric_points_written += len(chunk.metrics)
+        except Exception as exc:
+            if not is_permanent(exc):
+                raise
+            if len(items) == 1:
+                return [self._dead_letter(run_key, record, items[0], message(exc))]
+            half = len(items) // 2
+            return self._bisect(run_key, record, ref, items[:half]) + self._bisect(
+                run_key, record, ref, items[half:]
+            )
+        return []
+
+    def _dead_letter(self, run_key: str, record: RunRecord, item: _Item, reason: str) -> DeadLetter:
+        event = item.event
+        assert isinstance(event, Metric | Param | Tag | DeleteTag)
+        kind = "delete_tag" if isinstance(event, DeleteTag) else type(event).__name__.lower()
+        value = "" if isinstance(event, DeleteTag) else str(event.value)
+        batch = EventBatch(record.client_id, record.job, run_key, item.seq, (event,))
+        self.stats.dead_letters += 1
+        if self._observer is not None:
+            self._observer.dead_lettered(run_key)
+        _logger.error(
+            "MLflow refused %s %r of run %s for good: %s", kind, event.key, run_key, reason
+        )
+        payload = batch_to_proto(batch).SerializeToString()
+        return DeadLetter(kind, event.key, value, reason, item.seq, payload)
+
+    # -- the MLflow run --------------------------------------------------------------------------
+
+    def _open(
+        self, run_key: str, record: RunRecord, start: RunStart | None, opening: bool = False
+    ) -> RunRef:
+        ref = self._runs.refs.get(run_key)
+        if ref is not None and start is None:
+            return ref
+        # Only the receiver holding a run's start creates it (with the start's experiment,
+        # name and tags); one holding later events waits, a lease at most, to find it. A run
+        # this receiver started before, gone with another MLflow store, is made again from
+        # the start it kept.
+        saved = self._runs.saved_start(run_key) if start is None else None
+        spec = start or saved
+        may_create = spec is not None or self._start_overdue(run_key)
+        find = functools.partial(
+            self._sink.client_run, may_create=may_create, opening=opening or saved is not None
+        )
+        try:
+            ref = self._retrying(find, record.client_id, record.job, run_key, spec)
+        except ExperimentDeleted as exc:
+            raise deleted_experiment(exc.name, exc.experiment_id, run_key) from None
+        except Exception as exc:
+            if not is_permanent(exc):
+                raise
+            probes.explain_experiment(self._sink.client, self._retrying, run_key, exc)
+            if is_missing(exc):
+                raise RunMissing("", message(exc)) from None
+            raise refused("create or find the run", exc, run_key) from None
+        self._missing_since.pop(run_key, None)
+        self._runs.refs[run_key] = ref
+        if start is not None:  # a run start (or a resume: start_run(run_id=...)) runs
+            self._runs.set_status(run_key, RunStatus.RUNNING.value)
+        self._runs.status.setdefault(run_key, RunStatus.RUNNING.value)
+        self._queue.set_mlflow_run(run_key, ref.run_id, ref.experiment_id)
+        self._on_run(run_key, ref.run_id, ref.experiment_id)
+        if saved is not None:
+            _logger.info("run %s: MLflow run %s made again from its start", run_key, ref.run_id)
+        return ref
+
+    def _start_overdue(self, run_key: str) -> bool:
+        """Whether the receiver holding this run's start has had a lease to create it."""
+        now = time.monotonic()
+        since = self._missing_since.setdefault(run_key, now)
+        if since == now:
+            _logger.info(
+                "run %s: its start went to another receiver; waiting for it to create the"
+                " MLflow run (then this receiver creates it itself after %.0f s)",
+                run_key,
+                self._lease_s,
+            )
+        return now - since >= self._lease_s
+
+    # -- after a crash ---------------------------------------------------------------------------
+
+    def _recover(self, run_key: str) -> None:
+        """Skips the log_batch call in flight at the last stop if MLflow has it whole."""
+        record = self._runs.record(run_key)
+        ref = self._runs.refs.get(run_key)
+        marker = record.inflight
+        if marker and ref is not None:
+            try:
+                tag = self._retrying(probes.progress, self._sink.client, ref)
+            except Exception as exc:
+                if not is_permanent(exc):
+                    raise  # MLflow away: looked at again on the run's next turn
+                if is_missing(exc):
+                    raise RunMissing(ref.run_id, message(exc)) from None
+                tag = ""
+            if tag == marker and self._progress.skip_through(run_key, int(marker.split()[0])):
+                self._runs.recovering.discard(run_key)
+                return
+        self._queue.set_inflight(run_key, "")
+        self._runs.recovering.discard(run_key)
+
+
+def _entries(items: list[_Item]) -> list[Metric | Param | Tag]:
+    return [i.event for i in items if isinstance(i.event, Metric | Param | Tag)]
