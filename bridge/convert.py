@@ -8,6 +8,7 @@ from bridge.events import (
     Event,
     EventBatch,
     Metric,
+    MlflowCall,
     Param,
     RunEnd,
     RunStart,
@@ -15,6 +16,7 @@ from bridge.events import (
     Tag,
 )
 from bridge.pb.v1 import events_pb2 as pb
+from bridge.protocol import JOURNALED_CALLS, MAX_CALL_BYTES
 from bridge.validation import (
     MAX_INT64,
     validate_metric_key,
@@ -63,8 +65,13 @@ def event_to_proto(event: Event, out: pb.Event) -> None:
         rs.start_time_ms = event.start_time_ms
         rs.parent_run_key = event.parent_run_key
         rs.resume_run_id = event.resume_run_id
+        rs.experiment_id = event.experiment_id
+        rs.top_level = event.top_level
     elif isinstance(event, DeleteTag):
         out.delete_tag.key = event.key
+    elif isinstance(event, MlflowCall):
+        out.mlflow_call.method = event.method
+        out.mlflow_call.request = event.request
     else:
         out.run_end.status = _STATUS_TO_PB[event.status]
         out.run_end.end_time_ms = event.end_time_ms
@@ -92,7 +99,7 @@ def batch_to_proto(batch: EventBatch) -> pb.EventBatch:
     return msg
 
 
-def event_from_proto(msg: pb.Event) -> Event:
+def event_from_proto(msg: pb.Event) -> Event:  # noqa: PLR0911 - one return per kind
     """Converts one wire event; raises BatchRejected for an empty or unknown kind."""
     kind = msg.WhichOneof("kind")
     if kind == "metric":
@@ -112,7 +119,11 @@ def event_from_proto(msg: pb.Event) -> Event:
             start_time_ms=rs.start_time_ms,
             parent_run_key=rs.parent_run_key,
             resume_run_id=rs.resume_run_id,
+            experiment_id=rs.experiment_id,
+            top_level=rs.top_level,
         )
+    if kind == "mlflow_call":
+        return MlflowCall(msg.mlflow_call.method, msg.mlflow_call.request)
     if kind == "delete_tag":
         return DeleteTag(msg.delete_tag.key)
     if kind == "run_end":
@@ -172,3 +183,13 @@ def check_event(event: Event) -> None:
             validate_run_id(event.resume_run_id, "resume_run_id")
     elif isinstance(event, DeleteTag):
         validate_tag(event.key, "")
+    elif isinstance(event, MlflowCall):
+        if event.method not in JOURNALED_CALLS:
+            raise MlflowException.invalid_parameter_value(
+                f"mlflow_call {event.method[:100]!r} is not a call the event stream carries"
+            )
+        if len(event.request) > MAX_CALL_BYTES:
+            raise MlflowException.invalid_parameter_value(
+                f"mlflow_call {event.method} is {len(event.request)} bytes (at most"
+                f" {MAX_CALL_BYTES})"
+            )

@@ -32,7 +32,10 @@ from server.live.model import Counters
 from server.live.view import Live
 from server.live.watch import WatchService
 from server.queue.sqlite import Backlog, Queue, connect
+from server.security.auth import Authenticator
 from server.security.guard import Guard
+from server.tracking.scope import ReadScope
+from server.tracking.service import TrackingService
 
 _logger = logging.getLogger(__name__)
 
@@ -93,6 +96,24 @@ class Receiver:
         )
         self.backlog = Backlog(Queue(ingest_conn).pending_events())
         self.ingestor = Ingestor(Queue(ingest_conn), self._stored, self.backlog)
+        self.artifacts = ArtifactRelay(
+            cfg.data_dir, cfg.effective_tracking_uri, self.ingestor, cfg.flush_interval_s
+        )
+        self.tracking = TrackingService(
+            tracking_uri=cfg.effective_tracking_uri,
+            artifact_location=artifacts,
+            queue_path=cfg.data_dir / "queue.db",
+            ingestor=self.ingestor,
+            flush_soon=lambda: self.flusher.flush_soon(),  # noqa: PLW0108 - made below
+            uploads_pending=self.artifacts.store.pending_for,
+            authenticator=Authenticator(
+                self.guard.tokens,
+                require_tokens=cfg.security.require_tokens,
+                mutual_tls=cfg.security.mutual_tls,
+            ),
+            viewer_token=cfg.viewer_token,
+            scope=ReadScope(cfg.read_scope),
+        )
         self.hub = Hub(
             live_points=cfg.live_points,
             client_timeout_s=cfg.client_timeout_s,
@@ -108,6 +129,7 @@ class Receiver:
             last_seen=self.ingestor.last_seen,
             lease_s=cfg.run_lease_s,
             observer=self.hub,
+            calls=self.tracking.journal,
         )
         self.service = IngestService(
             self.ingestor,
@@ -134,10 +156,8 @@ class Receiver:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         watch = WatchService(self.hub, cfg.viewer_token, self.live.receiver_state)
         watch_pb2_grpc.add_WatchServicer_to_server(watch, server)  # type: ignore[no-untyped-call]
-        self.artifacts = ArtifactRelay(
-            cfg.data_dir, cfg.effective_tracking_uri, self.ingestor, cfg.flush_interval_s
-        )
         self.artifacts.register(server)
+        self.tracking.register(server)
         self.port = self.guard.bind(server, cfg.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.listen}")
@@ -205,6 +225,7 @@ class Receiver:
         if not drained:
             _logger.warning("stopped with batches still queued; they are flushed on next start")
         await loop.run_in_executor(None, self.artifacts.stop, self.config.shutdown_timeout_s)
+        self.tracking.close()
         self._mlflow_state.cancel()
         self.guard.close()
         for conn in self._conns:

@@ -62,6 +62,8 @@ def _check_header(h: artifacts_pb2.ArtifactHeader) -> None:
         raise _Refused(
             grpc.StatusCode.INVALID_ARGUMENT, "upload_id must be 8 to 64 of [A-Za-z0-9_-]"
         )
+    if len(h.model_id) > _MAX_ID_LENGTH:
+        raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "model_id must be at most 256 characters")
     name = h.file_name
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
         raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, f"bad file name {name[:100]!r}")
@@ -159,6 +161,7 @@ class ArtifactService(artifacts_pb2_grpc.ArtifactsServicer):
                 h.file_name,
                 h.size,
                 digest,
+                h.model_id,
             )
             await loop.run_in_executor(None, self._store.add, staged)
         except BaseException:

@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS uploads (
     artifact_path TEXT NOT NULL,
     file_name TEXT NOT NULL,
     size INTEGER NOT NULL,
-    sha256 TEXT NOT NULL
+    sha256 TEXT NOT NULL,
+    model_id TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS failed_uploads (
     id INTEGER PRIMARY KEY,
@@ -53,6 +54,8 @@ class StagedFile:
     file_name: str
     size: int
     sha256: str
+    model_id: str = ""
+    """The MLflow logged model the file belongs to ("" : the run's artifacts)."""
 
 
 class ArtifactStore:
@@ -68,6 +71,9 @@ class ArtifactStore:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(_SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(uploads)")}
+        if "model_id" not in columns:  # a data directory from before logged models
+            self._conn.execute("ALTER TABLE uploads ADD COLUMN model_id TEXT NOT NULL DEFAULT ''")
         self._staged_bytes = self._sum_sizes()
         self._drop_strays()
 
@@ -108,7 +114,7 @@ class ArtifactStore:
         with self._lock:
             self._conn.execute(
                 "INSERT OR IGNORE INTO uploads (upload_id, client_id, job, run_key, artifact_path,"
-                " file_name, size, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " file_name, size, sha256, model_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     staged.upload_id,
                     staged.client_id,
@@ -118,6 +124,7 @@ class ArtifactStore:
                     staged.file_name,
                     staged.size,
                     staged.sha256,
+                    staged.model_id,
                 ),
             )
             self._staged_bytes += staged.size
@@ -127,10 +134,24 @@ class ArtifactStore:
         with self._lock:
             rows = self._conn.execute(
                 "SELECT upload_id, client_id, job, run_key, artifact_path, file_name, size,"
-                " sha256 FROM uploads ORDER BY id LIMIT ?",
+                " sha256, model_id FROM uploads ORDER BY id LIMIT ?",
                 (limit,),
             ).fetchall()
         return [StagedFile(*row) for row in rows]
+
+    def pending_for(self, run_keys: set[str]) -> bool:
+        """Whether files of these runs (or logged models, by id) are still staged."""
+        if not run_keys:
+            return False
+        keys = tuple(run_keys)
+        marks = ",".join("?" * len(keys))
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT 1 FROM uploads WHERE run_key IN ({marks}) OR model_id IN ({marks})"
+                " LIMIT 1",
+                keys + keys,
+            ).fetchone()
+        return row is not None
 
     def remove(self, staged: StagedFile) -> None:
         """Forgets a file MLflow has (or refused for good) and deletes it from disk."""

@@ -39,6 +39,13 @@ def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="SECONDS",
         help="end a run KILLED when its client is silent this long (default 600)",
     )
+    p.add_argument(
+        "--read-scope",
+        choices=("own", "job", "all"),
+        help="what clients may read back through the receiver (search_runs, get_run, ...): runs"
+        " of their own client id, of their job, or all (default job; env"
+        " TRACKBRIDGE_READ_SCOPE; the viewer token reads all)",
+    )
     live = p.add_argument_group("live view (web page, /metrics, Watch for top and tail)")
     live.add_argument(
         "--http-listen",
@@ -110,4 +117,5 @@ def _serve_config(args: argparse.Namespace) -> ReceiverConfig:
         viewer_token=args.viewer_token,
         client_timeout_s=args.client_timeout,
         security=security_from_args(args),
+        read_scope=args.read_scope,
     )

@@ -17,8 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from mlflow.exceptions import MlflowException
+
 from bridge.convert import event_from_proto
-from bridge.events import DeleteTag, Metric, Param, RunEnd, RunStart, RunStatus, Tag
+from bridge.events import DeleteTag, Metric, MlflowCall, Param, RunEnd, RunStart, RunStatus, Tag
 from bridge.limits import MAX_METRICS_PER_BATCH, split_log_batch
 from bridge.pb.v1 import events_pb2
 from server.flush.retry import Retrier, Stopping
@@ -53,6 +55,15 @@ class FlushObserver(Protocol):
         """MLflow refused an entry of the run for good."""
 
 
+class CallApplier(Protocol):
+    """Applies a run's ``MlflowCall`` events (writes beyond metrics, params and tags); the
+    receiver's tracking service (``server/tracking/``) provides it."""
+
+    def apply(self, run: RunRef, client_id: str, job: str, call: MlflowCall) -> None:
+        """Writes the call to MLflow; raises what MLflow raised (permanent errors are
+        dead-lettered, others retried)."""
+
+
 class Flusher:
     """Owns the thread that writes the queue to MLflow."""
 
@@ -67,8 +78,10 @@ class Flusher:
         last_seen: Mapping[str, float],
         lease_s: float,
         observer: FlushObserver | None = None,
+        calls: CallApplier | None = None,
     ) -> None:
         self._observer = observer
+        self._calls = calls
         self._queue = queue
         self._sink = sink
         self._interval_s = interval_s
@@ -112,6 +125,10 @@ class Flusher:
         # A new run is created at once, so that its client learns the MLflow run id quickly.
         if full or run_key not in self._refs:
             self._wake.set()
+
+    def flush_soon(self) -> None:
+        """Asks for a flush now (a client waits to read what it wrote)."""
+        self._wake.set()
 
     def stop(self, timeout_s: float) -> bool:
         """Flushes everything stored within ``timeout_s``; True when the queue is empty."""
@@ -243,6 +260,8 @@ class Flusher:
                     self._set_status(run_key, event.status.value)
                 elif isinstance(event, DeleteTag):
                     self._delete_tag(run_key, record.client_id, record.job, event.key)
+                elif isinstance(event, MlflowCall):
+                    self._apply_call(run_key, record.client_id, record.job, event)
         self._write(run_key, entries)
         # Only now is every batch of this read in MLflow; a crash before this line writes them
         # again, which MLflow absorbs (see the module docstring).
@@ -304,6 +323,22 @@ class Flusher:
             if self._observer is not None:
                 self._observer.dead_lettered(run_key)
             _logger.error("MLflow refused delete_tag %r of run %s: %s", key, run_key, reason)
+
+    def _apply_call(self, run_key: str, client_id: str, job: str, call: MlflowCall) -> None:
+        ref = self._open(run_key, client_id, job, None)
+        try:
+            if self._calls is None:
+                raise MlflowException(f"this receiver does not apply {call.method}")
+            self._retrying(self._calls.apply, ref, client_id, job, call)
+        except Exception as exc:
+            if self._calls is not None and not is_permanent(exc):
+                raise
+            reason = str(getattr(exc, "message", exc))
+            self._queue.add_dead_letter(run_key, "mlflow_call", call.method, "", reason)
+            self.stats.dead_letters += 1
+            if self._observer is not None:
+                self._observer.dead_lettered(run_key)
+            _logger.error("MLflow refused %s of run %s: %s", call.method, run_key, reason)
 
     def _write(self, run_key: str, entries: list[Metric | Param | Tag]) -> None:
         if not entries:

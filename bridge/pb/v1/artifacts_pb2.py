@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62ridge/pb/v1/artifacts.proto\x12\x0etrackbridge.v1\"\x8c\x01\n\x0e\x41rtifactHeader\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0b\n\x03job\x18\x02 \x01(\t\x12\x0f\n\x07run_key\x18\x03 \x01(\t\x12\x11\n\tupload_id\x18\x04 \x01(\t\x12\x15\n\rartifact_path\x18\x05 \x01(\t\x12\x11\n\tfile_name\x18\x06 \x01(\t\x12\x0c\n\x04size\x18\x07 \x01(\x04\";\n\x0c\x41rtifactData\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\r\n\x05\x63rc32\x18\x03 \x01(\r\"!\n\x0f\x41rtifactTrailer\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"\xab\x01\n\rArtifactChunk\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.trackbridge.v1.ArtifactHeaderH\x00\x12,\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x1c.trackbridge.v1.ArtifactDataH\x00\x12\x32\n\x07trailer\x18\x03 \x01(\x0b\x32\x1f.trackbridge.v1.ArtifactTrailerH\x00\x42\x06\n\x04part\".\n\x0b\x41rtifactAck\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"\x15\n\x13ReceiverInfoRequest\"\"\n\x0cReceiverInfo\x12\x12\n\nmlflow_url\x18\x01 \x01(\t2\x9e\x01\n\tArtifacts\x12\x46\n\x06Upload\x12\x1d.trackbridge.v1.ArtifactChunk\x1a\x1b.trackbridge.v1.ArtifactAck(\x01\x12I\n\x04Info\x12#.trackbridge.v1.ReceiverInfoRequest\x1a\x1c.trackbridge.v1.ReceiverInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62ridge/pb/v1/artifacts.proto\x12\x0etrackbridge.v1\"\x9e\x01\n\x0e\x41rtifactHeader\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0b\n\x03job\x18\x02 \x01(\t\x12\x0f\n\x07run_key\x18\x03 \x01(\t\x12\x11\n\tupload_id\x18\x04 \x01(\t\x12\x15\n\rartifact_path\x18\x05 \x01(\t\x12\x11\n\tfile_name\x18\x06 \x01(\t\x12\x0c\n\x04size\x18\x07 \x01(\x04\x12\x10\n\x08model_id\x18\x08 \x01(\t\";\n\x0c\x41rtifactData\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\r\n\x05\x63rc32\x18\x03 \x01(\r\"!\n\x0f\x41rtifactTrailer\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"\xab\x01\n\rArtifactChunk\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.trackbridge.v1.ArtifactHeaderH\x00\x12,\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x1c.trackbridge.v1.ArtifactDataH\x00\x12\x32\n\x07trailer\x18\x03 \x01(\x0b\x32\x1f.trackbridge.v1.ArtifactTrailerH\x00\x42\x06\n\x04part\".\n\x0b\x41rtifactAck\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"\x15\n\x13ReceiverInfoRequest\"\"\n\x0cReceiverInfo\x12\x12\n\nmlflow_url\x18\x01 \x01(\t2\x9e\x01\n\tArtifacts\x12\x46\n\x06Upload\x12\x1d.trackbridge.v1.ArtifactChunk\x1a\x1b.trackbridge.v1.ArtifactAck(\x01\x12I\n\x04Info\x12#.trackbridge.v1.ReceiverInfoRequest\x1a\x1c.trackbridge.v1.ReceiverInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,19 +32,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bridge.pb.v1.artifacts_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ARTIFACTHEADER']._serialized_start=49
-  _globals['_ARTIFACTHEADER']._serialized_end=189
-  _globals['_ARTIFACTDATA']._serialized_start=191
-  _globals['_ARTIFACTDATA']._serialized_end=250
-  _globals['_ARTIFACTTRAILER']._serialized_start=252
-  _globals['_ARTIFACTTRAILER']._serialized_end=285
-  _globals['_ARTIFACTCHUNK']._serialized_start=288
-  _globals['_ARTIFACTCHUNK']._serialized_end=459
-  _globals['_ARTIFACTACK']._serialized_start=461
-  _globals['_ARTIFACTACK']._serialized_end=507
-  _globals['_RECEIVERINFOREQUEST']._serialized_start=509
-  _globals['_RECEIVERINFOREQUEST']._serialized_end=530
-  _globals['_RECEIVERINFO']._serialized_start=532
-  _globals['_RECEIVERINFO']._serialized_end=566
-  _globals['_ARTIFACTS']._serialized_start=569
-  _globals['_ARTIFACTS']._serialized_end=727
+  _globals['_ARTIFACTHEADER']._serialized_end=207
+  _globals['_ARTIFACTDATA']._serialized_start=209
+  _globals['_ARTIFACTDATA']._serialized_end=268
+  _globals['_ARTIFACTTRAILER']._serialized_start=270
+  _globals['_ARTIFACTTRAILER']._serialized_end=303
+  _globals['_ARTIFACTCHUNK']._serialized_start=306
+  _globals['_ARTIFACTCHUNK']._serialized_end=477
+  _globals['_ARTIFACTACK']._serialized_start=479
+  _globals['_ARTIFACTACK']._serialized_end=525
+  _globals['_RECEIVERINFOREQUEST']._serialized_start=527
+  _globals['_RECEIVERINFOREQUEST']._serialized_end=548
+  _globals['_RECEIVERINFO']._serialized_start=550
+  _globals['_RECEIVERINFO']._serialized_end=584
+  _globals['_ARTIFACTS']._serialized_start=587
+  _globals['_ARTIFACTS']._serialized_end=745
 # @@protoc_insertion_point(module_scope)

@@ -5,7 +5,7 @@ from typing import ClassVar as _ClassVar, Mapping as _Mapping, Optional as _Opti
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ArtifactHeader(_message.Message):
-    __slots__ = ("client_id", "job", "run_key", "upload_id", "artifact_path", "file_name", "size")
+    __slots__ = ("client_id", "job", "run_key", "upload_id", "artifact_path", "file_name", "size", "model_id")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
     RUN_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -13,6 +13,7 @@ class ArtifactHeader(_message.Message):
     ARTIFACT_PATH_FIELD_NUMBER: _ClassVar[int]
     FILE_NAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     job: str
     run_key: str
@@ -20,7 +21,8 @@ class ArtifactHeader(_message.Message):
     artifact_path: str
     file_name: str
     size: int
-    def __init__(self, client_id: _Optional[str] = ..., job: _Optional[str] = ..., run_key: _Optional[str] = ..., upload_id: _Optional[str] = ..., artifact_path: _Optional[str] = ..., file_name: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+    model_id: str
+    def __init__(self, client_id: _Optional[str] = ..., job: _Optional[str] = ..., run_key: _Optional[str] = ..., upload_id: _Optional[str] = ..., artifact_path: _Optional[str] = ..., file_name: _Optional[str] = ..., size: _Optional[int] = ..., model_id: _Optional[str] = ...) -> None: ...
 
 class ArtifactData(_message.Message):
     __slots__ = ("offset", "data", "crc32")
