@@ -50,6 +50,8 @@ class StagedArtifact:
     path: Path
     size: int
     upload_id: str
+    model_id: str = ""
+    """An MLflow logged model the file belongs to ("" : the run's artifacts)."""
 
 
 class ArtifactSender:
@@ -96,8 +98,16 @@ class ArtifactSender:
         directory.mkdir()
         return directory / file_name
 
-    def stage_copy(self, run_key: str, source: str | os.PathLike[str], artifact_path: str) -> None:
-        """Copies ``source`` aside now and queues it under ``artifact_path`` (a directory)."""
+    def stage_copy(
+        self,
+        run_key: str,
+        source: str | os.PathLike[str],
+        artifact_path: str,
+        *,
+        model_id: str = "",
+    ) -> None:
+        """Copies ``source`` aside now and queues it under ``artifact_path`` (a directory of
+        the run's artifacts, or of logged model ``model_id``'s)."""
         name = os.path.basename(os.fspath(source))
         target = self.new_path(name)
         try:
@@ -105,12 +115,16 @@ class ArtifactSender:
         except BaseException:
             shutil.rmtree(target.parent, ignore_errors=True)
             raise
-        self.stage_file(run_key, target, artifact_path, name)
+        self.stage_file(run_key, target, artifact_path, name, model_id=model_id)
 
-    def stage_file(self, run_key: str, staged: Path, artifact_path: str, file_name: str) -> None:
+    def stage_file(
+        self, run_key: str, staged: Path, artifact_path: str, file_name: str, *, model_id: str = ""
+    ) -> None:
         """Queues a file from ``new_path`` (its directory is deleted once delivered)."""
         size = staged.stat().st_size
-        item = StagedArtifact(run_key, artifact_path, file_name, staged, size, uuid.uuid4().hex)
+        item = StagedArtifact(
+            run_key, artifact_path, file_name, staged, size, uuid.uuid4().hex, model_id
+        )
         with self._lock:
             if self._stop.is_set() or self._staged_bytes + size > MAX_STAGED_BYTES:
                 self._drop(item)
@@ -255,6 +269,7 @@ class ArtifactSender:
                 artifact_path=item.artifact_path,
                 file_name=item.file_name,
                 size=item.size,
+                model_id=item.model_id,
             )
         )
         digest = hashlib.sha256()

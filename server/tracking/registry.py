@@ -17,6 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos import model_registry_pb2 as pb
 from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 from mlflow.store.artifact.utils.models import _parse_model_uri
+from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
 from server.tracking.reads import Context, visible_model, visible_run
 
@@ -24,7 +25,7 @@ from server.tracking.reads import Context, visible_model, visible_run
 def _version(version: Any) -> pb.ModelVersion:
     proto: pb.ModelVersion = version.to_proto()
     model_id = getattr(version, "model_id", None)
-    if not proto.source.startswith("models:/"):
+    if not proto.source.startswith(("models:/", "runs:/")):
         proto.source = f"models:/{model_id}" if model_id else ""
     return proto
 
@@ -85,15 +86,17 @@ def create_model_version(
     if source.startswith("models:/"):
         parsed = _parse_model_uri(source)
         model_id = parsed.model_id or model_id
+    registry_store = ctx.registry()
     if model_id:
-        # Resolved here, with this receiver's store: MLflow's SQL registry would otherwise ask
-        # the process's default tracking URI.
         model = visible_model(ctx, model_id)
-        source, run_id = model.artifact_location, run_id or model.source_run_id
+        run_id = run_id or model.source_run_id
+        if isinstance(registry_store, SqlAlchemyStore):
+            # MLflow's SQL registry resolves models:/ sources with the process's default
+            # tracking URI, not this receiver's store: resolve it here. (An MLflow server
+            # resolves them with its own store.)
+            source = model.artifact_location
     elif source.startswith("runs:/"):
         run_id = source[len("runs:/") :].split("/", 1)[0] or run_id or ""
-        path = source[len("runs:/") :].partition("/")[2]
-        source = f"{visible_run(ctx, run_id).info.artifact_uri}/{path}".rstrip("/")
     else:
         raise MlflowException(
             "a model version's source must be models:/<model id> or runs:/<run id>/<path> (the"
@@ -102,7 +105,7 @@ def create_model_version(
         )
     if run_id:
         visible_run(ctx, run_id)
-    version = ctx.registry().create_model_version(
+    version = registry_store.create_model_version(
         req.name,
         source,
         run_id=run_id,
