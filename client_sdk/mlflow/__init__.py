@@ -25,8 +25,15 @@ from types import ModuleType
 from typing import Any
 
 
+def _installed() -> bool:
+    try:
+        return importlib.util.find_spec("mlflow") is not None
+    except (ImportError, ValueError):  # set to None in sys.modules: treated as not installed
+        return False
+
+
 def _implementation() -> ModuleType:
-    if importlib.util.find_spec("mlflow") is not None:
+    if _installed():
         from client_sdk.mlflow import _full
 
         return _full
