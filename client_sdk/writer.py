@@ -10,9 +10,10 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import cast
+from pathlib import Path
+from typing import Any, cast
 
 from bridge.events import Event, Metric, Param, RunEnd, RunStart, RunStatus, Tag
 from bridge.validation import (
@@ -25,7 +26,9 @@ from bridge.validation import (
     validate_step_and_timestamp,
     validate_tag,
 )
+from client_sdk._artifacts import ArtifactSender
 from client_sdk._batches import BufferItem
+from client_sdk._files import stage_written, write_dict
 from client_sdk._sender import Sender
 from client_sdk._transport import Transport
 from client_sdk._values import is_tensor, tensor_value
@@ -99,6 +102,8 @@ class Writer:
         )
         self._lock = threading.Lock()
         self._active: RunHandle | None = None
+        self._last: RunHandle | None = None
+        self._files: ArtifactSender | None = None
         self._metric_keys: set[str] = set()
         self._closed = False
         self._started = False
@@ -156,6 +161,7 @@ class Writer:
             target.ended = True
             if target is self._active:
                 self._active = None
+                self._last = target
         self._enqueue(target.run_key, RunEnd(status, _now_ms()))
 
     @property
@@ -251,6 +257,27 @@ class Writer:
         for key, value in checked:
             self._enqueue(target.run_key, Tag(key, value))
 
+    # -- files written by the call ----------------------------------------------------------
+
+    def log_text(self, text: str, artifact_file: str, *, run: RunHandle | None = None) -> None:
+        """Logs a string as a UTF-8 text file of the run's artifacts (``notes/a.txt``)."""
+        self._log_written(artifact_file, lambda p: p.write_text(text, encoding="utf-8"), run)
+
+    def log_dict(
+        self, dictionary: Mapping[str, Any], artifact_file: str, *, run: RunHandle | None = None
+    ) -> None:
+        """Logs a dict as a file of the run's artifacts: YAML for ``.yml``/``.yaml``, else JSON."""
+        self._log_written(artifact_file, lambda p: write_dict(p, dictionary, artifact_file), run)
+
+    def _log_written(
+        self, artifact_file: str, write: Callable[[Path], object], run: RunHandle | None
+    ) -> None:
+        target = self._target(run)
+        with self._lock:
+            if self._files is None:
+                self._files = ArtifactSender(self.config)
+        stage_written(self._files, target.run_key, artifact_file, write)
+
     def enqueue(self, run: RunHandle, event: Event) -> None:
         """Appends an event of ``run`` that the caller has validated already (the MLflow
         compatibility layers check their input themselves, with MLflow's exact wording)."""
@@ -282,8 +309,9 @@ class Writer:
     # -- delivery ------------------------------------------------------------------------------
 
     def run_id(self, run: RunHandle | None = None, timeout_s: float = 0.0) -> str:
-        """MLflow's id of ``run`` (default: active run), waiting up to ``timeout_s`` for it."""
-        target = run or self._active
+        """MLflow's id of ``run`` (default: the active run, else the run ended last), waiting up
+        to ``timeout_s`` for it."""
+        target = run or self._active or self._last
         if target is None:
             return ""
         deadline = time.monotonic() + timeout_s
@@ -303,9 +331,11 @@ class Writer:
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Waits until everything logged so far is acknowledged; False if time ran out."""
-        if not self._started:
-            return True
-        return self._sender.flush(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        done = self._sender.flush(timeout_s) if self._started else True
+        if self._files is not None:
+            done = self._files.flush(max(0.0, deadline - time.monotonic())) and done
+        return done
 
     def close(self, timeout_s: float | None = None) -> int:
         """Ends the active run (FINISHED), drains within ``timeout_s`` and stops.
@@ -321,7 +351,11 @@ class Writer:
             self._closed = True
         atexit.unregister(self._close_at_exit)
         budget = self.config.close_timeout_s if timeout_s is None else timeout_s
-        return self._sender.close(budget)
+        deadline = time.monotonic() + budget
+        left = self._sender.close(budget)
+        if self._files is not None:
+            left += self._files.close(max(0.5, deadline - time.monotonic()))
+        return left
 
     def _close_at_exit(self) -> None:
         self.close(self.config.close_timeout_s)

@@ -35,6 +35,7 @@ from client_sdk.mlflow._artifacts import (
     log_dict,
     log_figure,
     log_image,
+    log_stream,
     log_table,
     log_text,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "log_metrics",
     "log_param",
     "log_params",
+    "log_stream",
     "log_table",
     "log_text",
     "set_experiment",
@@ -176,9 +178,15 @@ def set_experiment(
             )
         experiment = _state.register_experiment(experiment_name)
         _state.experiment = experiment_name
+        _state.experiment_id = None
         return experiment
-    _state.experiment = _state.experiment_name(str(experiment_id))
-    return _state.experiment_entity(str(experiment_id))
+    key = str(experiment_id)
+    if key in _state.experiments:
+        _state.experiment, _state.experiment_id = _state.experiments[key], None
+        return _state.experiment_entity(key)
+    # An MLflow experiment by id: runs are started in it (the receiver checks that it exists).
+    _state.experiment, _state.experiment_id = None, key
+    return Experiment(key, "")
 
 
 def create_experiment(

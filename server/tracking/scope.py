@@ -19,6 +19,7 @@ from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 
 TAG_CLIENT_ID = "trackbridge.client_id"
 TAG_JOB = "trackbridge.job"
+TAG_ROLE = "trackbridge.role"
 
 
 class ReadScope(enum.Enum):
@@ -61,7 +62,9 @@ class Caller:
 
     def run_filter(self, filter_string: str) -> str:
         """A search_runs filter limited to the scope (MLflow's grammar is a conjunction, so
-        ANDing a clause cannot be escaped)."""
+        ANDing a clause cannot be escaped). Within a job or a client's runs, the job's parent
+        runs (the bridge's bookkeeping, which the MLflow UI shows as the tree's roots) are left
+        out, so that a script's searches find the runs it and its peers logged."""
         clause = self._clause()
         if clause is None:
             return filter_string
@@ -70,9 +73,10 @@ class Caller:
     def _clause(self) -> str | None:
         if self.reads_all:
             return None
+        clients = f"tags.`{TAG_ROLE}` = 'client'"
         if self.scope is ReadScope.OWN:
-            return f"tags.`{TAG_CLIENT_ID}` = '{_quote(self.client_id)}'"
-        return f"tags.`{TAG_JOB}` = '{_quote(self.job)}'"
+            return f"tags.`{TAG_CLIENT_ID}` = '{_quote(self.client_id)}' and {clients}"
+        return f"tags.`{TAG_JOB}` = '{_quote(self.job)}' and {clients}"
 
     def refuse(self, what: str) -> MlflowException:
         """The error for an entity outside the scope."""

@@ -81,6 +81,15 @@ SCRIPTS = (
     Script("experiments"),
     Script("manual_runs"),
     Script("bad_input_handled"),
+    Script("sklearn_model"),
+    Script("pytorch_model"),
+    Script("client_api", timestamps=True),
+    Script("best_run_search"),
+    Script("datasets"),
+    Script("seeded"),
+    Script("experiment_ids"),
+    Script("nested_tree"),
+    Script("sklearn_autolog"),
 )
 
 
@@ -171,7 +180,8 @@ def results(
         print(f"servers and receivers up: {time.monotonic() - started:.1f} s")
         jobs = [(mode, script) for script in SCRIPTS for mode in (REAL, SWAP, ZERO)]
         # Heaviest first, so the long ones do not finish last.
-        jobs.sort(key=lambda j: j[1].name not in ("many_points", "torch_train", "media"))
+        heavy = ("sklearn_model", "pytorch_model", "sklearn_autolog", "many_points", "torch_train")
+        jobs.sort(key=lambda j: j[1].name not in heavy)
         workers = max(3, min(6, (os.cpu_count() or 2) + 2))
         with ThreadPoolExecutor(workers) as pool:
             done = list(pool.map(lambda j: _run(j[0], j[1], servers, receivers, root), jobs))

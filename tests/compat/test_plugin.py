@@ -33,7 +33,8 @@ with mlflow.start_run(run_name="reader") as run:
     # Read-your-writes: what this process logged just now is in MLflow's answers.
     got = mlflow.get_run(run.info.run_id)
     out["get_run"] = [got.data.metrics, got.data.params, got.info.status]
-    out["history"] = [(m.value, m.step) for m in MlflowClient().get_metric_history(run.info.run_id, "m")]
+    history = MlflowClient().get_metric_history(run.info.run_id, "m")
+    out["history"] = [(m.value, m.step) for m in history]
     found = mlflow.search_runs(filter_string="params.lr = '0.1'", output_format="list")
     out["search"] = [r.info.run_id == run.info.run_id for r in found]
     try:

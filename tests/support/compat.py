@@ -186,12 +186,57 @@ def _run_state(client: Any, run: Any, *, timestamps: bool) -> dict[str, Any]:
         for k, v in run.data.tags.items()
         if not k.startswith(("mlflow.", "trackbridge.")) or k in COMPARED_MLFLOW_TAGS
     }
+    full = client.get_run(run.info.run_id)
+    inputs = full.inputs.dataset_inputs if full.inputs else []
+    outputs = full.outputs.model_outputs if full.outputs else []
     return {
         "status": run.info.status,
         "params": dict(sorted(run.data.params.items())),
         "tags": dict(sorted(tags.items())),
         "metrics": metrics,
         "artifacts": _artifacts(client, run.info.run_id),
+        "inputs": sorted(
+            [
+                d.dataset.name,
+                d.dataset.digest,
+                d.dataset.source_type,
+                sorted((t.key, t.value) for t in d.tags),
+            ]
+            for d in inputs
+        ),
+        "models": sorted(
+            (_model_state(client, o.model_id, o.step) for o in outputs), key=json.dumps
+        ),
+    }
+
+
+def _model_state(client: Any, model_id: str, step: int) -> dict[str, Any]:
+    """A logged model as a user sees it: name, status, params, user tags, registrations,
+    metrics, and its files (paths only: MLmodel records ids and times)."""
+    import mlflow.artifacts
+
+    model = client.get_logged_model(model_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{model_id}", dst_path=tmp, tracking_uri=client.tracking_uri
+            )
+        )
+        files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    registrations = json.loads(model.tags.get("mlflow.modelVersions", "[]"))
+    return {
+        "name": model.name,
+        "step": step,
+        "status": str(model.status),
+        "params": dict(sorted(model.params.items())),
+        "tags": {
+            k: v
+            for k, v in sorted(model.tags.items())
+            if not k.startswith(("mlflow.", "trackbridge."))
+        },
+        "registered": sorted([r["name"], r["version"]] for r in registrations),
+        "metrics": sorted([m.key, _value(m.value), m.step] for m in model.metrics or []),
+        "files": files,
     }
 
 
