@@ -37,15 +37,20 @@ BRIDGE_ROLE = "trackbridge.role"
 
 
 def swap_import(source: str) -> str:
-    """The script with ``import mlflow`` changed to the bridge's module: the only edit a user
-    makes."""
+    """The script with ``import mlflow`` changed to the bridge's module (or, in a script that
+    has no ``import mlflow``, its ``from mlflow import ...``): the only edit a user makes. Other
+    imports (``import mlflow.sklearn``) stay as they are."""
     swapped, count = re.subn(
-        r"^import mlflow(\s*(#.*)?)$",
+        r"^import mlflow([ \t]*(#.*)?)$",
         r"import client_sdk.mlflow as mlflow\1",
         source,
         flags=re.MULTILINE,
     )
-    assert count == 1, "a conformance script imports mlflow exactly once, as `import mlflow`"
+    if count == 0:
+        swapped, count = re.subn(
+            r"^from mlflow import ", "from client_sdk.mlflow import ", source, count=1, flags=re.M
+        )
+    assert count == 1, "a conformance script imports mlflow once, as `import mlflow`"
     return swapped
 
 
