@@ -218,16 +218,13 @@ def _run_state(client: Any, run: Any, *, timestamps: bool) -> dict[str, Any]:
 def _model_state(client: Any, model_id: str, step: int) -> dict[str, Any]:
     """A logged model as a user sees it: name, status, params, user tags, registrations,
     metrics, and its files (paths only: MLmodel records ids and times)."""
-    import mlflow.artifacts
-
     model = client.get_logged_model(model_id)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{model_id}", dst_path=tmp, tracking_uri=client.tracking_uri
-            )
-        )
-        files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    files: list[str] = []
+    folders = [""]
+    while folders:  # listed with this client (a models:/ download would use the default URI)
+        for info in client.list_logged_model_artifacts(model_id, folders.pop() or None):
+            (folders if info.is_dir else files).append(info.path)
+    files.sort()
     registrations = json.loads(model.tags.get("mlflow.modelVersions", "[]"))
     return {
         "name": model.name,
