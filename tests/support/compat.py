@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 CONFORMANCE_DIR = Path(__file__).resolve().parents[1] / "compat" / "conformance"
-SCRIPT_TIMEOUT_S = 180.0
+SCRIPT_TIMEOUT_S = 300.0
 
 GENERATED_NAME = re.compile(r"^[a-z]+-[a-z]+-\d{1,3}$")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
