@@ -261,3 +261,5 @@ def test_nvflare_site_runs_end_with_the_job(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+            if proc.stdout is not None:
+                proc.stdout.close()
