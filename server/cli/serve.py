@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -72,6 +73,9 @@ def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # MLflow starts its usage telemetry when first imported: an aggregator holding MLflow's
+    # credentials makes no outbound calls but to MLflow (an operator may set it to false).
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from server.data_dir import DataDirInUse
     from server.receiver import Receiver, serve
     from server.security.tls import CertificateError

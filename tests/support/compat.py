@@ -236,8 +236,10 @@ def _model_state(client: Any, model_id: str, step: int) -> dict[str, Any]:
             for k, v in sorted(model.tags.items())
             if not k.startswith(("mlflow.", "trackbridge."))
         },
-        "registered": sorted([r["name"], r["version"]] for r in registrations),
-        "metrics": sorted([m.key, _value(m.value), m.step] for m in model.metrics or []),
+        "registered": sorted(f"{r['name']}/{r['version']}" for r in registrations),
+        "metrics": sorted(
+            ([m.key, _value(m.value), m.step] for m in model.metrics or []), key=json.dumps
+        ),
         "files": files,
     }
 
