@@ -41,7 +41,7 @@ from tests.support.procs import (
     wait_until,
 )
 
-pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
+pytestmark = [pytest.mark.timeout(1800), pytest.mark.slow]
 
 REAL, SWAP, ZERO = "real mlflow", "import swap", "zero-code"
 BRIDGE_MODES = (SWAP, ZERO)
