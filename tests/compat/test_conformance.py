@@ -236,6 +236,8 @@ def test_script_leaves_the_same_mlflow_state(results: Results, script: Script, m
         f"{real.returncode} with real mlflow\n--- real mlflow output\n{real.output[-3000:]}\n"
         f"--- {mode} output\n{bridged.output[-3000:]}"
     )
+    # Nothing in the working directory but what the script itself writes there.
+    assert bridged.files == real.files, f"{script.name} ({mode}) left files: {bridged.files}"
     expected = results.states[(REAL, script.name)]
     assert expected, f"{script.name} left nothing in MLflow:\n{real.output[-3000:]}"
     difference = diff(expected, results.states[(mode, script.name)], mode)

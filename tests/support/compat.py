@@ -63,6 +63,8 @@ class ScriptRun:
     returncode: int
     output: str
     seconds: float = 0.0
+    files: tuple[str, ...] = ()
+    """What the script left in its working directory (relative paths)."""
 
 
 def run_script(script: Path, mode: str, env: dict[str, str], cwd: Path) -> ScriptRun:
@@ -83,7 +85,14 @@ def run_script(script: Path, mode: str, env: dict[str, str], cwd: Path) -> Scrip
         out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
         return ScriptRun(script.stem, mode, -9, f"timed out after {SCRIPT_TIMEOUT_S} s\n{out}")
     seconds = time.monotonic() - started
-    return ScriptRun(script.stem, mode, done.returncode, done.stdout + done.stderr, seconds)
+    left = tuple(
+        sorted(
+            p.relative_to(cwd).as_posix()
+            for p in cwd.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and p != script
+        )
+    )
+    return ScriptRun(script.stem, mode, done.returncode, done.stdout + done.stderr, seconds, left)
 
 
 def base_env(**extra: str) -> dict[str, str]:
