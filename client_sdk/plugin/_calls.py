@@ -45,10 +45,20 @@ def call(
     return response.FromString(data)
 
 
+_PASSING = frozenset({"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"})
+"""MLflow errors that say "not now" (the receiver's MLflow is down or busy), not "no"."""
+
+
 def error(exc: RelayError, session: Session) -> MlflowException:
     """A relay failure as MLflow raises it."""
-    if exc.reached:
+    if exc.reached and exc.error_code not in _PASSING:
         return RestException({"error_code": exc.error_code, "message": exc.message})  # type: ignore[no-untyped-call]
+    if exc.reached:
+        return Unreachable(
+            f"the MLflow behind the trackbridge receiver at {session.config.receiver} could not"
+            f" answer now ({exc.error_code}: {exc.message})",
+            error_code=TEMPORARILY_UNAVAILABLE,
+        )
     return Unreachable(
         f"the trackbridge receiver at {session.config.receiver} did not answer"
         f" ({exc.error_code}: {exc.message}); it serves MLflow's reads and the writes that need"
