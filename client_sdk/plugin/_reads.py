@@ -4,6 +4,7 @@ script must not fail while the receiver is away (its own runs, experiments it na
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from client_sdk._compat.session import RunRecord, Session
 from client_sdk.plugin._calls import Unreachable, call, experiment_of, run_of
 
 _NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+_LOCAL_READS_S = 30.0
 
 
 class Reads:
@@ -28,6 +30,8 @@ class Reads:
     """Experiment id -> name, for the ids this store handed out or learned."""
     _mlflow_ids: set[str]
     """The ids among them that are MLflow's (the rest are local stand-ins)."""
+    _local_reads_until = 0.0
+    """Until then (monotonic), reads of this process's own runs are answered locally."""
 
     # -- experiments -----------------------------------------------------------------------------
 
@@ -163,13 +167,19 @@ class Reads:
         mlflow_id = session.run_id(record) if record is not None else run_id
         if record is not None and mlflow_id == record.key:
             return self._local_run(record)  # MLflow has no id for it yet
+        if record is not None and time.monotonic() < self._local_reads_until:
+            return self._local_run(record)  # the receiver was away a moment ago
         try:
             timeout = session.run_id_timeout_s if record is not None else None
             reply = call(session, pb.GetRun(run_id=mlflow_id), pb.GetRun.Response, timeout)
         except Unreachable:
             if record is None:
                 raise
-            return self._local_run(record)  # its own run: training goes on without the receiver
+            # Its own run: training goes on without the receiver (MLflow's fluent calls read
+            # the run often: log_metric(run_id=...), the system-metrics monitor), answered
+            # from what this process logged, without asking again for a while.
+            self._local_reads_until = time.monotonic() + _LOCAL_READS_S
+            return self._local_run(record)
         return run_of(session, reply.run)
 
     def _search_runs(  # noqa: PLR0917 - MLflow's signature

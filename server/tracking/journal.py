@@ -18,6 +18,8 @@ from server.tracking.calls import decode
 from server.tracking.reads import Context
 from server.tracking.scope import Caller, ReadScope
 
+_REFUSED = frozenset({"PERMISSION_DENIED", "NOT_IMPLEMENTED"})
+
 
 class JournalApplier:
     """Applies ``MlflowCall`` events for the flusher (its ``CallApplier``)."""
@@ -51,4 +53,10 @@ class JournalApplier:
             experiments_of=self._experiments_of,
             artifact_location=self._artifact_location,
         )
-        handler(ctx, request)
+        try:
+            handler(ctx, request)
+        except MlflowException as exc:
+            if exc.error_code in _REFUSED:
+                # Not the client's to change: no retry can fix it (the flusher keeps the reason).
+                raise MlflowException(exc.message, error_code=INVALID_PARAMETER_VALUE) from None
+            raise
