@@ -9,6 +9,7 @@ from bridge.events import (
     Event,
     EventBatch,
     Metric,
+    MlflowCall,
     Param,
     RunEnd,
     RunStart,
@@ -17,6 +18,7 @@ from bridge.events import (
 )
 from bridge.limits import MAX_EVENT_BYTES
 from bridge.pb.v1 import events_pb2 as pb
+from bridge.protocol import JOURNALED_CALLS, MAX_CALL_BYTES
 from bridge.validation import (
     MAX_INT64,
     SDK_TAGS,
@@ -67,6 +69,8 @@ def event_to_proto(event: Event, out: pb.Event) -> None:
         rs.start_time_ms = event.start_time_ms
         rs.parent_run_key = event.parent_run_key
         rs.resume_run_id = event.resume_run_id
+        rs.experiment_id = event.experiment_id
+        rs.top_level = event.top_level
     elif isinstance(event, DeleteTag):
         out.delete_tag.key = event.key
     elif isinstance(event, Dropped):
@@ -77,6 +81,9 @@ def event_to_proto(event: Event, out: pb.Event) -> None:
         d.last_seq = event.last_seq
         d.first_ms = event.first_ms
         d.last_ms = event.last_ms
+    elif isinstance(event, MlflowCall):
+        out.mlflow_call.method = event.method
+        out.mlflow_call.request = event.request
     else:
         out.run_end.status = _STATUS_TO_PB[event.status]
         out.run_end.end_time_ms = event.end_time_ms
@@ -104,7 +111,7 @@ def batch_to_proto(batch: EventBatch) -> pb.EventBatch:
     return msg
 
 
-def event_from_proto(msg: pb.Event) -> Event:
+def event_from_proto(msg: pb.Event) -> Event:  # noqa: PLR0911 - one return per kind
     """Converts one wire event; raises BatchRejected for an empty or unknown kind."""
     kind = msg.WhichOneof("kind")
     if kind == "metric":
@@ -123,7 +130,11 @@ def event_from_proto(msg: pb.Event) -> Event:
             start_time_ms=rs.start_time_ms,
             parent_run_key=rs.parent_run_key,
             resume_run_id=rs.resume_run_id,
+            experiment_id=rs.experiment_id,
+            top_level=rs.top_level,
         )
+    if kind == "mlflow_call":
+        return MlflowCall(msg.mlflow_call.method, msg.mlflow_call.request)
     if kind == "delete_tag":
         return DeleteTag(msg.delete_tag.key)
     if kind == "dropped":
@@ -195,6 +206,16 @@ def check_event(event: Event) -> None:
             f"a dropped-events report needs a count of at least 1 and a reason of at most"
             f" {MAX_ID_LENGTH} characters (got {event.count}, {len(event.reason)})"
         )
+    elif isinstance(event, MlflowCall):
+        if event.method not in JOURNALED_CALLS:
+            raise MlflowException.invalid_parameter_value(
+                f"mlflow_call {event.method[:100]!r} is not a call the event stream carries"
+            )
+        if len(event.request) > MAX_CALL_BYTES:
+            raise MlflowException.invalid_parameter_value(
+                f"mlflow_call {event.method} is {len(event.request)} bytes (at most"
+                f" {MAX_CALL_BYTES})"
+            )
 
 
 def check_run_start(start: RunStart) -> None:

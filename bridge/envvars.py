@@ -107,3 +107,9 @@ MLFLOW_TRACKING_CLIENT_CERT_PATH = "MLFLOW_TRACKING_CLIENT_CERT_PATH"
 
 MLFLOW_TRACKING_INSECURE_TLS = "MLFLOW_TRACKING_INSECURE_TLS"
 """Receiver: ``true`` skips verifying MLflow's certificate (never in production)."""
+
+TRACKBRIDGE_READ_SCOPE = "TRACKBRIDGE_READ_SCOPE"
+"""Receiver: what clients may read back (``own``, ``job`` or ``all``; default ``job``)."""
+
+TRACKBRIDGE_READ_TIMEOUT_S = "TRACKBRIDGE_READ_TIMEOUT_S"
+"""Client: how long an MLflow read through the receiver may take, in seconds (default 60)."""

@@ -60,6 +60,10 @@ class RunStart:
     resume_run_id: str = ""
     """An existing MLflow run (of this client) to attach to and set RUNNING, instead of
     creating one; empty creates the run (or finds it again by its run key)."""
+    experiment_id: str = ""
+    """An existing MLflow experiment by id; when set it wins over ``experiment``."""
+    top_level: bool = False
+    """No job parent run: the run sits at the top of its experiment (ignored when nested)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +102,20 @@ numbered."""
 DROPPED_SPOOL_LOST = "spool_lost"
 """The events were spooled, then lost with the spool (a torn WAL, an unreadable file)."""
 
-Event = Metric | Param | Tag | RunStart | RunEnd | DeleteTag | Dropped
+
+@dataclass(frozen=True, slots=True)
+class MlflowCall:
+    """A write of MLflow's API beyond the kinds above (``delete_run``, ``log_inputs``,
+    ``log_outputs``, logged-model updates...), applied in order with the run's events."""
+
+    method: str
+    """Full name of MLflow's request message, e.g. ``mlflow.LogInputs`` (see
+    ``bridge.protocol.JOURNALED_CALLS``)."""
+    request: bytes
+    """The serialized request; the receiver sets the run's MLflow id where it names the run."""
+
+
+Event = Metric | Param | Tag | RunStart | RunEnd | DeleteTag | MlflowCall | Dropped
 
 
 @dataclass(frozen=True, slots=True)

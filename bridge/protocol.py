@@ -17,3 +17,27 @@ ARTIFACTS_SERVICE = "trackbridge.v1.Artifacts"
 
 ARTIFACT_CHUNK_BYTES = 1024 * 1024
 """Largest data chunk of an artifact upload; the receiver refuses larger ones."""
+
+TRACKING_SERVICE = "trackbridge.v1.Tracking"
+"""Full name of the service that answers MLflow's tracking and registry calls (tracking.proto)."""
+
+JOURNALED_CALLS = frozenset(
+    {
+        "mlflow.DeleteRun",
+        "mlflow.RestoreRun",
+        "mlflow.LogInputs",
+        "mlflow.LogOutputs",
+        "mlflow.LogBatch",
+        "mlflow.FinalizeLoggedModel",
+        "mlflow.SetLoggedModelTags",
+        "mlflow.DeleteLoggedModelTag",
+        "mlflow.LogLoggedModelParamsRequest",
+        "mlflow.DeleteLoggedModel",
+    }
+)
+"""MLflow writes that travel in a run's event stream (``MlflowCall`` events), applied in order
+with its metrics, params and tags. ``LogBatch`` carries metrics tied to a logged model or a
+dataset (the plain Metric event has no room for those)."""
+
+MAX_CALL_BYTES = 1024 * 1024
+"""Largest serialized request an ``MlflowCall`` event may carry."""

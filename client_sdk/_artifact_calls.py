@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 
 from bridge.validation import verify_artifact_path
 from client_sdk._artifacts import ArtifactSender
+from client_sdk._files import stage_written, write_dict
 from client_sdk._handles import RunHandle
 
 
 class ArtifactCalls:
-    """``log_artifact`` and ``log_artifacts`` of the Writer (which provides what is declared
-    here)."""
+    """``log_artifact``, ``log_artifacts``, ``log_text`` and ``log_dict`` of the Writer (which
+    provides what is declared here)."""
 
     _artifacts: ArtifactSender
     _started: bool
@@ -81,3 +85,23 @@ class ArtifactCalls:
         if not self._started:
             self._start()
         self._artifacts.stage_tree(target.run_key, local_dir, artifact_path or "")
+
+    # -- files written by the call ----------------------------------------------------------
+
+    def log_text(self, text: str, artifact_file: str, *, run: RunHandle | None = None) -> None:
+        """Logs a string as a UTF-8 text file of the run's artifacts (``notes/a.txt``)."""
+        self._log_written(artifact_file, lambda p: p.write_text(text, encoding="utf-8"), run)
+
+    def log_dict(
+        self, dictionary: Mapping[str, Any], artifact_file: str, *, run: RunHandle | None = None
+    ) -> None:
+        """Logs a dict as a file of the run's artifacts: YAML for ``.yml``/``.yaml``, else JSON."""
+        self._log_written(artifact_file, lambda p: write_dict(p, dictionary, artifact_file), run)
+
+    def _log_written(
+        self, artifact_file: str, write: Callable[[Path], object], run: RunHandle | None
+    ) -> None:
+        target = self._target(run)
+        if not self._started:
+            self._start()
+        stage_written(self._artifacts, target.run_key, artifact_file, write)

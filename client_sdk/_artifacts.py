@@ -168,9 +168,16 @@ class ArtifactSender:
                 exc.errno or 0, f"trackbridge: cannot stage {file_name}: {exc.strerror or exc}"
             ) from exc
 
-    def stage_copy(self, run_key: str, source: str | os.PathLike[str], artifact_path: str) -> None:
+    def stage_copy(
+        self,
+        run_key: str,
+        source: str | os.PathLike[str],
+        artifact_path: str,
+        *,
+        model_id: str = "",
+    ) -> None:
         """Copies ``source`` aside now, durably, and queues it under ``artifact_path`` (a
-        directory).
+        directory of the run's artifacts, or of logged model ``model_id``'s).
 
         Raises:
             ArtifactNotStaged: Over the staging quota, not enough free space, or an I/O error.
@@ -181,14 +188,26 @@ class ArtifactSender:
         name = os.path.basename(os.fspath(source))
         self._reserve(directory, size, f"{artifact_path}/{name}" if artifact_path else name)
         try:
-            item = stage_copy(directory, source, run_key, artifact_path, self._destination(spool))
+            item = stage_copy(
+                directory,
+                source,
+                run_key,
+                artifact_path,
+                self._destination(spool),
+                model_id=model_id,
+            )
         except BaseException:
             self._release(size)
             raise
         self._enqueue(item, spool)
 
     def stage_tree(
-        self, run_key: str, local_dir: str | os.PathLike[str], artifact_path: str
+        self,
+        run_key: str,
+        local_dir: str | os.PathLike[str],
+        artifact_path: str,
+        *,
+        model_id: str = "",
     ) -> None:
         """Stages every file under ``local_dir``, keeping its layout under ``artifact_path``;
         the whole tree is checked against the quota and the free space first."""
@@ -208,9 +227,11 @@ class ArtifactSender:
             left = self._config.max_staged_artifact_bytes - self._staged_bytes
         check_room(directory, sum(os.path.getsize(f) for f, _ in files), left, root)
         for file, relative_dir in files:
-            self.stage_copy(run_key, file, relative_dir)
+            self.stage_copy(run_key, file, relative_dir, model_id=model_id)
 
-    def stage_file(self, run_key: str, staged: Path, artifact_path: str, file_name: str) -> None:
+    def stage_file(
+        self, run_key: str, staged: Path, artifact_path: str, file_name: str, *, model_id: str = ""
+    ) -> None:
         """Queues a file the caller wrote into ``new_path`` (its folder is deleted once
         delivered); raises ArtifactNotStaged as ``stage_copy`` does (and deletes the file)."""
         _directory, spool = self._where()
@@ -221,7 +242,9 @@ class ArtifactSender:
             shutil.rmtree(staged.parent, ignore_errors=True)
             raise
         try:
-            item = stage_written(staged, run_key, artifact_path, self._destination(spool))
+            item = stage_written(
+                staged, run_key, artifact_path, self._destination(spool), model_id=model_id
+            )
         except BaseException:
             self._release(size)
             raise

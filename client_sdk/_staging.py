@@ -58,6 +58,8 @@ class StagedArtifact:
     upload_id: str
     path: Path
     """The staged copy; its folder holds the manifest too."""
+    model_id: str = ""
+    """An MLflow logged model the file belongs to ("": the run's artifacts)."""
 
     @property
     def shown(self) -> str:
@@ -99,6 +101,8 @@ def stage_copy(
     run_key: str,
     artifact_path: str,
     destination: Destination | None,
+    *,
+    model_id: str = "",
 ) -> StagedArtifact:
     """Copies ``source`` aside (hashing it) and records it; raises ArtifactNotStaged."""
     name = os.path.basename(os.fspath(source))
@@ -120,6 +124,7 @@ def stage_copy(
             size=size,
             sha256=digest.hexdigest(),
             destination=destination,
+            model_id=model_id,
         )
     except BaseException as exc:
         shutil.rmtree(target.parent, ignore_errors=True)
@@ -129,7 +134,12 @@ def stage_copy(
 
 
 def stage_written(
-    target: Path, run_key: str, artifact_path: str, destination: Destination | None
+    target: Path,
+    run_key: str,
+    artifact_path: str,
+    destination: Destination | None,
+    *,
+    model_id: str = "",
 ) -> StagedArtifact:
     """Records a file the caller wrote into ``new_path()``; raises ArtifactNotStaged."""
     try:
@@ -146,6 +156,7 @@ def stage_written(
             size=size,
             sha256=digest.hexdigest(),
             destination=destination,
+            model_id=model_id,
         )
     except OSError as exc:
         shutil.rmtree(target.parent, ignore_errors=True)
@@ -160,9 +171,10 @@ def _record(
     size: int,
     sha256: str,
     destination: Destination | None,
+    model_id: str,
 ) -> StagedArtifact:
     item = StagedArtifact(
-        run_key, artifact_path, target.name, size, sha256, uuid.uuid4().hex, target
+        run_key, artifact_path, target.name, size, sha256, uuid.uuid4().hex, target, model_id
     )
     record = {k: v for k, v in asdict(item).items() if k != "path"}
     record["destination"] = asdict(destination) if destination is not None else None
@@ -195,6 +207,7 @@ def load(manifest: Path) -> StagedArtifact | None:
             str(record["sha256"]),
             str(record["upload_id"]),
             manifest.parent / str(record["file_name"]),
+            str(record.get("model_id", "")),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -240,6 +253,7 @@ def chunks(
             file_name=item.file_name,
             size=item.size,
             sha256=item.sha256,
+            model_id=item.model_id,
         )
     )
     digest = hashlib.sha256()

@@ -9,7 +9,14 @@ from typing import Any
 import grpc
 
 from bridge.channel import ChannelSecurity
-from bridge.pb.v1 import artifacts_pb2, artifacts_pb2_grpc, ingest_pb2, ingest_pb2_grpc
+from bridge.pb.v1 import (
+    artifacts_pb2,
+    artifacts_pb2_grpc,
+    ingest_pb2,
+    ingest_pb2_grpc,
+    tracking_pb2,
+    tracking_pb2_grpc,
+)
 from bridge.protocol import PUBLISH_METHOD, RETRY_AFTER_KEY
 from client_sdk._fork_gate import clean_fork, grpc_call
 from client_sdk._targets import channel_target
@@ -172,6 +179,56 @@ class ArtifactTransport:
             code = exc.code()
             raise TransportError(code.name, exc.details() or "", retryable=True) from None
         return info
+
+    def close(self) -> None:
+        """Closes the channel."""
+        if self._channel is not None:
+            self._channel.close()
+
+
+class TrackingTransport:
+    """MLflow calls and artifact reads, answered by the receiver (tracking.proto), on a
+    connection of their own so that a slow read never delays the event batches."""
+
+    def __init__(self, address: str, security: ChannelSecurity | None = None) -> None:
+        options = (*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1))
+        self._channel = _open_channel(address, security, options)
+        self._stub: Any = (
+            tracking_pb2_grpc.TrackingStub(self._channel)  # type: ignore[no-untyped-call]
+            if self._channel is not None
+            else None
+        )
+
+    def call(
+        self, request: tracking_pb2.TrackingCall, timeout_s: float
+    ) -> tracking_pb2.TrackingReply:
+        """One MLflow call; raises TransportError when it did not reach the receiver's MLflow."""
+        if self._stub is None:
+            raise _forked_mid_call()
+        try:
+            with grpc_call(long=True):
+                reply: tracking_pb2.TrackingReply = self._stub.Call(request, timeout=timeout_s)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            raise TransportError(
+                code.name, exc.details() or "", retryable=code in _RETRYABLE
+            ) from None
+        return reply
+
+    def download(
+        self, request: tracking_pb2.ArtifactRead, timeout_s: float
+    ) -> Iterator[artifacts_pb2.ArtifactData]:
+        """Streams one artifact file's chunks; raises TransportError (NOT_FOUND: no such file)."""
+        if self._stub is None:
+            raise _forked_mid_call()
+        try:
+            with grpc_call(long=True):
+                yield from self._stub.Download(request, timeout=timeout_s)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            raise TransportError(
+                code.name, exc.details() or "", retryable=code in _RETRYABLE
+            ) from None
 
     def close(self) -> None:
         """Closes the channel."""

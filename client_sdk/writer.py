@@ -87,6 +87,7 @@ class Writer(ArtifactCalls):
         self._recovery = Recovery(config) if keeper.enabled else None
         self._lock = threading.Lock()
         self._active: RunHandle | None = None
+        self._last: RunHandle | None = None
         self._metric_keys: set[str] = set()
         self._closed = False
         self._started = False
@@ -146,6 +147,7 @@ class Writer(ArtifactCalls):
             target.ended = True
             if target is self._active:
                 self._active = None
+                self._last = target
         self._enqueue(target.run_key, RunEnd(status, _now_ms()))
 
     @property
@@ -289,8 +291,9 @@ class Writer(ArtifactCalls):
     # -- delivery ------------------------------------------------------------------------------
 
     def run_id(self, run: RunHandle | None = None, timeout_s: float = 0.0) -> str:
-        """MLflow's id of ``run`` (default: active run), waiting up to ``timeout_s`` for it."""
-        target = run or self._active
+        """MLflow's id of ``run`` (default: the active run, else the run ended last), waiting up
+        to ``timeout_s`` for it."""
+        target = run or self._active or self._last
         if target is None:
             return ""
         deadline = time.monotonic() + timeout_s

@@ -15,6 +15,7 @@ SERVICE_FILES = {  # only these declare a service and get *_pb2_grpc.py
     "ingest.proto",
     "watch.proto",
     "artifacts.proto",
+    "tracking.proto",
 }
 
 

@@ -14,6 +14,7 @@ from server.security.config import SecurityConfig
 
 DEFAULT_LISTEN = "127.0.0.1:50551"
 DEFAULT_DATA_DIR = Path("trackbridge-data")
+READ_SCOPES = ("own", "job", "all")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,9 @@ class ReceiverConfig:
     """Points kept per client and metric for the live charts (long runs are downsampled)."""
     security: SecurityConfig = field(default_factory=SecurityConfig)
     """TLS, client identity and per-client limits of the gRPC port."""
+    read_scope: str = "job"
+    """What clients may read back through the receiver: ``own`` (runs of their client id),
+    ``job`` (runs of their job) or ``all``; the viewer token reads all."""
 
     def __repr__(self) -> str:
         return redacted_repr(self)  # a config dump shows no token, no password in a URI
@@ -74,6 +78,8 @@ class ReceiverConfig:
             )
         if not self.client_timeout_s > 0:
             raise ValueError(f"client_timeout_s must be positive, got {self.client_timeout_s!r}")
+        if self.read_scope not in READ_SCOPES:
+            raise ValueError(f"read_scope must be one of {READ_SCOPES}, got {self.read_scope!r}")
         if self.live_points < 2:
             raise ValueError(f"live_points must be at least 2, got {self.live_points!r}")
         http = self.http_address
@@ -125,6 +131,7 @@ class ReceiverConfig:
         client_timeout_s: float | None = None,
         live_points: int | None = None,
         security: SecurityConfig | None = None,
+        read_scope: str | None = None,
         env: Mapping[str, str] = os.environ,
     ) -> ReceiverConfig:
         """Builds a config from explicit values, then the environment, then defaults."""
@@ -157,6 +164,9 @@ class ReceiverConfig:
             client_timeout_s=150.0 if client_timeout_s is None else client_timeout_s,
             live_points=300 if live_points is None else live_points,
             security=SecurityConfig.resolve(env=env) if security is None else security,
+            read_scope=(
+                env.get(envvars.TRACKBRIDGE_READ_SCOPE, "job") if read_scope is None else read_scope
+            ),
         )
 
 

@@ -38,6 +38,8 @@ from server.queue.gaps import GapLog
 from server.queue.schema import QUEUE_FILE, QueueCorrupt
 from server.queue.sqlite import Backlog, Queue, RunRecord, connect
 from server.security.guard import Guard
+from server.tracking.scope import ReadScope
+from server.tracking.service import TrackingService
 
 _logger = logging.getLogger(__name__)
 
@@ -107,6 +109,20 @@ class Receiver:
             self.ingestor = Ingestor(
                 Queue(ingest_conn), self._stored, self.backlog, gaps=GapLog(ingest_conn)
             )
+            self.artifacts = ArtifactRelay(
+                cfg.data_dir, cfg.effective_tracking_uri, self.ingestor, cfg.flush_interval_s
+            )
+            self.tracking = TrackingService(
+                tracking_uri=cfg.effective_tracking_uri,
+                artifact_location=artifacts,
+                queue_path=queue_path,
+                ingestor=self.ingestor,
+                flush_soon=lambda: self.flusher.flush_soon(),  # noqa: PLW0108 - made below
+                uploads_pending=self.artifacts.store.pending_for,
+                authenticator=self.guard.authenticator,
+                viewer_token=cfg.viewer_token,
+                scope=ReadScope(cfg.read_scope),
+            )
             self.flusher = Flusher(
                 Queue(flush_conn),
                 sink,
@@ -123,6 +139,7 @@ class Receiver:
                 ),
                 receiver_id=self._claim.receiver_id,
                 gaps=GapLog(flush_conn),
+                calls=self.tracking.journal,
             )
         except sqlite3.DatabaseError as exc:
             raise QueueCorrupt(queue_path, exc) from None
@@ -151,10 +168,8 @@ class Receiver:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         watch = WatchService(self.hub, cfg.viewer_token, self.live.receiver_state)
         watch_pb2_grpc.add_WatchServicer_to_server(watch, server)  # type: ignore[no-untyped-call]
-        self.artifacts = ArtifactRelay(
-            cfg.data_dir, cfg.effective_tracking_uri, self.ingestor, cfg.flush_interval_s
-        )
         self.artifacts.register(server)
+        self.tracking.register(server)
         host, _, port = cfg.listen.rpartition(":")
         check_free(host, int(port), what="gRPC", flag=GRPC_FLAG)
         if cfg.http_address is not None:
@@ -257,6 +272,7 @@ class Receiver:
         if not drained:
             _logger.warning("stopped with batches still queued; they are flushed on next start")
         await loop.run_in_executor(None, self.artifacts.stop, self.config.shutdown_timeout_s)
+        self.tracking.close()
         self._mlflow_state.cancel()
         self.guard.close()
         for conn in self._conns:

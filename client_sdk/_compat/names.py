@@ -1,7 +1,8 @@
 """Run names for runs started without one, shaped like MLflow's (``adjective-noun-123``).
 
 The client names the run itself, so that ``run.info.run_name`` is known at once, with no round
-trip to the receiver.
+trip to the receiver. It draws from a private generator: the user's global ``random`` (which
+a seeded script relies on) is never touched, as with MLflow, whose server names runs.
 """
 
 from __future__ import annotations
@@ -231,6 +232,9 @@ _NOUNS = [
 ]
 
 
+_RANDOM = random.Random()
+
+
 def random_run_name() -> str:
     """A name such as ``marvelous-sheep-265``."""
-    return f"{random.choice(_ADJECTIVES)}-{random.choice(_NOUNS)}-{random.randint(0, 999)}"
+    return f"{_RANDOM.choice(_ADJECTIVES)}-{_RANDOM.choice(_NOUNS)}-{_RANDOM.randint(0, 999)}"

@@ -15,13 +15,14 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge import envvars
 from bridge.convert import check_run_start
-from bridge.events import DeleteTag, Event, Param, RunEnd, RunStart, RunStatus, Tag
+from bridge.events import DeleteTag, Event, MlflowCall, Param, RunEnd, RunStart, RunStatus, Tag
 from client_sdk._artifacts import ArtifactSender
+from client_sdk._compat.records import RunRecord, now_ms
+from client_sdk._compat.relay import Relay
 from client_sdk._ranks import RankInfo, detect_rank, logs_on_rank_zero_only
 from client_sdk._transport import ArtifactTransport, TransportError
 from client_sdk.config import WriterConfig
@@ -29,40 +30,11 @@ from client_sdk.writer import RunHandle, Writer
 
 _logger = logging.getLogger(__name__)
 
+__all__ = ["RunRecord", "Session", "now_ms"]
+
 DEFAULT_RUN_ID_TIMEOUT_S = 5.0
-
-
-def now_ms() -> int:
-    """Wall-clock milliseconds, as MLflow stamps metrics and runs."""
-    return time.time_ns() // 1_000_000
-
-
-@dataclass(eq=False)
-class RunRecord:
-    """A run this process started (or resumed), as the client knows it."""
-
-    handle: RunHandle
-    run_name: str
-    experiment: str
-    """Experiment name; "" is the job's experiment."""
-    start_time_ms: int
-    parent: RunRecord | None = None
-    status: str = RunStatus.RUNNING.value
-    end_time_ms: int | None = None
-    resumed_id: str = ""
-    """The MLflow id it was resumed by (``start_run(run_id=...)`` of an earlier process's run)."""
-    params: dict[str, str] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, object] = field(default_factory=dict)
-    """Latest value of each metric."""
-    artifacts: dict[str, int] = field(default_factory=dict)
-    """Artifact path -> size of the files logged to it."""
-    gave_up: bool = False
-
-    @property
-    def key(self) -> str:
-        """The run key: the run's name on the wire, and its id until MLflow's is known."""
-        return self.handle.run_key
+DEFAULT_READ_TIMEOUT_S = 60.0
+_FLUSH_BEFORE_READ_S = 10.0
 
 
 class _MutedWriter(Writer):
@@ -102,6 +74,11 @@ class Session:
         self.run_id_timeout_s = (
             float(raw_timeout) if raw_timeout is not None else DEFAULT_RUN_ID_TIMEOUT_S
         )
+        raw_read = env.get(envvars.TRACKBRIDGE_READ_TIMEOUT_S)
+        self.read_timeout_s = float(raw_read) if raw_read is not None else DEFAULT_READ_TIMEOUT_S
+        self.models: set[str] = set()
+        """Logged models this process sent files of (their files ride under the model id)."""
+        self._relay: Relay | None = None
         self.exit_hooks: list[Callable[[], None]] = []
         """Run first at interpreter exit (the fluent API ends its active runs there)."""
         self._artifacts: ArtifactSender | None = None
@@ -127,6 +104,8 @@ class Session:
         description: str = "",
         parent: RunRecord | None = None,
         resume_run_id: str = "",
+        experiment_id: str = "",
+        top_level: bool = False,
     ) -> RunRecord:
         """Starts a run (or resumes an MLflow run by id); its tags are validated already.
 
@@ -136,6 +115,8 @@ class Session:
         check_run_start(RunStart(experiment, run_name, dict(tags or {}), description))
         handle = RunHandle(uuid.uuid4().hex, run_name, self.writer)
         record = RunRecord(handle, run_name, experiment, now_ms(), parent, resumed_id=resume_run_id)
+        record.experiment_id = experiment_id
+        record.top_level = top_level
         record.tags.update(tags or {})
         with self._lock:
             self._runs[record.key] = record
@@ -168,6 +149,8 @@ class Session:
                 start_time_ms=record.start_time_ms,
                 parent_run_key=record.parent.key if record.parent is not None else "",
                 resume_run_id=record.resumed_id,
+                experiment_id=record.experiment_id,
+                top_level=record.top_level,
             ),
         )
 
@@ -243,6 +226,52 @@ class Session:
         record.tags.pop(key, None)
         self.writer.enqueue(record.handle, DeleteTag(key))
 
+    def journal(self, record: RunRecord, method: str, request: bytes) -> None:
+        """Sends an MLflow write (``bridge.protocol.JOURNALED_CALLS``) in the run's event stream,
+        to be applied in order with its other events."""
+        self.writer.enqueue(record.handle, MlflowCall(method, request))
+
+    def runs(self) -> list[RunRecord]:
+        """The runs this process started or resumed."""
+        with self._lock:
+            return list(self._runs.values())
+
+    # -- reads and id-creating writes, answered by the receiver ---------------------------------
+
+    @property
+    def relay(self) -> Relay:
+        """The channel to the receiver's Tracking service (made at first use)."""
+        with self._lock:
+            if self._relay is None:
+                self._relay = Relay(self.config)
+            return self._relay
+
+    def fresh_keys(self, timeout_s: float = _FLUSH_BEFORE_READ_S) -> list[str]:
+        """Flushes what this process logged (bounded) and names the runs and models the
+        receiver must have written to MLflow before it answers a read (read-your-writes)."""
+        self.flush(timeout_s)
+        with self._lock:
+            return [*self._runs, *self.models]
+
+    def call(self, method: str, payload: bytes, timeout_s: float | None = None) -> bytes:
+        """One MLflow call through the receiver, after this process's writes; raises
+        ``RelayError``."""
+        budget = self.read_timeout_s if timeout_s is None else timeout_s
+        fresh = self.fresh_keys(min(budget, _FLUSH_BEFORE_READ_S))
+        return self.relay.call(method, payload, fresh, budget)
+
+    def download(self, dest: Path, *, path: str, run_id: str = "", model_id: str = "") -> None:
+        """One artifact file through the receiver, after this process's writes."""
+        fresh = self.fresh_keys()
+        self.relay.download(
+            dest,
+            path=path,
+            run_id=run_id,
+            model_id=model_id,
+            fresh=fresh,
+            timeout_s=self.read_timeout_s,
+        )
+
     # -- artifacts ----------------------------------------------------------------------------
 
     @property
@@ -259,6 +288,16 @@ class Session:
         if not self.muted:
             self.artifacts.stage_copy(record.key, local_path, artifact_path)
         record.artifacts[_join(artifact_path, name)] = os.path.getsize(local_path)
+
+    def log_model_file(
+        self, model_id: str, local_path: str, artifact_path: str, *, run_key: str = ""
+    ) -> None:
+        """Copies a file of a logged model aside now and sends it into the model's artifacts."""
+        self.models.add(model_id)
+        if not self.muted:
+            self.artifacts.stage_copy(
+                run_key or model_id, local_path, artifact_path, model_id=model_id
+            )
 
     def log_staged(self, record: RunRecord, staged: Path, artifact_path: str, name: str) -> None:
         """Sends a file written into ``artifacts.new_path()`` by the caller."""
@@ -318,6 +357,8 @@ class Session:
         left = int(self.writer.close(budget))
         if self._artifacts is not None:
             left += self._artifacts.close(max(0.5, deadline - time.monotonic()))
+        if self._relay is not None:
+            self._relay.close()
         return left
 
     def reset_after_fork(self) -> None:

@@ -1,24 +1,34 @@
-"""NVFlare migration: ``MLflowWriter`` with NVFlare's method names and semantics.
+"""NVFlare migration: ``MLflowWriter`` with NVFlare's method names, and the runs NVFlare's own
+``MLflowReceiver`` makes.
 
-NVFlare learners log through ``nvflare.app_opt.tracking.mlflow.mlflow_writer.MLflowWriter``,
-whose calls become events that the server's MLflowReceiver writes into one MLflow run per site.
-This class keeps those calls -- ``log_param``, ``log_params``, ``log_metric``, ``log_metrics``
-(with ``step``), ``log_text``, ``set_tag``, ``set_tags`` -- so a learner switches by changing
-the import; each site (client id) gets its own run under the job's parent run, as in NVFlare.
-Calls append to memory and return; bad input raises MLflow's error at the call.
+NVFlare learners log through ``nvflare.client.tracking.MLflowWriter`` (or the component
+``nvflare.app_opt.tracking.mlflow.mlflow_writer.MLflowWriter``); NVFlare's server-side
+``MLflowReceiver`` writes each site's events into MLflow. This class keeps the learner's calls
+-- ``log_param``, ``log_params``, ``log_metric``, ``log_metrics`` (with ``step``),
+``log_text``, ``set_tag``, ``set_tags`` -- and lands them as that receiver would (NVFlare 2.9,
+``mlflow_receiver.py``): one flat run per site in the experiment (default ``FLARE FL
+Experiment``), named ``{site}-{job_id[:6]}-{job_name}-{run_name}``, tagged ``job_id`` and
+``run_name``, its description in ``mlflow.note.content``, no parent run, ended FINISHED when the
+job's process ends (NVFlare's learners never close their writer) -- or KILLED by the
+receiver's run lease if the process dies. Calls append to memory and return; bad input raises
+MLflow's error at the call.
 """
 
 from __future__ import annotations
 
-import posixpath
-import shutil
 from collections.abc import Mapping
 from typing import Any
 
 from bridge.events import Metric
-from bridge.validation import verify_artifact_path
 from client_sdk._compat.checks import checked_params, checked_tags, metric_point
 from client_sdk._compat.session import RunRecord, Session, now_ms
+from client_sdk._files import stage_written
+
+DEFAULT_EXPERIMENT_NAME = "FLARE FL Experiment"
+"""NVFlare's MLflowReceiver default experiment."""
+DEFAULT_RUN_NAME = "FLARE FL Run"
+"""NVFlare's MLflowReceiver default run name (the last part of each site's run name)."""
+_NOTE_TAG = "mlflow.note.content"
 
 
 class MLflowWriter:
@@ -27,11 +37,15 @@ class MLflowWriter:
     Args:
         receiver: Receiver ``host:port`` (else ``TRACKBRIDGE_RECEIVER``).
         client_id: The site name (else ``TRACKBRIDGE_CLIENT_ID``, else the host name).
-        job: The job (else ``TRACKBRIDGE_JOB``): MLflow experiment of the parent run.
-        run_name: The site's run name (default: the client id, as NVFlare names site runs).
-        experiment_name: The experiment of the site's run (default: the job's).
-        tags: Tags of the site's run.
-        session: Share an existing session instead (the other arguments are then ignored).
+        job: The trackbridge job (else ``TRACKBRIDGE_JOB``).
+        run_name: NVFlare's ``run_name`` (default ``FLARE FL Run``).
+        experiment_name: NVFlare's ``experiment_name`` (default ``FLARE FL Experiment``).
+        tags: NVFlare's ``run_tags``.
+        description: The run's description (NVFlare's ``mlflow.note.content`` run tag).
+        job_id: NVFlare's job id (default: the trackbridge job).
+        job_name: NVFlare's job name (default: the trackbridge job).
+        session: Share an existing session instead (receiver, client_id and job are then
+            ignored).
     """
 
     def __init__(
@@ -43,21 +57,37 @@ class MLflowWriter:
         run_name: str | None = None,
         experiment_name: str | None = None,
         tags: Mapping[str, Any] | None = None,
+        description: str | None = None,
+        job_id: str | None = None,
+        job_name: str | None = None,
         session: Session | None = None,
     ) -> None:
-        self._tags = dict(checked_tags(tags or {}, single=False))  # before anything starts
+        checked_tags(tags or {}, single=False)  # a bad tag raises before anything starts
         self._own_session = session is None
         self._session = session or Session(receiver, client_id=client_id, job=job)
-        self._run_name = run_name or self._session.config.client_id
-        self._experiment = experiment_name or ""
+        config = self._session.config
+        site = config.client_id
+        job_id = job_id or config.job
+        name = f"{site}-{job_id[:6]}-{job_name or config.job}-{run_name or DEFAULT_RUN_NAME}"
+        run_tags = dict(tags or {})
+        self._description = description or str(run_tags.pop(_NOTE_TAG, ""))
+        run_tags.update({"job_id": job_id, "run_name": name})
+        self._run_name = name
+        self._experiment = experiment_name or DEFAULT_EXPERIMENT_NAME
+        self._tags = dict(checked_tags(run_tags, single=False))
         self._record: RunRecord | None = None
+        self._session.exit_hooks.append(self._end_at_exit)
 
     @property
     def run(self) -> RunRecord:
         """The site's run (started at the first call)."""
         if self._record is None:
             self._record = self._session.start_run(
-                self._run_name, experiment=self._experiment, tags=self._tags
+                self._run_name,
+                experiment=self._experiment,
+                tags=self._tags,
+                description=self._description,
+                top_level=True,
             )
         return self._record
 
@@ -98,16 +128,14 @@ class MLflowWriter:
     def log_text(self, text: str, artifact_file_path: str) -> None:
         """Logs a string as a UTF-8 text file of the run's artifacts."""
         record = self.run
-        norm = posixpath.normpath(artifact_file_path)
-        directory, name = posixpath.dirname(norm), posixpath.basename(norm)
-        verify_artifact_path(directory or None)
-        path = self._session.artifacts.new_path(name)
-        try:
-            path.write_text(text, encoding="utf-8")
-        except BaseException:
-            shutil.rmtree(path.parent, ignore_errors=True)
-            raise
-        self._session.log_staged(record, path, directory, name)
+        if self._session.muted:
+            return
+        stage_written(
+            self._session.artifacts,
+            record.key,
+            artifact_file_path,
+            lambda path: path.write_text(text, encoding="utf-8"),
+        )
 
     def set_tag(self, key: str, tag: Any) -> None:
         """Sets a tag (as ``str(tag)``)."""
@@ -123,6 +151,12 @@ class MLflowWriter:
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Waits until the receiver has everything logged so far."""
         return self._session.flush(timeout_s)
+
+    def _end_at_exit(self) -> None:
+        # NVFlare's receiver ends every site's run FINISHED at the end of the job (whatever
+        # the site did); a learner's process ending is that moment here.
+        if self._record is not None and self._record.status == "RUNNING":
+            self._session.end_run(self._record, "FINISHED")
 
     def close(self, status: str = "FINISHED", timeout_s: float | None = None) -> int:
         """Ends the site's run with ``status`` and, if this writer made its session, delivers

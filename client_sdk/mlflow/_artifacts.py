@@ -15,12 +15,12 @@ from typing import Any
 
 from bridge.validation import verify_artifact_path
 from client_sdk._compat.session import RunRecord, now_ms
+from client_sdk._files import write_dict
 from client_sdk.mlflow._media import (
     append_table,
     compress_image,
     table_frame,
     to_pil,
-    write_dict,
     write_figure,
     write_table,
 )
@@ -91,6 +91,17 @@ def log_text(text: str, artifact_file: str, run_id: str | None = None) -> None:
     def write(path: Any) -> None:
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
+
+    _write(record, artifact_file, write)
+
+
+def log_stream(stream: Any, artifact_file: str, run_id: str | None = None) -> None:
+    """Logs a binary file-like object (``io.BytesIO``, an open file) as a file, read now."""
+    record = STATE.run(run_id)
+
+    def write(path: Any) -> None:
+        with open(path, "wb") as f:
+            shutil.copyfileobj(stream, f)
 
     _write(record, artifact_file, write)
 

@@ -5,7 +5,6 @@ that needs them, and only if the caller's program has them installed.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import warnings
@@ -17,18 +16,6 @@ from bridge.errors import MlflowException
 
 COMPRESSED_IMAGE_SIZE = 256
 _TABLE_FORBIDDEN = ('"', "'", ",", ":", "[", "]", "{", "}")
-
-
-def write_dict(path: Path, dictionary: Mapping[str, Any], artifact_file: str) -> None:
-    """YAML for ``.yml``/``.yaml`` files, else indented JSON with ``str()`` for the rest."""
-    extension = os.path.splitext(artifact_file)[1]
-    with open(path, "w") as f:  # the platform's encoding, as MLflow writes it
-        if extension in (".yml", ".yaml"):
-            import yaml
-
-            yaml.dump(dictionary, f, indent=2, default_flow_style=False)
-        else:
-            json.dump(dictionary, f, indent=2, default=str)
 
 
 def write_figure(

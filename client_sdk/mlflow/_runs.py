@@ -64,14 +64,16 @@ def new_run(  # noqa: PLR0917 - MLflow's signature
                 f" {current}, first end the current run with mlflow.end_run()."
             )
         parent = _state.find_run(parent_run_id)
-    if experiment_id is not None:
-        experiment = _state.experiment_name(experiment_id)
-    else:
-        experiment = _state.default_experiment()
+    experiment, mlflow_experiment_id = _state.run_experiment(experiment_id)
     name = run_name or random_run_name()
     all_tags = {**system_tags(), **tags, "mlflow.runName": name}
     record = session.start_run(
-        name, experiment=experiment, tags=all_tags, description=description or "", parent=parent
+        name,
+        experiment=experiment,
+        tags=all_tags,
+        description=description or "",
+        parent=parent,
+        experiment_id=mlflow_experiment_id,
     )
     if description:
         record.tags[NOTE_TAG] = description

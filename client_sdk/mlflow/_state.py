@@ -33,6 +33,9 @@ class FluentState:
         self.options: dict[str, object] = {}
         self.experiment: str | None = None
         """The active experiment's name (set_experiment), None when none was set."""
+        self.experiment_id: str | None = None
+        """The active experiment's MLflow id, when set_experiment named one this process does
+        not know by name."""
         self.experiments: dict[str, str] = {DEFAULT_EXPERIMENT_ID: ""}
         """Experiment id -> name, for the ids this process has handed out or learned."""
         self.auto_start: Callable[[], RunRecord] = _no_auto_start
@@ -143,17 +146,34 @@ class FluentState:
 
     def default_experiment(self) -> str:
         """The experiment of a run started with no experiment id: the active one, else
-        ``MLFLOW_EXPERIMENT_NAME``, else ``MLFLOW_EXPERIMENT_ID``, else the job's."""
+        ``MLFLOW_EXPERIMENT_NAME``, else ``MLFLOW_EXPERIMENT_ID`` (when known by name), else
+        the job's ("")."""
         if self.experiment is not None:
             return self.experiment
+        if self.experiment_id is not None:
+            return ""
         name = self._env.get(envvars.MLFLOW_EXPERIMENT_NAME)
         if name:
             self.register_experiment(name)
             return name
         exp_id = self._env.get("MLFLOW_EXPERIMENT_ID")
-        if exp_id:
-            return self.experiment_name(exp_id)
+        if exp_id and exp_id in self.experiments:
+            return self.experiments[exp_id]
         return ""
+
+    def run_experiment(self, experiment_id: str | int | None) -> tuple[str, str]:
+        """(name, MLflow id) of a new run's experiment: by the id given (a name this process
+        knows, else an MLflow id the receiver checks), else the default's."""
+        if experiment_id is None:
+            name = self.default_experiment()
+            env_id = self._env.get("MLFLOW_EXPERIMENT_ID", "")
+            if name or self.experiment_id is not None:
+                return name, self.experiment_id or ""
+            return "", env_id if env_id not in self.experiments else ""
+        key = str(experiment_id)
+        if key in self.experiments:
+            return self.experiments[key], ""
+        return "", key
 
 
 def _after_fork_in_child() -> None:

@@ -2,34 +2,49 @@
 
 With ``MLFLOW_TRACKING_URI=trackbridge://aggregator:50551`` an unmodified script that uses the
 real ``mlflow`` package logs through the receiver: MLflow's fluent API and ``MlflowClient``
-call this store, which appends to the trackbridge Writer and returns (never waiting on the
-network), and the artifact repository in ``mlflow_plugin_artifacts`` streams files. Reads
-(search, metric history, runs of other processes) are not served; they raise an error naming
-the MLflow server the receiver writes to.
+call this store. Logging calls (runs, metrics, params, tags) append to the trackbridge Writer
+and return, never waiting on the network; reads, logged models and the other writes go through
+the receiver (``_reads.py``, ``_models.py``); what the bridge does not carry raises MLflow's
+NOT_IMPLEMENTED with the reason (``_unserved.py``). Every method of MLflow's AbstractStore
+thus works or raises an MlflowException saying why.
 
-This is the only client module (with its artifact twin) that imports mlflow.
+Why not MLflow's RestStore with its transport replaced: its logged-model calls put ids in URL
+paths (a relay would parse REST paths back), ``isinstance(store, RestStore)`` switches on
+behaviour meant for an HTTP server (run links printed with its host, server-version probes),
+and most training calls go to the Writer or the event stream here anyway. Requests and replies
+are still MLflow's own protobuf messages (``mlflow.protos.service_pb2``).
+
+The plugin modules (and ``client_sdk.mlflow`` with mlflow installed) are the only client
+modules that import mlflow; none does any work at import (MLflow's ``log_model`` imports them
+in a subprocess that captures the model's requirements).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
-from mlflow.entities import Experiment, Metric, Param, Run, RunData, RunInfo, RunStatus, RunTag
+from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunStatus, RunTag
 from mlflow.entities.lifecycle_stage import LifecycleStage
+from mlflow.entities.logged_model import LoggedModel
 from mlflow.exceptions import MlflowException, RestException
-from mlflow.protos.databricks_pb2 import NOT_IMPLEMENTED, ErrorCode
-from mlflow.store.entities.paged_list import PagedList
+from mlflow.protos import service_pb2 as pb
+from mlflow.protos.databricks_pb2 import ErrorCode
 from mlflow.store.tracking.abstract_store import AbstractStore
 
 from bridge.errors import MlflowException as BridgeMlflowException
 from bridge.events import Metric as MetricEvent
 from bridge.validation import validate_run_id
-from client_sdk._compat.addressing import SCHEME, local_experiment_id, receiver_of
+from client_sdk._compat.addressing import DEFAULT_EXPERIMENT_ID, SCHEME, receiver_of
 from client_sdk._compat.checks import checked_params, checked_tags, metric_point, missing_tag
 from client_sdk._compat.names import random_run_name
 from client_sdk._compat.session import RunRecord, Session, now_ms
+from client_sdk.plugin._calls import Unreachable, run_uri
+from client_sdk.plugin._models import Models
+from client_sdk.plugin._reads import Reads
+from client_sdk.plugin._unserved import Unserved
 
 T = TypeVar("T")
 
@@ -38,14 +53,27 @@ _NAME_TAG = "mlflow.runName"
 _NOTE_TAG = "mlflow.note.content"
 _sessions: dict[str, Session] = {}
 _sessions_lock = threading.Lock()
+_options: dict[str, Any] = {}
+
+
+def configure_sessions(**options: Any) -> None:
+    """Sets trackbridge's client options (``client_id``, ``job``, ``rank_zero_only``) for the
+    sessions made from now on, and closes the current ones (``client_sdk.mlflow.configure``)."""
+    with _sessions_lock:
+        _options.update({k: v for k, v in options.items() if v is not None})
+        closing = list(_sessions.values())
+        _sessions.clear()
+    for session in closing:
+        session.close()
 
 
 def session_for(receiver: str) -> Session:
-    """The process's session for a receiver (shared by the store and the artifact repository)."""
+    """The process's session for a receiver (shared by the store, the artifact repository,
+    the model registry and ``client_sdk.mlflow``)."""
     with _sessions_lock:
         session = _sessions.get(receiver)
         if session is None:
-            session = _sessions[receiver] = Session(receiver)
+            session = _sessions[receiver] = Session(receiver, **_options)
             # MLflow ends the active run at exit with a hook registered before this session's
             # (so it would run after the session closed): end it first, as MLflow would.
             session.exit_hooks.append(_end_active_run)
@@ -60,7 +88,8 @@ def _end_active_run() -> None:
 
 def receiver_from_uri(uri: str) -> str:
     """``host:port`` of a ``trackbridge://host:port[/...]`` URI."""
-    receiver = receiver_of(uri.split("/runs/", 1)[0])
+    head = uri[len(SCHEME) :] if uri.startswith(SCHEME) else uri
+    receiver = receiver_of(SCHEME + head.split("/", 1)[0]) if uri.startswith(SCHEME) else None
     if receiver is None:
         raise MlflowException(f"not a trackbridge URI: {uri!r} (expected trackbridge://host:port)")
     return receiver
@@ -82,79 +111,21 @@ def _checked(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise mlflow_error(exc) from None
 
 
-class TrackbridgeStore(AbstractStore):
+class TrackbridgeStore(Unserved, Reads, Models, AbstractStore):
     """The tracking store behind ``trackbridge://`` tracking URIs."""
 
     def __init__(self, store_uri: str | None = None, artifact_uri: str | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._uri = store_uri or ""
         self._session = session_for(receiver_from_uri(self._uri))
-        self._experiments: dict[str, str] = {"0": ""}
+        self._experiments: dict[str, str] = {DEFAULT_EXPERIMENT_ID: ""}
+        self._mlflow_ids: set[str] = set()
+        self._models: dict[str, tuple[RunRecord | None, LoggedModel]] = {}
 
-    # -- what cannot be served ------------------------------------------------------------------
-
-    def _unsupported(self, what: str) -> NoReturn:
-        raise MlflowException(self._session.read_error(what), error_code=NOT_IMPLEMENTED)
-
-    def search_experiments(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._unsupported("search_experiments")
-
-    def delete_experiment(self, experiment_id: str) -> NoReturn:
-        self._unsupported("delete_experiment")
-
-    def restore_experiment(self, experiment_id: str) -> NoReturn:
-        self._unsupported("restore_experiment")
-
-    def rename_experiment(self, experiment_id: str, new_name: str) -> NoReturn:
-        self._unsupported("rename_experiment")
-
-    def delete_run(self, run_id: str) -> NoReturn:
-        self._unsupported("delete_run")
-
-    def restore_run(self, run_id: str) -> NoReturn:
-        self._unsupported("restore_run")
-
-    def get_metric_history(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._unsupported("get_metric_history")
-
-    def _search_runs(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._unsupported("search_runs")
-
-    def link_traces_to_run(self, trace_ids: list[str], run_id: str) -> NoReturn:
-        self._unsupported("link_traces_to_run")
-
-    def search_logged_models(self, *args: Any, **kwargs: Any) -> PagedList[Any]:
-        # MLflow asks while listing a run's artifacts; no logged model travels the bridge.
-        return PagedList([], None)
-
-    def log_inputs(self, run_id: str, datasets: Any = None, models: Any = None) -> None:
-        if datasets or models:
-            raise MlflowException(
-                "dataset and model inputs are not carried by trackbridge; log them with the"
-                " real MLflow server",
-                error_code=NOT_IMPLEMENTED,
-            )
-
-    # -- experiments (addressed by name; created in MLflow with their first run) ----------------
-
-    def _experiment(self, experiment_id: str) -> Experiment:
-        name = self._experiments[experiment_id] or self._session.config.job
-        return Experiment(experiment_id, name, "", LifecycleStage.ACTIVE, [])
-
-    def create_experiment(
-        self, name: str, artifact_location: str | None = None, tags: Any = None
-    ) -> str:
-        exp_id = local_experiment_id(name)
-        self._experiments[exp_id] = name
-        return exp_id
-
-    def get_experiment(self, experiment_id: str) -> Experiment:
-        if str(experiment_id) not in self._experiments:
-            self._unsupported(f"get_experiment({experiment_id!r})")
-        return self._experiment(str(experiment_id))
-
-    def get_experiment_by_name(self, experiment_name: str) -> Experiment:
-        return self._experiment(self.create_experiment(experiment_name))
+    @property
+    def session(self) -> Session:
+        """The session this store logs through."""
+        return self._session
 
     # -- runs -------------------------------------------------------------------------------------
 
@@ -189,31 +160,47 @@ class TrackbridgeStore(AbstractStore):
         name = run_name or values.get(_NAME_TAG) or random_run_name()
         values[_NAME_TAG] = name
         checked = dict(_checked(checked_tags, values, single=False))
-        experiment = self._experiments.get(str(experiment_id))
-        if experiment is None:
-            self._unsupported(f"create_run in experiment {experiment_id!r}")
+        experiment, mlflow_experiment_id = self._run_experiment(str(experiment_id))
         record = self._session.start_run(
-            name, experiment=experiment, tags=checked, description=description, parent=parent
+            name,
+            experiment=experiment,
+            tags=checked,
+            description=description,
+            parent=parent,
+            experiment_id=mlflow_experiment_id,
         )
+        record.shown_experiment_id = str(experiment_id)
         record.start_time_ms = start_time or record.start_time_ms
         if description:
             record.tags[_NOTE_TAG] = description
         self._session.run_id(record)  # a bounded wait for MLflow's id, so scripts print it
-        return self._run(record)
+        return self._local_run(record)
 
-    def _run(self, record: RunRecord) -> Run:
+    def _run_experiment(self, experiment_id: str) -> tuple[str, str]:
+        """(name, MLflow id) a run start names for an experiment id: "0" is the job's; an id
+        not seen before is checked with the receiver (MLflow's error if there is none)."""
+        if experiment_id == DEFAULT_EXPERIMENT_ID:
+            return "", ""
+        name = self._experiments.get(experiment_id)
+        if name is not None:
+            return name, experiment_id if experiment_id in self._mlflow_ids else ""
+        with contextlib.suppress(Unreachable):  # else the receiver checks it at the run start
+            self.get_experiment(experiment_id)
+        return self._experiments.get(experiment_id, ""), experiment_id
+
+    def _local_run(self, record: RunRecord) -> Run:
         session = self._session
         run_id = session.run_id(record, wait=False)
         info = RunInfo(
             run_id=run_id,
-            # The id this store handed out for the experiment (MLflow's fluent API compares it).
-            experiment_id=local_experiment_id(record.experiment),
+            # The id the run was started with (MLflow's fluent API compares it).
+            experiment_id=record.shown_experiment_id or record.handle.experiment_id,
             user_id=record.tags.get("mlflow.user", ""),
             status=record.status,
             start_time=record.start_time_ms,
             end_time=record.end_time_ms,
             lifecycle_stage=LifecycleStage.ACTIVE,
-            artifact_uri=f"{SCHEME}{session.config.receiver}/runs/{run_id}/artifacts",
+            artifact_uri=run_uri(session, run_id),
             run_name=record.run_name,
         )
         data = RunData(
@@ -226,12 +213,6 @@ class TrackbridgeStore(AbstractStore):
         )
         return Run(info, data)
 
-    def get_run(self, run_id: str) -> Run:
-        record = self._session.find(run_id)
-        if record is None:
-            self._unsupported(f"get_run({run_id!r}) of a run this process did not start")
-        return self._run(record)
-
     def update_run_info(
         self, run_id: str, run_status: Any, end_time: int | None, run_name: str | None
     ) -> RunInfo:
@@ -242,7 +223,7 @@ class TrackbridgeStore(AbstractStore):
                 self._session.reopen(record, run_name or "", {}, "")
         else:
             self._session.end_run(record, status)
-        return self._run(record).info
+        return self._local_run(record).info
 
     # -- logging (appends to memory and returns) ------------------------------------------------
 
@@ -272,22 +253,76 @@ class TrackbridgeStore(AbstractStore):
             checked_params, record.params, param_map, lambda: run_id, single=False, advice=False
         )
         checked_t = _checked(checked_tags, {t.key: t.value for t in tags}, single=False)
-        self._log(record, [m.key for m in metrics], points)
+        self._log(record, metrics, points)
         self._session.log_params(record, checked_p)
         self._session.set_tags(record, checked_t)
 
-    def _log(self, record: RunRecord, keys: list[str], points: list[tuple[Any, int, int]]) -> None:
+    def _log(
+        self, record: RunRecord, metrics: Sequence[Metric], points: list[tuple[Any, int, int]]
+    ) -> None:
         enqueue = self._session.writer.enqueue
-        for key, (value, step, ts) in zip(keys, points, strict=True):
-            record.metrics[key] = value
-            enqueue(record.handle, MetricEvent(key, value, step, ts))
+        linked = []
+        for metric, (value, step, ts) in zip(metrics, points, strict=True):
+            record.metrics[metric.key] = value
+            if metric.model_id or metric.dataset_name or metric.dataset_digest:
+                # Tied to a logged model or dataset: MLflow's own message carries that.
+                linked.append(
+                    pb.Metric(
+                        key=metric.key,
+                        value=float(value),
+                        timestamp=ts,
+                        step=step,
+                        model_id=metric.model_id,
+                        dataset_name=metric.dataset_name,
+                        dataset_digest=metric.dataset_digest,
+                    )
+                )
+            else:
+                enqueue(record.handle, MetricEvent(metric.key, value, step, ts))
+        if linked:
+            request = pb.LogBatch(metrics=linked)
+            self._session.journal(record, "mlflow.LogBatch", request.SerializeToString())
 
     def log_metric(self, run_id: str, metric: Metric) -> None:
         record = self._record(run_id)
         point = _checked(
             metric_point, metric.key, metric.value, metric.step, metric.timestamp, now_ms=now_ms()
         )
-        self._log(record, [metric.key], [point])
+        self._log(record, [metric], [point])
+
+    def fast_metric(self, run_id: str, key: str, value: Any, step: Any, timestamp: Any) -> bool:
+        """``client_sdk.mlflow``'s log_metric: True when logged (a run of this process)."""
+        record = self._session.find(run_id)
+        if record is None:
+            return False
+        value, step, ts = _checked(metric_point, key, value, step, timestamp, now_ms=now_ms())
+        record.metrics[key] = value
+        self._session.writer.enqueue(record.handle, MetricEvent(key, value, step, ts))
+        return True
+
+    def fast_metrics(
+        self, run_id: str, metrics: Mapping[str, Any], step: Any, timestamp: Any
+    ) -> bool:
+        """``client_sdk.mlflow``'s log_metrics: all checked, then logged (True), for a run of
+        this process."""
+        record = self._session.find(run_id)
+        if record is None:
+            return False
+        now = now_ms()
+        points = [
+            (
+                key,
+                *_checked(
+                    metric_point, key, v, step, timestamp, now_ms=now, prefix=f"metrics[{i}]"
+                ),
+            )
+            for i, (key, v) in enumerate(metrics.items())
+        ]
+        enqueue = self._session.writer.enqueue
+        for key, value, step_i, ts in points:
+            record.metrics[key] = value
+            enqueue(record.handle, MetricEvent(key, value, step_i, ts))
+        return True
 
     def log_param(self, run_id: str, param: Param) -> None:
         record = self._record(run_id)

@@ -68,6 +68,8 @@ def _check_header(h: artifacts_pb2.ArtifactHeader) -> None:
         raise _Refused(
             grpc.StatusCode.INVALID_ARGUMENT, "upload_id must be 8 to 64 of [A-Za-z0-9_-]"
         )
+    if len(h.model_id) > _MAX_ID_LENGTH:
+        raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "model_id must be at most 256 characters")
     name = h.file_name
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
         raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, f"bad file name {name[:100]!r}")
@@ -139,7 +141,9 @@ class ArtifactService(artifacts_pb2_grpc.ArtifactsServicer):
                 f"{shown(identity.name)} may not upload as client {shown(h.client_id)}",
             )
         key = owned_key(h.client_id, h.run_key)
-        if self._store.has(h.upload_id, key, (h.artifact_path, h.file_name), h.sha256):
+        if self._store.has(
+            h.upload_id, key, (h.artifact_path, h.file_name), h.sha256, model_id=h.model_id
+        ):
             return artifacts_pb2.ArtifactAck(upload_id=h.upload_id, size=h.size)
         if self._store.staged_bytes + h.size > MAX_STAGED_BYTES:
             raise _Refused(
@@ -163,6 +167,7 @@ class ArtifactService(artifacts_pb2_grpc.ArtifactsServicer):
                 h.file_name,
                 h.size,
                 digest,
+                h.model_id,
             )
             await loop.run_in_executor(None, self._store.add, staged)
         except BaseException:

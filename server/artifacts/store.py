@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS uploads (
     artifact_path TEXT NOT NULL,
     file_name TEXT NOT NULL,
     size INTEGER NOT NULL,
-    sha256 TEXT NOT NULL
+    sha256 TEXT NOT NULL,
+    model_id TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS delivered (
     upload_id TEXT PRIMARY KEY,
@@ -42,7 +43,8 @@ CREATE TABLE IF NOT EXISTS delivered (
     artifact_path TEXT NOT NULL,
     file_name TEXT NOT NULL,
     sha256 TEXT NOT NULL,
-    at_ms INTEGER NOT NULL
+    at_ms INTEGER NOT NULL,
+    model_id TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS delivered_by_content ON delivered (run_key, file_name, sha256);
 CREATE TABLE IF NOT EXISTS failed_uploads (
@@ -69,6 +71,8 @@ class StagedFile:
     file_name: str
     size: int
     sha256: str
+    model_id: str = ""
+    """The MLflow logged model the file belongs to ("" : the run's artifacts)."""
 
 
 class ArtifactStore:
@@ -86,6 +90,9 @@ class ArtifactStore:
         self._conn.executescript(_SCHEMA)
         cutoff = time.time_ns() // 1_000_000 - DELIVERED_KEEP_DAYS * 86_400_000
         self._conn.execute("DELETE FROM delivered WHERE at_ms < ?", (cutoff,))
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(uploads)")}
+        if "model_id" not in columns:  # a data directory from before logged models
+            self._conn.execute("ALTER TABLE uploads ADD COLUMN model_id TEXT NOT NULL DEFAULT ''")
         self._staged_bytes = self._sum_sizes()
         self._drop_strays()
 
@@ -114,17 +121,22 @@ class ArtifactStore:
         return self._staged_bytes
 
     def has(
-        self, upload_id: str, run_key: str = "", path: tuple[str, str] = ("", ""), sha256: str = ""
+        self,
+        upload_id: str,
+        run_key: str = "",
+        path: tuple[str, str] = ("", ""),
+        sha256: str = "",
+        model_id: str = "",
     ) -> bool:
         """Whether this upload is already staged or delivered (a client resending after a lost
-        ack): by its upload id, or, when ``sha256`` is given, by run, ``(artifact_path,
-        file_name)`` and content."""
-        by_content = (run_key, *path, sha256)
+        ack): by its upload id, or, when ``sha256`` is given, by run, logged model (two models
+        of one run often hold identical files), ``(artifact_path, file_name)`` and content."""
+        by_content = (run_key, model_id, *path, sha256)
         with self._lock:
             for table in ("uploads", "delivered"):
                 row = self._conn.execute(
                     f"SELECT 1 FROM {table} WHERE upload_id = ? OR (? != '' AND run_key = ? AND"
-                    " artifact_path = ? AND file_name = ? AND sha256 = ?)",
+                    " model_id = ? AND artifact_path = ? AND file_name = ? AND sha256 = ?)",
                     (upload_id, sha256, *by_content),
                 ).fetchone()
                 if row is not None:
@@ -136,7 +148,7 @@ class ArtifactStore:
         with self._lock:
             self._conn.execute(
                 "INSERT OR IGNORE INTO uploads (upload_id, client_id, job, run_key, artifact_path,"
-                " file_name, size, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " file_name, size, sha256, model_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     staged.upload_id,
                     staged.client_id,
@@ -146,6 +158,7 @@ class ArtifactStore:
                     staged.file_name,
                     staged.size,
                     staged.sha256,
+                    staged.model_id,
                 ),
             )
             self._staged_bytes += staged.size
@@ -155,10 +168,24 @@ class ArtifactStore:
         with self._lock:
             rows = self._conn.execute(
                 "SELECT upload_id, client_id, job, run_key, artifact_path, file_name, size,"
-                " sha256 FROM uploads ORDER BY id LIMIT ?",
+                " sha256, model_id FROM uploads ORDER BY id LIMIT ?",
                 (limit,),
             ).fetchall()
         return [StagedFile(*row) for row in rows]
+
+    def pending_for(self, run_keys: set[str]) -> bool:
+        """Whether files of these runs (or logged models, by id) are still staged."""
+        if not run_keys:
+            return False
+        keys = tuple(run_keys)
+        marks = ",".join("?" * len(keys))
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT 1 FROM uploads WHERE run_key IN ({marks}) OR model_id IN ({marks})"
+                " LIMIT 1",
+                keys + keys,
+            ).fetchone()
+        return row is not None
 
     def remove(self, staged: StagedFile, *, delivered: bool = False) -> None:
         """Forgets a file MLflow has (``delivered``: remembered, see the module docstring) or
@@ -170,9 +197,9 @@ class ArtifactStore:
                 if delivered:
                     self._conn.execute(
                         "INSERT OR REPLACE INTO delivered (upload_id, run_key, artifact_path,"
-                        " file_name, sha256, at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                        " file_name, sha256, at_ms, model_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (staged.upload_id, staged.run_key, staged.artifact_path, staged.file_name,
-                         staged.sha256, time.time_ns() // 1_000_000),
+                         staged.sha256, time.time_ns() // 1_000_000, staged.model_id),
                     )  # fmt: skip
                 self._conn.execute("COMMIT")
             except BaseException:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import tenacity
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
 from server.artifacts.store import ArtifactStore, StagedFile
-from server.flush.sink import is_permanent
+from server.flush.sink import TAG_CLIENT_ID, is_permanent
 
 _logger = logging.getLogger(__name__)
 
@@ -90,6 +92,9 @@ class ArtifactUploader:
                 return
             if staged.run_key in blocked:
                 continue
+            if staged.model_id:
+                self._upload_model_file(staged, blocked)
+                continue
             run_id = self._run_id_of(staged.run_key)
             if not run_id:
                 blocked.add(staged.run_key)  # its run is not in MLflow yet
@@ -110,6 +115,35 @@ class ArtifactUploader:
                 continue
             self._store.remove(staged, delivered=True)
             self.uploaded += 1
+
+    def _upload_model_file(self, staged: StagedFile, blocked: set[str]) -> None:
+        """A file of a logged model: to the model's artifact location, if the model is the
+        uploading client's."""
+        try:
+            model = self._retrying_get_model(staged.model_id)
+            if model.tags.get(TAG_CLIENT_ID) != staged.client_id:
+                self._give_up(staged, f"logged model {staged.model_id} belongs to another client")
+                return
+            self._retrying(self._upload_to, model.artifact_location, staged)
+        except Exception as exc:
+            if is_permanent(exc) or isinstance(exc, FileNotFoundError):
+                self._give_up(staged, f"{type(exc).__name__}: {exc}")
+                return
+            blocked.add(staged.run_key)
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            _logger.warning("model file upload failed (%s); retrying later", self.last_error)
+            return
+        self._store.remove(staged)
+        self.uploaded += 1
+
+    def _retrying_get_model(self, model_id: str) -> Any:
+        found: list[Any] = []
+        self._retrying(lambda: found.append(self._client.get_logged_model(model_id)))
+        return found[0]
+
+    def _upload_to(self, artifact_root: str, staged: StagedFile) -> None:
+        repo = get_artifact_repository(artifact_root)
+        repo.log_artifact(str(self._store.path(staged)), staged.artifact_path or None)  # type: ignore[no-untyped-call]
 
     def _upload(self, run_id: str, staged: StagedFile) -> None:
         self._client.log_artifact(

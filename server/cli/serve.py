@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 from pathlib import Path
 
 from server.cli.args import (
@@ -57,6 +58,13 @@ def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="SECONDS",
         help="end a run KILLED when its client is silent this long (default 600)",
     )
+    p.add_argument(
+        "--read-scope",
+        choices=("own", "job", "all"),
+        help="what clients may read back through the receiver (search_runs, get_run, ...): runs"
+        " of their own client id, of their job, or all (default job; env"
+        " TRACKBRIDGE_READ_SCOPE; the viewer token reads all)",
+    )
     live = p.add_argument_group("live view (web page, /metrics, Watch for top and tail)")
     live.add_argument(
         "--http-listen",
@@ -84,6 +92,9 @@ def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # MLflow starts its usage telemetry when first imported: an aggregator holding MLflow's
+    # credentials makes no outbound calls but to MLflow (an operator may set it to false).
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # Everything the flags say is checked before the receiver's imports (gRPC, MLflow: seconds).
     check_security_files(args)
     try:
@@ -145,4 +156,5 @@ def _serve_config(args: argparse.Namespace) -> ReceiverConfig:
         viewer_token=args.viewer_token,
         client_timeout_s=args.client_timeout,
         security=security_from_args(args),
+        read_scope=args.read_scope,
     )

@@ -34,11 +34,11 @@ from server.flush.run_creation import RunNotCreated
 from server.flush.sink import MlflowSink
 from server.flush.state import FlushStats, Runs
 from server.flush.store_identity import StoreChange, StoreIdentity, describe
-from server.flush.writing import RunWriter
+from server.flush.writing import CallApplier, RunWriter
 from server.queue.gaps import GapLog
 from server.queue.sqlite import Backlog, Queue
 
-__all__ = ["FlushObserver", "FlushStats", "Flusher"]
+__all__ = ["CallApplier", "FlushObserver", "FlushStats", "Flusher"]
 
 _logger = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class Flusher:
         identity: StoreIdentity | None = None,
         receiver_id: str = "",
         gaps: GapLog | None = None,
+        calls: CallApplier | None = None,
     ) -> None:
         self._queue = queue
         self._sink = sink
@@ -82,6 +83,7 @@ class Flusher:
         self._writer = RunWriter(
             queue, sink, self._runs, self._retrying, self.stats, backlog=backlog,
             observer=observer, on_run=on_run, lease_s=lease_s, receiver_id=receiver_id, gaps=gaps,
+            calls=calls,
         )  # fmt: skip
         self._leases = Leases(
             queue, sink, self._runs, self._writer, last_seen=last_seen, lease_s=lease_s,
@@ -110,6 +112,10 @@ class Flusher:
         # A new run is created at once, so that its client learns the MLflow run id quickly.
         if full or run_key not in self._runs.refs:
             self._wake.set()
+
+    def flush_soon(self) -> None:
+        """Asks for a flush now (a client waits to read what it wrote)."""
+        self._wake.set()
 
     def stop(self, timeout_s: float) -> bool:
         """Flushes everything stored within ``timeout_s``; True when nothing is left to write

@@ -79,7 +79,7 @@ class MlflowSink:
         self._client = MlflowClient(tracking_uri)
         self._artifact_location = artifact_location
         self._experiments: dict[str, str] = {}
-        self._parents: dict[str, RunRef] = {}
+        self._parents: dict[tuple[str, str], RunRef] = {}
         self._by_key: dict[tuple[str, str], RunRef] = {}
         """(client id, client's run key) -> its MLflow run."""
 
@@ -126,12 +126,14 @@ class MlflowSink:
             if not token:
                 return ids
 
-    def parent_run(self, job: str) -> RunRef:
-        """The job's parent run, created or resumed (by its tags)."""
-        cached = self._parents.get(job)
+    def parent_run(self, job: str, experiment_id: str | None = None) -> RunRef:
+        """The job's parent run in an experiment (default: the job's own), created or resumed
+        by its tags. A job has one parent run in each experiment its runs go to, so that the
+        MLflow UI shows every run under its job's parent."""
+        exp_id = self.experiment_id(job) if experiment_id is None else experiment_id
+        cached = self._parents.get((job, exp_id))
         if cached is not None:
             return cached
-        exp_id = self.experiment_id(job)
 
         def create(extra: dict[str, str]) -> tuple[str, str]:
             tags = {TAG_JOB: job, TAG_ROLE: "parent", **extra}
@@ -140,12 +142,37 @@ class MlflowSink:
         (run_id, _), _created = create_once(
             self._client,
             [exp_id],
-            f"tags.`{TAG_JOB}` = '{_quote(job)}' and tags.`{TAG_ROLE}` = 'parent'",
+            _parent_filter(job),
             create,
             creator=self._receiver_id,
         )
-        ref = self._parents[job] = RunRef(run_id, exp_id)
+        ref = self._parents[(job, exp_id)] = RunRef(run_id, exp_id)
         return ref
+
+    def _existing_parent(self, job: str, experiment_id: str) -> RunRef | None:
+        """The job's parent run in an experiment if there is one (never creates it)."""
+        cached = self._parents.get((job, experiment_id))
+        if cached is not None:
+            return cached
+        found = self._find_run(experiment_id, _parent_filter(job))
+        return RunRef(found, experiment_id) if found else None
+
+    def run_experiment_id(self, start: RunStart, job: str) -> str:
+        """The experiment a run start names: its id (when that experiment exists), else its
+        name, else the job's."""
+        if start.experiment_id:
+            try:
+                return str(self._client.get_experiment(start.experiment_id).experiment_id)
+            except MlflowException as exc:
+                if not is_permanent(exc):
+                    raise
+                _logger.error(
+                    "experiment %s of a run start: %s; using experiment %r",
+                    start.experiment_id,
+                    exc.message,
+                    start.experiment or job,
+                )
+        return self.experiment_id(start.experiment or job)
 
     def client_run(
         self,
@@ -168,14 +195,15 @@ class MlflowSink:
             RunContended: Another receiver is creating the run right now.
         """
         run_key = client_run_key(run_key)
-        parent = self.parent_run(job)
         ref = self._attach(client_id, start) if start and start.resume_run_id else None
         if ref is None:
             ref = self._keyed_run(
-                client_id, job, run_key, start, parent, may_create=may_create, opening=opening
+                client_id, job, run_key, start, may_create=may_create, opening=opening
             )
         self._by_key[(client_id, run_key)] = ref
-        self._reopen_parent(parent)
+        parent = self._existing_parent(job, ref.experiment_id)
+        if parent is not None:
+            self._reopen_parent(parent)
         return ref
 
     def _keyed_run(
@@ -184,15 +212,14 @@ class MlflowSink:
         job: str,
         run_key: str,
         start: RunStart | None,
-        parent: RunRef,
         *,
         may_create: bool,
         opening: bool,
     ) -> RunRef:
         spec = start or RunStart()
-        exp_id = self.experiment_id(spec.experiment or job)
+        exp_id = self.run_experiment_id(spec, job)
         by_key = _owned_by(client_id, run_key)
-        where = list(dict.fromkeys((exp_id, parent.experiment_id)))
+        where = list(dict.fromkeys((exp_id, self.experiment_id(job))))
         if start is None:
             # The start, and with it the run's experiment, went to another receiver.
             found = settled(matching(self._client, where, by_key)) or settled(
@@ -205,9 +232,11 @@ class MlflowSink:
 
         def create(extra: dict[str, str]) -> tuple[str, str]:
             tags = {**spec.tags, **extra}
+            parent = self._parent_of(client_id, spec, exp_id, job)
+            if parent is not None:
+                tags[MLFLOW_PARENT_RUN_ID] = parent.run_id
             tags.update(
                 {
-                    MLFLOW_PARENT_RUN_ID: self._parent_of(client_id, spec, exp_id, parent).run_id,
                     TAG_CLIENT_ID: client_id,
                     TAG_JOB: job,
                     TAG_RUN_KEY: run_key,
@@ -231,23 +260,21 @@ class MlflowSink:
             self._reopen(run_id, start, set_running=not opening)
         return RunRef(run_id, run_exp_id)
 
-    def _parent_of(
-        self, client_id: str, start: RunStart, exp_id: str, job_parent: RunRef
-    ) -> RunRef:
-        """The parent of a nested run (the same client's run with that run key), else the
-        job's parent run."""
+    def _parent_of(self, client_id: str, start: RunStart, exp_id: str, job: str) -> RunRef | None:
+        """The parent of a nested run (the same client's run with that run key), else the job's
+        parent run in the run's experiment; None for a top-level run."""
         key = start.parent_run_key
         if not key:
-            return job_parent
+            return None if start.top_level else self.parent_run(job, exp_id)
         found = self._by_key.get((client_id, key))
         if found is not None:
             return found
-        for experiment_id in dict.fromkeys((exp_id, job_parent.experiment_id)):
+        for experiment_id in dict.fromkeys((exp_id, self.experiment_id(job))):
             run_id = self._find_run(experiment_id, _owned_by(client_id, key))
             if run_id is not None:
                 return RunRef(run_id, experiment_id)
         _logger.warning("parent run %s of a nested run not found; nesting it under the job", key)
-        return job_parent
+        return self.parent_run(job, exp_id)
 
     def _attach(self, client_id: str, start: RunStart) -> RunRef | None:
         """The existing run a client resumes by MLflow id, if it is that client's own."""
@@ -301,7 +328,9 @@ class MlflowSink:
     def resume_run(self, run: RunRef, job: str) -> None:
         """Sets a run that was ended (e.g. KILLED by its lease) RUNNING again."""
         self._client.update_run(run.run_id, status="RUNNING")
-        self._reopen_parent(self.parent_run(job))
+        parent = self._existing_parent(job, run.experiment_id)
+        if parent is not None:
+            self._reopen_parent(parent)
 
     def _reopen_parent(self, parent: RunRef) -> None:
         info = self._client.get_run(parent.run_id).info
@@ -332,9 +361,11 @@ class MlflowSink:
     def end_run(self, run: RunRef, job: str, status: RunStatus, end_time_ms: int) -> None:
         """Ends a client run; ends the job's parent run once none of its children runs."""
         self._client.set_terminated(run.run_id, status.value, end_time_ms or None)
-        parent = self.parent_run(job)
+        parent = self._existing_parent(job, run.experiment_id)
+        if parent is None:
+            return
         running = self._client.search_runs(
-            sorted({parent.experiment_id, run.experiment_id}),
+            [parent.experiment_id],
             f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.run_id}' and attributes.status = 'RUNNING'",
             max_results=1,
         )
@@ -349,6 +380,10 @@ def _owned_by(client_id: str, run_key: str) -> str:
         f"tags.`{TAG_CLIENT_ID}` = '{_quote(client_id)}'"
         f" and tags.`{TAG_RUN_KEY}` = '{_quote(run_key)}'"
     )
+
+
+def _parent_filter(job: str) -> str:
+    return f"tags.`{TAG_JOB}` = '{_quote(job)}' and tags.`{TAG_ROLE}` = 'parent'"
 
 
 def _quote(value: str) -> str:

@@ -21,7 +21,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from bridge.convert import batch_to_proto, event_from_proto
 from bridge.events import (
@@ -30,6 +30,7 @@ from bridge.events import (
     Event,
     EventBatch,
     Metric,
+    MlflowCall,
     Param,
     RunEnd,
     RunStart,
@@ -69,6 +70,15 @@ class _Item:
     """Its place among the events of the read not written before."""
 
 
+class CallApplier(Protocol):
+    """Applies a run's ``MlflowCall`` events (writes beyond metrics, params and tags); the
+    receiver's tracking service (``server/tracking/``) provides it."""
+
+    def apply(self, run: RunRef, client_id: str, job: str, call: MlflowCall) -> None:
+        """Writes the call to MLflow; raises what MLflow raised (permanent errors are
+        dead-lettered, others retried)."""
+
+
 class RunWriter:
     """Writes runs' batches; raises RunRefused, RunMissing, RunNotCreated or MLflow's error."""
 
@@ -86,6 +96,7 @@ class RunWriter:
         lease_s: float,
         receiver_id: str,
         gaps: GapLog | None = None,
+        calls: CallApplier | None = None,
     ) -> None:
         self._queue = queue
         self._sink = sink
@@ -98,6 +109,7 @@ class RunWriter:
         self._lease_s = lease_s
         self._receiver_id = receiver_id
         self._gaps = gaps
+        self._calls = calls
         self._missing_since: dict[str, float] = {}
         self._progress = Progress(queue, backlog, stats, observer)
 
@@ -175,6 +187,23 @@ class RunWriter:
             self._runs.set_status(run_key, event.status.value)
         elif isinstance(event, DeleteTag):
             return self._delete_tag(run_key, record, item, event.key)
+        elif isinstance(event, MlflowCall):
+            return self._apply_call(run_key, record, item, event)
+        return []
+
+    def _apply_call(
+        self, run_key: str, record: RunRecord, item: _Item, call: MlflowCall
+    ) -> list[DeadLetter]:
+        ref = self._open(run_key, record, None)
+        if self._calls is None:
+            reason = f"this receiver does not apply {call.method}"
+            return [self._dead_letter(run_key, record, item, reason)]
+        try:
+            self._retrying(self._calls.apply, ref, record.client_id, record.job, call)
+        except Exception as exc:
+            if not is_permanent(exc):
+                raise
+            return [self._dead_letter(run_key, record, item, message(exc))]
         return []
 
     def _delete_tag(
@@ -242,18 +271,20 @@ class RunWriter:
 
     def _dead_letter(self, run_key: str, record: RunRecord, item: _Item, reason: str) -> DeadLetter:
         event = item.event
-        assert isinstance(event, Metric | Param | Tag | DeleteTag)
-        kind = "delete_tag" if isinstance(event, DeleteTag) else type(event).__name__.lower()
-        value = "" if isinstance(event, DeleteTag) else str(event.value)
+        assert isinstance(event, Metric | Param | Tag | DeleteTag | MlflowCall)
+        if isinstance(event, MlflowCall):
+            kind, key, value = "mlflow_call", event.method, ""
+        elif isinstance(event, DeleteTag):
+            kind, key, value = "delete_tag", event.key, ""
+        else:
+            kind, key, value = type(event).__name__.lower(), event.key, str(event.value)
         batch = EventBatch(record.client_id, record.job, run_key, item.seq, (event,))
         self.stats.dead_letters += 1
         if self._observer is not None:
             self._observer.dead_lettered(run_key)
-        _logger.error(
-            "MLflow refused %s %r of run %s for good: %s", kind, event.key, run_key, reason
-        )
+        _logger.error("MLflow refused %s %r of run %s for good: %s", kind, key, run_key, reason)
         payload = batch_to_proto(batch).SerializeToString()
-        return DeadLetter(kind, event.key, value, reason, item.seq, payload)
+        return DeadLetter(kind, key, value, reason, item.seq, payload)
 
     # -- the MLflow run --------------------------------------------------------------------------
 

@@ -33,13 +33,16 @@ class Guard:
         self._certificates = CertificateFiles(config) if config.tls else None
         self.admission = Admission(config)
         self.signed = fleet_tokens(config)
-        authenticator = Authenticator(
+        self.authenticator = Authenticator(
             self.tokens,
             require_tokens=config.require_tokens,
             mutual_tls=config.mutual_tls,
             signed=self.signed,
         )
-        self.interceptor = AuthInterceptor(authenticator, InFlight(config.max_calls_per_client))
+        """Who a call's metadata names (the interceptor's, and the tracking service's reads)."""
+        self.interceptor = AuthInterceptor(
+            self.authenticator, InFlight(config.max_calls_per_client)
+        )
 
     def server_options(self, base: tuple[tuple[str, Any], ...]) -> tuple[tuple[str, Any], ...]:
         """``base`` with the configured message size limit."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -14,7 +17,7 @@ from client_sdk import Writer
 from client_sdk._compat.session import Session
 from client_sdk._values import DeviceScalar, fluent_value, tensor_value
 from client_sdk.integrations.nvflare import MLflowWriter
-from tests.support.compat import receiver_idle
+from tests.support.compat import base_env, receiver_idle
 from tests.support.mlflow_reads import all_points, job_runs, user_tags
 from tests.support.procs import wait_until
 
@@ -147,8 +150,19 @@ def test_rank_zero_only_keeps_the_other_ranks_silent(
 
 @pytest.mark.timeout(120)
 def test_nvflare_writer_logs_a_run_per_site(receiver: Any, mlflow_client: Any, job: str) -> None:
+    """As NVFlare's MLflowReceiver: one flat run per site, named
+    ``{site}-{job_id[:6]}-{job_name}-{run_name}``, tagged job_id and run_name, described."""
     for site in ("site-1", "site-2"):
-        with MLflowWriter(receiver.address, site, job, tags={"site": site}) as writer:
+        with MLflowWriter(
+            receiver.address,
+            site,
+            job,
+            run_name="tb-run",
+            experiment_name=job,
+            tags={"site": site, "mlflow.note.content": "run description"},
+            job_id="1796123021",
+            job_name="hello-pt",
+        ) as writer:
             writer.log_params({"lr": 0.01, "rounds": 2})
             writer.log_param("aggregation", "fedavg")
             for step in range(3):
@@ -160,12 +174,21 @@ def test_nvflare_writer_logs_a_run_per_site(receiver: Any, mlflow_client: Any, j
             with pytest.raises(Exception, match="Changing param values is not allowed"):
                 writer.log_param("lr", 0.02)
     _drained(receiver)
-    runs = {r.info.run_name: r for r in _client_runs(mlflow_client, job)}
-    assert sorted(runs) == ["site-1", "site-2"]
-    for site, run in runs.items():
+    runs = {r.info.run_name: r for r in job_runs(mlflow_client, job)}
+    assert sorted(runs) == ["site-1-179612-hello-pt-tb-run", "site-2-179612-hello-pt-tb-run"]
+    for name, run in runs.items():
+        site = name[: len("site-1")]
         assert run.info.status == "FINISHED"
+        assert "mlflow.parentRunId" not in run.data.tags  # flat, as NVFlare's
+        assert run.data.tags["mlflow.note.content"] == "run description"
         assert run.data.params == {"lr": "0.01", "rounds": "2", "aggregation": "fedavg"}
-        assert user_tags(run) == {"site": site, "framework": "torch", "round": "2"}
+        assert user_tags(run) == {
+            "site": site,
+            "framework": "torch",
+            "round": "2",
+            "job_id": "1796123021",
+            "run_name": name,
+        }
         points = all_points(mlflow_client, run)
         assert sorted((p[2], p[1]) for p in points["train_loss"]) == [
             (0, 1.0),
@@ -181,3 +204,62 @@ def test_nvflare_writer_logs_a_run_per_site(receiver: Any, mlflow_client: Any, j
             30,
             what="the site's text artifact",
         )
+
+
+NVFLARE_SITE = """
+import os, sys, time
+from client_sdk.integrations.nvflare import MLflowWriter
+
+writer = MLflowWriter(experiment_name=sys.argv[1])  # a learner never closes its writer
+writer.log_metric("train_loss", 0.5, 0)
+assert writer.flush(30)
+print("logged", flush=True)
+if sys.argv[2] == "die":
+    time.sleep(120)  # killed by the test
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_nvflare_site_runs_end_with_the_job(
+    start_receiver: Any, mlflow_client: Any, job: str, tmp_path: Any
+) -> None:
+    """A site's run ends FINISHED when its process ends (nothing closes the writer), and
+    KILLED by the receiver's run lease when the process dies."""
+    receiver = start_receiver(extra_args=("--run-lease", "3"))
+    procs = {}
+    for site, how in (("site-1", "exit"), ("site-2", "die")):
+        env = base_env(
+            TRACKBRIDGE_RECEIVER=receiver.address,
+            TRACKBRIDGE_CLIENT_ID=site,
+            TRACKBRIDGE_JOB=job,
+            TRACKBRIDGE_SPOOL_DIR=str(tmp_path / site),
+        )
+        procs[site] = subprocess.Popen(
+            [sys.executable, "-c", NVFLARE_SITE, job, how],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+    try:
+        assert procs["site-1"].wait(60) == 0
+        assert procs["site-2"].stdout is not None
+        assert procs["site-2"].stdout.readline().strip() == "logged"
+        procs["site-2"].send_signal(signal.SIGKILL)
+        procs["site-2"].wait(30)
+
+        def ended() -> dict[str, str] | None:
+            found = {r.info.run_name[:6]: r.info.status for r in job_runs(mlflow_client, job)}
+            return found if len(found) == 2 and "RUNNING" not in found.values() else None
+
+        assert wait_until(ended, 90, interval_s=0.5, what="both site runs to end") == {
+            "site-1": "FINISHED",
+            "site-2": "KILLED",
+        }
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            if proc.stdout is not None:
+                proc.stdout.close()

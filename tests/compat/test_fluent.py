@@ -1,7 +1,10 @@
 """``client_sdk.mlflow``: MLflow's fluent API through a real receiver into a real MLflow server.
 
-Runs, statuses, real run ids, nesting, resuming, tags, errors (compared call by call with the
-real ``mlflow`` package), and a receiver that is not there yet.
+The in-process tests exercise the light client (``client_sdk.mlflow._light``, what
+``client_sdk.mlflow`` is where the mlflow package is not installed): runs, statuses, real run
+ids, nesting, resuming, tags, and a receiver that is not there yet. The error table compares 50
+calls with the real ``mlflow`` package, in the three client setups (import swap with mlflow
+installed, light client, zero-code mode).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 import pytest
 
-import client_sdk.mlflow as tb_mlflow
+from client_sdk.mlflow import _light as tb_mlflow
 from client_sdk.mlflow._state import STATE
 from tests.support.compat import base_env, receiver_idle
 from tests.support.mlflow_reads import all_points, job_runs, user_tags
@@ -221,8 +224,13 @@ def test_bad_calls_raise_what_mlflow_raises(
         [],
         base_env(MLFLOW_TRACKING_URI=f"trackbridge://{receiver.address}", **common, **spool),
     )
+    light = _error_table(
+        ["--bridge", "--without-mlflow"],
+        base_env(TRACKBRIDGE_RECEIVER=receiver.address, **common, **spool),
+    )
     assert len(real) == 50
     assert sum(1 for outcome in real.values() if outcome[0] != "ok") >= 35
     for label, outcome in real.items():
         assert swapped[label] == outcome, f"{label} (import swap)"
         assert zero[label] == outcome, f"{label} (zero-code)"
+        assert light[label] == outcome, f"{label} (light client, no mlflow package)"

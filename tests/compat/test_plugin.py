@@ -1,12 +1,14 @@
-"""Zero-code mode: the real ``mlflow`` package with ``MLFLOW_TRACKING_URI=trackbridge://...``.
+"""Zero-code mode: the real ``mlflow`` package with ``MLFLOW_TRACKING_URI=trackbridge://...``
+(and the import swap, which is the same MLflow pointed at the receiver).
 
-Read calls the bridge cannot serve name the MLflow server to read from; logging never waits
-for an absent receiver (the events wait in the client's spool, and ``trackbridge sync``
-delivers them).
+Reads are answered by the receiver within the client's scope, after the client's own writes
+reached MLflow; logging never waits for an absent receiver (the events wait in the client's
+spool, and ``trackbridge sync`` delivers them).
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -19,35 +21,32 @@ from tests.support.mlflow_reads import all_points, job_runs
 from tests.support.procs import free_port, wait_until
 
 READS = """
+import json, sys
 import mlflow
-from mlflow.tracking import MlflowClient
+from mlflow import MlflowClient
 
+mlflow.set_experiment(sys.argv[1])
+out = {}
 with mlflow.start_run(run_name="reader") as run:
-    mlflow.log_metric("m", 1.0)
-    for label, call in {
-        "search_runs": lambda: mlflow.search_runs(),
-        "metric history": lambda: MlflowClient().get_metric_history(run.info.run_id, "m"),
-        "other run": lambda: mlflow.get_run("0123456789abcdef0123456789abcdef"),
-    }.items():
-        try:
-            call()
-        except mlflow.exceptions.MlflowException as exc:
-            print(f"{label}|{exc.error_code}|{exc.message}")
-    print("own run|" + mlflow.get_run(run.info.run_id).data.tags["mlflow.runName"])
-"""
-
-SWAPPED_READS = """
-import client_sdk.mlflow as mlflow
-
-with mlflow.start_run(run_name="reader"):
+    mlflow.log_param("lr", 0.1)
+    mlflow.log_metric("m", 1.0, step=3)
+    # Read-your-writes: what this process logged just now is in MLflow's answers.
+    got = mlflow.get_run(run.info.run_id)
+    out["get_run"] = [got.data.metrics, got.data.params, got.info.status]
+    history = MlflowClient().get_metric_history(run.info.run_id, "m")
+    out["history"] = [(m.value, m.step) for m in history]
+    found = mlflow.search_runs(filter_string="params.lr = '0.1'", output_format="list")
+    out["search"] = [r.info.run_id == run.info.run_id for r in found]
     try:
         mlflow.get_run("0123456789abcdef0123456789abcdef")
-    except mlflow.MlflowException as exc:
-        print(f"get_run|{exc.error_code}|{exc.message}")
+    except mlflow.exceptions.RestException as exc:
+        out["other"] = exc.error_code
     try:
-        mlflow.search_runs()
-    except AttributeError as exc:
-        print(f"search_runs|AttributeError|{exc}")
+        mlflow.get_run(sys.argv[2])
+    except mlflow.exceptions.RestException as exc:
+        out["another job"] = [exc.error_code, exc.message]
+    out["artifact_uri"] = run.info.artifact_uri
+print("RESULT " + json.dumps(out))
 """
 
 OFFLINE = """
@@ -62,9 +61,9 @@ print("run id", run.info.run_id)
 """
 
 
-def _python(code: str, env: dict[str, str], cwd: Path) -> str:
+def _python(code: str, env: dict[str, str], cwd: Path, *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", code, *args],
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -76,31 +75,44 @@ def _python(code: str, env: dict[str, str], cwd: Path) -> str:
     return done.stdout
 
 
-@pytest.mark.timeout(120)
-def test_read_calls_name_the_mlflow_server(
-    receiver: Any, mlflow_server: Any, job: str, tmp_path: Path
+def _result(output: str) -> dict[str, Any]:
+    line = next(x for x in output.splitlines() if x.startswith("RESULT "))
+    return dict(json.loads(line[len("RESULT ") :]))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_reads_are_served_scoped_and_see_this_clients_writes(
+    start_receiver: Any, mlflow_client: Any, job: str, tmp_path: Path
 ) -> None:
+    """Both modes: get_run, metric history and search_runs answered by the receiver, with what
+    the script logged right before; another job's run is refused, unless with the viewer
+    token; a run that does not exist is MLflow's RESOURCE_DOES_NOT_EXIST."""
+    receiver = start_receiver(extra_args=("--viewer-token", "viewer-secret-123"))
+    other = mlflow_client.create_run(
+        mlflow_client.create_experiment(f"{job}-other"), tags={"trackbridge.job": "not-" + job}
+    ).info.run_id
     common = {"TRACKBRIDGE_JOB": job, "TRACKBRIDGE_SPOOL_DIR": str(tmp_path / "spool")}
     zero = base_env(MLFLOW_TRACKING_URI=f"trackbridge://{receiver.address}", **common)
-    lines = dict(
-        line.split("|", 1) for line in _python(READS, zero, tmp_path).splitlines() if "|" in line
-    )
-    assert lines.pop("own run") == "reader"  # the runs this process started are served
-    assert sorted(lines) == ["metric history", "other run", "search_runs"]
-    for label, text in lines.items():
-        code, message = text.split("|", 1)
-        assert code == "NOT_IMPLEMENTED", label
-        assert f"the MLflow server at {mlflow_server.uri}" in message, label
-
     swapped = base_env(TRACKBRIDGE_RECEIVER=receiver.address, **common)
-    lines = dict(
-        line.split("|", 1)
-        for line in _python(SWAPPED_READS, swapped, tmp_path).splitlines()
-        if "|" in line
+    swap_code = READS.replace("import mlflow\n", "import client_sdk.mlflow as mlflow\n", 1)
+    for label, code, env in (("zero-code", READS, zero), ("import swap", swap_code, swapped)):
+        got = _result(_python(code, env, tmp_path, f"{job}-{label}", other))
+        assert got["get_run"] == [{"m": 1.0}, {"lr": "0.1"}, "RUNNING"], label
+        assert got["history"] == [[1.0, 3]], label
+        assert got["search"] == [True], label
+        assert got["other"] == "RESOURCE_DOES_NOT_EXIST", label
+        code_, message = got["another job"]
+        assert code_ == "PERMISSION_DENIED", label
+        assert f"the runs of job {job!r}" in message, label
+        assert got["artifact_uri"].startswith(f"trackbridge://{receiver.address}/runs/"), label
+    viewer = _python(
+        "import mlflow, sys; print('RESULT', mlflow.get_run(sys.argv[1]).info.run_id)",
+        {**zero, "TRACKBRIDGE_TOKEN": "viewer-secret-123"},
+        tmp_path,
+        other,
     )
-    assert lines["get_run"].startswith("NOT_IMPLEMENTED|get_run reads from MLflow")
-    assert mlflow_server.uri in lines["get_run"]
-    assert "client_sdk.mlflow has no 'search_runs'" in lines["search_runs"]
+    assert f"RESULT {other}" in viewer
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62ridge/pb/v1/artifacts.proto\x12\x0etrackbridge.v1\"\x9c\x01\n\x0e\x41rtifactHeader\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0b\n\x03job\x18\x02 \x01(\t\x12\x0f\n\x07run_key\x18\x03 \x01(\t\x12\x11\n\tupload_id\x18\x04 \x01(\t\x12\x15\n\rartifact_path\x18\x05 \x01(\t\x12\x11\n\tfile_name\x18\x06 \x01(\t\x12\x0c\n\x04size\x18\x07 \x01(\x04\x12\x0e\n\x06sha256\x18\x08 \x01(\t\";\n\x0c\x41rtifactData\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\r\n\x05\x63rc32\x18\x03 \x01(\r\"!\n\x0f\x41rtifactTrailer\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"\xab\x01\n\rArtifactChunk\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.trackbridge.v1.ArtifactHeaderH\x00\x12,\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x1c.trackbridge.v1.ArtifactDataH\x00\x12\x32\n\x07trailer\x18\x03 \x01(\x0b\x32\x1f.trackbridge.v1.ArtifactTrailerH\x00\x42\x06\n\x04part\".\n\x0b\x41rtifactAck\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"\x15\n\x13ReceiverInfoRequest\"\"\n\x0cReceiverInfo\x12\x12\n\nmlflow_url\x18\x01 \x01(\t2\x9e\x01\n\tArtifacts\x12\x46\n\x06Upload\x12\x1d.trackbridge.v1.ArtifactChunk\x1a\x1b.trackbridge.v1.ArtifactAck(\x01\x12I\n\x04Info\x12#.trackbridge.v1.ReceiverInfoRequest\x1a\x1c.trackbridge.v1.ReceiverInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62ridge/pb/v1/artifacts.proto\x12\x0etrackbridge.v1\"\xae\x01\n\x0e\x41rtifactHeader\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0b\n\x03job\x18\x02 \x01(\t\x12\x0f\n\x07run_key\x18\x03 \x01(\t\x12\x11\n\tupload_id\x18\x04 \x01(\t\x12\x15\n\rartifact_path\x18\x05 \x01(\t\x12\x11\n\tfile_name\x18\x06 \x01(\t\x12\x0c\n\x04size\x18\x07 \x01(\x04\x12\x0e\n\x06sha256\x18\x08 \x01(\t\x12\x10\n\x08model_id\x18\t \x01(\t\";\n\x0c\x41rtifactData\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\r\n\x05\x63rc32\x18\x03 \x01(\r\"!\n\x0f\x41rtifactTrailer\x12\x0e\n\x06sha256\x18\x01 \x01(\t\"\xab\x01\n\rArtifactChunk\x12\x30\n\x06header\x18\x01 \x01(\x0b\x32\x1e.trackbridge.v1.ArtifactHeaderH\x00\x12,\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x1c.trackbridge.v1.ArtifactDataH\x00\x12\x32\n\x07trailer\x18\x03 \x01(\x0b\x32\x1f.trackbridge.v1.ArtifactTrailerH\x00\x42\x06\n\x04part\".\n\x0b\x41rtifactAck\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"\x15\n\x13ReceiverInfoRequest\"\"\n\x0cReceiverInfo\x12\x12\n\nmlflow_url\x18\x01 \x01(\t2\x9e\x01\n\tArtifacts\x12\x46\n\x06Upload\x12\x1d.trackbridge.v1.ArtifactChunk\x1a\x1b.trackbridge.v1.ArtifactAck(\x01\x12I\n\x04Info\x12#.trackbridge.v1.ReceiverInfoRequest\x1a\x1c.trackbridge.v1.ReceiverInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,19 +32,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bridge.pb.v1.artifacts_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ARTIFACTHEADER']._serialized_start=49
-  _globals['_ARTIFACTHEADER']._serialized_end=205
-  _globals['_ARTIFACTDATA']._serialized_start=207
-  _globals['_ARTIFACTDATA']._serialized_end=266
-  _globals['_ARTIFACTTRAILER']._serialized_start=268
-  _globals['_ARTIFACTTRAILER']._serialized_end=301
-  _globals['_ARTIFACTCHUNK']._serialized_start=304
-  _globals['_ARTIFACTCHUNK']._serialized_end=475
-  _globals['_ARTIFACTACK']._serialized_start=477
-  _globals['_ARTIFACTACK']._serialized_end=523
-  _globals['_RECEIVERINFOREQUEST']._serialized_start=525
-  _globals['_RECEIVERINFOREQUEST']._serialized_end=546
-  _globals['_RECEIVERINFO']._serialized_start=548
-  _globals['_RECEIVERINFO']._serialized_end=582
-  _globals['_ARTIFACTS']._serialized_start=585
-  _globals['_ARTIFACTS']._serialized_end=743
+  _globals['_ARTIFACTHEADER']._serialized_end=223
+  _globals['_ARTIFACTDATA']._serialized_start=225
+  _globals['_ARTIFACTDATA']._serialized_end=284
+  _globals['_ARTIFACTTRAILER']._serialized_start=286
+  _globals['_ARTIFACTTRAILER']._serialized_end=319
+  _globals['_ARTIFACTCHUNK']._serialized_start=322
+  _globals['_ARTIFACTCHUNK']._serialized_end=493
+  _globals['_ARTIFACTACK']._serialized_start=495
+  _globals['_ARTIFACTACK']._serialized_end=541
+  _globals['_RECEIVERINFOREQUEST']._serialized_start=543
+  _globals['_RECEIVERINFOREQUEST']._serialized_end=564
+  _globals['_RECEIVERINFO']._serialized_start=566
+  _globals['_RECEIVERINFO']._serialized_end=600
+  _globals['_ARTIFACTS']._serialized_start=603
+  _globals['_ARTIFACTS']._serialized_end=761
 # @@protoc_insertion_point(module_scope)

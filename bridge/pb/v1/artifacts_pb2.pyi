@@ -5,7 +5,7 @@ from typing import ClassVar as _ClassVar, Mapping as _Mapping, Optional as _Opti
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ArtifactHeader(_message.Message):
-    __slots__ = ("client_id", "job", "run_key", "upload_id", "artifact_path", "file_name", "size", "sha256")
+    __slots__ = ("client_id", "job", "run_key", "upload_id", "artifact_path", "file_name", "size", "sha256", "model_id")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
     RUN_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -14,6 +14,7 @@ class ArtifactHeader(_message.Message):
     FILE_NAME_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     job: str
     run_key: str
@@ -22,7 +23,8 @@ class ArtifactHeader(_message.Message):
     file_name: str
     size: int
     sha256: str
-    def __init__(self, client_id: _Optional[str] = ..., job: _Optional[str] = ..., run_key: _Optional[str] = ..., upload_id: _Optional[str] = ..., artifact_path: _Optional[str] = ..., file_name: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+    model_id: str
+    def __init__(self, client_id: _Optional[str] = ..., job: _Optional[str] = ..., run_key: _Optional[str] = ..., upload_id: _Optional[str] = ..., artifact_path: _Optional[str] = ..., file_name: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., model_id: _Optional[str] = ...) -> None: ...
 
 class ArtifactData(_message.Message):
     __slots__ = ("offset", "data", "crc32")

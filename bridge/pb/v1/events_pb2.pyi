@@ -48,7 +48,7 @@ class Tag(_message.Message):
     def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class RunStart(_message.Message):
-    __slots__ = ("experiment", "run_name", "tags", "description", "start_time_ms", "parent_run_key", "resume_run_id")
+    __slots__ = ("experiment", "run_name", "tags", "description", "start_time_ms", "parent_run_key", "resume_run_id", "experiment_id", "top_level")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +63,8 @@ class RunStart(_message.Message):
     START_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     PARENT_RUN_KEY_FIELD_NUMBER: _ClassVar[int]
     RESUME_RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TOP_LEVEL_FIELD_NUMBER: _ClassVar[int]
     experiment: str
     run_name: str
     tags: _containers.ScalarMap[str, str]
@@ -70,7 +72,9 @@ class RunStart(_message.Message):
     start_time_ms: int
     parent_run_key: str
     resume_run_id: str
-    def __init__(self, experiment: _Optional[str] = ..., run_name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ..., start_time_ms: _Optional[int] = ..., parent_run_key: _Optional[str] = ..., resume_run_id: _Optional[str] = ...) -> None: ...
+    experiment_id: str
+    top_level: bool
+    def __init__(self, experiment: _Optional[str] = ..., run_name: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ..., start_time_ms: _Optional[int] = ..., parent_run_key: _Optional[str] = ..., resume_run_id: _Optional[str] = ..., experiment_id: _Optional[str] = ..., top_level: bool = ...) -> None: ...
 
 class DeleteTag(_message.Message):
     __slots__ = ("key",)
@@ -102,14 +106,23 @@ class RunEnd(_message.Message):
     end_time_ms: int
     def __init__(self, status: _Optional[_Union[RunStatus, str]] = ..., end_time_ms: _Optional[int] = ...) -> None: ...
 
+class MlflowCall(_message.Message):
+    __slots__ = ("method", "request")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    request: bytes
+    def __init__(self, method: _Optional[str] = ..., request: _Optional[bytes] = ...) -> None: ...
+
 class Event(_message.Message):
-    __slots__ = ("metric", "param", "tag", "run_start", "run_end", "delete_tag", "dropped")
+    __slots__ = ("metric", "param", "tag", "run_start", "run_end", "delete_tag", "mlflow_call", "dropped")
     METRIC_FIELD_NUMBER: _ClassVar[int]
     PARAM_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
     RUN_START_FIELD_NUMBER: _ClassVar[int]
     RUN_END_FIELD_NUMBER: _ClassVar[int]
     DELETE_TAG_FIELD_NUMBER: _ClassVar[int]
+    MLFLOW_CALL_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     metric: Metric
     param: Param
@@ -117,8 +130,9 @@ class Event(_message.Message):
     run_start: RunStart
     run_end: RunEnd
     delete_tag: DeleteTag
+    mlflow_call: MlflowCall
     dropped: Dropped
-    def __init__(self, metric: _Optional[_Union[Metric, _Mapping]] = ..., param: _Optional[_Union[Param, _Mapping]] = ..., tag: _Optional[_Union[Tag, _Mapping]] = ..., run_start: _Optional[_Union[RunStart, _Mapping]] = ..., run_end: _Optional[_Union[RunEnd, _Mapping]] = ..., delete_tag: _Optional[_Union[DeleteTag, _Mapping]] = ..., dropped: _Optional[_Union[Dropped, _Mapping]] = ...) -> None: ...
+    def __init__(self, metric: _Optional[_Union[Metric, _Mapping]] = ..., param: _Optional[_Union[Param, _Mapping]] = ..., tag: _Optional[_Union[Tag, _Mapping]] = ..., run_start: _Optional[_Union[RunStart, _Mapping]] = ..., run_end: _Optional[_Union[RunEnd, _Mapping]] = ..., delete_tag: _Optional[_Union[DeleteTag, _Mapping]] = ..., mlflow_call: _Optional[_Union[MlflowCall, _Mapping]] = ..., dropped: _Optional[_Union[Dropped, _Mapping]] = ...) -> None: ...
 
 class EventBatch(_message.Message):
     __slots__ = ("client_id", "job", "run_key", "first_seq", "events", "client_pending_events", "client_spool_bytes")

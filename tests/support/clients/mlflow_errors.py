@@ -10,6 +10,8 @@ import json
 import sys
 from typing import Any
 
+if "--without-mlflow" in sys.argv:
+    sys.modules["mlflow"] = None  # type: ignore[assignment]  # as if it were not installed
 if "--bridge" in sys.argv:
     from client_sdk import mlflow
 else:

@@ -1,0 +1,282 @@
+"""The Tracking service's gRPC face: who is calling, read-your-writes, and the answer.
+
+The service authenticates its callers itself (the interceptor guards the write services): a
+client token or certificate names the client, as for Ingest; the receiver's viewer token reads
+everything. MLflow calls block, so they run on a small thread pool of their own, never on the
+event loop that takes in the clients' batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import posixpath
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+from mlflow.tracking import MlflowClient
+
+from bridge.pb.v1 import artifacts_pb2, tracking_pb2, tracking_pb2_grpc
+from bridge.protocol import ARTIFACT_CHUNK_BYTES, AUTHORIZATION_KEY
+from server.ingest.ingestor import Ingestor
+from server.security.auth import Authenticator, Refused, shown
+from server.security.ownership import owned_key
+from server.tracking.calls import answer
+from server.tracking.journal import JournalApplier
+from server.tracking.reads import Context, visible_model, visible_run
+from server.tracking.scope import Caller, ReadScope
+
+_logger = logging.getLogger(__name__)
+
+FRESH_WAIT_S = 10.0
+"""How long a call waits for the caller's pending events to reach MLflow before it is answered
+with what MLflow has."""
+_POLL_S = 0.02
+_WORKERS = 4
+_MAX_FRESH_KEYS = 1000
+_GRPC_CODES = {
+    "RESOURCE_DOES_NOT_EXIST": grpc.StatusCode.NOT_FOUND,
+    "PERMISSION_DENIED": grpc.StatusCode.PERMISSION_DENIED,
+    "INVALID_PARAMETER_VALUE": grpc.StatusCode.INVALID_ARGUMENT,
+}
+
+
+class TrackingService(tracking_pb2_grpc.TrackingServicer):
+    """Answers MLflow calls from clients with the receiver's MLflow access."""
+
+    def __init__(
+        self,
+        *,
+        tracking_uri: str,
+        artifact_location: str | None,
+        queue_path: Path,
+        ingestor: Ingestor,
+        flush_soon: Callable[[], None],
+        uploads_pending: Callable[[set[str]], bool],
+        authenticator: Authenticator,
+        viewer_token: str,
+        scope: ReadScope,
+    ) -> None:
+        client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+        self._client = client
+        self._store = client._tracking_client.store
+        self._registry: Any = None
+        self._artifact_location = artifact_location
+        # Shared by the event loop (read-your-writes marks) and the workers (scopes).
+        self._queue = sqlite3.connect(
+            f"file:{queue_path}?mode=ro", uri=True, timeout=30.0, check_same_thread=False
+        )
+        self._queue_lock = threading.Lock()
+        self._ingestor = ingestor
+        self._flush_soon = flush_soon
+        self._uploads_pending = uploads_pending
+        self._authenticator = authenticator
+        self._viewer_token = viewer_token
+        self._scope = scope
+        self._pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="trackbridge-tracking")
+        self.journal = JournalApplier(
+            self._store, self.registry, self.experiments_of, artifact_location
+        )
+        self.calls = 0
+
+    def register(self, server: grpc.aio.Server) -> None:
+        """Adds the service to a gRPC server."""
+        tracking_pb2_grpc.add_TrackingServicer_to_server(self, server)  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        """Stops the worker threads and closes the queue connection."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._queue.close()
+
+    def registry(self) -> Any:
+        """The receiver's model-registry store (made at first use)."""
+        if self._registry is None:
+            self._registry = self._client._get_registry_client().store  # type: ignore[no-untyped-call]
+        return self._registry
+
+    def experiments_of(self, caller: Caller) -> set[str]:
+        """Experiment ids holding runs of the caller's job (or, for OWN, of the caller)."""
+        column, value = ("client_id", caller.client_id)
+        if caller.scope is not ReadScope.OWN:
+            column, value = ("job", caller.job)
+        with self._queue_lock:
+            rows = self._queue.execute(
+                f"SELECT DISTINCT mlflow_experiment_id FROM runs WHERE {column} = ?",
+                (value,),
+            ).fetchall()
+        return {str(row[0]) for row in rows if row[0]}
+
+    # -- the RPCs ---------------------------------------------------------------------------
+
+    async def Call(
+        self, request: tracking_pb2.TrackingCall, context: grpc.aio.ServicerContext
+    ) -> tracking_pb2.TrackingReply:
+        caller = await self._caller(request.client_id, request.job, context)
+        await self._fresh(request.client_id, request.fresh_run_keys)
+        self.calls += 1
+        loop = asyncio.get_running_loop()
+        try:
+            payload = await loop.run_in_executor(
+                self._pool, answer, self._context(caller), request.method, request.request
+            )
+        except MlflowException as exc:
+            return tracking_pb2.TrackingReply(
+                error_code=exc.error_code, message=str(exc.message)[:16_000]
+            )
+        except Exception as exc:
+            _logger.exception("tracking call %s failed", request.method[:100])
+            return tracking_pb2.TrackingReply(
+                error_code="INTERNAL_ERROR", message=f"{type(exc).__name__}: {exc}"[:16_000]
+            )
+        return tracking_pb2.TrackingReply(response=payload)
+
+    async def Download(
+        self, request: tracking_pb2.ArtifactRead, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[artifacts_pb2.ArtifactData]:
+        caller = await self._caller(request.client_id, request.job, context)
+        await self._fresh(request.client_id, request.fresh_run_keys)
+        loop = asyncio.get_running_loop()
+        try:
+            local = await loop.run_in_executor(self._pool, self._fetch, caller, request)
+        except MlflowException as exc:
+            code = _GRPC_CODES.get(exc.error_code, grpc.StatusCode.UNAVAILABLE)
+            await context.abort(code, str(exc.message))
+            return
+        try:
+            with open(local, "rb") as f:
+                offset = 0
+                while data := await loop.run_in_executor(None, f.read, ARTIFACT_CHUNK_BYTES):
+                    yield artifacts_pb2.ArtifactData(
+                        offset=offset, data=data, crc32=zlib.crc32(data)
+                    )
+                    offset += len(data)
+        finally:
+            shutil.rmtree(local.parent, ignore_errors=True)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _context(self, caller: Caller) -> Context:
+        return Context(
+            store=self._store,
+            registry=self.registry,
+            caller=caller,
+            experiments_of=self.experiments_of,
+            artifact_location=self._artifact_location,
+        )
+
+    def _fetch(self, caller: Caller, request: tracking_pb2.ArtifactRead) -> Path:
+        """Downloads one file into a temporary directory of its own; returns its path."""
+        path = posixpath.normpath(request.path or "")
+        if not request.path or path.startswith(("..", "/")) or "\\" in path:
+            raise MlflowException(
+                f"bad artifact path {request.path[:200]!r}", error_code=INVALID_PARAMETER_VALUE
+            )
+        ctx = self._context(caller)
+        if request.model_id:
+            root = visible_model(ctx, request.model_id).artifact_location
+        else:
+            root = visible_run(ctx, request.run_id).info.artifact_uri
+        tmp = Path(tempfile.mkdtemp(prefix="trackbridge-read-"))
+        try:
+            repo = get_artifact_repository(root)
+            local = Path(repo.download_artifacts(path, str(tmp)))  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, MlflowException) and exc.error_code != "INTERNAL_ERROR":
+                raise
+            raise MlflowException(
+                f"No such artifact {request.path!r}: {exc}", error_code=RESOURCE_DOES_NOT_EXIST
+            ) from None
+        if not local.is_file():
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise MlflowException(
+                f"{request.path!r} is a directory; list it and read its files",
+                error_code=INVALID_PARAMETER_VALUE,
+            )
+        moved = tmp / "file"
+        local.replace(moved)
+        return moved
+
+    async def _caller(self, client_id: str, job: str, context: grpc.aio.ServicerContext) -> Caller:
+        if not client_id or len(client_id) > 256 or not job or len(job) > 256:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "client_id and job must be 1 to 256 characters"
+            )
+        metadata = tuple(context.invocation_metadata() or ())
+        token = _bearer(metadata)
+        if self._viewer_token and token and hmac.compare_digest(token, self._viewer_token):
+            return Caller(client_id, job, self._scope, viewer=True)
+        try:
+            identity = self._authenticator.authenticate(metadata, context.auth_context())
+        except Refused as exc:
+            await context.abort(exc.code, exc.message)
+            raise
+        if identity is not None and not identity.allows(client_id):
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{shown(identity.name)} may not read as client {shown(client_id)}",
+            )
+        return Caller(client_id, job, self._scope)
+
+    async def _fresh(self, client_id: str, run_keys: Iterable[str]) -> None:
+        """Waits (bounded) until the caller's acknowledged events of these runs, and their
+        staged files, are in MLflow."""
+        marks: dict[str, int] = {}
+        # The queue and the staged files know a run by its owned key (its client's id and run
+        # key); a logged model's files also by the model's id, as the client sent it.
+        asked = list(run_keys)[:_MAX_FRESH_KEYS]
+        keys = {owned_key(client_id, k) for k in asked} | set(asked)
+        for key in keys:
+            acked = self._ingestor.lookup(key).acked_seq
+            if acked:
+                marks[key] = acked
+        if not marks and not self._uploads_pending(keys):
+            return
+        self._flush_soon()
+        deadline = time.monotonic() + FRESH_WAIT_S
+        while True:
+            if self._flushed(marks) and not self._uploads_pending(keys):
+                return
+            if time.monotonic() >= deadline:
+                _logger.warning(
+                    "client %s reads before its last %d runs' events reached MLflow (waited"
+                    " %.0f s): answering with what MLflow has",
+                    shown(client_id),
+                    len(marks),
+                    FRESH_WAIT_S,
+                )
+                return
+            await asyncio.sleep(_POLL_S)
+
+    def _flushed(self, marks: dict[str, int]) -> bool:
+        if not marks:
+            return True
+        placeholders = ",".join("?" * len(marks))
+        with self._queue_lock:
+            rows = self._queue.execute(
+                f"SELECT run_key, flushed_seq FROM runs WHERE run_key IN ({placeholders})",
+                tuple(marks),
+            ).fetchall()
+        flushed = {row[0]: row[1] for row in rows}
+        return all(flushed.get(key, 0) >= seq for key, seq in marks.items())
+
+
+def _bearer(metadata: Iterable[tuple[str, Any]]) -> str:
+    for key, value in metadata:
+        if key == AUTHORIZATION_KEY:
+            scheme, _, token = str(value).partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else ""
+    return ""
