@@ -14,6 +14,7 @@ from mlflow.exceptions import MlflowException, RestException
 from mlflow.protos import service_pb2 as pb
 from mlflow.store.entities.paged_list import PagedList
 
+from client_sdk._compat import checks
 from client_sdk._compat.addressing import DEFAULT_EXPERIMENT_ID, SCHEME, local_experiment_id
 from client_sdk._compat.session import RunRecord, Session
 from client_sdk.plugin._calls import Unreachable, call, experiment_of, run_of
@@ -71,6 +72,7 @@ class Reads:
         return str(found.experiment_id) if found is not None else key
 
     def get_experiment_by_name(self, experiment_name: str) -> Experiment | None:
+        checks.experiment_name(experiment_name, "experiment_name")  # as MLflow's server would
         try:
             return self._by_name(experiment_name)
         except Unreachable:
@@ -85,6 +87,7 @@ class Reads:
         artifact_location: str | None = None,
         tags: Sequence[ExperimentTag] | None = None,
     ) -> str:
+        checks.experiment_name(name, "name")  # at the call, even while the receiver is away
         request = pb.CreateExperiment(name=name, tags=[t.to_proto() for t in tags or ()])
         try:
             reply = call(self._session, request, pb.CreateExperiment.Response)

@@ -79,7 +79,7 @@ def test_sync_refuses_bad_invocations_in_one_line(tmp_path: Path) -> None:
     lonely = sync(str(tmp_path / "spool"), "--to-another-receiver")
     assert lonely.returncode == 2 and "needs --receiver" in lonely.stderr
     bad = sync(str(tmp_path / "spool"), "--receiver", "no-port-here")
-    assert bad.returncode == 2 and "host:port" in bad.stderr
+    assert bad.returncode == 2 and "HOST:PORT" in bad.stderr
     assert bad.stderr.count("\n") == 1
 
 
