@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between samples")
     parser.add_argument("--blocks", type=int, default=5)
     parser.add_argument("--steps", type=int, default=2000, help="steps per block")
-    parser.add_argument("--work", type=int, default=2000, help="loop iterations per step")
+    parser.add_argument("--work", type=int, default=20_000, help="loop iterations per step")
     args = parser.parse_args(argv)
     figures = measure(args.receiver, args.interval, args.blocks, args.steps, args.work)
     print(json.dumps(figures), flush=True)
