@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-SECTIONS = ("latency", "ingest", "end_to_end", "freshness", "scale", "recovery")
+SECTIONS = (
+    "latency",
+    "ingest",
+    "end_to_end",
+    "freshness",
+    "scale",
+    "recovery",
+    "system_metrics",
+)
 """The figures, in the order they are measured and printed."""
 
 

@@ -124,7 +124,7 @@ def _measure(ctx: BenchContext, results: Results) -> None:
         mlflow_child, uri = start_mlflow_server(ctx.procs, ctx.work_dir)
         ctx = dataclasses.replace(ctx, mlflow_uri=uri)
     waits = {}
-    if wanted & {"latency", "ingest"}:
+    if wanted & {"latency", "ingest", "system_metrics"}:
         waits["ingest"] = _start_quiet_receiver(ctx, "receiver-ingest")
     if "scale" in wanted:
         waits["scale"] = _start_quiet_receiver(ctx, "receiver-scale")
@@ -158,6 +158,10 @@ def _measure_client_side(ctx: BenchContext, results: Results, rx: ReceiverProces
         results["latency"] = {"writer": writer} if "error" not in writer else writer
     if "ingest" in ctx.options.sections:
         results["ingest"] = _attempt("ingest", lambda: sections.ingest(ctx, rx))
+    if "system_metrics" in ctx.options.sections:
+        from bench.system_metrics import section
+
+        results["system_metrics"] = _attempt("system metrics", lambda: section(ctx, rx))
     ctx.procs.stop(rx.child)
 
 

@@ -189,7 +189,7 @@ def _latency_lines(section: Results) -> list[str]:
     return lines
 
 
-def _section_lines(name: str, s: Results) -> list[str]:
+def _section_lines(name: str, s: Results) -> list[str]:  # noqa: PLR0911 - one per section
     if name == "latency":
         return _latency_lines(s)
     if name == "ingest":
@@ -220,6 +220,16 @@ def _section_lines(name: str, s: Results) -> list[str]:
             f"{fmt_us(s['poll_ms'] * 1000)}; {s['log_batch_calls']} log_batch calls, "
             f"{s['metrics_per_log_batch']:.0f} metrics each)",
             _live_line(s),
+        ]
+    if name == "system_metrics":
+        return [
+            f"    step p50 {fmt_us(s['step_off_p50_us'])} without the sampler, "
+            f"{fmt_us(s['step_on_p50_us'])} with it sampling every {s['interval_s']:g} s "
+            f"({s['samples_taken']} samples, {s['metrics_per_sample']} metrics each): mean step "
+            f"{s['loop_overhead_pct']:+.2f}%",
+            f"    one sample taken and logged: p50 {fmt_us(s['sample_p50_us'])}, p99 "
+            f"{fmt_us(s['sample_p99_us'])}; at the default 10 s: "
+            f"{s['default_interval_overhead_pct']:.4f}% of a loop's time",
         ]
     if name == "recovery":
         return [
@@ -260,6 +270,7 @@ _TITLES = {
     "freshness": "(d) freshness: log call -> readable in MLflow",
     "scale": "(e) scale: client connections held by one receiver",
     "recovery": "(f) recovery: receiver killed mid-flush, restarted",
+    "system_metrics": "(g) system metrics: the sampler's cost to the training loop",
 }
 
 

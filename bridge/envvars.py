@@ -17,6 +17,14 @@ TRACKBRIDGE_JOB = "TRACKBRIDGE_JOB"
 TRACKBRIDGE_SPOOL_DIR = "TRACKBRIDGE_SPOOL_DIR"
 """Client: directory of the durable spool of unacknowledged events; "" disables it."""
 
+TRACKBRIDGE_SYSTEM_METRICS = "TRACKBRIDGE_SYSTEM_METRICS"
+"""Client: ``1`` samples the host's CPU, memory, disk, network and NVIDIA GPUs into each run
+(``Writer(system_metrics=True)``; the light ``client_sdk.mlflow`` as
+``mlflow.enable_system_metrics_logging()``); needs ``pip install 'trackbridge[system]'``."""
+
+TRACKBRIDGE_SYSTEM_METRICS_INTERVAL_S = "TRACKBRIDGE_SYSTEM_METRICS_INTERVAL_S"
+"""Client: seconds between two system metrics samples (default 10, as MLflow's)."""
+
 TRACKBRIDGE_DATA_DIR = "TRACKBRIDGE_DATA_DIR"
 """Receiver: directory for its durable queue and the embedded MLflow store."""
 

@@ -8,9 +8,10 @@ would make the training thread wait for the device, so a copy of it travels in t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from bridge.errors import INVALID_PARAMETER_VALUE, MlflowException
+from bridge.validation import validate_metric_value
 
 
 class DeviceScalar:
@@ -94,3 +95,13 @@ def fluent_value(value: object) -> object:
         return float(value)  # type: ignore[arg-type]
     except ValueError:
         return value
+
+
+def checked_value(key: str, value: object, timestamp_ms: int) -> float:
+    """A metric value as the Writer takes it: MLflow's checks, and a one-element tensor as
+    MLflow takes it (one on an accelerator travels as a DeviceScalar: the sender thread reads
+    it, never the caller's; ``Metric.value`` says so).
+    """
+    if is_tensor(value):
+        return cast(float, tensor_value(value))
+    return validate_metric_value(key, value, timestamp_ms)

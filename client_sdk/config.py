@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from collections.abc import Mapping
@@ -57,6 +58,11 @@ class WriterConfig:
     """PEM client certificate, for a receiver that requires mutual TLS (turns TLS on)."""
     tls_key: str = ""
     """PEM private key of ``tls_cert``."""
+    system_metrics: bool = False
+    """Sample the host's CPU, memory, disk, network and NVIDIA GPUs into the active run
+    (``client_sdk.system_metrics``; needs the ``system`` extra)."""
+    system_metrics_interval_s: float = 10.0
+    """Seconds between two system metrics samples."""
     token: str = field(default="", repr=False)
     """Bearer token from ``trackbridge token issue``, bound to this client id; "" sends none.
     Shown as ``***`` in reprs."""
@@ -91,9 +97,15 @@ class WriterConfig:
             "retry_max_backoff_s",
             "close_timeout_s",
             "heartbeat_s",
+            "system_metrics_interval_s",
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+
+    def overridden(self, **values: object) -> WriterConfig:
+        """This config with the fields given that are not None replaced (checked again)."""
+        given = {name: value for name, value in values.items() if value is not None}
+        return dataclasses.replace(self, **given) if given else self  # type: ignore[arg-type]
 
     @classmethod
     def resolve(
@@ -108,12 +120,14 @@ class WriterConfig:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         token: str | None = None,
+        system_metrics: bool | None = None,
         **overrides: float,
     ) -> WriterConfig:
         """Builds a config from explicit arguments, then the environment, then defaults.
 
         TLS and token settings come from ``TRACKBRIDGE_TLS_CA``/``_CERT``/``_KEY`` and
-        ``TRACKBRIDGE_TOKEN`` (or ``TRACKBRIDGE_TOKEN_FILE``) when not given.
+        ``TRACKBRIDGE_TOKEN`` (or ``TRACKBRIDGE_TOKEN_FILE``) when not given; system metrics
+        from ``TRACKBRIDGE_SYSTEM_METRICS`` and ``TRACKBRIDGE_SYSTEM_METRICS_INTERVAL_S``.
         """
         security = ChannelSecurity.resolve(
             tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, token=token, env=env
@@ -126,6 +140,13 @@ class WriterConfig:
             job = env.get(envvars.TRACKBRIDGE_JOB, DEFAULT_JOB)
         if spool_dir is None:
             spool_dir = env.get(envvars.TRACKBRIDGE_SPOOL_DIR, default_spool_dir(env))
+        if system_metrics is None:
+            system_metrics = env_flag(env, envvars.TRACKBRIDGE_SYSTEM_METRICS)
+        raw_interval = env.get(envvars.TRACKBRIDGE_SYSTEM_METRICS_INTERVAL_S)
+        if raw_interval is not None and "system_metrics_interval_s" not in overrides:
+            overrides["system_metrics_interval_s"] = _env_float(
+                envvars.TRACKBRIDGE_SYSTEM_METRICS_INTERVAL_S, raw_interval
+            )
         return cls(
             receiver=receiver,
             client_id=client_id,
@@ -135,6 +156,7 @@ class WriterConfig:
             tls_cert=security.tls_cert,
             tls_key=security.tls_key,
             token=security.token,
+            system_metrics=system_metrics,
             **overrides,  # type: ignore[arg-type]
         )
 
@@ -143,3 +165,26 @@ def default_spool_dir(env: Mapping[str, str] = os.environ) -> str:
     """``$XDG_CACHE_HOME/trackbridge/spool``, else ``~/.cache/trackbridge/spool``."""
     cache = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(cache, "trackbridge", "spool")
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+
+def env_flag(env: Mapping[str, str], name: str) -> bool:
+    """A boolean environment variable (``1``/``true``/``yes``/``on`` or ``0``/``false``/...).
+
+    Raises:
+        ValueError: Any other value, naming the variable.
+    """
+    raw = env.get(name, "").strip().lower()
+    if raw in _TRUE or raw in _FALSE:
+        return raw in _TRUE
+    raise ValueError(f"{name} must be 1 or 0 (true or false), got {env[name]!r}")
+
+
+def _env_float(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None

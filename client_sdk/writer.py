@@ -11,7 +11,6 @@ import uuid
 import weakref
 from collections import deque
 from collections.abc import Mapping
-from typing import cast
 
 from bridge.convert import check_run_start
 from bridge.events import Event, Metric, Param, RunEnd, RunStart, RunStatus, Tag
@@ -21,7 +20,6 @@ from bridge.validation import (
     check_param_unchanged,
     validate_experiment_name,
     validate_metric_key,
-    validate_metric_value,
     validate_param,
     validate_step_and_timestamp,
     validate_tag,
@@ -34,8 +32,9 @@ from client_sdk._recovery import Recovery
 from client_sdk._results import CloseResult
 from client_sdk._sender import Sender
 from client_sdk._transport import Transport
-from client_sdk._values import is_tensor, tensor_value
+from client_sdk._values import checked_value as _checked_value
 from client_sdk.config import WriterConfig
+from client_sdk.system_metrics import for_writer, stop_sampler
 
 __all__ = ["RunHandle", "Writer"]
 
@@ -60,6 +59,7 @@ class Writer(ArtifactCalls):
         job: Job name (else ``TRACKBRIDGE_JOB``, else ``"default"``).
         config: A complete configuration; excludes the three arguments above.
         env: The environment to read; ``os.environ`` by default.
+        system_metrics: Sample the host into the active run (``client_sdk.system_metrics``).
     """
 
     def __init__(
@@ -70,12 +70,13 @@ class Writer(ArtifactCalls):
         *,
         config: WriterConfig | None = None,
         env: Mapping[str, str] = os.environ,
+        system_metrics: bool | None = None,
     ) -> None:
         if config is None:
             config = WriterConfig.resolve(receiver, client_id, job, env=env)
         elif receiver is not None or client_id is not None or job is not None:
             raise ValueError("pass either config or receiver/client_id/job, not both")
-        self.config = config
+        self.config = config = config.overridden(system_metrics=system_metrics)
         self._buffer: deque[BufferItem] = deque()
         self._max_buffer = config.max_buffer_events
         self._batch_events = config.max_batch_events
@@ -94,6 +95,7 @@ class Writer(ArtifactCalls):
         self._result: CloseResult | None = None
         _live_writers.add(self)
         atexit.register(self._close_at_exit)
+        self._system = for_writer(self)  # None unless config.system_metrics
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -105,8 +107,9 @@ class Writer(ArtifactCalls):
         tags: Mapping[str, object] | None = None,
         description: str | None = None,
         parent: RunHandle | None = None,
+        run_id: str | None = None,
     ) -> RunHandle:
-        """Starts a run and makes it the active one; the receiver creates the MLflow run.
+        """Starts a run (the receiver creates it; ``run_id`` resumes this client's) as active.
 
         Raises:
             MlflowException: A tag or the experiment name is invalid (MLflow's rules), or the
@@ -123,6 +126,7 @@ class Writer(ArtifactCalls):
             description=description or "",
             start_time_ms=_now_ms(),
             parent_run_key=parent.run_key if parent is not None else "",
+            resume_run_id=run_id or "",
         )
         check_run_start(start)
         with self._lock:
@@ -335,6 +339,7 @@ class Writer(ArtifactCalls):
         with self._lock:
             if self._closed:
                 return self._result if self._result is not None else CloseResult(0, 0, 0)
+        stop_sampler(self._system)  # no sample after the run's end
         if self._active is not None:
             self.end_run(RunStatus.FINISHED)
         with self._lock:
@@ -365,6 +370,7 @@ class Writer(ArtifactCalls):
         self._lock = threading.Lock()
         self._active = None
         self._started = False
+        self._system = None  # the sampling thread is the parent's
         self._sender.reset_after_fork()
         if self._recovery is not None:
             self._recovery.reset_after_fork()
@@ -382,14 +388,6 @@ def _defines_run(item: BufferItem) -> bool:
     # A run's start and end are never dropped for a full buffer: without them the run would be
     # lost whole, or stay RUNNING.
     return len(item) == 2 and isinstance(item[1], RunStart | RunEnd)
-
-
-def _checked_value(key: str, value: object, timestamp_ms: int) -> float:
-    # A one-element torch tensor is taken as MLflow takes it; one on an accelerator is read
-    # later, on the sender thread (Metric.value says so), never here.
-    if is_tensor(value):
-        return cast(float, tensor_value(value))
-    return validate_metric_value(key, value, timestamp_ms)
 
 
 def _after_fork_in_child() -> None:

@@ -67,7 +67,10 @@ class Session:
     ) -> None:
         base = WriterConfig.resolve(receiver, client_id, job, env=env)
         self.rank: RankInfo = detect_rank(env)
-        self.config = dataclasses.replace(base, client_id=self.rank.client_id(base.client_id))
+        # System metrics are sampled per run by the fluent API (client_sdk/mlflow/_system.py).
+        self.config = dataclasses.replace(
+            base, client_id=self.rank.client_id(base.client_id), system_metrics=False
+        )
         self.muted = self.rank.rank != 0 and logs_on_rank_zero_only(rank_zero_only, env)
         self.writer: Writer = (_MutedWriter if self.muted else Writer)(config=self.config)
         raw_timeout = env.get(envvars.TRACKBRIDGE_RUN_ID_TIMEOUT_S)

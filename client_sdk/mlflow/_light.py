@@ -51,6 +51,13 @@ from client_sdk.mlflow._logging import (
 )
 from client_sdk.mlflow._runs import NOTE_TAG, new_run, resume
 from client_sdk.mlflow._state import STATE
+from client_sdk.mlflow._system import (
+    disable_system_metrics_logging,
+    enable_system_metrics_logging,
+    set_system_metrics_sampling_interval,
+    start_for,
+    stop_for,
+)
 
 __all__ = [
     "ActiveRun",
@@ -63,6 +70,8 @@ __all__ = [
     "configure",
     "create_experiment",
     "delete_tag",
+    "disable_system_metrics_logging",
+    "enable_system_metrics_logging",
     "end_run",
     "exceptions",
     "flush",
@@ -86,6 +95,7 @@ __all__ = [
     "log_table",
     "log_text",
     "set_experiment",
+    "set_system_metrics_sampling_interval",
     "set_tag",
     "set_tags",
     "set_tracking_uri",
@@ -249,6 +259,7 @@ def start_run(  # noqa: PLR0917 - MLflow's signature
     else:
         record = new_run(experiment_id, run_name, nested, parent_run_id, checked, description)
     stack.append(record)
+    start_for(session, record, log_system_metrics)
     return ActiveRun(run_of(record, session), record, _exit_run)
 
 
@@ -263,6 +274,7 @@ def end_run(status: str = "FINISHED") -> None:
     if not stack:
         return
     record = stack.pop()
+    stop_for(record)
     _state.last = record
     if status not in _RUN_STATUSES:  # as MLflow: the run leaves the stack, then this
         raise Exception(  # MLflow raises exactly this

@@ -1,0 +1,1 @@
+"""Examples run with one command each from the repository root (``python -m examples.NAME``)."""

@@ -1,0 +1,2 @@
+"""A real Flower federation on loopback, logging through trackbridge:
+``python -m examples.flower``."""

@@ -1,0 +1,5 @@
+import sys
+
+from examples.flower.run import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""A tiny Flower app (a ServerApp and a ClientApp) that logs through trackbridge."""

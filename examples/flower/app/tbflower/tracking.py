@@ -1,0 +1,70 @@
+"""trackbridge in a Flower app.
+
+A site's ClientApp runs in a new ``flwr-clientapp`` process for every message (each train and
+each evaluate of each round), so it opens a Writer per message, logs, and closes it (drained)
+before the handler returns: Flower ends the process right after the reply. The site's MLflow
+run stays one for the whole job: the first message creates it and keeps its MLflow id in the
+node's ``context.state``; later messages resume it by that id (``start_run(run_id=...)``).
+The ServerApp lives for the whole run and keeps one Writer.
+
+Per-round points are logged at ``step=server_round`` (where a metric has per-epoch points too,
+they get their own key), so that a cross-client aggregate over the sites groups them by round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+from flwr.app import ConfigRecord, Context
+
+from client_sdk import Writer
+
+STATE_KEY = "trackbridge"
+CLOSE_TIMEOUT_S = 30.0
+
+
+def site_name(context: Context) -> str:
+    """The site's client id: its partition, as the SuperNode was started with."""
+    return f"site-{int(context.node_config['partition-id'])}"
+
+
+@contextmanager
+def site_run(context: Context) -> Iterator[Writer]:
+    """A Writer logging into this site's run (created by the first message, then resumed)."""
+    site = site_name(context)
+    config = context.run_config
+    writer = Writer(receiver=str(config["receiver"]), client_id=site, job=str(config["job"]))
+    kept = context.state.config_records.get(STATE_KEY)
+    run_id = str(kept["run_id"]) if kept is not None else None
+    try:
+        writer.start_run(
+            run_name=site,
+            tags={"flower.partition_id": context.node_config["partition-id"]},
+            run_id=run_id,
+        )
+        try:
+            yield writer
+        except BaseException:
+            writer.end_run("FAILED")
+            raise
+        writer.end_run("FINISHED")
+        if run_id is None:
+            new_id = writer.run_id(timeout_s=CLOSE_TIMEOUT_S)  # waits for MLflow's id
+            if new_id:
+                context.state[STATE_KEY] = ConfigRecord({"run_id": new_id})
+    finally:
+        writer.close(timeout_s=CLOSE_TIMEOUT_S)
+
+
+def log_round(
+    writer: Writer, metrics: Mapping[str, float], server_round: int, num_examples: int
+) -> None:
+    """One round's points of this site (or the server's aggregate of them).
+
+    ``num_examples`` is what a weighted cross-client mean weighs the site by; with
+    trackbridge's round API this becomes ``round=server_round, num_examples=num_examples``.
+    """
+    del num_examples  # carried by the round API, once the Writer has it
+    for key, value in metrics.items():
+        writer.log_metric(key, value, step=server_round)

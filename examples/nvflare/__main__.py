@@ -1,0 +1,5 @@
+import sys
+
+from examples.nvflare.run import main
+
+sys.exit(main())
