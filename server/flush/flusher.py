@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 
 from bridge.limits import MAX_METRICS_PER_BATCH
 from server.flush.leases import Leases
+from server.flush.mirror import Mirror
 from server.flush.progress import FlushObserver
 from server.flush.refusals import RunMissing, RunRefused, purged
 from server.flush.retry import Retrier, Stopping
@@ -64,8 +65,10 @@ class Flusher:
         receiver_id: str = "",
         gaps: GapLog | None = None,
         calls: CallApplier | None = None,
+        mirror: Mirror | None = None,
     ) -> None:
         self._queue = queue
+        self._mirror = mirror
         self._sink = sink
         self._interval_s = interval_s
         self._on_run = on_run
@@ -83,7 +86,7 @@ class Flusher:
         self._writer = RunWriter(
             queue, sink, self._runs, self._retrying, self.stats, backlog=backlog,
             observer=observer, on_run=on_run, lease_s=lease_s, receiver_id=receiver_id, gaps=gaps,
-            calls=calls,
+            calls=calls, mirror=mirror,
         )  # fmt: skip
         self._leases = Leases(
             queue, sink, self._runs, self._writer, last_seen=last_seen, lease_s=lease_s,
@@ -169,6 +172,8 @@ class Flusher:
             return False
         failures = progressed = 0
         more = False
+        for run_key in list(self._runs.quarantined):
+            self._mirror_held(run_key)
         for run_key in self._queue.runs_with_pending():
             if run_key in self._runs.quarantined:
                 continue
@@ -244,6 +249,17 @@ class Flusher:
             self._backlog.add(requeued - self._requeued)
             self._requeued = requeued
 
+    def _mirror_held(self, run_key: str) -> None:
+        """The other sinks get what a quarantined run holds (its trouble is MLflow's)."""
+        if self._mirror is None:
+            return
+        try:
+            self._mirror.catch_up(self._runs.record(run_key), time.monotonic() + self._turn_s)
+        except Exception as exc:  # the run's next turn tries again
+            _logger.warning(
+                "run %s: writing its held events beside MLflow failed: %s", run_key, exc
+            )
+
     def _quarantine(self, run_key: str, reason: str) -> None:
         self._queue.quarantine(run_key, reason)
         self._runs.quarantined[run_key] = reason
@@ -297,7 +313,7 @@ class Flusher:
         self._retry_at[run_key] = time.monotonic() + delay
         self.last_error = f"{type(exc).__name__}: {exc}"
         _logger.warning(
-            "run %s: MLflow call failed (%s); this run tries again in %.1f s, the others go on",
+            "run %s: a write failed (%s); this run tries again in %.1f s, the others go on",
             run_key,
             self.last_error,
             delay,
