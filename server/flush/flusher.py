@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 
 from bridge.limits import MAX_METRICS_PER_BATCH
 from server.flush.leases import Leases
-from server.flush.mirror import Mirror
+from server.flush.mirror import Mirror, SinkFailed
 from server.flush.progress import FlushObserver
 from server.flush.refusals import RunMissing, RunRefused, purged
 from server.flush.retry import Retrier, Stopping
@@ -163,6 +163,7 @@ class Flusher:
         """Gives every run with pending batches its turn; True when work is left."""
         self.stats.cycles += 1
         self._sync()
+        self._mirror_ahead()
         if self._identity is not None and not self._identity.checked:
             change = self._identity.check()
             if change is not None:
@@ -172,8 +173,6 @@ class Flusher:
             return False
         failures = progressed = 0
         more = False
-        for run_key in list(self._runs.quarantined):
-            self._mirror_held(run_key)
         for run_key in self._queue.runs_with_pending():
             if run_key in self._runs.quarantined:
                 continue
@@ -249,16 +248,16 @@ class Flusher:
             self._backlog.add(requeued - self._requeued)
             self._requeued = requeued
 
-    def _mirror_held(self, run_key: str) -> None:
-        """The other sinks get what a quarantined run holds (its trouble is MLflow's)."""
+    def _mirror_ahead(self) -> None:
+        """The other sinks get what every run has stored, before MLflow is asked anything:
+        MLflow down, paused, or refusing a run holds their data back by a cycle at most."""
         if self._mirror is None:
             return
-        try:
-            self._mirror.catch_up(self._runs.record(run_key), time.monotonic() + self._turn_s)
-        except Exception as exc:  # the run's next turn tries again
-            _logger.warning(
-                "run %s: writing its held events beside MLflow failed: %s", run_key, exc
-            )
+        for run_key in [*self._queue.runs_with_pending(), *self._runs.quarantined]:
+            try:
+                self._mirror.catch_up(self._runs.record(run_key), time.monotonic() + self._turn_s)
+            except SinkFailed as exc:  # the run's turn fails on it too, and backs off
+                _logger.warning("run %s: %s", run_key, exc)
 
     def _quarantine(self, run_key: str, reason: str) -> None:
         self._queue.quarantine(run_key, reason)

@@ -9,9 +9,10 @@ refusals, dead letters); the two meet here:
 - a batch leaves the queue only when every sink has it: the run writer covers each read with
   :meth:`Mirror.cover` before it writes that read to MLflow, so a failing sink holds that run's
   MLflow writes too (nothing is lost; clients get back-pressure at ``--max-backlog``);
-- MLflow's trouble does not hold the sinks back: each turn of a run starts with
-  :meth:`Mirror.catch_up`, which writes everything the run has stored, ahead of MLflow, so
-  while MLflow is down the files stay behind by at most the flusher's backoff (10 s).
+- MLflow's trouble does not hold the sinks back: each flush cycle starts with
+  :meth:`Mirror.catch_up` of every run with stored batches (quarantined ones too), before any
+  MLflow call, so while MLflow is down, paused or refusing a run the files stay behind by a
+  cycle at most (the flush interval, or a second when a cycle is busy).
 """
 
 from __future__ import annotations

@@ -119,10 +119,7 @@ class RunWriter:
     def flush_run(self, run_key: str, until: float) -> bool:
         """Writes a run's pending batches; True when ``until`` passed with more left.
 
-        The other sinks get them first: all the run has stored, then each read again before
-        MLflow gets it (server/flush/mirror.py)."""
-        if self._mirror is not None:
-            self._mirror.catch_up(self._runs.record(run_key), until)
+        The other sinks hold each read before MLflow gets it (server/flush/mirror.py)."""
         if run_key in self._runs.recovering:
             self._recover(run_key)
         while batches := self._queue.pending(run_key, BATCHES_PER_READ):
