@@ -44,6 +44,8 @@ class FileFlusher:
         self._observer = observer
         self._records: dict[str, RunRecord] = {}
         self._unflushed: dict[str, int] = {}
+        self._failing: dict[str, str] = {}
+        """Runs whose last turn failed, and why (logged once per new reason)."""
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -114,11 +116,16 @@ class FileFlusher:
                 failed = True
                 self.stats.mlflow_errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                _logger.warning(
-                    "run %s: writing its events failed (%s); tried again next tick",
-                    run_key,
-                    self.last_error,
-                )
+                if self._failing.get(run_key) != self.last_error:
+                    _logger.warning(
+                        "run %s: writing its events failed (%s); tried again every tick",
+                        run_key,
+                        self.last_error,
+                    )
+                self._failing[run_key] = self.last_error
+                continue
+            if self._failing.pop(run_key, None) is not None:
+                _logger.info("run %s: its events are written again", run_key)
         if not failed:
             self.last_error = ""
         return more

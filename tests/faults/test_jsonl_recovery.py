@@ -7,6 +7,7 @@ hands them to the file again."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,15 @@ import pytest
 
 from server.flush.jsonl import safe_name
 from server.flush.progress import TAGGED_METRICS
-from tests.support.isolation import expected, log_points, status, wait_finished, writer_for
+from tests.support.disk import tmpfs
+from tests.support.isolation import (
+    expected,
+    log_points,
+    status,
+    trackbridge,
+    wait_finished,
+    writer_for,
+)
 from tests.support.mlflow_proxy import MlflowProxy
 from tests.support.procs import MlflowServer, ReceiverProcess, wait_until
 
@@ -99,27 +108,38 @@ def test_kill_9_between_the_file_and_the_queue_writes_nothing_twice(
 
 
 @pytest.mark.timeout(300)
-def test_kill_9_of_a_receiver_without_mlflow_loses_and_doubles_nothing(
+def test_full_disk_then_kill_9_without_mlflow_loses_and_doubles_nothing(
     start_receiver: Callable[..., ReceiverProcess], job: str, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "receiver-data"
-    files = tmp_path / "files"
-    sinks = ("--sink", f"jsonl:{files}")
-    # No timed flush: the flusher writes when a run has a full batch (1000 events), so a tail
-    # of the run stays in the queue, and the receiver dies with the file part written.
-    first = start_receiver(data_dir=data_dir, flush_interval_s=3600, extra_args=sinks)
-    writer = writer_for(first, "site-9", job, tmp_path)
-    key = writer.start_run("site-9").run_key
-    path = _path(files, job, "site-9", key)
-    log_points(writer, 0, POINTS - 500)
-    writer.end_run("FINISHED")
-    assert writer.flush(timeout_s=120), "every event acknowledged (durable in the queue)"
-    assert writer.close(timeout_s=10) == 0
-    wait_until(lambda: len(_lines(path)) >= 1000, 60, what="part of the run in its file")
-    assert status(data_dir)["backlog_events"] > 0
-    _kill_9(first)
+    with tmpfs(tmp_path / "files", "64k") as files:
+        sinks = ("--sink", f"jsonl:{files}")
+        first = start_receiver(data_dir=data_dir, extra_args=sinks)
+        writer = writer_for(first, "site-9", job, tmp_path)
+        key = writer.start_run("site-9").run_key
+        path = _path(files, job, "site-9", key)
+        log_points(writer, 0, POINTS)  # about 250 kB of lines: the disk fills up on the way
+        writer.end_run("FINISHED")
+        assert writer.flush(timeout_s=120), "every event acknowledged (durable in the queue)"
+        assert writer.close(timeout_s=10) == 0
 
-    second = start_receiver(data_dir=data_dir, extra_args=sinks)
-    wait_until(lambda: status(data_dir)["backlog_events"] == 0, 60, what="the queue, empty")
-    assert second.stop() == 0, second.log_tail()
-    _assert_exactly_once(path, POINTS - 500)
+        def failing() -> bool:
+            shown = trackbridge("status", "--data-dir", str(data_dir)).stdout
+            return "files: FAILING" in shown and "No space left on device" in shown
+
+        wait_until(failing, 60, what="status telling the files fail")
+        assert status(data_dir)["backlog_events"] > 0, "kept in the queue for the files"
+        assert 0 < len(_lines_written(path)) < POINTS
+        _kill_9(first)
+        remount = ["mount", "-o", "remount,size=4m", str(files)]
+        assert subprocess.run(remount, capture_output=True, timeout=30, check=False).returncode == 0
+
+        second = start_receiver(data_dir=data_dir, extra_args=sinks)
+        wait_until(lambda: status(data_dir)["backlog_events"] == 0, 60, what="the queue, empty")
+        assert second.stop() == 0, second.log_tail()
+        _assert_exactly_once(path, POINTS)
+
+
+def _lines_written(path: Path) -> list[bytes]:
+    """The complete lines of a file that may end in a torn one."""
+    return path.read_bytes().split(b"\n")[:-1]
