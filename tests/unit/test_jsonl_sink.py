@@ -26,7 +26,14 @@ from bridge.events import (
     Tag,
 )
 from server.config import ReceiverConfig, parse_sinks
-from server.flush.jsonl import JsonlDamaged, JsonlInUse, JsonlSink, event_line, safe_name
+from server.flush.jsonl import (
+    MAX_OPEN_FILES,
+    JsonlDamaged,
+    JsonlInUse,
+    JsonlSink,
+    event_line,
+    safe_name,
+)
 from server.flush.mirror import Mirror, SinkFailed
 from server.queue.schema import connect
 from server.queue.sqlite import Queue, RunRecord
@@ -201,3 +208,26 @@ def test_sinks_combine() -> None:
     both = ReceiverConfig.resolve(env={"TRACKBRIDGE_SINKS": "mlflow, jsonl:/x"})
     assert both.sinks == ("mlflow", "jsonl:/x")
     assert ReceiverConfig.resolve(sinks=["jsonl:/y"], env={}).mlflow_sink is False
+
+
+def test_fsync_full_writes_and_reopens_the_same(tmp_path: Path) -> None:
+    record = _record(job="deep", client="c", run="r")
+    sink = JsonlSink(tmp_path / "a" / "b", fsync=True)  # parents made (and fsynced) too
+    sink.open()
+    assert sink.write(record, _metrics(1, 3)) == 3
+    sink.close()
+    again = JsonlSink(tmp_path / "a" / "b", fsync=True)
+    assert again.write(record, _metrics(2, 3)) == 1
+    again.close()
+    assert [line["seq"] for line in _lines(again.path(record))] == [0, 1, 2, 3, 4]
+
+
+def test_many_runs_past_the_open_file_limit_stay_exactly_once(tmp_path: Path) -> None:
+    sink = JsonlSink(tmp_path)
+    records = [_record(run=f"r{n}") for n in range(MAX_OPEN_FILES + 20)]
+    for extra in range(2):  # the second pass reopens files closed to stay under the limit
+        for n, record in enumerate(records):
+            assert sink.write(record, _metrics(1, n % 3 + 1 + extra)) == (1 if extra else n % 3 + 1)
+    sink.close()
+    for n, record in enumerate(records):
+        assert [line["seq"] for line in _lines(sink.path(record))] == list(range(n % 3 + 3))
