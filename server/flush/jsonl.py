@@ -50,7 +50,7 @@ from bridge.events import (
 from server.queue.sqlite import RunRecord
 from server.security.ownership import client_run_key
 
-__all__ = ["JsonlDamaged", "JsonlInUse", "JsonlSink", "event_line", "safe_name"]
+__all__ = ["JsonlDamaged", "JsonlInUse", "JsonlSink", "encode_line", "event_line", "safe_name"]
 
 _logger = logging.getLogger(__name__)
 
@@ -97,18 +97,39 @@ def safe_name(name: str) -> str:
 def event_line(seq: int, event: Event) -> dict[str, Any]:
     """The JSON object of one event: ``seq``, ``kind``, then the event's fields, a field at
     its default value left out (so fields added later with a default break no reader)."""
-    line: dict[str, Any] = {"seq": seq, "kind": KINDS[type(event)]}
-    for f in dataclasses.fields(event):
-        value = getattr(event, f.name)
-        if f.default is not dataclasses.MISSING and value == f.default:
+    kind, fields = _shape(type(event))
+    line: dict[str, Any] = {"seq": seq, "kind": kind}
+    for name, default in fields:
+        value = getattr(event, name)
+        if default is not _REQUIRED and value == default:
             continue
-        if f.default_factory is not dataclasses.MISSING and value == f.default_factory():
-            continue
-        line[f.name] = _json_value(value)
+        line[name] = _json_value(value)
     return line
 
 
+_REQUIRED = object()
+_SHAPES: dict[type, tuple[str, tuple[tuple[str, object], ...]]] = {}
+
+
+def _shape(cls: type) -> tuple[str, tuple[tuple[str, object], ...]]:
+    """An event class's kind and its fields with their defaults (read once per class)."""
+    shape = _SHAPES.get(cls)
+    if shape is None:
+        fields = []
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                fields.append((f.name, f.default))
+            elif f.default_factory is not dataclasses.MISSING:
+                fields.append((f.name, f.default_factory()))
+            else:
+                fields.append((f.name, _REQUIRED))
+        shape = _SHAPES[cls] = (KINDS[cls], tuple(fields))
+    return shape
+
+
 def _json_value(value: object) -> object:
+    if type(value) in (int, str):
+        return value
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, bytes):
@@ -120,8 +141,28 @@ def _json_value(value: object) -> object:
     return value
 
 
-def _encode(obj: Mapping[str, Any]) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_STRING: Any = json.encoder.encode_basestring  # the C one the encoder itself uses
+
+
+def encode_line(seq: int, event: Event) -> str:
+    """``event_line`` as JSON text, the same characters ``json`` writes, built without the
+    dict (the flusher writes every event through it)."""
+    kind, fields = _shape(type(event))
+    parts = [f'{{"seq":{seq},"kind":"{kind}"']
+    for name, default in fields:
+        value = getattr(event, name)
+        if default is not _REQUIRED and value == default:
+            continue
+        kind_of = type(value)
+        if kind_of is str:
+            parts.append(f',"{name}":{_STRING(value)}')
+        elif kind_of is int or (kind_of is float and math.isfinite(value)):
+            parts.append(f',"{name}":{value!r}')
+        else:
+            parts.append(f',"{name}":{_ENCODER.encode(_json_value(value))}')
+    parts.append("}\n")
+    return "".join(parts)
 
 
 @dataclass(slots=True)
@@ -183,23 +224,23 @@ class JsonlSink:
             JsonlDamaged: The file's last line is not one of this sink's.
         """
         f = self._file(record)
-        out = bytearray()
+        lines: list[str] = []
         if f.last_seq < 0:
             header = {"seq": 0, "kind": "run", "job": record.job, "client_id": record.client_id,
                       "run_key": client_run_key(record.run_key)}  # fmt: skip
-            out += _encode(header) + b"\n"
+            lines.append(_ENCODER.encode(header) + "\n")
         last = max(f.last_seq, 0)
         count = 0
         for seq, event in events:
             if seq <= last:
                 continue  # written before a restart, or handed again
-            out += _encode(event_line(seq, event)) + b"\n"
+            lines.append(encode_line(seq, event))
             last = seq
             count += 1
-        if not out:
+        if not lines:
             return 0
         try:
-            view = memoryview(out)
+            view = memoryview("".join(lines).encode())
             while view:
                 view = view[os.write(f.fd, view) :]
             if self._fsync:

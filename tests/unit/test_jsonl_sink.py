@@ -31,6 +31,7 @@ from server.flush.jsonl import (
     JsonlDamaged,
     JsonlInUse,
     JsonlSink,
+    encode_line,
     event_line,
     safe_name,
 )
@@ -231,3 +232,17 @@ def test_many_runs_past_the_open_file_limit_stay_exactly_once(tmp_path: Path) ->
     sink.close()
     for n, record in enumerate(records):
         assert [line["seq"] for line in _lines(sink.path(record))] == list(range(n % 3 + 3))
+
+
+def test_the_fast_line_is_the_json_of_the_event_line() -> None:
+    encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    events: list[Event] = [
+        RunStart(experiment="é\"x", run_name="n\n", tags={"a": "b\\"}, top_level=True),
+        Metric("m/ü", 0.1, -3, T0), Metric("m", math.nan, 0, 0), Metric("m", -math.inf, 1, 2),
+        Metric("m", 1e300, 2**40, T0), Param("p", "\u2028"), Tag("t", ""), DeleteTag("t"),
+        RunEnd(RunStatus.KILLED, 0), MlflowCall("mlflow.X", b""), Dropped(1, "r", 2, 3, 4, 5),
+    ]  # fmt: skip
+    for seq, event in enumerate(events, start=1):
+        line = encode_line(seq, event)
+        assert line == encoder.encode(event_line(seq, event)) + "\n"
+        assert json.loads(line) == event_line(seq, event)
