@@ -313,8 +313,8 @@ class Receiver:
         if self.artifacts is not None and self.tracking is not None:
             await loop.run_in_executor(None, self.artifacts.stop, self.config.shutdown_timeout_s)
             self.tracking.close()
-        if self._mirror is not None:
-            self._mirror.close()
+        if self._mirror is not None and not self.flusher.running:
+            self._mirror.close()  # never under a flusher still writing (reused descriptors)
         self._mlflow_state.cancel()
         self.guard.close()
         for conn in self._conns:

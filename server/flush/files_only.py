@@ -58,6 +58,11 @@ class FileFlusher:
         """Starts the timer thread."""
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        """Whether the flusher's thread still runs (a stop that ran out of time)."""
+        return self._thread.is_alive()
+
     def stored(self, run_key: str, count: int) -> None:
         """Tells the flusher that ``count`` events of a run were stored (ingest thread)."""
         with self._lock:
