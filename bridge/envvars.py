@@ -118,6 +118,8 @@ MLFLOW_TRACKING_INSECURE_TLS = "MLFLOW_TRACKING_INSECURE_TLS"
 
 TRACKBRIDGE_READ_SCOPE = "TRACKBRIDGE_READ_SCOPE"
 """Receiver: what clients may read back (``own``, ``job`` or ``all``; default ``job``)."""
+TRACKBRIDGE_SINKS = "TRACKBRIDGE_SINKS"
+"""Receiver: where events go, comma-separated ``mlflow`` and ``jsonl:DIR`` (default ``mlflow``)."""
 
 TRACKBRIDGE_READ_TIMEOUT_S = "TRACKBRIDGE_READ_TIMEOUT_S"
 """Client: how long an MLflow read through the receiver may take, in seconds (default 60)."""

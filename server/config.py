@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +51,10 @@ class ReceiverConfig:
     read_scope: str = "job"
     """What clients may read back through the receiver: ``own`` (runs of their client id),
     ``job`` (runs of their job) or ``all``; the viewer token reads all."""
+    mlflow_sink: bool = True
+    """Whether events go to MLflow (``--sink mlflow``); False runs the receiver without MLflow."""
+    jsonl_dir: Path | None = None
+    """Where JSON-lines files of every event go (``--sink jsonl:DIR``); None writes none."""
 
     def __repr__(self) -> str:
         return redacted_repr(self)  # a config dump shows no token, no password in a URI
@@ -80,6 +84,8 @@ class ReceiverConfig:
             raise ValueError(f"client_timeout_s must be positive, got {self.client_timeout_s!r}")
         if self.read_scope not in READ_SCOPES:
             raise ValueError(f"read_scope must be one of {READ_SCOPES}, got {self.read_scope!r}")
+        if not self.mlflow_sink and self.jsonl_dir is None:
+            raise ValueError("no sink: give --sink mlflow, --sink jsonl:DIR, or both")
         if self.live_points < 2:
             raise ValueError(f"live_points must be at least 2, got {self.live_points!r}")
         http = self.http_address
@@ -101,6 +107,12 @@ class ReceiverConfig:
         if not sep or not host or not port_text.isdigit():
             raise ValueError(f"http_listen must be host:port or off, got {self.http_listen!r}")
         return (host.strip("[]"), int(port_text))
+
+    @property
+    def sinks(self) -> tuple[str, ...]:
+        """The sinks as ``--sink`` names them (``mlflow``, ``jsonl:DIR``)."""
+        named = ("mlflow",) if self.mlflow_sink else ()
+        return named + ((f"jsonl:{self.jsonl_dir}",) if self.jsonl_dir is not None else ())
 
     @property
     def embedded(self) -> bool:
@@ -132,9 +144,17 @@ class ReceiverConfig:
         live_points: int | None = None,
         security: SecurityConfig | None = None,
         read_scope: str | None = None,
+        sinks: Sequence[str] | None = None,
         env: Mapping[str, str] = os.environ,
     ) -> ReceiverConfig:
-        """Builds a config from explicit values, then the environment, then defaults."""
+        """Builds a config from explicit values, then the environment, then defaults.
+
+        ``sinks`` are ``--sink`` values (``mlflow``, ``jsonl:DIR``); env ``TRACKBRIDGE_SINKS``
+        holds them comma-separated; default ``mlflow``."""
+        if sinks is None:
+            raw_sinks = env.get(envvars.TRACKBRIDGE_SINKS, "")
+            sinks = [s.strip() for s in raw_sinks.split(",") if s.strip()] or ["mlflow"]
+        mlflow_sink, jsonl_dir = parse_sinks(sinks)
         if listen is None:
             listen = env.get(envvars.TRACKBRIDGE_LISTEN, DEFAULT_LISTEN)
         if data_dir is None:
@@ -167,7 +187,26 @@ class ReceiverConfig:
             read_scope=(
                 env.get(envvars.TRACKBRIDGE_READ_SCOPE, "job") if read_scope is None else read_scope
             ),
+            mlflow_sink=mlflow_sink,
+            jsonl_dir=jsonl_dir,
         )
+
+
+def parse_sinks(sinks: Sequence[str]) -> tuple[bool, Path | None]:
+    """``--sink`` values as (MLflow on, the JSON-lines directory); ValueError when bad."""
+    mlflow_sink = False
+    jsonl_dir: Path | None = None
+    for spec in sinks:
+        kind, sep, rest = spec.partition(":")
+        if spec == "mlflow":
+            mlflow_sink = True
+        elif kind == "jsonl" and sep and rest:
+            if jsonl_dir is not None and Path(rest) != jsonl_dir:
+                raise ValueError(f"two JSON-lines directories ({jsonl_dir}, {rest}): give one")
+            jsonl_dir = Path(rest)
+        else:
+            raise ValueError(f"unknown sink {spec!r}: give mlflow or jsonl:DIR")
+    return mlflow_sink, jsonl_dir
 
 
 def is_loopback(host: str) -> bool:

@@ -22,7 +22,10 @@ from server.config import ReceiverConfig
 from server.data_dir import DataDirClaim, create_private, secure
 from server.flush import probes
 from server.flush.credentials import configured_secrets
+from server.flush.files_only import FileFlusher
 from server.flush.flusher import Flusher
+from server.flush.jsonl import JsonlSink
+from server.flush.mirror import Mirror
 from server.flush.mlflow_state import record_errors
 from server.flush.sink import MlflowSink
 from server.flush.store_identity import StoreIdentity
@@ -74,6 +77,12 @@ class Receiver:
         self._server: grpc.aio.Server | None = None
         self._health = HealthServicer()
         self._conns: list[sqlite3.Connection] = []
+        self._mirror: Mirror | None = None
+        self.flusher: Flusher | FileFlusher
+        self.tracking: TrackingService | None = None
+        """MLflow's API for clients (None without the MLflow sink)."""
+        self.artifacts: ArtifactRelay | None = None
+        """Artifact uploads to MLflow (None without the MLflow sink)."""
 
     async def start(self) -> int:
         """Opens the queue, starts the flusher and serves gRPC; returns the bound port."""
@@ -85,6 +94,8 @@ class Receiver:
         try:
             return await self._start(cfg)
         except BaseException:
+            if self._mirror is not None:
+                self._mirror.close()
             self._claim.release()
             raise
 
@@ -95,52 +106,28 @@ class Receiver:
             self._conns.append(connect(queue_path, cfg.sqlite_synchronous))
         ingest_conn, flush_conn, status_conn = self._conns
         create_private(cfg.data_dir / "artifacts.db")
-        if cfg.embedded:
-            create_private(cfg.data_dir / "mlflow.db")
-        artifacts = (cfg.data_dir / "artifacts").resolve().as_uri() if cfg.embedded else None
-        sink = MlflowSink(
-            cfg.effective_tracking_uri,
-            artifact_location=artifacts,
-            receiver_id=self._claim.receiver_id,
-        )
+        if cfg.jsonl_dir is not None:
+            files = JsonlSink(cfg.jsonl_dir, fsync=cfg.sqlite_synchronous == "FULL")
+            files.open()
+            self._mirror = Mirror(Queue(flush_conn), [files])
         try:  # the first reads walk every table: a damaged file shows here, at start
             runs = Queue(ingest_conn).runs()
             self.backlog = Backlog(Queue(ingest_conn).pending_events())
             self.ingestor = Ingestor(
                 Queue(ingest_conn), self._stored, self.backlog, gaps=GapLog(ingest_conn)
             )
-            self.artifacts = ArtifactRelay(
-                cfg.data_dir, cfg.effective_tracking_uri, self.ingestor, cfg.flush_interval_s
-            )
-            self.tracking = TrackingService(
-                tracking_uri=cfg.effective_tracking_uri,
-                artifact_location=artifacts,
-                queue_path=queue_path,
-                ingestor=self.ingestor,
-                flush_soon=lambda: self.flusher.flush_soon(),  # noqa: PLW0108 - made below
-                uploads_pending=self.artifacts.store.pending_for,
-                authenticator=self.guard.authenticator,
-                viewer_token=cfg.viewer_token,
-                scope=ReadScope(cfg.read_scope),
-            )
-            self.flusher = Flusher(
-                Queue(flush_conn),
-                sink,
-                interval_s=cfg.flush_interval_s,
-                on_run=self._on_run,
-                backlog=self.backlog,
-                last_seen=self.ingestor.last_seen,
-                lease_s=cfg.run_lease_s,
-                observer=self.hub_for(cfg, runs),
-                identity=StoreIdentity(
-                    cfg.data_dir,
-                    cfg.effective_tracking_uri,
-                    lambda: probes.store_id(sink.client),
-                ),
-                receiver_id=self._claim.receiver_id,
-                gaps=GapLog(flush_conn),
-                calls=self.tracking.journal,
-            )
+            observer = self.hub_for(cfg, runs)
+            if cfg.mlflow_sink:
+                self.flusher = self._mlflow_flusher(cfg, flush_conn, observer)
+            else:
+                assert self._mirror is not None  # the config has at least one sink
+                self.flusher = FileFlusher(
+                    Queue(flush_conn),
+                    self._mirror,
+                    interval_s=cfg.flush_interval_s,
+                    backlog=self.backlog,
+                    observer=observer,
+                )
         except sqlite3.DatabaseError as exc:
             raise QueueCorrupt(queue_path, exc) from None
         self.service = IngestService(
@@ -168,8 +155,9 @@ class Receiver:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         watch = WatchService(self.hub, cfg.viewer_token, self.live.receiver_state)
         watch_pb2_grpc.add_WatchServicer_to_server(watch, server)  # type: ignore[no-untyped-call]
-        self.artifacts.register(server)
-        self.tracking.register(server)
+        if self.artifacts is not None and self.tracking is not None:
+            self.artifacts.register(server)
+            self.tracking.register(server)
         host, _, port = cfg.listen.rpartition(":")
         check_free(host, int(port), what="gRPC", flag=GRPC_FLAG)
         if cfg.http_address is not None:
@@ -182,9 +170,15 @@ class Receiver:
         self.ingestor.start()
         self.flusher.start()
         self._mlflow_state = asyncio.create_task(
-            record_errors(lambda: self.flusher.last_error, cfg.data_dir, configured_secrets())
+            record_errors(
+                lambda: self.flusher.last_error,
+                cfg.data_dir,
+                configured_secrets(),
+                sinks=cfg.sinks,
+            )
         )
-        self.artifacts.start()
+        if self.artifacts is not None:
+            self.artifacts.start()
         await server.start()
         self._server = server
         for service in ("", INGEST_SERVICE):
@@ -192,12 +186,57 @@ class Receiver:
         _logger.info("receiver listening on port %d, data in %s", self.port, cfg.data_dir)
         return self.port
 
+    def _mlflow_flusher(self, cfg: ReceiverConfig, conn: sqlite3.Connection, hub: Hub) -> Flusher:
+        """The MLflow side: the sink, the flusher, artifact uploads and MLflow's API."""
+        queue_path = cfg.data_dir / QUEUE_FILE
+        if cfg.embedded:
+            create_private(cfg.data_dir / "mlflow.db")
+        artifacts = (cfg.data_dir / "artifacts").resolve().as_uri() if cfg.embedded else None
+        sink = MlflowSink(
+            cfg.effective_tracking_uri,
+            artifact_location=artifacts,
+            receiver_id=self._claim.receiver_id,
+        )
+        self.artifacts = ArtifactRelay(
+            cfg.data_dir, cfg.effective_tracking_uri, self.ingestor, cfg.flush_interval_s
+        )
+        self.tracking = TrackingService(
+            tracking_uri=cfg.effective_tracking_uri,
+            artifact_location=artifacts,
+            queue_path=queue_path,
+            ingestor=self.ingestor,
+            flush_soon=lambda: self.flusher.flush_soon(),  # noqa: PLW0108 - made below
+            uploads_pending=self.artifacts.store.pending_for,
+            authenticator=self.guard.authenticator,
+            viewer_token=cfg.viewer_token,
+            scope=ReadScope(cfg.read_scope),
+        )
+        return Flusher(
+            Queue(conn),
+            sink,
+            interval_s=cfg.flush_interval_s,
+            on_run=self._on_run,
+            backlog=self.backlog,
+            last_seen=self.ingestor.last_seen,
+            lease_s=cfg.run_lease_s,
+            observer=hub,
+            identity=StoreIdentity(
+                cfg.data_dir,
+                cfg.effective_tracking_uri,
+                lambda: probes.store_id(sink.client),
+            ),
+            receiver_id=self._claim.receiver_id,
+            gaps=GapLog(conn),
+            calls=self.tracking.journal,
+            mirror=self._mirror,
+        )
+
     def hub_for(self, cfg: ReceiverConfig, runs: list[RunRecord]) -> Hub:
         """Makes the live hub (it knows the queue's runs before their clients are heard)."""
         self.hub = Hub(
             live_points=cfg.live_points,
             client_timeout_s=cfg.client_timeout_s,
-            mlflow_ui_url=mlflow_ui_url(cfg.effective_tracking_uri),
+            mlflow_ui_url=mlflow_ui_url(cfg.effective_tracking_uri) if cfg.mlflow_sink else "",
             runs=runs,
         )
         return self.hub
@@ -271,8 +310,11 @@ class Receiver:
         )
         if not drained:
             _logger.warning("stopped with batches still queued; they are flushed on next start")
-        await loop.run_in_executor(None, self.artifacts.stop, self.config.shutdown_timeout_s)
-        self.tracking.close()
+        if self.artifacts is not None and self.tracking is not None:
+            await loop.run_in_executor(None, self.artifacts.stop, self.config.shutdown_timeout_s)
+            self.tracking.close()
+        if self._mirror is not None and not self.flusher.running:
+            self._mirror.close()  # never under a flusher still writing (reused descriptors)
         self._mlflow_state.cancel()
         self.guard.close()
         for conn in self._conns:

@@ -161,15 +161,18 @@ def existing_data_dir(path: Path, *, flag: str = "--data-dir") -> Path:
     return path
 
 
-def writable_data_dir(path: Path) -> Path:
-    """Creates a receiver data directory if needed and proves that files can be written in it.
+def writable_data_dir(
+    path: Path, *, what: str = "data directory", flag: str = "--data-dir"
+) -> Path:
+    """Creates a receiver data directory (or ``what`` another, given with ``flag``) if needed
+    and proves that files can be written in it.
 
     Root may write to a directory whatever its mode bits say, so this writes a file rather
     than asking ``os.access``: a read-only mount, ``/proc`` or a full disk fail here, in one
     line, instead of deep inside SQLite.
     """
     if path.exists() and not path.is_dir():
-        raise UsageError(f"data directory {path} is a file: pass --data-dir a directory")
+        raise UsageError(f"{what} {path} is a file: pass {flag} a directory")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
@@ -180,6 +183,6 @@ def writable_data_dir(path: Path) -> Path:
         if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
             hint = "a directory this user may write to, on a writable filesystem"
         raise UsageError(
-            f"cannot write in data directory {path} ({reason.lower()}): pass --data-dir {hint}"
+            f"cannot write in {what} {path} ({reason.lower()}): pass {flag} {hint}"
         ) from None
     return path

@@ -39,6 +39,13 @@ def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--tracking-uri",
         help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else an embedded SQLite store)",
     )
+    p.add_argument(
+        "--sink",
+        action="append",
+        metavar="SINK",
+        help="where events go: mlflow (the default) or jsonl:DIR (JSON-lines files per job,"
+        " client and run); give it twice for both (env TRACKBRIDGE_SINKS, comma-separated)",
+    )
     p.add_argument("--flush-interval", type=positive_float, metavar="SECONDS", help="default 1.0")
     p.add_argument(
         "--fsync",
@@ -104,6 +111,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.ready_file is not None and not args.ready_file.parent.is_dir():
         raise UsageError(f"no folder {args.ready_file.parent} for --ready-file")
     writable_data_dir(config.data_dir)
+    if config.jsonl_dir is not None:
+        writable_data_dir(config.jsonl_dir, what="JSON-lines directory", flag="--sink jsonl:DIR")
     host, _, port = config.listen.rpartition(":")
     check_free(host.strip("[]"), int(port), "--listen")
     if config.http_address is not None:
@@ -111,6 +120,7 @@ def _serve(args: argparse.Namespace) -> int:
     prepare_secrets()
 
     from server.data_dir import DataDirInUse
+    from server.flush.jsonl import JsonlDamaged, JsonlInUse
     from server.live.http import HttpListenError
     from server.ports import PortInUse
     from server.queue.schema import QueueCorrupt
@@ -119,8 +129,13 @@ def _serve(args: argparse.Namespace) -> int:
 
     def ready(receiver: Receiver) -> None:
         print(f"trackbridge receiver listening on port {receiver.port}", flush=True)
-        print(f"  MLflow: {redact_uri(config.effective_tracking_uri)}", flush=True)
-        if config.embedded:
+        if config.mlflow_sink:
+            print(f"  MLflow: {redact_uri(config.effective_tracking_uri)}", flush=True)
+        else:
+            print("  MLflow: off (--sink without mlflow)", flush=True)
+        if config.jsonl_dir is not None:
+            print(f"  JSON-lines files: {config.jsonl_dir}", flush=True)
+        if config.embedded and config.mlflow_sink:
             print(f"  view it: mlflow ui --backend-store-uri {config.effective_tracking_uri}")
         if receiver.http_port is not None:
             print(f"  live view: {receiver.live_url()}", flush=True)
@@ -131,7 +146,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         drained = asyncio.run(serve(config, ready))
-    except (CertificateError, DataDirInUse, HttpListenError, PortInUse, QueueCorrupt) as exc:
+    except (
+        CertificateError, DataDirInUse, HttpListenError, JsonlDamaged, JsonlInUse, PortInUse,
+        QueueCorrupt,
+    ) as exc:  # fmt: skip
         raise UsageError(str(exc)) from None
     except OSError as exc:
         if "listen" not in str(exc):
@@ -157,4 +175,5 @@ def _serve_config(args: argparse.Namespace) -> ReceiverConfig:
         client_timeout_s=args.client_timeout,
         security=security_from_args(args),
         read_scope=args.read_scope,
+        sinks=args.sink,
     )

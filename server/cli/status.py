@@ -89,6 +89,8 @@ def mlflow_line(state: dict[str, Any] | None, quarantined: int) -> str:
     """What the status says of MLflow: ok only when a running receiver says so."""
     if state is None:
         return "MLflow: unknown (the receiver has not reported yet)"
+    if "mlflow" not in state.get("sinks", ["mlflow"]):
+        return files_line(state)
     if not is_current(state):
         last = "ok" if state["ok"] else f"failing: {state['diagnosis']}"
         return (
@@ -100,6 +102,20 @@ def mlflow_line(state: dict[str, Any] | None, quarantined: int) -> str:
     if quarantined:
         return f"MLflow: ok (reachable; {quarantined} run(s) quarantined, see below)"
     return "MLflow: ok"
+
+
+def files_line(state: dict[str, Any]) -> str:
+    """What the status says of a receiver that writes JSON-lines files only."""
+    where = ", ".join(state["sinks"])
+    if not is_current(state):
+        last = "ok" if state["ok"] else f"failing: {state['error']}"
+        return (
+            f"MLflow: off (sinks: {where}); the receiver is not running (its last report, at"
+            f" {_when(int(state.get('updated_ms', 0)))}: {last})"
+        )
+    if not state["ok"]:
+        return f"MLflow: off (sinks: {where}); files: FAILING\n  last error: {state['error']}"
+    return f"MLflow: off (sinks: {where}); files: ok"
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -130,6 +146,9 @@ def format_status(status: dict[str, Any]) -> str:
                 f" the {previous.get('events_written', '?')} events written there stay there"
             )
     lines.append(mlflow_line(status.get("mlflow"), len(status["quarantined_runs"])))
+    sinks = (status.get("mlflow") or {}).get("sinks", ["mlflow"])
+    if len(sinks) > 1:
+        lines.append(f"sinks: {', '.join(sinks)} (a batch leaves the queue once all have it)")
     quarantined = status["quarantined_runs"]
     if quarantined:
         lines.append(f"quarantined runs: {len(quarantined)}")

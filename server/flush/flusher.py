@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 
 from bridge.limits import MAX_METRICS_PER_BATCH
 from server.flush.leases import Leases
+from server.flush.mirror import Mirror, SinkFailed
 from server.flush.progress import FlushObserver
 from server.flush.refusals import RunMissing, RunRefused, purged
 from server.flush.retry import Retrier, Stopping
@@ -64,8 +65,10 @@ class Flusher:
         receiver_id: str = "",
         gaps: GapLog | None = None,
         calls: CallApplier | None = None,
+        mirror: Mirror | None = None,
     ) -> None:
         self._queue = queue
+        self._mirror = mirror
         self._sink = sink
         self._interval_s = interval_s
         self._on_run = on_run
@@ -83,7 +86,7 @@ class Flusher:
         self._writer = RunWriter(
             queue, sink, self._runs, self._retrying, self.stats, backlog=backlog,
             observer=observer, on_run=on_run, lease_s=lease_s, receiver_id=receiver_id, gaps=gaps,
-            calls=calls,
+            calls=calls, mirror=mirror,
         )  # fmt: skip
         self._leases = Leases(
             queue, sink, self._runs, self._writer, last_seen=last_seen, lease_s=lease_s,
@@ -101,6 +104,11 @@ class Flusher:
     def start(self) -> None:
         """Starts the timer thread."""
         self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        """Whether the flusher's thread still runs (a stop that ran out of time)."""
+        return self._thread.is_alive()
 
     def stored(self, run_key: str, count: int) -> None:
         """Tells the flusher that ``count`` events of a run were stored (ingest thread)."""
@@ -160,6 +168,7 @@ class Flusher:
         """Gives every run with pending batches its turn; True when work is left."""
         self.stats.cycles += 1
         self._sync()
+        self._mirror_ahead()
         if self._identity is not None and not self._identity.checked:
             change = self._identity.check()
             if change is not None:
@@ -244,6 +253,17 @@ class Flusher:
             self._backlog.add(requeued - self._requeued)
             self._requeued = requeued
 
+    def _mirror_ahead(self) -> None:
+        """The other sinks get what every run has stored, before MLflow is asked anything:
+        MLflow down, paused, or refusing a run holds their data back by a cycle at most."""
+        if self._mirror is None:
+            return
+        for run_key in [*self._queue.runs_with_pending(), *self._runs.quarantined]:
+            try:
+                self._mirror.catch_up(self._runs.record(run_key), time.monotonic() + self._turn_s)
+            except SinkFailed as exc:  # the run's turn fails on it too, and backs off
+                _logger.warning("run %s: %s", run_key, exc)
+
     def _quarantine(self, run_key: str, reason: str) -> None:
         self._queue.quarantine(run_key, reason)
         self._runs.quarantined[run_key] = reason
@@ -297,7 +317,7 @@ class Flusher:
         self._retry_at[run_key] = time.monotonic() + delay
         self.last_error = f"{type(exc).__name__}: {exc}"
         _logger.warning(
-            "run %s: MLflow call failed (%s); this run tries again in %.1f s, the others go on",
+            "run %s: a write failed (%s); this run tries again in %.1f s, the others go on",
             run_key,
             self.last_error,
             delay,

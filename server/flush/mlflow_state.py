@@ -8,7 +8,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,11 @@ _DIAGNOSES: tuple[tuple[Callable[[int | None, str], bool], str], ...] = (
         " that signed MLflow's certificate",
     ),
     (
+        lambda status, text: text.startswith("sinkfailed"),
+        "writing the JSON-lines files failed (a full disk, permissions, a damaged file: see the"
+        " last error); their events wait in the queue, and MLflow's with them",
+    ),
+    (
         lambda status, text: "connection refused" in text or "max retries exceeded" in text,
         "MLflow cannot be reached: is it running, and is the tracking URI right?",
     ),
@@ -76,10 +81,18 @@ def diagnose(error: str) -> str:
     return "MLflow call failed"
 
 
-def write_state(data_dir: Path, error: str, since_ms: int, secrets: Iterable[str] = ()) -> None:
-    """Records the current MLflow error ("" once MLflow works again), atomically."""
+def write_state(
+    data_dir: Path,
+    error: str,
+    since_ms: int,
+    secrets: Iterable[str] = (),
+    sinks: Sequence[str] = ("mlflow",),
+) -> None:
+    """Records the current MLflow error ("" once MLflow works again), atomically, with the
+    receiver's sinks (``mlflow``, ``jsonl:DIR``)."""
     clean = redact_text(error, secrets)
     state = {
+        "sinks": list(sinks),
         "ok": not error,
         "error": clean,
         "diagnosis": diagnose(clean) if error else "",
@@ -103,6 +116,7 @@ async def record_errors(
     data_dir: Path,
     secrets: Iterable[str],
     interval_s: float = 1.0,
+    sinks: Sequence[str] = ("mlflow",),
 ) -> None:
     """Keeps the state file in step with ``last_error()`` until cancelled, rewriting it at
     least every ``HEARTBEAT_S`` so that ``status`` can tell a running receiver's state from the
@@ -117,7 +131,7 @@ async def record_errors(
             if recorded is None or bool(error) != bool(recorded):
                 since_ms = time.time_ns() // 1_000_000
             try:
-                write_state(data_dir, error, since_ms, secrets)
+                write_state(data_dir, error, since_ms, secrets, sinks)
             except OSError as exc:
                 _logger.warning("cannot record the MLflow state in %s: %s", data_dir, exc)
             else:

@@ -40,6 +40,7 @@ from bridge.events import (
 from bridge.limits import split_log_batch
 from bridge.pb.v1 import events_pb2
 from server.flush import probes
+from server.flush.mirror import Mirror
 from server.flush.progress import BATCHES_PER_READ, TAGGED_METRICS, FlushObserver, Progress, Read
 from server.flush.refusals import (
     RunMissing,
@@ -97,8 +98,10 @@ class RunWriter:
         receiver_id: str,
         gaps: GapLog | None = None,
         calls: CallApplier | None = None,
+        mirror: Mirror | None = None,
     ) -> None:
         self._queue = queue
+        self._mirror = mirror
         self._sink = sink
         self._runs = runs
         self._retrying = retrying
@@ -114,10 +117,14 @@ class RunWriter:
         self._progress = Progress(queue, backlog, stats, observer)
 
     def flush_run(self, run_key: str, until: float) -> bool:
-        """Writes a run's pending batches; True when ``until`` passed with more left."""
+        """Writes a run's pending batches; True when ``until`` passed with more left.
+
+        The other sinks hold each read before MLflow gets it (server/flush/mirror.py)."""
         if run_key in self._runs.recovering:
             self._recover(run_key)
         while batches := self._queue.pending(run_key, BATCHES_PER_READ):
+            if self._mirror is not None:
+                self._mirror.cover(self._runs.record(run_key), batches)
             self._flush_read(run_key, Read(batches))
             if len(batches) < BATCHES_PER_READ:
                 return False

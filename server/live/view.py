@@ -114,6 +114,7 @@ class Live:
         """The receiver's own state, for the page of ``job``: its backlog and the job's."""
         return {
             "mlflow_up": self._mlflow_reachable(),
+            "sinks": list(self._config.sinks),
             "backlog": self._counters().backlog_events,
             "job_backlog": self.hub.job_backlog(job),
             "mlflow_ui": self.hub.mlflow_ui_url,

@@ -159,6 +159,15 @@ class Queue:
         ).fetchall()
         return [PendingBatch(*row) for row in rows]
 
+    def pending_after(self, run_key: str, seq: int, limit: int) -> list[PendingBatch]:
+        """The oldest ``limit`` pending batches of a run that hold events after ``seq``."""
+        rows = self._conn.execute(
+            "SELECT id, run_key, first_seq, last_seq, payload, done_seq FROM batches"
+            " WHERE run_key = ? AND last_seq > ? ORDER BY id LIMIT ?",
+            (run_key, seq, limit),
+        ).fetchall()
+        return [PendingBatch(*row) for row in rows]
+
     def pending_events(self) -> int:
         """Number of stored events not yet written to MLflow (held ones included)."""
         row = self._conn.execute(f"SELECT COALESCE(SUM({REMAINING}), 0) FROM batches")

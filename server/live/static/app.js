@@ -264,7 +264,9 @@
         counts.dataset[state] = String(states.get(state) || 0);
       }
       const mlflow = $("#mlflow-state");
-      setText(mlflow, r.mlflow_up ? "MLflow reachable" : "MLflow UNREACHABLE");
+      const noMlflow = Array.isArray(r.sinks) && !r.sinks.includes("mlflow");
+      setText(mlflow, noMlflow ? (r.mlflow_up ? "MLflow off; files written" : "writing files FAILING")
+        : (r.mlflow_up ? "MLflow reachable" : "MLflow UNREACHABLE"));
       mlflow.classList.toggle("bad", !r.mlflow_up);
       const backlog = $("#job-backlog");
       backlog.dataset.value = String(r.job_backlog);
