@@ -36,7 +36,11 @@ def add_dead_letters_command(sub: argparse._SubParsersAction[argparse.ArgumentPa
         )
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     replaying.add_argument(
-        "--run", action="append", default=[], metavar="RUN_KEY", help="a run's (repeatable)"
+        "--run",
+        action="append",
+        default=[],
+        metavar="RUN_KEY",
+        help="a run, by its key as status shows it: CLIENT/RUN_KEY (repeatable)",
     )
     replaying.add_argument("--reason", metavar="TEXT", help="those whose reason contains TEXT")
     replaying.add_argument("--all", action="store_true", help="every dead letter")

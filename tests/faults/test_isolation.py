@@ -61,9 +61,9 @@ def test_a_run_in_an_experiment_mlflow_refuses_is_quarantined_alone_then_replaye
             lambda: quarantined(proxied.data_dir), 90, what="the victim's run quarantined"
         )
         asked = proxy.requests_naming(poisoned)
-        assert held["run_key"] == run.run_key
+        assert held["run_key"] == f"victim/{run.run_key}"  # its owned key, as status shows
         assert f"mlflow experiments restore --experiment-id {experiment_id}" in held["reason"]
-        assert f"trackbridge dead-letters replay --run {run.run_key}" in held["reason"]
+        assert f"trackbridge dead-letters replay --run victim/{run.run_key}" in held["reason"]
         assert held["events"] == 202  # its start, 200 points, its end: kept, none lost
         bystander.assert_delivered(mlflow_client)
         # While it waits it costs MLflow nothing, and nothing about it is written again.
@@ -71,16 +71,16 @@ def test_a_run_in_an_experiment_mlflow_refuses_is_quarantined_alone_then_replaye
         (again,) = quarantined(proxied.data_dir)
         assert (again["events"], again["reason"]) == (202, held["reason"])
         assert status(proxied.data_dir)["dead_letters"] == []
-        assert proxied.log_path.read_text().count(f"run {run.run_key} (client") == 1
+        assert proxied.log_path.read_text().count(f"run victim/{run.run_key} (client") == 1
     finally:
         bystander.stop()
     assert runs_with_key(mlflow_client, run.run_key) == []
 
     mlflow_client.restore_experiment(experiment_id)
-    replayed = trackbridge("dead-letters", "replay", "--run", run.run_key,
+    replayed = trackbridge("dead-letters", "replay", "--run", f"victim/{run.run_key}",
                            "--data-dir", str(proxied.data_dir))  # fmt: skip
     assert replayed.returncode == 0, replayed.stderr
-    assert f"released run {run.run_key}" in replayed.stdout
+    assert f"released run victim/{run.run_key}" in replayed.stdout
     got = wait_finished(mlflow_client, run.run_key, 200)
     assert got.info.experiment_id == experiment_id
     assert got.info.run_name == "victim"
@@ -127,7 +127,7 @@ def test_a_deleted_experiment_quarantines_its_runs_and_a_replay_while_stopped_re
     replayed = trackbridge("dead-letters", "replay", "--reason", "was deleted",
                            "--data-dir", str(data_dir))  # fmt: skip
     assert replayed.returncode == 0, replayed.stderr
-    assert f"released run {run.run_key}" in replayed.stdout
+    assert f"released run victim/{run.run_key}" in replayed.stdout
     assert trackbridge("dead-letters", "list", "--data-dir", str(data_dir)).stdout.startswith(
         "quarantined runs: 0"
     )
@@ -165,10 +165,10 @@ def test_a_run_deleted_mid_stream_is_held_once_and_flows_again_after_restore_and
     finally:
         bystander.stop()
     listed = trackbridge("dead-letters", "list", "--data-dir", str(proxied.data_dir))
-    assert f"run {run.run_key} (job {job}, client victim): 302 events" in listed.stdout
+    assert f"run victim/{run.run_key} (job {job}, client victim): 302 events" in listed.stdout
 
     mlflow_client.restore_run(run_id)
-    replayed = trackbridge("dead-letters", "replay", "--run", run.run_key,
+    replayed = trackbridge("dead-letters", "replay", "--run", f"victim/{run.run_key}",
                            "--data-dir", str(proxied.data_dir))  # fmt: skip
     assert replayed.returncode == 0, replayed.stderr
     got = wait_finished(mlflow_client, run.run_key, 600)

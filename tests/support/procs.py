@@ -33,10 +33,10 @@ CLIENTS_DIR = Path(__file__).resolve().parent / "clients"
 """Client programs the tests start as processes of their own."""
 
 
-MLFLOW_START_TIMEOUT_S = 60.0
+MLFLOW_START_TIMEOUT_S = 180.0
 
 
-RECEIVER_START_TIMEOUT_S = 60.0
+RECEIVER_START_TIMEOUT_S = 180.0
 
 
 RECEIVER_STOP_TIMEOUT_S = 60.0
