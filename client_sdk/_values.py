@@ -8,9 +8,11 @@ would make the training thread wait for the device, so a copy of it travels in t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from bridge.errors import INVALID_PARAMETER_VALUE, MlflowException
+from bridge.events import RunEnd, RunStart
+from bridge.validation import validate_metric_value
 
 
 class DeviceScalar:
@@ -94,3 +96,30 @@ def fluent_value(value: object) -> object:
         return float(value)  # type: ignore[arg-type]
     except ValueError:
         return value
+
+
+CLOSED_DROP = (
+    "trackbridge: the writer is closed; dropping events logged to it (counted in dropped_events)"
+)
+"""The writer's warning at the first event dropped because it is closed."""
+FULL_DROP = (
+    "trackbridge: dropping events (the spool and the in-memory buffer are full); counting them"
+    " in dropped_events and reporting them to the receiver, which records the loss on the run"
+)
+"""The writer's warning at the first event dropped for a full buffer."""
+
+
+def defines_run(item: tuple[object, ...]) -> bool:
+    """Whether a buffered item starts or ends a run."""
+    # A run's start and end are never dropped for a full buffer: without them the run would be
+    # lost whole, or stay RUNNING.
+    return len(item) == 2 and isinstance(item[1], RunStart | RunEnd)
+
+
+def checked_value(key: str, value: object, timestamp_ms: int) -> float:
+    """A metric value checked as MLflow checks it (a tensor taken as MLflow takes it)."""
+    # A one-element torch tensor is taken as MLflow takes it; one on an accelerator is read
+    # later, on the sender thread (Metric.value says so), never here.
+    if is_tensor(value):
+        return cast(float, tensor_value(value))
+    return validate_metric_value(key, value, timestamp_ms)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bridge import envvars
 from bridge.secret import redacted_repr
+from server.aggregate.config import AggregateConfig
 from server.security.config import SecurityConfig
 
 DEFAULT_LISTEN = "127.0.0.1:50551"
@@ -51,6 +52,11 @@ class ReceiverConfig:
     read_scope: str = "job"
     """What clients may read back through the receiver: ``own`` (runs of their client id),
     ``job`` (runs of their job) or ``all``; the viewer token reads all."""
+    aggregate: AggregateConfig = field(default_factory=AggregateConfig)
+    """Which metrics are aggregated across a job's clients, and how long a round waits."""
+    round_as_step: bool = False
+    """Write a point's federated round as MLflow's step (else as the ``trackbridge.round``
+    metric beside the point, at its own step)."""
 
     def __repr__(self) -> str:
         return redacted_repr(self)  # a config dump shows no token, no password in a URI
@@ -132,6 +138,8 @@ class ReceiverConfig:
         live_points: int | None = None,
         security: SecurityConfig | None = None,
         read_scope: str | None = None,
+        aggregate: AggregateConfig | None = None,
+        round_as_step: bool | None = None,
         env: Mapping[str, str] = os.environ,
     ) -> ReceiverConfig:
         """Builds a config from explicit values, then the environment, then defaults."""
@@ -167,6 +175,8 @@ class ReceiverConfig:
             read_scope=(
                 env.get(envvars.TRACKBRIDGE_READ_SCOPE, "job") if read_scope is None else read_scope
             ),
+            aggregate=AggregateConfig() if aggregate is None else aggregate,
+            round_as_step=bool(round_as_step),
         )
 
 

@@ -15,8 +15,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from bridge.pb.v1 import watch_pb2_grpc
+from bridge.pb.v1 import events_pb2, watch_pb2_grpc
 from bridge.protocol import INGEST_SERVICE
+from server.aggregate.aggregator import Aggregator
 from server.artifacts.service import ArtifactRelay
 from server.config import ReceiverConfig
 from server.data_dir import DataDirClaim, create_private, secure
@@ -34,6 +35,7 @@ from server.live.model import Counters
 from server.live.view import Live
 from server.live.watch import WatchService
 from server.ports import GRPC_FLAG, HTTP_FLAG, PortInUse, check_free, in_use
+from server.queue.aggregates import is_aggregate_run
 from server.queue.gaps import GapLog
 from server.queue.schema import QUEUE_FILE, QueueCorrupt
 from server.queue.sqlite import Backlog, Queue, RunRecord, connect
@@ -91,9 +93,10 @@ class Receiver:
     async def _start(self, cfg: ReceiverConfig) -> int:
         self.guard = Guard(cfg.security, cfg.data_dir)
         queue_path = cfg.data_dir / QUEUE_FILE
-        for _ in range(3):
+        for _ in range(4):
             self._conns.append(connect(queue_path, cfg.sqlite_synchronous))
-        ingest_conn, flush_conn, status_conn = self._conns
+        ingest_conn, flush_conn, status_conn, aggregate_conn = self._conns
+        self._loop = asyncio.get_running_loop()
         create_private(cfg.data_dir / "artifacts.db")
         if cfg.embedded:
             create_private(cfg.data_dir / "mlflow.db")
@@ -104,10 +107,24 @@ class Receiver:
             receiver_id=self._claim.receiver_id,
         )
         try:  # the first reads walk every table: a damaged file shows here, at start
-            runs = Queue(ingest_conn).runs()
+            runs = [r for r in Queue(ingest_conn).runs() if not is_aggregate_run(r.run_key)]
             self.backlog = Backlog(Queue(ingest_conn).pending_events())
+            self.aggregator = (
+                Aggregator(
+                    aggregate_conn,
+                    cfg.aggregate,
+                    on_stored=self._aggregated,
+                    on_written=self._show_aggregates,
+                )
+                if cfg.aggregate.enabled
+                else None
+            )
             self.ingestor = Ingestor(
-                Queue(ingest_conn), self._stored, self.backlog, gaps=GapLog(ingest_conn)
+                Queue(ingest_conn),
+                self._stored,
+                self.backlog,
+                gaps=GapLog(ingest_conn),
+                aggregates=self.aggregator,
             )
             self.artifacts = ArtifactRelay(
                 cfg.data_dir, cfg.effective_tracking_uri, self.ingestor, cfg.flush_interval_s
@@ -140,6 +157,7 @@ class Receiver:
                 receiver_id=self._claim.receiver_id,
                 gaps=GapLog(flush_conn),
                 calls=self.tracking.journal,
+                round_as_step=cfg.round_as_step,
             )
         except sqlite3.DatabaseError as exc:
             raise QueueCorrupt(queue_path, exc) from None
@@ -181,6 +199,8 @@ class Receiver:
         secure(cfg.data_dir)  # what the parts created on a first start
         self.ingestor.start()
         self.flusher.start()
+        if self.aggregator is not None:
+            self.aggregator.start()
         self._mlflow_state = asyncio.create_task(
             record_errors(lambda: self.flusher.last_error, cfg.data_dir, configured_secrets())
         )
@@ -227,6 +247,14 @@ class Receiver:
     def _stored(self, run_key: str, count: int) -> None:
         self.flusher.stored(run_key, count)
 
+    def _show_aggregates(self, batch: events_pb2.EventBatch) -> None:
+        self._loop.call_soon_threadsafe(self.hub.aggregated, batch)
+
+    def _aggregated(self, run_key: str, count: int) -> None:
+        self.backlog.add(count)
+        self.flusher.stored(run_key, count)
+        self.flusher.flush_soon()  # a round's aggregate is awaited: no flush interval
+
     def _on_run(self, run_key: str, run_id: str, experiment_id: str) -> None:
         self.ingestor.set_mlflow_run(run_key, run_id, experiment_id)
         self.hub.set_mlflow_run(run_key, run_id, experiment_id)
@@ -266,6 +294,8 @@ class Receiver:
         self._server = None
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.ingestor.stop, grace_s)
+        if self.aggregator is not None:  # what is due goes into the queue, then to MLflow
+            await loop.run_in_executor(None, self.aggregator.stop, grace_s)
         drained = await loop.run_in_executor(
             None, self.flusher.stop, self.config.shutdown_timeout_s
         )

@@ -64,6 +64,7 @@ class Flusher:
         receiver_id: str = "",
         gaps: GapLog | None = None,
         calls: CallApplier | None = None,
+        round_as_step: bool = False,
     ) -> None:
         self._queue = queue
         self._sink = sink
@@ -83,7 +84,7 @@ class Flusher:
         self._writer = RunWriter(
             queue, sink, self._runs, self._retrying, self.stats, backlog=backlog,
             observer=observer, on_run=on_run, lease_s=lease_s, receiver_id=receiver_id, gaps=gaps,
-            calls=calls,
+            calls=calls, round_as_step=round_as_step,
         )  # fmt: skip
         self._leases = Leases(
             queue, sink, self._runs, self._writer, last_seen=last_seen, lease_s=lease_s,
