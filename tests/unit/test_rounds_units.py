@@ -69,7 +69,10 @@ def test_each_round_point_brings_the_round_metric_in_its_chunk() -> None:
     chunks = list(split_log_batch(many, round_key=ROUND_METRIC, reserve_tags=1))
     assert all(len(c.metrics) <= MAX_METRICS_PER_BATCH for c in chunks)
     assert sum(c.entries for c in chunks) == MAX_METRICS_PER_BATCH
-    assert [m.key for m in next(iter(split_log_batch(many[:2]))).metrics] == ["a", "a"]  # no round_key
+    assert [m.key for m in next(iter(split_log_batch(many[:2]))).metrics] == [
+        "a",
+        "a",
+    ]  # no round_key
 
 
 def test_statistics_are_numpys_over_the_clients_in_order() -> None:
