@@ -47,10 +47,13 @@ class RoundClient:
         assert self.proc.wait(timeout=60) == 0
 
     def kill(self) -> None:
-        """Stops the process if it still runs (teardown)."""
+        """Stops the process if it still runs, and closes its pipes (teardown)."""
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=30)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
         self._log.close()
 
     def _send(self, command: dict[str, Any]) -> None:
