@@ -44,14 +44,15 @@ def values_at(client: Any, run_id: str, step: int) -> dict[str, list[float]]:
 
 
 def wait_points(client: Any, job: str, step: int, count: int) -> str:
-    """Waits until every statistic holds ``count`` points at ``step``; returns the parent id."""
+    """Waits until ``<key>/count`` holds ``count`` points at ``step`` (the statistics of one
+    aggregate travel in one log_batch call); returns the parent run's id."""
 
     def ready() -> str | None:
         parent = parent_run(client, job)
         if parent is None:
             return None
         at = values_at(client, parent.info.run_id, step)
-        return parent.info.run_id if all(len(v) >= count for v in at.values()) else None
+        return parent.info.run_id if len(at["count"]) >= count else None
 
     run_id: str = wait_until(ready, 120, what=f"{count} aggregate points at step {step}")
     return run_id

@@ -88,6 +88,6 @@ def parent_run(client: Any, job: str) -> Any:
 
 
 def history(client: Any, run_id: str, key: str) -> list[tuple[int, float, int]]:
-    """A metric's points as ``(step, value, timestamp)``, in MLflow's order of steps then time."""
+    """A metric's points as ``(step, value, timestamp)``, by step, then time."""
     points = client.get_metric_history(run_id, key)
-    return sorted((m.step, m.value, m.timestamp) for m in points)
+    return sorted(((m.step, m.value, m.timestamp) for m in points), key=lambda p: (p[0], p[2]))
