@@ -140,3 +140,32 @@ def test_the_aggregator_waits_for_open_runs_then_the_deadline(tmp_path: Path) ->
     assert stored == [("/aggregates:j", 4), ("/aggregates:j", 4)]
     seqs = conn.execute("SELECT first_seq, last_seq FROM batches ORDER BY id").fetchall()
     assert seqs == [(1, 4), (5, 8)]
+
+
+def test_the_writer_checks_rounds_at_the_call_and_buffers_nothing_bad() -> None:
+    from client_sdk.writer import Writer
+
+    writer = Writer("127.0.0.1:1", "site-a", "j")  # never connects: nothing valid is logged
+    try:
+        run = writer.start_run()
+        for bad in (0, -3, 2.0, True):
+            with pytest.raises(MlflowException, match="round"):
+                writer.log_metric("x", 1.0, round=bad)  # type: ignore[arg-type]
+            with pytest.raises(MlflowException, match="num_examples"):
+                writer.log_metrics({"x": 1.0}, round=1, num_examples=bad)  # type: ignore[arg-type]
+            with pytest.raises(MlflowException, match="round"), writer.federated_round(bad):  # type: ignore[arg-type]
+                pass
+        with writer.federated_round(2, num_examples=50):
+            writer.log_metric("x", 1.0, step=3, timestamp=7)
+            writer.log_metric("y", 2.0, step=3, timestamp=7, round=5)
+            writer.log_metrics({"z": 3.0}, step=4, timestamp=8)
+        writer.log_metric("w", 4.0, step=1, timestamp=9)
+        items = list(writer._buffer)
+        assert items[1:] == [
+            (run.run_key, "x", 1.0, 3, 7, 2, 50),
+            (run.run_key, "y", 2.0, 3, 7, 5, 0),
+            (run.run_key, Metric("z", 3.0, 4, 8, 2, 50)),
+            (run.run_key, "w", 4.0, 1, 9),  # no round: the hot path's 5-tuple
+        ]
+    finally:
+        writer.close(timeout_s=0.5)
