@@ -5,6 +5,7 @@ rounds (no aggregate point lost or doubled)."""
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.support.faults import TcpProxy
+from tests.support.live import get, http_port
 from tests.support.procs import ReceiverProcess, wait_until
 from tests.support.rounds import RoundClient, history, parent_run
 
@@ -189,3 +191,22 @@ def test_points_without_rounds_aggregate_by_step_and_without_weights_no_weighted
     # MLflow stores +inf as the largest double, as it does for any metric.
     assert at_6["min"] == [3.0] and at_6["count"] == [2.0] and at_6["weighted_mean"] == []
     assert at_6["mean"] == at_6["max"] == [1.7976931348623157e308]
+    # Live: the job's "(aggregate)" client has the series, on the page and in its row (top).
+    url = f"http://127.0.0.1:{http_port(receiver)}/api/jobs/{urllib.parse.quote(job, safe='')}"
+
+    def shown() -> Any:
+        snap = get(url).json()
+        series = snap["points"].get("(aggregate)", {}).get(f"{KEY}/min")
+        return snap if series and 6 in series["s"] else None
+
+    snap = wait_until(shown, 60, what="the aggregates on the live page")
+    mins = snap["points"]["(aggregate)"][f"{KEY}/min"]
+    assert dict(zip(mins["s"], mins["v"], strict=True)) == {5: -2.0, 6: 3.0}
+    (row,) = [c for c in snap["clients"] if c["id"] == "(aggregate)"]
+    assert row["latest"][f"{KEY}/count"][:2] == [6, 2.0]
+
+    def flushed() -> bool:  # what reached MLflow is counted against the aggregate row too
+        rows = get(url).json()["clients"]
+        return any(c["id"] == "(aggregate)" and c["backlog"] == 0 for c in rows)
+
+    wait_until(flushed, 60, what="the aggregate row's backlog to empty")
