@@ -56,6 +56,8 @@ CASES: list[tuple[str, Argv, tuple[str, ...]]] = [
     ("serve-missing-tls-file", lambda s: ["serve", "--tls-cert", str(s.missing), "--tls-key", str(s.missing)], ("--tls-cert", "no file")),
     ("serve-ready-file-folder", lambda s: ["serve", "--data-dir", str(s.tmp / "d4"), "--ready-file", str(s.missing / "r.json")], ("--ready-file",)),
     ("serve-bad-fsync", lambda s: ["serve", "--fsync", "sometimes"], ("--fsync", "normal")),
+    ("serve-empty-aggregate", lambda s: ["serve", "--aggregate", ""], ("--aggregate", "eval/*")),
+    ("serve-zero-aggregate-deadline", lambda s: ["serve", "--aggregate", "eval/*", "--aggregate-deadline", "0"], ("--aggregate-deadline", "positive")),
     ("token-issue-missing-dir", lambda s: ["token", "issue", "--client", "site-1", "--data-dir", str(s.tmp / "typo")], ("no data directory", "mkdir")),
     ("token-list-missing-dir", lambda s: ["token", "list", "--data-dir", str(s.tmp / "typo")], ("no data directory",)),
     ("token-revoke-missing-dir", lambda s: ["token", "revoke", "--client", "a", "--data-dir", str(s.tmp / "typo")], ("no data directory",)),
