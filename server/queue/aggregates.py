@@ -144,9 +144,12 @@ def points(conn: sqlite3.Connection, group: Group) -> list[tuple[str, float, int
 
 
 def open_clients(conn: sqlite3.Connection, job: str) -> set[str]:
-    """Clients of ``job`` with a run that has started and not ended."""
+    """Clients of ``job`` with a run that has started and not ended: neither by its client
+    (a run end stored) nor by the receiver (its lease ran out: the flusher's status)."""
     rows = conn.execute(
-        "SELECT DISTINCT client_id FROM agg_runs WHERE job = ? AND open = 1", (job,)
+        "SELECT DISTINCT a.client_id FROM agg_runs a LEFT JOIN runs r ON r.run_key = a.run_key"
+        " WHERE a.job = ? AND a.open = 1 AND COALESCE(r.status, 'RUNNING') = 'RUNNING'",
+        (job,),
     ).fetchall()
     return {r[0] for r in rows}
 

@@ -125,6 +125,13 @@ def test_the_aggregator_waits_for_open_runs_then_the_deadline(tmp_path: Path) ->
 
     ingest(batch("a", start, point("eval/x", 1.0, 1), point("train/x", 5.0, 1)), batch("b", start))
     assert agg.write_due() == 0  # b's run is open: wait for it
+    assert table.open_clients(conn, "j") == {"a", "b"}
+    conn.execute(
+        "INSERT INTO runs (run_key, client_id, job, status) VALUES ('b/r', 'b', 'j', 'KILLED')"
+    )
+    assert table.open_clients(conn, "j") == {"a"}  # its lease ran out: not waited for
+    conn.execute("UPDATE runs SET status = 'RUNNING' WHERE run_key = 'b/r'")
+    assert agg.write_due() == 0
     now[0] += 2000
     assert agg.write_due() == 1  # the deadline
     assert _stored(conn) == [
