@@ -13,6 +13,7 @@ SECTIONS = (
     "scale",
     "recovery",
     "system_metrics",
+    "aggregate",
 )
 """The figures, in the order they are measured and printed."""
 
@@ -61,6 +62,10 @@ class BenchOptions:
     recovery_kill_at: float = 0.9
     """The share of the events in MLflow when the receiver gets SIGKILL (0.9: the end of the
     flush, where a restart used to write up to 16 stored batches of a run again)."""
+    aggregate_clients: int = 8
+    """Clients whose rounds the receiver aggregates (section aggregate)."""
+    aggregate_rounds: int = 20
+    """Rounds they report."""
     sections: tuple[str, ...] = SECTIONS
     """The sections to run."""
     json_path: Path = Path("bench-results.json")
@@ -111,5 +116,7 @@ QUICK = BenchOptions(
     connection_procs=2,
     recovery_runs=4,
     recovery_points=2000,
+    aggregate_clients=4,
+    aggregate_rounds=5,
 )
 """The ``--quick`` preset: every section, small, within a minute on 2 cores."""

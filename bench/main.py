@@ -120,7 +120,7 @@ def _measure(ctx: BenchContext, results: Results) -> None:
     wanted = set(ctx.options.sections)
     time_mlflow = "latency" in wanted and ctx.options.writer_rate is None
     mlflow_child, uri = (None, "")
-    if time_mlflow or wanted & {"end_to_end", "freshness", "recovery"}:
+    if time_mlflow or wanted & {"end_to_end", "freshness", "recovery", "aggregate"}:
         mlflow_child, uri = start_mlflow_server(ctx.procs, ctx.work_dir)
         ctx = dataclasses.replace(ctx, mlflow_uri=uri)
     waits = {}
@@ -147,6 +147,10 @@ def _measure(ctx: BenchContext, results: Results) -> None:
         from bench.recovery import recovery
 
         results["recovery"] = _attempt("recovery", lambda: recovery(ctx))
+    if "aggregate" in wanted:
+        from bench.aggregates import aggregate_latency
+
+        results["aggregate"] = _attempt("aggregate", lambda: aggregate_latency(ctx))
 
 
 def _measure_client_side(ctx: BenchContext, results: Results, rx: ReceiverProcess) -> None:

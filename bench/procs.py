@@ -231,6 +231,7 @@ def start_receiver(
     flush_interval_s: float,
     fsync: str = "normal",
     max_backlog_events: int | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> Child:
     """Starts ``trackbridge serve`` on a free loopback port; see :func:`wait_receiver`."""
     argv = [
@@ -255,6 +256,7 @@ def start_receiver(
     ]
     if max_backlog_events is not None:
         argv += ["--max-backlog", str(max_backlog_events)]
+    argv += extra_args
     data_dir.mkdir(parents=True, exist_ok=True)
     return procs.start(name, argv)
 

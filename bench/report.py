@@ -231,6 +231,13 @@ def _section_lines(name: str, s: Results) -> list[str]:  # noqa: PLR0911 - one p
             f"{fmt_us(s['sample_p99_us'])}; at the default 10 s: "
             f"{s['default_interval_overhead_pct']:.4f}% of a loop's time",
         ]
+    if name == "aggregate":
+        return [
+            f"    {s['clients']} clients x {s['rounds']} rounds, flush interval"
+            f" {s['flush_interval_s']:g} s: the last client's point acknowledged -> the round's"
+            f" aggregate readable in MLflow p50 {fmt_us(s['p50_ms'] * 1000)}, max"
+            f" {fmt_us(s['max_ms'] * 1000)} (MLflow read every {fmt_us(s['poll_ms'] * 1000)})"
+        ]
     if name == "recovery":
         return [
             f"    {s['runs']} runs x {s['points'] // s['runs']:,} points; SIGKILL with"
@@ -271,6 +278,7 @@ _TITLES = {
     "scale": "(e) scale: client connections held by one receiver",
     "recovery": "(f) recovery: receiver killed mid-flush, restarted",
     "system_metrics": "(g) system metrics: the sampler's cost to the training loop",
+    "aggregate": "(h) cross-client aggregate latency after a round's last client reports",
 }
 
 

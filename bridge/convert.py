@@ -41,19 +41,39 @@ _STATUS_TO_PB = {
 _STATUS_FROM_PB = {v: k for k, v in _STATUS_TO_PB.items()}
 
 
-def metric_to_proto(key: str, value: object, step: int, timestamp_ms: int, out: pb.Event) -> None:
+def metric_to_proto(  # noqa: PLR0917 - the point's fields, in the wire's order
+    key: str,
+    value: object,
+    step: int,
+    timestamp_ms: int,
+    out: pb.Event,
+    round_: int = 0,
+    num_examples: int = 0,
+) -> None:
     """Fills ``out`` (a fresh ``pb.Event``) with a metric point given as its fields."""
     m = out.metric
     m.key = key
     m.value = value if type(value) is float else _as_float(value)
     m.step = step
     m.timestamp_ms = timestamp_ms
+    if round_:
+        m.round = round_
+    if num_examples:
+        m.num_examples = num_examples
 
 
 def event_to_proto(event: Event, out: pb.Event) -> None:
     """Fills ``out`` (a fresh ``pb.Event``) from an event."""
     if isinstance(event, Metric):
-        metric_to_proto(event.key, event.value, event.step, event.timestamp_ms, out)
+        metric_to_proto(
+            event.key,
+            event.value,
+            event.step,
+            event.timestamp_ms,
+            out,
+            event.round,
+            event.num_examples,
+        )
     elif isinstance(event, Param):
         out.param.key = event.key
         out.param.value = event.value
@@ -116,7 +136,7 @@ def event_from_proto(msg: pb.Event) -> Event:  # noqa: PLR0911 - one return per 
     kind = msg.WhichOneof("kind")
     if kind == "metric":
         m = msg.metric
-        return Metric(m.key, m.value, m.step, m.timestamp_ms)
+        return Metric(m.key, m.value, m.step, m.timestamp_ms, m.round, m.num_examples)
     if kind in ("param", "tag"):
         pair = msg.param if kind == "param" else msg.tag
         return (Param if kind == "param" else Tag)(pair.key, pair.value)
@@ -173,8 +193,9 @@ def check_batch(msg: pb.EventBatch) -> None:
                 if m.key not in good_keys:
                     validate_metric_key(m.key)
                     good_keys.add(m.key)
-                if m.timestamp_ms < 0:
+                if m.timestamp_ms < 0 or m.round < 0 or m.num_examples < 0:
                     validate_step_and_timestamp(m.key, m.value, m.step, m.timestamp_ms)
+                    _check_round(m.round, m.num_examples)
             else:
                 if raw.HasField("run_start"):
                     _check_size(raw.ByteSize())
@@ -188,6 +209,7 @@ def check_event(event: Event) -> None:
     if isinstance(event, Metric):
         validate_metric_key(event.key)
         validate_step_and_timestamp(event.key, event.value, event.step, event.timestamp_ms)
+        _check_round(event.round, event.num_examples)
     elif isinstance(event, Param):
         validate_param(event.key, event.value, truncate=False)
     elif isinstance(event, Tag):
@@ -230,6 +252,14 @@ def check_run_start(start: RunStart) -> None:
     out = pb.Event()
     event_to_proto(start, out)
     _check_size(out.ByteSize())
+
+
+def _check_round(round_: int, num_examples: int) -> None:
+    if round_ < 0 or num_examples < 0:
+        raise MlflowException.invalid_parameter_value(
+            f"a metric's round and num_examples must be 0 (none) or positive (got {round_},"
+            f" {num_examples})"
+        )
 
 
 def _check_size(size: int) -> None:

@@ -26,6 +26,11 @@ class Metric:
     sender thread converts with ``float()``, so the training thread never waits on the device."""
     step: int
     timestamp_ms: int
+    round: int = 0
+    """The federated round the point belongs to (rounds start at 1); 0 means none."""
+    num_examples: int = 0
+    """How many examples the value was computed on (the weight of cross-client weighted
+    means); 0 means not given."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,8 +44,13 @@ def _json_size(entry: Metric | Param | Tag) -> int:
     return len(json.dumps(entry.key)) + len(json.dumps(entry.value)) + _JSON_OVERHEAD_BYTES
 
 
+ROUND_METRIC = "trackbridge.round"
+"""The metric a point's federated round is written as, at the point's step and time, unless
+the receiver writes rounds as MLflow's step (``trackbridge serve --round-as-step``)."""
+
+
 def split_log_batch(
-    entries: Iterable[Metric | Param | Tag], *, reserve_tags: int = 0
+    entries: Iterable[Metric | Param | Tag], *, reserve_tags: int = 0, round_key: str = ""
 ) -> Iterator[LogBatchChunk]:
     """Groups entries, in order, into chunks within every log_batch limit.
 
@@ -54,11 +59,14 @@ def split_log_batch(
     changed value starts a new chunk) and a tag key keeps its last value (the value a sequence
     of set_tag calls would leave). ``reserve_tags`` keeps room for tags the caller adds to
     every chunk: MLflow's client splits a request past the limits into several, and the caller's
-    tags must travel in the same request as the rest.
+    tags must travel in the same request as the rest. With ``round_key``, a metric point with
+    a round brings a point ``round_key`` = its round at its step and time, in the same chunk
+    (once per step, time and round in a chunk).
     """
     metrics: list[Metric] = []
     params: dict[str, Param] = {}
     tags: dict[str, Tag] = {}
+    rounds: set[tuple[int, int, int]] = set()
     size = 0
     covered = 0
     max_entities = MAX_ENTITIES_PER_BATCH - reserve_tags
@@ -69,10 +77,19 @@ def split_log_batch(
 
     for entry in entries:
         entry_size = _json_size(entry)
+        extra = (
+            (entry.step, entry.timestamp_ms, entry.round)
+            if round_key and isinstance(entry, Metric) and entry.round
+            else None
+        )
         full = (
             len(metrics) + len(params) + len(tags) >= max_entities
             or size + entry_size > _REQUEST_BUDGET_BYTES
-            or (isinstance(entry, Metric) and len(metrics) >= MAX_METRICS_PER_BATCH)
+            or (
+                isinstance(entry, Metric)
+                and len(metrics) >= MAX_METRICS_PER_BATCH - (extra is not None)
+            )
+            or (extra is not None and len(metrics) + len(params) + len(tags) + 1 >= max_entities)
             or (isinstance(entry, Param) and len(params) >= MAX_PARAMS_TAGS_PER_BATCH)
             # A param logged again with another value goes to the next request, where MLflow
             # refuses it (and the receiver dead-letters it) instead of it vanishing here.
@@ -86,8 +103,13 @@ def split_log_batch(
         if full:
             yield chunk()
             metrics, params, tags, size, covered = [], {}, {}, 0, 0
+            rounds = set()
         if isinstance(entry, Metric):
             metrics.append(entry)
+            if extra is not None and extra not in rounds:
+                rounds.add(extra)
+                metrics.append(Metric(round_key, float(extra[2]), extra[0], extra[1]))
+                size += _JSON_OVERHEAD_BYTES + len(round_key) + 2
         elif isinstance(entry, Param):
             params.setdefault(entry.key, entry)
         else:

@@ -17,9 +17,14 @@ from client_sdk.spool.file import Spool
 
 _logger = logging.getLogger(__name__)
 
-BufferItem = tuple[str, Event] | tuple[str, str, object, int, int]
+BufferItem = (
+    tuple[str, Event]
+    | tuple[str, str, object, int, int]
+    | tuple[str, str, object, int, int, int, int]
+)
 """What the writer buffers: ``(run_key, event)``, or a metric point as
-``(run_key, key, value, step, timestamp_ms)`` (the hot path's allocation-light form)."""
+``(run_key, key, value, step, timestamp_ms)`` (the hot path's allocation-light form), with
+``round, num_examples`` after them when it has a round or a weight."""
 
 
 @dataclass(slots=True)
@@ -203,6 +208,8 @@ def serialize(
                 try:
                     if len(item) == 5:
                         metric_to_proto(item[1], item[2], item[3], item[4], add())
+                    elif len(item) == 7:
+                        metric_to_proto(item[1], item[2], item[3], item[4], add(), *item[5:])
                     else:
                         event_to_proto(item[1], add())
                 except (ValueError, TypeError) as exc:

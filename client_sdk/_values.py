@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from bridge.errors import INVALID_PARAMETER_VALUE, MlflowException
+from bridge.events import RunEnd, RunStart
 from bridge.validation import validate_metric_value
 
 
@@ -95,6 +96,24 @@ def fluent_value(value: object) -> object:
         return float(value)  # type: ignore[arg-type]
     except ValueError:
         return value
+
+
+CLOSED_DROP = (
+    "trackbridge: the writer is closed; dropping events logged to it (counted in dropped_events)"
+)
+"""The writer's warning at the first event dropped because it is closed."""
+FULL_DROP = (
+    "trackbridge: dropping events (the spool and the in-memory buffer are full); counting them"
+    " in dropped_events and reporting them to the receiver, which records the loss on the run"
+)
+"""The writer's warning at the first event dropped for a full buffer."""
+
+
+def defines_run(item: tuple[object, ...]) -> bool:
+    """Whether a buffered item starts or ends a run."""
+    # A run's start and end are never dropped for a full buffer: without them the run would be
+    # lost whole, or stay RUNNING.
+    return len(item) == 2 and isinstance(item[1], RunStart | RunEnd)
 
 
 def checked_value(key: str, value: object, timestamp_ms: int) -> float:

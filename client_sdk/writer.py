@@ -30,9 +30,10 @@ from client_sdk._batches import BufferItem, DropCounter
 from client_sdk._handles import RunHandle
 from client_sdk._recovery import Recovery
 from client_sdk._results import CloseResult
+from client_sdk._rounds import RoundCalls, RoundScope, resolve, with_default
 from client_sdk._sender import Sender
 from client_sdk._transport import Transport
-from client_sdk._values import checked_value as _checked_value
+from client_sdk._values import CLOSED_DROP, FULL_DROP, checked_value, defines_run
 from client_sdk.config import WriterConfig
 from client_sdk.system_metrics import for_writer, stop_sampler
 
@@ -46,7 +47,7 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class Writer(ArtifactCalls):
+class Writer(ArtifactCalls, RoundCalls):
     """Logs metrics, params and tags of this client's runs to a trackbridge receiver.
 
     Log calls validate their input (raising MLflow's errors), append to a bounded in-memory
@@ -90,6 +91,7 @@ class Writer(ArtifactCalls):
         self._active: RunHandle | None = None
         self._last: RunHandle | None = None
         self._metric_keys: set[str] = set()
+        self._rounds = RoundScope()
         self._closed = False
         self._started = False
         self._result: CloseResult | None = None
@@ -175,15 +177,19 @@ class Writer(ArtifactCalls):
         timestamp: int | None = None,
         *,
         run: RunHandle | None = None,
+        round: int | None = None,
+        num_examples: int | None = None,
     ) -> None:
-        """Logs one metric point; ``timestamp`` is in milliseconds (default: now)."""
+        """Logs one metric point; ``timestamp`` is in milliseconds (default: now). ``round``
+        (from 1) and ``num_examples`` (the weight of the receiver's cross-client mean) default
+        to those of the enclosing ``federated_round`` block; see the README, "Rounds"."""
         target = run if run is not None else (self._active or self._target(None))
         if key not in self._metric_keys:
             validate_metric_key(key)
             self._metric_keys.add(key)
         ts = _now_ms() if timestamp is None else timestamp
         if type(value) is not float:
-            value = _checked_value(key, value, ts)
+            value = checked_value(key, value, ts)
         if step is None:
             step = 0
         # Fast path for plain in-range ints; anything else gets MLflow's checks and wording.
@@ -197,7 +203,11 @@ class Writer(ArtifactCalls):
             step, ts = int(step), int(ts)
         # The hot path buffers the point's fields as a flat tuple rather than a Metric: that
         # saves half the call's cost (bench section a); the sender builds the wire form.
-        self._push((target.run_key, key, value, step, ts))
+        if round is None and num_examples is None and self._rounds.current is None:
+            self._push((target.run_key, key, value, step, ts))
+        else:
+            r, n = resolve(round, num_examples, self._rounds.current)
+            self._push((target.run_key, key, value, step, ts, r, n))
 
     def log_metrics(
         self,
@@ -206,15 +216,19 @@ class Writer(ArtifactCalls):
         timestamp: int | None = None,
         *,
         run: RunHandle | None = None,
+        round: int | None = None,
+        num_examples: int | None = None,
     ) -> None:
-        """Logs several metrics at one step and time. All are checked before any is logged."""
+        """Logs several metrics at one step, time and round. All are checked before any is
+        logged."""
         ts = _now_ms() if timestamp is None else timestamp
+        r, n = resolve(round, num_examples, self._rounds.current)
         points = []
         for key, value in metrics.items():
             validate_metric_key(key)
-            fvalue = _checked_value(key, value, ts)
+            fvalue = checked_value(key, value, ts)
             validate_step_and_timestamp(key, fvalue, 0 if step is None else step, ts)
-            points.append(Metric(key, fvalue, 0 if step is None else int(step), int(ts)))
+            points.append(Metric(key, fvalue, 0 if step is None else int(step), int(ts), r, n))
         target = self._target(run)
         for point in points:
             self._enqueue(target.run_key, point)
@@ -249,15 +263,16 @@ class Writer(ArtifactCalls):
 
     def enqueue(self, run: RunHandle, event: Event) -> None:
         """Appends an event of ``run`` that the caller has validated already (the MLflow
-        compatibility layers check their input themselves, with MLflow's exact wording)."""
-        self._enqueue(run.run_key, event)
+        compatibility layers check their input themselves, with MLflow's exact wording); a
+        metric takes the round of the enclosing ``federated_round`` block."""
+        self._enqueue(run.run_key, with_default(event, self._rounds.current))
 
     def _enqueue(self, run_key: str, event: Event) -> None:
         self._push((run_key, event))
 
     def _push(self, item: BufferItem) -> None:
         buffer = self._buffer
-        if (len(buffer) >= self._max_buffer and not _defines_run(item)) or self._closed:
+        if (len(buffer) >= self._max_buffer and not defines_run(item)) or self._closed:
             self._drop(item)
             return
         buffer.append(item)
@@ -273,17 +288,8 @@ class Writer(ArtifactCalls):
             self._recovery.start()
 
     def _drop(self, item: BufferItem) -> None:
-        if self._drops.add(item[0]) != 1:
-            return
-        if self._closed:
-            _logger.warning("trackbridge: the writer is closed; dropping events logged to it"
-                            " (counted in dropped_events)")  # fmt: skip
-        else:
-            _logger.warning(
-                "trackbridge: dropping events (the spool and the in-memory buffer are full);"
-                " counting them in dropped_events and reporting them to the receiver, which"
-                " records the loss on the run"
-            )
+        if self._drops.add(item[0]) == 1:
+            _logger.warning(CLOSED_DROP if self._closed else FULL_DROP)
 
     @property
     def dropped_events(self) -> int:
@@ -382,12 +388,6 @@ class Writer(ArtifactCalls):
         if self._active is not None:
             self.end_run(RunStatus.FAILED if exc_type is not None else RunStatus.FINISHED)
         self.close()
-
-
-def _defines_run(item: BufferItem) -> bool:
-    # A run's start and end are never dropped for a full buffer: without them the run would be
-    # lost whole, or stay RUNNING.
-    return len(item) == 2 and isinstance(item[1], RunStart | RunEnd)
 
 
 def _after_fork_in_child() -> None:

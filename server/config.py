@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bridge import envvars
 from bridge.secret import redacted_repr
+from server.aggregate.config import AggregateConfig
 from server.security.config import SecurityConfig
 
 DEFAULT_LISTEN = "127.0.0.1:50551"
@@ -55,6 +56,11 @@ class ReceiverConfig:
     """Whether events go to MLflow (``--sink mlflow``); False runs the receiver without MLflow."""
     jsonl_dir: Path | None = None
     """Where JSON-lines files of every event go (``--sink jsonl:DIR``); None writes none."""
+    aggregate: AggregateConfig = field(default_factory=AggregateConfig)
+    """Which metrics are aggregated across a job's clients, and how long a round waits."""
+    round_as_step: bool = False
+    """Write a point's federated round as MLflow's step (else as the ``trackbridge.round``
+    metric beside the point, at its own step)."""
 
     def __repr__(self) -> str:
         return redacted_repr(self)  # a config dump shows no token, no password in a URI
@@ -145,6 +151,8 @@ class ReceiverConfig:
         security: SecurityConfig | None = None,
         read_scope: str | None = None,
         sinks: Sequence[str] | None = None,
+        aggregate: AggregateConfig | None = None,
+        round_as_step: bool | None = None,
         env: Mapping[str, str] = os.environ,
     ) -> ReceiverConfig:
         """Builds a config from explicit values, then the environment, then defaults.
@@ -189,6 +197,8 @@ class ReceiverConfig:
             ),
             mlflow_sink=mlflow_sink,
             jsonl_dir=jsonl_dir,
+            aggregate=AggregateConfig() if aggregate is None else aggregate,
+            round_as_step=bool(round_as_step),
         )
 
 

@@ -15,8 +15,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from bridge.pb.v1 import watch_pb2_grpc
+from bridge.pb.v1 import events_pb2, watch_pb2_grpc
 from bridge.protocol import INGEST_SERVICE
+from server.aggregate.aggregator import Aggregator
 from server.artifacts.service import ArtifactRelay
 from server.config import ReceiverConfig
 from server.data_dir import DataDirClaim, create_private, secure
@@ -37,6 +38,7 @@ from server.live.model import Counters
 from server.live.view import Live
 from server.live.watch import WatchService
 from server.ports import GRPC_FLAG, HTTP_FLAG, PortInUse, check_free, in_use
+from server.queue.aggregates import is_aggregate_run
 from server.queue.gaps import GapLog
 from server.queue.schema import QUEUE_FILE, QueueCorrupt
 from server.queue.sqlite import Backlog, Queue, RunRecord, connect
@@ -102,19 +104,25 @@ class Receiver:
     async def _start(self, cfg: ReceiverConfig) -> int:
         self.guard = Guard(cfg.security, cfg.data_dir)
         queue_path = cfg.data_dir / QUEUE_FILE
-        for _ in range(3):
+        for _ in range(4):
             self._conns.append(connect(queue_path, cfg.sqlite_synchronous))
-        ingest_conn, flush_conn, status_conn = self._conns
+        ingest_conn, flush_conn, status_conn, aggregate_conn = self._conns
+        self._loop = asyncio.get_running_loop()
         create_private(cfg.data_dir / "artifacts.db")
         if cfg.jsonl_dir is not None:
             files = JsonlSink(cfg.jsonl_dir, fsync=cfg.sqlite_synchronous == "FULL")
             files.open()
             self._mirror = Mirror(Queue(flush_conn), [files])
         try:  # the first reads walk every table: a damaged file shows here, at start
-            runs = Queue(ingest_conn).runs()
+            runs = [r for r in Queue(ingest_conn).runs() if not is_aggregate_run(r.run_key)]
             self.backlog = Backlog(Queue(ingest_conn).pending_events())
+            self.aggregator = self._aggregator_for(cfg, aggregate_conn)
             self.ingestor = Ingestor(
-                Queue(ingest_conn), self._stored, self.backlog, gaps=GapLog(ingest_conn)
+                Queue(ingest_conn),
+                self._stored,
+                self.backlog,
+                gaps=GapLog(ingest_conn),
+                aggregates=self.aggregator,
             )
             observer = self.hub_for(cfg, runs)
             if cfg.mlflow_sink:
@@ -147,17 +155,7 @@ class Receiver:
             health=self._health,
         )
 
-        server = grpc.aio.server(
-            options=self.guard.server_options(SERVER_OPTIONS),
-            interceptors=(self.guard.interceptor,),
-        )
-        server.add_generic_rpc_handlers((self.service.handler(),))
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        watch = WatchService(self.hub, cfg.viewer_token, self.live.receiver_state)
-        watch_pb2_grpc.add_WatchServicer_to_server(watch, server)  # type: ignore[no-untyped-call]
-        if self.artifacts is not None and self.tracking is not None:
-            self.artifacts.register(server)
-            self.tracking.register(server)
+        server = self._grpc_server(cfg)
         host, _, port = cfg.listen.rpartition(":")
         check_free(host, int(port), what="gRPC", flag=GRPC_FLAG)
         if cfg.http_address is not None:
@@ -169,6 +167,8 @@ class Receiver:
         secure(cfg.data_dir)  # what the parts created on a first start
         self.ingestor.start()
         self.flusher.start()
+        if self.aggregator is not None:
+            self.aggregator.start()
         self._mlflow_state = asyncio.create_task(
             record_errors(
                 lambda: self.flusher.last_error,
@@ -229,6 +229,29 @@ class Receiver:
             gaps=GapLog(conn),
             calls=self.tracking.journal,
             mirror=self._mirror,
+            round_as_step=cfg.round_as_step,
+        )
+
+    def _grpc_server(self, cfg: ReceiverConfig) -> grpc.aio.Server:
+        """The gRPC server with every service the receiver offers (not listening yet)."""
+        server = grpc.aio.server(
+            options=self.guard.server_options(SERVER_OPTIONS),
+            interceptors=(self.guard.interceptor,),
+        )
+        server.add_generic_rpc_handlers((self.service.handler(),))
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        watch = WatchService(self.hub, cfg.viewer_token, self.live.receiver_state)
+        watch_pb2_grpc.add_WatchServicer_to_server(watch, server)  # type: ignore[no-untyped-call]
+        if self.artifacts is not None and self.tracking is not None:
+            self.artifacts.register(server)
+            self.tracking.register(server)
+        return server
+
+    def _aggregator_for(self, cfg: ReceiverConfig, conn: sqlite3.Connection) -> Aggregator | None:
+        if not cfg.aggregate.enabled:
+            return None
+        return Aggregator(
+            conn, cfg.aggregate, on_stored=self._aggregated, on_written=self._show_aggregates
         )
 
     def hub_for(self, cfg: ReceiverConfig, runs: list[RunRecord]) -> Hub:
@@ -265,6 +288,14 @@ class Receiver:
 
     def _stored(self, run_key: str, count: int) -> None:
         self.flusher.stored(run_key, count)
+
+    def _show_aggregates(self, batch: events_pb2.EventBatch) -> None:
+        self._loop.call_soon_threadsafe(self.hub.aggregated, batch)
+
+    def _aggregated(self, run_key: str, count: int) -> None:
+        self.backlog.add(count)
+        self.flusher.stored(run_key, count)
+        self.flusher.flush_soon()  # a round's aggregate is awaited: no flush interval
 
     def _on_run(self, run_key: str, run_id: str, experiment_id: str) -> None:
         self.ingestor.set_mlflow_run(run_key, run_id, experiment_id)
@@ -305,6 +336,8 @@ class Receiver:
         self._server = None
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.ingestor.stop, grace_s)
+        if self.aggregator is not None:  # what is due goes into the queue, then to MLflow
+            await loop.run_in_executor(None, self.aggregator.stop, grace_s)
         drained = await loop.run_in_executor(
             None, self.flusher.stop, self.config.shutdown_timeout_s
         )

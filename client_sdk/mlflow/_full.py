@@ -20,6 +20,7 @@ import importlib
 import logging
 import os
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import mlflow as _mlflow
@@ -29,6 +30,7 @@ from mlflow.utils.async_logging.run_operations import RunOperations
 
 from bridge import envvars
 from client_sdk._compat.addressing import SCHEME, receiver_of
+from client_sdk._rounds import RoundDefault
 from client_sdk.config import DEFAULT_RECEIVER
 from client_sdk.plugin.store import TrackbridgeStore, configure_sessions
 
@@ -37,6 +39,7 @@ _logger = logging.getLogger(__name__)
 __all__ = [
     "configure",
     "exceptions",
+    "federated_round",
     "flush",
     "flush_async_logging",
     "get_tracking_uri",
@@ -126,6 +129,26 @@ def flush_async_logging() -> None:
     """As MLflow's, then waits (up to a minute) until the receiver has what was logged."""
     _mlflow.flush_async_logging()
     flush(60.0)
+
+
+def federated_round(
+    round: int,
+    num_examples: int | None = None,
+) -> AbstractContextManager[RoundDefault]:
+    """``with mlflow.federated_round(3, num_examples=600):`` gives the metrics logged in the
+    block that round and weight (trackbridge's addition; README, "Rounds").
+
+    Raises:
+        MlflowException: INVALID_PARAMETER_VALUE for a round or count that is not a positive
+            integer, or when MLflow logs somewhere else than a receiver.
+    """
+    store = _store()
+    if store is None:
+        raise _mlflow.exceptions.MlflowException.invalid_parameter_value(
+            "federated_round needs MLflow pointed at a trackbridge receiver"
+            f" (tracking URI {_mlflow.get_tracking_uri()})"
+        )
+    return store.session.writer.federated_round(round, num_examples)
 
 
 def _fast_run() -> tuple[TrackbridgeStore, str] | None:

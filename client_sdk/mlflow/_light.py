@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from client_sdk._compat.entities import (
     run_of,
 )
 from client_sdk._compat.session import RunRecord
+from client_sdk._rounds import RoundDefault
 from client_sdk.mlflow._artifacts import (
     log_artifact,
     log_artifacts,
@@ -74,6 +76,7 @@ __all__ = [
     "enable_system_metrics_logging",
     "end_run",
     "exceptions",
+    "federated_round",
     "flush",
     "flush_artifact_async_logging",
     "flush_async_logging",
@@ -152,6 +155,16 @@ def configure(
     options = {"client_id": client_id, "job": job, "rank_zero_only": rank_zero_only}
     _state.options.update({k: v for k, v in options.items() if v is not None})
     _state.reset_session()
+
+
+def federated_round(
+    round: int,
+    num_examples: int | None = None,
+) -> AbstractContextManager[RoundDefault]:
+    """``with mlflow.federated_round(3, num_examples=600):`` gives the metrics logged in the
+    block that round and weight (trackbridge's addition; README, "Rounds"). Raises
+    MlflowException (INVALID_PARAMETER_VALUE) for a round or count that is not positive."""
+    return _state.session().writer.federated_round(round, num_examples)
 
 
 def flush(timeout_s: float = 30.0) -> bool:

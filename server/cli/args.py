@@ -51,6 +51,15 @@ def positive_float(text: str) -> float:
     return value
 
 
+def aggregate_pattern(text: str) -> str:
+    """A metric-key glob for ``--aggregate`` (``eval/*``)."""
+    if not text or text != text.strip():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a metric glob: give one such as 'eval/*' (fnmatch syntax)"
+        )
+    return text
+
+
 def positive_int(text: str) -> int:
     """A count that must be at least 1."""
     try:

@@ -8,8 +8,10 @@ import json
 import os
 from pathlib import Path
 
+from server.aggregate.config import DEFAULT_DEADLINE_S, AggregateConfig
 from server.cli.args import (
     UsageError,
+    aggregate_pattern,
     check_free,
     host_port,
     http_listen,
@@ -71,6 +73,29 @@ def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="what clients may read back through the receiver (search_runs, get_run, ...): runs"
         " of their own client id, of their job, or all (default job; env"
         " TRACKBRIDGE_READ_SCOPE; the viewer token reads all)",
+    )
+    fed = p.add_argument_group("federated rounds and cross-client aggregates")
+    fed.add_argument(
+        "--aggregate",
+        action="append",
+        type=aggregate_pattern,
+        metavar="GLOB",
+        help="aggregate metrics matching GLOB (fnmatch, e.g. 'eval/*') across the clients of a"
+        " job: <key>/mean, /min, /max, /count, /weighted_mean on the job's parent run, per round"
+        " (or step); repeatable",
+    )
+    fed.add_argument(
+        "--aggregate-deadline",
+        type=positive_float,
+        metavar="SECONDS",
+        help="write a round's aggregate this long after its first point even if some clients"
+        " have not reported it (default 60)",
+    )
+    fed.add_argument(
+        "--round-as-step",
+        action="store_true",
+        help="write a point's round as MLflow's step (default: as the metric trackbridge.round"
+        " beside it, at the point's own step)",
     )
     live = p.add_argument_group("live view (web page, /metrics, Watch for top and tail)")
     live.add_argument(
@@ -176,4 +201,9 @@ def _serve_config(args: argparse.Namespace) -> ReceiverConfig:
         security=security_from_args(args),
         read_scope=args.read_scope,
         sinks=args.sink,
+        aggregate=AggregateConfig(
+            tuple(args.aggregate or ()),
+            DEFAULT_DEADLINE_S if args.aggregate_deadline is None else args.aggregate_deadline,
+        ),
+        round_as_step=args.round_as_step,
     )

@@ -66,6 +66,7 @@ class Flusher:
         gaps: GapLog | None = None,
         calls: CallApplier | None = None,
         mirror: Mirror | None = None,
+        round_as_step: bool = False,
     ) -> None:
         self._queue = queue
         self._mirror = mirror
@@ -86,7 +87,7 @@ class Flusher:
         self._writer = RunWriter(
             queue, sink, self._runs, self._retrying, self.stats, backlog=backlog,
             observer=observer, on_run=on_run, lease_s=lease_s, receiver_id=receiver_id, gaps=gaps,
-            calls=calls, mirror=mirror,
+            calls=calls, mirror=mirror, round_as_step=round_as_step,
         )  # fmt: skip
         self._leases = Leases(
             queue, sink, self._runs, self._writer, last_seen=last_seen, lease_s=lease_s,

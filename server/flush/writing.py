@@ -37,7 +37,7 @@ from bridge.events import (
     RunStatus,
     Tag,
 )
-from bridge.limits import split_log_batch
+from bridge.limits import ROUND_METRIC, split_log_batch
 from bridge.pb.v1 import events_pb2
 from server.flush import probes
 from server.flush.mirror import Mirror
@@ -52,6 +52,7 @@ from server.flush.refusals import (
 from server.flush.retry import Retrier
 from server.flush.sink import ExperimentDeleted, MlflowSink, RunRef, is_permanent
 from server.flush.state import FlushStats, Runs
+from server.queue.aggregates import is_aggregate_run
 from server.queue.gaps import GapLog
 from server.queue.sqlite import Backlog, DeadLetter, Queue, RunRecord
 
@@ -99,9 +100,12 @@ class RunWriter:
         gaps: GapLog | None = None,
         calls: CallApplier | None = None,
         mirror: Mirror | None = None,
+        round_as_step: bool = False,
     ) -> None:
         self._queue = queue
         self._mirror = mirror
+        self._round_as_step = round_as_step
+        self._round_key = "" if round_as_step else ROUND_METRIC
         self._sink = sink
         self._runs = runs
         self._retrying = retrying
@@ -231,7 +235,8 @@ class RunWriter:
             return
         ref = self._open(run_key, record, None)
         offset = 0
-        for chunk in split_log_batch(_entries(entries), reserve_tags=1):
+        points = _entries(entries, self._round_as_step)
+        for chunk in split_log_batch(points, reserve_tags=1, round_key=self._round_key):
             part = entries[offset : offset + chunk.entries]
             offset += chunk.entries
             last = part[-1]
@@ -261,7 +266,8 @@ class RunWriter:
     ) -> list[DeadLetter]:
         """Writes what MLflow accepts of a refused chunk; returns the entries it refuses."""
         try:
-            for chunk in split_log_batch(_entries(items)):
+            points = _entries(items, self._round_as_step)
+            for chunk in split_log_batch(points, round_key=self._round_key):
                 self._retrying(self._sink.log, ref.run_id, chunk)
                 self.stats.log_batch_calls += 1
                 self.stats.metric_points_written += len(chunk.metrics)
@@ -300,6 +306,9 @@ class RunWriter:
     ) -> RunRef:
         ref = self._runs.refs.get(run_key)
         if ref is not None and start is None:
+            return ref
+        if is_aggregate_run(run_key):  # a job's cross-client aggregates: its parent run
+            ref = self._runs.refs[run_key] = self._retrying(self._sink.parent_run, record.job)
             return ref
         # Only the receiver holding a run's start creates it (with the start's experiment,
         # name and tags); one holding later events waits, a lease at most, to find it. A run
@@ -369,5 +378,13 @@ class RunWriter:
         self._runs.recovering.discard(run_key)
 
 
-def _entries(items: list[_Item]) -> list[Metric | Param | Tag]:
-    return [i.event for i in items if isinstance(i.event, Metric | Param | Tag)]
+def _entries(items: list[_Item], round_as_step: bool = False) -> list[Metric | Param | Tag]:
+    out: list[Metric | Param | Tag] = []
+    for item in items:
+        e = item.event
+        if not isinstance(e, Metric | Param | Tag):
+            continue
+        if round_as_step and isinstance(e, Metric) and e.round:  # MLflow's step is the round
+            e = Metric(e.key, e.value, e.round, e.timestamp_ms)
+        out.append(e)
+    return out

@@ -9,14 +9,18 @@ transaction (group commit), so many clients share one fsync.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import queue as stdqueue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from bridge.pb.v1 import events_pb2
+from server.queue.aggregates import Observed
 from server.queue.gaps import GapLog, Noted
 from server.queue.sqlite import Backlog, Queue, RunRecord
 from server.security.ownership import SEPARATOR, owned_key
@@ -47,6 +51,20 @@ class _Request:
 _STOP = object()
 
 
+class AggregateInputs(Protocol):
+    """Records what stored batches bring to the cross-client aggregates, in the transaction
+    that stores them (server/aggregate/)."""
+
+    def observe(self, stored: list[tuple[str, events_pb2.EventBatch, int]]) -> Observed:
+        """What the batches ``(owned run key, batch, first new sequence)`` bring."""
+
+    def record(self, conn: sqlite3.Connection, seen: Observed) -> None:
+        """Writes it, inside the storing transaction."""
+
+    def committed(self, seen: Observed) -> None:
+        """The transaction committed."""
+
+
 class Ingestor:
     """Stores batches durably and answers with the run's acknowledged sequence."""
 
@@ -56,9 +74,11 @@ class Ingestor:
         on_stored: Callable[[str, int], None],
         backlog: Backlog,
         gaps: GapLog | None = None,
+        aggregates: AggregateInputs | None = None,
     ) -> None:
         self._queue = queue
         self._gaps = gaps
+        self._aggregates = aggregates
         self._on_stored = on_stored
         self._backlog = backlog
         self._requests: stdqueue.SimpleQueue[_Request | object] = stdqueue.SimpleQueue()
@@ -146,12 +166,26 @@ class Ingestor:
             if stopping:
                 return
 
+    def _aggregate_inputs(
+        self, fresh: list[tuple[str, events_pb2.EventBatch, int]]
+    ) -> tuple[Observed | None, Callable[[sqlite3.Connection], None] | None]:
+        """What the batches bring to the aggregates, and its write for the storing
+        transaction (None, None when there is nothing to record)."""
+        if self._aggregates is None or not fresh:
+            return None, None
+        seen = self._aggregates.observe(fresh)
+        if not seen:
+            return None, None
+        return seen, functools.partial(self._aggregates.record, seen=seen)
+
     def _store(self, group: list[_Request]) -> None:
         rows = []
         outcomes: list[Accepted | Exception] = []
         acked = dict(self._acked)  # a failed commit must leave the marks as they were
         owners: dict[str, str] = {}
         noted = Noted()  # sequence gaps and clients' loss reports (server/queue/gaps.py)
+        fresh: list[tuple[str, events_pb2.EventBatch, int]] = []
+        seen: Observed | None = None
         for req in group:
             b, key = req.batch, req.key
             owners[key] = b.client_id
@@ -167,6 +201,7 @@ class Ingestor:
                     tail.events.extend(b.events[mark + 1 - first :])
                     first, payload = mark + 1, tail.SerializeToString()
                 rows.append((key, b.client_id, b.job, first, last, payload))
+                fresh.append((key, b, first))
                 acked[key] = last
             else:
                 self.events_duplicate += len(b.events)
@@ -175,14 +210,17 @@ class Ingestor:
         try:
             if noted and self._gaps is not None:
                 self._gaps.record(noted)  # first: a retried batch records its gap once
+            seen, also = self._aggregate_inputs(fresh)
             if rows:
-                self._queue.store(rows)
+                self._queue.store(rows, also)
         except Exception as exc:
             _logger.exception("storing %d batches failed", len(rows))
             outcomes = [exc] * len(group)
         else:
             self._acked = acked
             self._owner.update(owners)
+            if seen is not None and self._aggregates is not None:
+                self._aggregates.committed(seen)
             for run_key, _c, _j, first, last, _p in rows:
                 self.events_stored += last - first + 1
                 self._backlog.add(last - first + 1)

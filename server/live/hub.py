@@ -27,6 +27,8 @@ DIGEST_BUDGET = 20_000
 """Events digested per pump; past it the rest of each batch is sampled evenly."""
 MAX_CLIENTS = 10_000
 """Clients remembered; past it the longest-silent disconnected ones are forgotten."""
+AGGREGATE_CLIENT = "(aggregate)"
+"""The client under which the live view shows a job's cross-client aggregates."""
 MAX_INBOX_EVENTS = 2_000_000
 """Events waiting for digestion past which new batches are counted but not charted."""
 
@@ -120,6 +122,19 @@ class Hub:
                     fresh = batch if (start, end) == (0, count) else _slice(batch, start, end)
                 sub.add_batch(fresh)
         self.wake()
+
+    def aggregated(self, batch: events_pb2.EventBatch) -> None:
+        """Shows a job's aggregates (a batch of its aggregate run, server/aggregate/) as the
+        job's ``(aggregate)`` client."""
+        shown = events_pb2.EventBatch(
+            client_id=AGGREGATE_CLIENT,
+            job=batch.job,
+            run_key=client_run_key(batch.run_key),  # batch.run_key is the owned key
+            first_seq=batch.first_seq,
+        )
+        shown.events.extend(batch.events)
+        self.received(shown, batch.first_seq + len(batch.events) - 1)
+        self._runs[batch.run_key] = self._client(batch.job, AGGREGATE_CLIENT)
 
     def heartbeat(self, key: str) -> None:
         """Records that the client of a known run (by owned key) asked about it."""

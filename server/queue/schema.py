@@ -12,6 +12,8 @@ import os
 import sqlite3
 from pathlib import Path
 
+from server.queue.aggregates import SCHEMA as AGGREGATE_TABLES
+
 QUEUE_FILE = "queue.db"
 
 SCHEMA = """
@@ -96,6 +98,7 @@ def connect(path: Path, synchronous: str = "NORMAL") -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous}")
         conn.executescript(SCHEMA)
+        conn.executescript(AGGREGATE_TABLES)
         _upgrade(conn)
     except sqlite3.DatabaseError as exc:
         conn.close()

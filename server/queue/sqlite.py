@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from server.queue.schema import SYNCHRONOUS_MODES, connect
@@ -120,9 +120,14 @@ class Queue:
         ).fetchone()
         return RunRecord(*row) if row else None
 
-    def store(self, accepted: list[tuple[str, str, str, int, int, bytes]]) -> None:
+    def store(
+        self,
+        accepted: list[tuple[str, str, str, int, int, bytes]],
+        also: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
         """Durably stores batches ``(run_key, client_id, job, first_seq, last_seq, payload)``
-        in one transaction, advancing each run's acked mark."""
+        in one transaction, advancing each run's acked mark; ``also`` writes in the same
+        transaction (the aggregates' inputs, server/queue/aggregates.py)."""
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -137,6 +142,8 @@ class Queue:
                     " VALUES (?, ?, ?, ?)",
                     (run_key, first_seq, last_seq, payload),
                 )
+            if also is not None:
+                also(conn)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

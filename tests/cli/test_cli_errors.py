@@ -61,6 +61,8 @@ CASES: list[tuple[str, Argv, tuple[str, ...]]] = [
     ("serve-sink-dir-is-file", lambda s: ["serve", "--data-dir", str(s.tmp / "d5"), "--sink", f"jsonl:{s.file}"], ("is a file", "--sink jsonl:DIR")),
     ("serve-sink-dir-read-only", lambda s: ["serve", "--data-dir", str(s.tmp / "d6"), "--sink", f"jsonl:{s.read_only / 'files'}"], ("cannot write", "read-only", "--sink jsonl:DIR")),
     ("serve-bad-fsync", lambda s: ["serve", "--fsync", "sometimes"], ("--fsync", "normal")),
+    ("serve-empty-aggregate", lambda s: ["serve", "--aggregate", ""], ("--aggregate", "eval/*")),
+    ("serve-zero-aggregate-deadline", lambda s: ["serve", "--aggregate", "eval/*", "--aggregate-deadline", "0"], ("--aggregate-deadline", "positive")),
     ("token-issue-missing-dir", lambda s: ["token", "issue", "--client", "site-1", "--data-dir", str(s.tmp / "typo")], ("no data directory", "mkdir")),
     ("token-list-missing-dir", lambda s: ["token", "list", "--data-dir", str(s.tmp / "typo")], ("no data directory",)),
     ("token-revoke-missing-dir", lambda s: ["token", "revoke", "--client", "a", "--data-dir", str(s.tmp / "typo")], ("no data directory",)),

@@ -47,6 +47,7 @@ FIGURES = {
     "freshness": ("flush_interval_s", "points", "p50_ms", "p99_ms"),
     "scale": ("connections", "connected", "receiver_rss_mb", "receiver_rss_idle_mb"),
     "recovery": ("points", "events_left_at_kill", "caught_up_s", "points_sent_again"),
+    "aggregate": ("clients", "rounds", "p50_ms", "max_ms"),
 }
 
 
@@ -128,7 +129,7 @@ def test_bench_quick_reports_every_section(tmp_path: Path) -> None:
     assert results["scale"]["connected"] == results["scale"]["connections"]
     assert results["recovery"]["points_in_mlflow"] == results["recovery"]["points"]
     assert {row["status"] for row in results["targets"]} <= {"met", "missed", "n/a"}
-    for title in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "targets"):
+    for title in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)", "(h)", "targets"):
         assert title in done.stdout
 
     try:

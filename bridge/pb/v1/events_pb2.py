@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62ridge/pb/v1/events.proto\x12\x0etrackbridge.v1\"H\n\x06Metric\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\"#\n\x05Param\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"!\n\x03Tag\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x94\x02\n\x08RunStart\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x10\n\x08run_name\x18\x02 \x01(\t\x12\x30\n\x04tags\x18\x03 \x03(\x0b\x32\".trackbridge.v1.RunStart.TagsEntry\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x15\n\rstart_time_ms\x18\x05 \x01(\x03\x12\x16\n\x0eparent_run_key\x18\x06 \x01(\t\x12\x15\n\rresume_run_id\x18\x07 \x01(\t\x12\x15\n\rexperiment_id\x18\x08 \x01(\t\x12\x11\n\ttop_level\x18\t \x01(\x08\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x18\n\tDeleteTag\x12\x0b\n\x03key\x18\x01 \x01(\t\"p\n\x07\x44ropped\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x11\n\tfirst_seq\x18\x03 \x01(\x04\x12\x10\n\x08last_seq\x18\x04 \x01(\x04\x12\x10\n\x08\x66irst_ms\x18\x05 \x01(\x03\x12\x0f\n\x07last_ms\x18\x06 \x01(\x03\"H\n\x06RunEnd\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.trackbridge.v1.RunStatus\x12\x13\n\x0b\x65nd_time_ms\x18\x02 \x01(\x03\"-\n\nMlflowCall\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0f\n\x07request\x18\x02 \x01(\x0c\"\xf5\x02\n\x05\x45vent\x12(\n\x06metric\x18\x01 \x01(\x0b\x32\x16.trackbridge.v1.MetricH\x00\x12&\n\x05param\x18\x02 \x01(\x0b\x32\x15.trackbridge.v1.ParamH\x00\x12\"\n\x03tag\x18\x03 \x01(\x0b\x32\x13.trackbridge.v1.TagH\x00\x12-\n\trun_start\x18\x04 \x01(\x0b\x32\x18.trackbridge.v1.RunStartH\x00\x12)\n\x07run_end\x18\x05 \x01(\x0b\x32\x16.trackbridge.v1.RunEndH\x00\x12/\n\ndelete_tag\x18\x06 \x01(\x0b\x32\x19.trackbridge.v1.DeleteTagH\x00\x12\x31\n\x0bmlflow_call\x18\x07 \x01(\x0b\x32\x1a.trackbridge.v1.MlflowCallH\x00\x12*\n\x07\x64ropped\x18\x10 \x01(\x0b\x32\x17.trackbridge.v1.DroppedH\x00\x42\x06\n\x04kindJ\x04\x08\x08\x10\x10\"\xb2\x01\n\nEventBatch\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0b\n\x03job\x18\x02 \x01(\t\x12\x0f\n\x07run_key\x18\x03 \x01(\t\x12\x11\n\tfirst_seq\x18\x04 \x01(\x04\x12%\n\x06\x65vents\x18\x05 \x03(\x0b\x32\x15.trackbridge.v1.Event\x12\x1d\n\x15\x63lient_pending_events\x18\x06 \x01(\x04\x12\x1a\n\x12\x63lient_spool_bytes\x18\x07 \x01(\x04*\x86\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x01\x12\x17\n\x13RUN_STATUS_FINISHED\x10\x02\x12\x15\n\x11RUN_STATUS_FAILED\x10\x03\x12\x15\n\x11RUN_STATUS_KILLED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62ridge/pb/v1/events.proto\x12\x0etrackbridge.v1\"m\n\x06Metric\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\x14\n\x0ctimestamp_ms\x18\x04 \x01(\x03\x12\r\n\x05round\x18\x05 \x01(\x03\x12\x14\n\x0cnum_examples\x18\x06 \x01(\x03\"#\n\x05Param\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"!\n\x03Tag\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x94\x02\n\x08RunStart\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x10\n\x08run_name\x18\x02 \x01(\t\x12\x30\n\x04tags\x18\x03 \x03(\x0b\x32\".trackbridge.v1.RunStart.TagsEntry\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x15\n\rstart_time_ms\x18\x05 \x01(\x03\x12\x16\n\x0eparent_run_key\x18\x06 \x01(\t\x12\x15\n\rresume_run_id\x18\x07 \x01(\t\x12\x15\n\rexperiment_id\x18\x08 \x01(\t\x12\x11\n\ttop_level\x18\t \x01(\x08\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x18\n\tDeleteTag\x12\x0b\n\x03key\x18\x01 \x01(\t\"p\n\x07\x44ropped\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x11\n\tfirst_seq\x18\x03 \x01(\x04\x12\x10\n\x08last_seq\x18\x04 \x01(\x04\x12\x10\n\x08\x66irst_ms\x18\x05 \x01(\x03\x12\x0f\n\x07last_ms\x18\x06 \x01(\x03\"H\n\x06RunEnd\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.trackbridge.v1.RunStatus\x12\x13\n\x0b\x65nd_time_ms\x18\x02 \x01(\x03\"-\n\nMlflowCall\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0f\n\x07request\x18\x02 \x01(\x0c\"\xf5\x02\n\x05\x45vent\x12(\n\x06metric\x18\x01 \x01(\x0b\x32\x16.trackbridge.v1.MetricH\x00\x12&\n\x05param\x18\x02 \x01(\x0b\x32\x15.trackbridge.v1.ParamH\x00\x12\"\n\x03tag\x18\x03 \x01(\x0b\x32\x13.trackbridge.v1.TagH\x00\x12-\n\trun_start\x18\x04 \x01(\x0b\x32\x18.trackbridge.v1.RunStartH\x00\x12)\n\x07run_end\x18\x05 \x01(\x0b\x32\x16.trackbridge.v1.RunEndH\x00\x12/\n\ndelete_tag\x18\x06 \x01(\x0b\x32\x19.trackbridge.v1.DeleteTagH\x00\x12\x31\n\x0bmlflow_call\x18\x07 \x01(\x0b\x32\x1a.trackbridge.v1.MlflowCallH\x00\x12*\n\x07\x64ropped\x18\x10 \x01(\x0b\x32\x17.trackbridge.v1.DroppedH\x00\x42\x06\n\x04kindJ\x04\x08\x08\x10\x10\"\xb2\x01\n\nEventBatch\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0b\n\x03job\x18\x02 \x01(\t\x12\x0f\n\x07run_key\x18\x03 \x01(\t\x12\x11\n\tfirst_seq\x18\x04 \x01(\x04\x12%\n\x06\x65vents\x18\x05 \x03(\x0b\x32\x15.trackbridge.v1.Event\x12\x1d\n\x15\x63lient_pending_events\x18\x06 \x01(\x04\x12\x1a\n\x12\x63lient_spool_bytes\x18\x07 \x01(\x04*\x86\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x01\x12\x17\n\x13RUN_STATUS_FINISHED\x10\x02\x12\x15\n\x11RUN_STATUS_FAILED\x10\x03\x12\x15\n\x11RUN_STATUS_KILLED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,28 +33,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RUNSTART_TAGSENTRY']._loaded_options = None
   _globals['_RUNSTART_TAGSENTRY']._serialized_options = b'8\001'
-  _globals['_RUNSTATUS']._serialized_start=1289
-  _globals['_RUNSTATUS']._serialized_end=1423
+  _globals['_RUNSTATUS']._serialized_start=1326
+  _globals['_RUNSTATUS']._serialized_end=1460
   _globals['_METRIC']._serialized_start=45
-  _globals['_METRIC']._serialized_end=117
-  _globals['_PARAM']._serialized_start=119
-  _globals['_PARAM']._serialized_end=154
-  _globals['_TAG']._serialized_start=156
-  _globals['_TAG']._serialized_end=189
-  _globals['_RUNSTART']._serialized_start=192
-  _globals['_RUNSTART']._serialized_end=468
-  _globals['_RUNSTART_TAGSENTRY']._serialized_start=425
-  _globals['_RUNSTART_TAGSENTRY']._serialized_end=468
-  _globals['_DELETETAG']._serialized_start=470
-  _globals['_DELETETAG']._serialized_end=494
-  _globals['_DROPPED']._serialized_start=496
-  _globals['_DROPPED']._serialized_end=608
-  _globals['_RUNEND']._serialized_start=610
-  _globals['_RUNEND']._serialized_end=682
-  _globals['_MLFLOWCALL']._serialized_start=684
-  _globals['_MLFLOWCALL']._serialized_end=729
-  _globals['_EVENT']._serialized_start=732
-  _globals['_EVENT']._serialized_end=1105
-  _globals['_EVENTBATCH']._serialized_start=1108
-  _globals['_EVENTBATCH']._serialized_end=1286
+  _globals['_METRIC']._serialized_end=154
+  _globals['_PARAM']._serialized_start=156
+  _globals['_PARAM']._serialized_end=191
+  _globals['_TAG']._serialized_start=193
+  _globals['_TAG']._serialized_end=226
+  _globals['_RUNSTART']._serialized_start=229
+  _globals['_RUNSTART']._serialized_end=505
+  _globals['_RUNSTART_TAGSENTRY']._serialized_start=462
+  _globals['_RUNSTART_TAGSENTRY']._serialized_end=505
+  _globals['_DELETETAG']._serialized_start=507
+  _globals['_DELETETAG']._serialized_end=531
+  _globals['_DROPPED']._serialized_start=533
+  _globals['_DROPPED']._serialized_end=645
+  _globals['_RUNEND']._serialized_start=647
+  _globals['_RUNEND']._serialized_end=719
+  _globals['_MLFLOWCALL']._serialized_start=721
+  _globals['_MLFLOWCALL']._serialized_end=766
+  _globals['_EVENT']._serialized_start=769
+  _globals['_EVENT']._serialized_end=1142
+  _globals['_EVENTBATCH']._serialized_start=1145
+  _globals['_EVENTBATCH']._serialized_end=1323
 # @@protoc_insertion_point(module_scope)

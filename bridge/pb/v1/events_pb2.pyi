@@ -20,16 +20,20 @@ RUN_STATUS_FAILED: RunStatus
 RUN_STATUS_KILLED: RunStatus
 
 class Metric(_message.Message):
-    __slots__ = ("key", "value", "step", "timestamp_ms")
+    __slots__ = ("key", "value", "step", "timestamp_ms", "round", "num_examples")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     key: str
     value: float
     step: int
     timestamp_ms: int
-    def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ..., step: _Optional[int] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
+    round: int
+    num_examples: int
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ..., step: _Optional[int] = ..., timestamp_ms: _Optional[int] = ..., round: _Optional[int] = ..., num_examples: _Optional[int] = ...) -> None: ...
 
 class Param(_message.Message):
     __slots__ = ("key", "value")

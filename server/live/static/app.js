@@ -146,7 +146,10 @@
 
     function connect() {
       if (source !== null) source.close();
-      const metrics = encodeURIComponent((st.chosen || []).join(","));
+      // An aggregate's mean is charted in its min-max band: ask for those two as well.
+      const wanted = (st.chosen || []).flatMap((key) => (key.endsWith("/mean")
+        ? [key, `${key.slice(0, -5)}/min`, `${key.slice(0, -5)}/max`] : [key]));
+      const metrics = encodeURIComponent([...new Set(wanted)].join(","));
       source = new EventSource(`/api/jobs/${encodeURIComponent(job)}/events?metrics=${metrics}`);
       source.onopen = () => streamState(true);
       source.onerror = () => streamState(false);

@@ -92,6 +92,7 @@
   }
 
   const LATEST_IN_LEGEND = 12;
+  const AGGREGATE = "(aggregate)"; // the client the receiver shows a job's aggregates as
   const X_LABELS = { step: "step", wall: "time", relative: "seconds since start" };
   // Steps are whole numbers: no ticks between them.
   const STEP_INCRS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7].map((p) => m * p))
@@ -146,6 +147,18 @@
           this.clientOf.push(id);
         }
       }
+      // A cross-client aggregate's mean gets its min-max band (the receiver's "(aggregate)"
+      // client logs <key>/mean, /min and /max together).
+      this.band = key.endsWith("/mean") && ids.includes(AGGREGATE) ? key.slice(0, -5) : null;
+      if (this.band) {
+        for (const edge of ["min", "max"]) {
+          series.push({
+            label: `${AGGREGATE} ${edge}`, stroke: `${color(AGGREGATE)}66`, width: 1,
+            spanGaps: true, value, points: { show: false },
+          });
+          this.clientOf.push(null);
+        }
+      }
       const grid = { stroke: "#e6e9ef", width: 1 };
       const ticks = { stroke: "#c9ced8", width: 1, size: 4 };
       const font = view.compact ? "10px system-ui, sans-serif" : "11px system-ui, sans-serif";
@@ -153,6 +166,9 @@
         width: innerWidth(holder),
         height: view.compact ? 150 : 240,
         series,
+        bands: this.band
+          ? [{ series: [series.length - 1, series.length - 2], fill: `${color(AGGREGATE)}22` }]
+          : undefined,
         scales: {
           x: { time: view.xMode === "wall" },
           y: { distr: view.logY ? 3 : 1, range: view.domain ? () => view.domain() : undefined },
@@ -217,6 +233,13 @@
         const [x, smoothed, raw] = s === undefined ? [[], [], []] : table(s, xMode, t0, logY, smoothing);
         return smoothing > 0 ? [x, smoothed, raw] : [x, smoothed];
       });
+      if (this.band) {
+        for (const edge of ["min", "max"]) {
+          const s = seriesFor(AGGREGATE, `${this.band}/${edge}`);
+          const [x, , raw] = s === undefined ? [[], [], []] : table(s, xMode, t0, logY, 0);
+          tables.push([x, raw]);
+        }
+      }
       const data = tables.length ? uPlot.join(tables) : [[]];
       this.u.setData(data, true);
       if (zoom) this.u.setScale("x", zoom);
