@@ -85,12 +85,24 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
-def start_receiver(procs: Processes, data_dir: Path, tracking_uri: str | None) -> str:
+AGGREGATE_DEADLINE_S = 10.0
+"""How long the examples' receiver waits for a round's missing sites before it writes the
+round's aggregate (later points update it)."""
+
+
+def start_receiver(
+    procs: Processes, data_dir: Path, tracking_uri: str | None, aggregate: tuple[str, ...] = ()
+) -> str:
     """``trackbridge serve`` on a loopback port (the embedded MLflow store unless
-    ``tracking_uri``); returns its address once it is ready."""
+    ``tracking_uri``), aggregating the metrics ``aggregate`` names across the sites; returns
+    its address once it is ready."""
     ready = procs.work / "receiver-ready.json"
     cmd: list[str | Path] = [BIN / "trackbridge", "serve", "--listen", "127.0.0.1:0"]
     cmd += ["--data-dir", data_dir, "--ready-file", ready, "--flush-interval", "0.5"]
+    for pattern in aggregate:
+        cmd += ["--aggregate", pattern]
+    if aggregate:
+        cmd += ["--aggregate-deadline", str(AGGREGATE_DEADLINE_S)]
     if tracking_uri:
         cmd += ["--tracking-uri", tracking_uri]
     proc = procs.start("receiver", cmd)

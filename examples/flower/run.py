@@ -24,6 +24,9 @@ from examples._procs import BIN, Processes, free_port, port_open, start_receiver
 
 APP = Path(__file__).resolve().parent / "app"
 FAST_SUPERNODE = Path(__file__).resolve().parent / "fast_supernode.py"
+AGGREGATED = ("eval/*", "train/loss")
+"""What the example's own receiver aggregates across the sites, per round (pass the same
+``--aggregate`` flags to a receiver of your own)."""
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -68,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         receiver = args.receiver
         if not receiver:
             data_dir = args.data_dir or Path("trackbridge-data").resolve()
-            receiver = start_receiver(receiver_procs, data_dir, args.tracking_uri)
+            receiver = start_receiver(
+                receiver_procs, data_dir, args.tracking_uri, aggregate=AGGREGATED
+            )
             print(f"receiver on {receiver} (data in {data_dir})", flush=True)
         code = _federate(args, flower, home, receiver)
     finally:

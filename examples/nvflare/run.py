@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         receiver = args.receiver
         if args.tracking == "trackbridge" and not receiver:
             data_dir = args.data_dir or Path("trackbridge-data").resolve()
-            receiver = start_receiver(procs, data_dir, args.tracking_uri)
+            # The sites' accuracy per round, across sites, on the job's parent run.
+            receiver = start_receiver(procs, data_dir, args.tracking_uri, aggregate=("accuracy",))
             print(f"receiver on {receiver} (data in {data_dir})", flush=True)
         job_dir = build_job(work / "jobs", args)
         env = {"TRACKBRIDGE_RECEIVER": receiver or "", "TRACKBRIDGE_JOB": args.job}

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from tests.support.mlflow_reads import (
     parent_runs,
     wait_for_children,
 )
-from tests.support.procs import ReceiverProcess, child_env
+from tests.support.procs import ReceiverProcess, child_env, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -63,8 +64,11 @@ def _values(client: Any, run: Any, key: str) -> list[float]:
 
 
 def test_flower_federation_lands_per_site_and_per_round(
-    receiver: ReceiverProcess, mlflow_client: Any, job: str
+    start_receiver: Callable[..., ReceiverProcess], mlflow_client: Any, job: str
 ) -> None:
+    # The receiver aggregates the sites' evaluation per round, as the example's own does.
+    aggregate = ("--aggregate", "eval/*", "--aggregate-deadline", "10")
+    receiver = start_receiver(extra_args=aggregate)
     done = _run_example(
         "--receiver", receiver.address, "--job", job, "--sites", str(SITES),
         "--rounds", str(ROUNDS), "--local-epochs", str(EPOCHS),
@@ -102,3 +106,24 @@ def test_flower_federation_lands_per_site_and_per_round(
         assert _steps(mlflow_client, server, key) == rounds
         sites = np.array([_values(mlflow_client, runs[s], key) for s in ("site-0", "site-1")])
         np.testing.assert_allclose(_values(mlflow_client, server, key), sites.mean(axis=0))
+
+    # The receiver's aggregates across the sites, per round, on the job's parent run: the last
+    # point of each round (a site later than the deadline updates it) is numpy's on the sites'
+    # values.
+    def latest(key: str) -> dict[int, float]:
+        by_step: dict[int, tuple[int, float]] = {}
+        for _key, value, step, ts in metric_points(mlflow_client, parent.info.run_id, key):
+            if step not in by_step or ts >= by_step[step][0]:
+                by_step[step] = (ts, value)
+        return {step: value for step, (_, value) in by_step.items()}
+
+    def complete() -> bool:
+        return latest("eval/loss/count") == dict.fromkeys(rounds, float(SITES))
+
+    wait_until(complete, 120, what="every round's aggregate over both sites")
+    for key in ("eval/loss", "eval/accuracy"):
+        sites = np.array([_values(mlflow_client, runs[s], key) for s in ("site-0", "site-1")])
+        for stat, expected in (("mean", sites.mean(0)), ("min", sites.min(0)),
+                               ("max", sites.max(0))):  # fmt: skip
+            got = latest(f"{key}/{stat}")
+            np.testing.assert_allclose([got[r] for r in rounds], expected, err_msg=stat)

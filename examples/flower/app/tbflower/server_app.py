@@ -13,7 +13,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from client_sdk import Writer
 from tbflower import task
-from tbflower.tracking import CLOSE_TIMEOUT_S, log_round
+from tbflower.tracking import CLOSE_TIMEOUT_S, log_server_round
 
 app = ServerApp()
 CENTRAL_EXAMPLES = 256
@@ -56,26 +56,19 @@ class TrackedFedAvg(FedAvg):
         replies = list(replies)
         arrays, metrics = super().aggregate_train(server_round, replies)
         if metrics is not None:
-            log_round(
-                self._writer, {"train/loss": metrics["train_loss"]}, server_round, _n(replies)
-            )
+            log_server_round(self._writer, {"train/loss": metrics["train_loss"]}, server_round)
         return arrays, metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> Any:
         replies = list(replies)
         metrics = super().aggregate_evaluate(server_round, replies)
         if metrics is not None:
-            log_round(
+            log_server_round(
                 self._writer,
                 {"eval/loss": metrics["eval_loss"], "eval/accuracy": metrics["eval_accuracy"]},
                 server_round,
-                _n(replies),
             )
         return metrics
-
-
-def _n(replies: list[Message]) -> int:
-    return sum(int(r.content["metrics"]["num-examples"]) for r in replies if r.has_content())
 
 
 @app.main()
@@ -92,9 +85,7 @@ def main(grid: Grid, context: Context) -> None:
         net = task.model()
         net.load_state_dict(arrays.to_torch_state_dict())
         loss, accuracy = task.evaluate(net, x, y)
-        log_round(
-            writer, {"central/loss": loss, "central/accuracy": accuracy}, server_round, len(y)
-        )
+        log_server_round(writer, {"central/loss": loss, "central/accuracy": accuracy}, server_round)
         return MetricRecord({"loss": loss, "accuracy": accuracy})
 
     strategy = TrackedFedAvg(

@@ -7,8 +7,11 @@ run stays one for the whole job: the first message creates it and keeps its MLfl
 node's ``context.state``; later messages resume it by that id (``start_run(run_id=...)``).
 The ServerApp lives for the whole run and keeps one Writer.
 
-Per-round points are logged at ``step=server_round`` (where a metric has per-epoch points too,
-they get their own key), so that a cross-client aggregate over the sites groups them by round.
+Per-round points of a site are logged with ``round=server_round`` and the site's
+``num_examples`` (and at ``step=server_round``, so that MLflow's charts are by round too; a
+metric with per-epoch points has its own key): a receiver started with ``--aggregate 'eval/*'``
+writes their mean, min, max, count and example-weighted mean per round to the job's parent run.
+The server's own aggregates (FedAvg's) are logged by step only: they are not a site's points.
 """
 
 from __future__ import annotations
@@ -60,11 +63,12 @@ def site_run(context: Context) -> Iterator[Writer]:
 def log_round(
     writer: Writer, metrics: Mapping[str, float], server_round: int, num_examples: int
 ) -> None:
-    """One round's points of this site (or the server's aggregate of them).
+    """One round's points of this site; ``num_examples`` is what a weighted cross-client mean
+    weighs the site by."""
+    with writer.federated_round(server_round, num_examples=num_examples):
+        writer.log_metrics(dict(metrics), step=server_round)
 
-    ``num_examples`` is what a weighted cross-client mean weighs the site by; with
-    trackbridge's round API this becomes ``round=server_round, num_examples=num_examples``.
-    """
-    del num_examples  # carried by the round API, once the Writer has it
-    for key, value in metrics.items():
-        writer.log_metric(key, value, step=server_round)
+
+def log_server_round(writer: Writer, metrics: Mapping[str, float], server_round: int) -> None:
+    """The server's points of a round (its own aggregates, its central evaluation)."""
+    writer.log_metrics(dict(metrics), step=server_round)
