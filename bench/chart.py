@@ -102,7 +102,7 @@ def _draw(results: dict[str, Any], path: Path) -> None:
         0,
         0.5,
         f"{m['cpus']} CPUs, Python {m['python']}\nmlflow {m['mlflow']}, "
-        f"grpcio {m['grpcio']}\ndashed red: target (DESIGN.md)",
+        f"grpcio {m['grpcio']}\ndashed red: target",
         fontsize=10,
     )
     fig.suptitle("trackbridge bench")

@@ -1,4 +1,4 @@
-"""``trackbridge bench``: the figures of DESIGN.md, side by side with direct MLflow, in one run.
+"""``trackbridge bench``: the project's performance figures beside direct MLflow, in one run.
 
 It starts everything it measures on loopback: an ``mlflow server --workers 1`` on a fresh SQLite
 file, receivers (``trackbridge serve`` processes where their memory is measured, one embedded

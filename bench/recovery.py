@@ -36,7 +36,7 @@ _POLL_S = 0.05
 
 
 def recovery(ctx: BenchContext) -> dict[str, Any]:
-    """Kill -9 mid-flush, restart, catch up: the figures of DESIGN.md's recovery row."""
+    """Kill -9 mid-flush, restart, catch up: the recovery target's figures."""
     opts = ctx.options
     data_dir = ctx.work_dir / "receiver-recovery"
     first = _serve(ctx, data_dir, "receiver-recovery")

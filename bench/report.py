@@ -161,7 +161,7 @@ _TARGETS = {
 
 
 def check_targets(results: Results) -> list[Results]:
-    """Each target of DESIGN.md against what this run measured ("n/a": not measured)."""
+    """Each performance target against what this run measured ("n/a": not measured)."""
     rows: list[Results] = []
     for section, targets in _TARGETS.items():
         figures = results.get(section)
@@ -299,7 +299,7 @@ def format_table(results: Results) -> str:
             lines.append(f"    FAILED: {section['error']}")
         else:
             lines.extend(_section_lines(name, section))
-    lines.append("targets (DESIGN.md)")
+    lines.append("targets")
     for row in results["targets"]:
         shown = row.get("shown", "-")
         note = f"  ({row['note']})" if row.get("note") else ""
