@@ -194,6 +194,11 @@ def _run_state(client: Any, run: Any, *, timestamps: bool) -> dict[str, Any]:
         points = [
             [_value(m.value), m.step] + ([m.timestamp] if timestamps else []) for m in history
         ]
+        if not timestamps:
+            # MLflow keeps one point per (value, step, timestamp): whether the same value logged
+            # twice at a step is one point or two depends on the millisecond clock (the bridge's
+            # calls take microseconds, MLflow's own milliseconds), so compare distinct points.
+            points = [json.loads(p) for p in dict.fromkeys(json.dumps(p) for p in points)]
         metrics[key] = sorted(points, key=json.dumps)
     tags = {
         k: v
