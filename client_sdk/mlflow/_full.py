@@ -49,6 +49,7 @@ __all__ = [
 ]
 
 exceptions = _mlflow.exceptions
+_REGISTRY_URI = "MLFLOW_REGISTRY_URI"
 _given: dict[str, str] = {}
 """``uri``: a non-trackbridge URI given to set_tracking_uri, shown by get_tracking_uri."""
 
@@ -60,9 +61,20 @@ def _receiver_uri(env: Mapping[str, str] = os.environ) -> str:
     return f"{SCHEME}{env.get(envvars.TRACKBRIDGE_RECEIVER, DEFAULT_RECEIVER)}"
 
 
-def _point_at(uri: str) -> None:
+def _point_at(uri: str, *, keep_environment: bool = True) -> None:
+    # MLflow's set_tracking_uri and set_registry_uri also write MLFLOW_TRACKING_URI and
+    # MLFLOW_REGISTRY_URI into os.environ (for the processes a script starts). A script that
+    # calls set_tracking_uri itself gets the first, as with MLflow; pointing MLflow at the
+    # receiver on import or in configure() leaves the program's environment as it was.
+    names = [_REGISTRY_URI] + ([envvars.MLFLOW_TRACKING_URI] if keep_environment else [])
+    saved = {name: os.environ.get(name) for name in names}
     _mlflow.set_tracking_uri(uri)
     _mlflow.set_registry_uri(uri)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def set_tracking_uri(uri: str) -> None:
@@ -84,7 +96,7 @@ def set_tracking_uri(uri: str) -> None:
         )
         return
     _given.pop("uri", None)
-    _point_at(f"{SCHEME}{receiver}")
+    _point_at(f"{SCHEME}{receiver}", keep_environment=False)  # as mlflow.set_tracking_uri
 
 
 def get_tracking_uri() -> str:
