@@ -86,7 +86,12 @@ def _tail(path: Path, limit: int = 6000) -> str:
 
 def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    for name in ("MLFLOW_TRACKING_URI", "TRACKBRIDGE_LISTEN", "TRACKBRIDGE_DATA_DIR"):
+    for name in (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_REGISTRY_URI",
+        "TRACKBRIDGE_LISTEN",
+        "TRACKBRIDGE_DATA_DIR",
+    ):
         env.pop(name, None)
     env.update(extra)
     return env
