@@ -103,9 +103,10 @@ def test_flower_federation_lands_per_site_and_per_round(
     # The server's aggregate of each round is FedAvg's weighted mean of what the sites logged
     # (equal num-examples: the plain mean).
     for key in ("eval/loss", "eval/accuracy", "train/loss"):
-        assert _steps(mlflow_client, server, key) == rounds
+        assert _steps(mlflow_client, server, f"fedavg/{key}") == rounds
         sites = np.array([_values(mlflow_client, runs[s], key) for s in ("site-0", "site-1")])
-        np.testing.assert_allclose(_values(mlflow_client, server, key), sites.mean(axis=0))
+        fedavg = _values(mlflow_client, server, f"fedavg/{key}")
+        np.testing.assert_allclose(fedavg, sites.mean(axis=0))
 
     # The receiver's aggregates across the sites, per round, on the job's parent run: the last
     # point of each round (a site later than the deadline updates it) is numpy's on the sites'

@@ -56,7 +56,9 @@ class TrackedFedAvg(FedAvg):
         replies = list(replies)
         arrays, metrics = super().aggregate_train(server_round, replies)
         if metrics is not None:
-            log_server_round(self._writer, {"train/loss": metrics["train_loss"]}, server_round)
+            log_server_round(
+                self._writer, {"fedavg/train/loss": metrics["train_loss"]}, server_round
+            )
         return arrays, metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> Any:
@@ -65,7 +67,10 @@ class TrackedFedAvg(FedAvg):
         if metrics is not None:
             log_server_round(
                 self._writer,
-                {"eval/loss": metrics["eval_loss"], "eval/accuracy": metrics["eval_accuracy"]},
+                {
+                    "fedavg/eval/loss": metrics["eval_loss"],
+                    "fedavg/eval/accuracy": metrics["eval_accuracy"],
+                },
                 server_round,
             )
         return metrics

@@ -11,7 +11,9 @@ Per-round points of a site are logged with ``round=server_round`` and the site's
 ``num_examples`` (and at ``step=server_round``, so that MLflow's charts are by round too; a
 metric with per-epoch points has its own key): a receiver started with ``--aggregate 'eval/*'``
 writes their mean, min, max, count and example-weighted mean per round to the job's parent run.
-The server's own aggregates (FedAvg's) are logged by step only: they are not a site's points.
+The server's own aggregates (FedAvg's) are logged by step only, under ``fedavg/``: they are not
+a site's points, and must not join the sites' aggregates (``eval/*`` matches ``eval/loss``, not
+``fedavg/eval/loss``).
 """
 
 from __future__ import annotations
