@@ -323,16 +323,22 @@ def test_a_receiver_without_the_runs_start_waits_for_the_run_it_belongs_to(
     finally:
         opener.close()
 
+    # The job's parent run sits in each experiment its runs go to (the MLflow UI shows the tree).
     def finished() -> list[Any] | None:
-        runs = job_runs(mlflow, experiment)
+        runs = child_runs(job_runs(mlflow, experiment))
         if len(runs) == 1 and runs[0].info.status == "FINISHED" and _queued(b) == 0:
             return runs
         return None
 
-    (run,) = wait_until(finished, 90, interval_s=0.5, what="the run FINISHED in its experiment")
+    try:
+        (run,) = wait_until(finished, 90, interval_s=0.5, what="the run FINISHED in its experiment")
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}\n--- A ---\n{a.log_tail()}\n--- B ---\n{b.log_tail()}"
+        ) from None
     assert child_runs(job_runs(mlflow, job)) == []  # nothing was made in the job's experiment
     assert run.data.tags[TAG_RUN_KEY] == key and run.info.run_name == "moved"
-    assert run.data.tags[TAG_PARENT] == parent_runs(job_runs(mlflow, job))[0].info.run_id
+    assert run.data.tags[TAG_PARENT] == parent_runs(job_runs(mlflow, experiment))[0].info.run_id
     assert metric_points(mlflow, run.info.run_id, "x") == expected_points(60, BASE_TS)
 
 
