@@ -20,12 +20,10 @@ class ArtifactCalls:
 
     _artifacts: ArtifactSender
     _started: bool
-
-    def _target(self, run: RunHandle | None) -> RunHandle:
-        raise NotImplementedError
-
-    def _start(self) -> None:
-        raise NotImplementedError
+    _target: Callable[[RunHandle | None], RunHandle]
+    """The run a call logs to (the Writer's method)."""
+    _start: Callable[[], None]
+    """Starts the Writer's sender (the Writer's method)."""
 
     @property
     def artifacts(self) -> ArtifactSender:

@@ -9,7 +9,7 @@ never waiting. Writes about anything else go to the receiver at once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from google.protobuf.message import Message
@@ -29,11 +29,10 @@ class Models:
     _models: dict[str, tuple[RunRecord | None, LoggedModel]]
     """Logged models this store created: the run that logged each, and its latest state."""
 
-    def _mlflow_experiment_id(self, experiment_id: str) -> str:
-        raise NotImplementedError  # provided by Reads
-
-    def _record(self, run_id: str) -> RunRecord:
-        raise NotImplementedError  # provided by TrackbridgeStore
+    _mlflow_experiment_id: Callable[[str], str]
+    """Provided by Reads."""
+    _record: Callable[[str], RunRecord]
+    """Provided by TrackbridgeStore."""
 
     def _write(self, record: RunRecord | None, request: Message, response: type[Message]) -> None:
         """A write in the run's event stream when the run is this process's, else at once."""

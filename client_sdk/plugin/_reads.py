@@ -5,7 +5,7 @@ script must not fail while the receiver is away (its own runs, experiments it na
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mlflow.entities import Experiment, ExperimentTag, Run, ViewType
@@ -161,8 +161,8 @@ class Reads:
 
     # -- runs ----------------------------------------------------------------------------------
 
-    def _local_run(self, record: RunRecord) -> Run:
-        raise NotImplementedError  # provided by TrackbridgeStore
+    _local_run: Callable[[RunRecord], Run]
+    """Provided by TrackbridgeStore."""
 
     def get_run(self, run_id: str) -> Run:
         session = self._session

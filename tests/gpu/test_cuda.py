@@ -10,15 +10,14 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from client_sdk._values import DeviceScalar  # noqa: E402
-from client_sdk.config import WriterConfig  # noqa: E402
-from client_sdk.system_metrics import probe  # noqa: E402
-from client_sdk.writer import Writer  # noqa: E402
-from tests.support.mlflow_reads import metric_points, wait_for_children  # noqa: E402
-from tests.support.procs import ReceiverProcess  # noqa: E402
+from client_sdk._values import DeviceScalar
+from client_sdk.config import WriterConfig
+from client_sdk.system_metrics import probe
+from client_sdk.writer import Writer
+from tests.support.mlflow_reads import metric_points, wait_for_children
+from tests.support.procs import ReceiverProcess
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 
