@@ -3,8 +3,9 @@
 One behaviour per environment:
 
 - **With the mlflow package installed** this module *is* MLflow pointed at the receiver
-  (``_full.py``): ``mlflow.sklearn``, ``mlflow.pytorch``, ``MlflowClient``, autolog, datasets,
-  ``log_model`` and every other attribute are MLflow's own, and the tracking (and registry) URI
+  (``client_sdk/plugin/fluent.py``, beside the rest of the code that needs mlflow):
+  ``mlflow.sklearn``, ``mlflow.pytorch``, ``MlflowClient``, autolog, datasets, ``log_model``
+  and every other attribute are MLflow's own, and the tracking (and registry) URI
   is ``trackbridge://<receiver>``, so that an ``import mlflow.sklearn`` after the swap, which
   rebinds the name ``mlflow`` to the real package, still logs only to the receiver. Runs live on
   MLflow's own active-run stack; ``log_metric``/``log_metrics`` take a microsecond path to the
@@ -34,9 +35,9 @@ def _installed() -> bool:
 
 def _implementation() -> ModuleType:
     if _installed():
-        from client_sdk.mlflow import _full
+        from client_sdk.plugin import fluent
 
-        return _full
+        return fluent
     from client_sdk.mlflow import _light
 
     return _light
