@@ -172,7 +172,10 @@ def test_a_client_killed_mid_upload_has_its_artifact_delivered_once_by_the_next_
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     sha256 = json.loads(Path(f"{out}.logged").read_text())["sha256"]
-    wait_until(lambda: not list(staging.glob("*/*.part")), 60, what="the receiver to drop it")
+    try:
+        wait_until(lambda: not list(staging.glob("*/*.part")), 60, what="the receiver to drop it")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nreceiver log:\n{receiver.log_tail()}") from None
     proxy.bytes_per_s = None
     # The same client starts again (same receiver address, job, spool): it delivers the file.
     again = _start(clients, proxy.address, "site-k", job, spool, tmp_path / "again.json",
