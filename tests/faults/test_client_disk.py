@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from tests.support.faults import (
     queue_drained,
     read_result,
 )
-from tests.support.faults import start_stream_client as _start_stream_client
 from tests.support.mlflow_reads import TAG_CLIENT_ID, child_runs, job_runs
 from tests.support.procs import TRACKBRIDGE_EXE, ReceiverProcess, wait_until
 
@@ -29,29 +27,6 @@ pytestmark = pytest.mark.slow
 
 BASE_TS = 1_700_000_000_000
 TAG_DROPPED = "trackbridge.dropped_events"
-
-
-@pytest.fixture
-def proxy() -> Iterator[TcpProxy]:
-    p = TcpProxy(upstream_port=1)
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def stream_client() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
-        proc = _start_stream_client(*args, **kwargs)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
 
 
 def _ended_run(client: Any, job: str, client_id: str) -> Any:

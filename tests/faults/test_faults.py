@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from tests.support.faults import (
     metric_points,
     read_result,
     spooled_events,
-    start_stream_client,
 )
 from tests.support.mlflow_reads import TAG_CLIENT_ID, child_runs, job_runs
 from tests.support.procs import (
@@ -36,30 +34,6 @@ from tests.support.procs import (
 pytestmark = pytest.mark.slow
 
 BASE_TS = 1_700_000_000_000
-
-
-@pytest.fixture
-def proxy() -> Iterator[TcpProxy]:
-    p = TcpProxy(upstream_port=1)
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def stream_client() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Starts stream clients; kills (bounded) any a test left running."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
-        proc = start_stream_client(*args, **kwargs)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
 
 
 def _wait_clients(procs: list[subprocess.Popen[bytes]], timeout_s: float) -> None:

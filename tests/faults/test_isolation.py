@@ -5,7 +5,7 @@ seen through a recording proxy (tests/support/mlflow_proxy.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,27 +25,26 @@ from tests.support.isolation import (
 )
 from tests.support.mlflow_proxy import MlflowProxy
 from tests.support.mlflow_reads import metric_points
-from tests.support.procs import MlflowServer, ReceiverProcess, wait_until
+from tests.support.procs import ReceiverProcess, wait_until
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def proxy(mlflow_server: MlflowServer) -> Iterator[MlflowProxy]:
-    p = MlflowProxy(mlflow_server.uri)
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def proxied(start_receiver: Callable[..., ReceiverProcess], proxy: MlflowProxy) -> ReceiverProcess:
+def proxied(
+    start_receiver: Callable[..., ReceiverProcess], mlflow_proxy: MlflowProxy
+) -> ReceiverProcess:
     """A receiver that reaches the session's MLflow server through the proxy."""
-    return start_receiver(tracking_uri=proxy.uri)
+    return start_receiver(tracking_uri=mlflow_proxy.uri)
 
 
 @pytest.mark.timeout(300)
 def test_a_run_in_an_experiment_mlflow_refuses_is_quarantined_alone_then_replayed(
-    proxied: ReceiverProcess, proxy: MlflowProxy, mlflow_client: Any, job: str, tmp_path: Path
+    proxied: ReceiverProcess,
+    mlflow_proxy: MlflowProxy,
+    mlflow_client: Any,
+    job: str,
+    tmp_path: Path,
 ) -> None:
     poisoned = f"{job}-poisoned"
     experiment_id = mlflow_client.create_experiment(poisoned)
@@ -60,14 +59,14 @@ def test_a_run_in_an_experiment_mlflow_refuses_is_quarantined_alone_then_replaye
         (held,) = wait_until(
             lambda: quarantined(proxied.data_dir), 90, what="the victim's run quarantined"
         )
-        asked = proxy.requests_naming(poisoned)
+        asked = mlflow_proxy.requests_naming(poisoned)
         assert held["run_key"] == f"victim/{run.run_key}"  # its owned key, as status shows
         assert f"mlflow experiments restore --experiment-id {experiment_id}" in held["reason"]
         assert f"trackbridge dead-letters replay --run victim/{run.run_key}" in held["reason"]
         assert held["events"] == 202  # its start, 200 points, its end: kept, none lost
         bystander.assert_delivered(mlflow_client)
         # While it waits it costs MLflow nothing, and nothing about it is written again.
-        assert proxy.requests_naming(poisoned) == asked
+        assert mlflow_proxy.requests_naming(poisoned) == asked
         (again,) = quarantined(proxied.data_dir)
         assert (again["events"], again["reason"]) == (202, held["reason"])
         assert status(proxied.data_dir)["dead_letters"] == []
@@ -93,13 +92,13 @@ def test_a_run_in_an_experiment_mlflow_refuses_is_quarantined_alone_then_replaye
 @pytest.mark.timeout(360)
 def test_a_deleted_experiment_quarantines_its_runs_and_a_replay_while_stopped_resumes_them(
     start_receiver: Callable[..., ReceiverProcess],
-    proxy: MlflowProxy,
+    mlflow_proxy: MlflowProxy,
     mlflow_client: Any,
     job: str,
     tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "receiver-data"
-    first = start_receiver(tracking_uri=proxy.uri, data_dir=data_dir)
+    first = start_receiver(tracking_uri=mlflow_proxy.uri, data_dir=data_dir)
     writer = writer_for(first, "victim", job, tmp_path)
     run = writer.start_run("victim")
     log_points(writer, 0, 300)
@@ -114,11 +113,11 @@ def test_a_deleted_experiment_quarantines_its_runs_and_a_replay_while_stopped_re
     bystander = start_bystander(first.address, tmp_path)
     try:
         (held,) = wait_until(lambda: quarantined(data_dir), 90, what="the victim quarantined")
-        asked = proxy.requests_naming(run_id)
+        asked = mlflow_proxy.requests_naming(run_id)
         assert f"MLflow experiment {job!r} (id {experiment_id}) was deleted" in held["reason"]
         assert held["events"] == 301  # 300 points and the end
         bystander.assert_delivered(mlflow_client)
-        assert proxy.requests_naming(run_id) == asked
+        assert mlflow_proxy.requests_naming(run_id) == asked
     finally:
         bystander.stop()
     assert first.stop() == 0, first.log_tail()  # what a quarantined run holds is not a backlog
@@ -131,7 +130,7 @@ def test_a_deleted_experiment_quarantines_its_runs_and_a_replay_while_stopped_re
     assert trackbridge("dead-letters", "list", "--data-dir", str(data_dir)).stdout.startswith(
         "quarantined runs: 0"
     )
-    start_receiver(tracking_uri=proxy.uri, data_dir=data_dir)
+    start_receiver(tracking_uri=mlflow_proxy.uri, data_dir=data_dir)
     got = wait_finished(mlflow_client, run.run_key, 600)
     assert got.info.run_id == run_id
     assert metric_points(mlflow_client, run_id, "x") == expected(0, 600)
@@ -139,7 +138,11 @@ def test_a_deleted_experiment_quarantines_its_runs_and_a_replay_while_stopped_re
 
 @pytest.mark.timeout(300)
 def test_a_run_deleted_mid_stream_is_held_once_and_flows_again_after_restore_and_replay(
-    proxied: ReceiverProcess, proxy: MlflowProxy, mlflow_client: Any, job: str, tmp_path: Path
+    proxied: ReceiverProcess,
+    mlflow_proxy: MlflowProxy,
+    mlflow_client: Any,
+    job: str,
+    tmp_path: Path,
 ) -> None:
     writer = writer_for(proxied, "victim", job, tmp_path)
     run = writer.start_run("victim")
@@ -158,9 +161,9 @@ def test_a_run_deleted_mid_stream_is_held_once_and_flows_again_after_restore_and
         assert writer.flush(timeout_s=60)
         wait_until(lambda: quarantined(proxied.data_dir)[0]["events"] == 302, 60,
                    what="later batches held as they arrive")  # fmt: skip
-        asked = proxy.requests_naming(run_id)
+        asked = mlflow_proxy.requests_naming(run_id)
         bystander.assert_delivered(mlflow_client)
-        assert proxy.requests_naming(run_id) == asked  # no MLflow call while it waits
+        assert mlflow_proxy.requests_naming(run_id) == asked  # no MLflow call while it waits
         assert status(proxied.data_dir)["dead_letters"] == []  # held, never rewritten
     finally:
         bystander.stop()
@@ -180,14 +183,18 @@ def test_a_run_deleted_mid_stream_is_held_once_and_flows_again_after_restore_and
 
 @pytest.mark.timeout(300)
 def test_one_runs_transient_trouble_holds_no_one_else_back(
-    proxied: ReceiverProcess, proxy: MlflowProxy, mlflow_client: Any, job: str, tmp_path: Path
+    proxied: ReceiverProcess,
+    mlflow_proxy: MlflowProxy,
+    mlflow_client: Any,
+    job: str,
+    tmp_path: Path,
 ) -> None:
     writer = writer_for(proxied, "troubled", job, tmp_path)
     run = writer.start_run("troubled")
     log_points(writer, 0, 10)
     run_id = writer.run_id(timeout_s=60)
     wait_points(mlflow_client, run_id, 10)
-    proxy.fail_runs(lambda named: named == run_id)  # MLflow answers 503 for this run only
+    mlflow_proxy.fail_runs(lambda named: named == run_id)  # MLflow answers 503 for this run only
     log_points(writer, 10, 500)
     writer.end_run("FINISHED")
     assert writer.flush(timeout_s=60)
@@ -198,7 +205,7 @@ def test_one_runs_transient_trouble_holds_no_one_else_back(
         bystander.stop()
     assert len(mlflow_client.get_metric_history(run_id, "x")) == 10
     assert quarantined(proxied.data_dir) == []  # transient: retried, not quarantined
-    proxy.fail_runs(None)
+    mlflow_proxy.fail_runs(None)
     got = wait_finished(mlflow_client, run.run_key, 500)
     assert metric_points(mlflow_client, got.info.run_id, "x") == expected(0, 500)
     assert writer.close(timeout_s=10) == 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +26,12 @@ from tests.support.isolation import (
     writer_for,
 )
 from tests.support.mlflow_proxy import MlflowProxy
-from tests.support.procs import MlflowServer, ReceiverProcess, wait_until
+from tests.support.procs import ReceiverProcess, wait_until
 
 pytestmark = pytest.mark.slow
 
 RUNS = 2
 POINTS = 3000
-
-
-@pytest.fixture
-def proxy(mlflow_server: MlflowServer) -> Iterator[MlflowProxy]:
-    p = MlflowProxy(mlflow_server.uri)
-    yield p
-    p.close()
 
 
 def _path(files: Path, job: str, client: str, run_key: str) -> Path:
@@ -67,7 +60,7 @@ def _kill_9(receiver: ReceiverProcess) -> None:
 @pytest.mark.timeout(420)
 def test_kill_9_between_the_file_and_the_queue_writes_nothing_twice(
     start_receiver: Callable[..., ReceiverProcess],
-    proxy: MlflowProxy,
+    mlflow_proxy: MlflowProxy,
     mlflow_client: Any,
     job: str,
     tmp_path: Path,
@@ -75,8 +68,8 @@ def test_kill_9_between_the_file_and_the_queue_writes_nothing_twice(
     data_dir = tmp_path / "receiver-data"
     files = tmp_path / "files"
     sinks = ("--sink", "mlflow", "--sink", f"jsonl:{files}")
-    first = start_receiver(tracking_uri=proxy.uri, data_dir=data_dir, extra_args=sinks)
-    held = proxy.hold_answer(after_calls=RUNS + 1, min_points=TAGGED_METRICS)
+    first = start_receiver(tracking_uri=mlflow_proxy.uri, data_dir=data_dir, extra_args=sinks)
+    held = mlflow_proxy.hold_answer(after_calls=RUNS + 1, min_points=TAGGED_METRICS)
     writers = [writer_for(first, f"site-{n}", job, tmp_path) for n in range(RUNS)]
     paths, keys = [], []
     for n, writer in enumerate(writers):
@@ -98,7 +91,7 @@ def test_kill_9_between_the_file_and_the_queue_writes_nothing_twice(
     _kill_9(first)
     held.release()
 
-    second = start_receiver(tracking_uri=proxy.uri, data_dir=data_dir, extra_args=sinks)
+    second = start_receiver(tracking_uri=mlflow_proxy.uri, data_dir=data_dir, extra_args=sinks)
     for key in keys:
         wait_finished(mlflow_client, key, POINTS)
     wait_until(lambda: status(data_dir)["backlog_events"] == 0, 60, what="the queue, empty")

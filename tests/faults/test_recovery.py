@@ -7,7 +7,7 @@ accepted then shows whether any point went twice."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from server.flush.progress import TAGGED_METRICS
 from tests.support.bystander import start_bystander
 from tests.support.isolation import expected, log_points, status, wait_finished, writer_for
 from tests.support.mlflow_proxy import MlflowProxy
-from tests.support.procs import MlflowServer, ReceiverProcess
+from tests.support.procs import ReceiverProcess
 
 pytestmark = pytest.mark.slow
 
@@ -25,25 +25,18 @@ RUNS = 4
 POINTS = 3000
 
 
-@pytest.fixture
-def proxy(mlflow_server: MlflowServer) -> Iterator[MlflowProxy]:
-    p = MlflowProxy(mlflow_server.uri)
-    yield p
-    p.close()
-
-
 @pytest.mark.timeout(420)
 def test_after_kill_9_nothing_is_lost_doubled_or_sent_again(
     start_receiver: Callable[..., ReceiverProcess],
-    proxy: MlflowProxy,
+    mlflow_proxy: MlflowProxy,
     mlflow_client: Any,
     job: str,
     tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "receiver-data"
-    first = start_receiver(tracking_uri=proxy.uri, data_dir=data_dir)
+    first = start_receiver(tracking_uri=mlflow_proxy.uri, data_dir=data_dir)
     # A full call well into the flush (smaller calls are cheap to write again, and are).
-    held = proxy.hold_answer(after_calls=RUNS + 2, min_points=TAGGED_METRICS)
+    held = mlflow_proxy.hold_answer(after_calls=RUNS + 2, min_points=TAGGED_METRICS)
     writers = [writer_for(first, f"site-{n}", job, tmp_path) for n in range(RUNS)]
     keys = []
     for writer in writers:
@@ -60,7 +53,7 @@ def test_after_kill_9_nothing_is_lost_doubled_or_sent_again(
     held.release()
     assert held.call is not None and held.call.status == 200 and held.call.points
 
-    second = start_receiver(tracking_uri=proxy.uri, data_dir=data_dir)
+    second = start_receiver(tracking_uri=mlflow_proxy.uri, data_dir=data_dir)
     bystander = start_bystander(second.address, tmp_path)
     try:
         for key in keys:
@@ -74,7 +67,7 @@ def test_after_kill_9_nothing_is_lost_doubled_or_sent_again(
     finally:
         bystander.stop()
     # MLflow accepted each point once: nothing was sent again, the held call included.
-    accepted = Counter(proxy.accepted_points())
+    accepted = Counter(mlflow_proxy.accepted_points())
     twice = [point for point, times in accepted.items() if times > 1]
     assert twice == [], f"{len(twice)} points sent again, e.g. {twice[:3]}"
     log = second.log_path.read_text()

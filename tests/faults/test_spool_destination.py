@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ from tests.support.faults import (
     read_result,
     spooled_events,
 )
-from tests.support.faults import start_stream_client as _start_stream_client
 from tests.support.mlflow_reads import child_runs, job_runs
 from tests.support.procs import (
     ReceiverProcess,
@@ -36,29 +35,6 @@ from tests.support.spools import run_of, spool_of, spool_then_kill, sync
 pytestmark = pytest.mark.slow
 
 BASE_TS = 1_700_000_000_000
-
-
-@pytest.fixture
-def proxy() -> Iterator[TcpProxy]:
-    p = TcpProxy(upstream_port=1)
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def stream_client() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
-        proc = _start_stream_client(*args, **kwargs)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
 
 
 def _finish(proc: subprocess.Popen[bytes], out: Path) -> None:

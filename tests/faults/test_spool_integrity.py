@@ -4,8 +4,7 @@ what was lost is counted exactly (against the spool's ledger) and recorded by th
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,6 @@ import pytest
 
 from tests.support.bystander import start_bystander
 from tests.support.faults import TcpProxy, expected_points, metric_points, read_result
-from tests.support.faults import start_stream_client as _start_stream_client
 from tests.support.procs import ReceiverProcess, wait_until
 from tests.support.spools import (
     run_of,
@@ -29,29 +27,6 @@ pytestmark = pytest.mark.slow
 
 BASE_TS = 1_700_000_000_000
 TAG_DROPPED = "trackbridge.dropped_events"
-
-
-@pytest.fixture
-def proxy() -> Iterator[TcpProxy]:
-    p = TcpProxy(upstream_port=1)
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def stream_client() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
-        proc = _start_stream_client(*args, **kwargs)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
 
 
 def _receiver_left_waiting(start_receiver: Callable[..., ReceiverProcess]) -> ReceiverProcess:
