@@ -4,8 +4,12 @@ to the job's parent run exactly once, like any batch.
 
 A group is a job, a metric key and a round (or a step, for points without a round); its
 inputs are each client's latest value for it. It is complete when every expected client has
-reported it: the clients of the job with a run that has started and not ended, plus any that
-reported it. A point that comes after the group's aggregate was written (a late client, a
+reported it. Expected are the clients of the job with a run that has started and not ended
+and, once an aggregate of the key has been written, only those of them that took part in one:
+a run that never logs the key (a federated server's own run, a site evaluating other metrics)
+holds back the key's first group until its deadline, not every group. A client that joins
+later is not waited for until it has taken part; its points update the aggregate as a late
+client's do. A point that comes after the group's aggregate was written (a late client, a
 value logged again) writes the aggregate again, at the same step.
 
 Statistics come from numpy (``mean``, ``min``, ``max``, ``average`` weighted by
@@ -127,15 +131,15 @@ class Aggregator:
         groups = 0
         with table.transaction(conn):
             by_job: dict[str, list[tuple[Group, dict[str, float]]]] = {}
-            expected: dict[str, set[str]] = {}
+            open_by_job: dict[str, set[str]] = {}
             for group in table.due(conn):
                 points = table.points(conn, group)
-                if group.job not in expected:
-                    expected[group.job] = table.open_clients(conn, group.job)
-                reported = {p[0] for p in points}
-                late = group.written_version > 0
+                if group.job not in open_by_job:
+                    open_by_job[group.job] = table.open_clients(conn, group.job)
                 if not (
-                    late or expected[group.job] <= reported or now - group.first_ms >= deadline_ms
+                    group.written_version > 0  # late points: at once
+                    or now - group.first_ms >= deadline_ms
+                    or _expected(conn, group, open_by_job[group.job]) <= {p[0] for p in points}
                 ):
                     continue
                 by_job.setdefault(group.job, []).append((group, statistics(points)))
@@ -165,3 +169,9 @@ class Aggregator:
             for item in written:
                 self._on_written(item)
         return groups
+
+
+def _expected(conn: sqlite3.Connection, group: Group, open_clients: set[str]) -> set[str]:
+    """The clients ``group`` waits for (see the module docstring)."""
+    took_part = table.earlier_reporters(conn, group)
+    return open_clients & took_part if took_part else open_clients

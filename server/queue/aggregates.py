@@ -154,6 +154,19 @@ def open_clients(conn: sqlite3.Connection, job: str) -> set[str]:
     return {r[0] for r in rows}
 
 
+def earlier_reporters(conn: sqlite3.Connection, group: Group) -> set[str]:
+    """Clients that took part in an aggregate of ``group``'s key written before (another
+    round or step of the same job and key)."""
+    rows = conn.execute(
+        "SELECT DISTINCT p.client_id FROM agg_points p JOIN agg_groups g"
+        " ON g.job = p.job AND g.key = p.key AND g.by_round = p.by_round AND g.slot = p.slot"
+        " WHERE p.job = ? AND p.key = ? AND p.by_round = ? AND p.slot <> ?"
+        " AND g.written_version > 0",
+        (group.job, group.key, int(group.by_round), group.slot),
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
 @contextlib.contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[None]:
     """One write transaction (``BEGIN IMMEDIATE``): what is read inside it stays true."""

@@ -176,3 +176,43 @@ def test_the_writer_checks_rounds_at_the_call_and_buffers_nothing_bad() -> None:
         ]
     finally:
         writer.close(timeout_s=0.5)
+
+
+def test_a_run_that_never_logs_a_key_holds_back_only_its_first_round(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "queue.db")
+    now = [1_000_000]
+    config = AggregateConfig(("eval/*",), deadline_s=2.0)
+    agg = Aggregator(conn, config, on_stored=lambda k, n: None, clock_ms=lambda: now[0])
+
+    def ingest(client: str, *events: events_pb2.Event) -> None:
+        msg = events_pb2.EventBatch(client_id=client, job="j", run_key="r", first_seq=1)
+        msg.events.extend(events)
+        seen = agg.observe([(f"{client}/r", msg, 1)])
+        with table.transaction(conn):
+            agg.record(conn, seen)
+
+    def point(value: float, round_: int) -> events_pb2.Event:
+        return events_pb2.Event(metric=events_pb2.Metric(key="eval/x", value=value, round=round_))
+
+    start = events_pb2.Event(run_start=events_pb2.RunStart())
+    # A federated server's run is open all along and logs only its own keys.
+    ingest("server", start, events_pb2.Event(metric=events_pb2.Metric(key="fedavg/x", round=1)))
+    ingest("a", start, point(1.0, 1))
+    ingest("b", start, point(3.0, 1))
+    assert agg.write_due() == 0  # no aggregate of eval/x yet: every open run is waited for
+    now[0] += 2000
+    assert agg.write_due() == 1  # round 1 at its deadline
+    ingest("a", point(2.0, 2))
+    assert agg.write_due() == 0  # b took part in round 1: waited for
+    ingest("b", point(4.0, 2))
+    assert agg.write_due() == 1  # both sites reported round 2, before its deadline
+    ingest("c", start)  # a site that joins later is not waited for until it took part
+    ingest("a", point(5.0, 3))
+    ingest("b", point(7.0, 3))
+    assert agg.write_due() == 1
+    rounds = [(k, v, step) for _, points in _stored(conn) for k, v, step in points]
+    assert [(v, step) for k, v, step in rounds if k == "eval/x/mean"] == [
+        (2.0, 1),
+        (3.0, 2),
+        (6.0, 3),
+    ]
