@@ -265,6 +265,8 @@ class Flusher:
     def _turn(self, run_key: str) -> str:
         """Writes one run: "done", "more" (its turn ran out first), "held" (quarantined, or
         waiting for another receiver or for MLflow to know it), or "failed" (MLflow failed)."""
+        if run_key in self._runs.quarantined:  # since the cycle began (its lease, say)
+            return "held"
         with self._lock:
             self._unflushed.pop(run_key, None)
         try:
