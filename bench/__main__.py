@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.config import SECTIONS, BenchOptions
+from bench.config import FLEET_SECTIONS, SECTIONS, BenchOptions
 from bench.main import run_bench, run_sweep_bench
 from server.cli.args import Parser, positive_float, positive_int
 from server.cli.logs import configure_logging
@@ -44,7 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         nargs="?",
         const=(),
         metavar="SECTIONS",
-        help=f"comma-separated sections to run, of: {_SECTIONS_TEXT}",
+        help=f"comma-separated sections to run, of: {_SECTIONS_TEXT} (a plain run leaves out"
+        f" {', '.join(FLEET_SECTIONS)}: they start PostgreSQL and a thousand clients)",
     )
     sizes = p.add_argument_group("sizes (defaults: full run; --quick picks smaller ones)")
     sizes.add_argument("--writer-calls", type=positive_int, help="timed Writer.log_metric calls")
@@ -81,6 +82,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes.add_argument(
         "--recovery-kill-at", type=positive_float, help="share in MLflow at the SIGKILL (0.9)"
     )
+    sizes.add_argument(
+        "--job-start-clients", type=positive_int, help="clients starting at once (1000)"
+    )
+    sizes.add_argument(
+        "--parallel-clients", type=positive_int, help="clients in parallel_flush (8)"
+    )
+    sizes.add_argument(
+        "--parallel-workers", type=positive_int, help="flush writers in parallel_flush (4)"
+    )
+    sizes.add_argument("--linger-clients", type=positive_int, help="many clients in linger (1000)")
+    sizes.add_argument("--linger-rate", type=positive_float, help="points/s of each of them (10)")
     args = p.parse_args(argv)
     if args.only == ():
         p.error(f"--only takes a comma-separated list of sections, of: {_SECTIONS_TEXT}")
@@ -114,6 +126,11 @@ def _options(args: argparse.Namespace) -> BenchOptions:
         recovery_runs=args.recovery_runs,
         recovery_points=args.recovery_points,
         recovery_kill_at=args.recovery_kill_at,
+        job_start_clients=args.job_start_clients,
+        parallel_clients=args.parallel_clients,
+        parallel_workers=args.parallel_workers,
+        linger_clients=args.linger_clients,
+        linger_rate=args.linger_rate,
         sections=args.only,
         json_path=args.json,
         png_path=args.png,

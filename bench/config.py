@@ -14,8 +14,15 @@ SECTIONS = (
     "recovery",
     "system_metrics",
     "aggregate",
+    "job_start",
+    "parallel_flush",
+    "linger",
 )
 """The figures, in the order they are measured and printed."""
+
+FLEET_SECTIONS = ("job_start", "parallel_flush", "linger")
+"""Sections a plain run leaves out (``--only`` runs them): they start a PostgreSQL cluster and a
+thousand clients, minutes of work on a small machine."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +73,18 @@ class BenchOptions:
     """Clients whose rounds the receiver aggregates (section aggregate)."""
     aggregate_rounds: int = 20
     """Rounds they report."""
-    sections: tuple[str, ...] = SECTIONS
+    job_start_clients: int = 1000
+    """Clients whose runs start at once (section job_start)."""
+    parallel_clients: int = 8
+    """Clients logging into MLflow while several flush writers write (section parallel_flush);
+    they log ``events`` points in all."""
+    parallel_workers: int = 4
+    """Flush writers beside one (section parallel_flush)."""
+    linger_clients: int = 1000
+    """The many clients of section linger (beside ``fresh_clients`` at ``fresh_rate``)."""
+    linger_rate: float = 10.0
+    """Points per second each of them logs."""
+    sections: tuple[str, ...] = tuple(s for s in SECTIONS if s not in FLEET_SECTIONS)
     """The sections to run."""
     json_path: Path = Path("bench-results.json")
     """Where the results are written as JSON."""
@@ -118,5 +136,8 @@ QUICK = BenchOptions(
     recovery_points=2000,
     aggregate_clients=4,
     aggregate_rounds=5,
+    job_start_clients=100,
+    parallel_clients=4,
+    linger_clients=100,
 )
 """The ``--quick`` preset: every section, small, within a minute on 2 cores."""

@@ -26,6 +26,7 @@ import grpc
 
 from bridge.pb.v1 import events_pb2, ingest_pb2
 from client_sdk._transport import CHANNEL_OPTIONS
+from client_sdk.config import WriterConfig
 from client_sdk.writer import Writer
 
 _PUBLISH = "/" + ingest_pb2.DESCRIPTOR.services_by_name["Ingest"].full_name + "/Publish"
@@ -178,7 +179,12 @@ def _ingest(args: argparse.Namespace) -> None:
 
 
 def _writers(args: argparse.Namespace) -> list[Writer]:
-    writers = [Writer(args.receiver, f"{args.prefix}-{i}", args.job) for i in range(args.clients)]
+    def config(client_id: str) -> WriterConfig:
+        made = WriterConfig.resolve(args.receiver, client_id, args.job)
+        # --fixed-linger: the sender always waits linger_s, as it did before it adapted.
+        return made.overridden(min_linger_s=made.linger_s) if args.fixed_linger else made
+
+    writers = [Writer(config=config(f"{args.prefix}-{i}")) for i in range(args.clients)]
     for writer in writers:
         writer.start_run()
     return writers
@@ -218,8 +224,19 @@ def _fresh(args: argparse.Namespace) -> None:
         for writer in writers:
             # The Writer stamps each point with the wall clock of this call: the log time.
             writer.log_metric("bench/fresh", float(k), step=k)
+    sending_s = time.monotonic() - start
+    # Publish calls while the points were logged (the bench reads the sender's own count).
+    sent = sum(w._sender.stats.batches_sent for w in writers)
     undelivered = _close_all(writers, args.flush_timeout)
-    _emit({"points_per_client": ticks, "late_ticks": late, "undelivered": undelivered})
+    _emit(
+        {
+            "points_per_client": ticks,
+            "late_ticks": late,
+            "undelivered": undelivered,
+            "publishes": sent,
+            "sending_s": sending_s,
+        }
+    )
 
 
 # -- conns -----------------------------------------------------------------------------------
@@ -298,6 +315,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--points", type=int, default=10_000, help="e2e: points per client")
         p.add_argument("--rate", type=float, default=100.0, help="fresh: points/s per client")
         p.add_argument("--seconds", type=float, default=10.0, help="fresh: how long")
+        p.add_argument("--fixed-linger", action="store_true", help="no adaptive linger")
         p.set_defaults(func=func)
 
     p = sub.add_parser("conns", parents=[common])

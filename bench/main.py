@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import platform
@@ -120,7 +121,14 @@ def _measure(ctx: BenchContext, results: Results) -> None:
     wanted = set(ctx.options.sections)
     time_mlflow = "latency" in wanted and ctx.options.writer_rate is None
     mlflow_child, uri = (None, "")
-    if time_mlflow or wanted & {"end_to_end", "freshness", "recovery", "aggregate"}:
+    if time_mlflow or wanted & {
+        "end_to_end",
+        "freshness",
+        "recovery",
+        "aggregate",
+        "job_start",
+        "parallel_flush",
+    }:
         mlflow_child, uri = start_mlflow_server(ctx.procs, ctx.work_dir)
         ctx = dataclasses.replace(ctx, mlflow_uri=uri)
     waits = {}
@@ -151,6 +159,23 @@ def _measure(ctx: BenchContext, results: Results) -> None:
         from bench.aggregates import aggregate_latency
 
         results["aggregate"] = _attempt("aggregate", lambda: aggregate_latency(ctx))
+    _measure_fleet(ctx, results)
+
+
+def _measure_fleet(ctx: BenchContext, results: Results) -> None:
+    """The fleet-scale sections: job start, parallel flushing, the writer's linger."""
+    from bench.job_start import job_start
+    from bench.linger import linger
+    from bench.parallel_flush import parallel_flush
+
+    fleet: dict[str, Callable[[BenchContext], Results]] = {
+        "job_start": job_start,
+        "parallel_flush": parallel_flush,
+        "linger": linger,
+    }
+    for name, section in fleet.items():
+        if name in ctx.options.sections:
+            results[name] = _attempt(name.replace("_", " "), functools.partial(section, ctx))
 
 
 def _measure_client_side(ctx: BenchContext, results: Results, rx: ReceiverProcess) -> None:

@@ -19,6 +19,7 @@ from mlflow.entities import Metric as MlflowMetric
 from mlflow.tracking import MlflowClient
 
 from bench.live import LiveWatcher
+from bench.postgres import Postgres
 from bench.procs import BenchError, Child, load_generator, mlflow_store, read_all
 from bench.report import summarize_ns
 from bench.sections import BenchContext
@@ -103,7 +104,7 @@ def _client_runs(client: MlflowClient, job: str) -> list[Any]:
     return runs
 
 
-def _wait_for_runs(store: Path, job: str, count: int, timeout_s: float = 60.0) -> None:
+def wait_for_runs(store: Path, job: str, count: int, timeout_s: float = 60.0) -> None:
     """Waits until the receiver has created every client's run, so that run creation (which
     the log_batch ceiling does not time either) stays out of the measurement.
 
@@ -179,7 +180,7 @@ def _bridge_into_mlflow(
     ]
     read_all(gens, _READY_TIMEOUT_S)
     client = MlflowClient(ctx.mlflow_uri)
-    _wait_for_runs(mlflow_store(ctx.work_dir), job, clients)
+    wait_for_runs(mlflow_store(ctx.work_dir), job, clients)
     # Runs are created and their start events flushed before the clock starts, as the
     # ceiling's run is: what is timed is the points.
     _wait_until(lambda: stats.events_flushed >= flushed_before + clients, 60, "run starts")
@@ -222,10 +223,14 @@ class _Visibility:
         self.seen: dict[str, list[tuple[int, float]]] = {}
         self.polls = 0
 
-    def poll(self) -> None:
-        rows = self._conn.execute(
+    def _rows(self) -> list[tuple[str, int]]:
+        rows: list[tuple[str, int]] = self._conn.execute(
             "SELECT run_uuid, step FROM latest_metrics WHERE key = ?", (_FRESH_KEY,)
         ).fetchall()
+        return rows
+
+    def poll(self) -> None:
+        rows = self._rows()
         now = time.time()
         self.polls += 1
         for run_id, step in rows:
@@ -246,8 +251,38 @@ class _Visibility:
         self._conn.close()
 
 
-def freshness(ctx: BenchContext, receiver: Receiver, address: str) -> dict[str, Any]:
-    """Time from a log call to the point being readable from MLflow, at a steady rate."""
+class PgVisibility(_Visibility):
+    """The same, read from MLflow's PostgreSQL database (bench/parallel_flush.py)."""
+
+    def __init__(self, pg: Postgres) -> None:
+        import psycopg2
+
+        self._pg = psycopg2.connect(
+            host="127.0.0.1", port=pg.port, user="postgres", password=pg.password, dbname="mlflow"
+        )
+        self._pg.autocommit = True
+        self.seen = {}
+        self.polls = 0
+
+    def _rows(self) -> list[tuple[str, int]]:
+        with self._pg.cursor() as cur:
+            cur.execute("SELECT run_uuid, step FROM latest_metrics WHERE key = %s", (_FRESH_KEY,))
+            return [(str(r[0]), int(r[1])) for r in cur.fetchall()]
+
+    def close(self) -> None:
+        self._pg.close()
+
+
+def freshness(
+    ctx: BenchContext,
+    receiver: Receiver,
+    address: str,
+    *,
+    uri: str = "",
+    store: Callable[[], _Visibility] | None = None,
+) -> dict[str, Any]:
+    """Time from a log call to the point being readable from MLflow, at a steady rate (by
+    default on the benchmark's SQLite MLflow; ``uri`` and ``store`` name another)."""
     opts = ctx.options
     job = "bench-fresh"
     procs = math.ceil(opts.fresh_clients / _CLIENTS_PER_FRESH_PROC)
@@ -262,15 +297,23 @@ def freshness(ctx: BenchContext, receiver: Receiver, address: str) -> dict[str, 
         )
         for i, n in enumerate(counts)
     ]
+    flushed_before = receiver.flusher.stats.events_flushed
     read_all(gens, _READY_TIMEOUT_S)
-    client = MlflowClient(ctx.mlflow_uri)
-    _wait_for_runs(
-        mlflow_store(ctx.work_dir), job, opts.fresh_clients, timeout_s=60 + opts.fresh_clients
-    )
+    client = MlflowClient(uri or ctx.mlflow_uri)
+    if store is None:
+        wait_for_runs(
+            mlflow_store(ctx.work_dir), job, opts.fresh_clients, timeout_s=60 + opts.fresh_clients
+        )
+    else:  # every run made and its start written
+        _wait_until(
+            lambda: receiver.flusher.stats.events_flushed >= flushed_before + opts.fresh_clients,
+            60 + opts.fresh_clients,
+            "the run starts",
+        )
     calls_before = receiver.flusher.stats.log_batch_calls
     ticks = max(1, round(opts.fresh_rate * opts.fresh_s))
     budget_s = opts.fresh_s + opts.flush_interval_s + _READY_TIMEOUT_S
-    seen = _Visibility(mlflow_store(ctx.work_dir))
+    seen = _Visibility(mlflow_store(ctx.work_dir)) if store is None else store()
     live = LiveWatcher(address, job, _FRESH_KEY, budget_s)
     try:
         for gen in gens:

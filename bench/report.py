@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import fleet_report
+
 Results = dict[str, Any]
 
 
@@ -157,6 +159,7 @@ _TARGETS = {
     "freshness": _freshness_targets,
     "scale": _scale_targets,
     "recovery": _recovery_targets,
+    **fleet_report.TARGETS,
 }
 
 
@@ -190,6 +193,8 @@ def _latency_lines(section: Results) -> list[str]:
 
 
 def _section_lines(name: str, s: Results) -> list[str]:  # noqa: PLR0911 - one per section
+    if name in fleet_report.LINES:
+        return fleet_report.LINES[name](s)
     if name == "latency":
         return _latency_lines(s)
     if name == "ingest":
@@ -279,6 +284,7 @@ _TITLES = {
     "recovery": "(f) recovery: receiver killed mid-flush, restarted",
     "system_metrics": "(g) system metrics: the sampler's cost to the training loop",
     "aggregate": "(h) cross-client aggregate latency after a round's last client reports",
+    **fleet_report.TITLES,
 }
 
 

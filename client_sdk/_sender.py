@@ -29,6 +29,7 @@ from client_sdk._batches import (
     build,
     report_batch,
 )
+from client_sdk._linger import AdaptiveLinger
 from client_sdk._spooling import SpoolKeeper
 from client_sdk._transport import Transport, TransportError
 from client_sdk.config import WriterConfig
@@ -76,6 +77,7 @@ class Sender:
             multiplier=0.05, max=config.retry_max_backoff_s
         ) + tenacity.wait_random(0, 0.1)
         self.stats = SenderStats()
+        self.linger = AdaptiveLinger(config.min_linger_s, config.linger_s)
 
     # -- called from the writer's threads -------------------------------------------------
 
@@ -174,7 +176,7 @@ class Sender:
 
     def _loop(self) -> None:
         while True:
-            self._wake.wait(self._config.linger_s)
+            self._wake.wait(self.linger.seconds)
             self._wake.clear()
             try:
                 self._cycle()
@@ -282,6 +284,7 @@ class Sender:
         except SpoolError as exc:
             self._lost(run, head, exc)
             return True
+        started = time.monotonic()
         try:
             ack = self._publish_with_retries(payload)
         except TransportError as exc:
@@ -303,6 +306,7 @@ class Sender:
             return True
         self.stats.batches_sent += 1
         run.last_contact = time.monotonic()
+        self.linger.sent(run.last_contact - started)
         if ack.mlflow_run_id:
             run.run_id = ack.mlflow_run_id
             run.experiment_id = ack.mlflow_experiment_id

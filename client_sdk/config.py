@@ -31,7 +31,11 @@ class WriterConfig:
     max_batch_events: int = 5000
     """Largest number of events sent in one batch."""
     linger_s: float = 0.2
-    """How long the sender waits for a batch to fill before sending what it has."""
+    """The longest the sender waits for a batch to fill before sending what it has: its wait
+    follows the receiver's answer time, from ``min_linger_s`` while the receiver answers at
+    once up to this when it is busy (client_sdk/_linger.py)."""
+    min_linger_s: float = 0.02
+    """The shortest such wait (a quiet receiver); set it to ``linger_s`` for a fixed wait."""
     max_buffer_events: int = 1_000_000
     """Events waiting for the sender thread before new ones are dropped and counted (reached
     only when both memory and spool are full, or the sender thread is stuck)."""
@@ -93,6 +97,7 @@ class WriterConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
         for name in (
             "linger_s",
+            "min_linger_s",
             "rpc_timeout_s",
             "retry_max_backoff_s",
             "close_timeout_s",

@@ -30,6 +30,9 @@ class ReceiverConfig:
     """MLflow tracking URI; empty means the embedded SQLite store in ``data_dir``."""
     flush_interval_s: float = 1.0
     """Seconds between timed flushes to MLflow (a run with a full batch flushes at once)."""
+    flush_workers: int = 4
+    """Runs written to MLflow at once, each on a thread of its own (each run's events stay
+    in order); 1 writes one run after another."""
     sqlite_synchronous: str = "NORMAL"
     """Queue fsync policy: NORMAL survives process kill, FULL also survives power loss."""
     shutdown_timeout_s: float = 30.0
@@ -58,6 +61,10 @@ class ReceiverConfig:
     """Where JSON-lines files of every event go (``--sink jsonl:DIR``); None writes none."""
     aggregate: AggregateConfig = field(default_factory=AggregateConfig)
     """Which metrics are aggregated across a job's clients, and how long a round waits."""
+    alone: bool = False
+    """This is the only receiver writing to this MLflow (``--alone``; always so for the
+    embedded store): a job's new runs are created in one call each, without the check that
+    another receiver is not creating the same run."""
     round_as_step: bool = False
     """Write a point's federated round as MLflow's step (else as the ``trackbridge.round``
     metric beside the point, at its own step)."""
@@ -72,6 +79,8 @@ class ReceiverConfig:
         self.security.check_listen(self.listen, loopback=is_loopback(host))
         if not self.flush_interval_s > 0:
             raise ValueError(f"flush_interval_s must be positive, got {self.flush_interval_s!r}")
+        if self.flush_workers < 1:
+            raise ValueError(f"flush_workers must be at least 1, got {self.flush_workers!r}")
         if not self.shutdown_timeout_s > 0:
             raise ValueError(
                 f"shutdown_timeout_s must be positive, got {self.shutdown_timeout_s!r}"
@@ -140,6 +149,7 @@ class ReceiverConfig:
         data_dir: str | Path | None = None,
         tracking_uri: str | None = None,
         flush_interval_s: float | None = None,
+        flush_workers: int | None = None,
         sqlite_synchronous: str | None = None,
         shutdown_timeout_s: float | None = None,
         max_backlog_events: int | None = None,
@@ -153,6 +163,7 @@ class ReceiverConfig:
         sinks: Sequence[str] | None = None,
         aggregate: AggregateConfig | None = None,
         round_as_step: bool | None = None,
+        alone: bool | None = None,
         env: Mapping[str, str] = os.environ,
     ) -> ReceiverConfig:
         """Builds a config from explicit values, then the environment, then defaults.
@@ -177,6 +188,7 @@ class ReceiverConfig:
             data_dir=Path(data_dir),
             tracking_uri=tracking_uri,
             flush_interval_s=flush_interval_s,
+            flush_workers=4 if flush_workers is None else flush_workers,
             sqlite_synchronous="NORMAL" if sqlite_synchronous is None else sqlite_synchronous,
             shutdown_timeout_s=30.0 if shutdown_timeout_s is None else shutdown_timeout_s,
             max_backlog_events=2_000_000 if max_backlog_events is None else max_backlog_events,
@@ -199,6 +211,7 @@ class ReceiverConfig:
             jsonl_dir=jsonl_dir,
             aggregate=AggregateConfig() if aggregate is None else aggregate,
             round_as_step=bool(round_as_step),
+            alone=bool(alone),
         )
 
 

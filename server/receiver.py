@@ -230,6 +230,8 @@ class Receiver:
             calls=self.tracking.journal,
             mirror=self._mirror,
             round_as_step=cfg.round_as_step,
+            workers=cfg.flush_workers,
+            alone=cfg.alone or cfg.embedded,
         )
 
     def _grpc_server(self, cfg: ReceiverConfig) -> grpc.aio.Server:

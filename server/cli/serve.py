@@ -50,6 +50,19 @@ def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     p.add_argument("--flush-interval", type=positive_float, metavar="SECONDS", help="default 1.0")
     p.add_argument(
+        "--alone",
+        action="store_true",
+        help="no other receiver writes to this MLflow: new runs are created in one call each"
+        " (never give it to receivers that share an MLflow: a client moving between them could"
+        " get two runs)",
+    )
+    p.add_argument(
+        "--flush-workers",
+        type=positive_int,
+        metavar="N",
+        help="runs written to MLflow at once, each in its order (default 4; 1: one by one)",
+    )
+    p.add_argument(
         "--fsync",
         choices=("normal", "full"),
         help="queue durability: normal survives process kill, full also power loss",
@@ -191,6 +204,7 @@ def _serve_config(args: argparse.Namespace) -> ReceiverConfig:
         data_dir=args.data_dir,
         tracking_uri=args.tracking_uri,
         flush_interval_s=args.flush_interval,
+        flush_workers=args.flush_workers,
         sqlite_synchronous=args.fsync.upper() if args.fsync else None,
         shutdown_timeout_s=args.shutdown_timeout,
         max_backlog_events=args.max_backlog,
@@ -206,4 +220,5 @@ def _serve_config(args: argparse.Namespace) -> ReceiverConfig:
             DEFAULT_DEADLINE_S if args.aggregate_deadline is None else args.aggregate_deadline,
         ),
         round_as_step=args.round_as_step,
+        alone=args.alone,
     )

@@ -24,10 +24,13 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from typing import cast
 
 from bridge.limits import MAX_METRICS_PER_BATCH
+from server.flush.batch_creation import BatchCreator, new_runs
 from server.flush.leases import Leases
 from server.flush.mirror import Mirror, SinkFailed
+from server.flush.pool import Gate, Serialized, TurnPool
 from server.flush.progress import FlushObserver
 from server.flush.refusals import RunMissing, RunRefused, purged
 from server.flush.retry import Retrier, Stopping
@@ -67,7 +70,16 @@ class Flusher:
         calls: CallApplier | None = None,
         mirror: Mirror | None = None,
         round_as_step: bool = False,
+        workers: int = 1,
+        alone: bool = False,
     ) -> None:
+        if mirror is not None:
+            workers = 1  # the other sinks write from one thread
+        # The pool's writers share the queue's connection, one at a time (server/flush/pool.py).
+        self._gate = Gate()
+        queue = cast(Queue, Serialized(queue, self._gate))
+        gaps = cast(GapLog, Serialized(gaps, self._gate)) if gaps is not None else None
+        self._pool = TurnPool(workers)
         self._queue = queue
         self._mirror = mirror
         self._sink = sink
@@ -77,6 +89,7 @@ class Flusher:
         self._observer = observer
         self._identity = identity
         self._wake = threading.Event()
+        self._new_runs = threading.Event()
         self._stop = threading.Event()
         self._retrying = Retrier(self._note_error)
         self._lock = threading.Lock()
@@ -93,6 +106,7 @@ class Flusher:
             queue, sink, self._runs, self._writer, last_seen=last_seen, lease_s=lease_s,
             interval_s=interval_s, on_refused=self._quarantine,
         )  # fmt: skip
+        self._creator = BatchCreator(sink, receiver_id, alone=alone)
         self._retry_at: dict[str, float] = {}
         self._failures: dict[str, int] = {}
         self._missing: dict[str, int] = {}
@@ -119,7 +133,10 @@ class Flusher:
             self._unflushed[run_key] += count
             full = self._unflushed[run_key] >= MAX_METRICS_PER_BATCH
         # A new run is created at once, so that its client learns the MLflow run id quickly.
-        if full or run_key not in self._runs.refs:
+        if run_key not in self._runs.refs and run_key not in self._writer.created:
+            self._new_runs.set()  # even in the middle of a cycle
+            self._wake.set()
+        elif full:
             self._wake.set()
 
     def flush_soon(self) -> None:
@@ -133,7 +150,11 @@ class Flusher:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout_s + 1.0)
-        return self._queue.flushable_count() == 0 if not self._thread.is_alive() else False
+        if not self._thread.is_alive():
+            self._pool.close()
+        drained = not self._thread.is_alive() and self._queue.flushable_count() == 0
+        self._gate.close()
+        return drained
 
     def _loop(self) -> None:
         next_tick = time.monotonic() + self._interval_s
@@ -154,14 +175,20 @@ class Flusher:
             except sqlite3.DatabaseError as exc:
                 _logger.error("the receiver's queue database failed: %s", exc)
             except Exception as exc:
-                self.stats.mlflow_errors += 1
+                self.stats.add(mlflow_errors=1)
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 _logger.warning("flush to MLflow failed (%s); retrying next tick", self.last_error)
-            if stopping and (self._queue.flushable_count() == 0 or self._retrying.out_of_time()):
+            if stopping and (self._retrying.out_of_time() or self._drained()):
                 return
 
+    def _drained(self) -> bool:
+        try:
+            return self._queue.flushable_count() == 0
+        except sqlite3.ProgrammingError:  # stop() ran out of time and shut the queue
+            return True
+
     def _note_error(self, exc: BaseException | None) -> None:
-        self.stats.mlflow_errors += 1
+        self.stats.add(mlflow_errors=1)
         self.last_error = f"{type(exc).__name__}: {exc}"
         _logger.warning("MLflow call failed (%s); retrying", self.last_error)
 
@@ -179,21 +206,29 @@ class Flusher:
             return False
         failures = progressed = 0
         more = False
-        for run_key in self._queue.runs_with_pending():
-            if run_key in self._runs.quarantined:
-                continue
-            if not stopping and self._retry_at.get(run_key, 0.0) > now:
-                continue
-            outcome = self._turn(run_key)
+        self._new_runs.clear()
+        pending = self._queue.runs_with_pending()
+        self._create_together(pending, now)
+        due = [
+            k
+            for k in pending
+            if k not in self._runs.quarantined and (stopping or self._retry_at.get(k, 0.0) <= now)
+        ]
+        turns = self._pool.turns(due, self._turn)
+        for _run_key, outcome in turns:
+            if self._new_runs.is_set():  # a job starting while the cycle writes the others
+                self._new_runs.clear()
+                self._create_together(self._queue.runs_with_pending(), now, skip=set(due))
             if outcome == "failed":
                 failures += 1
                 if not progressed and failures >= 2:
+                    turns.close()  # the turns in flight end first
                     self._pause()
                     return False
                 continue
             progressed += 1
             more |= outcome == "more"
-            if time.monotonic() >= self._leases.due:
+            if self._pool.workers == 1 and time.monotonic() >= self._leases.due:
                 self._leases.expire()  # a long backlog must not hold back the leases
         self._leases.expire()
         if not failures:
@@ -201,9 +236,37 @@ class Flusher:
             self._pauses = 0
         return more
 
+    def _create_together(
+        self, run_keys: list[str], now: float, skip: frozenset[str] | set[str] = frozenset()
+    ) -> None:
+        """Creates new runs in one batch (server/flush/batch_creation.py), but those in
+        ``skip`` (their turn may be creating them); what it leaves is created run by run in
+        the runs' turns."""
+        keys = [
+            k
+            for k in run_keys
+            if k not in skip
+            and k not in self._runs.refs
+            and k not in self._writer.created
+            and k not in self._runs.quarantined
+            and self._retry_at.get(k, 0.0) <= now
+        ]
+        new = new_runs(self._queue, keys) if len(keys) >= 2 else []
+        if len(new) < 2:  # one run alone costs as much either way
+            return
+        try:
+            made = self._writer.create_together(self._creator, new)
+        except Exception as exc:
+            _logger.warning("creating %d new runs together failed (%s); one by one", len(new), exc)
+            return
+        for run_key, ref in made.items():  # its client learns the MLflow run id at once
+            self._on_run(run_key, ref.run_id, ref.experiment_id)
+
     def _turn(self, run_key: str) -> str:
         """Writes one run: "done", "more" (its turn ran out first), "held" (quarantined, or
         waiting for another receiver or for MLflow to know it), or "failed" (MLflow failed)."""
+        if run_key in self._runs.quarantined:  # since the cycle began (its lease, say)
+            return "held"
         with self._lock:
             self._unflushed.pop(run_key, None)
         try:
@@ -304,6 +367,7 @@ class Flusher:
         if self._identity is not None:
             self._identity.note_lost(lost)
         self._runs.forget_mlflow()
+        self._writer.created.clear()
         self._sink.forget()
         for run_key in self._runs.records:
             self._on_run(run_key, "", "")

@@ -100,7 +100,7 @@ class Progress:
         read.cut = end
         events = ordinal - read.reported
         read.reported = ordinal
-        self._stats.events_flushed += events
+        self._stats.add(events_flushed=events)
         self._backlog.remove(events)
         if self._observer is not None:
             self._observer.flushed(run_key, seq, events, time.perf_counter() - started)
@@ -117,7 +117,7 @@ class Progress:
                     self.advance(
                         run_key, read, index, seq, ordinal, ordinal, [], time.perf_counter()
                     )
-                    self._stats.recovered_events += ordinal
+                    self._stats.add(recovered_events=ordinal)
                     _logger.info(
                         "run %s: the log_batch call in flight at the last stop (%d events, up"
                         " to %d) is in MLflow already; not sent again",

@@ -58,7 +58,8 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _stamp(creator: str) -> str:
+def stamp(creator: str) -> str:
+    """The value of a provisional run's tag: now, and who created it."""
     return f"{_now_ms()} {creator}".rstrip()
 
 
@@ -137,20 +138,20 @@ def create_once(
         if ref is not None:
             return ref, False
         mine = sorted(_left_by(creator, found), key=lambda r: r.info.run_id)
-        if mine or not _live_rivals(found, ""):
+        if mine or not live_rivals(found, ""):
             break
         if time.monotonic() >= deadline:
             raise RunContended(f"another receiver is creating the run ({filter_string})")
         sleep(_POLL_S)
     if mine:  # created before this receiver died: carry on as if it had just been created
         run_id, experiment_id = mine[0].info.run_id, str(mine[0].info.experiment_id)
-        client.set_tag(run_id, TAG_PROVISIONAL, _stamp(creator))
+        client.set_tag(run_id, TAG_PROVISIONAL, stamp(creator))
         for extra in mine[1:]:
             client.delete_run(extra.info.run_id)
     else:
-        run_id, experiment_id = create({TAG_PROVISIONAL: _stamp(creator)})
+        run_id, experiment_id = create({TAG_PROVISIONAL: stamp(creator)})
     while True:
-        rivals = _live_rivals(matching(client, experiment_ids, filter_string), run_id)
+        rivals = live_rivals(matching(client, experiment_ids, filter_string), run_id)
         if not rivals:
             client.delete_tag(run_id, TAG_PROVISIONAL)
             return (run_id, experiment_id), True
@@ -163,7 +164,7 @@ def create_once(
         sleep(_POLL_S)
 
 
-def _live_rivals(runs: Sequence[Any], mine: str) -> list[Any]:
+def live_rivals(runs: Sequence[Any], mine: str) -> list[Any]:
     """Runs other than ``mine`` that are in use or still being created (not stale)."""
     now = _now_ms()
     return [

@@ -203,7 +203,7 @@ class MlflowSink:
         self._by_key[(client_id, run_key)] = ref
         parent = self._existing_parent(job, ref.experiment_id)
         if parent is not None:
-            self._reopen_parent(parent)
+            self.reopen_parent(parent)
         return ref
 
     def _keyed_run(
@@ -231,20 +231,8 @@ class MlflowSink:
             raise RunNotCreated(run_key)
 
         def create(extra: dict[str, str]) -> tuple[str, str]:
-            tags = {**spec.tags, **extra}
             parent = self._parent_of(client_id, spec, exp_id, job)
-            if parent is not None:
-                tags[MLFLOW_PARENT_RUN_ID] = parent.run_id
-            tags.update(
-                {
-                    TAG_CLIENT_ID: client_id,
-                    TAG_JOB: job,
-                    TAG_RUN_KEY: run_key,
-                    TAG_ROLE: "client",
-                }
-            )
-            if spec.description:
-                tags[MLFLOW_RUN_NOTE] = spec.description
+            tags = client_run_tags(client_id, job, run_key, spec, parent) | extra
             run = self._client.create_run(
                 exp_id,
                 start_time=spec.start_time_ms or None,
@@ -330,9 +318,14 @@ class MlflowSink:
         self._client.update_run(run.run_id, status="RUNNING")
         parent = self._existing_parent(job, run.experiment_id)
         if parent is not None:
-            self._reopen_parent(parent)
+            self.reopen_parent(parent)
 
-    def _reopen_parent(self, parent: RunRef) -> None:
+    def remember(self, client_id: str, run_key: str, ref: RunRef) -> None:
+        """Notes a client run created in a batch, so that its nested runs find it."""
+        self._by_key[(client_id, client_run_key(run_key))] = ref
+
+    def reopen_parent(self, parent: RunRef) -> None:
+        """Sets a job's parent run RUNNING again if it had ended."""
         info = self._client.get_run(parent.run_id).info
         if info.status != "RUNNING":
             self._client.update_run(parent.run_id, status="RUNNING")
@@ -371,6 +364,19 @@ class MlflowSink:
         )
         if not running:
             self._client.set_terminated(parent.run_id, RunStatus.FINISHED.value)
+
+
+def client_run_tags(
+    client_id: str, job: str, run_key: str, start: RunStart, parent: RunRef | None
+) -> dict[str, str]:
+    """The tags a client run is created with: its start's, its parent's, the receiver's."""
+    tags = dict(start.tags)
+    if parent is not None:
+        tags[MLFLOW_PARENT_RUN_ID] = parent.run_id
+    tags.update({TAG_CLIENT_ID: client_id, TAG_JOB: job, TAG_RUN_KEY: run_key, TAG_ROLE: "client"})
+    if start.description:
+        tags[MLFLOW_RUN_NOTE] = start.description
+    return tags
 
 
 def _owned_by(client_id: str, run_key: str) -> str:

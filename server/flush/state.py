@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass
 
 from bridge.convert import event_from_proto
@@ -28,6 +29,15 @@ class FlushStats:
     quarantined_runs: int = 0
     held_events: int = 0
     """Events quarantined runs hold back."""
+
+    def add(self, **counts: int) -> None:
+        """Adds to counters; safe from the pool's writer threads (a bare ``+=`` is not)."""
+        with _COUNTING:
+            for name, count in counts.items():
+                setattr(self, name, getattr(self, name) + count)
+
+
+_COUNTING = threading.Lock()
 
 
 class Runs:

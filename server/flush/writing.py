@@ -18,9 +18,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from bridge.convert import batch_to_proto, event_from_proto
@@ -40,6 +40,8 @@ from bridge.events import (
 from bridge.limits import ROUND_METRIC, split_log_batch
 from bridge.pb.v1 import events_pb2
 from server.flush import probes
+from server.flush.batch_creation import BatchCreator, NewRun
+from server.flush.entries import Item, entries_of
 from server.flush.mirror import Mirror
 from server.flush.progress import BATCHES_PER_READ, TAGGED_METRICS, FlushObserver, Progress, Read
 from server.flush.refusals import (
@@ -60,16 +62,6 @@ _logger = logging.getLogger(__name__)
 
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class _Item:
-    event: Event
-    index: int
-    """Which batch of the read it is in."""
-    seq: int
-    ordinal: int
-    """Its place among the events of the read not written before."""
 
 
 class CallApplier(Protocol):
@@ -119,6 +111,9 @@ class RunWriter:
         self._calls = calls
         self._missing_since: dict[str, float] = {}
         self._progress = Progress(queue, backlog, stats, observer)
+        self._creating = threading.Lock()
+        self.created: dict[str, RunRef] = {}
+        """Runs created in a batch whose start is still to be written: their MLflow runs."""
 
     def flush_run(self, run_key: str, until: float) -> bool:
         """Writes a run's pending batches; True when ``until`` passed with more left.
@@ -135,6 +130,13 @@ class RunWriter:
             if time.monotonic() >= until:
                 return True
         return False
+
+    def create_together(self, creator: BatchCreator, runs: list[NewRun]) -> dict[str, RunRef]:
+        """Creates new runs in a batch, while no turn creates a run; returns them."""
+        with self._creating:
+            made = creator.create(runs)
+        self.created.update(made)
+        return made
 
     def call(self, run_key: str, ref: RunRef, what: str, fn: Callable[..., T], *args: object) -> T:
         """An MLflow call about a run; a refusal for good raises RunRefused (or RunMissing)."""
@@ -155,7 +157,7 @@ class RunWriter:
             # The client is back after its lease ran out: its run goes on.
             self.call(run_key, ref, "reopen the run", self._sink.resume_run, ref, record.job)
             self._runs.set_status(run_key, RunStatus.RUNNING.value)
-        entries: list[_Item] = []
+        entries: list[Item] = []
         ordinal = 0
         for index, stored in enumerate(read.batches):
             msg = events_pb2.EventBatch.FromString(stored.payload)
@@ -167,12 +169,12 @@ class RunWriter:
                 if isinstance(event, Dropped) and self._gaps is not None:
                     event = self._gaps.dropped(run_key, seq, event)  # the run's total, a tag
                 if isinstance(event, Metric | Param | Tag):
-                    entries.append(_Item(event, index, seq, ordinal))
+                    entries.append(Item(event, index, seq, ordinal))
                     continue
                 self._write(run_key, record, read, entries)
                 entries = []
                 started = time.perf_counter()
-                dead = self._apply(run_key, record, event, raw, _Item(event, index, seq, ordinal))
+                dead = self._apply(run_key, record, event, raw, Item(event, index, seq, ordinal))
                 self._progress.advance(
                     run_key, read, index, seq, ordinal, 1 - len(dead), dead, started
                 )
@@ -184,7 +186,7 @@ class RunWriter:
         record: RunRecord,
         event: Event,
         raw: events_pb2.Event,
-        item: _Item,
+        item: Item,
     ) -> list[DeadLetter]:
         """Writes one event that is not a log_batch entry; returns what MLflow refused."""
         if isinstance(event, RunStart):
@@ -203,7 +205,7 @@ class RunWriter:
         return []
 
     def _apply_call(
-        self, run_key: str, record: RunRecord, item: _Item, call: MlflowCall
+        self, run_key: str, record: RunRecord, item: Item, call: MlflowCall
     ) -> list[DeadLetter]:
         ref = self._open(run_key, record, None)
         if self._calls is None:
@@ -218,7 +220,7 @@ class RunWriter:
         return []
 
     def _delete_tag(
-        self, run_key: str, record: RunRecord, item: _Item, key: str
+        self, run_key: str, record: RunRecord, item: Item, key: str
     ) -> list[DeadLetter]:
         ref = self._open(run_key, record, None)
         try:
@@ -230,12 +232,12 @@ class RunWriter:
             return [self._dead_letter(run_key, record, item, message(exc))]
         return []
 
-    def _write(self, run_key: str, record: RunRecord, read: Read, entries: list[_Item]) -> None:
+    def _write(self, run_key: str, record: RunRecord, read: Read, entries: list[Item]) -> None:
         if not entries:
             return
         ref = self._open(run_key, record, None)
         offset = 0
-        points = _entries(entries, self._round_as_step)
+        points = entries_of(entries, self._round_as_step)
         for chunk in split_log_batch(points, reserve_tags=1, round_key=self._round_key):
             part = entries[offset : offset + chunk.entries]
             offset += chunk.entries
@@ -254,23 +256,21 @@ class RunWriter:
                 dead = self._bisect(run_key, record, ref, part)
             else:
                 dead = []
-                self.stats.log_batch_calls += 1
-                self.stats.metric_points_written += len(chunk.metrics)
+                self.stats.add(log_batch_calls=1, metric_points_written=len(chunk.metrics))
             written = len(part) - len(dead)
             self._progress.advance(
                 run_key, read, last.index, last.seq, last.ordinal, written, dead, started
             )
 
     def _bisect(
-        self, run_key: str, record: RunRecord, ref: RunRef, items: list[_Item]
+        self, run_key: str, record: RunRecord, ref: RunRef, items: list[Item]
     ) -> list[DeadLetter]:
         """Writes what MLflow accepts of a refused chunk; returns the entries it refuses."""
         try:
-            points = _entries(items, self._round_as_step)
+            points = entries_of(items, self._round_as_step)
             for chunk in split_log_batch(points, round_key=self._round_key):
                 self._retrying(self._sink.log, ref.run_id, chunk)
-                self.stats.log_batch_calls += 1
-                self.stats.metric_points_written += len(chunk.metrics)
+                self.stats.add(log_batch_calls=1, metric_points_written=len(chunk.metrics))
         except Exception as exc:
             if not is_permanent(exc):
                 raise
@@ -282,7 +282,7 @@ class RunWriter:
             )
         return []
 
-    def _dead_letter(self, run_key: str, record: RunRecord, item: _Item, reason: str) -> DeadLetter:
+    def _dead_letter(self, run_key: str, record: RunRecord, item: Item, reason: str) -> DeadLetter:
         event = item.event
         assert isinstance(event, Metric | Param | Tag | DeleteTag | MlflowCall)
         if isinstance(event, MlflowCall):
@@ -292,7 +292,7 @@ class RunWriter:
         else:
             kind, key, value = type(event).__name__.lower(), event.key, str(event.value)
         batch = EventBatch(record.client_id, record.job, run_key, item.seq, (event,))
-        self.stats.dead_letters += 1
+        self.stats.add(dead_letters=1)
         if self._observer is not None:
             self._observer.dead_lettered(run_key)
         _logger.error("MLflow refused %s %r of run %s for good: %s", kind, key, run_key, reason)
@@ -307,8 +307,13 @@ class RunWriter:
         ref = self._runs.refs.get(run_key)
         if ref is not None and start is None:
             return ref
+        made = self.created.pop(run_key, None) if start is not None else None
+        if made is not None:  # created with the cycle's batch (server/flush/batch_creation.py)
+            return self._opened(run_key, made, start, None)
         if is_aggregate_run(run_key):  # a job's cross-client aggregates: its parent run
-            ref = self._runs.refs[run_key] = self._retrying(self._sink.parent_run, record.job)
+            with self._creating:
+                ref = self._retrying(self._sink.parent_run, record.job)
+            self._runs.refs[run_key] = ref
             return ref
         # Only the receiver holding a run's start creates it (with the start's experiment,
         # name and tags); one holding later events waits, a lease at most, to find it. A run
@@ -321,7 +326,8 @@ class RunWriter:
             self._sink.client_run, may_create=may_create, opening=opening or saved is not None
         )
         try:
-            ref = self._retrying(find, record.client_id, record.job, run_key, spec)
+            with self._creating:  # one writer at a time makes runs (and the job's parent)
+                ref = self._retrying(find, record.client_id, record.job, run_key, spec)
         except ExperimentDeleted as exc:
             raise deleted_experiment(exc.name, exc.experiment_id, run_key) from None
         except Exception as exc:
@@ -331,6 +337,11 @@ class RunWriter:
             if is_missing(exc):
                 raise RunMissing("", message(exc)) from None
             raise refused("create or find the run", exc, run_key) from None
+        return self._opened(run_key, ref, start, saved)
+
+    def _opened(
+        self, run_key: str, ref: RunRef, start: RunStart | None, saved: RunStart | None
+    ) -> RunRef:
         self._missing_since.pop(run_key, None)
         self._runs.refs[run_key] = ref
         if start is not None:  # a run start (or a resume: start_run(run_id=...)) runs
@@ -376,15 +387,3 @@ class RunWriter:
                 return
         self._queue.set_inflight(run_key, "")
         self._runs.recovering.discard(run_key)
-
-
-def _entries(items: list[_Item], round_as_step: bool = False) -> list[Metric | Param | Tag]:
-    out: list[Metric | Param | Tag] = []
-    for item in items:
-        e = item.event
-        if not isinstance(e, Metric | Param | Tag):
-            continue
-        if round_as_step and isinstance(e, Metric) and e.round:  # MLflow's step is the round
-            e = Metric(e.key, e.value, e.round, e.timestamp_ms)
-        out.append(e)
-    return out

@@ -23,6 +23,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 BENCH_TIMEOUT_S = 240.0
+FLEET_TIMEOUT_S = 600.0
 _MARK_VAR = "TRACKBRIDGE_BENCH_TEST_MARK"
 
 # Section -> figures (dotted paths) that must be finite numbers.
@@ -76,7 +77,9 @@ def _processes_with_env(entry: str) -> list[str]:
     return found
 
 
-def _run_bench(tmp_path: Path, mark: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _run_bench(
+    tmp_path: Path, mark: str, *args: str, timeout_s: float = BENCH_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.Popen(
         [*_bench_command(), *args],
         cwd=tmp_path,
@@ -86,7 +89,7 @@ def _run_bench(tmp_path: Path, mark: str, *args: str) -> subprocess.CompletedPro
         text=True,
     )
     try:
-        out, err = proc.communicate(timeout=BENCH_TIMEOUT_S)
+        out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGTERM)  # the bench ends its children on SIGTERM
         try:
@@ -94,7 +97,7 @@ def _run_bench(tmp_path: Path, mark: str, *args: str) -> subprocess.CompletedPro
         except subprocess.TimeoutExpired:
             proc.kill()
             out, err = proc.communicate(timeout=10)
-        pytest.fail(f"bench --quick ran over {BENCH_TIMEOUT_S} s\n{out}\n{err[-3000:]}")
+        pytest.fail(f"bench --quick ran over {timeout_s} s\n{out}\n{err[-3000:]}")
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
@@ -175,3 +178,60 @@ def test_bench_sweep_quick_measures_every_point(tmp_path: Path) -> None:
     ]
     assert "| figure | varied | setting | measured |" in done.stdout
     assert not _processes_with_env(f"{_MARK_VAR}={mark}")
+
+
+FLEET_FIGURES = {
+    "job_start": ("alone.all_runs_s", "alone.one_run_s", "shared.all_runs_s"),
+    "parallel_flush": (
+        "sqlite.log_batch_events_per_s",
+        "sqlite.bridge_1_events_per_s",
+        "sqlite.bridge_4_events_per_s",
+        "postgres.log_batch_events_per_s",
+        "postgres.bridge_4_events_per_s",
+        "postgres.ratio",
+        "postgres_freshness.p99_ms",
+    ),
+    "linger": (
+        "fixed.live_p99_ms",
+        "adaptive.live_p99_ms",
+        "fixed.many_publishes_per_s",
+        "adaptive.many_publishes_per_s",
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(FLEET_TIMEOUT_S + 60)
+def test_bench_fleet_sections_run_with_only(tmp_path: Path) -> None:
+    """The sections a plain run leaves out: a job's start, parallel flushing on SQLite and on a
+    PostgreSQL cluster the bench starts itself, the writer's linger."""
+    json_path = tmp_path / "r.json"
+    mark = uuid.uuid4().hex
+    only = ",".join(FLEET_FIGURES)
+    done = _run_bench(
+        tmp_path,
+        mark,
+        "--quick",
+        "--only",
+        only,
+        "--json",
+        str(json_path),
+        timeout_s=FLEET_TIMEOUT_S,
+    )
+
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-3000:]}"
+    results = json.loads(json_path.read_text())
+    for section, paths in FLEET_FIGURES.items():
+        assert "error" not in results[section], results[section]
+        for path in paths:
+            value = _figure(results, section, path)
+            assert isinstance(value, int | float), f"{section}.{path} = {value!r}"
+            assert math.isfinite(value), f"{section}.{path} = {value!r}"
+    for store in ("sqlite", "postgres"):
+        figures = results["parallel_flush"][store]
+        assert figures["bridge_4_points_in_mlflow"] == figures["events"]
+        assert figures["bridge_1_points_in_mlflow"] == figures["events"]
+    for title in ("(i)", "(j)", "(k)", "targets"):
+        assert title in done.stdout
+    leftovers = _processes_with_env(f"{_MARK_VAR}={mark}")
+    assert not leftovers, f"bench left processes running: {leftovers}"

@@ -4,134 +4,25 @@ basic auth, and helpers to look into receivers' queues and to publish hand-made 
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
-import shutil
 import sqlite3
 import subprocess
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
+from bench.postgres import (  # the cluster itself lives with the benchmark, which starts one too
+    Postgres,
+    create_database,
+    start_postgres,
+    stop_postgres,
+)
 from tests.support.procs import MLFLOW_EXE, MlflowServer, free_port, stop_mlflow_server, wait_until
 
-PG_START_TIMEOUT_S = 60.0
+__all__ = ["Postgres", "create_database", "start_postgres", "stop_postgres"]
+
 MLFLOW_START_TIMEOUT_S = 90.0
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "topology-admin-pw-0123"  # a throwaway test cluster's
 FLASK_SECRET = "topology-flask-secret-0123456789"
-PG_PASSWORD = "topology-pg-pw"
-_STOP = ("-m", "fast", "-w", "-t", "30", "stop")
-
-
-def pg_bin_dir() -> Path:
-    """The newest ``/usr/lib/postgresql/*/bin`` (Debian's layout); AssertionError if none."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=_major)
-    assert found, "PostgreSQL is not installed: apt-get install postgresql (see .ci/test)"
-    return Path(found[-1]).parent
-
-
-def _major(path: str) -> int:
-    version = Path(path).parent.parent.name
-    return int(version) if version.isdigit() else 0
-
-
-@dataclass
-class Postgres:
-    """A running throwaway PostgreSQL cluster on 127.0.0.1."""
-
-    root: Path
-    port: int
-    password: str
-
-    def uri(self, database: str) -> str:
-        """SQLAlchemy URI of ``database`` (psycopg2 driver)."""
-        return f"postgresql+psycopg2://postgres:{self.password}@127.0.0.1:{self.port}/{database}"
-
-
-def _as_postgres(cmd: list[str]) -> list[str]:
-    # The server refuses to run as root: a root test run starts it as the postgres user.
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
-def start_postgres(*, fsync: bool = False) -> Postgres:
-    """initdb + pg_ctl start of a fresh cluster in a temp dir (password auth, loopback only)."""
-    bin_dir = pg_bin_dir()
-    root = Path(tempfile.mkdtemp(prefix="trackbridge-pg-"))
-    pwfile = root / "pw"
-    pwfile.write_text(PG_PASSWORD)
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-        shutil.chown(pwfile, "postgres", "postgres")
-    port = free_port()
-    pg = Postgres(root, port, PG_PASSWORD)
-    try:
-        subprocess.run(
-            _as_postgres(
-                [
-                    str(bin_dir / "initdb"),
-                    "-D", str(root / "data"),
-                    "-U", "postgres",
-                    "--auth=scram-sha-256",
-                    f"--pwfile={pwfile}",
-                    "--no-sync",
-                    "-E", "UTF8",
-                ]
-            ),
-            check=True,
-            capture_output=True,
-            timeout=PG_START_TIMEOUT_S,
-        )  # fmt: skip
-        options = (
-            f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
-            f" -c fsync={'on' if fsync else 'off'} -c max_connections=100"
-        )
-        subprocess.run(
-            _as_postgres(
-                [
-                    str(bin_dir / "pg_ctl"),
-                    "-D", str(root / "data"),
-                    "-l", str(root / "postgres.log"),
-                    "-o", options,
-                    "-w", "-t", str(int(PG_START_TIMEOUT_S)),
-                    "start",
-                ]
-            ),
-            check=True,
-            capture_output=True,
-            timeout=PG_START_TIMEOUT_S + 10,
-        )  # fmt: skip
-    except BaseException:
-        stop_postgres(pg)
-        raise
-    return pg
-
-
-def create_database(pg: Postgres, name: str) -> None:
-    """``CREATE DATABASE name`` through psycopg2 (the driver MLflow uses too)."""
-    import psycopg2
-
-    conn = psycopg2.connect(
-        host="127.0.0.1", port=pg.port, user="postgres", password=pg.password, dbname="postgres"
-    )
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        conn.close()
-
-
-def stop_postgres(pg: Postgres) -> None:
-    """Stops the cluster (bounded) and removes its files."""
-    if (pg.root / "data" / "postmaster.pid").exists():
-        subprocess.run(
-            _as_postgres([str(pg_bin_dir() / "pg_ctl"), "-D", str(pg.root / "data"), *_STOP]),
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-    shutil.rmtree(pg.root, ignore_errors=True)
 
 
 def launch_auth_mlflow(root: Path, backend_uri: str, workers: int = 1) -> MlflowServer:

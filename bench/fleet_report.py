@@ -1,0 +1,136 @@
+"""How the fleet-scale sections (job_start, parallel_flush, linger) print and what they aim for."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Results = dict[str, Any]
+
+
+def _row(target: str, goal: str, measured: float, shown: str, ok: bool) -> Results:
+    return {"target": target, "goal": goal, "measured": measured, "shown": shown,
+            "status": "met" if ok else "missed", "note": ""}  # fmt: skip
+
+
+def _job_start_targets(s: Results) -> list[Results]:
+    goal = f"<= 10 s ({s['clients']} clients)"
+    rows = []
+    for mode in ("alone", "shared"):
+        took = s[mode]["all_runs_s"]
+        target = f"job start, {mode}: all runs in MLflow"
+        rows.append(_row(target, goal, took, f"{took:.1f} s", took <= 10))
+    return rows
+
+
+def _job_start_lines(s: Results) -> list[str]:
+    lines = []
+    for mode, label in (("alone", "a receiver alone"), ("shared", "a receiver sharing MLflow")):
+        m = s[mode]
+        lines.append(
+            f"    {label}: {s['clients']} clients' run starts all acknowledged in"
+            f" {m['all_acked_s']:.1f} s, every run in MLflow after {m['all_runs_s']:.1f} s"
+            f" ({m['runs_per_s']:.0f} runs/s); one client alone: {m['one_run_s']:.2f} s"
+        )
+    return lines
+
+
+def _parallel_targets(s: Results) -> list[Results]:
+    pg, fresh = s["postgres"], s["postgres_freshness"]
+    limit_s = fresh["flush_interval_s"] + 1
+    p99_s = fresh["p99_ms"] / 1000
+    return [
+        _row(
+            "parallel flush on PostgreSQL",
+            ">= 1.5x one log_batch writer",
+            pg["ratio"],
+            f"{pg['ratio']:.2f}x",
+            pg["ratio"] >= 1.5,
+        ),
+        _row(
+            f"freshness p99 on PostgreSQL ({fresh['clients']} clients)",
+            f"<= flush + 1 s = {limit_s:g} s",
+            p99_s,
+            f"{p99_s:.2f} s",
+            p99_s <= limit_s and fresh["missing"] == 0,
+        ),
+    ]
+
+
+def _parallel_lines(s: Results) -> list[str]:
+    n = s["workers"]
+    lines = [
+        f"    {s['clients']} clients, events/s into MLflow"
+        f" ({'MLflow store':<22}{'log_batch x1':>14}{'bridge, 1 writer':>18}"
+        f"{f'bridge, {n} writers':>20}{'ratio':>8})"
+    ]
+    labels = {"sqlite": "SQLite, 1 server worker", "postgres": "PostgreSQL, 4 workers"}
+    for store, label in labels.items():
+        m = s[store]
+        lines.append(
+            f"    {label:<30}{m['log_batch_events_per_s']:>14,.0f}"
+            f"{m['bridge_1_events_per_s']:>18,.0f}{m[f'bridge_{n}_events_per_s']:>20,.0f}"
+            f"{m['ratio']:>7.2f}x  ({m[f'bridge_{n}_points_in_mlflow']:,} of {m['events']:,}"
+            " points found in MLflow)"
+        )
+    f = s["postgres_freshness"]
+    lines.append(
+        f"    freshness on PostgreSQL with {n} writers: {f['clients']} clients x"
+        f" {f['rate_per_client']:g} points/s for {f['seconds']:g} s, flush interval"
+        f" {f['flush_interval_s']:g} s: readable in MLflow p50 {f['p50_ms'] / 1000:.2f} s, p99"
+        f" {f['p99_ms'] / 1000:.2f} s ({f['points']:,} points, {f['missing']} never seen;"
+        f" {f['log_batch_calls']} log_batch calls)"
+    )
+    return lines
+
+
+def _linger_targets(s: Results) -> list[Results]:
+    adaptive, fixed = s["adaptive"], s["fixed"]
+    p99 = adaptive["live_p99_ms"]
+    calls, before = adaptive["many_publishes_per_s"], fixed["many_publishes_per_s"]
+    return [
+        _row("live view p99, adaptive linger", "<= 250 ms", p99, f"{p99:.0f} ms", p99 <= 250),
+        _row(
+            f"publishes/s at {s['many_clients']} clients",
+            f"<= fixed linger's {before:,.0f}",
+            calls,
+            f"{calls:,.0f}/s",
+            calls <= before,
+        ),
+    ]
+
+
+def _linger_lines(s: Results) -> list[str]:
+    lines = []
+    for mode in ("fixed", "adaptive"):
+        m = s[mode]
+        lines.append(
+            f"    {mode} linger: {s['clients']} clients x {s['rate_per_client']:g} points/s:"
+            f" live view p50 {m['live_p50_ms']:.0f} ms, p99 {m['live_p99_ms']:.0f} ms"
+            f" ({m['live_points']:,} points), {m['publishes_per_s']:,.0f} publishes/s;"
+            f" {s['many_clients']} clients x {s['many_rate_per_client']:g} points/s:"
+            f" {m['many_publishes_per_s']:,.0f} publishes/s"
+        )
+    return lines
+
+
+TARGETS: dict[str, Callable[[Results], list[Results]]] = {
+    "job_start": _job_start_targets,
+    "parallel_flush": _parallel_targets,
+    "linger": _linger_targets,
+}
+"""Each section's targets."""
+
+LINES: dict[str, Callable[[Results], list[str]]] = {
+    "job_start": _job_start_lines,
+    "parallel_flush": _parallel_lines,
+    "linger": _linger_lines,
+}
+"""Each section's printed lines."""
+
+TITLES = {
+    "job_start": "(i) job start: many clients' runs created in MLflow",
+    "parallel_flush": "(j) parallel flushing: several runs written to MLflow at once",
+    "linger": "(k) the writer's linger: fixed 0.2 s against adaptive",
+}
+"""Each section's title."""

@@ -1,0 +1,88 @@
+"""Benchmark section ``job_start``: how long a job of many clients takes to start.
+
+``job_start_clients`` clients (over a few processes, one connection each) publish their run's
+start at once to one receiver embedded in the benchmark process, which writes to the
+benchmark's ``mlflow server`` (SQLite). The clock runs from the command that starts the client
+processes until every client run exists in MLflow (kept: no provisional tag left), counted in
+MLflow's SQLite file so that the counting takes nothing from the server. A single client's
+start is timed the same way first, for the run-by-run cost beside it. Both are measured with a
+receiver that is alone (``serve --alone``: one MLflow call per run) and with one that may share
+MLflow with other receivers (each run created provisional, then kept: two calls per run).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+from bench.mlflow_sections import wait_for_runs
+from bench.procs import BenchError, Child, load_generator, mlflow_store, read_all
+from bench.sections import BenchContext
+from server.config import ReceiverConfig
+from server.receiver import BackgroundReceiver
+
+_CLIENTS_PER_PROC = 250
+_TIMEOUT_S = 300.0
+
+
+def job_start(ctx: BenchContext) -> dict[str, Any]:
+    """A job's start with one client, then with ``job_start_clients`` at once: by a receiver
+    that is alone (``serve --alone``), and by one that may share MLflow with others."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    figures: dict[str, Any] = {"clients": ctx.options.job_start_clients}
+    for mode in ("alone", "shared"):
+        config = ReceiverConfig(
+            listen="127.0.0.1:0",
+            data_dir=ctx.work_dir / f"receiver-job-start-{mode}",
+            tracking_uri=ctx.mlflow_uri,
+            flush_interval_s=ctx.options.flush_interval_s,
+            shutdown_timeout_s=5.0,
+            alone=mode == "alone",
+        )
+        background = BackgroundReceiver(config)
+        address = f"127.0.0.1:{background.start()}"
+        try:
+            one = _start(ctx, address, f"bench-start-one-{mode}", 1)
+            many = _start(ctx, address, f"bench-start-{mode}", ctx.options.job_start_clients)
+        finally:
+            background.stop()
+        figures[mode] = {
+            "all_runs_s": many["all_runs_s"],
+            "all_acked_s": many["all_acked_s"],
+            "runs_per_s": ctx.options.job_start_clients / many["all_runs_s"],
+            "one_run_s": one["all_runs_s"],
+        }
+    return figures
+
+
+def _start(ctx: BenchContext, address: str, job: str, clients: int) -> dict[str, float]:
+    procs = max(1, math.ceil(clients / _CLIENTS_PER_PROC))
+    counts = [len(range(i, clients, procs)) for i in range(procs)]
+    started = time.monotonic()
+    gens = [
+        load_generator(
+            ctx.procs,
+            f"load-{job}-{i}",
+            "conns",
+            *("--receiver", address, "--job", job, "--prefix", f"{job}-{i}"),
+            *("--count", str(n)),
+        )
+        for i, n in enumerate(counts)
+    ]
+    try:
+        readies = read_all(gens, _TIMEOUT_S)
+        acked_s = time.monotonic() - started
+        if sum(r["connected"] for r in readies) < clients:
+            raise BenchError(f"only {sum(r['connected'] for r in readies)} of {clients} started")
+        wait_for_runs(mlflow_store(ctx.work_dir), job, clients, timeout_s=_TIMEOUT_S)
+        runs_s = time.monotonic() - started
+    finally:
+        _stop(ctx, gens)
+    return {"all_runs_s": runs_s, "all_acked_s": acked_s}
+
+
+def _stop(ctx: BenchContext, gens: list[Child]) -> None:
+    for gen in gens:
+        ctx.procs.stop(gen)

@@ -1,0 +1,181 @@
+"""Benchmark section ``parallel_flush``: end to end into MLflow with several flush writers, on
+MLflow's SQLite store and on PostgreSQL, beside one ``log_batch`` writer's ceiling.
+
+Two MLflow servers: the benchmark's own (SQLite, ``--workers 1``) and one on a PostgreSQL
+cluster this section starts (bench/postgres.py) with ``--workers 4``, the deployment the README
+recommends at scale. On each, MLflow's own ingest rate is timed first: one thread calling
+``log_batch`` with 1000 metrics, one call after another. Then ``parallel_clients`` clients log
+through a receiver embedded in the benchmark process, once with one flush writer and once with
+``parallel_workers``; the clock runs from their first call until the receiver has written the
+last point, and MLflow is counted afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+
+from bench.mlflow_sections import PgVisibility, freshness, log_batch_ceiling
+from bench.postgres import Postgres, create_database, start_postgres, stop_postgres
+from bench.procs import BenchError, Child, free_port, load_generator, read_all, wait_http
+from bench.sections import BenchContext
+from server.config import ReceiverConfig
+from server.flush.sink import TAG_ROLE
+from server.receiver import BackgroundReceiver
+
+_logger = logging.getLogger(__name__)
+
+_KEY = "bench/e2e"
+_TIMEOUT_S = 600.0
+_PG_WORKERS = 4
+
+
+@contextlib.contextmanager
+def postgres_mlflow(ctx: BenchContext) -> Iterator[tuple[str, Postgres]]:
+    """A fresh PostgreSQL cluster and ``mlflow server --workers 4`` on it; yields its URI and
+    the cluster."""
+    pg = start_postgres()
+    try:
+        create_database(pg, "mlflow")
+        port = free_port()
+        env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+        argv = [
+            sys.executable, "-m", "mlflow", "server",
+            "--workers", str(_PG_WORKERS),
+            "--backend-store-uri", pg.uri("mlflow"),
+            "--default-artifact-root", (ctx.work_dir / "mlflow-pg-artifacts").resolve().as_uri(),
+            "--host", "127.0.0.1", "--port", str(port),
+        ]  # fmt: skip
+        child = ctx.procs.start("mlflow-server-pg", argv, env=env)
+        uri = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(child, uri)
+            yield uri, pg
+        finally:
+            ctx.procs.stop(child)
+    finally:
+        stop_postgres(pg)
+
+
+def parallel_flush(ctx: BenchContext) -> dict[str, Any]:
+    """The figures on SQLite, then on PostgreSQL."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    figures: dict[str, Any] = {
+        "clients": ctx.options.parallel_clients,
+        "workers": ctx.options.parallel_workers,
+        "sqlite": _on(ctx, ctx.mlflow_uri, "sqlite"),
+    }
+    with postgres_mlflow(ctx) as (uri, pg):
+        figures["postgres"] = _on(ctx, uri, "postgres")
+        figures["postgres_freshness"] = _freshness(ctx, uri, pg)
+    return figures
+
+
+def _freshness(ctx: BenchContext, uri: str, pg: Postgres) -> dict[str, Any]:
+    """Section freshness's measurement, on MLflow on PostgreSQL, with the flush writers."""
+    config = ReceiverConfig(
+        listen="127.0.0.1:0",
+        data_dir=ctx.work_dir / "receiver-parallel-freshness",
+        tracking_uri=uri,
+        flush_interval_s=ctx.options.flush_interval_s,
+        shutdown_timeout_s=5.0,
+        flush_workers=ctx.options.parallel_workers,
+        alone=True,
+    )
+    background = BackgroundReceiver(config)
+    address = f"127.0.0.1:{background.start()}"
+    try:
+        return freshness(ctx, background.receiver, address, uri=uri, store=lambda: PgVisibility(pg))
+    finally:
+        background.stop()
+
+
+def _on(ctx: BenchContext, uri: str, store: str) -> dict[str, Any]:
+    opts = ctx.options
+    per_client = max(1000, opts.events // opts.parallel_clients)
+    total = per_client * opts.parallel_clients
+    ceiling = log_batch_ceiling(uri, total)
+    out: dict[str, Any] = {"events": total, "log_batch_events_per_s": ceiling["events_per_s"]}
+    for workers in dict.fromkeys((1, opts.parallel_workers)):
+        took = _through_bridge(ctx, uri, f"{store}-{workers}", workers, per_client)
+        out[f"bridge_{workers}_events_per_s"] = total / took["seconds"]
+        out[f"bridge_{workers}_points_in_mlflow"] = took["points_in_mlflow"]
+    best = out[f"bridge_{opts.parallel_workers}_events_per_s"]
+    out["ratio"] = best / ceiling["events_per_s"]
+    return out
+
+
+def _through_bridge(
+    ctx: BenchContext, uri: str, name: str, workers: int, per_client: int
+) -> dict[str, Any]:
+    clients = ctx.options.parallel_clients
+    job = f"bench-parallel-{name}"
+    config = ReceiverConfig(
+        listen="127.0.0.1:0",
+        data_dir=ctx.work_dir / f"receiver-parallel-{name}",
+        tracking_uri=uri,
+        flush_interval_s=ctx.options.flush_interval_s,
+        shutdown_timeout_s=5.0,
+        flush_workers=workers,
+        alone=True,
+    )
+    background = BackgroundReceiver(config)
+    address = f"127.0.0.1:{background.start()}"
+    gens: list[Child] = []
+    try:
+        stats = background.receiver.flusher.stats
+        gens = [
+            load_generator(
+                ctx.procs,
+                f"load-{job}-{i}",
+                "e2e",
+                *("--receiver", address, "--job", job),
+                *("--prefix", f"{job}-{i}", "--points", str(per_client)),
+                *("--flush-timeout", str(_TIMEOUT_S)),
+            )
+            for i in range(clients)
+        ]
+        read_all(gens, _TIMEOUT_S)
+        # The runs exist and their starts are written before the clock starts, as the
+        # ceiling's run is: what is timed is the points.
+        _until(lambda: stats.events_flushed >= clients, "the run starts")
+        for gen in gens:
+            gen.send("go")
+        target = clients * (per_client + 1)
+        landed = _until(lambda: stats.events_flushed >= target, "the flush")
+        results = read_all(gens, _TIMEOUT_S)
+    finally:
+        for gen in gens:
+            ctx.procs.stop(gen)
+        background.stop()
+    return {
+        "seconds": landed - min(r["start"] for r in results),
+        "points_in_mlflow": _points(uri, job),
+    }
+
+
+def _until(done: Any, what: str) -> float:
+    deadline = time.monotonic() + _TIMEOUT_S
+    while not done():
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what} did not happen within {_TIMEOUT_S:.0f} s")
+        time.sleep(0.01)
+    return time.time()
+
+
+def _points(uri: str, job: str) -> int:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(job)
+    if experiment is None:
+        return 0
+    runs = client.search_runs(
+        [experiment.experiment_id], f"tags.`{TAG_ROLE}` = 'client'", max_results=1000
+    )
+    return sum(len(client.get_metric_history(r.info.run_id, _KEY)) for r in runs)

@@ -1,0 +1,111 @@
+"""Flushing several runs at once: a bounded pool of writer threads (``serve --flush-workers``).
+
+MLflow answers a ``log_batch`` in 10-15 ms, most of it the server's round trip and database
+commit, and MLflow on PostgreSQL with several server workers answers several at once. So the
+flusher gives up to ``workers`` runs their turn at the same time, each on a thread of its own:
+
+- one run is never on two threads (a cycle hands each run out once), so each run's events go
+  to MLflow in the client's order and its progress is recorded after every call, as before;
+- the queue's connection is shared: :class:`Serialized` lets one thread at a time into it
+  (a call is a short transaction, never an MLflow call), so SQLite sees what it did before;
+- what a run's turn decides (quarantine, back-off, a paused cycle) is decided as its turn
+  ends, on the flusher's thread, in the order the turns end.
+
+With a single worker the turns run on the flusher's thread, one after another, exactly as
+before the pool existed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import threading
+from collections.abc import Callable, Generator, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_WORKERS = 4
+"""Writers at once: MLflow on PostgreSQL with 4 server workers (the deployment the README
+recommends at scale) takes four runs' log_batch calls at once."""
+
+
+class Gate:
+    """One thread at a time through the flusher's queue connection, until it is shut: a
+    flusher that ran out of time to stop must not touch the connection the receiver closes
+    (a connection closed under a running statement can crash the process)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.shut = False
+
+    def close(self) -> None:
+        """Waits for the call in progress, then refuses every later one."""
+        with self.lock:
+            self.shut = True
+
+
+class Serialized:
+    """Lets one thread at a time call ``target``'s methods (a queue on one connection)."""
+
+    def __init__(self, target: object, gate: Gate) -> None:
+        self._target = target
+        self._gate = gate
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if not callable(attr):
+            return attr
+        gate = self._gate
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with gate.lock:
+                if gate.shut:
+                    raise sqlite3.ProgrammingError("the flusher has stopped: its queue is closed")
+                return attr(*args, **kwargs)
+
+        return locked
+
+
+class TurnPool:
+    """Runs turns of distinct runs on up to ``workers`` threads."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool = (
+            ThreadPoolExecutor(workers, thread_name_prefix="trackbridge-writer")
+            if workers > 1
+            else None
+        )
+
+    def turns(
+        self, run_keys: Iterable[str], turn: Callable[[str], T]
+    ) -> Generator[tuple[str, T], None, None]:
+        """``(run_key, turn(run_key))`` for each run, as the turns end. A turn's exception is
+        raised here once the turns in flight have ended; so is closing the iterator early
+        (the caller stops handing out turns): each turn in flight records its own progress."""
+        if self._pool is None:
+            for run_key in run_keys:
+                yield run_key, turn(run_key)
+            return
+        keys = iter(run_keys)
+        running: dict[Future[T], str] = {
+            self._pool.submit(turn, k): k for k in itertools.islice(keys, self.workers)
+        }
+        try:
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    run_key = running.pop(future)
+                    following = next(keys, None)
+                    if following is not None:
+                        running[self._pool.submit(turn, following)] = following
+                    yield run_key, future.result()
+        finally:
+            wait(running)
+
+    def close(self) -> None:
+        """Ends the threads (after the turns in flight)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
