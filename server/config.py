@@ -11,6 +11,7 @@ from pathlib import Path
 from bridge import envvars
 from bridge.secret import redacted_repr
 from server.aggregate.config import AggregateConfig
+from server.fleet.config import FleetConfig, parse_queue_url
 from server.security.config import SecurityConfig
 
 DEFAULT_LISTEN = "127.0.0.1:50551"
@@ -61,6 +62,9 @@ class ReceiverConfig:
     round_as_step: bool = False
     """Write a point's federated round as MLflow's step (else as the ``trackbridge.round``
     metric beside the point, at its own step)."""
+    fleet: FleetConfig | None = None
+    """The NATS JetStream cluster a fleet of receivers shares (``--queue nats://...``); None
+    keeps the embedded SQLite queue of one receiver."""
 
     def __repr__(self) -> str:
         return redacted_repr(self)  # a config dump shows no token, no password in a URI
@@ -94,6 +98,8 @@ class ReceiverConfig:
             raise ValueError("no sink: give --sink mlflow, --sink jsonl:DIR, or both")
         if self.live_points < 2:
             raise ValueError(f"live_points must be at least 2, got {self.live_points!r}")
+        if self.fleet is not None and self.aggregate.enabled:
+            raise ValueError("--aggregate needs the embedded queue: it cannot be used with --queue")
         http = self.http_address
         if http is not None and not self.viewer_token and not is_loopback(http[0]):
             raise ValueError(
@@ -153,12 +159,16 @@ class ReceiverConfig:
         sinks: Sequence[str] | None = None,
         aggregate: AggregateConfig | None = None,
         round_as_step: bool | None = None,
+        queue: str | None = None,
         env: Mapping[str, str] = os.environ,
     ) -> ReceiverConfig:
         """Builds a config from explicit values, then the environment, then defaults.
 
         ``sinks`` are ``--sink`` values (``mlflow``, ``jsonl:DIR``); env ``TRACKBRIDGE_SINKS``
-        holds them comma-separated; default ``mlflow``."""
+        holds them comma-separated; default ``mlflow``. ``queue`` is ``sqlite`` (the default)
+        or ``nats://host:port[,...]`` (env ``TRACKBRIDGE_QUEUE``)."""
+        if queue is None:
+            queue = env.get(envvars.TRACKBRIDGE_QUEUE, "sqlite")
         if sinks is None:
             raw_sinks = env.get(envvars.TRACKBRIDGE_SINKS, "")
             sinks = [s.strip() for s in raw_sinks.split(",") if s.strip()] or ["mlflow"]
@@ -199,6 +209,7 @@ class ReceiverConfig:
             jsonl_dir=jsonl_dir,
             aggregate=AggregateConfig() if aggregate is None else aggregate,
             round_as_step=bool(round_as_step),
+            fleet=None if queue in ("", "sqlite") else parse_queue_url(queue),
         )
 
 

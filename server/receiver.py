@@ -21,6 +21,7 @@ from server.aggregate.aggregator import Aggregator
 from server.artifacts.service import ArtifactRelay
 from server.config import ReceiverConfig
 from server.data_dir import DataDirClaim, create_private, secure
+from server.fleet.start import open_fleet
 from server.flush import probes
 from server.flush.credentials import configured_secrets
 from server.flush.files_only import FileFlusher
@@ -55,15 +56,14 @@ SERVER_OPTIONS = (
     ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-    # One receiver per port: with SO_REUSEPORT a second one would share it (server/ports.py).
-    ("grpc.so_reuseport", 0),
+    ("grpc.so_reuseport", 0),  # one receiver per port (server/ports.py)
 )
 
 # MLflow's HTTP client retries 5xx for minutes by itself; the flusher's tenacity owns retrying.
+# MlflowClient prints a "View run" link to stdout for every run it ends.
 _MLFLOW_CLIENT_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-    # MlflowClient prints a "View run" link to stdout for every run it ends.
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 
@@ -118,12 +118,14 @@ class Receiver:
             self.backlog = Backlog(Queue(ingest_conn).pending_events())
             self.aggregator = self._aggregator_for(cfg, aggregate_conn)
             self.ingestor = Ingestor(
-                Queue(ingest_conn),
-                self._stored,
-                self.backlog,
-                gaps=GapLog(ingest_conn),
+                Queue(ingest_conn), self._stored, self.backlog, gaps=GapLog(ingest_conn),
                 aggregates=self.aggregator,
-            )
+            ) if cfg.fleet is None else open_fleet(
+                cfg.fleet, Queue(ingest_conn), self._stored,
+                lambda: self.flusher.flush_soon(),  # noqa: PLW0108 - made below
+                self.backlog, name=f"trackbridge {self._claim.receiver_id}",
+                hub_of=lambda: (self._loop, self.hub),
+            )  # fmt: skip
             observer = self.hub_for(cfg, runs)
             if cfg.mlflow_sink:
                 self.flusher = self._mlflow_flusher(cfg, flush_conn, observer)

@@ -48,6 +48,12 @@ def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="where events go: mlflow (the default) or jsonl:DIR (JSON-lines files per job,"
         " client and run); give it twice for both (env TRACKBRIDGE_SINKS, comma-separated)",
     )
+    p.add_argument(
+        "--queue",
+        metavar="QUEUE",
+        help="sqlite (this receiver's own queue, the default) or nats://HOST:PORT[,...]: fleet"
+        " mode, every receiver publishing to one NATS JetStream cluster (env TRACKBRIDGE_QUEUE)",
+    )
     p.add_argument("--flush-interval", type=positive_float, metavar="SECONDS", help="default 1.0")
     p.add_argument(
         "--fsync",
@@ -145,6 +151,7 @@ def _serve(args: argparse.Namespace) -> int:
     prepare_secrets()
 
     from server.data_dir import DataDirInUse
+    from server.fleet.start import FleetUnreachable
     from server.flush.jsonl import JsonlDamaged, JsonlInUse
     from server.live.http import HttpListenError
     from server.ports import PortInUse
@@ -172,8 +179,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         drained = asyncio.run(serve(config, ready))
     except (
-        CertificateError, DataDirInUse, HttpListenError, JsonlDamaged, JsonlInUse, PortInUse,
-        QueueCorrupt,
+        CertificateError, DataDirInUse, FleetUnreachable, HttpListenError, JsonlDamaged,
+        JsonlInUse, PortInUse, QueueCorrupt,
     ) as exc:  # fmt: skip
         raise UsageError(str(exc)) from None
     except OSError as exc:
@@ -206,4 +213,5 @@ def _serve_config(args: argparse.Namespace) -> ReceiverConfig:
             DEFAULT_DEADLINE_S if args.aggregate_deadline is None else args.aggregate_deadline,
         ),
         round_as_step=args.round_as_step,
+        queue=args.queue,
     )
