@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 from collections.abc import Mapping, Sequence
@@ -160,15 +161,22 @@ class ReceiverConfig:
         aggregate: AggregateConfig | None = None,
         round_as_step: bool | None = None,
         queue: str | None = None,
+        flush: bool = True,
         env: Mapping[str, str] = os.environ,
     ) -> ReceiverConfig:
         """Builds a config from explicit values, then the environment, then defaults.
 
         ``sinks`` are ``--sink`` values (``mlflow``, ``jsonl:DIR``); env ``TRACKBRIDGE_SINKS``
         holds them comma-separated; default ``mlflow``. ``queue`` is ``sqlite`` (the default)
-        or ``nats://host:port[,...]`` (env ``TRACKBRIDGE_QUEUE``)."""
+        or ``nats://host:port[,...]`` (env ``TRACKBRIDGE_QUEUE``); ``flush`` False makes a
+        fleet receiver only accept (``--no-flush``)."""
         if queue is None:
             queue = env.get(envvars.TRACKBRIDGE_QUEUE, "sqlite")
+        fleet = None if queue in ("", "sqlite") else parse_queue_url(queue)
+        if fleet is not None and not flush:
+            fleet = dataclasses.replace(fleet, flush=False)
+        elif not flush:
+            raise ValueError("--no-flush needs --queue nats://...: a lone receiver must flush")
         if sinks is None:
             raw_sinks = env.get(envvars.TRACKBRIDGE_SINKS, "")
             sinks = [s.strip() for s in raw_sinks.split(",") if s.strip()] or ["mlflow"]
@@ -209,7 +217,7 @@ class ReceiverConfig:
             jsonl_dir=jsonl_dir,
             aggregate=AggregateConfig() if aggregate is None else aggregate,
             round_as_step=bool(round_as_step),
-            fleet=None if queue in ("", "sqlite") else parse_queue_url(queue),
+            fleet=fleet,
         )
 
 

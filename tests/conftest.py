@@ -46,6 +46,16 @@ def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsClust
         cluster.stop()
 
 
+@pytest.fixture
+def own_nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """A 3-node NATS cluster of this test's own (for tests that kill its nodes)."""
+    cluster = NatsCluster(tmp_path / "nats", n=3).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 # Four lanes and a 5 s ack wait keep a 3-node cluster light on a small machine, and a dead
 # flusher's batches come back within a test's patience.
 FLEET_OPTIONS = {"partitions": 4, "ack_wait_s": 5}

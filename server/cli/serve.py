@@ -54,6 +54,11 @@ def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="sqlite (this receiver's own queue, the default) or nats://HOST:PORT[,...]: fleet"
         " mode, every receiver publishing to one NATS JetStream cluster (env TRACKBRIDGE_QUEUE)",
     )
+    p.add_argument(
+        "--no-flush",
+        action="store_true",
+        help="fleet mode: only accept and publish; trackbridge flush (or other receivers) write",
+    )
     p.add_argument("--flush-interval", type=positive_float, metavar="SECONDS", help="default 1.0")
     p.add_argument(
         "--fsync",
@@ -214,4 +219,5 @@ def _serve_config(args: argparse.Namespace) -> ReceiverConfig:
         ),
         round_as_step=args.round_as_step,
         queue=args.queue,
+        flush=not args.no_flush,
     )

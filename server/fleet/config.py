@@ -34,6 +34,9 @@ class FleetConfig:
     """How long a receiver waits for JetStream's publish ack before telling the client to retry."""
     max_message_bytes: int = 1 << 20
     """A client batch is split at event boundaries into messages up to this size."""
+    flush: bool = True
+    """Whether this receiver's flusher takes batches from the fleet's lanes (``serve
+    --no-flush`` leaves that to ``trackbridge flush`` and the other receivers)."""
 
     def __post_init__(self) -> None:
         if not self.servers:

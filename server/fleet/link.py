@@ -29,6 +29,8 @@ _logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+CONNECT_TIMEOUT_S = 10.0
+"""How long a receiver's start waits for a first NATS server to answer."""
 DUPLICATE_WINDOW_S = 600.0
 """How long JetStream remembers a message id: a client's retries of one batch fall inside it."""
 
@@ -56,9 +58,19 @@ class NatsLink:
         return self._loop
 
     def start(self, timeout_s: float = 30.0) -> None:
-        """Connects and makes what is missing of the stream, consumers and buckets."""
+        """Connects and makes what is missing of the stream, consumers and buckets; raises
+        TimeoutError when no server answers within ``CONNECT_TIMEOUT_S``."""
         self._thread.start()
-        self.run(self._connect(), timeout_s)
+        self.run(self._start(), timeout_s + CONNECT_TIMEOUT_S)
+
+    async def _start(self) -> None:
+        try:
+            await asyncio.wait_for(self._dial(), CONNECT_TIMEOUT_S)
+        except TimeoutError:
+            raise TimeoutError(
+                f"no NATS server answered within {CONNECT_TIMEOUT_S:.0f} s"
+            ) from None
+        await self._ensure()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
         """Runs ``coro`` on the link's loop and waits for it (from any other thread)."""
@@ -80,7 +92,7 @@ class NatsLink:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5.0)
 
-    async def _connect(self) -> None:
+    async def _dial(self) -> None:
         self.nc = await nats.connect(
             servers=list(self.config.servers),
             name=self._name,
@@ -89,12 +101,14 @@ class NatsLink:
             connect_timeout=2,
             pending_size=64 * 1024 * 1024,
             no_echo=True,  # a receiver never hears its own live news (server/fleet/live.py)
-            error_cb=_on_error,
+            error_cb=self._on_error,
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
             closed_cb=self._on_closed,
         )
         self.js = self.nc.jetstream(timeout=self.config.publish_timeout_s)
+
+    async def _ensure(self) -> None:
         await self._ensure_stream()
         self.runs = await self._bucket(subjects.RUNS_BUCKET)
         self.progress = await self._bucket(subjects.PROGRESS_BUCKET)
@@ -155,6 +169,12 @@ class NatsLink:
         except BadRequestError:  # another receiver made it meanwhile
             return await self.js.key_value(name)
 
+    async def _on_error(self, exc: Exception) -> None:
+        # Without this callback nats-py logs a traceback for every reconnect attempt; before
+        # the first connection, start() tells what failed once.
+        if self.nc is not None and not self._closing:
+            _logger.warning("NATS: %s: %s", type(exc).__name__, exc)
+
     async def _on_disconnected(self) -> None:
         if not self._closing:
             _logger.warning("disconnected from NATS; reconnecting")
@@ -171,8 +191,3 @@ class NatsLink:
 def consumer_name(lane: int) -> str:
     """The durable consumer of one lane."""
     return f"flush-p{lane}"
-
-
-# Without an error callback nats-py logs a traceback for every reconnect attempt.
-async def _on_error(exc: Exception) -> None:
-    _logger.warning("NATS: %s: %s", type(exc).__name__, exc)

@@ -56,7 +56,11 @@ def open_fleet(
             f"cannot use the NATS cluster at {', '.join(config.servers)} ({type(exc).__name__}:"
             f" {exc}); start it, or fix --queue"
         ) from None
-    feeder = Feeder(
-        link, scratch, on_stored=on_stored, flush_soon=flush_soon, backlog=backlog, live=live
+    feeder = (
+        Feeder(
+            link, scratch, on_stored=on_stored, flush_soon=flush_soon, backlog=backlog, live=live
+        )
+        if config.flush
+        else None
     )
     return FleetIngest(link, feeder, live)
