@@ -144,6 +144,11 @@ class FleetIngest:
         """What the fleet holds of a run: the end of its last stored message, else how far a
         flusher got (a client that comes to this receiver from another one resumes there)."""
         self.last_seen[key] = time.monotonic()
+        run = self._runs.get(key)
+        if key in self._acked and run is not None and run.run_id:
+            # Known here: answered at once (this may be the gRPC loop), the heartbeat sent on.
+            self._link.submit(self._heard_now(key))
+            return Accepted(self._acked[key], run.run_id, run.experiment_id)
         return self._link.run(self._lookup(key), self._link.config.publish_timeout_s * 2)
 
     async def _lookup(self, key: str) -> Accepted:

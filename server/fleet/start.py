@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from server.config import redact_uri
 from server.fleet.config import FleetConfig
 from server.queue.sqlite import Backlog, Queue
 
@@ -52,9 +53,10 @@ def open_fleet(
         link.run(live.attach(link.nc), 10.0)
     except Exception as exc:
         link.stop()
+        servers = ", ".join(redact_uri(s) for s in config.servers)
         raise FleetUnreachable(
-            f"cannot use the NATS cluster at {', '.join(config.servers)} ({type(exc).__name__}:"
-            f" {exc}); start it, or fix --queue"
+            f"cannot use the NATS cluster at {servers} ({type(exc).__name__}: {exc});"
+            " start it, or fix --queue"
         ) from None
     feeder = (
         Feeder(

@@ -115,7 +115,8 @@ class IngestService:
             context.set_trailing_metadata(((RETRY_AFTER_KEY, self._retry_after_ms),))
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"the queue is full: {exc}")
         except Exception:
-            _logger.exception("could not store a batch")
+            if self._log.allow("store"):  # a queue that is down fails every batch
+                _logger.exception("could not store a batch")
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE, "the receiver could not store the batch"
             )
