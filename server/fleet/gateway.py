@@ -138,7 +138,10 @@ class FleetIngest:
         if now - self._heard.get(key, -1e9) >= _HEARD_EVERY_S:
             self._heard[key] = now
             assert self._link.nc is not None
-            await self._link.nc.publish(subjects.HEARD_SUBJECT, key.encode())
+            try:  # advisory: a full reconnect buffer must not fail the batch
+                await self._link.nc.publish(subjects.HEARD_SUBJECT, key.encode())
+            except Exception as exc:
+                _logger.debug("could not tell the fleet %s was heard: %s", key, exc)
 
     def lookup(self, key: str) -> Accepted:
         """What the fleet holds of a run: the end of its last stored message, else how far a

@@ -48,14 +48,20 @@ class FleetLive:
 
     async def accepted(self, part: bytes, acked_seq: int) -> None:
         """Tells the fleet that this receiver accepted a batch (or a part of one)."""
-        if self._nc is not None:
-            await self._nc.publish(LIVE_SUBJECT, part, headers={ACKED_HEADER: str(acked_seq)})
+        await self._tell(LIVE_SUBJECT, part, {ACKED_HEADER: str(acked_seq)})
 
     async def written(self, key: str, last_seq: int, events: int, run: tuple[str, str]) -> None:
         """Tells the fleet that this receiver's flusher wrote a run up to ``last_seq``."""
-        if self._nc is not None:
-            news = {"key": key, "last": last_seq, "events": events, "run": list(run)}
-            await self._nc.publish(FLUSHED_SUBJECT, json.dumps(news).encode())
+        news = {"key": key, "last": last_seq, "events": events, "run": list(run)}
+        await self._tell(FLUSHED_SUBJECT, json.dumps(news).encode(), None)
+
+    async def _tell(self, subject: str, data: bytes, headers: dict[str, str] | None) -> None:
+        if self._nc is None:
+            return
+        try:  # the live view is advisory: a full reconnect buffer must not fail a batch
+            await self._nc.publish(subject, data, headers=headers)
+        except Exception as exc:
+            _logger.debug("could not tell the fleet on %s: %s", subject, exc)
 
     def heard(self, key: str) -> None:
         """A client asked another receiver about its run (a heartbeat)."""
