@@ -65,23 +65,33 @@ class FleetLive:
 
     def heard(self, key: str) -> None:
         """A client asked another receiver about its run (a heartbeat)."""
-        if self._hub_of is not None:
-            loop, hub = self._hub_of()
+        made = self._hub()
+        if made is not None:
+            loop, hub = made
             loop.call_soon_threadsafe(hub.heartbeat, key)
 
+    def _hub(self) -> tuple[asyncio.AbstractEventLoop, Hub] | None:
+        """The receiver's loop and hub; None before the receiver has made its hub."""
+        if self._hub_of is None:
+            return None
+        try:
+            return self._hub_of()
+        except AttributeError:  # news that came while the receiver was starting
+            return None
+
     async def _on_batch(self, msg: Msg) -> None:
-        assert self._hub_of is not None
         try:
             batch = events_pb2.EventBatch.FromString(msg.data)
             acked = int((msg.headers or {}).get(ACKED_HEADER, "0"))
         except Exception as exc:  # a bad message from a peer must not stop the others
             _logger.debug("ignored a live message: %s", exc)
             return
-        loop, hub = self._hub_of()
-        loop.call_soon_threadsafe(hub.received, batch, acked)
+        made = self._hub()
+        if made is not None:
+            loop, hub = made
+            loop.call_soon_threadsafe(hub.received, batch, acked)
 
     async def _on_flushed(self, msg: Msg) -> None:
-        assert self._hub_of is not None
         try:
             news = json.loads(msg.data)
             key, last, events = str(news["key"]), int(news["last"]), int(news["events"])
@@ -89,7 +99,8 @@ class FleetLive:
         except Exception as exc:
             _logger.debug("ignored a flushed message: %s", exc)
             return
-        _loop, hub = self._hub_of()
-        hub.flushed_elsewhere(key, last, events)
-        if run_id:
-            hub.set_mlflow_run(key, run_id, experiment_id)
+        made = self._hub()
+        if made is not None:
+            made[1].flushed_elsewhere(key, last, events)
+            if run_id:
+                made[1].set_mlflow_run(key, run_id, experiment_id)
