@@ -17,7 +17,6 @@ from server.flush.progress import TAGGED_METRICS
 from tests.support.bystander import start_bystander
 from tests.support.isolation import expected, log_points, status, wait_finished, writer_for
 from tests.support.mlflow_proxy import MlflowProxy
-from tests.support.nats import BOTH_BACKENDS
 from tests.support.procs import MlflowServer, ReceiverProcess
 
 pytestmark = pytest.mark.slow
@@ -34,7 +33,7 @@ def proxy(mlflow_server: MlflowServer) -> Iterator[MlflowProxy]:
 
 
 @pytest.mark.timeout(420)
-@pytest.mark.parametrize("queue_backend", BOTH_BACKENDS, indirect=True)
+@pytest.mark.parametrize("queue_backend", ["sqlite", "nats"], indirect=True)
 def test_after_kill_9_nothing_is_lost_doubled_or_sent_again(
     start_receiver: Callable[..., ReceiverProcess],
     proxy: MlflowProxy,
