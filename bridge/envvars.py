@@ -120,6 +120,8 @@ TRACKBRIDGE_READ_SCOPE = "TRACKBRIDGE_READ_SCOPE"
 """Receiver: what clients may read back (``own``, ``job`` or ``all``; default ``job``)."""
 TRACKBRIDGE_SINKS = "TRACKBRIDGE_SINKS"
 """Receiver: where events go, comma-separated ``mlflow`` and ``jsonl:DIR`` (default ``mlflow``)."""
+TRACKBRIDGE_QUEUE = "TRACKBRIDGE_QUEUE"
+"""Receiver: ``sqlite`` (its own queue, the default) or ``nats://host:port[,...]`` (fleet mode)."""
 
 TRACKBRIDGE_READ_TIMEOUT_S = "TRACKBRIDGE_READ_TIMEOUT_S"
 """Client: how long an MLflow read through the receiver may take, in seconds (default 60)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 from collections.abc import Mapping, Sequence
@@ -11,6 +12,7 @@ from pathlib import Path
 from bridge import envvars
 from bridge.secret import redacted_repr
 from server.aggregate.config import AggregateConfig
+from server.fleet.config import FleetConfig, parse_queue_url
 from server.security.config import SecurityConfig
 
 DEFAULT_LISTEN = "127.0.0.1:50551"
@@ -68,6 +70,9 @@ class ReceiverConfig:
     round_as_step: bool = False
     """Write a point's federated round as MLflow's step (else as the ``trackbridge.round``
     metric beside the point, at its own step)."""
+    fleet: FleetConfig | None = None
+    """The NATS JetStream cluster a fleet of receivers shares (``--queue nats://...``); None
+    keeps the embedded SQLite queue of one receiver."""
 
     def __repr__(self) -> str:
         return redacted_repr(self)  # a config dump shows no token, no password in a URI
@@ -77,6 +82,26 @@ class ReceiverConfig:
         if not sep or not host or not port.isdigit():
             raise ValueError(f"listen must be host:port, got {self.listen!r}")
         self.security.check_listen(self.listen, loopback=is_loopback(host))
+        self._check_bounds()
+        if self.sqlite_synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(
+                f"sqlite_synchronous must be NORMAL or FULL, got {self.sqlite_synchronous!r}"
+            )
+        if self.read_scope not in READ_SCOPES:
+            raise ValueError(f"read_scope must be one of {READ_SCOPES}, got {self.read_scope!r}")
+        if not self.mlflow_sink and self.jsonl_dir is None:
+            raise ValueError("no sink: give --sink mlflow, --sink jsonl:DIR, or both")
+        if self.fleet is not None and self.aggregate.enabled:
+            raise ValueError("--aggregate needs the embedded queue: it cannot be used with --queue")
+        http = self.http_address
+        if http is not None and not self.viewer_token and not is_loopback(http[0]):
+            raise ValueError(
+                f"http_listen {self.http_listen!r} is not a loopback address: a viewer token is"
+                f" required (--viewer-token or {envvars.TRACKBRIDGE_VIEWER_TOKEN})"
+            )
+
+    def _check_bounds(self) -> None:
+        """Refuses numbers out of their range."""
         if not self.flush_interval_s > 0:
             raise ValueError(f"flush_interval_s must be positive, got {self.flush_interval_s!r}")
         if self.flush_workers < 1:
@@ -91,24 +116,10 @@ class ReceiverConfig:
             raise ValueError(
                 f"max_backlog_events must be at least 1, got {self.max_backlog_events!r}"
             )
-        if self.sqlite_synchronous not in ("NORMAL", "FULL"):
-            raise ValueError(
-                f"sqlite_synchronous must be NORMAL or FULL, got {self.sqlite_synchronous!r}"
-            )
         if not self.client_timeout_s > 0:
             raise ValueError(f"client_timeout_s must be positive, got {self.client_timeout_s!r}")
-        if self.read_scope not in READ_SCOPES:
-            raise ValueError(f"read_scope must be one of {READ_SCOPES}, got {self.read_scope!r}")
-        if not self.mlflow_sink and self.jsonl_dir is None:
-            raise ValueError("no sink: give --sink mlflow, --sink jsonl:DIR, or both")
         if self.live_points < 2:
             raise ValueError(f"live_points must be at least 2, got {self.live_points!r}")
-        http = self.http_address
-        if http is not None and not self.viewer_token and not is_loopback(http[0]):
-            raise ValueError(
-                f"http_listen {self.http_listen!r} is not a loopback address: a viewer token is"
-                f" required (--viewer-token or {envvars.TRACKBRIDGE_VIEWER_TOKEN})"
-            )
 
     @property
     def http_address(self) -> tuple[str, int] | None:
@@ -164,12 +175,23 @@ class ReceiverConfig:
         aggregate: AggregateConfig | None = None,
         round_as_step: bool | None = None,
         alone: bool | None = None,
+        queue: str | None = None,
+        flush: bool = True,
         env: Mapping[str, str] = os.environ,
     ) -> ReceiverConfig:
         """Builds a config from explicit values, then the environment, then defaults.
 
         ``sinks`` are ``--sink`` values (``mlflow``, ``jsonl:DIR``); env ``TRACKBRIDGE_SINKS``
-        holds them comma-separated; default ``mlflow``."""
+        holds them comma-separated; default ``mlflow``. ``queue`` is ``sqlite`` (the default)
+        or ``nats://host:port[,...]`` (env ``TRACKBRIDGE_QUEUE``); ``flush`` False makes a
+        fleet receiver only accept (``--no-flush``)."""
+        if queue is None:
+            queue = env.get(envvars.TRACKBRIDGE_QUEUE, "sqlite")
+        fleet = None if queue in ("", "sqlite") else parse_queue_url(queue)
+        if fleet is not None and not flush:
+            fleet = dataclasses.replace(fleet, flush=False)
+        elif not flush:
+            raise ValueError("--no-flush needs --queue nats://...: a lone receiver must flush")
         if sinks is None:
             raw_sinks = env.get(envvars.TRACKBRIDGE_SINKS, "")
             sinks = [s.strip() for s in raw_sinks.split(",") if s.strip()] or ["mlflow"]
@@ -212,6 +234,7 @@ class ReceiverConfig:
             aggregate=AggregateConfig() if aggregate is None else aggregate,
             round_as_step=bool(round_as_step),
             alone=bool(alone),
+            fleet=fleet,
         )
 
 

@@ -8,7 +8,6 @@ import os
 import signal
 import sqlite3
 import threading
-import urllib.parse
 from collections.abc import Callable
 
 import grpc
@@ -21,8 +20,9 @@ from server.aggregate.aggregator import Aggregator
 from server.artifacts.service import ArtifactRelay
 from server.config import ReceiverConfig
 from server.data_dir import DataDirClaim, create_private, secure
+from server.fleet.start import open_fleet
 from server.flush import probes
-from server.flush.credentials import configured_secrets
+from server.flush.credentials import configured_secrets, set_mlflow_client_defaults
 from server.flush.files_only import FileFlusher
 from server.flush.flusher import Flusher
 from server.flush.jsonl import JsonlSink
@@ -30,10 +30,11 @@ from server.flush.mirror import Mirror
 from server.flush.mlflow_state import record_errors
 from server.flush.sink import MlflowSink
 from server.flush.store_identity import StoreIdentity
+from server.ingest.backend import IngestBackend
 from server.ingest.ingestor import Ingestor
 from server.ingest.service import IngestService
 from server.live.hub import Hub
-from server.live.links import mlflow_ui_url
+from server.live.links import mlflow_ui_url, page_url
 from server.live.model import Counters
 from server.live.view import Live
 from server.live.watch import WatchService
@@ -55,17 +56,8 @@ SERVER_OPTIONS = (
     ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-    # One receiver per port: with SO_REUSEPORT a second one would share it (server/ports.py).
-    ("grpc.so_reuseport", 0),
+    ("grpc.so_reuseport", 0),  # one receiver per port (server/ports.py)
 )
-
-# MLflow's HTTP client retries 5xx for minutes by itself; the flusher's tenacity owns retrying.
-_MLFLOW_CLIENT_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-    # MlflowClient prints a "View run" link to stdout for every run it ends.
-    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
-}
 
 
 class Receiver:
@@ -88,8 +80,7 @@ class Receiver:
 
     async def start(self) -> int:
         """Opens the queue, starts the flusher and serves gRPC; returns the bound port."""
-        for name, value in _MLFLOW_CLIENT_DEFAULTS.items():
-            os.environ.setdefault(name, value)
+        set_mlflow_client_defaults(os.environ)
         cfg = self.config
         secure(cfg.data_dir)
         self._claim = DataDirClaim(cfg.data_dir)
@@ -117,13 +108,7 @@ class Receiver:
             runs = [r for r in Queue(ingest_conn).runs() if not is_aggregate_run(r.run_key)]
             self.backlog = Backlog(Queue(ingest_conn).pending_events())
             self.aggregator = self._aggregator_for(cfg, aggregate_conn)
-            self.ingestor = Ingestor(
-                Queue(ingest_conn),
-                self._stored,
-                self.backlog,
-                gaps=GapLog(ingest_conn),
-                aggregates=self.aggregator,
-            )
+            self.ingestor = self._ingest_for(cfg, ingest_conn)
             observer = self.hub_for(cfg, runs)
             if cfg.mlflow_sink:
                 self.flusher = self._mlflow_flusher(cfg, flush_conn, observer)
@@ -249,6 +234,23 @@ class Receiver:
             self.tracking.register(server)
         return server
 
+    def _ingest_for(self, cfg: ReceiverConfig, conn: sqlite3.Connection) -> IngestBackend:
+        """This receiver's own queue, or (fleet mode) the JetStream cluster the fleet shares."""
+        if cfg.fleet is None:
+            return Ingestor(
+                Queue(conn), self._stored, self.backlog, gaps=GapLog(conn),
+                aggregates=self.aggregator,
+            )  # fmt: skip
+        return open_fleet(
+            cfg.fleet,
+            Queue(conn),
+            self._stored,
+            lambda: self.flusher.flush_soon(),  # noqa: PLW0108 - the flusher comes later
+            self.backlog,
+            name=f"trackbridge {self._claim.receiver_id}",
+            hub_of=lambda: (self._loop, self.hub),
+        )
+
     def _aggregator_for(self, cfg: ReceiverConfig, conn: sqlite3.Connection) -> Aggregator | None:
         if not cfg.aggregate.enabled:
             return None
@@ -283,10 +285,7 @@ class Receiver:
         address = self.config.http_address
         if address is None or self.http_port is None:
             return ""
-        host = address[0] if address[0] not in ("0.0.0.0", "::", "") else "127.0.0.1"  # noqa: S104
-        host = f"[{host}]" if ":" in host else host
-        path = f"/jobs/{urllib.parse.quote(job, safe='')}" if job else "/"
-        return f"http://{host}:{self.http_port}{path}"
+        return page_url(address[0], self.http_port, job)
 
     def _stored(self, run_key: str, count: int) -> None:
         self.flusher.stored(run_key, count)

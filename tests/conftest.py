@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.nats import NatsCluster
 from tests.support.procs import (
     MlflowServer,
     ReceiverProcess,
@@ -34,9 +35,45 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
         stop_mlflow_server(server)
 
 
+@pytest.fixture(scope="session")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    """One real 3-node NATS JetStream cluster on loopback, shared by the session's tests that
+    run receivers in fleet mode (tests that kill nodes start their own)."""
+    cluster = NatsCluster(tmp_path_factory.mktemp("nats"), n=3).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def own_nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """A 3-node NATS cluster of this test's own (for tests that kill its nodes)."""
+    cluster = NatsCluster(tmp_path / "nats", n=3).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+# Four lanes and a 5 s ack wait keep a 3-node cluster light on a small machine, and a dead
+# flusher's batches come back within a test's patience.
+FLEET_OPTIONS = {"partitions": 4, "ack_wait_s": 5}
+
+
+@pytest.fixture
+def queue_backend(request: pytest.FixtureRequest) -> str:
+    """The receivers' queue: ``sqlite`` (the default), or ``nats`` when a test is parametrized
+    with ``@pytest.mark.parametrize("queue_backend", ["sqlite", "nats"], indirect=True)``:
+    then every receiver ``start_receiver`` starts is a fleet receiver on ``nats_cluster``."""
+    backend = str(getattr(request, "param", "sqlite"))
+    assert backend in ("sqlite", "nats"), backend
+    return backend
+
+
 @pytest.fixture
 def start_receiver(
-    tmp_path: Path, mlflow_server: MlflowServer
+    tmp_path: Path, mlflow_server: MlflowServer, queue_backend: str, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., ReceiverProcess]]:
     """Factory: ``start_receiver(tracking_uri=..., data_dir=..., flush_interval_s=...)``.
 
@@ -44,8 +81,13 @@ def start_receiver(
     SIGTERM and must exit with its ``expected_exit_code`` (0: drained) within a bound.
     """
     started: list[ReceiverProcess] = []
+    fleet: tuple[str, ...] = ()
+    if queue_backend == "nats":
+        cluster: NatsCluster = request.getfixturevalue("nats_cluster")
+        fleet = ("--queue", cluster.queue_url(**FLEET_OPTIONS))
 
     def start(tracking_uri: str | None = None, **kwargs: Any) -> ReceiverProcess:
+        kwargs["extra_args"] = (*kwargs.get("extra_args", ()), *fleet)
         receiver = launch_receiver(
             tmp_path, tracking_uri if tracking_uri is not None else mlflow_server.uri, **kwargs
         )

@@ -29,7 +29,7 @@ from bridge.pb.v1 import artifacts_pb2, artifacts_pb2_grpc
 from bridge.protocol import ARTIFACT_CHUNK_BYTES, RETRY_AFTER_KEY
 from bridge.validation import verify_artifact_path
 from server.artifacts.store import ArtifactStore, StagedFile
-from server.ingest.ingestor import Ingestor
+from server.ingest.backend import IngestBackend
 from server.security.auth import caller, shown
 from server.security.ownership import owned_key, run_key_problem
 
@@ -95,7 +95,7 @@ def _finish(f: BinaryIO, part: Path, final: Path) -> None:
 class ArtifactService(artifacts_pb2_grpc.ArtifactsServicer):
     """Receives uploads into the artifact store's staging area."""
 
-    def __init__(self, store: ArtifactStore, ingestor: Ingestor, tracking_uri: str) -> None:
+    def __init__(self, store: ArtifactStore, ingestor: IngestBackend, tracking_uri: str) -> None:
         self._store = store
         self._ingestor = ingestor
         self._mlflow_url = public_url(tracking_uri)
@@ -226,7 +226,7 @@ class ArtifactRelay:
     """The artifact side of a receiver: staging store, Artifacts service and uploader."""
 
     def __init__(
-        self, data_dir: Path, tracking_uri: str, ingestor: Ingestor, interval_s: float
+        self, data_dir: Path, tracking_uri: str, ingestor: IngestBackend, interval_s: float
     ) -> None:
         from server.artifacts.uploader import ArtifactUploader
 

@@ -25,6 +25,7 @@ from server.cli.args import (
     positive_float,
 )
 from server.cli.dead_letters import add_dead_letters_command
+from server.cli.flush import add_flush_command
 from server.cli.health import add_health_command
 from server.cli.logs import configure_logging
 from server.cli.security import add_security_commands
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_subparsers(dest="command", required=True),
     )
     add_serve_command(sub)
+    add_flush_command(sub)
     for name, (_module, text) in _LAUNCHED.items():
         sub.add_parser(name, help=f"{text} (see: trackbridge {name} --help)", add_help=False)
     _add_sync(sub)

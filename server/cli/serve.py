@@ -48,6 +48,17 @@ def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="where events go: mlflow (the default) or jsonl:DIR (JSON-lines files per job,"
         " client and run); give it twice for both (env TRACKBRIDGE_SINKS, comma-separated)",
     )
+    p.add_argument(
+        "--queue",
+        metavar="QUEUE",
+        help="sqlite (this receiver's own queue, the default) or nats://HOST:PORT[,...]: fleet"
+        " mode, every receiver publishing to one NATS JetStream cluster (env TRACKBRIDGE_QUEUE)",
+    )
+    p.add_argument(
+        "--no-flush",
+        action="store_true",
+        help="fleet mode: only accept and publish; trackbridge flush (or other receivers) write",
+    )
     p.add_argument("--flush-interval", type=positive_float, metavar="SECONDS", help="default 1.0")
     p.add_argument(
         "--alone",
@@ -158,6 +169,7 @@ def _serve(args: argparse.Namespace) -> int:
     prepare_secrets()
 
     from server.data_dir import DataDirInUse
+    from server.fleet.start import FleetUnreachable
     from server.flush.jsonl import JsonlDamaged, JsonlInUse
     from server.live.http import HttpListenError
     from server.ports import PortInUse
@@ -185,8 +197,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         drained = asyncio.run(serve(config, ready))
     except (
-        CertificateError, DataDirInUse, HttpListenError, JsonlDamaged, JsonlInUse, PortInUse,
-        QueueCorrupt,
+        CertificateError, DataDirInUse, FleetUnreachable, HttpListenError, JsonlDamaged,
+        JsonlInUse, PortInUse, QueueCorrupt,
     ) as exc:  # fmt: skip
         raise UsageError(str(exc)) from None
     except OSError as exc:
@@ -221,4 +233,6 @@ def _serve_config(args: argparse.Namespace) -> ReceiverConfig:
         ),
         round_as_step=args.round_as_step,
         alone=args.alone,
+        queue=args.queue,
+        flush=not args.no_flush,
     )

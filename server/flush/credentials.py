@@ -27,6 +27,22 @@ FILE_VARIANTS = {
 }
 """Each MLflow credential variable and the variable naming a file that may hold it."""
 
+_MLFLOW_CLIENT_DEFAULTS = {
+    # MLflow's HTTP client retries 5xx for minutes by itself; the flusher's tenacity owns
+    # retrying.
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    # MlflowClient prints a "View run" link to stdout for every run it ends.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
+
+
+def set_mlflow_client_defaults(env: MutableMapping[str, str]) -> None:
+    """Sets how the receiver's MLflow client behaves, where the operator has not."""
+    for name, value in _MLFLOW_CLIENT_DEFAULTS.items():
+        env.setdefault(name, value)
+
+
 SECRET_VARIABLES = (
     envvars.MLFLOW_TRACKING_PASSWORD,
     envvars.MLFLOW_TRACKING_TOKEN,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bridge.pb.v1 import events_pb2
+from server.ingest.backend import Accepted
 from server.queue.aggregates import Observed
 from server.queue.gaps import GapLog, Noted
 from server.queue.sqlite import Backlog, Queue, RunRecord
@@ -28,15 +29,6 @@ from server.security.ownership import SEPARATOR, owned_key
 _logger = logging.getLogger(__name__)
 
 _MAX_GROUP = 512
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """What the receiver acknowledges for one batch."""
-
-    acked_seq: int
-    run_id: str
-    experiment_id: str
 
 
 @dataclass(slots=True)
@@ -66,7 +58,8 @@ class AggregateInputs(Protocol):
 
 
 class Ingestor:
-    """Stores batches durably and answers with the run's acknowledged sequence."""
+    """Stores batches durably in the receiver's SQLite queue and answers with the run's
+    acknowledged sequence (the embedded :class:`~server.ingest.backend.IngestBackend`)."""
 
     def __init__(
         self,

@@ -16,7 +16,7 @@ from bridge.convert import check_batch
 from bridge.errors import BatchRejected
 from bridge.pb.v1 import events_pb2, ingest_pb2
 from bridge.protocol import INGEST_SERVICE, RETRY_AFTER_KEY
-from server.ingest.ingestor import Ingestor
+from server.ingest.backend import IngestBackend, QueueFull, RunRefusedHere
 from server.live.hub import Hub
 from server.queue.sqlite import Backlog
 from server.security.admission import Admission
@@ -28,11 +28,11 @@ _logger = logging.getLogger(__name__)
 
 
 class IngestService:
-    """Validates each batch, hands it to the Ingestor and answers once it is durable."""
+    """Validates each batch, hands it to the queue and answers once it is durable."""
 
     def __init__(
         self,
-        ingestor: Ingestor,
+        ingestor: IngestBackend,
         backlog: Backlog,
         max_backlog_events: int,
         retry_after_s: float,
@@ -107,8 +107,16 @@ class IngestService:
             )
         try:
             accepted = await self._ingestor.submit(request, key, payload)
+        except RunRefusedHere as exc:
+            self.batches_rejected += 1
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        except QueueFull as exc:
+            self.batches_throttled += 1
+            context.set_trailing_metadata(((RETRY_AFTER_KEY, self._retry_after_ms),))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"the queue is full: {exc}")
         except Exception:
-            _logger.exception("could not store a batch")
+            if self._log.allow("store"):  # a queue that is down fails every batch
+                _logger.exception("could not store a batch")
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE, "the receiver could not store the batch"
             )

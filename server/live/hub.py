@@ -151,6 +151,12 @@ class Hub:
             self._flushed.append((run_key, last_seq, events))
         self.flush_seconds.observe(seconds)
 
+    def flushed_elsewhere(self, run_key: str, last_seq: int, events: int) -> None:
+        """Records that another receiver of the fleet wrote a run's events up to ``last_seq``
+        (thread-safe; its timing is that receiver's to report)."""
+        with self._lock:
+            self._flushed.append((run_key, last_seq, events))
+
     def dead_lettered(self, run_key: str, events: int = 1) -> None:
         """Records events MLflow refused for good, or a quarantined run holds (thread-safe)."""
         with self._lock:

@@ -31,7 +31,7 @@ from mlflow.tracking import MlflowClient
 
 from bridge.pb.v1 import artifacts_pb2, tracking_pb2, tracking_pb2_grpc
 from bridge.protocol import ARTIFACT_CHUNK_BYTES, AUTHORIZATION_KEY
-from server.ingest.ingestor import Ingestor
+from server.ingest.backend import IngestBackend
 from server.security.auth import Authenticator, Refused, shown
 from server.security.ownership import owned_key
 from server.tracking.calls import answer
@@ -63,7 +63,7 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
         tracking_uri: str,
         artifact_location: str | None,
         queue_path: Path,
-        ingestor: Ingestor,
+        ingestor: IngestBackend,
         flush_soon: Callable[[], None],
         uploads_pending: Callable[[set[str]], bool],
         authenticator: Authenticator,

@@ -241,7 +241,7 @@ def test_the_image_serves_and_stores_where_the_receiver_does() -> None:
     assert port_of(health_target(args, env)) == grpc_port
 
     build = dockerfile_all_text()
-    assert "-c .ci/constraints.txt" in build and '".[server]"' in build
+    assert "-c .ci/constraints.txt" in build and '".[server,fleet]"' in build
 
 
 def dockerfile_all_text() -> str:

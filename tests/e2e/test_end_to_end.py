@@ -27,6 +27,7 @@ from tests.support.mlflow_reads import (
     user_tags,
     wait_for_children,
 )
+from tests.support.nats import BOTH_BACKENDS
 from tests.support.procs import CLIENTS_DIR, wait_until
 
 CLIENT_SCRIPT = CLIENTS_DIR / "log_sequence.py"
@@ -51,6 +52,7 @@ CLIENTS = {
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize("queue_backend", BOTH_BACKENDS, indirect=True)
 def test_three_client_processes_land_exactly_in_mlflow(
     receiver: Any, mlflow_client: Any, job: str, tmp_path: Path
 ) -> None:
@@ -128,6 +130,7 @@ def test_three_client_processes_land_exactly_in_mlflow(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("queue_backend", BOTH_BACKENDS, indirect=True)
 def test_nan_integer_and_special_values_round_trip(
     receiver: Any, make_writer: Any, mlflow_client: Any, job: str
 ) -> None:

@@ -221,6 +221,7 @@ def _spool_then_kill(
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("queue_backend", ["sqlite", "nats"], indirect=True)
 def test_client_killed_mid_run_then_sync_delivers_its_spool(
     stream_client: Any,
     tmp_path: Path,
@@ -245,6 +246,7 @@ def test_client_killed_mid_run_then_sync_delivers_its_spool(
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("queue_backend", ["sqlite", "nats"], indirect=True)
 def test_next_writer_with_the_same_client_id_delivers_a_dead_clients_spool(
     stream_client: Any,
     tmp_path: Path,
@@ -308,6 +310,7 @@ def test_burst_far_above_mlflow_speed_is_throttled_and_nothing_is_lost(
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("queue_backend", ["sqlite", "nats"], indirect=True)
 def test_poisoned_param_is_dead_lettered_and_the_rest_is_delivered(
     tmp_path: Path, receiver: ReceiverProcess, mlflow_client: Any, job: str
 ) -> None:

@@ -26,6 +26,7 @@ POINTS = 3000
 
 
 @pytest.mark.timeout(420)
+@pytest.mark.parametrize("queue_backend", ["sqlite", "nats"], indirect=True)
 def test_after_kill_9_nothing_is_lost_doubled_or_sent_again(
     start_receiver: Callable[..., ReceiverProcess],
     mlflow_proxy: MlflowProxy,

@@ -47,6 +47,11 @@ class TcpProxy:
         self._open = False
         self._drop_all()
 
+    def has_connections(self) -> bool:
+        """Whether any connection goes through the proxy now."""
+        with self._lock:
+            return bool(self._sockets)
+
     def restore(self) -> None:
         """Accepts connections again."""
         self._open = True

@@ -1,0 +1,1 @@
+"""Fleet mode: receivers as stateless gateways over a NATS JetStream cluster (``--queue nats://``)."""

@@ -1,0 +1,62 @@
+"""Helpers for the fleet-mode tests: flushers alone, the live view's JSON, counting points."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tests.support.live import get, http_port
+from tests.support.procs import (
+    RECEIVER_START_TIMEOUT_S,
+    TRACKBRIDGE_EXE,
+    ReceiverProcess,
+    child_env,
+    wait_until,
+)
+
+
+def launch_flusher(root: Path, tracking_uri: str, queue_url: str) -> ReceiverProcess:
+    """Starts ``trackbridge flush --queue ...`` and waits (bounded) until it flushes."""
+    name = uuid.uuid4().hex[:8]
+    data_dir = root / f"flusher-{name}"
+    ready = root / f"ready-flusher-{name}.json"
+    log_path = root / f"flusher-{name}.log"
+    cmd = [
+        str(TRACKBRIDGE_EXE), "flush", "--queue", queue_url, "--data-dir", str(data_dir),
+        "--tracking-uri", tracking_uri, "--flush-interval", "0.5", "--ready-file", str(ready),
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env())
+    wait_until(
+        lambda: ready.exists() or proc.poll() is not None,
+        RECEIVER_START_TIMEOUT_S,
+        what="the flusher's ready file",
+    )
+    assert proc.poll() is None, f"flusher exited:\n{log_path.read_text()[-4000:]}"
+    port = int(json.loads(ready.read_text())["port"])
+    return ReceiverProcess(
+        address=f"127.0.0.1:{port}",
+        port=port,
+        proc=proc,
+        data_dir=data_dir,
+        log_path=log_path,
+        tracking_uri=tracking_uri,
+    )
+
+
+def live_clients(receiver: ReceiverProcess, job: str) -> set[str]:
+    """The client ids a receiver's live page shows for a job (the JSON the page reads)."""
+    snapshot = get(f"http://127.0.0.1:{http_port(receiver)}/api/jobs/{job}").json()
+    return {row["id"] for row in snapshot["clients"]}
+
+
+def points_in_mlflow(client: Any, job: str, key: str = "x") -> int:
+    """How many points of ``key`` the job's runs hold in MLflow."""
+    experiment = client.get_experiment_by_name(job)
+    if experiment is None:
+        return 0
+    runs = client.search_runs([experiment.experiment_id])
+    return sum(len(client.get_metric_history(r.info.run_id, key)) for r in runs)
