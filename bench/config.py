@@ -17,12 +17,13 @@ SECTIONS = (
     "job_start",
     "parallel_flush",
     "linger",
+    "fleet_queue",
 )
 """The figures, in the order they are measured and printed."""
 
-FLEET_SECTIONS = ("job_start", "parallel_flush", "linger")
-"""Sections a plain run leaves out (``--only`` runs them): they start a PostgreSQL cluster and a
-thousand clients, minutes of work on a small machine."""
+FLEET_SECTIONS = ("job_start", "parallel_flush", "linger", "fleet_queue")
+"""Sections a plain run leaves out (``--only`` runs them): they start a PostgreSQL cluster, a
+NATS cluster and a thousand clients, minutes of work on a small machine."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""How the fleet-scale sections (job_start, parallel_flush, linger) print and what they aim for."""
+"""How the fleet-scale sections (job_start, parallel_flush, linger, fleet_queue) print and what
+they aim for."""
 
 from __future__ import annotations
 
@@ -114,6 +115,22 @@ def _linger_lines(s: Results) -> list[str]:
     return lines
 
 
+def _fleet_queue_lines(s: Results) -> list[str]:
+    lines = [
+        f"    {s['clients']} clients, {s['events']:,} points, {s['workers']} flush writers,"
+        " MLflow on SQLite: events/s into MLflow"
+    ]
+    labels = {"sqlite": "the receiver's SQLite queue", "nats": "NATS JetStream, 3 nodes, R=3"}
+    for name, label in labels.items():
+        m = s[name]
+        lines.append(
+            f"    {label:<32}{m['events_per_s']:>10,.0f}  ({m['points_in_mlflow']:,} of"
+            f" {s['events']:,} points found in MLflow)"
+        )
+    lines.append(f"    JetStream / SQLite: {s['ratio']:.2f}x")
+    return lines
+
+
 TARGETS: dict[str, Callable[[Results], list[Results]]] = {
     "job_start": _job_start_targets,
     "parallel_flush": _parallel_targets,
@@ -125,6 +142,7 @@ LINES: dict[str, Callable[[Results], list[str]]] = {
     "job_start": _job_start_lines,
     "parallel_flush": _parallel_lines,
     "linger": _linger_lines,
+    "fleet_queue": _fleet_queue_lines,
 }
 """Each section's printed lines."""
 
@@ -132,5 +150,6 @@ TITLES = {
     "job_start": "(i) job start: many clients' runs created in MLflow",
     "parallel_flush": "(j) parallel flushing: several runs written to MLflow at once",
     "linger": "(k) the writer's linger: fixed 0.2 s against adaptive",
+    "fleet_queue": "(l) queue backends: the receiver's SQLite queue against NATS JetStream",
 }
 """Each section's title."""

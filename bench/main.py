@@ -128,6 +128,7 @@ def _measure(ctx: BenchContext, results: Results) -> None:
         "aggregate",
         "job_start",
         "parallel_flush",
+        "fleet_queue",
     }:
         mlflow_child, uri = start_mlflow_server(ctx.procs, ctx.work_dir)
         ctx = dataclasses.replace(ctx, mlflow_uri=uri)
@@ -163,7 +164,9 @@ def _measure(ctx: BenchContext, results: Results) -> None:
 
 
 def _measure_fleet(ctx: BenchContext, results: Results) -> None:
-    """The fleet-scale sections: job start, parallel flushing, the writer's linger."""
+    """The fleet-scale sections: job start, parallel flushing, the writer's linger, the queue
+    backends."""
+    from bench.fleet_queue import fleet_queue
     from bench.job_start import job_start
     from bench.linger import linger
     from bench.parallel_flush import parallel_flush
@@ -172,6 +175,7 @@ def _measure_fleet(ctx: BenchContext, results: Results) -> None:
         "job_start": job_start,
         "parallel_flush": parallel_flush,
         "linger": linger,
+        "fleet_queue": fleet_queue,
     }
     for name, section in fleet.items():
         if name in ctx.options.sections:

@@ -27,6 +27,7 @@ from bench.postgres import Postgres, create_database, start_postgres, stop_postg
 from bench.procs import BenchError, Child, free_port, load_generator, read_all, wait_http
 from bench.sections import BenchContext
 from server.config import ReceiverConfig
+from server.fleet.config import FleetConfig
 from server.flush.sink import TAG_ROLE
 from server.receiver import BackgroundReceiver
 
@@ -104,7 +105,7 @@ def _on(ctx: BenchContext, uri: str, store: str) -> dict[str, Any]:
     ceiling = log_batch_ceiling(uri, total)
     out: dict[str, Any] = {"events": total, "log_batch_events_per_s": ceiling["events_per_s"]}
     for workers in dict.fromkeys((1, opts.parallel_workers)):
-        took = _through_bridge(ctx, uri, f"{store}-{workers}", workers, per_client)
+        took = through_bridge(ctx, uri, f"{store}-{workers}", workers, per_client)
         out[f"bridge_{workers}_events_per_s"] = total / took["seconds"]
         out[f"bridge_{workers}_points_in_mlflow"] = took["points_in_mlflow"]
     best = out[f"bridge_{opts.parallel_workers}_events_per_s"]
@@ -112,9 +113,18 @@ def _on(ctx: BenchContext, uri: str, store: str) -> dict[str, Any]:
     return out
 
 
-def _through_bridge(
-    ctx: BenchContext, uri: str, name: str, workers: int, per_client: int
+def through_bridge(
+    ctx: BenchContext,
+    uri: str,
+    name: str,
+    workers: int,
+    per_client: int,
+    *,
+    fleet: FleetConfig | None = None,
 ) -> dict[str, Any]:
+    """``parallel_clients`` clients log ``per_client`` points each through one receiver with
+    ``workers`` flush writers (on a JetStream queue with ``fleet``); returns the seconds from
+    their first call until the receiver wrote the last point, and the points found in MLflow."""
     clients = ctx.options.parallel_clients
     job = f"bench-parallel-{name}"
     config = ReceiverConfig(
@@ -125,6 +135,7 @@ def _through_bridge(
         shutdown_timeout_s=5.0,
         flush_workers=workers,
         alone=True,
+        fleet=fleet,
     )
     background = BackgroundReceiver(config)
     address = f"127.0.0.1:{background.start()}"

@@ -197,6 +197,7 @@ FLEET_FIGURES = {
         "fixed.many_publishes_per_s",
         "adaptive.many_publishes_per_s",
     ),
+    "fleet_queue": ("sqlite.events_per_s", "nats.events_per_s", "ratio"),
 }
 
 
@@ -204,7 +205,8 @@ FLEET_FIGURES = {
 @pytest.mark.timeout(FLEET_TIMEOUT_S + 60)
 def test_bench_fleet_sections_run_with_only(tmp_path: Path) -> None:
     """The sections a plain run leaves out: a job's start, parallel flushing on SQLite and on a
-    PostgreSQL cluster the bench starts itself, the writer's linger."""
+    PostgreSQL cluster the bench starts itself, the writer's linger, the SQLite queue against
+    a NATS JetStream cluster the bench starts itself."""
     json_path = tmp_path / "r.json"
     mark = uuid.uuid4().hex
     only = ",".join(FLEET_FIGURES)
@@ -231,7 +233,10 @@ def test_bench_fleet_sections_run_with_only(tmp_path: Path) -> None:
         figures = results["parallel_flush"][store]
         assert figures["bridge_4_points_in_mlflow"] == figures["events"]
         assert figures["bridge_1_points_in_mlflow"] == figures["events"]
-    for title in ("(i)", "(j)", "(k)", "targets"):
+    for name in ("sqlite", "nats"):
+        figures = results["fleet_queue"][name]
+        assert figures["points_in_mlflow"] == results["fleet_queue"]["events"]
+    for title in ("(i)", "(j)", "(k)", "(l)", "targets"):
         assert title in done.stdout
     leftovers = _processes_with_env(f"{_MARK_VAR}={mark}")
     assert not leftovers, f"bench left processes running: {leftovers}"
