@@ -138,7 +138,12 @@ def test_a_run_of_an_earlier_process_is_resumed_only_by_its_own_client(
             if r.data.tags.get("trackbridge.role") != "parent"
         ]
         ok = len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
-        return runs if ok and all(r.data.metrics for r in runs) else None
+        if not (ok and all(r.data.metrics for r in runs)):
+            return None
+        # The first run is FINISHED with its first point before the resumed process's point
+        # lands (each run is flushed on its own, in any order between runs): wait for it.
+        resumed = len(mlflow_client.get_metric_history(run_id, "x")) >= 2
+        return runs if resumed and run_id in {r.info.run_id for r in runs} else None
 
     runs = {r.info.run_id: r for r in wait_until(settled, 60, what="two finished runs")}
     assert all_points(mlflow_client, runs[run_id]) == {"x": [("x", 1.0, 0, TS), ("x", 2.0, 1, TS)]}
