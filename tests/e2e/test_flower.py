@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.support.faults import queue_drained
 from tests.support.mlflow_reads import (
     TAG_PARENT,
     children_by_client,
@@ -74,6 +75,10 @@ def test_flower_federation_lands_per_site_and_per_round(
         "--rounds", str(ROUNDS), "--local-epochs", str(EPOCHS),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:]
+    # Every message's process had its batches acknowledged before it exited; a site's run is
+    # ended (FINISHED) by each message, so its last message's points may still be on the way
+    # when all three runs read FINISHED: wait for the receiver to have written everything.
+    wait_until(lambda: queue_drained(receiver.data_dir), 120, what="every batch in MLflow")
     wait_for_children(mlflow_client, job, SITES + 1, timeout_s=60)
     runs = children_by_client(mlflow_client, job)
     # One run per site for the whole job (every message is its own process: later ones
