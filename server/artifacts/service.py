@@ -171,10 +171,10 @@ class ArtifactService(artifacts_pb2_grpc.ArtifactsServicer):
             )
             await loop.run_in_executor(None, self._store.add, staged)
         except BaseException:
-            # Done here, not in the executor: a client that vanishes mid-upload cancels this
-            # task, and gRPC may cancel it again (or the loop may be stopping) while a cleanup
-            # await waits for a free executor thread; the partial file would then stay until
-            # the next start. Closing and unlinking one file takes microseconds.
+            # Done here, not in the executor: when a client vanishes mid-upload its request
+            # stream ends and gRPC then cancels this task; an executor await here would be
+            # cancelled with it, and the rmtree never run if no thread had picked it up yet
+            # (the partial file then stayed until the next start). Unlinking one file is fast.
             f.close()
             shutil.rmtree(directory, ignore_errors=True)
             raise
