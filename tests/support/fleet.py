@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
 from tests.support.live import get, http_port
-from tests.support.procs import (
-    RECEIVER_START_TIMEOUT_S,
-    TRACKBRIDGE_EXE,
-    ReceiverProcess,
-    child_env,
-    wait_until,
-)
+from tests.support.procs import TRACKBRIDGE_EXE, ReceiverProcess, start_ready
 
 
 def launch_flusher(root: Path, tracking_uri: str, queue_url: str) -> ReceiverProcess:
@@ -28,23 +20,7 @@ def launch_flusher(root: Path, tracking_uri: str, queue_url: str) -> ReceiverPro
         str(TRACKBRIDGE_EXE), "flush", "--queue", queue_url, "--data-dir", str(data_dir),
         "--tracking-uri", tracking_uri, "--flush-interval", "0.5", "--ready-file", str(ready),
     ]  # fmt: skip
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env())
-    wait_until(
-        lambda: ready.exists() or proc.poll() is not None,
-        RECEIVER_START_TIMEOUT_S,
-        what="the flusher's ready file",
-    )
-    assert proc.poll() is None, f"flusher exited:\n{log_path.read_text()[-4000:]}"
-    port = int(json.loads(ready.read_text())["port"])
-    return ReceiverProcess(
-        address=f"127.0.0.1:{port}",
-        port=port,
-        proc=proc,
-        data_dir=data_dir,
-        log_path=log_path,
-        tracking_uri=tracking_uri,
-    )
+    return start_ready(cmd, ready, log_path, data_dir, tracking_uri)
 
 
 def live_clients(receiver: ReceiverProcess, job: str) -> set[str]:

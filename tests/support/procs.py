@@ -257,6 +257,19 @@ def launch_receiver(
     if shutdown_timeout_s is not None:
         cmd += ["--shutdown-timeout", str(shutdown_timeout_s)]
     cmd += extra_args
+    return start_ready(cmd, ready, log_path, data_dir, tracking_uri, expected_exit_code)
+
+
+def start_ready(
+    cmd: list[str],
+    ready: Path,
+    log_path: Path,
+    data_dir: Path,
+    tracking_uri: str,
+    expected_exit_code: int = 0,
+) -> ReceiverProcess:
+    """Starts a ``trackbridge`` command that writes ``ready`` once it serves, and waits
+    (bounded) for that file; a command that does not get there is killed and its log shown."""
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env())
 
