@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 BASE_TS = 1_700_000_000_000
 STREAM_BYTES = 1 << 20  # the smallest stream fleet mode takes: one message of the most
-POINTS = 40_000  # in batches of 50: about twice what the stream holds
+POINTS = 40_000  # in batches of 500: about twice what the stream holds
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_a_full_stream_refuses_the_client_which_keeps_its_spool_and_loses_nothin
         )
         processes.append(receiver)
         config = WriterConfig.resolve(receiver.address, "site-full", job, str(spool))
-        writer = Writer(config=config.overridden(max_batch_events=50))
+        writer = Writer(config=config.overridden(max_batch_events=500))
         writer.start_run()
         for i in range(POINTS):
             writer.log_metric("x", float(i), step=i, timestamp=BASE_TS + i)
