@@ -244,6 +244,7 @@ class Receiver:
             self.backlog,
             name=f"trackbridge {self._claim.receiver_id}",
             hub_of=lambda: (self._loop, self.hub),
+            mlflow_failing=lambda: bool(self.flusher.last_error),
         )
 
     def _aggregator_for(self, cfg: ReceiverConfig, conn: sqlite3.Connection) -> Aggregator | None:
