@@ -48,7 +48,8 @@ class IngestService:
         self._ingestor = ingestor
         self._backlog = backlog
         self._max_backlog = config.max_backlog_events
-        # A client told to back off waits at least a flush: sooner, nothing has changed.
+        # A client told to back off waits a flush interval (a second at least): sooner, nothing
+        # has drained.
         self._retry_after_ms = str(int(max(1.0, config.flush_interval_s) * 1000))
         self._pacer = PublishPacer(config.publish_budget_per_s)
         self.batches_rejected = 0
