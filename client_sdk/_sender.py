@@ -306,7 +306,7 @@ class Sender:
             return True
         self.stats.batches_sent += 1
         run.last_contact = time.monotonic()
-        self.linger.sent(run.last_contact - started)
+        self.linger.sent(run.last_contact - started, ack.advised_linger_s)
         if ack.mlflow_run_id:
             run.run_id = ack.mlflow_run_id
             run.experiment_id = ack.mlflow_experiment_id

@@ -31,11 +31,13 @@ class WriterConfig:
     max_batch_events: int = 5000
     """Largest number of events sent in one batch."""
     linger_s: float = 0.2
-    """The longest the sender waits for a batch to fill before sending what it has: its wait
-    follows the receiver's answer time, from ``min_linger_s`` while the receiver answers at
-    once up to this when it is busy (client_sdk/_linger.py)."""
+    """The longest the sender waits for a batch to fill before sending what it has (and its
+    wait before the receiver's first answer): within it, the wait is what the receiver
+    advises for the size of its fleet, or longer when its answers slow down
+    (client_sdk/_linger.py)."""
     min_linger_s: float = 0.02
-    """The shortest such wait (a quiet receiver); set it to ``linger_s`` for a fixed wait."""
+    """The shortest such wait (a few clients, a quiet receiver); set it to ``linger_s`` for a
+    fixed wait."""
     max_buffer_events: int = 1_000_000
     """Events waiting for the sender thread before new ones are dropped and counted (reached
     only when both memory and spool are full, or the sender thread is stuck)."""

@@ -13,6 +13,7 @@ from bridge import envvars
 from bridge.secret import redacted_repr
 from server.aggregate.config import AggregateConfig
 from server.fleet.config import FleetConfig, parse_queue_url
+from server.ingest.pacing import DEFAULT_BUDGET_PER_S
 from server.security.config import SecurityConfig
 
 DEFAULT_LISTEN = "127.0.0.1:50551"
@@ -43,6 +44,10 @@ class ReceiverConfig:
     """A run not ended whose client is silent this long (no batch, no heartbeat) is KILLED."""
     max_backlog_events: int = 2_000_000
     """Events stored but not yet in MLflow past which clients get RESOURCE_EXHAUSTED."""
+    publish_budget_per_s: float = DEFAULT_BUDGET_PER_S
+    """Publish calls per second this receiver asks its clients to stay within, together: each
+    publish ack advises a linger of (runs publishing recently) / this (server/ingest/pacing.py;
+    1000 runs at the default make the writer's 0.2 s, 100 make 20 ms)."""
     http_listen: str = ""
     """Live view and /metrics address ``host:port``; "" means loopback on the gRPC port + 1
     (port 0 when the gRPC port is 0); ``off`` serves no HTTP."""
@@ -116,6 +121,11 @@ class ReceiverConfig:
             raise ValueError(
                 f"max_backlog_events must be at least 1, got {self.max_backlog_events!r}"
             )
+        if not 0 < self.publish_budget_per_s <= 1e7:
+            raise ValueError(
+                "publish_budget_per_s (--publish-budget) must be positive and at most 10000000"
+                f" calls/s, got {self.publish_budget_per_s!r}"
+            )
         if not self.client_timeout_s > 0:
             raise ValueError(f"client_timeout_s must be positive, got {self.client_timeout_s!r}")
         if self.live_points < 2:
@@ -164,6 +174,7 @@ class ReceiverConfig:
         sqlite_synchronous: str | None = None,
         shutdown_timeout_s: float | None = None,
         max_backlog_events: int | None = None,
+        publish_budget_per_s: float | None = None,
         run_lease_s: float | None = None,
         http_listen: str | None = None,
         viewer_token: str | None = None,
@@ -214,6 +225,9 @@ class ReceiverConfig:
             sqlite_synchronous="NORMAL" if sqlite_synchronous is None else sqlite_synchronous,
             shutdown_timeout_s=30.0 if shutdown_timeout_s is None else shutdown_timeout_s,
             max_backlog_events=2_000_000 if max_backlog_events is None else max_backlog_events,
+            publish_budget_per_s=(
+                DEFAULT_BUDGET_PER_S if publish_budget_per_s is None else publish_budget_per_s
+            ),
             run_lease_s=600.0 if run_lease_s is None else run_lease_s,
             http_listen=(
                 env.get(envvars.TRACKBRIDGE_HTTP_LISTEN, "") if http_listen is None else http_listen

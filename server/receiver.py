@@ -124,12 +124,7 @@ class Receiver:
         except sqlite3.DatabaseError as exc:
             raise QueueCorrupt(queue_path, exc) from None
         self.service = IngestService(
-            self.ingestor,
-            self.backlog,
-            cfg.max_backlog_events,
-            retry_after_s=max(1.0, cfg.flush_interval_s),
-            hub=self.hub,
-            admission=self.guard.admission,
+            self.ingestor, self.backlog, cfg, hub=self.hub, admission=self.guard.admission
         )
         self._status = Queue(status_conn)
         self.live = Live(
@@ -249,6 +244,7 @@ class Receiver:
             self.backlog,
             name=f"trackbridge {self._claim.receiver_id}",
             hub_of=lambda: (self._loop, self.hub),
+            mlflow_failing=lambda: bool(self.flusher.last_error),
         )
 
     def _aggregator_for(self, cfg: ReceiverConfig, conn: sqlite3.Connection) -> Aggregator | None:

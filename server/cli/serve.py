@@ -86,6 +86,13 @@ def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="events not yet in MLflow past which clients are told to back off (default 2000000)",
     )
     p.add_argument(
+        "--publish-budget",
+        type=positive_float,
+        metavar="CALLS_PER_S",
+        help="publish calls/s all clients together are asked to stay within: each is advised"
+        " a linger of (runs publishing) / this, up to its linger_s (default 5000)",
+    )
+    p.add_argument(
         "--run-lease",
         type=positive_float,
         metavar="SECONDS",
@@ -220,6 +227,7 @@ def _serve_config(args: argparse.Namespace) -> ReceiverConfig:
         sqlite_synchronous=args.fsync.upper() if args.fsync else None,
         shutdown_timeout_s=args.shutdown_timeout,
         max_backlog_events=args.max_backlog,
+        publish_budget_per_s=args.publish_budget,
         run_lease_s=args.run_lease,
         http_listen=args.http_listen,
         viewer_token=args.viewer_token,

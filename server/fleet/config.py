@@ -47,6 +47,12 @@ class FleetConfig:
             raise ValueError(f"--queue partitions must be 1..256, got {self.partitions}")
         if not self.ack_wait_s >= 1:
             raise ValueError(f"--queue ack_wait_s must be at least 1, got {self.ack_wait_s}")
+        if self.max_bytes < self.max_message_bytes:
+            # A smaller stream could refuse a batch's message even empty: it would never go.
+            raise ValueError(
+                f"--queue max_bytes must be at least {self.max_message_bytes} (one message of"
+                f" the most), got {self.max_bytes}"
+            )
 
 
 def is_fleet_url(text: str) -> bool:

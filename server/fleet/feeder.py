@@ -7,7 +7,11 @@ batch is acknowledged to JetStream only once the flusher has written it, and the
 progress is recorded in KV ``tb_progress`` first. So a flusher (or its machine) that dies
 loses nothing: JetStream gives the batch to another flusher after ``ack_wait``, which skips
 what the progress says is written (MLflow absorbs the one call that may be written twice).
-While a write is under way the batch is kept alive with ``in_progress`` heartbeats.
+While a write is under way the batch is kept alive with ``in_progress`` heartbeats, unless
+this flusher's MLflow has failed for two ack waits in a row (cut off from it): then the batch
+is given back (``nak``), so that a flusher that can reach MLflow writes it; this one writes
+its copy too once MLflow answers again (the same points, which MLflow keeps once) and records
+its progress only where it is ahead of what the fleet's progress says.
 
 A run MLflow refuses for good is quarantined in the working set as on one receiver
 (``trackbridge dead-letters`` on that receiver) and its lane goes on.
@@ -23,7 +27,7 @@ from collections.abc import Callable
 
 import nats.errors
 from nats.aio.msg import Msg
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from bridge.pb.v1 import events_pb2
 from server.fleet import subjects
@@ -50,8 +54,10 @@ class Feeder:
         flush_soon: Callable[[], None],
         backlog: Backlog,
         live: FleetLive,
+        mlflow_failing: Callable[[], bool] = lambda: False,
     ) -> None:
         self._link = link
+        self._mlflow_failing = mlflow_failing
         self._live = live
         self._scratch = scratch
         self._on_stored = on_stored
@@ -151,20 +157,57 @@ class Feeder:
         when stopping first."""
         beat = time.monotonic()
         every_s = self._link.config.ack_wait_s / 3
+        failing_since: float | None = None
+        give_back_s = 2 * self._link.config.ack_wait_s
+        given_back = False
         while written < last:
             record = self._scratch.run(key)
             if record is not None and (record.flushed_seq >= last or record.quarantine):
                 written = max(written, record.flushed_seq)
-                await self._link.progress.put(subjects.run_record_key(key), str(written).encode())
+                await self._record_progress(key, written)
                 break
             if self._stopping and time.monotonic() > self._stop_by:
                 return False
-            if time.monotonic() - beat >= every_s:
-                beat = time.monotonic()
+            now = time.monotonic()
+            failing_since = (failing_since or now) if self._mlflow_failing() else None
+            cut_off = failing_since is not None and now - failing_since >= give_back_s
+            if cut_off and not given_back:
+                given_back = True
+                _logger.warning(
+                    "MLflow has failed for %.0f s: giving run %s's batch back to the fleet",
+                    now - (failing_since or now),
+                    key,
+                )
+                await msg.nak()
+            if not given_back and now - beat >= every_s:
+                beat = now
                 await msg.in_progress()
             await asyncio.sleep(_POLL_S)
-        await msg.ack_sync()
+        if not given_back:
+            await msg.ack_sync()
         return True
+
+    async def _record_progress(self, key: str, written: int) -> None:
+        """Records how far a run got, never lowering it (another flusher may have written
+        further while this one was cut off from MLflow)."""
+        rkey = subjects.run_record_key(key)
+        for _ in range(5):
+            try:
+                entry = await self._link.progress.get(rkey)
+            except KeyNotFoundError:
+                try:
+                    await self._link.progress.create(rkey, str(written).encode())
+                    return
+                except KeyWrongLastSequenceError:
+                    continue  # made meanwhile: compare with it
+            if int(entry.value or b"0") >= written:
+                return
+            try:
+                await self._link.progress.update(rkey, str(written).encode(), last=entry.revision)
+                return
+            except KeyWrongLastSequenceError:
+                continue
+        raise RuntimeError(f"the progress of run {key} kept changing under this flusher")
 
     async def _progress(self, key: str) -> int:
         try:

@@ -28,10 +28,13 @@ def open_fleet(
     *,
     name: str,
     hub_of: HubOf | None = None,
+    mlflow_failing: Callable[[], bool] = lambda: False,
 ) -> FleetIngest:
     """Connects to the fleet's cluster (making its stream and buckets when missing) and
     returns the receiver's ingest with its flusher feed (started by ``start``); ``hub_of``
-    gives the receiver's live hub, which then shows the whole fleet.
+    gives the receiver's live hub, which then shows the whole fleet; ``mlflow_failing`` says
+    whether the receiver's flusher cannot write to MLflow now (its batches go back to the
+    fleet when that lasts).
 
     Raises:
         FleetUnreachable: No server of the cluster answered, or nats-py is missing.
@@ -60,7 +63,13 @@ def open_fleet(
         ) from None
     feeder = (
         Feeder(
-            link, scratch, on_stored=on_stored, flush_soon=flush_soon, backlog=backlog, live=live
+            link,
+            scratch,
+            on_stored=on_stored,
+            flush_soon=flush_soon,
+            backlog=backlog,
+            live=live,
+            mlflow_failing=mlflow_failing,
         )
         if config.flush
         else None

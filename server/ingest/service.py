@@ -16,7 +16,9 @@ from bridge.convert import check_batch
 from bridge.errors import BatchRejected
 from bridge.pb.v1 import events_pb2, ingest_pb2
 from bridge.protocol import INGEST_SERVICE, RETRY_AFTER_KEY
+from server.config import ReceiverConfig
 from server.ingest.backend import IngestBackend, QueueFull, RunRefusedHere
+from server.ingest.pacing import PublishPacer
 from server.live.hub import Hub
 from server.queue.sqlite import Backlog
 from server.security.admission import Admission
@@ -28,14 +30,14 @@ _logger = logging.getLogger(__name__)
 
 
 class IngestService:
-    """Validates each batch, hands it to the queue and answers once it is durable."""
+    """Validates each batch, hands it to the queue and answers once it is durable, with the
+    linger that keeps the receiver's clients within its publish budget (pacing.py)."""
 
     def __init__(
         self,
         ingestor: IngestBackend,
         backlog: Backlog,
-        max_backlog_events: int,
-        retry_after_s: float,
+        config: ReceiverConfig,
         *,
         hub: Hub | None = None,
         admission: Admission | None = None,
@@ -45,8 +47,11 @@ class IngestService:
         self._log = LogThrottle()  # a flood of bad batches must not flood the log
         self._ingestor = ingestor
         self._backlog = backlog
-        self._max_backlog = max_backlog_events
-        self._retry_after_ms = str(int(retry_after_s * 1000))
+        self._max_backlog = config.max_backlog_events
+        # A client told to back off waits a flush interval (a second at least): sooner, nothing
+        # has drained.
+        self._retry_after_ms = str(int(max(1.0, config.flush_interval_s) * 1000))
+        self._pacer = PublishPacer(config.publish_budget_per_s)
         self.batches_rejected = 0
         self.batches_throttled = 0
 
@@ -127,6 +132,7 @@ class IngestService:
             acked_seq=accepted.acked_seq,
             mlflow_run_id=accepted.run_id,
             mlflow_experiment_id=accepted.experiment_id,
+            advised_linger_s=self._pacer.heard(key),
         )
 
     async def GetRun(

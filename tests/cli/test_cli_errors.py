@@ -58,6 +58,8 @@ CASES: list[tuple[str, Argv, tuple[str, ...]]] = [
     ("serve-no-flush-alone", lambda s: ["serve", "--no-flush"], ("--no-flush", "--queue nats://")),
     ("serve-queue-with-aggregate", lambda s: ["serve", "--queue", "nats://h:4222", "--aggregate", "eval/*"], ("--aggregate", "embedded queue")),
     ("flush-without-queue", lambda s: ["flush"], ("--queue", "TRACKBRIDGE_QUEUE")),
+    ("serve-zero-publish-budget", lambda s: ["serve", "--publish-budget", "0"], ("--publish-budget", "positive")),
+    ("serve-huge-publish-budget", lambda s: ["serve", "--publish-budget", "1e9"], ("--publish-budget", "at most 10000000")),
     ("serve-not-a-number", lambda s: ["serve", "--client-timeout", "soon"], ("not a number",)),
     ("serve-missing-tls-file", lambda s: ["serve", "--tls-cert", str(s.missing), "--tls-key", str(s.missing)], ("--tls-cert", "no file")),
     ("serve-ready-file-folder", lambda s: ["serve", "--data-dir", str(s.tmp / "d4"), "--ready-file", str(s.missing / "r.json")], ("--ready-file",)),

@@ -10,8 +10,11 @@ from tests.support.live import get, http_port
 from tests.support.procs import TRACKBRIDGE_EXE, ReceiverProcess, start_ready
 
 
-def launch_flusher(root: Path, tracking_uri: str, queue_url: str) -> ReceiverProcess:
-    """Starts ``trackbridge flush --queue ...`` and waits (bounded) until it flushes."""
+def launch_flusher(
+    root: Path, tracking_uri: str, queue_url: str, extra_args: tuple[str, ...] = ()
+) -> ReceiverProcess:
+    """Starts ``trackbridge flush --queue ...`` (and ``extra_args``) and waits (bounded) until
+    it flushes."""
     name = uuid.uuid4().hex[:8]
     data_dir = root / f"flusher-{name}"
     ready = root / f"ready-flusher-{name}.json"
@@ -19,6 +22,7 @@ def launch_flusher(root: Path, tracking_uri: str, queue_url: str) -> ReceiverPro
     cmd = [
         str(TRACKBRIDGE_EXE), "flush", "--queue", queue_url, "--data-dir", str(data_dir),
         "--tracking-uri", tracking_uri, "--flush-interval", "0.5", "--ready-file", str(ready),
+        *extra_args,
     ]  # fmt: skip
     return start_ready(cmd, ready, log_path, data_dir, tracking_uri)
 

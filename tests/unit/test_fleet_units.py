@@ -36,6 +36,7 @@ def test_queue_url_options() -> None:
         ("nats://h:1?replicas=2", "replicas must be 1, 3 or 5"),
         ("nats://h:1?partitions=0", "partitions must be 1..256"),
         ("nats://h:1?partitions=many", "a number was expected"),
+        ("nats://h:1?max_bytes=65536", "max_bytes must be at least 1048576"),
         ("kafka://h:1", "must be sqlite or nats://"),
     ],
 )

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from bridge.pb.v1 import events_pb2 as bridge_dot_pb_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62ridge/pb/v1/ingest.proto\x12\x0etrackbridge.v1\x1a\x19\x62ridge/pb/v1/events.proto\"^\n\x03\x41\x63k\x12\x0f\n\x07run_key\x18\x01 \x01(\t\x12\x11\n\tacked_seq\x18\x02 \x01(\x04\x12\x15\n\rmlflow_run_id\x18\x03 \x01(\t\x12\x1c\n\x14mlflow_experiment_id\x18\x04 \x01(\t\".\n\x08RunQuery\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0f\n\x07run_key\x18\x02 \x01(\t2}\n\x06Ingest\x12:\n\x07Publish\x12\x1a.trackbridge.v1.EventBatch\x1a\x13.trackbridge.v1.Ack\x12\x37\n\x06GetRun\x12\x18.trackbridge.v1.RunQuery\x1a\x13.trackbridge.v1.Ackb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62ridge/pb/v1/ingest.proto\x12\x0etrackbridge.v1\x1a\x19\x62ridge/pb/v1/events.proto\"x\n\x03\x41\x63k\x12\x0f\n\x07run_key\x18\x01 \x01(\t\x12\x11\n\tacked_seq\x18\x02 \x01(\x04\x12\x15\n\rmlflow_run_id\x18\x03 \x01(\t\x12\x1c\n\x14mlflow_experiment_id\x18\x04 \x01(\t\x12\x18\n\x10\x61\x64vised_linger_s\x18\x05 \x01(\x01\".\n\x08RunQuery\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0f\n\x07run_key\x18\x02 \x01(\t2}\n\x06Ingest\x12:\n\x07Publish\x12\x1a.trackbridge.v1.EventBatch\x1a\x13.trackbridge.v1.Ack\x12\x37\n\x06GetRun\x12\x18.trackbridge.v1.RunQuery\x1a\x13.trackbridge.v1.Ackb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,9 +33,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bridge.pb.v1.ingest_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ACK']._serialized_start=72
-  _globals['_ACK']._serialized_end=166
-  _globals['_RUNQUERY']._serialized_start=168
-  _globals['_RUNQUERY']._serialized_end=214
-  _globals['_INGEST']._serialized_start=216
-  _globals['_INGEST']._serialized_end=341
+  _globals['_ACK']._serialized_end=192
+  _globals['_RUNQUERY']._serialized_start=194
+  _globals['_RUNQUERY']._serialized_end=240
+  _globals['_INGEST']._serialized_start=242
+  _globals['_INGEST']._serialized_end=367
 # @@protoc_insertion_point(module_scope)

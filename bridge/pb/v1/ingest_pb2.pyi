@@ -6,16 +6,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Ack(_message.Message):
-    __slots__ = ("run_key", "acked_seq", "mlflow_run_id", "mlflow_experiment_id")
+    __slots__ = ("run_key", "acked_seq", "mlflow_run_id", "mlflow_experiment_id", "advised_linger_s")
     RUN_KEY_FIELD_NUMBER: _ClassVar[int]
     ACKED_SEQ_FIELD_NUMBER: _ClassVar[int]
     MLFLOW_RUN_ID_FIELD_NUMBER: _ClassVar[int]
     MLFLOW_EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ADVISED_LINGER_S_FIELD_NUMBER: _ClassVar[int]
     run_key: str
     acked_seq: int
     mlflow_run_id: str
     mlflow_experiment_id: str
-    def __init__(self, run_key: _Optional[str] = ..., acked_seq: _Optional[int] = ..., mlflow_run_id: _Optional[str] = ..., mlflow_experiment_id: _Optional[str] = ...) -> None: ...
+    advised_linger_s: float
+    def __init__(self, run_key: _Optional[str] = ..., acked_seq: _Optional[int] = ..., mlflow_run_id: _Optional[str] = ..., mlflow_experiment_id: _Optional[str] = ..., advised_linger_s: _Optional[float] = ...) -> None: ...
 
 class RunQuery(_message.Message):
     __slots__ = ("client_id", "run_key")

@@ -1,0 +1,78 @@
+"""A receiver's publish budget paces its clients (server/ingest/pacing.py): each publish ack
+advises a linger of (runs publishing) / ``--publish-budget``, so a small budget makes a
+client's publishes coalesce into fewer calls, each carrying more points, where a big one lets
+each point go at once. A real receiver (port 0), a real writer, the real MLflow server."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from client_sdk.config import WriterConfig
+from client_sdk.writer import Writer
+from tests.support.faults import metric_points
+from tests.support.procs import ReceiverProcess, wait_until
+
+_POINTS = 3
+_PATIENCE_S = 5.0
+"""How long each point is given to be acked on its own (a short linger sends it in ms)."""
+
+
+def _publish_points(address: str, job: str, client_id: str) -> tuple[int, int, float, str]:
+    """Logs a first point (flushed: its ack carries the receiver's advice), then ``_POINTS``
+    more, each given ``_PATIENCE_S`` to be acked on its own, then flushes. Returns the calls
+    made after the first, the events they carried, the writer's linger and the run id."""
+    config = WriterConfig.resolve(address, client_id, job).overridden(
+        linger_s=120.0, min_linger_s=0.001
+    )
+    writer = Writer(config=config)
+    try:
+        writer.log_metric("x", 0.0, step=0)
+        assert writer.flush(30), "the first point was not acked"
+        stats = writer._sender.stats
+        calls, events = stats.batches_sent, stats.events_acked
+        for step in range(1, _POINTS + 1):
+            writer.log_metric("x", float(step), step=step)
+            # Still lingering after that is no failure here: the counts below say whether
+            # the point should have gone on its own.
+            with contextlib.suppress(AssertionError):
+                wait_until(lambda: writer.pending_events == 0, _PATIENCE_S, what="the point's ack")
+        assert writer.flush(30), "the points were not acked"
+        run_id = writer.run_id(timeout_s=30)
+        linger_s = writer._sender.linger.seconds
+        return stats.batches_sent - calls, stats.events_acked - events, linger_s, run_id
+    finally:
+        writer.close(timeout_s=10)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_small_publish_budget_makes_a_clients_publishes_coalesce(
+    start_receiver: Callable[..., ReceiverProcess], job: str, mlflow_client: Any
+) -> None:
+    # One run publishing: 0.02 calls/s advises 50 s (the writer waits up to 120 s), far
+    # longer than the points take to log; ten million calls/s advises next to nothing.
+    tight = start_receiver(extra_args=("--publish-budget", "0.02"))
+    roomy = start_receiver(extra_args=("--publish-budget", "10000000"))
+
+    tight_calls, tight_events, tight_linger_s, tight_run = _publish_points(
+        tight.address, f"{job}-tight", "paced"
+    )
+    roomy_calls, roomy_events, _, roomy_run = _publish_points(
+        roomy.address, f"{job}-roomy", "unpaced"
+    )
+
+    assert tight_linger_s == pytest.approx(1 / 0.02)  # the advice, within the writer's bound
+    assert (tight_calls, tight_events) == (1, _POINTS)  # every point in the closing call
+    assert (roomy_calls, roomy_events) == (_POINTS, _POINTS)  # a call per point
+    want = [(float(i), i) for i in range(_POINTS + 1)]
+    for run_id in (tight_run, roomy_run):
+        wait_until(
+            lambda run_id=run_id: len(mlflow_client.get_metric_history(run_id, "x")) > _POINTS,
+            60,
+            what="every point in MLflow",
+        )
+        assert [(v, s) for v, s, _ in metric_points(mlflow_client, run_id, "x")] == want
