@@ -48,7 +48,10 @@ from tests.support.procs import (
 pytestmark = pytest.mark.slow
 
 BASE_TS = 1_700_000_000_000
-LEASE_S = 10
+# A receiver that takes a client over stamps the run only once it has found it in MLflow, which
+# on a busy machine takes seconds (the other receiver may still be creating it); the lease must
+# leave room for that, or the receiver the client left ends a run that is alive elsewhere.
+LEASE_S = 20
 MOVED = "its client now talks to another receiver"
 
 
@@ -168,7 +171,7 @@ def _move_clients_around(
     tmp_path: Path,
     job: str,
 ) -> None:
-    points = 10_000  # at 200/s: 50 s of logging, longer than the moves below take
+    points = 20_000  # at 200/s: 100 s of logging, longer than the moves below take
     outs = {f"site-{i}": tmp_path / f"out-{i}.json" for i in range(4)}
     for cid, out in outs.items():
         clients.append(

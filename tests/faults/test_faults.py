@@ -107,9 +107,12 @@ def _kill_repeatedly_while_streaming(
     proxy.set_upstream(receiver.port)
     n = 3000
     outs = {f"site-{i}": tmp_path / f"out-{i}.json" for i in range(4)}
+    # The clients keep sending but close only once the last receiver is up: each restart takes
+    # a while on a busy machine, and a close's deadline running meanwhile is not the point here.
+    go = tmp_path / "go"
     procs = [
         stream_client(proxy.address, cid, job, tmp_path / f"spool-{cid}", out, points=n,
-                            rate=500)
+                      rate=500, extra=("--wait-file", str(go)))
         for cid, out in outs.items()
     ]  # fmt: skip
     for _ in range(3):
@@ -121,6 +124,7 @@ def _kill_repeatedly_while_streaming(
         receiver = launch_receiver(tmp_path, mlflow_server.uri, data_dir=data_dir)
         receivers.append(receiver)
         proxy.set_upstream(receiver.port)
+    go.touch()
     _wait_clients(procs, timeout_s=150)
     for out in outs.values():
         assert read_result(out)["undelivered"] == 0

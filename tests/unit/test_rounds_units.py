@@ -150,9 +150,13 @@ def test_the_aggregator_waits_for_open_runs_then_the_deadline(tmp_path: Path) ->
 
 
 def test_the_writer_checks_rounds_at_the_call_and_buffers_nothing_bad() -> None:
+    from client_sdk.config import WriterConfig
     from client_sdk.writer import Writer
 
-    writer = Writer("127.0.0.1:1", "site-a", "j")  # never connects: nothing valid is logged
+    # The sender takes nothing from the buffer before its first linger ends (only a full batch
+    # wakes it sooner): with an hour's linger the buffer holds every call's item to be read.
+    config = WriterConfig.resolve("127.0.0.1:1", "site-a", "j").overridden(linger_s=3600.0)
+    writer = Writer(config=config)  # never connects: nothing valid is logged
     try:
         run = writer.start_run()
         for bad in (0, -3, 2.0, True):
