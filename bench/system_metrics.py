@@ -102,6 +102,8 @@ def section(ctx: BenchContext, receiver: ReceiverProcess) -> dict[str, Any]:
     """``trackbridge bench --only system_metrics``: this module as a client process of its own."""
     quick = ctx.options.writer_calls < 100_000  # the --quick preset
     argv = ["--receiver", receiver.address, "--blocks", "3" if quick else "5"]
+    if quick:
+        argv += ["--steps", "500"]  # each block still spans several samples at 0.1 s
     child = ctx.procs.start(
         "system-metrics", [sys.executable, "-m", "bench.system_metrics", *argv], json_lines=True
     )

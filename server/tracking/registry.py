@@ -10,6 +10,7 @@ clients. Version sources and download URIs never name the artifact store: a vers
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from mlflow.entities.model_registry import ModelVersionTag, RegisteredModelTag
@@ -17,7 +18,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos import model_registry_pb2 as pb
 from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 from mlflow.store.artifact.utils.models import _parse_model_uri
-from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
 from server.tracking.reads import Context, visible_model, visible_run
 
@@ -90,7 +90,7 @@ def create_model_version(
     if model_id:
         model = visible_model(ctx, model_id)
         run_id = run_id or model.source_run_id
-        if isinstance(registry_store, SqlAlchemyStore):
+        if _is_sql_registry(registry_store):
             # MLflow's SQL registry resolves models:/ sources with the process's default
             # tracking URI, not this receiver's store: resolve it here. (An MLflow server
             # resolves them with its own store.)
@@ -183,3 +183,10 @@ def set_registered_model_alias(
 def _writer(ctx: Context) -> None:
     if ctx.caller.viewer:
         raise ctx.caller.refuse_write("The model registry")
+
+
+def _is_sql_registry(store: object) -> bool:
+    """Whether ``store`` is MLflow's SQL model registry. Its module is not imported here: it
+    costs a receiver on an MLflow server (which never has one) a second and a half at start."""
+    sql = sys.modules.get("mlflow.store.model_registry.sqlalchemy_store")
+    return sql is not None and isinstance(store, sql.SqlAlchemyStore)

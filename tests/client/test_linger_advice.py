@@ -18,13 +18,18 @@ from tests.support.procs import ReceiverProcess, wait_until
 
 _POINTS = 3
 _PATIENCE_S = 5.0
-"""How long each point is given to be acked on its own (a short linger sends it in ms)."""
+"""How long a paced writer's point is given to be acked on its own (it must not be: its linger
+is 50 s, so nothing but the closing flush sends it; a longer wait proves no more)."""
 
 
-def _publish_points(address: str, job: str, client_id: str) -> tuple[int, int, float, str]:
+def _publish_points(
+    address: str, job: str, client_id: str, *, paced: bool
+) -> tuple[int, int, float, str]:
     """Logs a first point (flushed: its ack carries the receiver's advice), then ``_POINTS``
-    more, each given ``_PATIENCE_S`` to be acked on its own, then flushes. Returns the calls
-    made after the first, the events they carried, the writer's linger and the run id."""
+    more, then flushes. After each point a paced writer is given ``_PATIENCE_S`` to send it
+    (it does not); an unpaced one is waited for until it has (a short linger sends it in ms,
+    however long that takes on a busy machine). Returns the calls made after the first, the
+    events they carried, the writer's linger and the run id."""
     config = WriterConfig.resolve(address, client_id, job).overridden(
         linger_s=120.0, min_linger_s=0.001
     )
@@ -36,8 +41,11 @@ def _publish_points(address: str, job: str, client_id: str) -> tuple[int, int, f
         calls, events = stats.batches_sent, stats.events_acked
         for step in range(1, _POINTS + 1):
             writer.log_metric("x", float(step), step=step)
-            # Still lingering after that is no failure here: the counts below say whether
-            # the point should have gone on its own.
+            if not paced:
+                wait_until(lambda: writer.pending_events == 0, 60, what="the point's own ack")
+                continue
+            # Still lingering after that is what a paced writer does: the counts below say
+            # whether a point went on its own.
             with contextlib.suppress(AssertionError):
                 wait_until(lambda: writer.pending_events == 0, _PATIENCE_S, what="the point's ack")
         assert writer.flush(30), "the points were not acked"
@@ -59,10 +67,10 @@ def test_a_small_publish_budget_makes_a_clients_publishes_coalesce(
     roomy = start_receiver(extra_args=("--publish-budget", "10000000"))
 
     tight_calls, tight_events, tight_linger_s, tight_run = _publish_points(
-        tight.address, f"{job}-tight", "paced"
+        tight.address, f"{job}-tight", "paced", paced=True
     )
     roomy_calls, roomy_events, _, roomy_run = _publish_points(
-        roomy.address, f"{job}-roomy", "unpaced"
+        roomy.address, f"{job}-roomy", "unpaced", paced=False
     )
 
     assert tight_linger_s == pytest.approx(1 / 0.02)  # the advice, within the writer's bound

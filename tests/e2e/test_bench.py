@@ -25,6 +25,18 @@ pytestmark = pytest.mark.slow
 BENCH_TIMEOUT_S = 240.0
 FLEET_TIMEOUT_S = 600.0
 _MARK_VAR = "TRACKBRIDGE_BENCH_TEST_MARK"
+# Smaller still than --quick: these tests check that every section runs and reports, not
+# the figures, so each section gets just enough work to measure something.
+SMALL = (
+    "--writer-calls", "5000", "--mlflow-sync-calls", "20", "--mlflow-async-calls", "50",
+    "--clients", "2", "--ingest-seconds", "1", "--e2e-clients", "2", "--events", "2000",
+    "--fresh-clients", "4", "--fresh-seconds", "2", "--connections", "20",
+    "--recovery-runs", "2", "--recovery-points", "500",
+)  # fmt: skip
+FLEET_SMALL = (
+    "--job-start-clients", "10", "--linger-clients", "10", "--fresh-clients", "4",
+    "--fresh-seconds", "2", "--parallel-clients", "2", "--events", "2000",
+)  # fmt: skip
 
 # Section -> figures (dotted paths) that must be finite numbers.
 FIGURES = {
@@ -111,6 +123,7 @@ def test_bench_quick_reports_every_section(tmp_path: Path) -> None:
         tmp_path,
         mark,
         "--quick",
+        *SMALL,
         "--json",
         str(json_path),
         "--png",
@@ -214,6 +227,7 @@ def test_bench_fleet_sections_run_with_only(tmp_path: Path) -> None:
         tmp_path,
         mark,
         "--quick",
+        *FLEET_SMALL,
         "--only",
         only,
         "--json",
