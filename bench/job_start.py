@@ -8,6 +8,9 @@ MLflow's SQLite file so that the counting takes nothing from the server. A singl
 start is timed the same way first, for the run-by-run cost beside it. Both are measured with a
 receiver that is alone (``serve --alone``: one MLflow call per run) and with one that may share
 MLflow with other receivers (each run created provisional, then kept: two calls per run).
+Beside them, MLflow's own ceiling: the same ``create_run`` calls (the tags a receiver gives a
+client run) made straight from the benchmark on as many threads as a receiver uses, for
+``min(job_start_clients, 200)`` runs, and the time a whole job's runs would take at that rate.
 """
 
 from __future__ import annotations
@@ -15,16 +18,22 @@ from __future__ import annotations
 import math
 import os
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bench.mlflow_sections import wait_for_runs
 from bench.procs import BenchError, Child, load_generator, mlflow_store, read_all
 from bench.sections import BenchContext
+from bridge.events import RunStart
 from server.config import ReceiverConfig
+from server.flush.batch_creation import CREATION_THREADS
+from server.flush.sink import RunRef, client_run_tags
 from server.receiver import BackgroundReceiver
 
 _CLIENTS_PER_PROC = 250
 _TIMEOUT_S = 300.0
+_CEILING_RUNS = 200
 
 
 def job_start(ctx: BenchContext) -> dict[str, Any]:
@@ -54,7 +63,29 @@ def job_start(ctx: BenchContext) -> dict[str, Any]:
             "runs_per_s": ctx.options.job_start_clients / many["all_runs_s"],
             "one_run_s": one["all_runs_s"],
         }
+    figures["mlflow"] = _mlflow_ceiling(ctx.mlflow_uri, ctx.options.job_start_clients)
     return figures
+
+
+def _mlflow_ceiling(tracking_uri: str, clients: int) -> dict[str, float]:
+    """MLflow's own rate of ``create_run`` calls, as a receiver makes them for a job's start."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    job = f"bench-start-mlflow-{uuid.uuid4().hex[:8]}"
+    exp_id = client.create_experiment(job)
+    parent = RunRef(client.create_run(exp_id, run_name=job).info.run_id, exp_id)
+    runs = min(clients, _CEILING_RUNS)
+
+    def create(i: int) -> None:
+        tags = client_run_tags(f"c{i}", job, uuid.uuid4().hex, RunStart(), parent)
+        client.create_run(exp_id, start_time=int(time.time() * 1000), tags=tags, run_name=f"c{i}")
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(CREATION_THREADS) as pool:
+        list(pool.map(create, range(runs)))
+    rate = runs / (time.monotonic() - started)
+    return {"runs": runs, "runs_per_s": rate, "job_s": clients / rate}
 
 
 def _start(ctx: BenchContext, address: str, job: str, clients: int) -> dict[str, float]:

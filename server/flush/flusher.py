@@ -173,6 +173,8 @@ class Flusher:
             except Stopping:
                 return
             except sqlite3.DatabaseError as exc:
+                if self._gate.shut:
+                    return  # stop() ran out of time and shut the queue: the rest stays queued
                 _logger.error("the receiver's queue database failed: %s", exc)
             except Exception as exc:
                 self.stats.add(mlflow_errors=1)

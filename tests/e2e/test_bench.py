@@ -194,7 +194,13 @@ def test_bench_sweep_quick_measures_every_point(tmp_path: Path) -> None:
 
 
 FLEET_FIGURES = {
-    "job_start": ("alone.all_runs_s", "alone.one_run_s", "shared.all_runs_s"),
+    "job_start": (
+        "alone.all_runs_s",
+        "alone.one_run_s",
+        "shared.all_runs_s",
+        "mlflow.runs_per_s",
+        "mlflow.job_s",
+    ),
     "parallel_flush": (
         "sqlite.log_batch_events_per_s",
         "sqlite.bridge_1_events_per_s",
