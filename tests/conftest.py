@@ -56,6 +56,16 @@ def own_nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
         cluster.stop()
 
 
+@pytest.fixture
+def one_nats_node(tmp_path: Path) -> Iterator[NatsCluster]:
+    """A 1-node NATS server of this test's own (its stream made with this test's options)."""
+    cluster = NatsCluster(tmp_path / "nats", n=1).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 # Four lanes and a 5 s ack wait keep a 3-node cluster light on a small machine, and a dead
 # flusher's batches come back within a test's patience.
 FLEET_OPTIONS = {"partitions": 4, "ack_wait_s": 5}

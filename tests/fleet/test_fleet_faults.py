@@ -17,10 +17,14 @@ from tests.support.faults import (
     TcpProxy,
     expected_points,
     metric_points,
-    read_result,
     start_stream_client,
 )
-from tests.support.fleet import launch_flusher, live_clients, points_in_mlflow
+from tests.support.fleet import (
+    launch_flusher,
+    live_clients,
+    points_in_mlflow,
+    wait_delivered_and_finished,
+)
 from tests.support.mlflow_reads import TAG_CLIENT_ID, child_runs, job_runs
 from tests.support.nats import NatsCluster
 from tests.support.procs import MlflowServer, ReceiverProcess, launch_receiver, wait_until
@@ -118,21 +122,7 @@ def test_8_clients_2_receivers_nats_node_receiver_and_flusher_killed_nothing_los
         _kill(flusher)  # kill -9 the flusher alone
         progress("with the lone flusher dead")
 
-        for proc in clients:
-            assert proc.wait(timeout=300) == 0, f"client exited {proc.returncode}: {proc.args}"
-        for cid, out in outs.items():
-            result = read_result(out)
-            assert result["undelivered"] == 0 and result["dropped_events"] == 0, (cid, result)
-
-        def all_there() -> bool:
-            runs = child_runs(job_runs(mlflow_client, job))
-            return len(runs) == CLIENTS and all(
-                r.info.status == "FINISHED"
-                and len(mlflow_client.get_metric_history(r.info.run_id, "x")) >= POINTS
-                for r in runs
-            )
-
-        wait_until(all_there, 180, interval_s=1.0, what="every run FINISHED with every point")
+        wait_delivered_and_finished(clients, outs, mlflow_client, job, POINTS)
         runs = child_runs(job_runs(mlflow_client, job))
         assert sorted(r.data.tags[TAG_CLIENT_ID] for r in runs) == sorted(outs)
         for run in runs:  # exactly: none lost, none doubled

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +29,6 @@ LEASE_S = 12.0
 """Short, but above the 5 s between a receiver's word that it heard a run."""
 
 
-@pytest.fixture
-def one_node(tmp_path: Path) -> Iterator[NatsCluster]:
-    """A 1-node NATS server of this test's own."""
-    cluster = NatsCluster(tmp_path / "nats", n=1).start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 def _the_run(client: Any, job: str) -> Any | None:
     runs = child_runs(job_runs(client, job))
     return runs[0] if len(runs) == 1 else None
@@ -53,13 +42,13 @@ def _heard_ms(client: Any, job: str) -> int:
 
 @pytest.mark.timeout(420)
 def test_a_run_heard_through_one_receiver_outlives_the_others_leases_then_ends_killed(
-    one_node: NatsCluster,
+    one_nats_node: NatsCluster,
     mlflow_server: MlflowServer,
     mlflow_client: Any,
     job: str,
     tmp_path: Path,
 ) -> None:
-    url = one_node.queue_url(partitions=4, ack_wait_s=5)
+    url = one_nats_node.queue_url(partitions=4, ack_wait_s=5)
     lease = ("--run-lease", str(LEASE_S))
     processes: list[ReceiverProcess] = []
     client = None

@@ -19,10 +19,9 @@ from tests.support.faults import (
     expected_points,
     metric_points,
     queue_drained,
-    read_result,
     start_stream_client,
 )
-from tests.support.fleet import launch_flusher, points_in_mlflow
+from tests.support.fleet import launch_flusher, points_in_mlflow, wait_delivered_and_finished
 from tests.support.mlflow_reads import TAG_CLIENT_ID, child_runs, job_runs
 from tests.support.nats import NatsCluster
 from tests.support.procs import MlflowServer, ReceiverProcess, launch_receiver, wait_until
@@ -33,16 +32,6 @@ BASE_TS = 1_700_000_000_000
 CLIENTS = 4
 POINTS = 1500
 RATE = 50.0  # points per second per client: about 30 s of streaming
-
-
-@pytest.fixture
-def one_node(tmp_path: Path) -> Iterator[NatsCluster]:
-    """A 1-node NATS server of this test's own."""
-    cluster = NatsCluster(tmp_path / "nats", n=1).start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
@@ -65,14 +54,14 @@ def _exact(client: Any, job: str, cids: list[str]) -> None:
 
 @pytest.mark.timeout(480)
 def test_a_flusher_cut_off_from_mlflow_gives_its_lanes_to_one_that_is_not(
-    one_node: NatsCluster,
+    one_nats_node: NatsCluster,
     mlflow_server: MlflowServer,
     mlflow_client: Any,
     mlflow_cut: TcpProxy,
     job: str,
     tmp_path: Path,
 ) -> None:
-    url = one_node.queue_url(partitions=4, ack_wait_s=5)
+    url = one_nats_node.queue_url(partitions=4, ack_wait_s=5)
     processes: list[ReceiverProcess] = []
     clients: list[Any] = []
     try:
@@ -97,22 +86,8 @@ def test_a_flusher_cut_off_from_mlflow_gives_its_lanes_to_one_that_is_not(
         reaching = launch_flusher(tmp_path, mlflow_server.uri, url)
         processes.append(reaching)
 
-        for proc in clients:
-            assert proc.wait(timeout=300) == 0, f"client exited {proc.returncode}: {proc.args}"
-        for cid, out in outs.items():
-            result = read_result(out)
-            assert result["undelivered"] == 0 and result["dropped_events"] == 0, (cid, result)
-
-        def all_there() -> bool:
-            runs = child_runs(job_runs(mlflow_client, job))
-            return len(runs) == CLIENTS and all(
-                r.info.status == "FINISHED"
-                and len(mlflow_client.get_metric_history(r.info.run_id, "x")) >= POINTS
-                for r in runs
-            )
-
         # Every point arrives while the first flusher still cannot reach MLflow.
-        wait_until(all_there, 180, interval_s=1.0, what="every run FINISHED with every point")
+        wait_delivered_and_finished(clients, outs, mlflow_client, job, POINTS)
         assert not queue_drained(cut_off.data_dir), "the cut-off flusher was to hold copies"
         _exact(mlflow_client, job, list(outs))
 

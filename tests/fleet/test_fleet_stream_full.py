@@ -7,7 +7,6 @@ exactly once. A real 1-node NATS server, real receiver and flusher processes, a 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +30,6 @@ STREAM_BYTES = 1 << 20  # the smallest stream fleet mode takes: one message of t
 POINTS = 40_000  # in batches of 500: about twice what the stream holds
 
 
-@pytest.fixture
-def one_node(tmp_path: Path) -> Iterator[NatsCluster]:
-    """A 1-node NATS server of this test's own: its stream is made with this test's size."""
-    cluster = NatsCluster(tmp_path / "nats", n=1).start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 def _refused_code(address: str, job: str) -> grpc.StatusCode | None:
     """What the receiver answers a new, tiny batch of another client in another job now (None:
     it took it; a tiny one fits where a client's batch may not, so a refusal means full)."""
@@ -57,13 +46,13 @@ def _refused_code(address: str, job: str) -> grpc.StatusCode | None:
 
 @pytest.mark.timeout(420)
 def test_a_full_stream_refuses_the_client_which_keeps_its_spool_and_loses_nothing(
-    one_node: NatsCluster,
+    one_nats_node: NatsCluster,
     mlflow_server: MlflowServer,
     mlflow_client: Any,
     job: str,
     tmp_path: Path,
 ) -> None:
-    url = one_node.queue_url(partitions=4, ack_wait_s=5, max_bytes=STREAM_BYTES)
+    url = one_nats_node.queue_url(partitions=4, ack_wait_s=5, max_bytes=STREAM_BYTES)
     processes: list[ReceiverProcess] = []
     spool = tmp_path / "spool-full"
     writer = None
