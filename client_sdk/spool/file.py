@@ -42,6 +42,7 @@ from client_sdk.spool.names import (
     SpoolBusy,
     SpooledBatch,
     SpoolError,
+    SpoolGone,
     make_private_dir,
     safe_name,
     sqlite_files,
@@ -94,11 +95,30 @@ class Spool:
             if create:
                 raise SpoolError(f"cannot create the spool {path}: {exc}") from exc
             raise SpoolBusy(f"{path} is held by a running writer") from None
+        if not create and not self._still_there(lock):
+            self._release_lock()
+            raise SpoolGone(f"{path} was deleted by its writer")
         try:
             self._open(create)
         except BaseException:
             self._release_lock()
             raise
+
+    def _still_there(self, lock: str) -> bool:
+        """Whether the spool just locked for adoption still exists. A writer deletes its empty
+        spool's database, then its lock file, then lets go of the lock: an adopter may hold
+        the lock of a file already unlinked, or have made a new, empty lock file for a spool
+        that is gone; opening it then would make an empty spool that records no receiver. (A
+        lock file alone, with its ledger in it, is a spool whose database was moved aside.)"""
+        try:
+            if os.stat(lock).st_ino != os.fstat(self._lock_fd).st_ino:
+                return False
+        except OSError:
+            return False
+        if self.path.exists() or os.fstat(self._lock_fd).st_size > 0:
+            return True
+        Path(lock).unlink(missing_ok=True)
+        return False
 
     @classmethod
     def create(cls, directory: Path, destination: Destination) -> Spool:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from client_sdk.spool.file import Spool
-from client_sdk.spool.names import CORRUPT, SUFFIX, Destination, SpoolBusy, SpoolError
+from client_sdk.spool.names import CORRUPT, SUFFIX, Destination, SpoolBusy, SpoolError, SpoolGone
 
 
 def spool_paths(directory: Path, prefix: str = "") -> list[Path]:
@@ -51,6 +51,8 @@ def adopt_orphans(
             spool = Spool.adopt(path)
         except SpoolBusy:
             continue  # its writer is alive
+        except SpoolGone:
+            continue  # its writer deleted it, empty, as it closed
         except (SpoolError, OSError) as exc:
             found.problems.append(f"{path.name}: cannot be opened: {exc}")
             continue

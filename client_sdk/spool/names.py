@@ -53,6 +53,10 @@ class SpoolBusy(SpoolError):
     """The spool's lock is held: its writer is alive."""
 
 
+class SpoolGone(SpoolError):
+    """The spool was deleted (its writer closed it empty) before it could be opened."""
+
+
 def safe_name(client_id: str) -> str:
     """A client id as it may appear in a file name."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", client_id)[:100]

@@ -81,3 +81,37 @@ def test_close_result_is_the_int_it_always_was() -> None:
     assert json.dumps({"left": result}) == '{"left": 5}' and result + 1 == 6
     assert (result.undelivered_events, result.dropped_events, result.artifacts_left) == (3, 2, 1)
     assert "dropped_events=2" in repr(result)
+
+
+def test_a_spool_its_writer_deleted_is_not_made_again_by_an_adopter(tmp_path: Path) -> None:
+    """A writer closing its empty spool deletes it; an adopter that listed it a moment before
+    must find it gone, not make an empty spool that records no receiver in its place."""
+    from client_sdk.spool.file import Spool
+    from client_sdk.spool.finding import adopt_orphans
+    from client_sdk.spool.names import SpoolGone
+
+    spool = Spool.create(tmp_path, Destination.of("127.0.0.1:1", "job", "site"))
+    path = spool.path
+    assert spool.close(delete=True)
+    assert list(tmp_path.iterdir()) == []
+
+    with pytest.raises(SpoolGone):
+        Spool.adopt(path)  # as an adopter that listed the spool before it was deleted
+    assert list(tmp_path.iterdir()) == []
+    assert adopt_orphans(tmp_path, lambda _: True).adopted == []
+
+
+def test_a_spool_whose_database_was_moved_aside_is_still_adopted(tmp_path: Path) -> None:
+    from client_sdk.spool.file import Spool
+
+    spool = Spool.create(tmp_path, Destination.of("127.0.0.1:1", "job", "site"))
+    path = spool.path
+    spool.close(delete=False)
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
+        (tmp_path / name).unlink(missing_ok=True)  # only the lock file, with its ledger, is left
+
+    adopted = Spool.adopt(path)
+    try:
+        assert adopted.destination == Destination.of("127.0.0.1:1", "job", "site")
+    finally:
+        adopted.close(delete=False)
