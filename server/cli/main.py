@@ -25,6 +25,7 @@ from server.cli.args import (
     positive_float,
 )
 from server.cli.dead_letters import add_dead_letters_command
+from server.cli.docs import add_docs_command
 from server.cli.flush import add_flush_command
 from server.cli.health import add_health_command
 from server.cli.logs import configure_logging
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_viewer_commands(sub)
     add_health_command(sub)
     add_security_commands(sub)
+    add_docs_command(sub)
     return parser
 
 
