@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     from server.cli.health import add_health_command
     from server.cli.security import add_security_commands
     from server.cli.serve import add_serve_command
+    from server.cli.tls import add_tls_command
     from server.cli.viewers import add_viewer_commands
 
     parser = Parser(
@@ -183,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_viewer_commands(sub)
     add_health_command(sub)
     add_security_commands(sub)
+    add_tls_command(sub)
     add_docs_command(sub)
     return parser
 
