@@ -2,7 +2,7 @@
 MLflow's SQLite store and on PostgreSQL, beside one ``log_batch`` writer's ceiling.
 
 Two MLflow servers: the benchmark's own (SQLite, ``--workers 1``) and one on a PostgreSQL
-cluster this section starts (bench/postgres.py) with ``--workers 4``, the deployment the README
+cluster this section starts (bench/postgres.py) with ``--workers 4``, the deployment the docs
 recommends at scale. On each, MLflow's own ingest rate is timed first: one thread calling
 ``log_batch`` with 1000 metrics, one call after another. Then ``parallel_clients`` clients log
 through a receiver embedded in the benchmark process, once with one flush writer and once with

@@ -1,5 +1,5 @@
 """``trackbridge bench --sweep``: how the figures change from 1 to 1000 clients and from 1 to
-100k events/s (the README's "cost grows" table).
+100k events/s (the "cost grows" table of docs/explanations/performance.md).
 
 Each point is one ``trackbridge bench`` section at one size, measured in a work directory of
 its own (its own receiver and, where MLflow is involved, its own MLflow server), so no point
@@ -114,7 +114,7 @@ def _setting(p: Point) -> str:
 
 
 def format_sweep(rows: list[Results]) -> str:
-    """The README table: what varies, the setting, the figures."""
+    """The performance page's table: what varies, the setting, the figures."""
     names = {
         "latency": "writer cost",
         "ingest": "ingest",

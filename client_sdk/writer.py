@@ -182,7 +182,7 @@ class Writer(ArtifactCalls, RoundCalls):
     ) -> None:
         """Logs one metric point; ``timestamp`` is in milliseconds (default: now). ``round``
         (from 1) and ``num_examples`` (the weight of the receiver's cross-client mean) default
-        to those of the enclosing ``federated_round`` block; see the README, "Rounds"."""
+        to those of the enclosing ``federated_round`` block; see docs/how-to/rounds.md."""
         target = run if run is not None else (self._active or self._target(None))
         if key not in self._metric_keys:
             validate_metric_key(key)

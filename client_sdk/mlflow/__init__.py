@@ -15,8 +15,8 @@ One behaviour per environment:
   anything else raises an error naming ``pip install mlflow``.
 
 The receiver's address comes from ``set_tracking_uri("trackbridge://host:port")``,
-``MLFLOW_TRACKING_URI=trackbridge://...`` or ``TRACKBRIDGE_RECEIVER``. See the README's
-"Switching from mlflow" for what still differs.
+``MLFLOW_TRACKING_URI=trackbridge://...`` or ``TRACKBRIDGE_RECEIVER``. See
+docs/how-to/zero-code.md for what still differs.
 """
 
 from __future__ import annotations

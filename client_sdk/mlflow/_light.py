@@ -4,7 +4,7 @@
 their arguments, return values and errors are MLflow's (3.17), while every call appends to
 memory and returns; the receiver owns MLflow. The receiver's address comes from
 ``set_tracking_uri("trackbridge://host:port")``, ``MLFLOW_TRACKING_URI=trackbridge://...`` or
-``TRACKBRIDGE_RECEIVER``. See the README's "Switching from mlflow" for the differences.
+``TRACKBRIDGE_RECEIVER``. See docs/how-to/zero-code.md for the differences.
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def federated_round(
     num_examples: int | None = None,
 ) -> AbstractContextManager[RoundDefault]:
     """``with mlflow.federated_round(3, num_examples=600):`` gives the metrics logged in the
-    block that round and weight (trackbridge's addition; README, "Rounds"). Raises
+    block that round and weight (trackbridge's addition; docs/how-to/rounds.md). Raises
     MlflowException (INVALID_PARAMETER_VALUE) for a round or count that is not positive."""
     return _state.session().writer.federated_round(round, num_examples)
 

@@ -11,7 +11,7 @@ everything else is MLflow's own function.
 
 MLflow's telemetry is left as the user set it (``MLFLOW_DISABLE_TELEMETRY``, ``DO_NOT_TRACK``):
 it is MLflow's outbound channel, not the bridge's, and changing it would change the user's
-environment (README, "Switching from mlflow").
+environment (docs/how-to/zero-code.md).
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def federated_round(
     num_examples: int | None = None,
 ) -> AbstractContextManager[RoundDefault]:
     """``with mlflow.federated_round(3, num_examples=600):`` gives the metrics logged in the
-    block that round and weight (trackbridge's addition; README, "Rounds").
+    block that round and weight (trackbridge's addition; docs/how-to/rounds.md).
 
     Raises:
         MlflowException: INVALID_PARAMETER_VALUE for a round or count that is not a positive

@@ -1,13 +1,15 @@
 """The ``trackbridge`` command: one subcommand per module of this package.
 
 ``demo`` and ``bench`` drive receivers and clients together, so they live outside the product
-packages (in ``demo`` and ``bench``); this command only launches them, as it launches the
-client-side ``sync``, so that the receiver's package never imports client code.
+packages (in ``demo`` and ``bench`` of a clone of the repository, not in the wheel, which claims
+only ``bridge``, ``client_sdk`` and ``server``); this command only launches them, as it launches
+the client-side ``sync``, so that the receiver's package never imports client code.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -24,13 +26,7 @@ from server.cli.args import (
     fail,
     positive_float,
 )
-from server.cli.dead_letters import add_dead_letters_command
-from server.cli.flush import add_flush_command
-from server.cli.health import add_health_command
 from server.cli.logs import configure_logging
-from server.cli.security import add_security_commands
-from server.cli.serve import add_serve_command
-from server.cli.viewers import add_viewer_commands
 from server.config import DEFAULT_DATA_DIR, ReceiverConfig
 
 _LAUNCHED = {
@@ -154,12 +150,25 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface, for ``--help`` and for tests of deployment files."""
+    """The command-line interface, for ``--help`` and for tests of deployment files.
+
+    The receiver's commands are imported here, not with this module, so that ``trackbridge
+    --version`` answers where only the client is installed (no ``server`` extra)."""
+    from server.cli.dead_letters import add_dead_letters_command
+    from server.cli.docs import add_docs_command
+    from server.cli.flush import add_flush_command
+    from server.cli.health import add_health_command
+    from server.cli.security import add_security_commands
+    from server.cli.serve import add_serve_command
+    from server.cli.tls import add_tls_command
+    from server.cli.viewers import add_viewer_commands
+
     parser = Parser(
         prog="trackbridge",
         description="MLflow logging from many training clients, through one receiver.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"trackbridge {version()}")
     # Every subcommand's parser is a Parser too (argparse makes them of the parent's class).
     sub = cast(
         "argparse._SubParsersAction[argparse.ArgumentParser]",
@@ -175,12 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_viewer_commands(sub)
     add_health_command(sub)
     add_security_commands(sub)
+    add_tls_command(sub)
+    add_docs_command(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trackbridge`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--version"]:
+        print(f"trackbridge {version()}")
+        return 0
     if argv and argv[0] in _LAUNCHED:
         _launch(_LAUNCHED[argv[0]][0], argv[1:])
     args = build_parser().parse_args(argv)
@@ -194,12 +208,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     return result
 
 
+def version() -> str:
+    """The installed distribution's version (``unknown`` when run from a bare source tree)."""
+    try:
+        return importlib.metadata.version("trackbridge")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+REPO = Path(__file__).resolve().parents[2]
+"""The clone this code runs from, where ``demo`` and ``bench`` live (not in the wheel)."""
+
+
 def _launch(module: str, argv: list[str]) -> None:
     """Replaces this process with ``python -m module argv`` (signals and exit code go straight
-    to it). ``-P`` keeps the working directory off its path, so that a user's own ``demo.py``
-    cannot shadow the module."""
+    to it), the clone's root first on its path (and its children's, through PYTHONPATH). ``-P``
+    keeps the working directory off its path, so that a user's own ``demo.py`` cannot shadow
+    the module."""
+    if not (REPO / module / "__init__.py").is_file():
+        sys.exit(
+            f"trackbridge {module}: runs from a clone of the repository (it is not in the"
+            f" wheel): clone it, pip install -e '.[server,torch]', then trackbridge {module}"
+        )
+    path = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     safe_path = ["-P"] if sys.version_info >= (3, 11) else []
-    os.execv(sys.executable, [sys.executable, *safe_path, "-m", module, *argv])  # noqa: S606
+    argv = [sys.executable, *safe_path, "-m", module, *argv]
+    os.execve(sys.executable, argv, env)  # noqa: S606
 
 
 if __name__ == "__main__":

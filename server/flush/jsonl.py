@@ -1,9 +1,10 @@
 """The JSON-lines sink: every event of every client run, one line each, in files on the receiver.
 
 Layout: ``DIR/<job>/<client id>/<run key>.jsonl`` (the client's own run key), each name
-percent-encoded so that no name can climb out of ``DIR`` or clash with another (README,
-"JSON-lines files", documents the line format). A file starts with a header line (``seq`` 0,
-kind ``run``) naming its job, client and run, then one line per event in the client's order.
+percent-encoded so that no name can climb out of ``DIR`` or clash with another
+(docs/how-to/jsonl-files.md documents the line format). A file starts with a header line
+(``seq`` 0, kind ``run``) naming its job, client and run, then one line per event in the
+client's order.
 
 Exactly once. The flusher hands a sink a run's stored batches and records progress in the
 queue after the sink returns; a receiver killed between the two hands them again. The file is

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 DEFAULT_WORKERS = 4
-"""Writers at once: MLflow on PostgreSQL with 4 server workers (the deployment the README
+"""Writers at once: MLflow on PostgreSQL with 4 server workers (the deployment the docs
 recommends at scale) takes four runs' log_batch calls at once."""
 
 

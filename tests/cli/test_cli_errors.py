@@ -184,7 +184,7 @@ def test_sync_help_and_readme_agree_on_the_default_spool_folder() -> None:
         env={"PATH": os.environ["PATH"], "COLUMNS": "200"},
     )
     text = " ".join(shown.stdout.split())
-    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    readme = " ".join((REPO_ROOT / "docs" / "reference" / "configuration.md").read_text().split())
     for where in ("$XDG_CACHE_HOME/trackbridge/spool", "~/.cache/trackbridge/spool"):
         assert where in text
         assert where in readme

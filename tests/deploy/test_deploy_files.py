@@ -302,7 +302,9 @@ def _published(service: dict[str, Any]) -> dict[int, str]:
 def test_compose_stack_has_its_parts_wired_together() -> None:
     compose = load_compose("compose.yaml")
     services = compose["services"]
-    assert set(services) == {"postgres", "minio", "create-bucket", "mlflow", "receiver"}
+    assert set(services) == {
+        "postgres", "minio", "create-bucket", "mlflow", "mlflow-user", "receiver"
+    }  # fmt: skip
 
     mlflow = services["mlflow"]
     command = " ".join(mlflow["command"])
@@ -324,10 +326,22 @@ def test_compose_stack_has_its_parts_wired_together() -> None:
     assert config.effective_tracking_uri == f"http://mlflow:{mlflow_port}"
     assert service["depends_on"]["mlflow"]["condition"] == "service_healthy"
     env = service["environment"]
-    assert env["MLFLOW_TRACKING_USERNAME"] == "admin"
+    # the receiver logs in as its own MLflow user, which the one-shot mlflow-user makes first
+    user = services["mlflow-user"]
+    uenv = user["environment"]
+    assert env["MLFLOW_TRACKING_USERNAME"] == uenv["RECEIVER_MLFLOW_USERNAME"] != "admin"
+    assert uenv["MLFLOW_TRACKING_USERNAME"] == "admin"
+    assert user["command"][-1] == "/opt/mlflow/create_user.py"
+    assert (DEPLOY / "mlflow" / "create_user.py").is_file()
+    assert user["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert service["depends_on"]["mlflow-user"]["condition"] == "service_completed_successfully"
     secret_file = env["MLFLOW_TRACKING_PASSWORD_FILE"]
     assert secret_file == f"/run/secrets/{service['secrets'][0]}"
-    assert compose["secrets"][service["secrets"][0]]["environment"] == "MLFLOW_AUTH_ADMIN_PASSWORD"
+    assert secret_file == uenv["RECEIVER_MLFLOW_PASSWORD_FILE"]
+    assert compose["secrets"][service["secrets"][0]]["environment"] == "RECEIVER_MLFLOW_PASSWORD"
+    admin_file = uenv["MLFLOW_TRACKING_PASSWORD_FILE"].rpartition("/")[2]
+    assert compose["secrets"][admin_file]["environment"] == "MLFLOW_AUTH_ADMIN_PASSWORD"
+    assert admin_file not in service["secrets"], "the receiver never holds the admin password"
     published = _published(service)
     http = config.http_address
     assert http is not None
@@ -342,6 +356,7 @@ def test_compose_tls_override_serves_tls_with_a_matching_health_check() -> None:
     service, config, _ = _receiver_service(load_compose("compose.yaml", "compose.tls.yaml"))
     args = parse_cli(service["command"])
     assert not args.insecure_plaintext
+    assert args.require_tokens
     env = service["environment"]
     mounts = {v.split(":")[1]: v.split(":")[0] for v in service["volumes"]}
     tls_dir = next(path for path in mounts if path.startswith("/etc/trackbridge"))
@@ -351,7 +366,10 @@ def test_compose_tls_override_serves_tls_with_a_matching_health_check() -> None:
     assert health[:2] == ["CMD", "trackbridge"]
     check = parse_cli(health[2:])
     assert check.command == "health"
-    assert str(check.tls_ca) == env[envvars.TRACKBRIDGE_SERVE_TLS_CERT]
+    # the CA that signed the certificate (as `trackbridge tls init` lays it out), not the
+    # certificate itself: a CA-signed leaf is no trust anchor
+    # (tests/deploy/test_deploy_run.py runs this check against a real receiver)
+    assert str(check.tls_ca) == f"{tls_dir}/ca.pem"
     assert port_of(local_address({**image_env(), **env})) == port_of(config.listen)
     assert port_of(config.listen) in _published(service)
 
@@ -395,7 +413,7 @@ def test_kustomization_lists_existing_manifests() -> None:
     }
 
 
-def test_statefulset_probes_ports_and_volume_match_the_receiver() -> None:
+def test_statefulset_probes_ports_and_volume_match_the_receiver(tmp_path: Path) -> None:
     docs = k8s_docs()
     sts = _statefulset(docs)
     spec = sts["spec"]
@@ -406,7 +424,20 @@ def test_statefulset_probes_ports_and_volume_match_the_receiver() -> None:
 
     env = _pod_env(docs, container)
     assert all(receiver_env_ok(k) for k in env), sorted(k for k in env if not receiver_env_ok(k))
-    config, shutdown_s = receiver_config(container["args"], env)
+    # the fleet's token keys and revocation list the pod mounts, made here (read at start)
+    keys, revoked = tmp_path / "token-keys", tmp_path / "revoked.txt"
+    from server.cli.main import main
+
+    assert main(["token", "keygen", "--keys", str(keys), "--key-id", "k1"]) == 0
+    revoked.write_text("")
+    files = {
+        envvars.TRACKBRIDGE_TOKEN_KEYS_FILE: str(keys),
+        envvars.TRACKBRIDGE_TOKEN_REVOCATIONS_FILE: str(revoked),
+    }
+    config, shutdown_s = receiver_config(container["args"], {**env, **files})
+    # clients need a token, signed with the fleet's keys so that every pod accepts it
+    assert config.security.require_tokens
+    assert config.security.token_keys_file == str(keys)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     grpc_port = port_of(config.listen)
     assert ports["grpc"] == grpc_port
@@ -436,9 +467,14 @@ def test_statefulset_probes_ports_and_volume_match_the_receiver() -> None:
             assert ref["name"] == "trackbridge-secrets" and ref["key"] in secret, item
     secret_volume = next(v for v in pod["volumes"] if "secret" in v)
     secret_dir = mounts[secret_volume["name"]]
-    password_file = env[envvars.MLFLOW_TRACKING_PASSWORD_FILE]
-    assert password_file.rpartition("/")[0] == secret_dir
-    assert password_file.rpartition("/")[2] in secret
+    for name in (envvars.MLFLOW_TRACKING_PASSWORD_FILE, envvars.TRACKBRIDGE_TOKEN_KEYS_FILE):
+        path = env[name]
+        assert path.rpartition("/")[0] == secret_dir, name
+        assert path.rpartition("/")[2] in secret, name
+    revocations = env[envvars.TRACKBRIDGE_TOKEN_REVOCATIONS_FILE].rpartition("/")
+    config_volume = next(v for v in pod["volumes"] if mounts.get(v["name"]) == revocations[0])
+    listed = docs[("ConfigMap", config_volume["configMap"]["name"])]["data"]
+    assert listed[revocations[2]] == "", "an empty list: a pod refuses to start without one"
 
 
 def test_services_and_budget_select_the_receivers() -> None:

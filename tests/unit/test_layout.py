@@ -4,11 +4,17 @@ through others, and modules stay small enough to read whole."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from tests.support.procs import REPO_ROOT
 
-PACKAGES = ("bridge", "client_sdk", "server", "bench", "demo")
+PRODUCT = ("bridge", "client_sdk", "server")
+"""The packages the wheel installs: the only import names trackbridge claims."""
+REPO_TOOLS = ("bench", "demo")
+"""Tools of a clone (trackbridge bench, demo), kept out of the wheel: above the product, which
+never imports them."""
+PACKAGES = PRODUCT + REPO_TOOLS
 MAX_MODULE_LINES = 400
 """A hard ceiling; modules aim for ~300 (generated protobuf code is not counted)."""
 MAY_IMPORT = {
@@ -125,3 +131,18 @@ def test_modules_stay_small() -> None:
         if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
     }
     assert large == {}
+
+
+def test_the_wheel_holds_the_product_packages_only() -> None:
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text()
+    found = re.search(r"\[tool\.setuptools\.packages\.find\]\ninclude = (\[.*?\])", pyproject)
+    assert found, "pyproject.toml: [tool.setuptools.packages.find] include"
+    include = ast.literal_eval(found.group(1))
+    assert sorted(include) == sorted(f"{p}*" for p in PRODUCT)
+    graph = _graph()
+    assert not [
+        (m, t)
+        for m, ts in graph.items()
+        for t in ts
+        if m.split(".")[0] in PRODUCT and t.split(".")[0] in REPO_TOOLS
+    ]
