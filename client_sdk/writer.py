@@ -335,8 +335,13 @@ class Writer(ArtifactCalls, RoundCalls):
             done = self._recovery.flush(max(0.0, deadline - time.monotonic())) and done
         return done
 
-    def close(self, timeout_s: float | None = None) -> CloseResult:
+    def close(self, timeout_s: float | None = None, *, end_run: bool = True) -> CloseResult:
         """Ends the active run (FINISHED), drains within ``timeout_s`` and stops.
+
+        With ``end_run=False`` the active run is left running, for another process to resume
+        (``start_run(run_id=...)``): a federated site whose every message is a process of its
+        own (Flower's Deployment Engine) ends its run with its last message only. A run left
+        running that nobody resumes is ended KILLED by the receiver's run lease.
 
         Idempotent (a second call returns the first one's result). Returns a ``CloseResult``:
         an ``int``, the events that did not reach the receiver (undelivered + dropped), with
@@ -346,7 +351,7 @@ class Writer(ArtifactCalls, RoundCalls):
             if self._closed:
                 return self._result if self._result is not None else CloseResult(0, 0, 0)
         stop_sampler(self._system)  # no sample after the run's end
-        if self._active is not None:
+        if self._active is not None and end_run:
             self.end_run(RunStatus.FINISHED)
         with self._lock:
             self._closed = True
