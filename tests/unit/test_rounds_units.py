@@ -3,7 +3,6 @@ chunks with the round metric, the statistics and the aggregate queue state (a SQ
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -138,15 +137,28 @@ def test_the_aggregator_waits_for_open_runs_then_the_deadline(tmp_path: Path) ->
         ("/aggregates:j", [("eval/x/mean", 1.0, 1), ("eval/x/min", 1.0, 1), ("eval/x/max", 1.0, 1),
                            ("eval/x/count", 1.0, 1)]),
     ]  # fmt: skip
+    now[0] += 500
     ingest(batch("b", point("eval/x", float("nan"), 1)))
-    assert agg.write_due() == 1  # late: at once
-    (_, late) = _stored(conn)[1]
-    assert [k for k, _, _ in late][3] == "eval/x/count" and late[3][1] == 2.0
-    assert math.isnan(late[0][1])  # NaN survives SQLite (stored as NULL)
-    assert agg.write_due() == 0
-    assert stored == [("/aggregates:j", 4), ("/aggregates:j", 4)]
+    assert agg.write_due() == 0  # late: recorded, never a second aggregate at the same round
+    arrivals = conn.execute(
+        "SELECT client_id, arrived_ms - 1000000, late, value FROM agg_arrivals ORDER BY client_id"
+    ).fetchall()
+    assert arrivals == [("a", 0, 0, 1.0), ("b", 2500, 1, None)]  # NaN is stored as NULL
+    assert stored == [("/aggregates:j", 4)]
     seqs = conn.execute("SELECT first_seq, last_seq FROM batches ORDER BY id").fetchall()
-    assert seqs == [(1, 4), (5, 8)]
+    assert seqs == [(1, 4)]
+    # Round 2: a took part in round 1, so it is waited for even with no run open (a Flower
+    # site between two messages' processes); a client whose run failed is not.
+    ingest(batch("a", events_pb2.Event(run_end=events_pb2.RunEnd())))
+    ingest(batch("b", point("eval/x", 3.0, 2)))
+    assert agg.write_due() == 0
+    ingest(batch("a", point("eval/x", 5.0, 2)))
+    assert agg.write_due() == 1
+    assert _stored(conn)[1][1][3] == ("eval/x/count", 2.0, 2)
+    conn.execute("UPDATE runs SET status = 'FAILED' WHERE run_key = 'b/r'")
+    ingest(batch("b", events_pb2.Event(run_end=events_pb2.RunEnd())))
+    ingest(batch("a", point("eval/x", 6.0, 3)))
+    assert agg.write_due() == 1  # b failed: not waited for
 
 
 def test_the_writer_checks_rounds_at_the_call_and_buffers_nothing_bad() -> None:
