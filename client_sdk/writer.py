@@ -336,12 +336,8 @@ class Writer(ArtifactCalls, RoundCalls):
         return done
 
     def close(self, timeout_s: float | None = None, *, end_run: bool = True) -> CloseResult:
-        """Ends the active run (FINISHED), drains within ``timeout_s`` and stops.
-
-        With ``end_run=False`` the active run is left running, for another process to resume
-        (``start_run(run_id=...)``): a federated site whose every message is a process of its
-        own (Flower's Deployment Engine) ends its run with its last message only. A run left
-        running that nobody resumes is ended KILLED by the receiver's run lease.
+        """Ends the active run (FINISHED; ``end_run=False`` leaves it for another process to
+        resume by run id), drains within ``timeout_s`` and stops.
 
         Idempotent (a second call returns the first one's result). Returns a ``CloseResult``:
         an ``int``, the events that did not reach the receiver (undelivered + dropped), with
