@@ -14,12 +14,13 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from bridge.pb.v1 import events_pb2
-from server.live.clients import ClientRecord
+from server.live.clients import MAX_KEYS_PER_CLIENT, ClientRecord
 from server.live.metrics import flush_histogram
 from server.live.model import ClientRow, Delta, Subscription
-from server.live.series import Point
+from server.live.series import Point, Series
 from server.queue.sqlite import RunRecord
 from server.security.ownership import client_run_key, owned_key
 
@@ -33,11 +34,20 @@ MAX_INBOX_EVENTS = 2_000_000
 """Events waiting for digestion past which new batches are counted but not charted."""
 
 
+@dataclass(frozen=True, slots=True)
+class RestoredRun:
+    """A client's current run, to be read back after a restart."""
+
+    job: str
+    client_id: str
+    mlflow_run_id: str
+
+
 class Hub:
     """Live state of every client, fed by ingest and the flusher, read by viewers.
 
     Args:
-        live_points: Points kept per client and metric.
+        live_points: Buckets (points with their min/max envelope) kept per client and metric.
         client_timeout_s: A client not heard from this long is disconnected.
         mlflow_ui_url: Base address of the MLflow UI for run links.
         runs: The receiver's known runs (from its queue), so that a restarted receiver lists
@@ -73,13 +83,18 @@ class Hub:
         """Called when new data waits for a pump (set by the pump's owner)."""
         # ``_runs`` is keyed by the receiver's owned run keys (what the flusher reports); a
         # client's own records by its run keys, as it sent them.
+        # The queue lists runs in the order they were first heard of: a client's last one is
+        # its current run; its counters are what the queue holds of all of them.
         for run in runs:
             client = self._client(run.job, run.client_id)
             self._runs[run.run_key] = client
             key = client_run_key(run.run_key)
-            client.run_key = client.run_key or key
+            client.run_key = key
             client.acked[key] = max(client.acked.get(key, 0), run.acked_seq)
             client.flushed_seq[key] = max(client.flushed_seq.get(key, 0), run.flushed_seq)
+            client.received += run.acked_seq
+            client.acked_total += run.acked_seq
+            client.flushed_total += run.flushed_seq
             client.status[key] = run.status
             if run.mlflow_run_id:
                 client.mlflow[key] = (run.mlflow_run_id, run.mlflow_experiment_id)
@@ -217,6 +232,21 @@ class Hub:
             if j == job
         }
 
+    def envelopes(
+        self, job: str, metrics: frozenset[str] | None
+    ) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
+        """The min/max envelope of a job's thinned series (those whose buckets stand for more
+        than one point): ``{client: {key: (lows, highs)}}``, in the order of :meth:`series`."""
+        return {
+            c.client_id: {
+                k: s.envelope()
+                for k, s in sorted(c.series.items())
+                if s.stride > 1 and (metrics is None or k in metrics)
+            }
+            for (j, _), c in sorted(self._clients.items())
+            if j == job
+        }
+
     def job_backlog(self, job: str) -> int:
         """Events of a job's clients acknowledged but not yet in MLflow."""
         return sum(c.backlog() for (j, _), c in self._clients.items() if j == job)
@@ -284,6 +314,38 @@ class Hub:
             client = self._runs.get(key)
             if client is not None:
                 client.mlflow[client_run_key(key)] = (run_id, experiment_id)
+
+    # -- a restarted receiver's history (server/live/history.py) ---------------------------------
+
+    def restorable(self, limit: int) -> list[RestoredRun]:
+        """The current MLflow runs of the latest ``limit`` clients that have one."""
+        out = []
+        for client in self._clients.values():
+            run_id = client.mlflow.get(client.run_key, ("", ""))[0]
+            if run_id:
+                out.append(RestoredRun(client.job, client.client_id, run_id))
+        return out[-limit:]
+
+    def restore(self, run: RestoredRun, points: dict[str, list[Point]]) -> None:
+        """Puts a client's history read back (``{key: points}`` in logging order) before what
+        it sent since the restart, and sends its job's viewers a fresh snapshot."""
+        client = self._clients.get((run.job, run.client_id))
+        if client is None or client.mlflow.get(client.run_key, ("", ""))[0] != run.mlflow_run_id:
+            return  # it moved on to another run meanwhile
+        for key, restored in points.items():
+            live = client.series.get(key)
+            if live is None and len(client.series) >= MAX_KEYS_PER_CLIENT:
+                continue
+            since = live.points() if live is not None else []
+            series = Series(self.live_points)
+            ordered = sorted(dict.fromkeys(restored), key=lambda p: p[2])  # stable: by time
+            for step, value, timestamp_ms in [*ordered, *since]:
+                series.add(step, value, timestamp_ms)
+            series.take_fresh()
+            client.series[key] = series
+        for sub in self._subs:
+            if sub.job in ("", run.job):
+                sub.request_snapshot()
 
     # -- internals ---------------------------------------------------------------------------------
 

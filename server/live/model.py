@@ -122,6 +122,12 @@ class Subscription:
             self._deltas.append(delta)
         self._ready.set()
 
+    def request_snapshot(self) -> None:
+        """Sends the viewer a fresh snapshot next (its history changed as a whole)."""
+        self._deltas.clear()
+        self.resync = True
+        self._ready.set()
+
     def add_batch(self, batch: events_pb2.EventBatch) -> None:
         """Queues newly accepted events (or, past the bound, counts them as dropped)."""
         count = len(batch.events)

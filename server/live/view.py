@@ -20,6 +20,7 @@ from grpc_health.v1._async import HealthServicer
 from bridge.pb.v1 import watch_pb2
 from bridge.protocol import INGEST_SERVICE
 from server.config import ReceiverConfig
+from server.live.history import HistoryLoader
 from server.live.http import LiveHttpServer
 from server.live.hub import Hub
 from server.live.metrics import Exporter
@@ -44,6 +45,7 @@ class Live:
         counters: The receiver's counters, for ``/metrics``.
         mlflow_reachable: Whether the flusher currently reaches MLflow.
         health: The receiver's gRPC health servicer.
+        history: Reads the charts' history back at start (a restarted receiver).
     """
 
     def __init__(
@@ -54,8 +56,10 @@ class Live:
         counters: Callable[[], Counters],
         mlflow_reachable: Callable[[], bool],
         health: HealthServicer,
+        history: HistoryLoader | None = None,
     ) -> None:
         self.hub = hub
+        self.history = history
         self._config = config
         self._counters = counters
         self._mlflow_reachable = mlflow_reachable
@@ -85,12 +89,16 @@ class Live:
             )
             port = await self._http.start(*address)
         self.hub.wake = self._wake.set
+        if self.history is not None:
+            self.history.start(asyncio.get_running_loop().call_soon_threadsafe)
         self._task = asyncio.create_task(self._pump_loop(), name="trackbridge-live")
         return port
 
     async def stop(self) -> None:
         """Ends every viewer's stream, then the HTTP server and the pump."""
         self.hub.close_viewers()
+        if self.history is not None:
+            self.history.stop(0.0)  # between two runs' reads; its thread is a daemon
         if self._http is not None:
             await self._http.stop()
         self._stopping = True
