@@ -33,7 +33,6 @@ from server.flush.store_identity import StoreIdentity
 from server.ingest.backend import IngestBackend
 from server.ingest.ingestor import Ingestor
 from server.ingest.service import IngestService
-from server.live.history import HistoryLoader
 from server.live.hub import Hub
 from server.live.links import mlflow_ui_url, page_url
 from server.live.model import Counters
@@ -134,9 +133,7 @@ class Receiver:
             counters=self.counters,
             mlflow_reachable=lambda: not self.flusher.last_error,
             health=self._health,
-            history=HistoryLoader(self.hub, runs, cfg.effective_tracking_uri, queue_path)
-            if cfg.mlflow_sink
-            else None,
+            runs=runs,
         )
         server = self._grpc_server(cfg)
         host, _, port = cfg.listen.rpartition(":")

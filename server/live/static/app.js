@@ -286,6 +286,33 @@
       backlog.dataset.value = String(r.job_backlog);
       setText(backlog, count(r.job_backlog));
       setText($("#receiver-backlog"), count(r.backlog));
+      renderRounds(r.rounds || []);
+    }
+
+    // Per-round health (the receiver's aggregates): who reported, who is missing and for how
+    // long, the slowest site, and each aggregated metric's spread across the sites.
+    function renderRounds(rounds) {
+      $("#rounds-box").hidden = rounds.length === 0;
+      const rows = rounds.map((r) => {
+        const tr = el("tr");
+        tr.dataset.round = String(r.round);
+        tr.dataset.missing = r.missing.join(",");
+        const slowest = Object.entries(r.reported).sort((a, b) => b[1] - a[1])[0];
+        const spread = Object.entries(r.spread).map(([key, s]) =>
+          `${key}: ${fmt(s.min)} … ${fmt(s.max)}, ${fmt(s.mean)}`).join("; ");
+        const missing = el("td", r.missing.length ? "bad" : "",
+          r.missing.length ? `${r.missing.join(", ")} for ${Math.round(r.missing_for_s)} s` : "none");
+        tr.append(
+          el("td", "", String(r.round)),
+          el("td", "", `${Object.keys(r.reported).length} of ${r.sites}`),
+          missing,
+          el("td", "", slowest && slowest[1] >= 1 ? `${slowest[0]} +${Math.round(slowest[1])} s` : "–"),
+          el("td", "", r.late.join(", ") || "–"),
+          el("td", "", spread),
+        );
+        return tr;
+      });
+      $("#rounds tbody").replaceChildren(...rows);
     }
 
     function renderPicker() {
