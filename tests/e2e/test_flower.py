@@ -8,6 +8,7 @@ what landed in MLflow is checked (one aggregate point per round per statistic).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from tests.support.mlflow_reads import (
     parent_runs,
     wait_for_children,
 )
-from tests.support.procs import ReceiverProcess, child_env, wait_until
+from tests.support.procs import MlflowServer, ReceiverProcess, child_env, wait_until
 from tests.support.rounds import arrivals
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -106,7 +107,10 @@ def _values(client: Any, run: Any, key: str) -> list[float]:
 
 
 def test_flower_federation_lands_per_site_and_per_round(
-    start_receiver: Callable[..., ReceiverProcess], mlflow_client: Any, job: str
+    start_receiver: Callable[..., ReceiverProcess],
+    mlflow_server: MlflowServer,
+    mlflow_client: Any,
+    job: str,
 ) -> None:
     # The receiver aggregates the sites' evaluation per round, as the example's own does (the
     # server's run never logs eval/*: round 1 waits for its deadline, later rounds for the
@@ -116,13 +120,24 @@ def test_flower_federation_lands_per_site_and_per_round(
     page = f"http://127.0.0.1:{http_port(receiver)}/api/jobs/{urllib.parse.quote(job, safe='')}"
     poller = PagePoller(page)
     try:
+        live = f"http://127.0.0.1:{http_port(receiver)}"
         done = _run_example(
             "--receiver", receiver.address, "--job", job, "--sites", str(SITES),
             "--rounds", str(ROUNDS), "--local-epochs", str(EPOCHS),
+            "--tracking-uri", mlflow_server.uri, "--live-page", live,
         )  # fmt: skip
     finally:
         poller.stop()
     assert done.returncode == 0, done.stdout[-4000:]
+    # The example tells its story: the live page at the start, what landed per site at the end
+    # (once the receiver wrote the job), and where to look in MLflow.
+    out = done.stdout
+    assert f"live page: {live}/jobs/{job}" in out, out
+    points = ROUNDS * EPOCHS + 3 * ROUNDS  # epoch losses; train/loss, eval/loss, eval/accuracy
+    for site in SITE_IDS:
+        pattern = rf"{site}\s+runs 1\s+points\s+{points}\s+rounds {ROUNDS}\s+FINISHED"
+        assert re.search(pattern, out), out
+    assert f"{mlflow_server.uri}/#/experiments/" in out, out
     # The live page all along: each site one curve across its processes (its points only
     # grow), "finished" only once its last round is in, and the run seen in progress.
     assert poller.reads, poller.errors

@@ -232,3 +232,39 @@ def test_a_run_that_never_logs_a_key_holds_back_only_its_first_round(tmp_path: P
         (3.0, 2),
         (6.0, 3),
     ]
+
+
+def test_round_health_names_the_missing_the_slowest_and_the_late(tmp_path: Path) -> None:
+    from server.aggregate.health import job_rounds
+
+    conn = connect(tmp_path / "queue.db")
+    now = [1_000_000]
+    agg = Aggregator(
+        conn, AggregateConfig(("eval/*",), deadline_s=30.0), on_stored=lambda k, n: None,
+        clock_ms=lambda: now[0],
+    )  # fmt: skip
+
+    def report(client: str, value: float, round_: int) -> None:
+        msg = events_pb2.EventBatch(client_id=client, job="j", run_key="r", first_seq=1)
+        msg.events.add().metric.CopyFrom(events_pb2.Metric(key="eval/x", value=value, round=round_))
+        seen = agg.observe([(f"{client}/r", msg, 1)])
+        with table.transaction(conn):
+            agg.record(conn, seen)
+
+    for client in ("a", "b", "c"):
+        report(client, 1.0, 1)
+    agg.write_due()
+    now[0] += 5_000
+    report("a", 0.2, 2)
+    now[0] += 3_000
+    report("b", 0.6, 2)
+    now[0] += 40_000
+    (second, first) = job_rounds(conn, "j", now[0])
+    assert second.line() == "round 2: 2 of 3 sites, c missing for 43 s; slowest b +3 s"
+    assert second.spread == {"eval/x": {"min": 0.2, "max": 0.6, "mean": 0.4}}
+    assert first.line() == "round 1: 3 of 3 sites"
+    assert agg.write_due() == 1  # round 2 at its deadline, with a and b
+    report("c", 0.9, 2)
+    (second, _) = job_rounds(conn, "j", now[0])
+    assert second.line() == "round 2: 3 of 3 sites; slowest c +43 s; after the deadline: c"
+    assert second.as_json()["missing"] == [] and second.as_json()["late"] == ["c"]
