@@ -10,6 +10,7 @@ is up at once and fills in as each run is read.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -91,7 +92,7 @@ class HistoryLoader:
                 except Exception as exc:  # one run's trouble is that run's only
                     _logger.warning("live view: run %s not read back: %s", want.mlflow_run_id, exc)
                     continue
-                call_soon(lambda want=want, points=points: self._hub.restore(want, points))
+                call_soon(functools.partial(self._hub.restore, want, points))
                 self.restored_runs += 1
         finally:
             conn.close()
