@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bridge.pb.v1 import events_pb2
 from server.live.clients import MAX_KEYS_PER_CLIENT
-from server.live.hub import Hub, RestoredRun
+from server.live.hub import AGGREGATE_CLIENT, Hub, RestoredRun
 from server.live.series import Point
 from server.queue.schema import open_read_only
 from server.queue.sqlite import Queue, RunRecord
@@ -94,6 +94,23 @@ class HistoryLoader:
                     continue
                 call_soon(functools.partial(self._hub.restore, want, points))
                 self.restored_runs += 1
+            for record in self._runs:  # a job's aggregates: its parent run's metrics
+                if record.client_id or self._stop.is_set():
+                    continue
+                try:
+                    parent = _parent_id(client, record.job)
+                    if not parent:
+                        continue
+                    points = _from_mlflow(client, parent)
+                    _add_pending(points, queue, [record.run_key])
+                except Exception as exc:
+                    _logger.warning(
+                        "live view: aggregates of %s not read back: %s", record.job, exc
+                    )
+                    continue
+                want = RestoredRun(record.job, AGGREGATE_CLIENT, parent)
+                call_soon(functools.partial(self._hub.restore, want, points))
+                self.restored_runs += 1
         finally:
             conn.close()
 
@@ -105,6 +122,20 @@ def _from_mlflow(client: object, run_id: str) -> dict[str, list[Point]]:
         history = client.get_metric_history(run_id, key)  # type: ignore[attr-defined]
         out[key] = [(int(m.step), float(m.value), int(m.timestamp)) for m in history]
     return out
+
+
+def _parent_id(client: object, job: str) -> str:
+    """The MLflow id of the job's parent run (where its aggregates go), "" when none."""
+    experiment = client.get_experiment_by_name(job)  # type: ignore[attr-defined]
+    if experiment is None:
+        return ""
+    quoted = job.replace("\\", "\\\\").replace("'", "\\'")
+    found = client.search_runs(  # type: ignore[attr-defined]
+        [experiment.experiment_id],
+        f"tags.`trackbridge.job` = '{quoted}' and tags.`trackbridge.role` = 'parent'",
+        max_results=1,
+    )
+    return str(found[0].info.run_id) if found else ""
 
 
 def _add_pending(points: dict[str, list[Point]], queue: Queue, run_keys: list[str]) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from bridge.pb.v1 import events_pb2
 from server.live.clients import MAX_KEYS_PER_CLIENT, ClientRecord
 from server.live.metrics import flush_histogram
-from server.live.model import ClientRow, Delta, Subscription
+from server.live.model import ClientRow, Delta, Subscription, slice_batch
 from server.live.series import Point, Series
 from server.queue.sqlite import RunRecord
 from server.security.ownership import client_run_key, owned_key
@@ -86,7 +86,7 @@ class Hub:
         # The queue lists runs in the order they were first heard of: a client's last one is
         # its current run; its counters are what the queue holds of all of them.
         for run in runs:
-            client = self._client(run.job, run.client_id)
+            client = self._client(run.job, run.client_id or AGGREGATE_CLIENT)
             self._runs[run.run_key] = client
             key = client_run_key(run.run_key)
             client.run_key = key
@@ -95,7 +95,8 @@ class Hub:
             client.received += run.acked_seq
             client.acked_total += run.acked_seq
             client.flushed_total += run.flushed_seq
-            client.status[key] = run.status
+            if run.client_id:  # an aggregate run's queue status is no run's state
+                client.status[key] = run.status
             if run.mlflow_run_id:
                 client.mlflow[key] = (run.mlflow_run_id, run.mlflow_experiment_id)
 
@@ -134,7 +135,7 @@ class Hub:
         for sub in self._subs:
             if sub.events and sub.matches(batch.job, batch.client_id):
                 if fresh is None:
-                    fresh = batch if (start, end) == (0, count) else _slice(batch, start, end)
+                    fresh = batch if (start, end) == (0, count) else slice_batch(batch, start, end)
                 sub.add_batch(fresh)
         self.wake()
 
@@ -235,8 +236,7 @@ class Hub:
     def envelopes(
         self, job: str, metrics: frozenset[str] | None
     ) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
-        """The min/max envelope of a job's thinned series (those whose buckets stand for more
-        than one point): ``{client: {key: (lows, highs)}}``, in the order of :meth:`series`."""
+        """The min/max envelopes of a job's thinned series: ``{client: {key: (lows, highs)}}``."""
         return {
             c.client_id: {
                 k: s.envelope()
@@ -327,18 +327,22 @@ class Hub:
         return out[-limit:]
 
     def restore(self, run: RestoredRun, points: dict[str, list[Point]]) -> None:
-        """Puts a client's history read back (``{key: points}`` in logging order) before what
-        it sent since the restart, and sends its job's viewers a fresh snapshot."""
-        client = self._clients.get((run.job, run.client_id))
-        if client is None or client.mlflow.get(client.run_key, ("", ""))[0] != run.mlflow_run_id:
+        """Puts a client's history read back (``{key: points}``; a job's aggregates as its
+        ``(aggregate)`` client) before what came since the restart; viewers get a snapshot."""
+        client = self._client(run.job, AGGREGATE_CLIENT) if run.client_id == AGGREGATE_CLIENT else (
+            self._clients.get((run.job, run.client_id)))  # fmt: skip
+        current = client.mlflow.get(client.run_key, ("", ""))[0] if client else ""
+        if client is None or current not in ("", run.mlflow_run_id) or not client.run_key:
             return  # it moved on to another run meanwhile
         for key, restored in points.items():
             live = client.series.get(key)
             if live is None and len(client.series) >= MAX_KEYS_PER_CLIENT:
                 continue
             since = live.points() if live is not None else []
-            series = Series(self.live_points)
-            ordered = sorted(dict.fromkeys(restored), key=lambda p: p[2])  # stable: by time
+            series, known = Series(self.live_points), set(since)
+            ordered = sorted(
+                dict.fromkeys(p for p in restored if p not in known), key=lambda p: p[2]
+            )
             for step, value, timestamp_ms in [*ordered, *since]:
                 series.add(step, value, timestamp_ms)
             series.take_fresh()
@@ -386,14 +390,3 @@ class Hub:
             for run_key in client.acked:
                 self._runs.pop(owned_key(client.client_id, run_key), None)
                 self._runs.pop(run_key, None)  # a record from before run keys were scoped
-
-
-def _slice(batch: events_pb2.EventBatch, start: int, end: int) -> events_pb2.EventBatch:
-    out = events_pb2.EventBatch(
-        client_id=batch.client_id,
-        job=batch.job,
-        run_key=batch.run_key,
-        first_seq=batch.first_seq + start,
-    )
-    out.events.extend(batch.events[start:end])
-    return out

@@ -1,6 +1,7 @@
 """The live view across a receiver restart: a receiver killed (-9) mid-run and started again on
 its data directory shows the same history (read back from MLflow and its queue), the client's
-curve goes on from there, and the chart's CSV holds what the chart draws."""
+and the job's aggregates' alike; the client's curve goes on from there, and the chart's CSV
+holds what the chart draws."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def test_a_receiver_restarted_mid_run_shows_the_same_history(
     tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "receiver-data"
-    first = start_receiver(data_dir=data_dir, extra_args=LIVE_ARGS)
+    args = (*LIVE_ARGS, "--aggregate", "loss")  # one client: each step's group is complete
+    first = start_receiver(data_dir=data_dir, extra_args=args)
     proxy = TcpProxy(first.port)
     try:
         writer = make_writer(proxy.address, "site-a", job)
@@ -54,11 +56,17 @@ def test_a_receiver_restarted_mid_run_shows_the_same_history(
             return series if len(series["s"]) == POINTS and row.get("mlflow_run_id") else None
 
         before = wait_until(shown_whole, 60, what="the whole curve and its MLflow run")
+
+        def aggregated() -> Any:
+            series, _ = _series(page(first), "(aggregate)", "loss/mean")
+            return series if len(series["s"]) == POINTS else None
+
+        means = wait_until(aggregated, 60, what="every step's aggregate")
         first.proc.kill()  # mid-run: some points in MLflow, the rest only in the queue
         first.proc.wait(timeout=30)
         first.returncode = first.proc.returncode
 
-        second = start_receiver(data_dir=data_dir, extra_args=LIVE_ARGS)
+        second = start_receiver(data_dir=data_dir, extra_args=args)
         proxy.set_upstream(second.port)
 
         def restored() -> Any:
@@ -69,6 +77,13 @@ def test_a_receiver_restarted_mid_run_shows_the_same_history(
         assert after["v"] == before["v"] and after["t"] == before["t"]
         assert row["acked"] >= POINTS + 1  # the run's start and every point, counted again
         assert row["latest"]["loss"][:2] == [POINTS - 1, 1.0 / POINTS]
+
+        def aggregates_restored() -> Any:
+            series, _ = _series(page(second), "(aggregate)", "loss/mean")
+            return series if series["s"] == means["s"] else None
+
+        restored_means = wait_until(aggregates_restored, 90, what="the aggregates' history")
+        assert restored_means["v"] == means["v"]
         # The run goes on: its curve continues where it was.
         for step in range(POINTS, POINTS + 5):
             writer.log_metric("loss", 0.001, step=step)
