@@ -335,8 +335,9 @@ class Writer(ArtifactCalls, RoundCalls):
             done = self._recovery.flush(max(0.0, deadline - time.monotonic())) and done
         return done
 
-    def close(self, timeout_s: float | None = None) -> CloseResult:
-        """Ends the active run (FINISHED), drains within ``timeout_s`` and stops.
+    def close(self, timeout_s: float | None = None, *, end_run: bool = True) -> CloseResult:
+        """Ends the active run (FINISHED; ``end_run=False`` leaves it for another process to
+        resume by run id), drains within ``timeout_s`` and stops.
 
         Idempotent (a second call returns the first one's result). Returns a ``CloseResult``:
         an ``int``, the events that did not reach the receiver (undelivered + dropped), with
@@ -346,7 +347,7 @@ class Writer(ArtifactCalls, RoundCalls):
             if self._closed:
                 return self._result if self._result is not None else CloseResult(0, 0, 0)
         stop_sampler(self._system)  # no sample after the run's end
-        if self._active is not None:
+        if self._active is not None and end_run:
             self.end_run(RunStatus.FINISHED)
         with self._lock:
             self._closed = True

@@ -87,7 +87,7 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
 
 AGGREGATE_DEADLINE_S = 10.0
 """How long the examples' receiver waits for a round's missing sites before it writes the
-round's aggregate (later points update it)."""
+round's aggregate (a later site is recorded late: see ``trackbridge status``)."""
 
 
 def start_receiver(
@@ -108,6 +108,15 @@ def start_receiver(
     proc = procs.start("receiver", cmd)
     wait_for("the receiver", ready.exists, 60, proc)
     return f"127.0.0.1:{json.loads(ready.read_text())['port']}"
+
+
+def receiver_http_port(procs: Processes) -> int | None:
+    """The live page's port of the receiver :func:`start_receiver` started (None: not one)."""
+    ready = procs.work / "receiver-ready.json"
+    if not ready.exists():
+        return None
+    port = json.loads(ready.read_text()).get("http_port")
+    return int(port) if port else None
 
 
 def stop_receiver(procs: Processes) -> None:

@@ -55,8 +55,9 @@ class ReceiverConfig:
     """Token the live page, /metrics and Watch require; "" requires none (loopback only)."""
     client_timeout_s: float = 150.0
     """A client not heard from this long is shown disconnected (clients heartbeat every 60 s)."""
-    live_points: int = 300
-    """Points kept per client and metric for the live charts (long runs are downsampled)."""
+    live_points: int = 1000
+    """Buckets kept per client and metric for the live charts: the whole run, each bucket a
+    point with the min/max of the points it stands for (long runs merge buckets pairwise)."""
     security: SecurityConfig = field(default_factory=SecurityConfig)
     """TLS, client identity and per-client limits of the gRPC port."""
     read_scope: str = "job"
@@ -238,7 +239,7 @@ class ReceiverConfig:
                 else viewer_token
             ),
             client_timeout_s=150.0 if client_timeout_s is None else client_timeout_s,
-            live_points=300 if live_points is None else live_points,
+            live_points=1000 if live_points is None else live_points,
             security=SecurityConfig.resolve(env=env) if security is None else security,
             read_scope=(
                 env.get(envvars.TRACKBRIDGE_READ_SCOPE, "job") if read_scope is None else read_scope

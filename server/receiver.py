@@ -39,7 +39,6 @@ from server.live.model import Counters
 from server.live.view import Live
 from server.live.watch import WatchService
 from server.ports import GRPC_FLAG, HTTP_FLAG, PortInUse, check_free, in_use
-from server.queue.aggregates import is_aggregate_run
 from server.queue.gaps import GapLog
 from server.queue.schema import QUEUE_FILE, QueueCorrupt
 from server.queue.sqlite import Backlog, Queue, RunRecord, connect
@@ -105,7 +104,7 @@ class Receiver:
             files.open()
             self._mirror = Mirror(Queue(flush_conn), [files])
         try:  # the first reads walk every table: a damaged file shows here, at start
-            runs = [r for r in Queue(ingest_conn).runs() if not is_aggregate_run(r.run_key)]
+            runs = Queue(ingest_conn).runs()  # the aggregate runs too: the (aggregate) client
             self.backlog = Backlog(Queue(ingest_conn).pending_events())
             self.aggregator = self._aggregator_for(cfg, aggregate_conn)
             self.ingestor = self._ingest_for(cfg, ingest_conn)
@@ -133,8 +132,8 @@ class Receiver:
             counters=self.counters,
             mlflow_reachable=lambda: not self.flusher.last_error,
             health=self._health,
+            runs=runs,
         )
-
         server = self._grpc_server(cfg)
         host, _, port = cfg.listen.rpartition(":")
         check_free(host, int(port), what="gRPC", flag=GRPC_FLAG)

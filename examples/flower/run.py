@@ -20,7 +20,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from examples._procs import BIN, Processes, free_port, port_open, start_receiver, wait_for
+from examples._procs import (
+    BIN,
+    Processes,
+    free_port,
+    port_open,
+    receiver_http_port,
+    start_receiver,
+    wait_for,
+)
+from examples._summary import embedded_uri, page_address, summary, wait_drained
 
 APP = Path(__file__).resolve().parent / "app"
 FAST_SUPERNODE = Path(__file__).resolve().parent / "fast_supernode.py"
@@ -32,8 +41,16 @@ AGGREGATED = ("eval/*", "train/loss")
 def _args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m examples.flower", description=__doc__)
     parser.add_argument("--receiver", help="a running receiver's host:port (else one is started)")
-    parser.add_argument("--tracking-uri", help="MLflow for the receiver started here")
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow for the receiver started here (with --receiver: the MLflow it writes to,"
+        " read for the closing summary)",
+    )
     parser.add_argument("--data-dir", type=Path, help="that receiver's data directory")
+    parser.add_argument(
+        "--live-page",
+        help="with --receiver: its live page's address (default: its gRPC port + 1)",
+    )
     parser.add_argument("--job", default="flower-example", help="the trackbridge job")
     parser.add_argument("--sites", type=int, default=2, help="SuperNodes (sites), one each")
     parser.add_argument("--rounds", type=int, default=2, help="federated rounds")
@@ -44,8 +61,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.sites < 1 or args.rounds < 1:
         parser.error("--sites and --rounds must be at least 1")
-    if args.receiver and (args.tracking_uri or args.data_dir):
-        parser.error("--tracking-uri and --data-dir are for the receiver started here")
+    if args.receiver and args.data_dir:
+        parser.error("--data-dir is for the receiver started here")
     return args
 
 
@@ -67,24 +84,32 @@ def main(argv: list[str] | None = None) -> int:
     }
     receiver_procs, flower = Processes(work, env), Processes(work, env)
     started = time.monotonic()
+    data_dir = args.data_dir or Path("trackbridge-data").resolve()
     try:
         receiver = args.receiver
         if not receiver:
-            data_dir = args.data_dir or Path("trackbridge-data").resolve()
             receiver = start_receiver(
                 receiver_procs, data_dir, args.tracking_uri, aggregate=AGGREGATED
             )
             print(f"receiver on {receiver} (data in {data_dir})", flush=True)
+        page = page_address(receiver, receiver_http_port(receiver_procs), args.job)
+        if args.live_page:
+            page = f"{args.live_page.rstrip('/')}/jobs/{args.job}"
+        print(f"live page: {page}", flush=True)
         code = _federate(args, flower, home, receiver)
+        if args.receiver:  # a receiver of one's own: the summary once it wrote the job
+            wait_drained(page)
     finally:
         flower.stop()
         receiver_procs.stop(timeout_s=60)  # drains what it holds to MLflow
     took = time.monotonic() - started
     print(f"flwr run exited {code} after {took:.0f} s; {args.sites} sites x {args.rounds} rounds,"
           f" job {args.job!r}", flush=True)  # fmt: skip
-    if not args.receiver and not args.tracking_uri:
-        db = (args.data_dir or Path("trackbridge-data").resolve()) / "mlflow.db"
-        print(f"view it: mlflow ui --backend-store-uri sqlite:///{db}", flush=True)
+    tracking_uri = args.tracking_uri or ("" if args.receiver else embedded_uri(data_dir))
+    if tracking_uri:
+        print("\n".join(summary(tracking_uri, args.job)), flush=True)
+    if not args.receiver:
+        print(f"per-round health: trackbridge status --data-dir {data_dir}", flush=True)
     if code == 0 and args.work_dir is None:
         shutil.rmtree(work, ignore_errors=True)
     else:

@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from examples._procs import Processes, start_receiver
+from examples._procs import Processes, receiver_http_port, start_receiver
+from examples._summary import embedded_uri, page_address, summary, wait_drained
 
 HERE = Path(__file__).resolve().parent
 JOB_NAME = "tb-hello-pt"
@@ -33,13 +34,24 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--receiver", help="a running receiver's host:port (else one is started)")
     parser.add_argument("--tracking-uri", help="MLflow (the started receiver's, or NVFlare's)")
     parser.add_argument("--data-dir", type=Path, help="the started receiver's data directory")
+    parser.add_argument(
+        "--live-page",
+        help="with --receiver: its live page's address (default: its gRPC port + 1)",
+    )
     parser.add_argument("--job", default="nvflare-example", help="the trackbridge job")
-    parser.add_argument("--experiment", default="tb-nvflare", help="the MLflow experiment")
+    parser.add_argument(
+        "--experiment",
+        help="the MLflow experiment (default: the job's, where the receiver's aggregates go too)",
+    )
     parser.add_argument("--work-dir", type=Path, help="NVFlare's workspace and logs, kept")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds for the job")
     args = parser.parse_args(argv)
     if args.tracking == "nvflare" and (args.receiver or not args.tracking_uri):
         parser.error("--tracking nvflare writes MLflow itself: give --tracking-uri, no --receiver")
+    if args.receiver and args.data_dir:
+        parser.error("--data-dir is for the receiver started here")
+    if args.experiment is None:
+        args.experiment = args.job
     return args
 
 
@@ -79,13 +91,19 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     procs = Processes(work, {**os.environ, "PYTHONUNBUFFERED": "1"})
     started = time.monotonic()
+    data_dir = args.data_dir or Path("trackbridge-data").resolve()
     try:
         receiver = args.receiver
         if args.tracking == "trackbridge" and not receiver:
-            data_dir = args.data_dir or Path("trackbridge-data").resolve()
             # The sites' accuracy per round, across sites, on the job's parent run.
             receiver = start_receiver(procs, data_dir, args.tracking_uri, aggregate=("accuracy",))
             print(f"receiver on {receiver} (data in {data_dir})", flush=True)
+        page = ""
+        if receiver:
+            page = page_address(receiver, receiver_http_port(procs), args.job)
+            if args.live_page:
+                page = f"{args.live_page.rstrip('/')}/jobs/{args.job}"
+            print(f"live page: {page}", flush=True)
         job_dir = build_job(work / "jobs", args)
         env = {"TRACKBRIDGE_RECEIVER": receiver or "", "TRACKBRIDGE_JOB": args.job}
         # The simulator itself, in a session of its own (not `job.simulator_run`, whose
@@ -98,13 +116,17 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             print(f"the simulator did not finish within {args.timeout:.0f} s", file=sys.stderr)
             code = 124
+        if args.receiver:  # a receiver of one's own: the summary once it wrote the job
+            wait_drained(page)
     finally:
         procs.stop(timeout_s=60)  # the simulator's leftovers, then the receiver (drains)
     print(f"simulator exited {code} after {time.monotonic() - started:.0f} s ({args.tracking})",
           flush=True)  # fmt: skip
-    if args.tracking == "trackbridge" and not args.receiver and not args.tracking_uri:
-        db = (args.data_dir or Path("trackbridge-data").resolve()) / "mlflow.db"
-        print(f"view it: mlflow ui --backend-store-uri sqlite:///{db}", flush=True)
+    tracking_uri = args.tracking_uri or ("" if args.receiver else embedded_uri(data_dir))
+    if tracking_uri and args.tracking == "trackbridge":
+        print("\n".join(summary(tracking_uri, args.job)), flush=True)
+    if args.tracking == "trackbridge" and not args.receiver:
+        print(f"per-round health: trackbridge status --data-dir {data_dir}", flush=True)
     # NVFlare's receiver keeps the artifacts in its workspace (a file: artifact location).
     if code == 0 and args.work_dir is None and args.tracking == "trackbridge":
         shutil.rmtree(work, ignore_errors=True)

@@ -4,13 +4,16 @@ to the job's parent run exactly once, like any batch.
 
 A group is a job, a metric key and a round (or a step, for points without a round); its
 inputs are each client's latest value for it. It is complete when every expected client has
-reported it. Expected are the clients of the job with a run that has started and not ended
-and, once an aggregate of the key has been written, only those of them that took part in one:
-a run that never logs the key (a federated server's own run, a site evaluating other metrics)
-holds back the key's first group until its deadline, not every group. A client that joins
-later is not waited for until it has taken part; its points update the aggregate as a late
-client's do. A point that comes after the group's aggregate was written (a late client, a
-value logged again) writes the aggregate again, at the same step.
+reported it, and its aggregate is written once: when it is complete, or at its deadline with
+the clients it has. Expected are, for the key's first group, the clients of the job with a run
+that has started and not ended (a run that never logs the key, such as a federated server's
+own, holds back that first group until its deadline); after that, the clients that took part
+in an aggregate of the key, whether or not a run of theirs is open at the moment (a Flower
+site is a process per message, its run resumed by each), unless their runs failed or were
+killed. A client that joins later is not waited for until it has taken part. A point that
+comes after the group's aggregate was written (a late client, a value logged again) is
+recorded as a late arrival (:func:`server.queue.aggregates.record`): MLflow never holds two
+values of one aggregate at one step.
 
 Statistics come from numpy (``mean``, ``min``, ``max``, ``average`` weighted by
 ``num_examples``) over the values ordered by client id, so that anyone can check them against
@@ -137,8 +140,7 @@ class Aggregator:
                 if group.job not in open_by_job:
                     open_by_job[group.job] = table.open_clients(conn, group.job)
                 if not (
-                    group.written_version > 0  # late points: at once
-                    or now - group.first_ms >= deadline_ms
+                    now - group.first_ms >= deadline_ms
                     or _expected(conn, group, open_by_job[group.job]) <= {p[0] for p in points}
                 ):
                     continue
@@ -174,4 +176,6 @@ class Aggregator:
 def _expected(conn: sqlite3.Connection, group: Group, open_clients: set[str]) -> set[str]:
     """The clients ``group`` waits for (see the module docstring)."""
     took_part = table.earlier_reporters(conn, group)
-    return open_clients & took_part if took_part else open_clients
+    if not took_part:
+        return open_clients
+    return took_part - table.failed_clients(conn, group.job)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from server.aggregate.health import all_rounds
 from server.artifacts.store import format_artifacts, read_artifacts
 from server.flush.mlflow_state import is_current, read_state
 from server.flush.store_identity import read_identity
@@ -37,6 +38,7 @@ def read_status(data_dir: Path) -> dict[str, Any]:
         runs = _runs(conn)
         dead = list_dead_letters(conn)
         gaps = read_gaps(conn)
+        rounds = all_rounds(conn, time.time_ns() // 1_000_000)
     except sqlite3.DatabaseError as exc:
         raise QueueCorrupt(path, exc) from None
     finally:
@@ -55,6 +57,7 @@ def read_status(data_dir: Path) -> dict[str, Any]:
         "mlflow": read_state(data_dir),
         "mlflow_store": read_identity(data_dir),
         "gaps": gaps,
+        "rounds": {job: [r.as_json() for r in health] for job, health in rounds.items()},
         "artifacts": read_artifacts(data_dir, {r["run_key"] for r in runs if r["mlflow_run_id"]}),
     }
 
@@ -160,6 +163,9 @@ def format_status(status: dict[str, Any]) -> str:
     dead = status["dead_letters"]
     lines.append(f"dead letters: {len(dead)}")
     lines.extend(f"  run {d['run_key']} {d['kind']} {d['key']!r}: {d['reason']}" for d in dead)
+    for job, health in status.get("rounds", {}).items():
+        lines.append(f"rounds of job {job} (latest first):")
+        lines.extend(f"  {r['line']}" for r in health)
     lines.extend(format_gaps(status.get("gaps", [])))
     lines.extend(format_artifacts(status.get("artifacts", {"waiting": [], "failed": []})))
     return "\n".join(lines)

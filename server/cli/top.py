@@ -118,6 +118,7 @@ def render(
         ],
         width,
     )
+    lines.extend(line[:width] for line in r.round_lines)
     lines.append("")
     name_w = max([len("CLIENT"), *(len(c.client_id) for c in clients)])
     job_w = max([len("JOB"), *(len(c.job) for c in clients)]) if not job else 0

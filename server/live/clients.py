@@ -52,6 +52,18 @@ class ClientRecord:
         """Whether the client's current run has ended (finished, failed, killed)."""
         return self.status.get(self.run_key, "RUNNING") != "RUNNING"
 
+    def switch_run(self, run_key: str, resumed_id: str) -> None:
+        """Makes ``run_key`` the client's current run. A run that resumes the current one's
+        MLflow run (another process of the same site: Flower starts one per message) continues
+        its charts; a new run starts them afresh."""
+        current_id = self.mlflow.get(self.run_key, ("", ""))
+        self.run_key = run_key
+        if resumed_id and current_id[0] in ("", resumed_id):
+            self.mlflow.setdefault(run_key, (resumed_id, current_id[1]))
+            return
+        for series in self.series.values():
+            series.clear()
+
     def backlog(self) -> int:
         """Events acknowledged but not yet in MLflow."""
         return sum(max(0, seq - self.flushed_seq.get(run, 0)) for run, seq in self.acked.items())
@@ -116,10 +128,7 @@ class ClientRecord:
                 changed.add(m.key)
             elif kind == "run_start" and not event.run_start.parent_run_key:
                 if client.run_key != run_key:
-                    # A new top-level run: its charts start afresh.
-                    client.run_key = run_key
-                    for series in client.series.values():
-                        series.clear()
+                    client.switch_run(run_key, event.run_start.resume_run_id)
                 client.status[run_key] = "RUNNING"
             elif kind == "run_end":
                 client.status[run_key] = _STATUS_NAMES.get(event.run_end.status, "FINISHED")

@@ -225,6 +225,10 @@ class LiveHttpServer:
         if len(segments) == 1:
             job = unquote(segments[0])
             return _json(wire.snapshot(self._hub, job, metrics, self._receiver_state(job)))
+        if len(segments) == 2 and segments[1] == "csv":
+            key = request.query_params.get("metric", "")
+            text = wire.chart_csv(self._hub, unquote(segments[0]), key)
+            return Response(text, media_type="text/csv; charset=utf-8")
         if len(segments) == 2 and segments[1] == "events":
             job = unquote(segments[0])
             return StreamingResponse(self._stream(job, metrics), headers=_SSE_HEADERS)

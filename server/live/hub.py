@@ -14,12 +14,13 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from bridge.pb.v1 import events_pb2
-from server.live.clients import ClientRecord
+from server.live.clients import MAX_KEYS_PER_CLIENT, ClientRecord
 from server.live.metrics import flush_histogram
-from server.live.model import ClientRow, Delta, Subscription
-from server.live.series import Point
+from server.live.model import ClientRow, Delta, Subscription, slice_batch
+from server.live.series import Point, Series
 from server.queue.sqlite import RunRecord
 from server.security.ownership import client_run_key, owned_key
 
@@ -33,11 +34,20 @@ MAX_INBOX_EVENTS = 2_000_000
 """Events waiting for digestion past which new batches are counted but not charted."""
 
 
+@dataclass(frozen=True, slots=True)
+class RestoredRun:
+    """A client's current run, to be read back after a restart."""
+
+    job: str
+    client_id: str
+    mlflow_run_id: str
+
+
 class Hub:
     """Live state of every client, fed by ingest and the flusher, read by viewers.
 
     Args:
-        live_points: Points kept per client and metric.
+        live_points: Buckets (points with their min/max envelope) kept per client and metric.
         client_timeout_s: A client not heard from this long is disconnected.
         mlflow_ui_url: Base address of the MLflow UI for run links.
         runs: The receiver's known runs (from its queue), so that a restarted receiver lists
@@ -73,14 +83,20 @@ class Hub:
         """Called when new data waits for a pump (set by the pump's owner)."""
         # ``_runs`` is keyed by the receiver's owned run keys (what the flusher reports); a
         # client's own records by its run keys, as it sent them.
+        # The queue lists runs in the order they were first heard of: a client's last one is
+        # its current run; its counters are what the queue holds of all of them.
         for run in runs:
-            client = self._client(run.job, run.client_id)
+            client = self._client(run.job, run.client_id or AGGREGATE_CLIENT)
             self._runs[run.run_key] = client
             key = client_run_key(run.run_key)
-            client.run_key = client.run_key or key
+            client.run_key = key
             client.acked[key] = max(client.acked.get(key, 0), run.acked_seq)
             client.flushed_seq[key] = max(client.flushed_seq.get(key, 0), run.flushed_seq)
-            client.status[key] = run.status
+            client.received += run.acked_seq
+            client.acked_total += run.acked_seq
+            client.flushed_total += run.flushed_seq
+            if run.client_id:  # an aggregate run's queue status is no run's state
+                client.status[key] = run.status
             if run.mlflow_run_id:
                 client.mlflow[key] = (run.mlflow_run_id, run.mlflow_experiment_id)
 
@@ -119,7 +135,7 @@ class Hub:
         for sub in self._subs:
             if sub.events and sub.matches(batch.job, batch.client_id):
                 if fresh is None:
-                    fresh = batch if (start, end) == (0, count) else _slice(batch, start, end)
+                    fresh = batch if (start, end) == (0, count) else slice_batch(batch, start, end)
                 sub.add_batch(fresh)
         self.wake()
 
@@ -217,6 +233,20 @@ class Hub:
             if j == job
         }
 
+    def envelopes(
+        self, job: str, metrics: frozenset[str] | None
+    ) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
+        """The min/max envelopes of a job's thinned series: ``{client: {key: (lows, highs)}}``."""
+        return {
+            c.client_id: {
+                k: s.envelope()
+                for k, s in sorted(c.series.items())
+                if s.stride > 1 and (metrics is None or k in metrics)
+            }
+            for (j, _), c in sorted(self._clients.items())
+            if j == job
+        }
+
     def job_backlog(self, job: str) -> int:
         """Events of a job's clients acknowledged but not yet in MLflow."""
         return sum(c.backlog() for (j, _), c in self._clients.items() if j == job)
@@ -285,6 +315,42 @@ class Hub:
             if client is not None:
                 client.mlflow[client_run_key(key)] = (run_id, experiment_id)
 
+    # -- a restarted receiver's history (server/live/history.py) ---------------------------------
+
+    def restorable(self, limit: int) -> list[RestoredRun]:
+        """The current MLflow runs of the latest ``limit`` clients that have one."""
+        out = []
+        for client in self._clients.values():
+            run_id = client.mlflow.get(client.run_key, ("", ""))[0]
+            if run_id:
+                out.append(RestoredRun(client.job, client.client_id, run_id))
+        return out[-limit:]
+
+    def restore(self, run: RestoredRun, points: dict[str, list[Point]]) -> None:
+        """Puts a client's history read back (``{key: points}``; a job's aggregates as its
+        ``(aggregate)`` client) before what came since the restart; viewers get a snapshot."""
+        client = self._client(run.job, AGGREGATE_CLIENT) if run.client_id == AGGREGATE_CLIENT else (
+            self._clients.get((run.job, run.client_id)))  # fmt: skip
+        current = client.mlflow.get(client.run_key, ("", ""))[0] if client else ""
+        if client is None or current not in ("", run.mlflow_run_id) or not client.run_key:
+            return  # it moved on to another run meanwhile
+        for key, restored in points.items():
+            live = client.series.get(key)
+            if live is None and len(client.series) >= MAX_KEYS_PER_CLIENT:
+                continue
+            since = live.points() if live is not None else []
+            series, known = Series(self.live_points), set(since)
+            ordered = sorted(
+                dict.fromkeys(p for p in restored if p not in known), key=lambda p: p[2]
+            )
+            for step, value, timestamp_ms in [*ordered, *since]:
+                series.add(step, value, timestamp_ms)
+            series.take_fresh()
+            client.series[key] = series
+        for sub in self._subs:
+            if sub.job in ("", run.job):
+                sub.request_snapshot()
+
     # -- internals ---------------------------------------------------------------------------------
 
     def _connected(self, client: ClientRecord, now: float) -> bool:
@@ -324,14 +390,3 @@ class Hub:
             for run_key in client.acked:
                 self._runs.pop(owned_key(client.client_id, run_key), None)
                 self._runs.pop(run_key, None)  # a record from before run keys were scoped
-
-
-def _slice(batch: events_pb2.EventBatch, start: int, end: int) -> events_pb2.EventBatch:
-    out = events_pb2.EventBatch(
-        client_id=batch.client_id,
-        job=batch.job,
-        run_key=batch.run_key,
-        first_seq=batch.first_seq + start,
-    )
-    out.events.extend(batch.events[start:end])
-    return out

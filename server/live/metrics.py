@@ -9,7 +9,7 @@ receiver starts, as Prometheus counters do.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -25,6 +25,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from server.aggregate.health import RoundHealth
     from server.live.model import ClientRow, Counters
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -192,6 +193,51 @@ class _LiveCollector(Collector):
         yield from self._flush.collect()
 
 
+class _RoundsCollector(Collector):
+    """Per-round health of every job's latest round (server/aggregate/health.py)."""
+
+    def __init__(self, rounds: Callable[[], Mapping[str, Sequence[RoundHealth]]]) -> None:
+        self._rounds = rounds
+
+    def collect(self) -> Iterator[Metric]:
+        latest = {job: rounds[0] for job, rounds in self._rounds().items() if rounds}
+        number = GaugeMetricFamily(
+            "trackbridge_round", "The latest federated round of a job.", labels=["job"]
+        )
+        sites = GaugeMetricFamily(
+            "trackbridge_round_sites", "Sites of a job's latest round, by state.",
+            labels=["job", "state"],
+        )  # fmt: skip
+        missing = GaugeMetricFamily(
+            "trackbridge_round_missing_seconds",
+            "How long a site has been missing from its job's latest round.",
+            labels=["job", "client"],
+        )
+        lateness = GaugeMetricFamily(
+            "trackbridge_round_lateness_seconds",
+            "How long after its latest round's first point a site's first point came.",
+            labels=["job", "client"],
+        )
+        spread = GaugeMetricFamily(
+            "trackbridge_round_spread",
+            "An aggregated metric across the sites in a job's latest round: min, max, mean.",
+            labels=["job", "key", "stat"],
+        )
+        for job, r in sorted(latest.items()):
+            number.add_metric([job], float(r.round))
+            sites.add_metric([job, "reported"], float(len(r.reported)))
+            sites.add_metric([job, "missing"], float(len(r.missing)))
+            sites.add_metric([job, "late"], float(len(r.late)))
+            for client in r.missing:
+                missing.add_metric([job, client], r.missing_for_s)
+            for client, seconds in sorted(r.reported.items()):
+                lateness.add_metric([job, client], seconds)
+            for key, stats in r.spread.items():
+                for stat, value in stats.items():
+                    spread.add_metric([job, key, stat], value)
+        yield from (number, sites, missing, lateness, spread)
+
+
 class Exporter:
     """The receiver's ``/metrics``: its own registry, rendered on demand.
 
@@ -200,6 +246,7 @@ class Exporter:
         counters: The receiver's counters.
         mlflow_up: Whether the flusher reaches MLflow.
         flush: The flush-duration histogram (see :func:`flush_histogram`).
+        rounds: Every job's latest rounds (per-round health), latest first.
     """
 
     def __init__(
@@ -208,9 +255,11 @@ class Exporter:
         counters: Callable[[], Counters],
         mlflow_up: Callable[[], bool],
         flush: Histogram,
+        rounds: Callable[[], Mapping[str, Sequence[RoundHealth]]] = dict,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_LiveCollector(rows, counters, mlflow_up, flush))
+        self.registry.register(_RoundsCollector(rounds))
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
             self.registry.register(collector)
 

@@ -122,6 +122,12 @@ class Subscription:
             self._deltas.append(delta)
         self._ready.set()
 
+    def request_snapshot(self) -> None:
+        """Sends the viewer a fresh snapshot next (its history changed as a whole)."""
+        self._deltas.clear()
+        self.resync = True
+        self._ready.set()
+
     def add_batch(self, batch: events_pb2.EventBatch) -> None:
         """Queues newly accepted events (or, past the bound, counts them as dropped)."""
         count = len(batch.events)
@@ -155,3 +161,15 @@ class Subscription:
         self._queued_events = 0
         self._ready.clear()
         return resync, deltas, batches, dropped
+
+
+def slice_batch(batch: events_pb2.EventBatch, start: int, end: int) -> events_pb2.EventBatch:
+    """Events ``start:end`` of a batch, as a batch of their own."""
+    out = events_pb2.EventBatch(
+        client_id=batch.client_id,
+        job=batch.job,
+        run_key=batch.run_key,
+        first_seq=batch.first_seq + start,
+    )
+    out.events.extend(batch.events[start:end])
+    return out

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from grpc_health.v1 import health_pb2
@@ -20,9 +20,13 @@ from grpc_health.v1._async import HealthServicer
 from bridge.pb.v1 import watch_pb2
 from bridge.protocol import INGEST_SERVICE
 from server.config import ReceiverConfig
+from server.live.history import HistoryLoader
 from server.live.http import LiveHttpServer
 from server.live.hub import Hub
 from server.live.metrics import Exporter
+from server.live.rounds import RoundsView
+from server.queue.schema import QUEUE_FILE
+from server.queue.sqlite import RunRecord
 
 if TYPE_CHECKING:
     from server.live.model import Counters
@@ -44,6 +48,9 @@ class Live:
         counters: The receiver's counters, for ``/metrics``.
         mlflow_reachable: Whether the flusher currently reaches MLflow.
         health: The receiver's gRPC health servicer.
+        runs: The queue's runs at start: their charts are read back (a restarted receiver,
+            server/live/history.py). Per-round health (server/live/rounds.py) is shown when
+            the receiver aggregates.
     """
 
     def __init__(
@@ -54,8 +61,16 @@ class Live:
         counters: Callable[[], Counters],
         mlflow_reachable: Callable[[], bool],
         health: HealthServicer,
+        runs: Sequence[RunRecord] = (),
     ) -> None:
         self.hub = hub
+        queue_path = config.data_dir / QUEUE_FILE
+        self.history = (
+            HistoryLoader(hub, list(runs), config.effective_tracking_uri, queue_path)
+            if config.mlflow_sink and runs
+            else None
+        )
+        self.rounds = RoundsView(queue_path) if config.aggregate.enabled else None
         self._config = config
         self._counters = counters
         self._mlflow_reachable = mlflow_reachable
@@ -66,7 +81,13 @@ class Live:
         self._serving: bool | None = None
         self._stopping = False
         self.pump_errors = 0
-        self.exporter = Exporter(hub.client_counters, counters, mlflow_reachable, hub.flush_seconds)
+        self.exporter = Exporter(
+            hub.client_counters,
+            counters,
+            mlflow_reachable,
+            hub.flush_seconds,
+            rounds=self.rounds.all if self.rounds is not None else dict,
+        )
 
     async def start(self) -> int | None:
         """Starts the HTTP server and the pump; returns the HTTP port (None when off).
@@ -85,12 +106,18 @@ class Live:
             )
             port = await self._http.start(*address)
         self.hub.wake = self._wake.set
+        if self.history is not None:
+            self.history.start(asyncio.get_running_loop().call_soon_threadsafe)
         self._task = asyncio.create_task(self._pump_loop(), name="trackbridge-live")
         return port
 
     async def stop(self) -> None:
         """Ends every viewer's stream, then the HTTP server and the pump."""
         self.hub.close_viewers()
+        if self.history is not None:
+            self.history.stop(0.0)  # between two runs' reads; its thread is a daemon
+        if self.rounds is not None:
+            self.rounds.close()
         if self._http is not None:
             await self._http.stop()
         self._stopping = True
@@ -108,6 +135,7 @@ class Live:
             backlog_events=self._counters().backlog_events,
             connected_clients=self.hub.connected_clients(),
             mlflow_ui_url=self.hub.mlflow_ui_url,
+            round_lines=self.rounds.lines() if self.rounds is not None else (),
         )
 
     def receiver_json(self, job: str) -> dict[str, Any]:
@@ -118,6 +146,9 @@ class Live:
             "backlog": self._counters().backlog_events,
             "job_backlog": self.hub.job_backlog(job),
             "mlflow_ui": self.hub.mlflow_ui_url,
+            "rounds": [r.as_json() for r in self.rounds.all().get(job, [])]
+            if self.rounds is not None
+            else [],
         }
 
     async def _pump_loop(self) -> None:

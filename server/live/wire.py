@@ -6,6 +6,8 @@ has no such numbers; JavaScript's ``Number()`` reads the strings back).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import time
@@ -86,6 +88,16 @@ def snapshot(
 ) -> str:
     """Everything the page shows for a job: client rows and the kept points of ``metrics``."""
     series = hub.series(job, metrics)
+    envelopes = hub.envelopes(job, metrics)
+    points: dict[str, dict[str, dict[str, list[Any]]]] = {}
+    for client, per_key in series.items():
+        shown = points[client] = {}
+        for key, kept in per_key.items():
+            shown[key] = _points(kept)
+            envelope = envelopes[client].get(key)
+            if envelope is not None:  # thinned: each point's bucket's lowest and highest value
+                shown[key]["lo"] = [_num(v) for v in envelope[0]]
+                shown[key]["hi"] = [_num(v) for v in envelope[1]]
     return _dumps(
         {
             "type": "snapshot",
@@ -93,10 +105,7 @@ def snapshot(
             "now_ms": time.time_ns() // 1_000_000,
             "receiver": receiver,
             "clients": [row(r) for r in hub.rows(job)],
-            "points": {
-                client: {key: _points(points) for key, points in per_key.items()}
-                for client, per_key in series.items()
-            },
+            "points": points,
         }
     )
 
@@ -137,3 +146,21 @@ def delta(
         message["clients"] = [row(r, latest=False) for r in rows]
         message["receiver"] = receiver
     return _dumps(message)
+
+
+def chart_csv(hub: Hub, job: str, key: str) -> str:
+    """What the chart of ``key`` draws, as CSV: a row per kept point of each client (each point
+    with the lowest and highest value of the points it stands for)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["client", "step", "value", "min", "max", "timestamp_ms"])
+    wanted = frozenset([key])
+    envelopes = hub.envelopes(job, wanted)
+    for client, per_key in hub.series(job, wanted).items():
+        for points in per_key.values():
+            lows, highs = envelopes[client].get(
+                key, ([p[1] for p in points], [p[1] for p in points])
+            )
+            for (step, value, timestamp_ms), low, high in zip(points, lows, highs, strict=True):
+                writer.writerow([client, step, repr(value), repr(low), repr(high), timestamp_ms])
+    return out.getvalue()

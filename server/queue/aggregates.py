@@ -1,10 +1,12 @@
 """The cross-client aggregates' durable state, in the queue database beside the batches.
 
-Three tables: ``agg_points`` holds each client's latest value (and weight) per group (a job,
-a metric key, and a round, or a step when the points carry no round); ``agg_groups`` when a
-group was first heard of and how many points it took (``version``) against how many its last
-written aggregate covered (``written_version``); ``agg_runs`` which client runs of a job have
-started and not ended (the clients an aggregate waits for).
+Four tables: ``agg_points`` holds each client's latest value (and weight) per group (a job,
+a metric key, and a round, or a step when the points carry no round) until the group's
+aggregate is written; ``agg_groups`` when a group was first heard of and how many points it
+took (``version``), and the version its aggregate covered once written (``written_version``,
+0 before); ``agg_arrivals`` when each client's first point of a group came and whether it came
+after the aggregate was written (late: recorded there, never written); ``agg_runs`` which
+client runs of a job have started and not ended (the clients an aggregate waits for).
 
 Points are recorded in the ingest transaction that stores their batch (:func:`record`), and an
 aggregate is queued as a batch of the job's aggregate run in the transaction that marks its
@@ -43,6 +45,18 @@ CREATE TABLE IF NOT EXISTS agg_groups (
     PRIMARY KEY (job, key, by_round, slot)
 );
 CREATE INDEX IF NOT EXISTS agg_groups_due ON agg_groups (written_version, version);
+CREATE TABLE IF NOT EXISTS agg_arrivals (
+    job TEXT NOT NULL,
+    key TEXT NOT NULL,
+    by_round INTEGER NOT NULL,
+    slot INTEGER NOT NULL,
+    client_id TEXT NOT NULL,
+    arrived_ms INTEGER NOT NULL,
+    late INTEGER NOT NULL,
+    value REAL,
+    num_examples INTEGER NOT NULL,
+    PRIMARY KEY (job, key, by_round, slot, client_id)
+);
 CREATE TABLE IF NOT EXISTS agg_runs (
     run_key TEXT PRIMARY KEY,
     job TEXT NOT NULL,
@@ -110,25 +124,38 @@ def record(conn: sqlite3.Connection, seen: Observed, now_ms: int) -> None:
         seen.opened,
     )
     conn.executemany("UPDATE agg_runs SET open = 0 WHERE run_key = ?", [(k,) for k in seen.ended])
+    # A group's aggregate is written once: a point that comes after it (a late client) is
+    # recorded as an arrival, late, and changes neither the group's inputs nor its version.
+    conn.executemany(
+        "INSERT INTO agg_arrivals (job, key, by_round, slot, client_id, arrived_ms, late, value,"
+        " num_examples) SELECT ?1, ?2, ?3, ?4, ?5, ?8, EXISTS (SELECT 1 FROM agg_groups g"
+        " WHERE g.job = ?1 AND g.key = ?2 AND g.by_round = ?3 AND g.slot = ?4"
+        " AND g.written_version > 0), ?6, ?7 WHERE true"
+        " ON CONFLICT (job, key, by_round, slot, client_id) DO NOTHING",
+        [(*p, now_ms) for p in seen.points],
+    )
     conn.executemany(
         "INSERT INTO agg_points (job, key, by_round, slot, client_id, value, num_examples)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job, key, by_round, slot, client_id)"
+        " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE NOT EXISTS (SELECT 1 FROM agg_groups g"
+        " WHERE g.job = ?1 AND g.key = ?2 AND g.by_round = ?3 AND g.slot = ?4"
+        " AND g.written_version > 0)"
+        " ON CONFLICT (job, key, by_round, slot, client_id)"
         " DO UPDATE SET value = excluded.value, num_examples = excluded.num_examples",
         seen.points,
     )
     conn.executemany(
         "INSERT INTO agg_groups (job, key, by_round, slot, first_ms, version)"
         " VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (job, key, by_round, slot)"
-        " DO UPDATE SET version = version + 1",
+        " DO UPDATE SET version = version + 1 WHERE written_version = 0",
         [(p[0], p[1], p[2], p[3], now_ms) for p in seen.points],
     )
 
 
 def due(conn: sqlite3.Connection) -> list[Group]:
-    """Groups with points no written aggregate covers, oldest first."""
+    """Groups whose aggregate is not written yet, oldest first."""
     rows = conn.execute(
         "SELECT job, key, by_round, slot, first_ms, version, written_version FROM agg_groups"
-        " WHERE version > written_version ORDER BY first_ms, job, key, slot"
+        " WHERE written_version = 0 ORDER BY first_ms, job, key, slot"
     ).fetchall()
     return [Group(r[0], r[1], bool(r[2]), r[3], r[4], r[5], r[6]) for r in rows]
 
@@ -163,6 +190,20 @@ def earlier_reporters(conn: sqlite3.Connection, group: Group) -> set[str]:
         " WHERE p.job = ? AND p.key = ? AND p.by_round = ? AND p.slot <> ?"
         " AND g.written_version > 0",
         (group.job, group.key, int(group.by_round), group.slot),
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def failed_clients(conn: sqlite3.Connection, job: str) -> set[str]:
+    """Clients of ``job`` with no run open and a run that failed or was killed (its lease ran
+    out): gone, not waited for."""
+    rows = conn.execute(
+        "SELECT DISTINCT a.client_id FROM agg_runs a JOIN runs r ON r.run_key = a.run_key"
+        " WHERE a.job = ? AND r.status IN ('FAILED', 'KILLED') AND NOT EXISTS (SELECT 1"
+        " FROM agg_runs o LEFT JOIN runs q ON q.run_key = o.run_key WHERE o.job = a.job"
+        " AND o.client_id = a.client_id AND o.open = 1"
+        " AND COALESCE(q.status, 'RUNNING') = 'RUNNING')",
+        (job,),
     ).fetchall()
     return {r[0] for r in rows}
 

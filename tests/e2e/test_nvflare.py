@@ -11,12 +11,14 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.mlflow_reads import job_runs, metric_points
+from tests.support.live import LIVE_ARGS, http_port
+from tests.support.mlflow_reads import TAG_ROLE, job_runs, metric_points, parent_runs
 from tests.support.procs import MlflowServer, ReceiverProcess, child_env, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -27,7 +29,7 @@ RUN_NAME = re.compile(r"^(site-[12])-\d{6}-tb-hello-pt-tb-run$")
 COMPARED_TAGS = ("custom_tag", "run_name", "tb_site", "mlflow.note.content", "mlflow.runName")
 
 
-def _run_example(*args: str, timeout_s: float = 300) -> None:
+def _run_example(*args: str, timeout_s: float = 300) -> str:
     proc = subprocess.Popen(
         [sys.executable, "-m", "examples.nvflare", *args],
         cwd=REPO,
@@ -44,6 +46,7 @@ def _run_example(*args: str, timeout_s: float = 300) -> None:
         out, _ = proc.communicate(timeout=60)
         pytest.fail(f"the NVFlare example ran past {timeout_s} s:\n{out[-4000:]}")
     assert proc.returncode == 0, out[-4000:]
+    return out
 
 
 def _state(client: Any, experiment: str) -> dict[str, dict[str, Any]]:
@@ -51,6 +54,8 @@ def _state(client: Any, experiment: str) -> dict[str, dict[str, Any]]:
     runs = job_runs(client, experiment)
     state = {}
     for run in runs:
+        if run.data.tags.get(TAG_ROLE) == "parent":
+            continue  # the receiver's aggregates across the sites
         match = RUN_NAME.match(run.info.run_name)
         assert match, run.info.run_name
         metrics = {
@@ -70,21 +75,37 @@ def _state(client: Any, experiment: str) -> dict[str, dict[str, Any]]:
 
 
 def test_trackbridge_writer_lands_as_nvflares_own_receiver_does(
-    receiver: ReceiverProcess, mlflow_server: MlflowServer, mlflow_client: Any, job: str,
-    tmp_path: Path,
+    start_receiver: Callable[..., ReceiverProcess], mlflow_server: MlflowServer,
+    mlflow_client: Any, job: str, tmp_path: Path,
 ) -> None:  # fmt: skip
-    ours, theirs = f"{job}-trackbridge", f"{job}-nvflare"
-    _run_example("--receiver", receiver.address, "--job", job, "--experiment", ours)
+    # Ours as the example's own receiver runs it (the sites' accuracy aggregated per round),
+    # in the job's experiment (the example's default): the sites' runs and the aggregates'
+    # parent run, all in one experiment, all FINISHED.
+    receiver = start_receiver(extra_args=("--aggregate", "accuracy", *LIVE_ARGS))
+    ours, theirs = job, f"{job}-nvflare"
+    live = f"http://127.0.0.1:{http_port(receiver)}"
+    out = _run_example(
+        "--receiver", receiver.address, "--job", job, "--tracking-uri", mlflow_server.uri,
+        "--live-page", live,
+    )  # fmt: skip
+    assert f"live page: {live}/jobs/{job}" in out, out
+    for site in ("site-1", "site-2"):
+        # NVFlare's writer folds the round into the step: no round of trackbridge's ("-").
+        assert re.search(rf"{site}\s+runs 1\s+points\s+\d+\s+rounds -\s+FINISHED", out), out
     _run_example(
         "--tracking", "nvflare", "--tracking-uri", mlflow_server.uri, "--experiment", theirs,
         "--work-dir", str(tmp_path / "nvflare-own"),
     )  # fmt: skip
 
-    def ended(experiment: str) -> bool:
+    def ended(experiment: str, count: int) -> bool:
         runs = job_runs(mlflow_client, experiment)
-        return len(runs) == 2 and all(r.info.status != "RUNNING" for r in runs)
+        return len(runs) == count and all(r.info.status != "RUNNING" for r in runs)
 
-    wait_until(lambda: ended(ours), 60, what="both sites' runs through trackbridge, ended")
+    wait_until(lambda: ended(ours, 3), 60, what="both sites' runs and the parent, ended")
+    (parent,) = parent_runs(job_runs(mlflow_client, ours))
+    assert parent.info.status == "FINISHED"
+    counts = metric_points(mlflow_client, parent.info.run_id, "accuracy/count")
+    assert sorted((p[2], p[1]) for p in counts) == [(0, 2.0), (1, 2.0)]  # one per round
     expected, actual = _state(mlflow_client, theirs), _state(mlflow_client, ours)
     assert sorted(expected) == sorted(actual) == ["site-1", "site-2"]
     for site in ("site-1", "site-2"):

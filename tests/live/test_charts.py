@@ -1,7 +1,7 @@
 """The live page's charts in a real headless Chromium, driven by a real mouse: hovering shows
 the point's value in every chart at once, dragging zooms every chart and reset undoes it,
 smoothing changes the drawn curve, a legend click hides a client everywhere, log scale and
-wall-time axes switch."""
+wall-time axes switch, and on a time axis every client's legend shows its value at the cursor."""
 
 from __future__ import annotations
 
@@ -175,3 +175,14 @@ def test_hover_zoom_smoothing_and_legend(
             what="a time x axis",
         )
         assert ":" in _legend(page, "y")["x"]  # a time of day
+        # The clients logged at different times: wherever the cursor is, each client's legend
+        # shows its value there (its latest point at or before the cursor), never "—".
+        box = page.locator('.uplot[data-key="y"] .u-over').bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + box["height"] / 2)
+        wait_until(
+            lambda: _charts(page, "return charts.y.u.cursor.idx") is not None,
+            WAIT_S,
+            what="the cursor on the time axis",
+        )
+        legend = _legend(page, "y")
+        assert legend["site-a"] != "—" and legend["site-b"] != "—", legend

@@ -1,10 +1,12 @@
 """Cross-client aggregates on the receiver, against a real MLflow server, real receivers and
 real client processes: exact statistics (numpy on the same inputs), a client that misses a
-round (the deadline), late clients (the aggregate written again), a receiver kill -9 between
-rounds (no aggregate point lost or doubled)."""
+round (the deadline), late clients (recorded, never a second aggregate at a round), a receiver
+kill -9 between rounds (no aggregate point lost or doubled)."""
 
 from __future__ import annotations
 
+import re
+import subprocess
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,10 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.support.faults import TcpProxy
-from tests.support.live import get, http_port
-from tests.support.procs import ReceiverProcess, wait_until
-from tests.support.rounds import RoundClient, history, parent_run
+from tests.support.faults import TcpProxy, queue_drained
+from tests.support.live import LIVE_ARGS, get, http_port
+from tests.support.procs import TRACKBRIDGE_EXE, ReceiverProcess, child_env, wait_until
+from tests.support.rounds import RoundClient, arrivals, history, parent_run
 
 STATS = ("mean", "min", "max", "count", "weighted_mean")
 KEY = "eval/accuracy"
@@ -118,50 +120,94 @@ def test_rounds_aggregate_exactly_once_across_a_kill_9_and_late_clients(
         # Only the declared metrics are aggregated; the step of an aggregate is the round.
         assert mlflow_client.get_metric_history(parent_id, "train/loss/mean") == []
 
-        # A client that joins late and reports round 2: the aggregate is written again there.
+        # A client that joins late and reports round 2: recorded as late, never written as a
+        # second aggregate of round 2.
         late = clients(proxy.address, "site-d", job)
-        value = float(rng.random())
-        late.log(KEY, value, 2, num_examples=77, step=20)
-        wait_points(mlflow_client, job, 2, 2)
-        with_late = expected({**inputs[2], "site-d": (value, 77)})
-        at_2 = values_at(mlflow_client, parent_id, 2)
-        want_2 = expected(inputs[2])
-        assert at_2 == {k: [want_2[k], with_late[k]] for k in STATS}
+        late.log(KEY, float(rng.random()), 2, num_examples=77, step=20)
+        wait_until(
+            lambda: (KEY, 2, "site-d", True) in arrivals(data_dir, job), 60, what="late arrival"
+        )
         for site in [*sites, late]:
             site.end()
-        # Nothing else was written: one point per round, two at the late one.
+        wait_until(lambda: queue_drained(data_dir), 120, what="every batch in MLflow")
+        assert values_at(mlflow_client, parent_id, 2) == {
+            k: [v] for k, v in expected(inputs[2]).items()
+        }
+        # Nothing else was written: one point per round.
         for name in STATS:
             steps = [s for s, _, _ in history(mlflow_client, parent_id, f"{KEY}/{name}")]
-            assert steps == [1, 2, 2, 3], name
+            assert steps == [1, 2, 3], name
     finally:
         proxy.close()
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_a_missing_client_is_waited_for_until_the_deadline_then_counted_when_late(
+def test_a_straggler_is_named_missing_then_late_in_status_top_metrics_and_the_page(
     start_receiver: Callable[..., ReceiverProcess],
     clients: Callable[..., RoundClient],
     mlflow_client: Any,
     job: str,
 ) -> None:
-    receiver = start_receiver(extra_args=("--aggregate", "eval/*", "--aggregate-deadline", "2"))
+    args = ("--aggregate", "eval/*", "--aggregate-deadline", "2", *LIVE_ARGS)
+    receiver = start_receiver(extra_args=args)
     a, b, c = (clients(receiver.address, f"site-{n}", job) for n in "abc")
-    a.log(KEY, 0.25, 1, num_examples=100)
-    b.log(KEY, 0.75, 1, num_examples=300)
-    # site-c has a run open and says nothing for round 1: the aggregate waits for the deadline.
-    parent_id = wait_points(mlflow_client, job, 1, 1)
-    before = values_at(mlflow_client, parent_id, 1)
+    for site, value in ((a, 0.2), (b, 0.4), (c, 0.6)):
+        site.log(KEY, value, 1, num_examples=100)
+    wait_points(mlflow_client, job, 1, 1)
+    # Round 2: site-c straggles (it says nothing, on purpose); the round is written at its
+    # deadline with the two that reported, and site-c is named missing everywhere.
+    a.log(KEY, 0.25, 2, num_examples=100)
+    b.log(KEY, 0.75, 2, num_examples=300)
+    parent_id = wait_points(mlflow_client, job, 2, 1)
     two = expected({"site-a": (0.25, 100), "site-b": (0.75, 300)})
-    assert {k: v[-1] for k, v in before.items()} == two
-    assert two["weighted_mean"] == 0.625 and two["count"] == 2.0
-    c.log(KEY, 0.5, 1, num_examples=600)
-    wait_points(mlflow_client, job, 1, len(before["count"]) + 1)
-    after = values_at(mlflow_client, parent_id, 1)
-    three = expected({"site-a": (0.25, 100), "site-b": (0.75, 300), "site-c": (0.5, 600)})
-    assert after == {k: [*before[k], three[k]] for k in STATS}
+    assert values_at(mlflow_client, parent_id, 2) == {k: [v] for k, v in two.items()}
+    line = re.compile(r"round 2: 2 of 3 sites, site-c missing for \d+ s")
+    text = _cli("status", "--data-dir", str(receiver.data_dir))
+    assert line.search(text), text
+    base = f"http://127.0.0.1:{http_port(receiver)}"
+    page = f"{base}/api/jobs/{urllib.parse.quote(job, safe='')}"
+    (latest, first) = get(page).json()["receiver"]["rounds"]
+    assert (latest["round"], latest["missing"], sorted(latest["reported"])) == (
+        2, ["site-c"], ["site-a", "site-b"],
+    )  # fmt: skip
+    assert latest["spread"][KEY] == {"min": 0.25, "max": 0.75, "mean": 0.5}
+    assert (first["round"], first["missing"]) == (1, [])
+    metrics = get(f"{base}/metrics").body.decode()
+    assert f'trackbridge_round_sites{{job="{job}",state="missing"}} 1.0' in metrics
+    assert f'trackbridge_round_missing_seconds{{client="site-c",job="{job}"}}' in metrics
+    top = _cli("top", "-n", "1", "--receiver", receiver.address, "--job", job)
+    assert line.search(top), top
+    # site-c reports at last: recorded, after the deadline; the aggregate stays as written.
+    c.log(KEY, 0.5, 2, num_examples=600)
+
+    def late() -> Any:
+        rounds = get(page).json()["receiver"]["rounds"]
+        return rounds[0] if rounds and rounds[0]["late"] == ["site-c"] else None
+
+    latest = wait_until(late, 60, what="site-c recorded late")
+    assert latest["missing"] == [] and sorted(latest["reported"]) == ["site-a", "site-b", "site-c"]
+    status = _cli("status", "--data-dir", str(receiver.data_dir))
+    assert re.search(
+        r"round 2: 3 of 3 sites; slowest site-c \+\d+ s; after the deadline: site-c", status
+    ), status
     for site in (a, b, c):
         site.end()
+    wait_until(lambda: queue_drained(receiver.data_dir), 120, what="every batch in MLflow")
+    assert values_at(mlflow_client, parent_id, 2) == {k: [v] for k, v in two.items()}
+
+
+def _cli(*args: str) -> str:
+    result = subprocess.run(
+        [str(TRACKBRIDGE_EXE), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**child_env(), "COLUMNS": "160", "LINES": "40"},
+    )
+    assert result.returncode == 0, result
+    return result.stdout
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import select
+import sqlite3
 import subprocess
 import sys
 import time
@@ -91,3 +92,23 @@ def history(client: Any, run_id: str, key: str) -> list[tuple[int, float, int]]:
     """A metric's points as ``(step, value, timestamp)``, by step, then time."""
     points = client.get_metric_history(run_id, key)
     return sorted(((m.step, m.value, m.timestamp) for m in points), key=lambda p: (p[0], p[2]))
+
+
+def arrivals(data_dir: Path, job: str) -> list[tuple[str, int, str, bool]]:
+    """The aggregate inputs a receiver recorded for ``job``: ``(key, round or step, client,
+    late)``, read from its queue database (read-only)."""
+    path = data_dir / "queue.db"
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT key, slot, client_id, late FROM agg_arrivals WHERE job = ?"
+            " ORDER BY key, slot, client_id",
+            (job,),
+        ).fetchall()
+    except sqlite3.OperationalError:  # not created yet
+        return []
+    finally:
+        conn.close()
+    return [(k, int(s), c, bool(late)) for k, s, c, late in rows]

@@ -56,17 +56,22 @@ def _hub(clock: FakeClock, **kw: object) -> Hub:
 def test_series_stays_bounded_spans_the_run_and_knows_the_latest_point() -> None:
     series = Series(capacity=8, fresh_capacity=4)
     for i in range(1000):
-        series.add(i, float(i), i)
+        series.add(i, 500.0 if i == 333 else float(i % 7), i)  # one spike
     points = series.points()
-    assert len(series) <= 8
-    assert points[0] == (0, 0.0, 0)
-    assert points[-1] == (999, 999.0, 999)
+    lows, highs = series.envelope()
+    assert len(series) <= 8 and len(lows) == len(highs) == len(points)
+    assert points[-1] == (999, 999 % 7, 999)
+    stride = series.stride
     steps = [p[0] for p in points[:-1]]
-    assert steps == list(range(0, 1000, series.stride))[: len(steps)]  # evenly spaced
+    assert steps == list(range(stride - 1, 1000, stride))[: len(steps)]  # evenly spaced
+    # Every bucket's envelope holds all of its points: the spike stays visible.
+    assert max(highs) == 500.0 and min(lows) == 0.0
+    spike = next(i for i, p in enumerate(points) if p[0] >= 333)
+    assert highs[spike] == 500.0 and points[spike][1] != 500.0
     fresh = series.take_fresh()
     assert len(fresh) <= 5
     assert fresh[0] == (0, 0.0, 0)
-    assert fresh[-1] == (999, 999.0, 999)
+    assert fresh[-1] == (999, 999 % 7, 999)
     assert series.take_fresh() == []
     series.clear()
     assert series.points() == []
@@ -138,6 +143,31 @@ def test_a_new_top_level_run_starts_the_charts_afresh() -> None:
     hub.pump(states_due=False)
     assert hub.series("job", None) == {"a": {"x": [(0, 9.0, T0)]}}
     assert hub.rows()[0].run_key == "run-2"
+
+
+def test_a_run_resumed_by_another_process_continues_its_curve() -> None:
+    # Flower's Deployment Engine: every message a process, each resuming the site's MLflow run
+    # under a run key of its own; the page keeps one curve and the run's state.
+    hub = _hub(FakeClock())
+    hub.received(_batch("site", "p1", 1, [("acc", 0.5, 1)], start=True), 2)
+    hub.pump(states_due=False)
+    hub.set_mlflow_run("site/p1", "r1", "3")
+    for n, key in enumerate(("p2", "p3"), start=2):
+        resumed = _batch("site", key, 1, [("acc", n / 10, n)])
+        resumed.events.insert(
+            0, events_pb2.Event(run_start=events_pb2.RunStart(resume_run_id="r1"))
+        )
+        hub.received(resumed, 2)
+        hub.pump(states_due=False)
+    assert [p[:2] for p in hub.series("job", None)["site"]["acc"]] == [(1, 0.5), (2, 0.2), (3, 0.3)]
+    (row,) = hub.rows()
+    assert (row.run_key, row.state, row.mlflow_run_id) == ("p3", "connected", "r1")
+    # Resuming another MLflow run of the client is a new curve.
+    other = _batch("site", "p4", 1, [("acc", 0.9, 1)])
+    other.events.insert(0, events_pb2.Event(run_start=events_pb2.RunStart(resume_run_id="r9")))
+    hub.received(other, 2)
+    hub.pump(states_due=False)
+    assert hub.series("job", None)["site"]["acc"] == [(1, 0.9, T0 + 1)]
 
 
 def test_a_restarted_hub_knows_its_runs_and_bounds_keys() -> None:
@@ -263,5 +293,22 @@ def test_metrics_text_parses_and_escapes_labels() -> None:
 def test_series_capacity_is_kept_for_any_size(points: int) -> None:
     series = Series(capacity=points)
     for i in range(points * 37):
-        series.add(i, 0.0, 0)
+        series.add(i, float(i), 0)
         assert len(series) <= points
+        assert series.points()[-1][1] == float(i)
+        assert series.envelope()[0][0] == 0.0 and series.envelope()[1][-1] == float(i)
+
+
+def test_a_thinned_series_reaches_the_page_and_its_csv_with_its_envelope() -> None:
+    hub = _hub(FakeClock())  # 8 buckets per series
+    points = [("x", 50.0 if step == 13 else float(step % 3), step) for step in range(40)]
+    hub.received(_batch("a", "run-1", 1, points, start=True), 41)
+    hub.pump(states_due=False)
+    shown = json.loads(live_json.snapshot(hub, "job", None, {}))["points"]["a"]["x"]
+    assert len(shown["s"]) <= 8 and shown["s"][-1] == 39
+    assert len(shown["lo"]) == len(shown["hi"]) == len(shown["s"])
+    assert max(shown["hi"]) == 50.0 and min(shown["lo"]) == 0.0
+    rows = live_json.chart_csv(hub, "job", "x").splitlines()
+    assert rows[0] == "client,step,value,min,max,timestamp_ms"
+    assert len(rows) == len(shown["s"]) + 1
+    assert any(row.split(",")[4] == "50.0" for row in rows[1:])

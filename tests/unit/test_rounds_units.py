@@ -3,7 +3,6 @@ chunks with the round metric, the statistics and the aggregate queue state (a SQ
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -138,15 +137,28 @@ def test_the_aggregator_waits_for_open_runs_then_the_deadline(tmp_path: Path) ->
         ("/aggregates:j", [("eval/x/mean", 1.0, 1), ("eval/x/min", 1.0, 1), ("eval/x/max", 1.0, 1),
                            ("eval/x/count", 1.0, 1)]),
     ]  # fmt: skip
+    now[0] += 500
     ingest(batch("b", point("eval/x", float("nan"), 1)))
-    assert agg.write_due() == 1  # late: at once
-    (_, late) = _stored(conn)[1]
-    assert [k for k, _, _ in late][3] == "eval/x/count" and late[3][1] == 2.0
-    assert math.isnan(late[0][1])  # NaN survives SQLite (stored as NULL)
-    assert agg.write_due() == 0
-    assert stored == [("/aggregates:j", 4), ("/aggregates:j", 4)]
+    assert agg.write_due() == 0  # late: recorded, never a second aggregate at the same round
+    arrivals = conn.execute(
+        "SELECT client_id, arrived_ms - 1000000, late, value FROM agg_arrivals ORDER BY client_id"
+    ).fetchall()
+    assert arrivals == [("a", 0, 0, 1.0), ("b", 2500, 1, None)]  # NaN is stored as NULL
+    assert stored == [("/aggregates:j", 4)]
     seqs = conn.execute("SELECT first_seq, last_seq FROM batches ORDER BY id").fetchall()
-    assert seqs == [(1, 4), (5, 8)]
+    assert seqs == [(1, 4)]
+    # Round 2: a took part in round 1, so it is waited for even with no run open (a Flower
+    # site between two messages' processes); a client whose run failed is not.
+    ingest(batch("a", events_pb2.Event(run_end=events_pb2.RunEnd())))
+    ingest(batch("b", point("eval/x", 3.0, 2)))
+    assert agg.write_due() == 0
+    ingest(batch("a", point("eval/x", 5.0, 2)))
+    assert agg.write_due() == 1
+    assert _stored(conn)[1][1][3] == ("eval/x/count", 2.0, 2)
+    conn.execute("UPDATE runs SET status = 'FAILED' WHERE run_key = 'b/r'")
+    ingest(batch("b", events_pb2.Event(run_end=events_pb2.RunEnd())))
+    ingest(batch("a", point("eval/x", 6.0, 3)))
+    assert agg.write_due() == 1  # b failed: not waited for
 
 
 def test_the_writer_checks_rounds_at_the_call_and_buffers_nothing_bad() -> None:
@@ -220,3 +232,39 @@ def test_a_run_that_never_logs_a_key_holds_back_only_its_first_round(tmp_path: P
         (3.0, 2),
         (6.0, 3),
     ]
+
+
+def test_round_health_names_the_missing_the_slowest_and_the_late(tmp_path: Path) -> None:
+    from server.aggregate.health import job_rounds
+
+    conn = connect(tmp_path / "queue.db")
+    now = [1_000_000]
+    agg = Aggregator(
+        conn, AggregateConfig(("eval/*",), deadline_s=30.0), on_stored=lambda k, n: None,
+        clock_ms=lambda: now[0],
+    )  # fmt: skip
+
+    def report(client: str, value: float, round_: int) -> None:
+        msg = events_pb2.EventBatch(client_id=client, job="j", run_key="r", first_seq=1)
+        msg.events.add().metric.CopyFrom(events_pb2.Metric(key="eval/x", value=value, round=round_))
+        seen = agg.observe([(f"{client}/r", msg, 1)])
+        with table.transaction(conn):
+            agg.record(conn, seen)
+
+    for client in ("a", "b", "c"):
+        report(client, 1.0, 1)
+    agg.write_due()
+    now[0] += 5_000
+    report("a", 0.2, 2)
+    now[0] += 3_000
+    report("b", 0.6, 2)
+    now[0] += 40_000
+    (second, first) = job_rounds(conn, "j", now[0])
+    assert second.line() == "round 2: 2 of 3 sites, c missing for 43 s; slowest b +3 s"
+    assert second.spread == {"eval/x": {"min": 0.2, "max": 0.6, "mean": 0.4}}
+    assert first.line() == "round 1: 3 of 3 sites"
+    assert agg.write_due() == 1  # round 2 at its deadline, with a and b
+    report("c", 0.9, 2)
+    (second, _) = job_rounds(conn, "j", now[0])
+    assert second.line() == "round 2: 3 of 3 sites; slowest c +43 s; after the deadline: c"
+    assert second.as_json()["missing"] == [] and second.as_json()["late"] == ["c"]

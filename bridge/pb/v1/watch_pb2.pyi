@@ -57,16 +57,18 @@ class ClientState(_message.Message):
     def __init__(self, job: _Optional[str] = ..., client_id: _Optional[str] = ..., run_key: _Optional[str] = ..., connected: bool = ..., state: _Optional[str] = ..., last_seen_ms: _Optional[int] = ..., events_per_s: _Optional[float] = ..., events_received: _Optional[int] = ..., events_acked: _Optional[int] = ..., events_flushed: _Optional[int] = ..., dead_letters: _Optional[int] = ..., backlog_events: _Optional[int] = ..., client_pending_events: _Optional[int] = ..., client_spool_bytes: _Optional[int] = ..., mlflow_run_id: _Optional[str] = ..., mlflow_experiment_id: _Optional[str] = ..., mlflow_run_url: _Optional[str] = ..., latest: _Optional[_Iterable[_Union[_events_pb2.Metric, _Mapping]]] = ...) -> None: ...
 
 class ReceiverState(_message.Message):
-    __slots__ = ("mlflow_reachable", "backlog_events", "connected_clients", "mlflow_ui_url")
+    __slots__ = ("mlflow_reachable", "backlog_events", "connected_clients", "mlflow_ui_url", "round_lines")
     MLFLOW_REACHABLE_FIELD_NUMBER: _ClassVar[int]
     BACKLOG_EVENTS_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_CLIENTS_FIELD_NUMBER: _ClassVar[int]
     MLFLOW_UI_URL_FIELD_NUMBER: _ClassVar[int]
+    ROUND_LINES_FIELD_NUMBER: _ClassVar[int]
     mlflow_reachable: bool
     backlog_events: int
     connected_clients: int
     mlflow_ui_url: str
-    def __init__(self, mlflow_reachable: bool = ..., backlog_events: _Optional[int] = ..., connected_clients: _Optional[int] = ..., mlflow_ui_url: _Optional[str] = ...) -> None: ...
+    round_lines: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, mlflow_reachable: bool = ..., backlog_events: _Optional[int] = ..., connected_clients: _Optional[int] = ..., mlflow_ui_url: _Optional[str] = ..., round_lines: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WatchUpdate(_message.Message):
     __slots__ = ("time_ms", "clients", "batches", "events_dropped", "receiver")

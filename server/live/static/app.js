@@ -4,7 +4,9 @@
 
 (() => {
   const { MetricChart, assignColors, color, fmt, setText } = window.trackbridgeCharts;
-  const MAX_POINTS = 600; // per series in the browser; thinned to half past it
+  // Per series in the browser; past it, neighbouring points merge in pairs, each keeping the
+  // min and max of what it stands for (the receiver keeps --live-points such buckets).
+  const MAX_POINTS = 2000;
   const DEFAULT_CHARTS = 3;
   const ENDED = ["finished", "failed", "killed"];
 
@@ -166,17 +168,24 @@
       const id = `${client}\u0000${key}`;
       let s = st.series.get(id);
       if (s === undefined) {
-        s = { s: [], v: [], t: [], version: 0 };
+        s = { s: [], v: [], t: [], lo: [], hi: [], version: 0 };
         st.series.set(id, s);
       }
       return s;
     }
 
-    function thin(arr) {
-      const last = arr[arr.length - 1];
-      const kept = arr.filter((_, i) => i % 2 === 0);
-      if (kept[kept.length - 1] !== last) kept.push(last);
-      return kept;
+    // Merges neighbouring points in pairs: the later one is drawn, the envelope is both's.
+    function thin(s) {
+      const out = { s: [], v: [], t: [], lo: [], hi: [], version: s.version };
+      for (let i = 0; i < s.s.length; i += 2) {
+        const j = Math.min(i + 1, s.s.length - 1);
+        out.s.push(s.s[j]);
+        out.v.push(s.v[j]);
+        out.t.push(s.t[j]);
+        out.lo.push(Math.min(s.lo[i], s.lo[j]));
+        out.hi.push(Math.max(s.hi[i], s.hi[j]));
+      }
+      return out;
     }
 
     function apply(msg) {
@@ -208,14 +217,16 @@
       }
       for (const [client, perKey] of Object.entries(msg.points || {})) {
         for (const [key, pts] of Object.entries(perKey)) {
-          const s = seriesOf(client, key);
+          let s = seriesOf(client, key);
+          const values = pts.v.map(Number);
           s.s.push(...pts.s);
-          s.v.push(...pts.v.map(Number));
+          s.v.push(...values);
           s.t.push(...pts.t);
+          s.lo.push(...(pts.lo ? pts.lo.map(Number) : values));
+          s.hi.push(...(pts.hi ? pts.hi.map(Number) : values));
           if (s.s.length > MAX_POINTS) {
-            s.s = thin(s.s);
-            s.v = thin(s.v);
-            s.t = thin(s.t);
+            s = thin(s);
+            st.series.set(`${client}\u0000${key}`, s);
           }
           s.version += 1;
         }
@@ -275,6 +286,33 @@
       backlog.dataset.value = String(r.job_backlog);
       setText(backlog, count(r.job_backlog));
       setText($("#receiver-backlog"), count(r.backlog));
+      renderRounds(r.rounds || []);
+    }
+
+    // Per-round health (the receiver's aggregates): who reported, who is missing and for how
+    // long, the slowest site, and each aggregated metric's spread across the sites.
+    function renderRounds(rounds) {
+      $("#rounds-box").hidden = rounds.length === 0;
+      const rows = rounds.map((r) => {
+        const tr = el("tr");
+        tr.dataset.round = String(r.round);
+        tr.dataset.missing = r.missing.join(",");
+        const slowest = Object.entries(r.reported).sort((a, b) => b[1] - a[1])[0];
+        const spread = Object.entries(r.spread).map(([key, s]) =>
+          `${key}: ${fmt(s.min)} … ${fmt(s.max)}, ${fmt(s.mean)}`).join("; ");
+        const missing = el("td", r.missing.length ? "bad" : "",
+          r.missing.length ? `${r.missing.join(", ")} for ${Math.round(r.missing_for_s)} s` : "none");
+        tr.append(
+          el("td", "", String(r.round)),
+          el("td", "", `${Object.keys(r.reported).length} of ${r.sites}`),
+          missing,
+          el("td", "", slowest && slowest[1] >= 1 ? `${slowest[0]} +${Math.round(slowest[1])} s` : "–"),
+          el("td", "", r.late.join(", ") || "–"),
+          el("td", "", spread),
+        );
+        return tr;
+      });
+      $("#rounds tbody").replaceChildren(...rows);
     }
 
     function renderPicker() {
@@ -502,7 +540,13 @@
         for (const key of chosen) {
           const panel = el("div", "chart-panel");
           panel.dataset.key = key;
-          panel.append(el("h3", "", key));
+          const title = el("h3", "", key);
+          const csv = el("a", "csv", "CSV");
+          csv.href = `/api/jobs/${encodeURIComponent(job)}/csv?metric=${encodeURIComponent(key)}`;
+          csv.download = `${job}-${key}.csv`.replace(/[^\w.-]+/g, "_");
+          csv.title = "the points this chart draws, with each point's min and max";
+          title.append(" ", csv);
+          panel.append(title);
           box.append(panel);
           charts.push(new MetricChart(panel, key, ids, view(false, null)));
         }

@@ -69,7 +69,7 @@
   }
 
   // One client's points as uPlot wants them: x ascending, one point per x (the last logged
-  // wins), values that cannot be drawn as gaps.
+  // wins), values that cannot be drawn as gaps; and each point's min/max envelope.
   function table(s, xMode, t0, logY, weight) {
     const xs = xMode === "step" ? s.s : s.t.map((t) => (xMode === "wall" ? t / 1000 : (t - t0) / 1000));
     let sorted = true;
@@ -78,17 +78,33 @@
     if (!sorted) order.sort((a, b) => xs[a] - xs[b] || a - b); // logged out of order: rare
     const x = [];
     const y = [];
+    const lo = [];
+    const hi = [];
+    const drawn = (v) => (!Number.isFinite(v) || (logY && v <= 0) ? null : v);
     for (const i of order) {
-      let v = s.v[i];
-      if (!Number.isFinite(v) || (logY && v <= 0)) v = null;
+      const v = drawn(s.v[i]);
+      const low = s.lo ? drawn(s.lo[i]) : v;
+      const high = s.hi ? drawn(s.hi[i]) : v;
       if (x.length && x[x.length - 1] === xs[i]) {
-        y[y.length - 1] = v;
+        const last = y.length - 1;
+        y[last] = v;
+        lo[last] = lo[last] === null ? low : Math.min(lo[last], low ?? lo[last]);
+        hi[last] = hi[last] === null ? high : Math.max(hi[last], high ?? hi[last]);
       } else {
         x.push(xs[i]);
         y.push(v);
+        lo.push(low);
+        hi.push(high);
       }
     }
-    return [x, smooth(y, weight), y];
+    return [x, smooth(y, weight), y, lo, hi];
+  }
+
+  // The value a line had at index idx of the joined data: its point there, else its latest
+  // one before (clients log at different steps and times: the legend shows every client).
+  function valueAt(values, idx) {
+    for (let i = idx; i >= 0; i -= 1) if (values[i] !== null && values[i] !== undefined) return values[i];
+    return null;
   }
 
   const LATEST_IN_LEGEND = 12;
@@ -125,7 +141,7 @@
       // shows nothing there (the cards have them), sparing the browser a relayout per update.
       const latest = ids.length <= LATEST_IN_LEGEND;
       const value = (u, v, sidx, idx) => {
-        if (idx != null) return fmt(v);
+        if (idx != null) return fmt(v ?? valueAt(u.data[sidx], idx));
         return latest ? fmt(lastOf(u.data[sidx])) : "";
       };
       const series = [{
@@ -190,6 +206,7 @@
           points: { size: 7 },
         },
         hooks: {
+          draw: [(u) => this.drawEnvelopes(u)],
           setSelect: [(u) => this.selected(u)],
           setSeries: [(u, index, opts) => {
             if (opts && opts.show !== undefined && !this.applying) {
@@ -198,6 +215,7 @@
           }],
         },
       };
+      this.envelopes = [];
       this.u = new uPlot(opts, [[]], holder);
       this.u.root.dataset.key = key;
       this.u.root.classList.add("chart");
@@ -206,6 +224,33 @@
         if (this.clientOf[i]) row.dataset.client = this.clientOf[i];
       });
       this.u.over.addEventListener("dblclick", () => view.onZoom(null));
+    }
+
+    // A thinned line's envelope: at each of its points, a faint vertical stroke from the
+    // lowest to the highest value that point stands for (a spike stays visible).
+    drawEnvelopes(u) {
+      const ctx = u.ctx;
+      const { left, top, width, height } = u.bbox;
+      ctx.save();
+      ctx.beginPath();
+      ctx.rect(left, top, width, height);
+      ctx.clip();
+      ctx.lineWidth = Math.max(1, window.devicePixelRatio || 1);
+      for (const env of this.envelopes) {
+        if (!u.series[env.index].show) continue;
+        ctx.strokeStyle = `${color(env.id)}55`;
+        ctx.beginPath();
+        for (let i = 0; i < env.x.length; i += 1) {
+          const low = env.lo[i];
+          const high = env.hi[i];
+          if (low === null || high === null || low === high) continue;
+          const px = u.valToPos(env.x[i], "x", true);
+          ctx.moveTo(px, u.valToPos(low, "y", true));
+          ctx.lineTo(px, u.valToPos(high, "y", true));
+        }
+        ctx.stroke();
+      }
+      ctx.restore();
     }
 
     xText(v) {
@@ -228,9 +273,14 @@
       if (signature === this.signature) return;
       this.signature = signature;
       const { xMode, logY, smoothing } = this.view;
-      const tables = this.ids.map((id) => {
+      this.envelopes = [];
+      const tables = this.ids.map((id, n) => {
         const s = seriesFor(id, this.key);
-        const [x, smoothed, raw] = s === undefined ? [[], [], []] : table(s, xMode, t0, logY, smoothing);
+        const [x, smoothed, raw, lo, hi] = s === undefined
+          ? [[], [], [], [], []] : table(s, xMode, t0, logY, smoothing);
+        if (lo.some((low, i) => low !== hi[i])) {
+          this.envelopes.push({ id, index: 1 + n * (smoothing > 0 ? 2 : 1), x, lo, hi });
+        }
         return smoothing > 0 ? [x, smoothed, raw] : [x, smoothed];
       });
       if (this.band) {

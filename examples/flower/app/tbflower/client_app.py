@@ -37,7 +37,8 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     net, x, y, server_round = _local(msg, context)
     loss, accuracy = task.evaluate(net, x, y)
-    with site_run(context) as writer:
+    last = server_round >= int(context.run_config["num-server-rounds"])
+    with site_run(context, last=last) as writer:
         log_round(writer, {"eval/loss": loss, "eval/accuracy": accuracy}, server_round, len(y))
     metrics = MetricRecord({"eval_loss": loss, "eval_accuracy": accuracy, "num-examples": len(y)})
     return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)

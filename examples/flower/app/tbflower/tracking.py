@@ -4,7 +4,9 @@ A site's ClientApp runs in a new ``flwr-clientapp`` process for every message (e
 each evaluate of each round), so it opens a Writer per message, logs, and closes it (drained)
 before the handler returns: Flower ends the process right after the reply. The site's MLflow
 run stays one for the whole job: the first message creates it and keeps its MLflow id in the
-node's ``context.state``; later messages resume it by that id (``start_run(run_id=...)``).
+node's ``context.state``; later messages resume it by that id (``start_run(run_id=...)``), and
+the receiver's live view continues the site's curves across the processes. A message leaves
+the run RUNNING (``close(end_run=False)``); the final round's evaluation ends it.
 The ServerApp lives for the whole run and keeps one Writer.
 
 Per-round points of a site are logged with ``round=server_round`` and the site's
@@ -35,8 +37,13 @@ def site_name(context: Context) -> str:
 
 
 @contextmanager
-def site_run(context: Context) -> Iterator[Writer]:
-    """A Writer logging into this site's run (created by the first message, then resumed)."""
+def site_run(context: Context, *, last: bool = False) -> Iterator[Writer]:
+    """A Writer logging into this site's run (created by the first message, then resumed).
+
+    The run stays RUNNING between messages (each closes its Writer without ending it), so the
+    site is one run and one live curve; the ``last`` message (the final round's evaluation)
+    ends it FINISHED.
+    """
     site = site_name(context)
     config = context.run_config
     writer = Writer(receiver=str(config["receiver"]), client_id=site, job=str(config["job"]))
@@ -53,13 +60,14 @@ def site_run(context: Context) -> Iterator[Writer]:
         except BaseException:
             writer.end_run("FAILED")
             raise
-        writer.end_run("FINISHED")
         if run_id is None:
             new_id = writer.run_id(timeout_s=CLOSE_TIMEOUT_S)  # waits for MLflow's id
             if new_id:
                 context.state[STATE_KEY] = ConfigRecord({"run_id": new_id})
+        if last:
+            writer.end_run("FINISHED")
     finally:
-        writer.close(timeout_s=CLOSE_TIMEOUT_S)
+        writer.close(timeout_s=CLOSE_TIMEOUT_S, end_run=False)
 
 
 def log_round(
