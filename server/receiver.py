@@ -16,6 +16,7 @@ from grpc_health.v1._async import HealthServicer
 
 from bridge.pb.v1 import events_pb2, watch_pb2_grpc
 from bridge.protocol import INGEST_SERVICE
+from bridge.worker import Workers
 from server.aggregate.aggregator import Aggregator
 from server.artifacts.service import ArtifactRelay
 from server.config import ReceiverConfig
@@ -38,7 +39,7 @@ from server.live.links import mlflow_ui_url, page_url
 from server.live.model import Counters
 from server.live.view import Live
 from server.live.watch import WatchService
-from server.ports import GRPC_FLAG, HTTP_FLAG, PortInUse, check_free, in_use
+from server.ports import GRPC_FLAG, HTTP_FLAG, SERVER_OPTIONS, PortInUse, check_free, in_use
 from server.queue.aggregates import is_aggregate_run
 from server.queue.gaps import GapLog
 from server.queue.schema import QUEUE_FILE, QueueCorrupt
@@ -46,18 +47,9 @@ from server.queue.sqlite import Backlog, Queue, RunRecord, connect
 from server.security.guard import Guard
 from server.tracking.scope import ReadScope
 from server.tracking.service import TrackingService
+from server.worker_state import record_failed
 
 _logger = logging.getLogger(__name__)
-
-# Must agree with the clients' keepalive (client_sdk/_transport.py), or they get too_many_pings.
-SERVER_OPTIONS = (
-    ("grpc.keepalive_time_ms", 60_000),
-    ("grpc.keepalive_timeout_ms", 20_000),
-    ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-    ("grpc.so_reuseport", 0),  # one receiver per port (server/ports.py)
-)
 
 
 class Receiver:
@@ -71,6 +63,8 @@ class Receiver:
         self._server: grpc.aio.Server | None = None
         self._health = HealthServicer()
         self._conns: list[sqlite3.Connection] = []
+        self.workers = Workers()
+        """Every background worker, for health, status and /metrics (bridge/worker.py)."""
         self._mirror: Mirror | None = None
         self.flusher: Flusher | FileFlusher
         self.tracking: TrackingService | None = None
@@ -123,6 +117,9 @@ class Receiver:
                 )
         except sqlite3.DatabaseError as exc:
             raise QueueCorrupt(queue_path, exc) from None
+        for part in (self.ingestor, self.flusher):
+            if isinstance(part, Ingestor | Flusher | FileFlusher):
+                self.workers.add(part.worker)
         self.service = IngestService(
             self.ingestor, self.backlog, cfg, hub=self.hub, admission=self.guard.admission
         )
@@ -133,6 +130,7 @@ class Receiver:
             counters=self.counters,
             mlflow_reachable=lambda: not self.flusher.last_error,
             health=self._health,
+            failed_workers=self.workers.failed,
         )
 
         server = self._grpc_server(cfg)
@@ -157,6 +155,7 @@ class Receiver:
                 sinks=cfg.sinks,
             )
         )
+        self._workers_state = asyncio.create_task(record_failed(self.workers, cfg.data_dir))
         if self.artifacts is not None:
             self.artifacts.start()
         await server.start()
@@ -318,6 +317,7 @@ class Receiver:
             held_events=self.flusher.stats.held_events,
             metric_points_written=self.flusher.stats.metric_points_written,
             recovered_events=self.flusher.stats.recovered_events,
+            workers=tuple((w.name, w.failure, w.restarts) for w in self.workers),
         )
 
     async def stop(self, grace_s: float = 5.0) -> bool:
@@ -346,6 +346,7 @@ class Receiver:
         if self._mirror is not None and not self.flusher.running:
             self._mirror.close()  # never under a flusher still writing (reused descriptors)
         self._mlflow_state.cancel()
+        self._workers_state.cancel()
         self.guard.close()
         for conn in self._conns:
             conn.close()

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import cast
 
 from bridge.limits import MAX_METRICS_PER_BATCH
+from bridge.worker import OnFailure, Worker
 from server.flush.batch_creation import BatchCreator, new_runs
 from server.flush.leases import Leases
 from server.flush.mirror import Mirror, SinkFailed
@@ -90,7 +91,6 @@ class Flusher:
         self._identity = identity
         self._wake = threading.Event()
         self._new_runs = threading.Event()
-        self._stop = threading.Event()
         self._retrying = Retrier(self._note_error)
         self._lock = threading.Lock()
         self._unflushed: defaultdict[str, int] = defaultdict(int)
@@ -114,16 +114,17 @@ class Flusher:
         self._pauses = 0
         self._requeued = queue.requeued_events()
         self._random = random.Random()  # jitter; never the process's global generator
-        self._thread = threading.Thread(target=self._loop, name="trackbridge-flusher", daemon=True)
+        self.worker = Worker("flusher", lambda _w: self._loop(), on_failure=OnFailure.RESTART)
+        self._stop = self.worker.stopping
 
     def start(self) -> None:
         """Starts the timer thread."""
-        self._thread.start()
+        self.worker.start()
 
     @property
     def running(self) -> bool:
         """Whether the flusher's thread still runs (a stop that ran out of time)."""
-        return self._thread.is_alive()
+        return self.worker.alive
 
     def stored(self, run_key: str, count: int) -> None:
         """Tells the flusher that ``count`` events of a run were stored (ingest thread)."""
@@ -149,10 +150,10 @@ class Flusher:
         self._retrying.stop_at(time.monotonic() + timeout_s)
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout_s + 1.0)
-        if not self._thread.is_alive():
+        self.worker.join(time.monotonic() + timeout_s + 1.0)
+        if not self.worker.alive:
             self._pool.close()
-        drained = not self._thread.is_alive() and self._queue.flushable_count() == 0
+        drained = not self.worker.alive and self._queue.flushable_count() == 0
         self._gate.close()
         return drained
 

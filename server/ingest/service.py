@@ -17,7 +17,7 @@ from bridge.errors import BatchRejected
 from bridge.pb.v1 import events_pb2, ingest_pb2
 from bridge.protocol import INGEST_SERVICE, RETRY_AFTER_KEY
 from server.config import ReceiverConfig
-from server.ingest.backend import IngestBackend, QueueFull, RunRefusedHere
+from server.ingest.backend import IngestBackend, NotServing, QueueFull, RunRefusedHere
 from server.ingest.pacing import PublishPacer
 from server.live.hub import Hub
 from server.queue.sqlite import Backlog
@@ -115,6 +115,8 @@ class IngestService:
         except RunRefusedHere as exc:
             self.batches_rejected += 1
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        except NotServing as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except QueueFull as exc:
             self.batches_throttled += 1
             context.set_trailing_metadata(((RETRY_AFTER_KEY, self._retry_after_ms),))

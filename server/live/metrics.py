@@ -184,6 +184,21 @@ class _LiveCollector(Collector):
         for reason, attr in _REFUSALS:
             refused.add_metric([reason], float(getattr(counters, attr)))
         yield refused
+        up = GaugeMetricFamily(
+            "trackbridge_worker_up",
+            "1 while the background worker runs; 0 once it failed (health is NOT_SERVING).",
+            labels=["worker"],
+        )
+        restarts = CounterMetricFamily(
+            "trackbridge_worker_restarts",
+            "Unexpected exceptions a background worker restarted after (logged with traceback).",
+            labels=["worker"],
+        )
+        for name, failure, restarted in counters.workers:
+            up.add_metric([name], float(not failure))
+            restarts.add_metric([name], float(restarted))
+        yield up
+        yield restarts
         yield GaugeMetricFamily(
             "trackbridge_mlflow_up",
             "1 unless the flusher fails to reach MLflow.",

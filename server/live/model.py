@@ -39,6 +39,8 @@ class Counters:
     """Metric points in log_batch calls MLflow accepted."""
     recovered_events: int = 0
     """Events of the call in flight at the last stop found in MLflow, not sent again."""
+    workers: tuple[tuple[str, str, int], ...] = ()
+    """Each background worker's (name, failure or "", restarts) (bridge/worker.py)."""
 
 
 MAX_QUEUED_DELTAS = 16

@@ -44,6 +44,8 @@ class Live:
         counters: The receiver's counters, for ``/metrics``.
         mlflow_reachable: Whether the flusher currently reaches MLflow.
         health: The receiver's gRPC health servicer.
+        failed_workers: The receiver's failed workers by name, with their errors: while any
+            has failed, health is NOT_SERVING (the whole server's too).
     """
 
     def __init__(
@@ -54,12 +56,15 @@ class Live:
         counters: Callable[[], Counters],
         mlflow_reachable: Callable[[], bool],
         health: HealthServicer,
+        failed_workers: Callable[[], dict[str, str]] = dict,
     ) -> None:
         self.hub = hub
         self._config = config
         self._counters = counters
         self._mlflow_reachable = mlflow_reachable
         self._health = health
+        self._failed_workers = failed_workers
+        self._failed: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._http: LiveHttpServer | None = None
@@ -147,13 +152,19 @@ class Live:
                 last_states = now
 
     async def _update_health(self) -> None:
-        serving = self._mlflow_reachable()
+        failed = self._failed_workers()
+        status = health_pb2.HealthCheckResponse
+        if failed != self._failed:
+            self._failed = failed
+            for name, error in failed.items():
+                _logger.error("worker %s failed (%s): health is NOT_SERVING", name, error)
+            await self._health.set("", status.NOT_SERVING if failed else status.SERVING)
+        serving = not failed and self._mlflow_reachable()
         previous, self._serving = self._serving, serving
         if serving == previous:
             return
-        if not serving:
+        if not serving and not failed:  # a failed worker was logged above
             _logger.warning("MLflow is unreachable: health of %s is NOT_SERVING", INGEST_SERVICE)
-        elif previous is not None:
+        elif serving and previous is not None:
             _logger.info("MLflow is reachable again: %s is SERVING", INGEST_SERVICE)
-        status = health_pb2.HealthCheckResponse
         await self._health.set(INGEST_SERVICE, status.SERVING if serving else status.NOT_SERVING)
