@@ -262,6 +262,7 @@ class Sender:
                 b.run.next_seq = b.last + 1
                 b.run.ended = b.run.ended or b.ends
                 self.stats.events_rejected += b.rejected
+                self._drops.lost(b.rejected)
                 keep = spool is None or self._held_bytes < self._config.max_memory_bytes
                 payload = b.payload if keep else None
                 size = len(b.payload)
@@ -298,6 +299,7 @@ class Sender:
                 exc,
             )
             self.stats.events_rejected += head.events
+            self._drops.lost(head.events)
             self._acknowledge(run, head.last_seq)
             return True
         self.stats.batches_sent += 1
