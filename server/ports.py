@@ -12,6 +12,8 @@ from __future__ import annotations
 import errno
 import socket
 
+from bridge.errors import StartupError
+
 GRPC_FLAG = "--listen"
 HTTP_FLAG = "--http-listen"
 
@@ -27,7 +29,7 @@ SERVER_OPTIONS = (
 """The receiver's gRPC server options."""
 
 
-class PortInUse(OSError):
+class PortInUse(StartupError, OSError):
     """Another process listens on the address the receiver was told to use."""
 
 

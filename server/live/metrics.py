@@ -114,6 +114,12 @@ _SCALARS = (
     ),
     ("trackbridge_held_events", "gauge", "held_events", "Events quarantined runs hold back."),
     (
+        "trackbridge_data_dir_free_bytes",
+        "gauge",
+        "disk_free_bytes",
+        "Free space on the data directory (with the queue's reusable pages) at the last check.",
+    ),
+    (
         "trackbridge_metric_points_written",
         "counter",
         "metric_points_written",
@@ -133,6 +139,7 @@ _REFUSALS = (
     ("permission_denied", "calls_permission_denied"),
     ("calls_in_flight", "calls_over_in_flight"),
     ("rate_limit", "batches_rate_limited"),
+    ("disk_reserve", "batches_disk_low"),
 )
 
 

@@ -44,8 +44,9 @@ class Live:
         counters: The receiver's counters, for ``/metrics``.
         mlflow_reachable: Whether the flusher currently reaches MLflow.
         health: The receiver's gRPC health servicer.
-        failed_workers: The receiver's failed workers by name, with their errors: while any
-            has failed, health is NOT_SERVING (the whole server's too).
+        not_serving: Why the receiver cannot take batches, by part (a failed worker, a data
+            directory past its reserve): while any, health is NOT_SERVING (the whole
+            server's too).
     """
 
     def __init__(
@@ -56,14 +57,14 @@ class Live:
         counters: Callable[[], Counters],
         mlflow_reachable: Callable[[], bool],
         health: HealthServicer,
-        failed_workers: Callable[[], dict[str, str]] = dict,
+        not_serving: Callable[[], dict[str, str]] = dict,
     ) -> None:
         self.hub = hub
         self._config = config
         self._counters = counters
         self._mlflow_reachable = mlflow_reachable
         self._health = health
-        self._failed_workers = failed_workers
+        self._not_serving = not_serving
         self._failed: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -152,18 +153,18 @@ class Live:
                 last_states = now
 
     async def _update_health(self) -> None:
-        failed = self._failed_workers()
+        failed = self._not_serving()
         status = health_pb2.HealthCheckResponse
         if failed != self._failed:
             self._failed = failed
-            for name, error in failed.items():
-                _logger.error("worker %s failed (%s): health is NOT_SERVING", name, error)
+            for part, why in failed.items():
+                _logger.error("health is NOT_SERVING: %s: %s", part, why)
             await self._health.set("", status.NOT_SERVING if failed else status.SERVING)
         serving = not failed and self._mlflow_reachable()
         previous, self._serving = self._serving, serving
         if serving == previous:
             return
-        if not serving and not failed:  # a failed worker was logged above
+        if not serving and not failed:  # a failed part was logged above
             _logger.warning("MLflow is unreachable: health of %s is NOT_SERVING", INGEST_SERVICE)
         elif serving and previous is not None:
             _logger.info("MLflow is reachable again: %s is SERVING", INGEST_SERVICE)

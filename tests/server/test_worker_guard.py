@@ -20,11 +20,11 @@ from bridge.convert import batch_to_proto
 from bridge.events import EventBatch, Metric, RunEnd, RunStart, RunStatus
 from bridge.protocol import INGEST_SERVICE
 from client_sdk._transport import Transport, TransportError
+from server.background import BackgroundReceiver
 from server.cli.status import format_status, read_status
 from server.config import ReceiverConfig
 from server.ingest.ingestor import Ingestor
 from server.queue.aggregates import Observed
-from server.receiver import BackgroundReceiver
 from tests.support.procs import wait_until
 
 pytestmark = pytest.mark.timeout(120)
