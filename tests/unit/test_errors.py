@@ -47,7 +47,7 @@ def test_the_other_errors_share_the_root() -> None:
         assert issubclass(error, TrackbridgeError)
 
 
-class _Failed(grpc.RpcError):
+class _Failed(grpc.RpcError):  # type: ignore[misc]  # grpc is untyped
     def __init__(self, code: grpc.StatusCode, trailers: tuple[tuple[str, str], ...] = ()) -> None:
         self._code, self._trailers = code, trailers
 
