@@ -140,3 +140,39 @@ def test_a_post_commit_fault_is_visible_and_loses_nothing(
         for line in path.read_text().splitlines()
     ]
     assert [line["seq"] for line in lines if line["seq"]] == [1, 2, 3]
+
+
+def test_a_flusher_fault_restarts_it_and_nothing_is_lost(
+    receiver: BackgroundReceiver, tmp_path: Path
+) -> None:
+    r = receiver.receiver
+    flusher = r.flusher
+    original = flusher._cycle
+    faults = iter(range(2))
+
+    def cycle(*args: bool) -> bool:
+        if next(faults, None) is not None:
+            raise _Injected("flusher cycle failed")
+        return original(*args)
+
+    flusher._cycle = cycle  # type: ignore[method-assign]
+    transport = Transport(f"127.0.0.1:{r.port}", timeout_s=10.0)
+    try:
+        start = [RunStart(run_name="restarted", start_time_ms=TS), Metric("x", 1.0, 1, TS)]
+        assert transport.publish(_payload(1, start)).acked_seq == 2
+        flusher.flush_soon()
+        wait_until(lambda: flusher.worker.restarts == 2, 30, what="two restarts")
+        assert flusher.worker.alive and not flusher.worker.failure
+        metrics = r.live.exporter.render()[0].decode()
+        assert 'trackbridge_worker_restarts_total{worker="flusher"} 2.0' in metrics
+        assert 'trackbridge_worker_up{worker="flusher"} 1.0' in metrics
+        assert _health(r.port, "") == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        transport.close()
+    assert receiver.stop()
+    lines = [
+        json.loads(line)
+        for path in (tmp_path / "files").rglob("*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    assert [line["seq"] for line in lines if line["seq"]] == [1, 2]
