@@ -26,10 +26,10 @@ from bench.mlflow_sections import wait_for_runs
 from bench.procs import BenchError, Child, load_generator, mlflow_store, read_all
 from bench.sections import BenchContext
 from bridge.events import RunStart
+from server.background import BackgroundReceiver
 from server.config import ReceiverConfig
 from server.flush.batch_creation import CREATION_THREADS
 from server.flush.sink import RunRef, client_run_tags
-from server.receiver import BackgroundReceiver
 
 _CLIENTS_PER_PROC = 250
 _TIMEOUT_S = 300.0

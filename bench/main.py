@@ -200,8 +200,8 @@ def _measure_client_side(ctx: BenchContext, results: Results, rx: ReceiverProces
 
 def _measure_into_mlflow(ctx: BenchContext, results: Results) -> None:
     from bench import mlflow_sections as bench_mlflow
+    from server.background import BackgroundReceiver
     from server.config import ReceiverConfig
-    from server.receiver import BackgroundReceiver
 
     # The receiver's MLflow client would print a link to every run it ends.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")

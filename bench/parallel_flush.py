@@ -26,10 +26,10 @@ from bench.mlflow_sections import PgVisibility, freshness, log_batch_ceiling
 from bench.postgres import Postgres, create_database, start_postgres, stop_postgres
 from bench.procs import BenchError, Child, free_port, load_generator, read_all, wait_http
 from bench.sections import BenchContext
+from server.background import BackgroundReceiver
 from server.config import ReceiverConfig
 from server.fleet.config import FleetConfig
 from server.flush.sink import TAG_ROLE
-from server.receiver import BackgroundReceiver
 
 _logger = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Errors raised at the call site, shaped like MLflow's own."""
+"""trackbridge's errors: one root, :class:`TrackbridgeError`; the receiver's startup errors
+under :class:`StartupError`; and those raised at the call site, shaped like MLflow's own."""
 
 from __future__ import annotations
 
@@ -6,7 +7,16 @@ INVALID_PARAMETER_VALUE = "INVALID_PARAMETER_VALUE"
 INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
-class MlflowException(Exception):
+class TrackbridgeError(Exception):
+    """The root of trackbridge's own errors: ``except TrackbridgeError`` catches every one."""
+
+
+class StartupError(TrackbridgeError):
+    """The receiver cannot start (a held port or data directory, a damaged queue, a bad
+    certificate...): its message says why and what to do; the CLI prints it in one line."""
+
+
+class MlflowException(TrackbridgeError):
     """Invalid input, reported with MLflow's class name, error code and message.
 
     Attributes:
@@ -34,5 +44,5 @@ class RestException(MlflowException):
         super().__init__(f"{error_code}: {message}", error_code)
 
 
-class BatchRejected(ValueError):
+class BatchRejected(TrackbridgeError, ValueError):
     """A batch that breaks the wire protocol or MLflow's rules; the receiver refuses it whole."""

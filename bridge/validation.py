@@ -83,6 +83,17 @@ def _check_length(entity: str, limit: int, value: str, *, truncate: bool = False
     )
 
 
+def check_encodable(value: str) -> str:
+    """Returns ``value`` if UTF-8 can carry it. A lone surrogate (what ``os.fsdecode`` makes
+    of a file name that is not UTF-8) cannot: MLflow raises there (``MlflowException``,
+    INTERNAL_ERROR, with the codec's words), and so does this, at the call."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MlflowException(exc) from None
+    return value
+
+
 def json_path(prefix: str, name: str) -> str:
     """MLflow's name for a field inside a request (``metrics[1].name``); ``name`` alone at top."""
     if not prefix:
@@ -155,7 +166,9 @@ def validate_param(key: object, value: str, *, truncate: bool = True, prefix: st
     path = json_path(prefix, "key")
     name = _check_name(key, path, invalid_value(path, "", _MISSING_KEY_NAME))
     _check_length("Param key", MAX_ENTITY_KEY_LENGTH, name)
-    return _check_length("Param value", MAX_PARAM_VAL_LENGTH, value, truncate=truncate)
+    return _check_length(
+        "Param value", MAX_PARAM_VAL_LENGTH, check_encodable(value), truncate=truncate
+    )
 
 
 def validate_tag(
@@ -176,7 +189,8 @@ def validate_tag(
     _check_length(path, MAX_ENTITY_KEY_LENGTH, name)
     if name.startswith(RESERVED_TAG_PREFIX) and name not in allowed_reserved:
         raise MlflowException.invalid_parameter_value(reserved_tag_message(path, name))
-    return _check_length(json_path(prefix, "value"), MAX_TAG_VAL_LENGTH, value, truncate=truncate)
+    path = json_path(prefix, "value")
+    return _check_length(path, MAX_TAG_VAL_LENGTH, check_encodable(value), truncate=truncate)
 
 
 def reserved_tag_message(path: str, key: str) -> str:
@@ -202,7 +216,7 @@ def validate_experiment_name(name: object) -> str:
         raise MlflowException.invalid_parameter_value(
             f"'name' exceeds the maximum length of {MAX_EXPERIMENT_NAME_LENGTH} characters"
         )
-    return name
+    return check_encodable(name)
 
 
 _RUN_ID_RE = re.compile(r"^[a-zA-Z0-9][\w\-]{0,255}$")

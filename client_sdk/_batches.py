@@ -107,6 +107,12 @@ class DropCounter:
             entry[2] = now
             return self.total
 
+    def lost(self, count: int) -> None:
+        """Counts ``count`` events dropped after the call (the sender could not encode them,
+        or the receiver refused their batch): in ``dropped_events``, never silent."""
+        with self._lock:
+            self.total += count
+
     @property
     def due(self) -> bool:
         """Whether some drops are not reported yet."""

@@ -20,6 +20,7 @@ import tenacity
 
 from bridge.events import DROPPED_SPOOL_LOST, Dropped
 from bridge.pb.v1 import events_pb2, ingest_pb2
+from bridge.worker import OnFailure, Worker
 from client_sdk._batches import (
     BufferItem,
     DropCounter,
@@ -66,7 +67,8 @@ class Sender:
         self._stop = threading.Event()
         self._interrupt = threading.Event()
         self._deadline = float("inf")
-        self._thread: threading.Thread | None = None
+        # RESTART: its runs and spool survive a failed cycle; a fresh pass goes on from them.
+        self._worker = Worker("sender", lambda _w: self._loop(), on_failure=OnFailure.RESTART)
         self._fresh_transport = False
         """Set in a forked child: make a new channel before the first send."""
         self.keeper = SpoolKeeper(config)
@@ -84,17 +86,14 @@ class Sender:
     def start(self) -> None:
         """Starts the thread, once (it makes the spool when it first needs one)."""
         with self._lock:
-            if self._thread is not None or self._stop.is_set():
+            if self._worker.started or self._stop.is_set():
                 return
             if self._fresh_transport:
                 self._fresh_transport = False
                 self._transport = Transport(
                     self._config.receiver, self._config.rpc_timeout_s, self._config.security
                 )
-            self._thread = threading.Thread(
-                target=self._loop, name="trackbridge-sender", daemon=True
-            )
-            self._thread.start()
+            self._worker.start()
 
     def wake(self) -> None:
         """Asks for a send now rather than at the end of the linger time."""
@@ -132,7 +131,7 @@ class Sender:
         with self._cycled:
             while self._busy():
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._thread is None or not self._thread.is_alive():
+                if remaining <= 0 or not self._worker.alive:
                     return False
                 self._wake.set()
                 self._cycled.wait(min(remaining, self._config.linger_s))
@@ -145,26 +144,23 @@ class Sender:
         self._deadline = time.monotonic() + timeout_s
         self._stop.set()
         self._wake.set()
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout=max(0.0, self._deadline - time.monotonic()) + 1.0)
-            if thread.is_alive():
-                self._interrupt.set()
-                thread.join(timeout=1.0)
+        if not self._worker.stop(self._deadline + 1.0):
+            self._interrupt.set()
+            self._worker.join(time.monotonic() + 1.0)
         self._transport.close()
         return self.pending_events()
 
     def close_spool(self) -> None:
         """Closes the spool (deleting it when nothing in it is needed), unless the thread is
         stuck in a call that still uses it."""
-        if self._thread is None or not self._thread.is_alive():
+        if not self._worker.alive:
             self.keeper.close()
 
     def reset_after_fork(self) -> None:
         """In a forked child: forget the parent's thread, channel, spool and events."""
         self._lock = threading.Lock()
         self._cycled = threading.Condition(self._lock)
-        self._thread = None
+        self._worker.reset_after_fork()
         self._runs.clear()
         self.keeper.abandon()
         self._held_bytes = 0
@@ -266,6 +262,7 @@ class Sender:
                 b.run.next_seq = b.last + 1
                 b.run.ended = b.run.ended or b.ends
                 self.stats.events_rejected += b.rejected
+                self._drops.lost(b.rejected)
                 keep = spool is None or self._held_bytes < self._config.max_memory_bytes
                 payload = b.payload if keep else None
                 size = len(b.payload)
@@ -302,6 +299,7 @@ class Sender:
                 exc,
             )
             self.stats.events_rejected += head.events
+            self._drops.lost(head.events)
             self._acknowledge(run, head.last_seq)
             return True
         self.stats.batches_sent += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import grpc
 
 from bridge.channel import ChannelSecurity
+from bridge.errors import TrackbridgeError
 from bridge.pb.v1 import (
     artifacts_pb2,
     artifacts_pb2_grpc,
@@ -65,7 +67,7 @@ def _retry_after_s(exc: grpc.RpcError) -> float:
     return 0.0
 
 
-class TransportError(Exception):
+class TransportError(TrackbridgeError):
     """A Publish call that failed; ``retryable`` says whether to try the same batch again."""
 
     def __init__(
@@ -76,6 +78,24 @@ class TransportError(Exception):
         self.retryable = retryable
         self.retry_after_s = retry_after_s
         """The receiver's requested pause before the next attempt (RESOURCE_EXHAUSTED)."""
+
+
+@contextlib.contextmanager
+def _rpc(*, long: bool = False, retry: frozenset[grpc.StatusCode] = _RETRYABLE) -> Iterator[None]:
+    """One call into gRPC: through the fork gate (``long`` calls are not waited for), and its
+    failure as a TransportError, retryable for the codes in ``retry``. The one place that maps
+    gRPC's errors to the client's."""
+    try:
+        with grpc_call(long=long):
+            yield
+    except grpc.RpcError as exc:
+        code = exc.code()
+        raise TransportError(
+            code.name,
+            exc.details() or "",
+            retryable=code in retry,
+            retry_after_s=_retry_after_s(exc),
+        ) from None
 
 
 class Transport:
@@ -113,17 +133,8 @@ class Transport:
 
     def _call(self, method: Any, request: Any, timeout_s: float | None) -> ingest_pb2.Ack:
         timeout = self._timeout_s if timeout_s is None else max(timeout_s, 0.001)
-        try:
-            with grpc_call():
-                ack: ingest_pb2.Ack = method(request, timeout=timeout)
-        except grpc.RpcError as exc:
-            code = exc.code()
-            raise TransportError(
-                code.name,
-                exc.details() or "",
-                retryable=code in _RETRYABLE,
-                retry_after_s=_retry_after_s(exc),
-            ) from None
+        with _rpc():
+            ack: ingest_pb2.Ack = method(request, timeout=timeout)
         return ack
 
     def close(self) -> None:
@@ -152,32 +163,19 @@ class ArtifactTransport:
         """Streams one file (header, data, trailer); raises TransportError."""
         if self._stub is None:
             raise _forked_mid_call()
-        try:
-            with grpc_call(long=True):
-                ack: artifacts_pb2.ArtifactAck = self._stub.Upload(chunks, timeout=timeout_s)
-        except grpc.RpcError as exc:
-            code = exc.code()
-            raise TransportError(
-                code.name,
-                exc.details() or "",
-                # A checksum mismatch is worth sending the file again.
-                retryable=code in _RETRYABLE or code == grpc.StatusCode.DATA_LOSS,
-                retry_after_s=_retry_after_s(exc),
-            ) from None
+        # A checksum mismatch (DATA_LOSS) is worth sending the file again.
+        with _rpc(long=True, retry=_RETRYABLE | {grpc.StatusCode.DATA_LOSS}):
+            ack: artifacts_pb2.ArtifactAck = self._stub.Upload(chunks, timeout=timeout_s)
         return ack
 
     def info(self, timeout_s: float) -> artifacts_pb2.ReceiverInfo:
         """Where the receiver's data can be read; raises TransportError."""
         if self._stub is None:
             raise _forked_mid_call()
-        try:
-            with grpc_call():
-                info: artifacts_pb2.ReceiverInfo = self._stub.Info(
-                    artifacts_pb2.ReceiverInfoRequest(), timeout=timeout_s
-                )
-        except grpc.RpcError as exc:
-            code = exc.code()
-            raise TransportError(code.name, exc.details() or "", retryable=True) from None
+        with _rpc(retry=frozenset(grpc.StatusCode)):
+            info: artifacts_pb2.ReceiverInfo = self._stub.Info(
+                artifacts_pb2.ReceiverInfoRequest(), timeout=timeout_s
+            )
         return info
 
     def close(self) -> None:
@@ -205,14 +203,8 @@ class TrackingTransport:
         """One MLflow call; raises TransportError when it did not reach the receiver's MLflow."""
         if self._stub is None:
             raise _forked_mid_call()
-        try:
-            with grpc_call(long=True):
-                reply: tracking_pb2.TrackingReply = self._stub.Call(request, timeout=timeout_s)
-        except grpc.RpcError as exc:
-            code = exc.code()
-            raise TransportError(
-                code.name, exc.details() or "", retryable=code in _RETRYABLE
-            ) from None
+        with _rpc(long=True):
+            reply: tracking_pb2.TrackingReply = self._stub.Call(request, timeout=timeout_s)
         return reply
 
     def download(
@@ -221,14 +213,8 @@ class TrackingTransport:
         """Streams one artifact file's chunks; raises TransportError (NOT_FOUND: no such file)."""
         if self._stub is None:
             raise _forked_mid_call()
-        try:
-            with grpc_call(long=True):
-                yield from self._stub.Download(request, timeout=timeout_s)
-        except grpc.RpcError as exc:
-            code = exc.code()
-            raise TransportError(
-                code.name, exc.details() or "", retryable=code in _RETRYABLE
-            ) from None
+        with _rpc(long=True):
+            yield from self._stub.Download(request, timeout=timeout_s)
 
     def close(self) -> None:
         """Closes the channel."""

@@ -17,6 +17,7 @@ from bridge.events import Event, Metric, Param, RunEnd, RunStart, RunStatus, Tag
 from bridge.validation import (
     MAX_INT64,
     MIN_INT64,
+    check_encodable,
     check_param_unchanged,
     validate_experiment_name,
     validate_metric_key,
@@ -123,9 +124,9 @@ class Writer(ArtifactCalls, RoundCalls):
             validate_experiment_name(experiment)
         start = RunStart(
             experiment=experiment or "",
-            run_name=run_name or "",
+            run_name=check_encodable(run_name or ""),
             tags=checked,
-            description=description or "",
+            description=check_encodable(description or ""),
             start_time_ms=_now_ms(),
             parent_run_key=parent.run_key if parent is not None else "",
             resume_run_id=run_id or "",
@@ -293,9 +294,9 @@ class Writer(ArtifactCalls, RoundCalls):
 
     @property
     def dropped_events(self) -> int:
-        """Events dropped because the writer was closed, or the spool could not take them and
-        the in-memory buffer was full (``max_buffer_events``). Run starts and ends are never
-        dropped. The receiver is told how many, per run (``trackbridge.dropped_events``)."""
+        """Events dropped: the writer was closed, the spool and buffer were full (the receiver
+        is told, per run: ``trackbridge.dropped_events``), or, after the call, the wire could
+        not carry them or the receiver refused them. Run starts and ends are never dropped."""
         return self._drops.total
 
     # -- delivery ------------------------------------------------------------------------------

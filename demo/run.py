@@ -13,8 +13,8 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from server.background import BackgroundReceiver
 from server.config import ReceiverConfig
-from server.receiver import BackgroundReceiver
 
 _DRAIN_S = 60.0
 """How long the demo waits for the receiver to hand everything to MLflow after training."""

@@ -44,6 +44,9 @@ class ReceiverConfig:
     """A run not ended whose client is silent this long (no batch, no heartbeat) is KILLED."""
     max_backlog_events: int = 2_000_000
     """Events stored but not yet in MLflow past which clients get RESOURCE_EXHAUSTED."""
+    disk_reserve_mib: int = 64
+    """Free space (MiB) kept on the data directory: below it new batches are refused
+    (RESOURCE_EXHAUSTED; clients keep them) while flushing frees space; 0 keeps none."""
     publish_budget_per_s: float = DEFAULT_BUDGET_PER_S
     """Publish calls per second this receiver asks its clients to stay within, together: each
     publish ack advises a linger of (runs publishing recently) / this (server/ingest/pacing.py;
@@ -122,6 +125,8 @@ class ReceiverConfig:
             raise ValueError(
                 f"max_backlog_events must be at least 1, got {self.max_backlog_events!r}"
             )
+        if self.disk_reserve_mib < 0:
+            raise ValueError(f"disk_reserve_mib must be 0 or more, got {self.disk_reserve_mib!r}")
         if not 0 < self.publish_budget_per_s <= 1e7:
             raise ValueError(
                 "publish_budget_per_s (--publish-budget) must be positive and at most 10000000"
@@ -175,6 +180,7 @@ class ReceiverConfig:
         sqlite_synchronous: str | None = None,
         shutdown_timeout_s: float | None = None,
         max_backlog_events: int | None = None,
+        disk_reserve_mib: int | None = None,
         publish_budget_per_s: float | None = None,
         run_lease_s: float | None = None,
         http_listen: str | None = None,
@@ -226,6 +232,7 @@ class ReceiverConfig:
             sqlite_synchronous="NORMAL" if sqlite_synchronous is None else sqlite_synchronous,
             shutdown_timeout_s=30.0 if shutdown_timeout_s is None else shutdown_timeout_s,
             max_backlog_events=2_000_000 if max_backlog_events is None else max_backlog_events,
+            disk_reserve_mib=64 if disk_reserve_mib is None else disk_reserve_mib,
             publish_budget_per_s=(
                 DEFAULT_BUDGET_PER_S if publish_budget_per_s is None else publish_budget_per_s
             ),

@@ -18,11 +18,13 @@ import stat
 import uuid
 from pathlib import Path
 
+from bridge.errors import StartupError
+
 LOCK_FILE = "receiver.lock"
 ID_FILE = "receiver-id"
 
 
-class DataDirInUse(RuntimeError):
+class DataDirInUse(StartupError, RuntimeError):
     """Another running receiver holds the data directory."""
 
 

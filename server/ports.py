@@ -3,7 +3,7 @@
 gRPC sets ``SO_REUSEPORT`` on its listening sockets unless told not to, and Linux then lets a
 second process bind the same port and splits new connections between the two: clients of one
 deployment would be spread over two queues without a word. The receiver turns the option off
-(``grpc.so_reuseport`` 0 in server/receiver.py) and, before gRPC binds, tries the address
+(``grpc.so_reuseport`` 0 in :data:`SERVER_OPTIONS`) and, before gRPC binds, tries the address
 itself, so that a held port gets one clear line instead of gRPC's own error log.
 """
 
@@ -12,11 +12,24 @@ from __future__ import annotations
 import errno
 import socket
 
+from bridge.errors import StartupError
+
 GRPC_FLAG = "--listen"
 HTTP_FLAG = "--http-listen"
 
+# Must agree with the clients' keepalive (client_sdk/_transport.py), or they get too_many_pings.
+SERVER_OPTIONS = (
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.so_reuseport", 0),  # one receiver per port (above)
+)
+"""The receiver's gRPC server options."""
 
-class PortInUse(OSError):
+
+class PortInUse(StartupError, OSError):
     """Another process listens on the address the receiver was told to use."""
 
 

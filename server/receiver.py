@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import sqlite3
-import threading
 from collections.abc import Callable
 
 import grpc
@@ -16,6 +15,7 @@ from grpc_health.v1._async import HealthServicer
 
 from bridge.pb.v1 import events_pb2, watch_pb2_grpc
 from bridge.protocol import INGEST_SERVICE
+from bridge.worker import Workers
 from server.aggregate.aggregator import Aggregator
 from server.artifacts.service import ArtifactRelay
 from server.config import ReceiverConfig
@@ -31,6 +31,7 @@ from server.flush.mlflow_state import record_errors
 from server.flush.sink import MlflowSink
 from server.flush.store_identity import StoreIdentity
 from server.ingest.backend import IngestBackend
+from server.ingest.disk import MIB, DiskReserve, reusable_bytes
 from server.ingest.ingestor import Ingestor
 from server.ingest.service import IngestService
 from server.live.hub import Hub
@@ -38,25 +39,16 @@ from server.live.links import mlflow_ui_url, page_url
 from server.live.model import Counters
 from server.live.view import Live
 from server.live.watch import WatchService
-from server.ports import GRPC_FLAG, HTTP_FLAG, PortInUse, check_free, in_use
+from server.ports import GRPC_FLAG, HTTP_FLAG, SERVER_OPTIONS, PortInUse, check_free, in_use
 from server.queue.gaps import GapLog
 from server.queue.schema import QUEUE_FILE, QueueCorrupt
 from server.queue.sqlite import Backlog, Queue, RunRecord, connect
 from server.security.guard import Guard
 from server.tracking.scope import ReadScope
 from server.tracking.service import TrackingService
+from server.worker_state import record_failed
 
 _logger = logging.getLogger(__name__)
-
-# Must agree with the clients' keepalive (client_sdk/_transport.py), or they get too_many_pings.
-SERVER_OPTIONS = (
-    ("grpc.keepalive_time_ms", 60_000),
-    ("grpc.keepalive_timeout_ms", 20_000),
-    ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-    ("grpc.so_reuseport", 0),  # one receiver per port (server/ports.py)
-)
 
 
 class Receiver:
@@ -70,6 +62,8 @@ class Receiver:
         self._server: grpc.aio.Server | None = None
         self._health = HealthServicer()
         self._conns: list[sqlite3.Connection] = []
+        self.workers = Workers()
+        """Every background worker, for health, status and /metrics (bridge/worker.py)."""
         self._mirror: Mirror | None = None
         self.flusher: Flusher | FileFlusher
         self.tracking: TrackingService | None = None
@@ -122,9 +116,7 @@ class Receiver:
                 )
         except sqlite3.DatabaseError as exc:
             raise QueueCorrupt(queue_path, exc) from None
-        self.service = IngestService(
-            self.ingestor, self.backlog, cfg, hub=self.hub, admission=self.guard.admission
-        )
+        self.service = self._service_for(cfg, status_conn)
         self._status = Queue(status_conn)
         self.live = Live(
             self.hub,
@@ -133,6 +125,7 @@ class Receiver:
             mlflow_reachable=lambda: not self.flusher.last_error,
             health=self._health,
             runs=runs,
+            not_serving=self._not_serving,
         )
         server = self._grpc_server(cfg)
         host, _, port = cfg.listen.rpartition(":")
@@ -155,6 +148,9 @@ class Receiver:
                 configured_secrets(),
                 sinks=cfg.sinks,
             )
+        )
+        self._workers_state = asyncio.create_task(
+            record_failed(self.workers, cfg.data_dir, self.disk.shortfall)
         )
         if self.artifacts is not None:
             self.artifacts.start()
@@ -212,6 +208,19 @@ class Receiver:
             workers=cfg.flush_workers,
             alone=cfg.alone or cfg.embedded,
         )
+
+    def _service_for(self, cfg: ReceiverConfig, conn: sqlite3.Connection) -> IngestService:
+        """The Ingest service, with the workers it needs and the data directory's reserve."""
+        for part in (self.ingestor, self.flusher):
+            if isinstance(part, Ingestor | Flusher | FileFlusher):
+                self.workers.add(part.worker)
+        reserve = cfg.disk_reserve_mib * MIB
+        wal = cfg.data_dir / f"{QUEUE_FILE}-wal"
+        self.disk = DiskReserve(cfg.data_dir, reserve, lambda: reusable_bytes(conn, wal))
+        return IngestService(
+            self.ingestor, self.backlog, cfg, hub=self.hub, admission=self.guard.admission,
+            disk=self.disk,
+        )  # fmt: skip
 
     def _grpc_server(self, cfg: ReceiverConfig) -> grpc.aio.Server:
         """The gRPC server with every service the receiver offers (not listening yet)."""
@@ -282,6 +291,11 @@ class Receiver:
             return ""
         return page_url(address[0], self.http_port, job)
 
+    def _not_serving(self) -> dict[str, str]:
+        """Why health is NOT_SERVING, by part: failed workers, a data directory past its reserve."""
+        low = self.disk.shortfall()
+        return {**self.workers.failed(), **({"disk": low} if low else {})}
+
     def _stored(self, run_key: str, count: int) -> None:
         self.flusher.stored(run_key, count)
 
@@ -317,6 +331,9 @@ class Receiver:
             held_events=self.flusher.stats.held_events,
             metric_points_written=self.flusher.stats.metric_points_written,
             recovered_events=self.flusher.stats.recovered_events,
+            batches_disk_low=self.service.batches_disk_low,
+            disk_free_bytes=self.disk.free_bytes,
+            workers=tuple((w.name, w.failure, w.restarts) for w in self.workers),
         )
 
     async def stop(self, grace_s: float = 5.0) -> bool:
@@ -345,6 +362,7 @@ class Receiver:
         if self._mirror is not None and not self.flusher.running:
             self._mirror.close()  # never under a flusher still writing (reused descriptors)
         self._mlflow_state.cancel()
+        self._workers_state.cancel()
         self.guard.close()
         for conn in self._conns:
             conn.close()
@@ -365,30 +383,3 @@ async def serve(config: ReceiverConfig, on_ready: Callable[[Receiver], None] | N
     await stop.wait()
     _logger.info("shutting down: draining the queue to MLflow")
     return await receiver.stop()
-
-
-class BackgroundReceiver:
-    """A receiver on its own event-loop thread, for embedding (the demo, tests)."""
-
-    def __init__(self, config: ReceiverConfig) -> None:
-        self.receiver = Receiver(config)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="trackbridge-receiver", daemon=True
-        )
-
-    def start(self) -> int:
-        """Starts serving; returns the bound port."""
-        self._thread.start()
-        future = asyncio.run_coroutine_threadsafe(self.receiver.start(), self._loop)
-        return future.result(timeout=60)
-
-    def stop(self) -> bool:
-        """Drains and stops; returns whether everything reached MLflow."""
-        future = asyncio.run_coroutine_threadsafe(self.receiver.stop(), self._loop)
-        try:
-            return future.result(timeout=self.receiver.config.shutdown_timeout_s + 30)
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
-            self._loop.close()

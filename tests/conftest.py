@@ -8,6 +8,7 @@ Everything runs for real on 127.0.0.1: the MLflow server (sqlite backend in a te
 from __future__ import annotations
 
 import re
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,37 @@ from tests.support.procs import (
     launch_receiver,
     stop_mlflow_server,
 )
+
+PROCESS_FIXTURES = frozenset(
+    {"mlflow_server", "nats_cluster", "own_nats_cluster", "one_nats_node", "start_receiver"}
+)
+"""Fixtures that start real processes: a test using one (directly or through another fixture)
+is marked ``slow``. Tests that start processes themselves say ``pytest.mark.slow``."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks every test that uses a process-starting fixture ``slow``."""
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def _no_process(*_args: object, **_kwargs: object) -> None:
+    raise AssertionError(
+        "a test not marked slow starts a process: mark it @pytest.mark.slow (the fast tier,"
+        " pytest -m 'not slow', runs in-process only)"
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """The fast tier starts no process: a test not marked slow that tries fails, saying so."""
+    if item.get_closest_marker("slow") is not None:
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess.Popen, "__init__", _no_process)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -22,8 +22,8 @@ from typing import Any
 import grpc
 
 from bridge.pb.v1 import events_pb2, ingest_pb2_grpc
+from server.background import BackgroundReceiver
 from server.config import ReceiverConfig
-from server.receiver import BackgroundReceiver
 
 _COUNT_SSE = """
   window.__sse = { n: 0, bytes: 0 };

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from bridge.errors import TrackbridgeError
 from client_sdk._targets import split_receivers
 
 SUFFIX = ".spool.db"
@@ -45,7 +46,7 @@ def normalized_receiver(receiver: str) -> str:
     return ",".join(entries)
 
 
-class SpoolError(Exception):
+class SpoolError(TrackbridgeError):
     """A spool that cannot be written or read; the message says which and why."""
 
 

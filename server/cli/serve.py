@@ -15,6 +15,7 @@ from server.cli.args import (
     check_free,
     host_port,
     http_listen,
+    non_negative_int,
     positive_float,
     positive_int,
     writable_data_dir,
@@ -84,6 +85,13 @@ def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         type=positive_int,
         metavar="EVENTS",
         help="events not yet in MLflow past which clients are told to back off (default 2000000)",
+    )
+    p.add_argument(
+        "--disk-reserve",
+        type=non_negative_int,
+        metavar="MIB",
+        help="free space kept on the data directory: below it new batches are refused (clients"
+        " keep them) while flushing frees space; 0 keeps none (default 64)",
     )
     p.add_argument(
         "--publish-budget",
@@ -175,14 +183,8 @@ def _serve(args: argparse.Namespace) -> int:
         check_free(*config.http_address, "--http-listen")
     prepare_secrets()
 
-    from server.data_dir import DataDirInUse
-    from server.fleet.start import FleetUnreachable
-    from server.flush.jsonl import JsonlDamaged, JsonlInUse
-    from server.live.http import HttpListenError
-    from server.ports import PortInUse
-    from server.queue.schema import QueueCorrupt
+    from bridge.errors import StartupError
     from server.receiver import Receiver, serve
-    from server.security.tls import CertificateError
 
     def ready(receiver: Receiver) -> None:
         print(f"trackbridge receiver listening on port {receiver.port}", flush=True)
@@ -203,10 +205,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         drained = asyncio.run(serve(config, ready))
-    except (
-        CertificateError, DataDirInUse, FleetUnreachable, HttpListenError, JsonlDamaged,
-        JsonlInUse, PortInUse, QueueCorrupt,
-    ) as exc:  # fmt: skip
+    except StartupError as exc:  # a held port or data directory, a damaged file, ...
         raise UsageError(str(exc)) from None
     except OSError as exc:
         if "listen" not in str(exc):
@@ -227,6 +226,7 @@ def _serve_config(args: argparse.Namespace) -> ReceiverConfig:
         sqlite_synchronous=args.fsync.upper() if args.fsync else None,
         shutdown_timeout_s=args.shutdown_timeout,
         max_backlog_events=args.max_backlog,
+        disk_reserve_mib=args.disk_reserve,
         publish_budget_per_s=args.publish_budget,
         run_lease_s=args.run_lease,
         http_listen=args.http_listen,

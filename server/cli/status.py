@@ -23,6 +23,7 @@ from server.queue.dead_letters import list_dead_letters
 from server.queue.gaps import format_gaps, read_gaps
 from server.queue.schema import QUEUE_FILE, QueueCorrupt, columns, open_read_only
 from server.queue.sqlite import REMAINING
+from server.worker_state import failed_line, read_disk_low, read_failed
 
 
 def read_status(data_dir: Path) -> dict[str, Any]:
@@ -59,6 +60,8 @@ def read_status(data_dir: Path) -> dict[str, Any]:
         "gaps": gaps,
         "rounds": {job: [r.as_json() for r in health] for job, health in rounds.items()},
         "artifacts": read_artifacts(data_dir, {r["run_key"] for r in runs if r["mlflow_run_id"]}),
+        "failed_workers": read_failed(data_dir),
+        "disk_low": read_disk_low(data_dir),
     }
 
 
@@ -149,6 +152,10 @@ def format_status(status: dict[str, Any]) -> str:
                 f" the {previous.get('events_written', '?')} events written there stay there"
             )
     lines.append(mlflow_line(status.get("mlflow"), len(status["quarantined_runs"])))
+    if failed := failed_line(status.get("failed_workers", {})):
+        lines.append(failed)
+    if status.get("disk_low"):
+        lines.append(f"disk: LOW: {status['disk_low']}")
     sinks = (status.get("mlflow") or {}).get("sinks", ["mlflow"])
     if len(sinks) > 1:
         lines.append(f"sinks: {', '.join(sinks)} (a batch leaves the queue once all have it)")
@@ -172,12 +179,19 @@ def format_status(status: dict[str, Any]) -> str:
 
 
 def print_status(data_dir: Path, as_json: bool) -> int:
-    """Prints the status; exit code 2 when runs are quarantined or there are dead letters (or
-    the queue cannot be read), 0 otherwise."""
+    """Prints the status; exit code 2 when runs are quarantined, there are dead letters, a
+    worker failed, the data directory is past its reserve (or the queue cannot be read), 0
+    otherwise."""
     try:
         status = read_status(data_dir)
     except (FileNotFoundError, QueueCorrupt) as exc:
         print(f"trackbridge status: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(status, indent=2) if as_json else format_status(status))
-    return 2 if status["dead_letters"] or status["quarantined_runs"] else 0
+    trouble = (
+        status["dead_letters"]
+        or status["quarantined_runs"]
+        or status["failed_workers"]
+        or status["disk_low"]
+    )
+    return 2 if trouble else 0

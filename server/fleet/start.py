@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from bridge.errors import StartupError
 from server.config import redact_uri
 from server.fleet.config import FleetConfig
 from server.queue.sqlite import Backlog, Queue
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from server.fleet.live import HubOf
 
 
-class FleetUnreachable(Exception):
+class FleetUnreachable(StartupError):
     """Fleet mode cannot start: no NATS server answered, or nats-py is not installed."""
 
 

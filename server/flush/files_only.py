@@ -17,6 +17,7 @@ import threading
 import time
 
 from bridge.limits import MAX_METRICS_PER_BATCH
+from bridge.worker import OnFailure, Worker
 from server.flush.mirror import BATCHES_PER_READ, Mirror
 from server.flush.progress import FlushObserver
 from server.flush.state import FlushStats
@@ -48,20 +49,21 @@ class FileFlusher:
         """Runs whose last turn failed, and why (logged once per new reason)."""
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._stop = threading.Event()
         self._deadline = float("inf")
         self.stats = FlushStats()
         self.last_error = ""
-        self._thread = threading.Thread(target=self._loop, name="trackbridge-flusher", daemon=True)
+        # RESTART: every cycle reads its work from the queue, so a fresh start loses nothing.
+        self.worker = Worker("flusher", lambda _w: self._loop(), on_failure=OnFailure.RESTART)
+        self._stop = self.worker.stopping
 
     def start(self) -> None:
         """Starts the timer thread."""
-        self._thread.start()
+        self.worker.start()
 
     @property
     def running(self) -> bool:
         """Whether the flusher's thread still runs (a stop that ran out of time)."""
-        return self._thread.is_alive()
+        return self.worker.alive
 
     def stored(self, run_key: str, count: int) -> None:
         """Tells the flusher that ``count`` events of a run were stored (ingest thread)."""
@@ -80,8 +82,8 @@ class FileFlusher:
         self._deadline = time.monotonic() + timeout_s
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout_s + 1.0)
-        return not self._thread.is_alive() and self._queue.flushable_count() == 0
+        self.worker.join(time.monotonic() + timeout_s + 1.0)
+        return not self.worker.alive and self._queue.flushable_count() == 0
 
     def _loop(self) -> None:
         next_tick = time.monotonic() + self._interval_s

@@ -27,16 +27,17 @@ from collections.abc import Callable, Mapping
 from typing import cast
 
 from bridge.limits import MAX_METRICS_PER_BATCH
+from bridge.worker import OnFailure, Worker
 from server.flush.batch_creation import BatchCreator, new_runs
 from server.flush.leases import Leases
-from server.flush.mirror import Mirror, SinkFailed
-from server.flush.pool import Gate, Serialized, TurnPool
+from server.flush.mirror import Mirror
+from server.flush.pool import Gate, Serialized, Turn, TurnPool, TurnResult
 from server.flush.progress import FlushObserver
 from server.flush.refusals import RunMissing, RunRefused, purged
 from server.flush.retry import Retrier, Stopping
 from server.flush.run_creation import RunNotCreated
 from server.flush.sink import MlflowSink
-from server.flush.state import FlushStats, Runs
+from server.flush.state import FlushStats, Runs, backoff_s
 from server.flush.store_identity import StoreChange, StoreIdentity, describe
 from server.flush.writing import CallApplier, RunWriter
 from server.queue.gaps import GapLog
@@ -45,9 +46,6 @@ from server.queue.sqlite import Backlog, Queue
 __all__ = ["CallApplier", "FlushObserver", "FlushStats", "Flusher"]
 
 _logger = logging.getLogger(__name__)
-
-BACKOFF_FIRST_S = 0.5
-BACKOFF_MAX_S = 10.0
 
 
 class Flusher:
@@ -90,7 +88,6 @@ class Flusher:
         self._identity = identity
         self._wake = threading.Event()
         self._new_runs = threading.Event()
-        self._stop = threading.Event()
         self._retrying = Retrier(self._note_error)
         self._lock = threading.Lock()
         self._unflushed: defaultdict[str, int] = defaultdict(int)
@@ -114,16 +111,16 @@ class Flusher:
         self._pauses = 0
         self._requeued = queue.requeued_events()
         self._random = random.Random()  # jitter; never the process's global generator
-        self._thread = threading.Thread(target=self._loop, name="trackbridge-flusher", daemon=True)
+        self.worker = Worker("flusher", lambda _w: self._loop(), on_failure=OnFailure.RESTART)
 
     def start(self) -> None:
         """Starts the timer thread."""
-        self._thread.start()
+        self.worker.start()
 
     @property
     def running(self) -> bool:
         """Whether the flusher's thread still runs (a stop that ran out of time)."""
-        return self._thread.is_alive()
+        return self.worker.alive
 
     def stored(self, run_key: str, count: int) -> None:
         """Tells the flusher that ``count`` events of a run were stored (ingest thread)."""
@@ -147,12 +144,12 @@ class Flusher:
         """Flushes everything stored within ``timeout_s``; True when nothing is left to write
         (what quarantined runs hold waits for a replay, and does not count)."""
         self._retrying.stop_at(time.monotonic() + timeout_s)
-        self._stop.set()
+        self.worker.stopping.set()
         self._wake.set()
-        self._thread.join(timeout_s + 1.0)
-        if not self._thread.is_alive():
+        self.worker.join(time.monotonic() + timeout_s + 1.0)
+        if not self.worker.alive:
             self._pool.close()
-        drained = not self._thread.is_alive() and self._queue.flushable_count() == 0
+        drained = not self.worker.alive and self._queue.flushable_count() == 0
         self._gate.close()
         return drained
 
@@ -166,7 +163,7 @@ class Flusher:
                 self._wake.wait(max(0.0, next_tick - time.monotonic()))
                 next_tick = time.monotonic() + self._interval_s
             self._wake.clear()
-            stopping = self._stop.is_set()
+            stopping = self.worker.stopping.is_set()
             more = False
             try:
                 more = self._cycle(stopping)
@@ -217,11 +214,12 @@ class Flusher:
             if k not in self._runs.quarantined and (stopping or self._retry_at.get(k, 0.0) <= now)
         ]
         turns = self._pool.turns(due, self._turn)
-        for _run_key, outcome in turns:
+        for run_key, result in turns:
+            outcome = self._apply(run_key, result)
             if self._new_runs.is_set():  # a job starting while the cycle writes the others
                 self._new_runs.clear()
                 self._create_together(self._queue.runs_with_pending(), now, skip=set(due))
-            if outcome == "failed":
+            if outcome is Turn.FAILED:
                 failures += 1
                 if not progressed and failures >= 2:
                     turns.close()  # the turns in flight end first
@@ -229,7 +227,7 @@ class Flusher:
                     return False
                 continue
             progressed += 1
-            more |= outcome == "more"
+            more |= outcome is Turn.MORE
             if self._pool.workers == 1 and time.monotonic() >= self._leases.due:
                 self._leases.expire()  # a long backlog must not hold back the leases
         self._leases.expire()
@@ -264,32 +262,41 @@ class Flusher:
         for run_key, ref in made.items():  # its client learns the MLflow run id at once
             self._on_run(run_key, ref.run_id, ref.experiment_id)
 
-    def _turn(self, run_key: str) -> str:
-        """Writes one run: "done", "more" (its turn ran out first), "held" (quarantined, or
-        waiting for another receiver or for MLflow to know it), or "failed" (MLflow failed)."""
+    def _turn(self, run_key: str) -> TurnResult:
+        """Writes one run, on a pool thread: how it went, for the flusher's thread to apply."""
         if run_key in self._runs.quarantined:  # since the cycle began (its lease, say)
-            return "held"
+            return TurnResult(Turn.HELD)
         with self._lock:
             self._unflushed.pop(run_key, None)
         try:
             more = self._writer.flush_run(run_key, time.monotonic() + self._turn_s)
         except RunRefused as refusal:
-            self._quarantine(run_key, refusal.reason)
-            return "held"
+            return TurnResult(Turn.REFUSED, refusal)
         except RunMissing as missing:
-            self._on_missing(run_key, missing)
-            return "held"
+            return TurnResult(Turn.MISSING, missing)
         except RunNotCreated:  # its start is with another receiver
-            self._retry_at[run_key] = time.monotonic() + max(1.0, self._interval_s)
-            return "held"
+            return TurnResult(Turn.NOT_CREATED)
         except (Stopping, sqlite3.Error):
             raise
         except Exception as exc:
-            self._back_off(run_key, exc)
-            return "failed"
-        self._retry_at.pop(run_key, None)
-        self._failures.pop(run_key, None)
-        return "more" if more else "done"
+            return TurnResult(Turn.FAILED, exc)
+        return TurnResult(Turn.MORE if more else Turn.DONE)
+
+    def _apply(self, run_key: str, result: TurnResult) -> Turn:
+        """Applies a turn's outcome (the flusher's thread owns the runs' scheduling state)."""
+        error = result.error
+        if isinstance(error, RunRefused):
+            self._quarantine(run_key, error.reason)
+        elif isinstance(error, RunMissing):
+            self._on_missing(run_key, error)
+        elif result.turn is Turn.NOT_CREATED:
+            self._retry_at[run_key] = time.monotonic() + max(1.0, self._interval_s)
+        elif result.turn is Turn.FAILED:
+            self._back_off(run_key, cast(BaseException, error))
+        elif result.turn is not Turn.HELD:
+            self._retry_at.pop(run_key, None)
+            self._failures.pop(run_key, None)
+        return result.turn
 
     @property
     def _turn_s(self) -> float:
@@ -320,15 +327,9 @@ class Flusher:
             self._requeued = requeued
 
     def _mirror_ahead(self) -> None:
-        """The other sinks get what every run has stored, before MLflow is asked anything:
-        MLflow down, paused, or refusing a run holds their data back by a cycle at most."""
-        if self._mirror is None:
-            return
-        for run_key in [*self._queue.runs_with_pending(), *self._runs.quarantined]:
-            try:
-                self._mirror.catch_up(self._runs.record(run_key), time.monotonic() + self._turn_s)
-            except SinkFailed as exc:  # the run's turn fails on it too, and backs off
-                _logger.warning("run %s: %s", run_key, exc)
+        if self._mirror is not None:
+            keys = [*self._queue.runs_with_pending(), *self._runs.quarantined]
+            self._mirror.ahead(keys, self._runs.record, self._turn_s)
 
     def _quarantine(self, run_key: str, reason: str) -> None:
         self._queue.quarantine(run_key, reason)
@@ -371,7 +372,7 @@ class Flusher:
         self._runs.forget_mlflow()
         self._writer.created.clear()
         self._sink.forget()
-        for run_key in self._runs.records:
+        for run_key in list(self._runs.records):  # a turn may be loading one
             self._on_run(run_key, "", "")
         self._retry_at.clear()
         self._missing.clear()
@@ -379,8 +380,7 @@ class Flusher:
 
     def _back_off(self, run_key: str, exc: BaseException) -> None:
         self._failures[run_key] = tries = self._failures.get(run_key, 0) + 1
-        delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (tries - 1))
-        delay *= self._random.uniform(0.8, 1.2)
+        delay = backoff_s(tries, self._random)
         self._retry_at[run_key] = time.monotonic() + delay
         self.last_error = f"{type(exc).__name__}: {exc}"
         _logger.warning(
@@ -393,7 +393,6 @@ class Flusher:
     def _pause(self) -> None:
         """MLflow fails for every run: everyone waits, rather than each run in turn."""
         self._pauses += 1
-        delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (self._pauses - 1))
-        self._paused_until = time.monotonic() + delay * self._random.uniform(0.8, 1.2)
+        self._paused_until = time.monotonic() + backoff_s(self._pauses, self._random)
         self._retry_at.clear()
         self._failures.clear()

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bridge.errors import StartupError
 from bridge.events import (
     DeleteTag,
     Dropped,
@@ -75,11 +76,11 @@ KINDS: Mapping[type, str] = {
 """The ``kind`` of each event's line."""
 
 
-class JsonlDamaged(Exception):
+class JsonlDamaged(StartupError):
     """A run's file does not end in a line this sink wrote: it will not guess how far it got."""
 
 
-class JsonlInUse(Exception):
+class JsonlInUse(StartupError):
     """Another receiver writes to the directory."""
 
 

@@ -17,14 +17,17 @@ refusals, dead letters); the two meet here:
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from bridge.convert import event_from_proto
 from bridge.events import Event
 from bridge.pb.v1 import events_pb2
 from server.queue.sqlite import PendingBatch, Queue, RunRecord
+
+_logger = logging.getLogger(__name__)
 
 BATCHES_PER_READ = 16
 
@@ -70,6 +73,17 @@ class Mirror:
             except Exception as exc:
                 raise SinkFailed(f"the {sink.name} sink failed: {exc}") from exc
         return most
+
+    def ahead(
+        self, run_keys: Iterable[str], record: Callable[[str], RunRecord], turn_s: float
+    ) -> None:
+        """The other sinks get what every run has stored, before MLflow is asked anything:
+        MLflow down, paused, or refusing a run holds their data back by a cycle at most."""
+        for run_key in run_keys:
+            try:
+                self.catch_up(record(run_key), time.monotonic() + turn_s)
+            except SinkFailed as exc:  # the run's turn fails on it too, and backs off
+                _logger.warning("run %s: %s", run_key, exc)
 
     def catch_up(self, record: RunRecord, until: float) -> bool:
         """Writes what the run has stored and the sinks do not hold, ahead of MLflow; True

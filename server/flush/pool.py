@@ -17,11 +17,13 @@ before the pool existed.
 
 from __future__ import annotations
 
+import enum
 import itertools
 import sqlite3
 import threading
 from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -29,6 +31,33 @@ T = TypeVar("T")
 DEFAULT_WORKERS = 4
 """Writers at once: MLflow on PostgreSQL with 4 server workers (the deployment the docs
 recommends at scale) takes four runs' log_batch calls at once."""
+
+
+class Turn(enum.Enum):
+    """How a run's turn ended. A turn on a pool thread changes no state the flusher shares
+    (back-off, quarantine, retries); it returns this, and the flusher's thread applies it."""
+
+    DONE = "done"
+    MORE = "more"
+    """Its time ran out with batches left."""
+    HELD = "held"
+    """Quarantined since the cycle began: not written."""
+    REFUSED = "refused"
+    """MLflow refuses the run for good: quarantine it (``error`` is the RunRefused)."""
+    MISSING = "missing"
+    """MLflow does not know the run (``error`` is the RunMissing)."""
+    NOT_CREATED = "not_created"
+    """Its start is with another receiver: try again later."""
+    FAILED = "failed"
+    """MLflow failed (``error``): back off."""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    """A turn's outcome, and the exception behind it."""
+
+    turn: Turn
+    error: BaseException | None = None
 
 
 class Gate:

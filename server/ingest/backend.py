@@ -32,6 +32,11 @@ class QueueFull(Exception):
     """The shared queue holds all it may (told to the client as RESOURCE_EXHAUSTED)."""
 
 
+class NotServing(Exception):
+    """A worker the batch needs has failed (told to the client as UNAVAILABLE, with the
+    reason: it keeps the batch in its spool and retries)."""
+
+
 class IngestBackend(Protocol):
     """Accepts batches durably and answers what is known of a run (by owned key)."""
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bridge.pb.v1 import events_pb2
-from server.ingest.backend import Accepted
+from bridge.worker import OnFailure, Worker
+from server.ingest.backend import Accepted, NotServing
 from server.queue.aggregates import Observed
 from server.queue.gaps import GapLog, Noted
 from server.queue.sqlite import Backlog, Queue, RunRecord
@@ -80,7 +81,11 @@ class Ingestor:
         self._mlflow: dict[str, tuple[str, str]] = {}
         for r in queue.runs():
             self._remember(r)
-        self._thread = threading.Thread(target=self._loop, name="trackbridge-ingest", daemon=True)
+        # FAIL, not restart: the marks, owners and the flusher's and backlog's counts are kept
+        # in memory after each commit; after a fault there they cannot be trusted, so the
+        # receiver refuses new batches (clients keep them) until it restarts from the queue.
+        self.worker = Worker("ingest", self._loop, on_failure=OnFailure.FAIL, failed=self._failed)
+        self._lock = threading.Lock()  # submit against a failing worker's drain
         self.last_seen: dict[str, float] = {}
         """owned run key -> monotonic time of the client's last Publish or GetRun for it."""
         self.events_stored = 0
@@ -101,12 +106,12 @@ class Ingestor:
 
     def start(self) -> None:
         """Starts the storing thread."""
-        self._thread.start()
+        self.worker.start()
 
     def stop(self, timeout_s: float) -> None:
         """Stores what was submitted, then stops the thread."""
         self._requests.put(_STOP)
-        self._thread.join(timeout_s)
+        self.worker.stop(time.monotonic() + timeout_s)
 
     def set_mlflow_run(self, key: str, run_id: str, experiment_id: str) -> None:
         """Lets later acks tell the client its MLflow run id (called by the flusher)."""
@@ -135,10 +140,31 @@ class Ingestor:
         self.last_seen[key] = time.monotonic()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Accepted] = loop.create_future()
-        self._requests.put(_Request(batch, key, payload, loop, future))
+        with self._lock:
+            if self.worker.failure:
+                future.set_exception(self._refusal())
+            else:
+                self._requests.put(_Request(batch, key, payload, loop, future))
         return future
 
-    def _loop(self) -> None:
+    def _refusal(self) -> NotServing:
+        return NotServing(
+            f"the receiver's {self.worker.name} worker failed ({self.worker.failure}); it takes"
+            " no batches until it is restarted (keep them and retry)"
+        )
+
+    def _failed(self, worker: Worker) -> None:
+        """Refuses what waits for the failed thread, and every later batch (in submit)."""
+        with self._lock:
+            while True:
+                try:
+                    item = self._requests.get_nowait()
+                except stdqueue.Empty:
+                    return
+                if isinstance(item, _Request):
+                    item.loop.call_soon_threadsafe(_resolve, item.future, self._refusal())
+
+    def _loop(self, worker: Worker) -> None:
         while True:
             group: list[_Request] = []
             item = self._requests.get()
@@ -212,14 +238,25 @@ class Ingestor:
         else:
             self._acked = acked
             self._owner.update(owners)
-            if seen is not None and self._aggregates is not None:
-                self._aggregates.committed(seen)
-            for run_key, _c, _j, first, last, _p in rows:
-                self.events_stored += last - first + 1
-                self._backlog.add(last - first + 1)
-                self._on_stored(run_key, last - first + 1)
-        for req, outcome in zip(group, outcomes, strict=True):
-            req.loop.call_soon_threadsafe(_resolve, req.future, outcome)
+        try:
+            if not isinstance(outcomes[0], Exception):
+                self._after_commit(seen, rows)
+        finally:
+            # Durable is durable: the clients hear so even when a callback failed (its
+            # exception then fails the worker, which refuses later batches).
+            for req, outcome in zip(group, outcomes, strict=True):
+                req.loop.call_soon_threadsafe(_resolve, req.future, outcome)
+
+    def _after_commit(
+        self, seen: Observed | None, rows: list[tuple[str, str, str, int, int, bytes]]
+    ) -> None:
+        """Tells the aggregates, the backlog and the flusher what the commit stored."""
+        if seen is not None and self._aggregates is not None:
+            self._aggregates.committed(seen)
+        for run_key, _c, _j, first, last, _p in rows:
+            self.events_stored += last - first + 1
+            self._backlog.add(last - first + 1)
+            self._on_stored(run_key, last - first + 1)
 
 
 def _resolve(future: asyncio.Future[Accepted], outcome: Accepted | Exception) -> None:

@@ -17,7 +17,8 @@ from bridge.errors import BatchRejected
 from bridge.pb.v1 import events_pb2, ingest_pb2
 from bridge.protocol import INGEST_SERVICE, RETRY_AFTER_KEY
 from server.config import ReceiverConfig
-from server.ingest.backend import IngestBackend, QueueFull, RunRefusedHere
+from server.ingest.backend import IngestBackend, NotServing, QueueFull, RunRefusedHere
+from server.ingest.disk import DiskReserve
 from server.ingest.pacing import PublishPacer
 from server.live.hub import Hub
 from server.queue.sqlite import Backlog
@@ -41,6 +42,7 @@ class IngestService:
         *,
         hub: Hub | None = None,
         admission: Admission | None = None,
+        disk: DiskReserve | None = None,
     ) -> None:
         self._hub = hub
         self._admission = Admission(SecurityConfig()) if admission is None else admission
@@ -52,8 +54,11 @@ class IngestService:
         # has drained.
         self._retry_after_ms = str(int(max(1.0, config.flush_interval_s) * 1000))
         self._pacer = PublishPacer(config.publish_budget_per_s)
+        self._disk = disk
         self.batches_rejected = 0
         self.batches_throttled = 0
+        self.batches_disk_low = 0
+        """Batches refused while the data directory was below its free-space reserve."""
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The Ingest service's handlers. Publish takes raw bytes: undecodable input is then
@@ -110,11 +115,18 @@ class IngestService:
                 f"receiver backlog is full ({self._backlog.events} events not yet in MLflow);"
                 f" retry after {self._retry_after_ms} ms",
             )
+        low = self._disk.shortfall(len(payload)) if self._disk is not None else ""
+        if low:  # the flusher needs the room left, to record progress and free space
+            self.batches_disk_low += 1
+            context.set_trailing_metadata(((RETRY_AFTER_KEY, self._retry_after_ms),))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, low)
         try:
             accepted = await self._ingestor.submit(request, key, payload)
         except RunRefusedHere as exc:
             self.batches_rejected += 1
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        except NotServing as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except QueueFull as exc:
             self.batches_throttled += 1
             context.set_trailing_metadata(((RETRY_AFTER_KEY, self._retry_after_ms),))

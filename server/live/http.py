@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from bridge.errors import StartupError
 from server.config import is_loopback
 from server.live import wire
 from server.live.hub import Hub
@@ -61,7 +62,7 @@ _SSE_HEADERS = {"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class HttpListenError(OSError):
+class HttpListenError(StartupError, OSError):
     """The live view's address cannot be served (in use, not local, no permission)."""
 
 

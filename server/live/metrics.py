@@ -115,6 +115,12 @@ _SCALARS = (
     ),
     ("trackbridge_held_events", "gauge", "held_events", "Events quarantined runs hold back."),
     (
+        "trackbridge_data_dir_free_bytes",
+        "gauge",
+        "disk_free_bytes",
+        "Free space on the data directory (with the queue's reusable pages) at the last check.",
+    ),
+    (
         "trackbridge_metric_points_written",
         "counter",
         "metric_points_written",
@@ -134,6 +140,7 @@ _REFUSALS = (
     ("permission_denied", "calls_permission_denied"),
     ("calls_in_flight", "calls_over_in_flight"),
     ("rate_limit", "batches_rate_limited"),
+    ("disk_reserve", "batches_disk_low"),
 )
 
 
@@ -185,6 +192,21 @@ class _LiveCollector(Collector):
         for reason, attr in _REFUSALS:
             refused.add_metric([reason], float(getattr(counters, attr)))
         yield refused
+        up = GaugeMetricFamily(
+            "trackbridge_worker_up",
+            "1 while the background worker runs; 0 once it failed (health is NOT_SERVING).",
+            labels=["worker"],
+        )
+        restarts = CounterMetricFamily(
+            "trackbridge_worker_restarts",
+            "Unexpected exceptions a background worker restarted after (logged with traceback).",
+            labels=["worker"],
+        )
+        for name, failure, restarted in counters.workers:
+            up.add_metric([name], float(not failure))
+            restarts.add_metric([name], float(restarted))
+        yield up
+        yield restarts
         yield GaugeMetricFamily(
             "trackbridge_mlflow_up",
             "1 unless the flusher fails to reach MLflow.",

@@ -39,6 +39,12 @@ class Counters:
     """Metric points in log_batch calls MLflow accepted."""
     recovered_events: int = 0
     """Events of the call in flight at the last stop found in MLflow, not sent again."""
+    batches_disk_low: int = 0
+    """Batches refused while the data directory was below its free-space reserve."""
+    disk_free_bytes: int = 0
+    """Free space on the data directory at the last check (the queue's reusable pages too)."""
+    workers: tuple[tuple[str, str, int], ...] = ()
+    """Each background worker's (name, failure or "", restarts) (bridge/worker.py)."""
 
 
 MAX_QUEUED_DELTAS = 16

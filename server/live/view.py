@@ -51,6 +51,9 @@ class Live:
         runs: The queue's runs at start: their charts are read back (a restarted receiver,
             server/live/history.py). Per-round health (server/live/rounds.py) is shown when
             the receiver aggregates.
+        not_serving: Why the receiver cannot take batches, by part (a failed worker, a data
+            directory past its reserve): while any, health is NOT_SERVING (the whole
+            server's too).
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class Live:
         mlflow_reachable: Callable[[], bool],
         health: HealthServicer,
         runs: Sequence[RunRecord] = (),
+        not_serving: Callable[[], dict[str, str]] = dict,
     ) -> None:
         self.hub = hub
         queue_path = config.data_dir / QUEUE_FILE
@@ -75,6 +79,8 @@ class Live:
         self._counters = counters
         self._mlflow_reachable = mlflow_reachable
         self._health = health
+        self._not_serving = not_serving
+        self._failed: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._http: LiveHttpServer | None = None
@@ -178,13 +184,19 @@ class Live:
                 last_states = now
 
     async def _update_health(self) -> None:
-        serving = self._mlflow_reachable()
+        failed = self._not_serving()
+        status = health_pb2.HealthCheckResponse
+        if failed != self._failed:
+            self._failed = failed
+            for part, why in failed.items():
+                _logger.error("health is NOT_SERVING: %s: %s", part, why)
+            await self._health.set("", status.NOT_SERVING if failed else status.SERVING)
+        serving = not failed and self._mlflow_reachable()
         previous, self._serving = self._serving, serving
         if serving == previous:
             return
-        if not serving:
+        if not serving and not failed:  # a failed part was logged above
             _logger.warning("MLflow is unreachable: health of %s is NOT_SERVING", INGEST_SERVICE)
-        elif previous is not None:
+        elif serving and previous is not None:
             _logger.info("MLflow is reachable again: %s is SERVING", INGEST_SERVICE)
-        status = health_pb2.HealthCheckResponse
         await self._health.set(INGEST_SERVICE, status.SERVING if serving else status.NOT_SERVING)

@@ -12,6 +12,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from bridge.errors import StartupError
 from server.queue.aggregates import SCHEMA as AGGREGATE_TABLES
 
 QUEUE_FILE = "queue.db"
@@ -71,7 +72,7 @@ ADDED_COLUMNS = (
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 
 
-class QueueCorrupt(Exception):
+class QueueCorrupt(StartupError):
     """The queue database cannot be read; the message names the file and the recovery step."""
 
     def __init__(self, path: Path, cause: BaseException) -> None:
@@ -97,6 +98,9 @@ def connect(path: Path, synchronous: str = "NORMAL") -> sqlite3.Connection:
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous}")
+        # Back to 4 MiB once a checkpoint has emptied it: a log that grew while the flusher's
+        # reads held checkpoints back must not keep its disk space (server/ingest/disk.py).
+        conn.execute(f"PRAGMA journal_size_limit={4 * 1024 * 1024}")
         conn.executescript(SCHEMA)
         conn.executescript(AGGREGATE_TABLES)
         _upgrade(conn)

@@ -146,7 +146,8 @@ class Queue:
                 also(conn)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite rolls back by itself on a full disk
+                conn.execute("ROLLBACK")
             raise
 
     def runs_with_pending(self) -> list[str]:
@@ -227,7 +228,8 @@ class Queue:
             )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite rolls back by itself on a full disk
+                conn.execute("ROLLBACK")
             raise
 
     def set_inflight(self, run_key: str, marker: str) -> None:
@@ -258,7 +260,8 @@ class Queue:
             )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite rolls back by itself on a full disk
+                conn.execute("ROLLBACK")
             raise
         return int(row[0])
 

@@ -17,12 +17,13 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from bridge.errors import StartupError
 from server.security.config import SecurityConfig
 
 _logger = logging.getLogger(__name__)
 
 
-class CertificateError(ValueError):
+class CertificateError(StartupError, ValueError):
     """A certificate, key or CA file that cannot serve."""
 
 

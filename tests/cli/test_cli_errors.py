@@ -18,6 +18,8 @@ import pytest
 
 from tests.support.procs import REPO_ROOT, TRACKBRIDGE_EXE, free_port
 
+pytestmark = pytest.mark.slow  # every test here runs the CLI as a process
+
 Argv = Callable[["Scene"], list[str]]
 
 

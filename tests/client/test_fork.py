@@ -71,6 +71,7 @@ def _fork_with_call_in_flight(*, long: bool) -> dict[str, Any]:
     return report
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_a_fork_waits_for_a_short_call_and_the_child_may_use_grpc() -> None:
     report = _fork_with_call_in_flight(long=False)
@@ -78,6 +79,7 @@ def test_a_fork_waits_for_a_short_call_and_the_child_may_use_grpc() -> None:
     assert report["child"] == {"clean": True, "publish": ""}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_a_fork_during_a_long_call_does_not_wait_and_the_child_keeps_off_grpc() -> None:
     report = _fork_with_call_in_flight(long=True)

@@ -29,6 +29,7 @@ print(json.dumps({"mode": mode, "changed": changed, "cwd": os.getcwd() == cwd,
 """
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_importing_and_configuring_the_module_leaves_the_program_alone(tmp_path: Path) -> None:
     done = subprocess.run(

@@ -69,6 +69,7 @@ def test_an_artifact_over_the_staging_quota_is_refused_at_the_call(tmp_path: Pat
     assert writer.close(timeout_s=0.5).artifacts_left == 1
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_sync_refuses_bad_invocations_in_one_line(tmp_path: Path) -> None:
     missing = sync(str(tmp_path / "nowhere"))
@@ -83,6 +84,7 @@ def test_sync_refuses_bad_invocations_in_one_line(tmp_path: Path) -> None:
     assert bad.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_sync_says_why_the_receiver_is_unreachable(tmp_path: Path) -> None:
     writer = _writer(tmp_path / "spool")

@@ -94,6 +94,7 @@ print(os.waitstatus_to_exitcode(status))
 """
 
 
+@pytest.mark.slow
 def test_a_forked_child_has_no_sampler() -> None:
     done = subprocess.run(
         [sys.executable, "-c", FORK_CHILD],

@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.compat import base_env
+
+pytestmark = pytest.mark.slow  # each test runs Python as a process
 
 WITH_MLFLOW = """
 import os

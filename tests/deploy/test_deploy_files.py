@@ -374,6 +374,7 @@ def test_compose_tls_override_serves_tls_with_a_matching_health_check() -> None:
     assert port_of(config.listen) in _published(service)
 
 
+@pytest.mark.slow
 def test_the_env_file_with_secrets_is_ignored_and_its_example_is_not() -> None:
     def ignored(path: str) -> bool:
         check = ["git", "check-ignore", "-q", path]

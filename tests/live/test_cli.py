@@ -154,6 +154,7 @@ def test_top_n_draws_n_frames_and_exits(start_receiver: Callable[..., Any], job:
     assert result.stderr == "", result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_top_reports_an_unreachable_receiver_and_keeps_trying(tmp_path: Path) -> None:
     from tests.support.procs import free_port

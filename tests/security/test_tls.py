@@ -160,6 +160,7 @@ def test_a_renewed_certificate_is_served_without_a_restart(
     assert "reloaded the TLS certificate" in receiver.log_path.read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_plaintext_is_refused_off_loopback(tmp_path: Path) -> None:
     result = subprocess.run(

@@ -275,6 +275,7 @@ def test_metrics_text_parses_and_escapes_labels() -> None:
         "permission_denied": 0,
         "calls_in_flight": 0,
         "rate_limit": 4,
+        "disk_reserve": 0,
     }
     histogram = {
         s.labels.get("le"): s.value
