@@ -17,9 +17,12 @@ import pytest
 from tests.support.mlflow_reads import all_points, wait_for_children
 from tests.support.procs import TRACKBRIDGE_EXE, child_env
 
+pytestmark = pytest.mark.slow  # runs trackbridge tls init, a receiver and a client as processes
+
 CLIENT = """
 import sys
 from client_sdk import Writer
+
 with Writer(job=sys.argv[1]) as writer:  # receiver, client id, TLS files, token: environment
     writer.start_run()
     for step in range(20):

@@ -17,6 +17,8 @@ import pytest
 from server.cli.main import build_parser
 from tests.support.procs import TRACKBRIDGE_EXE
 
+pytestmark = pytest.mark.slow  # builds the site with mkdocs as a process
+
 REPO = Path(__file__).resolve().parents[2]
 DEMO_COMMAND = (
     "python3 -m venv .venv && .venv/bin/pip install -c .ci/constraints.txt -e '.[server,torch]'"
