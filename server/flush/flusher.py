@@ -9,8 +9,10 @@ the next at once). MLflow's answer decides what happens to that run alone:
   fix, and cost no MLflow call until ``trackbridge dead-letters replay`` releases them;
 - a transient failure (MLflow down, 5xx, "database is locked") is retried in place for one
   retry window, then the run waits a backoff of its own (0.5 s doubling to 10 s) while the
-  others go on; when two runs in a row fail before any succeeds, MLflow is failing for
-  everyone and the whole cycle pauses instead;
+  others go on; when two runs in a row fail before any succeeds (or MLflow cannot say which
+  store it is), MLflow is failing for everyone and the whole cycle pauses instead, asking
+  MLflow nothing however many batches arrive; it is logged once, then once a minute at most
+  (server/flush/outage.py);
 - a run id MLflow does not know makes the flusher check which store it writes to
   (server/flush/store_identity.py): another store means the runs are made again there.
 """
@@ -18,7 +20,6 @@ the next at once). MLflow's answer decides what happens to that run alone:
 from __future__ import annotations
 
 import logging
-import random
 import sqlite3
 import threading
 import time
@@ -27,9 +28,11 @@ from collections.abc import Callable, Mapping
 from typing import cast
 
 from bridge.limits import MAX_METRICS_PER_BATCH
+from server.flush.backoff import Backoffs
 from server.flush.batch_creation import BatchCreator, new_runs
 from server.flush.leases import Leases
 from server.flush.mirror import Mirror, SinkFailed
+from server.flush.outage import Outage
 from server.flush.pool import Gate, Serialized, TurnPool
 from server.flush.progress import FlushObserver
 from server.flush.refusals import RunMissing, RunRefused, purged
@@ -45,9 +48,6 @@ from server.queue.sqlite import Backlog, Queue
 __all__ = ["CallApplier", "FlushObserver", "FlushStats", "Flusher"]
 
 _logger = logging.getLogger(__name__)
-
-BACKOFF_FIRST_S = 0.5
-BACKOFF_MAX_S = 10.0
 
 
 class Flusher:
@@ -96,6 +96,7 @@ class Flusher:
         self._unflushed: defaultdict[str, int] = defaultdict(int)
         self.stats = FlushStats()
         self.last_error = ""
+        self._outage = Outage(sink.tracking_uri)
         self._runs = Runs(queue)
         self._writer = RunWriter(
             queue, sink, self._runs, self._retrying, self.stats, backlog=backlog,
@@ -107,14 +108,13 @@ class Flusher:
             interval_s=interval_s, on_refused=self._quarantine,
         )  # fmt: skip
         self._creator = BatchCreator(sink, receiver_id, alone=alone)
-        self._retry_at: dict[str, float] = {}
-        self._failures: dict[str, int] = {}
+        self._backoffs = Backoffs()
+        self._retry_at = self._backoffs.retry_at
+        self._failures = self._backoffs.failures
         self._missing: dict[str, int] = {}
-        self._paused_until = 0.0
-        self._pauses = 0
         self._requeued = queue.requeued_events()
-        self._random = random.Random()  # jitter; never the process's global generator
         self._thread = threading.Thread(target=self._loop, name="trackbridge-flusher", daemon=True)
+        self._turn_seconds = max(1.0, interval_s)
 
     def start(self) -> None:
         """Starts the timer thread."""
@@ -179,33 +179,32 @@ class Flusher:
             except Exception as exc:
                 self.stats.add(mlflow_errors=1)
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                _logger.warning("flush to MLflow failed (%s); retrying next tick", self.last_error)
+                self._outage.failed(self.last_error)
             if stopping and (self._retrying.out_of_time() or self._drained()):
                 return
 
     def _drained(self) -> bool:
         try:
             return self._queue.flushable_count() == 0
-        except sqlite3.ProgrammingError:  # stop() ran out of time and shut the queue
-            return True
+        except sqlite3.ProgrammingError:
+            return True  # stop() ran out of time and shut the queue
 
     def _note_error(self, exc: BaseException | None) -> None:
         self.stats.add(mlflow_errors=1)
         self.last_error = f"{type(exc).__name__}: {exc}"
-        _logger.warning("MLflow call failed (%s); retrying", self.last_error)
+        self._outage.failed(self.last_error)
 
     def _cycle(self, stopping: bool) -> bool:
         """Gives every run with pending batches its turn; True when work is left."""
         self.stats.cycles += 1
         self._sync()
         self._mirror_ahead()
-        if self._identity is not None and not self._identity.checked:
-            change = self._identity.check()
-            if change is not None:
-                self._store_changed(change)
         now = time.monotonic()
-        if not stopping and now < self._paused_until:
+        # Paused, MLflow is asked nothing: a client's every batch wakes the flusher.
+        if not stopping and now < self._backoffs.paused_until:
             return False
+        if self._identity is not None and not self._identity.checked:
+            self._check_identity(self._identity)
         failures = progressed = 0
         more = False
         self._new_runs.clear()
@@ -233,10 +232,23 @@ class Flusher:
             if self._pool.workers == 1 and time.monotonic() >= self._leases.due:
                 self._leases.expire()  # a long backlog must not hold back the leases
         self._leases.expire()
-        if not failures:
+        if not failures and (progressed or not self._failures):  # runs backing off still fail
             self.last_error = ""
-            self._pauses = 0
+            self._backoffs.all_well()
+            if progressed:
+                self._outage.succeeded()
         return more
+
+    def _check_identity(self, identity: StoreIdentity) -> None:
+        """Which store MLflow is; when it cannot be asked, everyone waits (a pause)."""
+        try:
+            change = identity.check()
+        except Exception:
+            self._pause()
+            raise
+        self._outage.succeeded()
+        if change is not None:
+            self._store_changed(change)
 
     def _create_together(
         self, run_keys: list[str], now: float, skip: frozenset[str] | set[str] = frozenset()
@@ -259,7 +271,9 @@ class Flusher:
         try:
             made = self._writer.create_together(self._creator, new)
         except Exception as exc:
-            _logger.warning("creating %d new runs together failed (%s); one by one", len(new), exc)
+            self._outage.failed(
+                f"creating {len(new)} new runs together: {type(exc).__name__}: {exc}"
+            )
             return
         for run_key, ref in made.items():  # its client learns the MLflow run id at once
             self._on_run(run_key, ref.run_id, ref.experiment_id)
@@ -272,7 +286,7 @@ class Flusher:
         with self._lock:
             self._unflushed.pop(run_key, None)
         try:
-            more = self._writer.flush_run(run_key, time.monotonic() + self._turn_s)
+            more = self._writer.flush_run(run_key, time.monotonic() + self._turn_seconds)
         except RunRefused as refusal:
             self._quarantine(run_key, refusal.reason)
             return "held"
@@ -290,10 +304,6 @@ class Flusher:
         self._retry_at.pop(run_key, None)
         self._failures.pop(run_key, None)
         return "more" if more else "done"
-
-    @property
-    def _turn_s(self) -> float:
-        return max(1.0, self._interval_s)
 
     def _sync(self) -> None:
         """Catches up with what changed in the queue behind the flusher's back (replays) and
@@ -326,7 +336,9 @@ class Flusher:
             return
         for run_key in [*self._queue.runs_with_pending(), *self._runs.quarantined]:
             try:
-                self._mirror.catch_up(self._runs.record(run_key), time.monotonic() + self._turn_s)
+                self._mirror.catch_up(
+                    self._runs.record(run_key), time.monotonic() + self._turn_seconds
+                )
             except SinkFailed as exc:  # the run's turn fails on it too, and backs off
                 _logger.warning("run %s: %s", run_key, exc)
 
@@ -339,11 +351,8 @@ class Flusher:
         record = self._runs.record(run_key)
         _logger.error(
             "run %s (client %r, job %r) quarantined, its events held in the queue: %s",
-            run_key,
-            record.client_id,
-            record.job,
-            reason,
-        )
+            run_key, record.client_id, record.job, reason,
+        )  # fmt: skip
 
     def _on_missing(self, run_key: str, missing: RunMissing) -> None:
         """MLflow does not know a run the receiver does: another store, or a run purged."""
@@ -378,22 +387,10 @@ class Flusher:
         _logger.warning("%s", describe(change, waiting))
 
     def _back_off(self, run_key: str, exc: BaseException) -> None:
-        self._failures[run_key] = tries = self._failures.get(run_key, 0) + 1
-        delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (tries - 1))
-        delay *= self._random.uniform(0.8, 1.2)
-        self._retry_at[run_key] = time.monotonic() + delay
+        self._backoffs.run_failed(run_key)
         self.last_error = f"{type(exc).__name__}: {exc}"
-        _logger.warning(
-            "run %s: a write failed (%s); this run tries again in %.1f s, the others go on",
-            run_key,
-            self.last_error,
-            delay,
-        )
+        self._outage.failed(f"run {run_key}: {self.last_error}")
 
     def _pause(self) -> None:
         """MLflow fails for every run: everyone waits, rather than each run in turn."""
-        self._pauses += 1
-        delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (self._pauses - 1))
-        self._paused_until = time.monotonic() + delay * self._random.uniform(0.8, 1.2)
-        self._retry_at.clear()
-        self._failures.clear()
+        self._backoffs.pause()

@@ -152,7 +152,7 @@ class Live:
         if serving == previous:
             return
         if not serving:
-            _logger.warning("MLflow is unreachable: health of %s is NOT_SERVING", INGEST_SERVICE)
+            _logger.info("MLflow is failing: health of %s is NOT_SERVING", INGEST_SERVICE)
         elif previous is not None:
             _logger.info("MLflow is reachable again: %s is SERVING", INGEST_SERVICE)
         status = health_pb2.HealthCheckResponse
