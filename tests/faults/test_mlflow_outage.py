@@ -76,8 +76,11 @@ def test_mlflow_not_there_at_start_is_told_once_and_asked_on_a_backoff(
     assert health.returncode == 1 and "NOT_SERVING" in health.stdout, health.stdout
 
     # Every batch woke the flusher; MLflow was asked on the flusher's backoff instead.
+    # The pause doubles from 0.5 s to 10 s (jitter: 8 s at least): a handful of calls, then
+    # one every 8-12 s; the flusher's 0.2 s tick alone would make five a second.
     errors = metric(receiver, "trackbridge_mlflow_errors")
-    assert 1 <= errors <= 30, f"{errors} failed MLflow calls while {POINTS} points arrived"
+    bound = 8 + (time.monotonic() - started) / 4
+    assert 1 <= errors <= bound, f"{errors} failed MLflow calls while {POINTS} points arrived"
 
     log = receiver.log_tail()
     first, again = outage_lines(log)
