@@ -86,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--job-start-clients", type=positive_int, help="clients starting at once (1000)"
     )
     sizes.add_argument(
+        "--script-runs", type=positive_int, help="nested runs of script_wall's script (270)"
+    )
+    sizes.add_argument(
         "--parallel-clients", type=positive_int, help="clients in parallel_flush (8)"
     )
     sizes.add_argument(
@@ -127,6 +130,7 @@ def _options(args: argparse.Namespace) -> BenchOptions:
         recovery_points=args.recovery_points,
         recovery_kill_at=args.recovery_kill_at,
         job_start_clients=args.job_start_clients,
+        script_runs=args.script_runs,
         parallel_clients=args.parallel_clients,
         parallel_workers=args.parallel_workers,
         linger_clients=args.linger_clients,

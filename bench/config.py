@@ -18,10 +18,11 @@ SECTIONS = (
     "parallel_flush",
     "linger",
     "fleet_queue",
+    "script_wall",
 )
 """The figures, in the order they are measured and printed."""
 
-FLEET_SECTIONS = ("job_start", "parallel_flush", "linger", "fleet_queue")
+FLEET_SECTIONS = ("job_start", "parallel_flush", "linger", "fleet_queue", "script_wall")
 """Sections a plain run leaves out (``--only`` runs them): they start a PostgreSQL cluster, a
 NATS cluster and a thousand clients, minutes of work on a small machine."""
 
@@ -76,6 +77,9 @@ class BenchOptions:
     """Rounds they report."""
     job_start_clients: int = 1000
     """Clients whose runs start at once (section job_start)."""
+    script_runs: int = 270
+    """Nested runs the tutorial-shaped script starts (section script_wall; MLflow's
+    hyper-parameter tutorial starts 270)."""
     parallel_clients: int = 8
     """Clients logging into MLflow while several flush writers write (section parallel_flush);
     they log ``events`` points in all."""
@@ -138,6 +142,7 @@ QUICK = BenchOptions(
     aggregate_clients=4,
     aggregate_rounds=5,
     job_start_clients=100,
+    script_runs=40,
     parallel_clients=4,
     linger_clients=100,
 )

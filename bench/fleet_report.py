@@ -137,6 +137,18 @@ def _fleet_queue_lines(s: Results) -> list[str]:
     return lines
 
 
+def script_wall_lines(s: Results) -> list[str]:
+    """The section's printed lines: bridged and direct side by side."""
+    return [
+        f"    {s['runs']} nested runs, 3 params + 3 metrics each (MLflow's tuning tutorial)",
+        f"    {'direct (mlflow -> MLflow)':<36}{s['direct_s']:>8.1f} s",
+        f"    {'import swap (through a receiver)':<36}{s['swap_s']:>8.1f} s"
+        f"  ({s['swap_ratio']:.2f}x direct)",
+        f"    {'zero-code (trackbridge:// URI)':<36}{s['zero_code_s']:>8.1f} s"
+        f"  ({s['zero_code_ratio']:.2f}x direct)",
+    ]
+
+
 TARGETS: dict[str, Callable[[Results], list[Results]]] = {
     "job_start": _job_start_targets,
     "parallel_flush": _parallel_targets,
@@ -149,6 +161,7 @@ LINES: dict[str, Callable[[Results], list[str]]] = {
     "parallel_flush": _parallel_lines,
     "linger": _linger_lines,
     "fleet_queue": _fleet_queue_lines,
+    "script_wall": script_wall_lines,
 }
 """Each section's printed lines."""
 
@@ -157,5 +170,6 @@ TITLES = {
     "parallel_flush": "(j) parallel flushing: several runs written to MLflow at once",
     "linger": "(k) the writer's linger: fixed 0.2 s against adaptive",
     "fleet_queue": "(l) queue backends: the receiver's SQLite queue against NATS JetStream",
+    "script_wall": "(m) a script's wall time: many nested runs, through the bridge and direct",
 }
 """Each section's title."""

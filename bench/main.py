@@ -129,6 +129,7 @@ def _measure(ctx: BenchContext, results: Results) -> None:
         "job_start",
         "parallel_flush",
         "fleet_queue",
+        "script_wall",
     }:
         mlflow_child, uri = start_mlflow_server(ctx.procs, ctx.work_dir)
         ctx = dataclasses.replace(ctx, mlflow_uri=uri)
@@ -170,12 +171,14 @@ def _measure_fleet(ctx: BenchContext, results: Results) -> None:
     from bench.job_start import job_start
     from bench.linger import linger
     from bench.parallel_flush import parallel_flush
+    from bench.script_wall import script_wall
 
     fleet: dict[str, Callable[[BenchContext], Results]] = {
         "job_start": job_start,
         "parallel_flush": parallel_flush,
         "linger": linger,
         "fleet_queue": fleet_queue,
+        "script_wall": script_wall,
     }
     for name, section in fleet.items():
         if name in ctx.options.sections:

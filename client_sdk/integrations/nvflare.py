@@ -12,13 +12,21 @@ Experiment``), named ``{site}-{job_id[:6]}-{job_name}-{run_name}``, tagged ``job
 job's process ends (NVFlare's learners never close their writer) -- or KILLED by the
 receiver's run lease if the process dies. Calls append to memory and return; bad input raises
 MLflow's error at the call.
+
+Where NVFlare's receiver is told its experiment, run name and run tags (its ``kw_args`` in the
+job, as NVFlare's hello-pt-mlflow example has ``experiment_name="nvflare-fedavg-experiment"``),
+this writer takes the same: ``MLflowWriter(kw_args=...)`` with the job's dict, or
+``experiment_name=`` and friends, or ``MLFLOW_EXPERIMENT_NAME`` in the site's environment;
+else NVFlare's defaults.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
+from bridge import envvars
 from bridge.events import Metric
 from client_sdk._compat.checks import checked_params, checked_tags, metric_point
 from client_sdk._compat.session import RunRecord, Session, now_ms
@@ -39,13 +47,17 @@ class MLflowWriter:
         client_id: The site name (else ``TRACKBRIDGE_CLIENT_ID``, else the host name).
         job: The trackbridge job (else ``TRACKBRIDGE_JOB``).
         run_name: NVFlare's ``run_name`` (default ``FLARE FL Run``).
-        experiment_name: NVFlare's ``experiment_name`` (default ``FLARE FL Experiment``).
+        experiment_name: NVFlare's ``experiment_name`` (else ``kw_args``'s, else
+            ``MLFLOW_EXPERIMENT_NAME``, else ``FLARE FL Experiment``).
         tags: NVFlare's ``run_tags``.
         description: The run's description (NVFlare's ``mlflow.note.content`` run tag).
         job_id: NVFlare's job id (default: the trackbridge job).
         job_name: NVFlare's job name (default: the trackbridge job).
         session: Share an existing session instead (receiver, client_id and job are then
             ignored).
+        kw_args: The ``kw_args`` of NVFlare's ``MLflowReceiver`` in the job:
+            ``experiment_name``, ``run_name`` and ``run_tags`` are used as it uses them (the
+            arguments above win); ``experiment_tags`` are not carried.
     """
 
     def __init__(
@@ -61,8 +73,17 @@ class MLflowWriter:
         job_id: str | None = None,
         job_name: str | None = None,
         session: Session | None = None,
+        kw_args: Mapping[str, Any] | None = None,
     ) -> None:
-        checked_tags(tags or {}, single=False)  # a bad tag raises before anything starts
+        kw = dict(kw_args or {})
+        run_name = run_name or kw.get("run_name")
+        experiment_name = (
+            experiment_name
+            or kw.get("experiment_name")
+            or os.environ.get(envvars.MLFLOW_EXPERIMENT_NAME)
+        )
+        tags = {**(kw.get("run_tags") or {}), **(tags or {})}
+        checked_tags(tags, single=False)  # a bad tag raises before anything starts
         self._own_session = session is None
         self._session = session or Session(receiver, client_id=client_id, job=job)
         config = self._session.config

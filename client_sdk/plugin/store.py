@@ -222,7 +222,12 @@ class TrackbridgeStore(Unserved, Reads, Models, AbstractStore):
             if record.status != "RUNNING" or (run_name and run_name != record.run_name):
                 self._session.reopen(record, run_name or "", {}, "")
         else:
-            self._session.end_run(record, status)
+            # MLflow renames and ends in one call: the name goes first, in the run's stream.
+            if run_name and run_name != record.run_name:
+                record.run_name = record.handle.run_name = run_name
+                self._session.set_tags(record, [(_NAME_TAG, run_name)])  # MLflow renames by it
+            if status != record.status or not record.handle.ended:
+                self._session.end_run(record, status)
         return self._local_run(record).info
 
     # -- logging (appends to memory and returns) ------------------------------------------------

@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+from bridge.envvars import MLFLOW_TRACKING_URI
 from server.aggregate.config import DEFAULT_DEADLINE_S, AggregateConfig
 from server.cli.args import (
     UsageError,
@@ -20,6 +21,7 @@ from server.cli.args import (
     positive_int,
     writable_data_dir,
 )
+from server.cli.mlflow_uri import tracking_uri_problem
 from server.cli.security import (
     add_serve_security_args,
     check_security_files,
@@ -172,6 +174,7 @@ def _serve(args: argparse.Namespace) -> int:
         config = _serve_config(args)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    _check_tracking_uri(config, from_flag=args.tracking_uri is not None)
     if args.ready_file is not None and not args.ready_file.parent.is_dir():
         raise UsageError(f"no folder {args.ready_file.parent} for --ready-file")
     writable_data_dir(config.data_dir)
@@ -214,6 +217,16 @@ def _serve(args: argparse.Namespace) -> int:
             f"{exc}: is another receiver (or anything) on that port? pass --listen HOST:PORT"
         ) from None
     return 0 if drained else 1
+
+
+def _check_tracking_uri(config: ReceiverConfig, *, from_flag: bool) -> None:
+    """A tracking URI the receiver cannot write to is told now, in one line."""
+    if not config.mlflow_sink or config.embedded:
+        return
+    source = "--tracking-uri" if from_flag else MLFLOW_TRACKING_URI
+    problem = tracking_uri_problem(config.tracking_uri, source)
+    if problem is not None:
+        raise UsageError(problem)
 
 
 def _serve_config(args: argparse.Namespace) -> ReceiverConfig:

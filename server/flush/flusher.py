@@ -9,8 +9,10 @@ the next at once). MLflow's answer decides what happens to that run alone:
   fix, and cost no MLflow call until ``trackbridge dead-letters replay`` releases them;
 - a transient failure (MLflow down, 5xx, "database is locked") is retried in place for one
   retry window, then the run waits a backoff of its own (0.5 s doubling to 10 s) while the
-  others go on; when two runs in a row fail before any succeeds, MLflow is failing for
-  everyone and the whole cycle pauses instead;
+  others go on; when two runs in a row fail before any succeeds (or MLflow cannot say which
+  store it is), MLflow is failing for everyone and the whole cycle pauses instead, asking
+  MLflow nothing however many batches arrive; it is logged once, then once a minute at most
+  (server/flush/outage.py);
 - a run id MLflow does not know makes the flusher check which store it writes to
   (server/flush/store_identity.py): another store means the runs are made again there.
 """
@@ -18,7 +20,6 @@ the next at once). MLflow's answer decides what happens to that run alone:
 from __future__ import annotations
 
 import logging
-import random
 import sqlite3
 import threading
 import time
@@ -28,16 +29,18 @@ from typing import cast
 
 from bridge.limits import MAX_METRICS_PER_BATCH
 from bridge.worker import OnFailure, Worker
+from server.flush.backoff import Backoffs
 from server.flush.batch_creation import BatchCreator, new_runs
 from server.flush.leases import Leases
 from server.flush.mirror import Mirror
+from server.flush.outage import Outage
 from server.flush.pool import Gate, Serialized, Turn, TurnPool, TurnResult
 from server.flush.progress import FlushObserver
 from server.flush.refusals import RunMissing, RunRefused, purged
 from server.flush.retry import Retrier, Stopping
 from server.flush.run_creation import RunNotCreated
 from server.flush.sink import MlflowSink
-from server.flush.state import FlushStats, Runs, backoff_s
+from server.flush.state import FlushStats, Runs
 from server.flush.store_identity import StoreChange, StoreIdentity, describe
 from server.flush.writing import CallApplier, RunWriter
 from server.queue.gaps import GapLog
@@ -93,6 +96,7 @@ class Flusher:
         self._unflushed: defaultdict[str, int] = defaultdict(int)
         self.stats = FlushStats()
         self.last_error = ""
+        self._outage = Outage(sink.tracking_uri)
         self._runs = Runs(queue)
         self._writer = RunWriter(
             queue, sink, self._runs, self._retrying, self.stats, backlog=backlog,
@@ -104,13 +108,12 @@ class Flusher:
             interval_s=interval_s, on_refused=self._quarantine,
         )  # fmt: skip
         self._creator = BatchCreator(sink, receiver_id, alone=alone)
-        self._retry_at: dict[str, float] = {}
-        self._failures: dict[str, int] = {}
+        self._backoffs = Backoffs()
+        self._retry_at = self._backoffs.retry_at
+        self._failures = self._backoffs.failures
         self._missing: dict[str, int] = {}
-        self._paused_until = 0.0
-        self._pauses = 0
         self._requeued = queue.requeued_events()
-        self._random = random.Random()  # jitter; never the process's global generator
+        self._turn_seconds = max(1.0, interval_s)
         self.worker = Worker("flusher", lambda _w: self._loop(), on_failure=OnFailure.RESTART)
 
     def start(self) -> None:
@@ -176,33 +179,32 @@ class Flusher:
             except Exception as exc:
                 self.stats.add(mlflow_errors=1)
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                _logger.warning("flush to MLflow failed (%s); retrying next tick", self.last_error)
+                self._outage.failed(self.last_error)
             if stopping and (self._retrying.out_of_time() or self._drained()):
                 return
 
     def _drained(self) -> bool:
         try:
             return self._queue.flushable_count() == 0
-        except sqlite3.ProgrammingError:  # stop() ran out of time and shut the queue
-            return True
+        except sqlite3.ProgrammingError:
+            return True  # stop() ran out of time and shut the queue
 
     def _note_error(self, exc: BaseException | None) -> None:
         self.stats.add(mlflow_errors=1)
         self.last_error = f"{type(exc).__name__}: {exc}"
-        _logger.warning("MLflow call failed (%s); retrying", self.last_error)
+        self._outage.failed(self.last_error)
 
     def _cycle(self, stopping: bool) -> bool:
         """Gives every run with pending batches its turn; True when work is left."""
         self.stats.cycles += 1
         self._sync()
         self._mirror_ahead()
-        if self._identity is not None and not self._identity.checked:
-            change = self._identity.check()
-            if change is not None:
-                self._store_changed(change)
         now = time.monotonic()
-        if not stopping and now < self._paused_until:
+        # Paused, MLflow is asked nothing: a client's every batch wakes the flusher.
+        if not stopping and now < self._backoffs.paused_until:
             return False
+        if self._identity is not None and not self._identity.checked:
+            self._check_identity(self._identity)
         failures = progressed = 0
         more = False
         self._new_runs.clear()
@@ -231,10 +233,23 @@ class Flusher:
             if self._pool.workers == 1 and time.monotonic() >= self._leases.due:
                 self._leases.expire()  # a long backlog must not hold back the leases
         self._leases.expire()
-        if not failures:
+        if not failures and (progressed or not self._failures):  # runs backing off still fail
             self.last_error = ""
-            self._pauses = 0
+            self._backoffs.all_well()
+            if progressed:
+                self._outage.succeeded()
         return more
+
+    def _check_identity(self, identity: StoreIdentity) -> None:
+        """Which store MLflow is; when it cannot be asked, everyone waits (a pause)."""
+        try:
+            change = identity.check()
+        except Exception:
+            self._pause()
+            raise
+        self._outage.succeeded()
+        if change is not None:
+            self._store_changed(change)
 
     def _create_together(
         self, run_keys: list[str], now: float, skip: frozenset[str] | set[str] = frozenset()
@@ -257,7 +272,9 @@ class Flusher:
         try:
             made = self._writer.create_together(self._creator, new)
         except Exception as exc:
-            _logger.warning("creating %d new runs together failed (%s); one by one", len(new), exc)
+            self._outage.failed(
+                f"creating {len(new)} new runs together: {type(exc).__name__}: {exc}"
+            )
             return
         for run_key, ref in made.items():  # its client learns the MLflow run id at once
             self._on_run(run_key, ref.run_id, ref.experiment_id)
@@ -269,7 +286,7 @@ class Flusher:
         with self._lock:
             self._unflushed.pop(run_key, None)
         try:
-            more = self._writer.flush_run(run_key, time.monotonic() + self._turn_s)
+            more = self._writer.flush_run(run_key, time.monotonic() + self._turn_seconds)
         except RunRefused as refusal:
             return TurnResult(Turn.REFUSED, refusal)
         except RunMissing as missing:
@@ -298,10 +315,6 @@ class Flusher:
             self._failures.pop(run_key, None)
         return result.turn
 
-    @property
-    def _turn_s(self) -> float:
-        return max(1.0, self._interval_s)
-
     def _sync(self) -> None:
         """Catches up with what changed in the queue behind the flusher's back (replays) and
         counts what quarantined runs hold."""
@@ -329,7 +342,7 @@ class Flusher:
     def _mirror_ahead(self) -> None:
         if self._mirror is not None:
             keys = [*self._queue.runs_with_pending(), *self._runs.quarantined]
-            self._mirror.ahead(keys, self._runs.record, self._turn_s)
+            self._mirror.ahead(keys, self._runs.record, self._turn_seconds)
 
     def _quarantine(self, run_key: str, reason: str) -> None:
         self._queue.quarantine(run_key, reason)
@@ -340,11 +353,8 @@ class Flusher:
         record = self._runs.record(run_key)
         _logger.error(
             "run %s (client %r, job %r) quarantined, its events held in the queue: %s",
-            run_key,
-            record.client_id,
-            record.job,
-            reason,
-        )
+            run_key, record.client_id, record.job, reason,
+        )  # fmt: skip
 
     def _on_missing(self, run_key: str, missing: RunMissing) -> None:
         """MLflow does not know a run the receiver does: another store, or a run purged."""
@@ -379,20 +389,10 @@ class Flusher:
         _logger.warning("%s", describe(change, waiting))
 
     def _back_off(self, run_key: str, exc: BaseException) -> None:
-        self._failures[run_key] = tries = self._failures.get(run_key, 0) + 1
-        delay = backoff_s(tries, self._random)
-        self._retry_at[run_key] = time.monotonic() + delay
+        self._backoffs.run_failed(run_key)
         self.last_error = f"{type(exc).__name__}: {exc}"
-        _logger.warning(
-            "run %s: a write failed (%s); this run tries again in %.1f s, the others go on",
-            run_key,
-            self.last_error,
-            delay,
-        )
+        self._outage.failed(f"run {run_key}: {self.last_error}")
 
     def _pause(self) -> None:
         """MLflow fails for every run: everyone waits, rather than each run in turn."""
-        self._pauses += 1
-        self._paused_until = time.monotonic() + backoff_s(self._pauses, self._random)
-        self._retry_at.clear()
-        self._failures.clear()
+        self._backoffs.pause()

@@ -82,6 +82,7 @@ class MlflowSink:
         self._parents: dict[tuple[str, str], RunRef] = {}
         self._by_key: dict[tuple[str, str], RunRef] = {}
         """(client id, client's run key) -> its MLflow run."""
+        self._nested: set[str] = set()  # runs under a client's run, not under the job's parent
 
     @property
     def client(self) -> MlflowClient:
@@ -200,10 +201,11 @@ class MlflowSink:
             ref = self._keyed_run(
                 client_id, job, run_key, start, may_create=may_create, opening=opening
             )
-        self._by_key[(client_id, run_key)] = ref
-        parent = self._existing_parent(job, ref.experiment_id)
-        if parent is not None:
+        if start and start.parent_run_key and (client_id, start.parent_run_key) in self._by_key:
+            self._nested.add(ref.run_id)  # its parent, a running client run, keeps the job's open
+        elif (parent := self._existing_parent(job, ref.experiment_id)) is not None:
             self.reopen_parent(parent)
+        self._by_key[(client_id, run_key)] = ref
         return ref
 
     def _keyed_run(
@@ -350,12 +352,13 @@ class MlflowSink:
         self._experiments.clear()
         self._parents.clear()
         self._by_key.clear()
+        self._nested.clear()
 
     def end_run(self, run: RunRef, job: str, status: RunStatus, end_time_ms: int) -> None:
         """Ends a client run; ends the job's parent run once none of its children runs."""
         self._client.set_terminated(run.run_id, status.value, end_time_ms or None)
         parent = self._existing_parent(job, run.experiment_id)
-        if parent is None:
+        if parent is None or run.run_id in self._nested:  # not one of the parent's children
             return
         running = self._client.search_runs(
             [parent.experiment_id],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import random
 import threading
 from dataclasses import dataclass
 
@@ -12,15 +11,6 @@ from bridge.events import RunStart, RunStatus
 from bridge.pb.v1 import events_pb2
 from server.flush.sink import RunRef
 from server.queue.sqlite import Queue, RunRecord
-
-BACKOFF_FIRST_S = 0.5
-BACKOFF_MAX_S = 10.0
-
-
-def backoff_s(tries: int, rng: random.Random) -> float:
-    """The wait after ``tries`` failures in a row (a run's, or every run's when MLflow fails
-    for all): 0.5 s doubling to 10 s, with 20 % jitter either way."""
-    return min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2.0 ** (tries - 1)) * rng.uniform(0.8, 1.2)
 
 
 @dataclass(slots=True)

@@ -196,7 +196,7 @@ class Live:
         if serving == previous:
             return
         if not serving and not failed:  # a failed part was logged above
-            _logger.warning("MLflow is unreachable: health of %s is NOT_SERVING", INGEST_SERVICE)
+            _logger.info("MLflow is failing: health of %s is NOT_SERVING", INGEST_SERVICE)
         elif serving and previous is not None:
             _logger.info("MLflow is reachable again: %s is SERVING", INGEST_SERVICE)
         await self._health.set(INGEST_SERVICE, status.SERVING if serving else status.NOT_SERVING)

@@ -91,11 +91,10 @@ def search_experiments(ctx: Context, req: pb.SearchExperiments) -> pb.SearchExpe
         order_by=list(req.order_by),
         page_token=req.page_token or None,
     )
-    allowed = None if ctx.caller.reads_all else ctx.experiments_of(ctx.caller)
+    # Experiments' metadata is visible to every caller (server/tracking/scope.py): the list is
+    # MLflow's, as get_experiment(_by_name) answers for each of them; their runs are scoped.
     response = pb.SearchExperiments.Response()
-    response.experiments.extend(
-        experiment_proto(e) for e in found if allowed is None or str(e.experiment_id) in allowed
-    )
+    response.experiments.extend(experiment_proto(e) for e in found)
     if found.token:
         response.next_page_token = found.token
     return response

@@ -70,6 +70,15 @@ CASES: list[tuple[str, Argv, tuple[str, ...]]] = [
     ("serve-sink-two-dirs", lambda s: ["serve", "--sink", "jsonl:/a", "--sink", "jsonl:/b"], ("two JSON-lines directories",)),
     ("serve-sink-dir-is-file", lambda s: ["serve", "--data-dir", str(s.tmp / "d5"), "--sink", f"jsonl:{s.file}"], ("is a file", "--sink jsonl:DIR")),
     ("serve-sink-dir-read-only", lambda s: ["serve", "--data-dir", str(s.tmp / "d6"), "--sink", f"jsonl:{s.read_only / 'files'}"], ("cannot write", "read-only", "--sink jsonl:DIR")),
+    ("serve-tracking-uri-trackbridge", lambda s: ["serve", "--tracking-uri", "trackbridge://127.0.0.1:50551"], ("--tracking-uri", "points at a trackbridge receiver", "http://HOST:5000")),
+    ("serve-tracking-uri-no-scheme", lambda s: ["serve", "--tracking-uri", "localhost:5000"], ("no scheme", "http://localhost:5000")),
+    ("serve-tracking-uri-typo", lambda s: ["serve", "--tracking-uri", "htpp://127.0.0.1:5000"], ("no scheme 'htpp'", "did you mean http://")),
+    ("serve-tracking-uri-bad-port", lambda s: ["serve", "--tracking-uri", "http://127.0.0.1:abc"], ("port 'abc'", "http://127.0.0.1:PORT")),
+    ("serve-tracking-uri-no-host", lambda s: ["serve", "--tracking-uri", "http://:5000"], ("names no host",)),
+    ("serve-tracking-uri-file-store", lambda s: ["serve", "--tracking-uri", "./mlruns"], ("file store", "sqlite:///", "MLFLOW_ALLOW_FILE_STORE")),
+    ("serve-tracking-uri-no-driver", lambda s: ["serve", "--tracking-uri", "mysql+mysqldb://u:secret@127.0.0.1/db"], ("driver 'MySQLdb'", "not installed", "u:***@")),
+    ("serve-tracking-uri-unknown-driver", lambda s: ["serve", "--tracking-uri", "postgresql+nodriver://u:p@127.0.0.1/db"], ("no driver", "postgresql+nodriver")),
+    ("serve-tracking-uri-sqlite-no-folder", lambda s: ["serve", "--tracking-uri", f"sqlite:///{s.missing}/mlflow.db"], ("no folder", "SQLite")),
     ("serve-bad-fsync", lambda s: ["serve", "--fsync", "sometimes"], ("--fsync", "normal")),
     ("serve-empty-aggregate", lambda s: ["serve", "--aggregate", ""], ("--aggregate", "eval/*")),
     ("serve-zero-aggregate-deadline", lambda s: ["serve", "--aggregate", "eval/*", "--aggregate-deadline", "0"], ("--aggregate-deadline", "positive")),
@@ -149,6 +158,27 @@ def test_a_bad_invocation_is_one_line_and_exit_2(
     assert result.stdout == "", shown
     # Nothing was made where the user pointed by mistake.
     assert not (tmp_path / "typo").exists()
+    assert not (tmp_path / "trackbridge-data").exists()
+
+
+@pytest.mark.timeout(120)
+def test_serve_refuses_an_inherited_tracking_uri_that_points_at_a_receiver(tmp_path: Path) -> None:
+    """A shell set up for clients (MLFLOW_TRACKING_URI=trackbridge://) starting a receiver."""
+    env = _env(tmp_path) | {"MLFLOW_TRACKING_URI": "trackbridge://127.0.0.1:50551"}
+    result = subprocess.run(
+        [str(TRACKBRIDGE_EXE), "serve", "--listen", "127.0.0.1:0", "--http-listen", "off"],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert result.returncode == 2, result
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result
+    for words in ("MLFLOW_TRACKING_URI trackbridge://", "unset it for the receiver"):
+        assert words in result.stderr, result
     assert not (tmp_path / "trackbridge-data").exists()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import signal
 import subprocess
 import sys
@@ -263,3 +264,42 @@ def test_nvflare_site_runs_end_with_the_job(
                 proc.wait(10)
             if proc.stdout is not None:
                 proc.stdout.close()
+
+
+@pytest.mark.timeout(180)
+def test_nvflare_writer_lands_where_nvflares_receiver_would_with_the_jobs_kw_args(
+    receiver: Any, mlflow_client: Any, job: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NVFlare's hello-pt-mlflow configures its MLflowReceiver with kw_args (experiment_name,
+    run_name, run_tags); the writer given the same dict names the experiment, the runs and
+    their tags as NVFlare's own receiver does (its code computes what is expected here); with
+    no kw_args, ``MLFLOW_EXPERIMENT_NAME`` names the experiment."""
+    from nvflare.app_opt.tracking.mlflow.mlflow_receiver import MLflowReceiver
+
+    kw_args = {
+        "experiment_name": f"{job}-nvflare-fedavg-experiment",
+        "run_name": "nvflare-fedavg-with-mlflow",
+        "experiment_tags": {"mlflow.note.content": "## NVFlare FedAvg experiment"},
+        "run_tags": {"mlflow.note.content": "## Federated experiment tracking"},
+    }
+    nvflare = MLflowReceiver(kw_args=kw_args)
+    expected = {}
+    for site in ("site-1", "site-2"):
+        with MLflowWriter(
+            receiver.address, site, job, kw_args=kw_args, job_id="1796123021", job_name="hello-pt"
+        ) as writer:
+            writer.log_metric("train_loss", 0.5, 0)
+        mine = copy.deepcopy(kw_args)  # NVFlare's receiver adds to the dict it is given
+        name = nvflare._get_run_name(mine, site, "1796123021", "hello-pt")
+        tags = nvflare._get_run_tags(mine, "1796123021", name)
+        expected[name] = tags
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", f"{job}-from-env")
+    with MLflowWriter(receiver.address, "site-3", job) as writer:
+        writer.log_metric("train_loss", 0.5, 0)
+    _drained(receiver)
+    runs = {r.info.run_name: r for r in job_runs(mlflow_client, f"{job}-nvflare-fedavg-experiment")}
+    assert sorted(runs) == sorted(expected)
+    for name, run in runs.items():
+        assert {k: run.data.tags[k] for k in expected[name]} == expected[name]
+    (env_run,) = job_runs(mlflow_client, f"{job}-from-env")
+    assert env_run.info.run_name.startswith("site-3-")

@@ -260,3 +260,23 @@ def test_bench_fleet_sections_run_with_only(tmp_path: Path) -> None:
         assert title in done.stdout
     leftovers = _processes_with_env(f"{_MARK_VAR}={mark}")
     assert not leftovers, f"bench left processes running: {leftovers}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(BENCH_TIMEOUT_S + 60)
+def test_bench_script_wall_prints_bridged_beside_direct(tmp_path: Path) -> None:
+    """``--only script_wall``: the tutorial-shaped script direct, import swap and zero-code."""
+    json_path = tmp_path / "r.json"
+    mark = uuid.uuid4().hex
+    done = _run_bench(
+        tmp_path, mark, "--quick", "--script-runs", "5", "--only", "script_wall",
+        "--json", str(json_path),
+    )  # fmt: skip
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-3000:]}"
+    figures = json.loads(json_path.read_text())["script_wall"]
+    assert "error" not in figures, figures
+    for name in ("direct_s", "swap_s", "zero_code_s", "swap_ratio", "zero_code_ratio"):
+        assert isinstance(figures[name], float) and math.isfinite(figures[name]), figures
+    assert figures["runs"] == 5
+    assert "(m)" in done.stdout and "import swap" in done.stdout and "zero-code" in done.stdout
+    assert not _processes_with_env(f"{_MARK_VAR}={mark}")

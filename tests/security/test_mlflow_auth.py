@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import pytest
 
+from bridge.protocol import INGEST_SERVICE
 from tests.support.mlflow_reads import child_runs, job_runs, wait_for_children
 from tests.support.procs import (
     CLIENTS_DIR,
@@ -210,6 +211,13 @@ def test_a_wrong_password_is_reported_and_events_wait_until_it_is_fixed(
         table = trackbridge("status", "--data-dir", str(data_dir)).stdout
         assert "MLflow: FAILING: MLflow refused the receiver's credentials" in table, table
         assert points_in_mlflow(auth_mlflow, job) == []
+        health = trackbridge("health", "--receiver", receiver.address, "--service", INGEST_SERVICE)
+        assert health.returncode == 1 and "NOT_SERVING" in health.stdout, health.stdout
+        # One WARNING says it, with the cause and the doctor; no warning per attempt.
+        log = receiver.log_tail()
+        told = [line for line in log.splitlines() if " WARNING " in line]
+        assert len(told) == 1, log
+        assert "HTTP 401" in told[0] and "trackbridge doctor" in told[0], told
 
     # The operator fixes the password and restarts the receiver: the queue flows.
     write_secret(receiver_credentials, service_user[1])

@@ -1,0 +1,93 @@
+"""Benchmark section ``script_wall``: a script's wall time, through the bridge and directly.
+
+The shape of MLflow's hyper-parameter tutorial: a parent run and ``script_runs`` nested runs,
+each logging three params and three metrics. The same script runs three times against the
+benchmark's ``mlflow server``: with the real ``mlflow`` straight to it, with the import swap
+(``import client_sdk.mlflow as mlflow``) and zero-code (``MLFLOW_TRACKING_URI=trackbridge://``)
+through one receiver (in the benchmark's process, as section job_start's). Each run's clock
+starts after the imports and stops when its last run has ended, as the script's user waits.
+
+Where the bridge's time goes: each ``start_run`` waits (bounded) for MLflow's run id, which the
+receiver learns only once MLflow has created the run (several MLflow calls for a receiver that
+may share MLflow with others: a provisional run, a search for rivals, the keep), so the
+bridge pays MLflow's own create_run plus the receiver's hop; logging itself returns at once.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from bench.procs import BenchError
+from bench.sections import BenchContext
+from server.config import ReceiverConfig
+from server.receiver import BackgroundReceiver
+
+_TIMEOUT_S = 900.0
+
+SCRIPT = """
+import sys, time
+if "--swap" in sys.argv:
+    import client_sdk.mlflow as mlflow
+else:
+    import mlflow
+runs, experiment = int(sys.argv[1]), sys.argv[2]
+started = time.perf_counter()
+mlflow.set_experiment(experiment)
+with mlflow.start_run(run_name="sweep"):
+    for i in range(runs):
+        with mlflow.start_run(run_name=f"trial-{i}", nested=True):
+            mlflow.log_params({"alpha": 0.1 * i, "l1_ratio": i % 5, "seed": i})
+            mlflow.log_metrics({"rmse": 1.0 / (i + 1), "mae": 0.5, "r2": 0.9})
+    mlflow.log_metric("best_rmse", 1.0 / runs)
+print(f"WALL_S {time.perf_counter() - started:.3f}", flush=True)
+"""
+
+
+def _run(ctx: BenchContext, mode: str, env: dict[str, str]) -> float:
+    script = ctx.work_dir / "script_wall.py"
+    script.write_text(SCRIPT)
+    runs = ctx.options.script_runs
+    argv = [sys.executable, str(script), str(runs), f"bench-script-{mode}-{time.time_ns()}"]
+    if mode == "swap":
+        argv.append("--swap")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRACKBRIDGE_"))}
+    base.update(MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true", PYTHONUNBUFFERED="1")
+    done = subprocess.run(
+        argv, env=base | env, capture_output=True, text=True, timeout=_TIMEOUT_S, check=False
+    )
+    for line in done.stdout.splitlines():
+        if line.startswith("WALL_S "):
+            return float(line.split()[1])
+    raise BenchError(f"script_wall ({mode}) failed: {done.stderr[-2000:]}")
+
+
+def script_wall(ctx: BenchContext) -> dict[str, Any]:
+    """The tutorial-shaped script's wall time: direct, import swap, zero-code."""
+    config = ReceiverConfig(
+        listen="127.0.0.1:0",
+        data_dir=ctx.work_dir / "receiver-script-wall",
+        tracking_uri=ctx.mlflow_uri,
+        flush_interval_s=ctx.options.flush_interval_s,
+        shutdown_timeout_s=30.0,
+    )
+    background = BackgroundReceiver(config)
+    address = f"127.0.0.1:{background.start()}"
+    bridge = {"TRACKBRIDGE_JOB": "bench-script-wall", "TRACKBRIDGE_CLIENT_ID": "script"}
+    try:
+        direct = _run(ctx, "direct", {"MLFLOW_TRACKING_URI": ctx.mlflow_uri})
+        swap = _run(ctx, "swap", {**bridge, "TRACKBRIDGE_RECEIVER": address})
+        zero = _run(ctx, "zero", {**bridge, "MLFLOW_TRACKING_URI": f"trackbridge://{address}"})
+    finally:
+        background.stop()
+    return {
+        "runs": ctx.options.script_runs,
+        "direct_s": direct,
+        "swap_s": swap,
+        "zero_code_s": zero,
+        "swap_ratio": swap / direct,
+        "zero_code_ratio": zero / direct,
+    }
