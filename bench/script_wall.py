@@ -23,8 +23,8 @@ from typing import Any
 
 from bench.procs import BenchError
 from bench.sections import BenchContext
+from server.background import BackgroundReceiver
 from server.config import ReceiverConfig
-from server.receiver import BackgroundReceiver
 
 _TIMEOUT_S = 900.0
 
