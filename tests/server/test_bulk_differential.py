@@ -37,6 +37,9 @@ ADVERSARIAL: list[tuple[Any, ...]] = [
     ("delete", 1), ("log", 1, [Metric("loss", 1.0, 0, 0)], [], []), ("restore", 1),
     ("log", 1, [Metric("x" * 251, 1.0, 0, 0)], [], []),
     ("resume", 0), ("log", 0, [Metric("loss", 5.0, 3, 9), Metric("loss", 5.0, 3, 9)], [], []),
+    ("log", 2, [Metric("a b", 1.0, 5, 2), Metric("a b", 9.0, 1, 2)], [], []),
+    ("log", 2, [Metric("acc/top1", 1.0, 5, 2)], [], []),
+    ("log", 2, [Metric("acc/top1", 9.0, 1, 2), Metric("acc/top1", 0.0, 5, 2)], [], []),
 ]  # fmt: skip
 
 
