@@ -39,6 +39,7 @@ ADVERSARIAL: list[tuple[Any, ...]] = [
     ("resume", 0), ("log", 0, [Metric("loss", 5.0, 3, 9), Metric("loss", 5.0, 3, 9)], [], []),
     ("log", 2, [Metric("a b", 1.0, 5, 2), Metric("a b", 9.0, 1, 2)], [], []),
     ("log", 2, [Metric("acc/top1", 1.0, 5, 2)], [], []),
+    ("log", 2, [Metric("acc/top1", 9.0, 1, 2)], [], []),
     ("log", 2, [Metric("acc/top1", 9.0, 1, 2), Metric("acc/top1", 0.0, 5, 2)], [], []),
 ]  # fmt: skip
 
