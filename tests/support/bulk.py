@@ -76,7 +76,7 @@ class Side:
 def mlflow_side(uri: str, artifacts: str) -> Side:
     """MLflow's own store, as the receiver's MLflow sink writes it."""
     store = SqlAlchemyStore(uri, artifacts)
-    return Side(store, lambda run_id, m, p, t: store.log_batch(run_id, m, p, t))
+    return Side(store, store.log_batch)
 
 
 def bulk_side(uri: str, artifacts: str) -> Side:
@@ -124,6 +124,9 @@ def _anonymous(side: Side, text: str) -> str:
     return re.sub(r"\d{13,}", "<time>", text)
 
 
+_NOT_COMPARED = ("run_uuid", "artifact_uri", "experiment_id", "deleted_time")
+
+
 def tables(side: Side) -> dict[str, list[tuple[Any, ...]]]:
     """The rows of the side's runs in MLflow's tables, run ids as run numbers, sorted."""
     index = {run_id: i for i, run_id in enumerate(side.run_ids)}
@@ -133,11 +136,8 @@ def tables(side: Side) -> dict[str, list[tuple[Any, ...]]]:
         for name in ("metrics", "latest_metrics", "params", "tags", "runs"):
             table = sa.Table(name, meta, autoload_with=conn)
             rows = conn.execute(table.select().where(table.c.run_uuid.in_(index))).mappings()
-            keep = [c for c in table.c.keys() if c not in ("run_uuid", "artifact_uri",
-                                                            "experiment_id", "deleted_time")]  # fmt: skip
-            out[name] = sorted(
-                (index[r["run_uuid"]], *(_plain(r[c]) for c in keep)) for r in rows
-            )
+            keep = [c.name for c in table.c if c.name not in _NOT_COMPARED]
+            out[name] = sorted((index[r["run_uuid"]], *(_plain(r[c]) for c in keep)) for r in rows)
     return out
 
 

@@ -1,9 +1,9 @@
 """The MLflow sink whose ``log`` goes straight into MLflow's database (server/flush/bulk/writer.py).
 
 Everything else (experiments, run creation and ends, reads) goes through MLflow's client as
-with :class:`MlflowSink`. Whether the database may be written is decided at the first ``log``
-(MLflow's store has made its tables by then) and said once in the log; on any doubt every
-call goes through MLflow's client.
+with :class:`MlflowSink`. Whether the database may be written is decided once, at start (at
+the first ``log`` if the database could not be reached then), and said in one log line; on any
+doubt every call goes through MLflow's client.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ def open_sink(
     URI is a database the bulk writer knows, else MLflow's client alone."""
     dialect = dialect_of(tracking_uri)
     if bulk and dialect in DIALECTS:
-        return BulkSink(tracking_uri, artifact_location=artifact_location, receiver_id=receiver_id)
+        sink = BulkSink(tracking_uri, artifact_location=artifact_location, receiver_id=receiver_id)
+        sink.decide()  # said at start, unless the database is away (then at the first call)
+        return sink
     if dialect:
         why = "turned off (--no-bulk-write)" if not bulk else f"not for {dialect}"
         _logger.info("bulk writer %s: metrics go through MLflow's SQL store", why)
@@ -61,7 +63,7 @@ class BulkSink(MlflowSink):
 
     def log(self, run_id: str, chunk: LogBatchChunk, progress: str = "") -> None:
         """Writes one chunk in one transaction, its ``progress`` tag with it."""
-        writer = self._writer if self._decided else self._decide()
+        writer = self._writer if self._decided else self.decide()
         tags = [RunTag(t.key, t.value) for t in chunk.tags]
         if writer is None or any(t.key == MLFLOW_RUN_NAME for t in tags):
             super().log(run_id, chunk, progress)  # a run name also renames the run's row
@@ -75,7 +77,9 @@ class BulkSink(MlflowSink):
             tags=tags,
         )
 
-    def _decide(self) -> BulkWriter | None:
+    def decide(self) -> BulkWriter | None:
+        """Looks at the database once (its dialect, tables and schema revision) and says
+        whether calls go straight into it; None while undecided or when they do not."""
         with self._deciding:
             if self._decided:
                 return self._writer

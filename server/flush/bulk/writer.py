@@ -100,19 +100,22 @@ class BulkWriter:
         """
         if not metrics and not params and not tags:
             return  # MLflow's client makes no call
-        _validate_run_id(run_id)
-        metrics, params, tags = _validate_batch_log_data(list(metrics), list(params), list(tags))
-        _validate_batch_log_limits(metrics, params, tags)
-        _validate_param_keys_unique(params)
-        points = _points(run_id, metrics)
+        _validate_run_id(run_id)  # type: ignore[no-untyped-call]
+        checked = _validate_batch_log_data(list(metrics), list(params), list(tags))  # type: ignore[no-untyped-call]
+        valid_metrics: list[Metric] = checked[0]
+        valid_params: list[Param] = checked[1]  # values truncated as MLflow truncates them
+        valid_tags: list[RunTag] = checked[2]
+        _validate_batch_log_limits(valid_metrics, valid_params, valid_tags)  # type: ignore[no-untyped-call]
+        _validate_param_keys_unique(valid_params)  # type: ignore[no-untyped-call]
+        points = _points(run_id, valid_metrics)
         with self.engine.begin() as conn:
             self._check_run(conn, run_id)
-            self._params(conn, run_id, params)
+            self._params(conn, run_id, valid_params)
             if points:
                 conn.execute(self._insert(_METRICS).on_conflict_do_nothing(), points)
                 conn.execute(self._latest_upsert(), _latest(points))
-            if tags:
-                conn.execute(self._tag_upsert(), _last_per_key(run_id, tags))
+            if valid_tags:
+                conn.execute(self._tag_upsert(), _last_per_key(run_id, valid_tags))
 
     def _check_run(self, conn: sa.Connection, run_id: str) -> None:
         query = sa.select(_RUNS.c.lifecycle_stage).where(_RUNS.c.run_uuid == run_id)
