@@ -18,10 +18,11 @@ SECTIONS = (
     "parallel_flush",
     "linger",
     "fleet_queue",
+    "bulk",
 )
 """The figures, in the order they are measured and printed."""
 
-FLEET_SECTIONS = ("job_start", "parallel_flush", "linger", "fleet_queue")
+FLEET_SECTIONS = ("job_start", "parallel_flush", "linger", "fleet_queue", "bulk")
 """Sections a plain run leaves out (``--only`` runs them): they start a PostgreSQL cluster, a
 NATS cluster and a thousand clients, minutes of work on a small machine."""
 

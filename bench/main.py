@@ -166,6 +166,7 @@ def _measure(ctx: BenchContext, results: Results) -> None:
 def _measure_fleet(ctx: BenchContext, results: Results) -> None:
     """The fleet-scale sections: job start, parallel flushing, the writer's linger, the queue
     backends."""
+    from bench.bulk import bulk
     from bench.fleet_queue import fleet_queue
     from bench.job_start import job_start
     from bench.linger import linger
@@ -176,6 +177,7 @@ def _measure_fleet(ctx: BenchContext, results: Results) -> None:
         "parallel_flush": parallel_flush,
         "linger": linger,
         "fleet_queue": fleet_queue,
+        "bulk": bulk,
     }
     for name, section in fleet.items():
         if name in ctx.options.sections:

@@ -251,6 +251,10 @@ class _Visibility:
         self._conn.close()
 
 
+SqliteVisibility = _Visibility
+"""When points become readable in an MLflow SQLite file (bench/bulk.py)."""
+
+
 class PgVisibility(_Visibility):
     """The same, read from MLflow's PostgreSQL database (bench/parallel_flush.py)."""
 
