@@ -20,7 +20,7 @@ from server.security.ownership import client_run_key
 
 _logger = logging.getLogger(__name__)
 
-TAG_PREFIX = "trackbridge."
+RunRequest = tuple[dict[str, str], str, int | None]  # create_run's tags, run name, start ms
 TAG_CLIENT_ID = "trackbridge.client_id"
 TAG_JOB = "trackbridge.job"
 TAG_RUN_KEY = "trackbridge.run_key"
@@ -298,6 +298,10 @@ class MlflowSink:
             tags.append(RunTag(MLFLOW_RUN_NOTE, start.description))
         if tags:
             self._client.log_batch(run_id, tags=tags, synchronous=True)
+
+    def create_runs(self, exp_id: str, runs: list[RunRequest]) -> list[str] | None:
+        """Creates runs in one call where the store allows (server/flush/bulk/); else None."""
+        return None
 
     def mark_heard(self, run: RunRef, heard_ms: int) -> None:
         """Records on the run when this receiver last heard from its client."""

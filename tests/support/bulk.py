@@ -15,6 +15,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
+from server.flush.bulk.runs import NewRun
 from server.flush.bulk.writer import BulkWriter, create_engine
 
 RUNS = 3
@@ -63,12 +64,21 @@ run_change = st.tuples(
 streams = st.lists(st.one_of(log_batch, log_batch, log_batch, run_change), min_size=1, max_size=12)
 
 
+NEW_RUNS = [
+    NewRun({"mlflow.user": "ana", "trackbridge.job": "j", "note": "a"}, "run0", 1000),
+    NewRun({"mlflow.runName": "run1", "trackbridge.role": "client"}, "run1", 1001),
+    NewRun({"mlflow.source.type": "LOCAL", "mlflow.parentRunId": "p"}, "run2", 999),
+]
+"""The runs a stream writes to: created with MLflow's create_run, or in one transaction."""
+
+
 @dataclass
 class Side:
     """One database and how a stream's calls reach it."""
 
     store: SqlAlchemyStore
     log: Callable[[str, list[Metric], list[Param], list[RunTag]], None]
+    create_runs: Callable[[str, list[NewRun]], list[str]]
     run_ids: list[str] = field(default_factory=list)
     experiment_id: str = ""
 
@@ -76,23 +86,30 @@ class Side:
 def mlflow_side(uri: str, artifacts: str) -> Side:
     """MLflow's own store, as the receiver's MLflow sink writes it."""
     store = SqlAlchemyStore(uri, artifacts)
-    return Side(store, store.log_batch)
+
+    def create_runs(experiment_id: str, runs: list[NewRun]) -> list[str]:
+        return [  # as MlflowClient.create_run calls it
+            store.create_run(
+                experiment_id, run.tags.get("mlflow.user", "unknown"), run.start_time_ms,
+                [RunTag(k, v) for k, v in run.tags.items()], run.run_name,
+            ).info.run_id
+            for run in runs
+        ]  # fmt: skip
+
+    return Side(store, store.log_batch, create_runs)
 
 
 def bulk_side(uri: str, artifacts: str) -> Side:
     """The bulk writer for log_batch, MLflow's store for the rest (as BulkSink)."""
     store = SqlAlchemyStore(uri, artifacts)
     writer = BulkWriter(create_engine(uri))
-    return Side(store, writer.log_batch)
+    return Side(store, writer.log_batch, writer.create_runs)
 
 
 def play(side: Side, name: str, stream: list[tuple[Any, ...]]) -> list[str]:
     """Runs a stream into one side; returns each call's outcome (its error, ids replaced)."""
     side.experiment_id = side.store.create_experiment(name)
-    side.run_ids = [
-        side.store.create_run(side.experiment_id, "u", 1000 + i, [], f"run{i}").info.run_id
-        for i in range(RUNS)
-    ]
+    side.run_ids = side.create_runs(side.experiment_id, NEW_RUNS)
     outcomes = []
     for op, index, *rest in stream:
         run_id = side.run_ids[index]
@@ -148,7 +165,8 @@ def reads(side: Side) -> dict[str, Any]:
     for i, run_id in enumerate(side.run_ids):
         run = store.get_run(run_id)
         out[f"run{i}"] = (
-            run.info.status, run.info.lifecycle_stage, run.info.end_time,
+            run.info.status, run.info.lifecycle_stage, run.info.end_time, run.info.run_name,
+            run.info.user_id, run.info.start_time, run.info.artifact_uri.endswith("/artifacts"),
             sorted((k, _plain(v)) for k, v in run.data.metrics.items()),
             sorted(run.data.params.items()), sorted(run.data.tags.items()),
         )  # fmt: skip

@@ -18,9 +18,10 @@ from mlflow.entities import RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from bridge.limits import LogBatchChunk
+from server.flush.bulk.runs import NewRun
 from server.flush.bulk.schema import DIALECTS, dialect_of, refusal
 from server.flush.bulk.writer import BulkWriter, create_engine
-from server.flush.sink import TAG_FLUSHED, MlflowSink
+from server.flush.sink import TAG_FLUSHED, MlflowSink, RunRequest
 
 _logger = logging.getLogger(__name__)
 
@@ -76,6 +77,13 @@ class BulkSink(MlflowSink):
             params=[MlflowParam(p.key, p.value) for p in chunk.params],
             tags=tags,
         )
+
+    def create_runs(self, exp_id: str, runs: list[RunRequest]) -> list[str] | None:
+        """Creates the runs in one transaction (None when MLflow's store is to create them)."""
+        writer = self._writer if self._decided else self.decide()
+        if writer is None:
+            return None
+        return writer.create_runs(exp_id, [NewRun(*run) for run in runs])
 
     def decide(self) -> BulkWriter | None:
         """Looks at the database once (its dialect, tables and schema revision) and says
