@@ -78,10 +78,19 @@ def _same(sides: tuple[Side, Side], stream: list[tuple[Any, ...]]) -> None:
     reference, bulk = sides
     name = f"e-{uuid.uuid4().hex}"
     assert play(bulk, name, stream) == play(reference, name, stream)
-    assert tables(bulk) == tables(reference)
-    assert reads(bulk) == reads(reference)
+    _equal(tables(bulk), tables(reference))
+    _equal(reads(bulk), reads(reference))
 
 
+def _equal(got: dict[str, Any], want: dict[str, Any]) -> None:
+    """Equal dicts; otherwise fails with only the entries that differ."""
+    differ = sorted(k for k in got.keys() | want.keys() if got.get(k) != want.get(k))
+    assert not differ, {k: {"bulk": got.get(k), "mlflow": want.get(k)} for k in differ}
+
+
+@pytest.mark.filterwarnings(
+    "ignore:Generating overly large repr:hypothesis.errors.HypothesisWarning"
+)
 @settings(
     max_examples=EXAMPLES,
     deadline=None,

@@ -71,6 +71,8 @@ class BulkSink(MlflowSink):
             return
         if progress:
             tags.append(RunTag(TAG_FLUSHED, progress))
+        if not chunk.metrics and not chunk.params and not tags:
+            return  # MLflow's client makes no call either
         writer.log_batch(
             run_id,
             metrics=[MlflowMetric(m.key, m.value, m.timestamp_ms, m.step) for m in chunk.metrics],

@@ -110,8 +110,6 @@ class BulkWriter:
             MlflowException: What MLflow's store raises for the same call.
             sqlalchemy.exc.SQLAlchemyError: The database failed (worth trying again).
         """
-        if not metrics and not params and not tags:
-            return  # MLflow's client makes no call
         _validate_run_id(run_id)  # type: ignore[no-untyped-call]
         valid_metrics = list(metrics)
         if not _plainly_valid(valid_metrics):
