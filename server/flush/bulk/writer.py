@@ -27,6 +27,7 @@ and the writes see the same run.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 from collections.abc import Callable, Sequence
@@ -55,6 +56,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from server.flush.bulk.runs import NewRun, create_runs
 
 _MAX_FLOAT = 1.7976931348623157e308
+_ROWS_PER_STATEMENT = 1000
+"""Rows of one multi-row INSERT on PostgreSQL (6 parameters each, far below its 65535)."""
 _RUNS: sa.Table = SqlRun.__table__
 _METRICS: sa.Table = SqlMetric.__table__
 _LATEST: sa.Table = SqlLatestMetric.__table__
@@ -89,13 +92,17 @@ class BulkWriter:
         self.engine = engine
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._lock_run = engine.dialect.name == "postgresql"
-        self._points_sql: tuple[str, Callable[[dict[str, Any]], Any]] | None = None
+        columns = ("key", "value", "timestamp", "step", "is_nan", "run_uuid")
+        self._points_sql: tuple[str, Callable[[dict[str, Any]], Any]]
         if engine.dialect.name == "sqlite":
-            columns = ("key", "value", "timestamp", "step", "is_nan", "run_uuid")
             stmt = sqlite.insert(_METRICS).values({c: sa.bindparam(c) for c in columns})
             compiled = stmt.on_conflict_do_nothing().compile(dialect=engine.dialect)
             assert compiled.positiontup is not None  # qmark: positional parameters
             self._points_sql = str(compiled), operator.itemgetter(*compiled.positiontup)
+        else:  # psycopg2's execute_values: one statement of many rows
+            names = ", ".join(f'"{c}"' for c in columns)
+            sql = f"INSERT INTO metrics ({names}) VALUES %s ON CONFLICT DO NOTHING"
+            self._points_sql = sql, operator.itemgetter(*columns)
 
     def log_batch(
         self,
@@ -135,14 +142,19 @@ class BulkWriter:
             return create_runs(conn, experiment_id, runs)
 
     def _insert_points(self, conn: sa.Connection, points: list[dict[str, Any]]) -> None:
-        """``INSERT ... ON CONFLICT DO NOTHING`` of the points: on SQLite straight through the
-        driver's executemany (SQLAlchemy's per-row parameter processing costs more than the
-        insert); on PostgreSQL as SQLAlchemy batches it (multi-row VALUES)."""
-        if self._points_sql is None:
-            conn.execute(self._insert(_METRICS).on_conflict_do_nothing(), points)
-            return
+        """``INSERT ... ON CONFLICT DO NOTHING`` of the points straight through the driver:
+        SQLite's executemany, psycopg2's multi-row ``execute_values`` (SQLAlchemy's per-row
+        parameter processing costs more than the insert; psycopg2's executemany runs row by
+        row)."""
         sql, row = self._points_sql
-        conn.exec_driver_sql(sql, [row(point) for point in points])
+        rows = [row(point) for point in points]
+        if self.engine.dialect.name == "sqlite":
+            conn.exec_driver_sql(sql, rows)
+            return
+        from psycopg2.extras import execute_values  # PostgreSQL's driver, imported for it only
+
+        with contextlib.closing(conn.connection.cursor()) as cursor:  # the same transaction
+            execute_values(cursor, sql, rows, page_size=_ROWS_PER_STATEMENT)
 
     def _check_run(self, conn: sa.Connection, run_id: str) -> None:
         query = sa.select(_RUNS.c.lifecycle_stage).where(_RUNS.c.run_uuid == run_id)
