@@ -6,9 +6,9 @@ the other, all in one run:
 
 - MLflow's ceiling: ``MlflowClient(<database URI>).log_batch`` of 1000 metrics, one call after
   another (MLflow's SQL store in the benchmark process, no server in between);
-- the physical limit: the same rows as plain ``executemany`` inserts into MLflow's ``metrics``
-  table plus the ``latest_metrics`` upsert, one transaction per 1000 (no validation, no run
-  check); and the bulk writer alone on the same calls;
+- the physical limit: the same rows as plain inserts through the database driver into MLflow's
+  ``metrics`` table, plus the latest point replaced, one transaction per 1000 (no validation,
+  no run check, no SQLAlchemy); and the bulk writer alone on the same calls;
 - end to end: ``parallel_clients`` client processes log ``events`` points through a receiver
   embedded in the benchmark process that writes the database with the bulk writer, then with
   MLflow's store (``--no-bulk-write``); timed from their first call until the receiver wrote the
@@ -111,27 +111,43 @@ def _writer_alone(uri: str, total: int) -> float:
 
 
 def _inserts_alone(uri: str, total: int) -> float:
-    """Plain inserts of the same rows (metrics, then the latest point), 1000 a transaction."""
+    """Plain inserts of the same rows through the database driver (SQLite's executemany,
+    psycopg2's execute_values), then the latest point replaced, 1000 a transaction."""
     run_id = _new_run(uri, "inserts-alone")
     now_ms = time.time_ns() // 1_000_000
-    meta = sa.MetaData()
+    rows = [("bench/raw", float(i), now_ms, i, False, run_id) for i in range(total)]
+    columns = '"key", "value", "timestamp", "step", "is_nan", "run_uuid"'
     engine = sa.create_engine(uri)
-    metrics = sa.Table("metrics", meta, autoload_with=engine)
-    latest = sa.Table("latest_metrics", meta, autoload_with=engine)
-    rows = [
-        {"key": "bench/raw", "value": float(i), "timestamp": now_ms, "step": i,
-         "is_nan": False, "run_uuid": run_id}
-        for i in range(total)
-    ]  # fmt: skip
+    raw = engine.raw_connection()
+    sqlite = uri.startswith("sqlite")
+    mark = "?" if sqlite else "%s"
+    latest = (
+        f"DELETE FROM latest_metrics WHERE run_uuid = {mark}",
+        f"INSERT INTO latest_metrics ({columns}) VALUES ({', '.join([mark] * 6)})",
+    )
     started = time.perf_counter()
-    for i in range(0, total, _CALL):
-        with engine.begin() as conn:
-            conn.execute(metrics.insert(), rows[i : i + _CALL])
-            conn.execute(latest.delete().where(latest.c.run_uuid == run_id))
-            conn.execute(latest.insert(), [rows[min(i + _CALL, total) - 1]])
-    elapsed = time.perf_counter() - started
-    engine.dispose()
-    return total / elapsed
+    try:
+        for i in range(0, total, _CALL):
+            cursor = raw.cursor()
+            if sqlite:
+                cursor.executemany(
+                    f"INSERT INTO metrics ({columns}) VALUES (?, ?, ?, ?, ?, ?)",
+                    rows[i : i + _CALL],
+                )
+            else:
+                from psycopg2.extras import execute_values
+
+                execute_values(
+                    cursor, f"INSERT INTO metrics ({columns}) VALUES %s", rows[i : i + _CALL]
+                )
+            cursor.execute(latest[0], (run_id,))
+            cursor.execute(latest[1], rows[min(i + _CALL, total) - 1])
+            cursor.close()
+            raw.commit()
+    finally:
+        raw.close()
+        engine.dispose()
+    return total / (time.perf_counter() - started)
 
 
 def _freshness(
