@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from bench.procs import BenchError, start_receiver, wait_receiver
 from bench.sections import BenchContext
 from client_sdk.writer import Writer
-from server.flush.sink import TAG_ROLE
+from server.flush.run_tags import TAG_ROLE
 
 _JOB = "bench-aggregate"
 _KEY = "eval/accuracy"

@@ -19,10 +19,11 @@ SECTIONS = (
     "linger",
     "fleet_queue",
     "script_wall",
+    "bulk",
 )
 """The figures, in the order they are measured and printed."""
 
-FLEET_SECTIONS = ("job_start", "parallel_flush", "linger", "fleet_queue", "script_wall")
+FLEET_SECTIONS = ("job_start", "parallel_flush", "linger", "fleet_queue", "script_wall", "bulk")
 """Sections a plain run leaves out (``--only`` runs them): they start a PostgreSQL cluster, a
 NATS cluster and a thousand clients, minutes of work on a small machine."""
 

@@ -1,5 +1,5 @@
-"""How the fleet-scale sections (job_start, parallel_flush, linger, fleet_queue) print and what
-they aim for."""
+"""How the fleet-scale sections (job_start, parallel_flush, linger, fleet_queue, bulk) print and
+what they aim for."""
 
 from __future__ import annotations
 
@@ -149,10 +149,43 @@ def script_wall_lines(s: Results) -> list[str]:
     ]
 
 
+def _bulk_targets(s: Results) -> list[Results]:
+    rows = []
+    for store in ("sqlite", "postgres"):
+        ratio, fresh = s[store]["ratio"], s[f"{store}_freshness"]
+        rows.append(_row(f"bulk writer on {store}, end to end", ">= 10x MLflow's log_batch",
+                         ratio, f"{ratio:.1f}x", ratio >= 10))  # fmt: skip
+        limit_s, p99_s = fresh["flush_interval_s"] + 1, fresh["p99_ms"] / 1000
+        rows.append(_row(f"bulk writer on {store}, freshness p99 ({fresh['clients']} clients)",
+                         f"<= flush + 1 s = {limit_s:g} s", p99_s, f"{p99_s:.2f} s",
+                         p99_s <= limit_s and fresh["missing"] == 0))  # fmt: skip
+    return rows
+
+
+def _bulk_lines(s: Results) -> list[str]:
+    lines = [f"    {s['clients']} clients, {s['workers']} flush writers: events/s into MLflow"]
+    for store in ("sqlite", "postgres"):
+        m, fresh = s[store], s[f"{store}_freshness"]
+        lines += [
+            f"    {store}: MLflow's log_batch {m['log_batch_events_per_s']:>10,.0f}"
+            f"   bridge, MLflow's store {m['bridge_mlflow_store_events_per_s']:>10,.0f}"
+            f"   bridge, bulk writer {m['bridge_bulk_events_per_s']:>10,.0f}"
+            f" ({m['ratio']:.1f}x log_batch; {m['bridge_bulk_points_in_mlflow']:,} of"
+            f" {m['events']:,} points in MLflow)",
+            f"    {store}: physical limit (plain inserts) {m['inserts_alone_events_per_s']:>10,.0f}"
+            f"   bulk writer alone {m['writer_alone_events_per_s']:>10,.0f}"
+            f"   (the bridge reaches {m['physical_ratio']:.0%} of the plain inserts)",
+            f"    {store}: freshness p50 {fresh['p50_ms']:.0f} ms, p99 {fresh['p99_ms']:.0f} ms"
+            f" ({fresh['clients']} clients x {fresh['rate_per_client']:g} points/s)",
+        ]
+    return lines
+
+
 TARGETS: dict[str, Callable[[Results], list[Results]]] = {
     "job_start": _job_start_targets,
     "parallel_flush": _parallel_targets,
     "linger": _linger_targets,
+    "bulk": _bulk_targets,
 }
 """Each section's targets."""
 
@@ -162,6 +195,7 @@ LINES: dict[str, Callable[[Results], list[str]]] = {
     "linger": _linger_lines,
     "fleet_queue": _fleet_queue_lines,
     "script_wall": script_wall_lines,
+    "bulk": _bulk_lines,
 }
 """Each section's printed lines."""
 
@@ -171,5 +205,6 @@ TITLES = {
     "linger": "(k) the writer's linger: fixed 0.2 s against adaptive",
     "fleet_queue": "(l) queue backends: the receiver's SQLite queue against NATS JetStream",
     "script_wall": "(m) a script's wall time: many nested runs, through the bridge and direct",
+    "bulk": "(n) bulk writer: straight into MLflow's database, against MLflow's own log_batch",
 }
 """Each section's title."""

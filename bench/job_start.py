@@ -29,7 +29,8 @@ from bridge.events import RunStart
 from server.background import BackgroundReceiver
 from server.config import ReceiverConfig
 from server.flush.batch_creation import CREATION_THREADS
-from server.flush.sink import RunRef, client_run_tags
+from server.flush.run_tags import client_run_tags
+from server.flush.sink import RunRef
 
 _CLIENTS_PER_PROC = 250
 _TIMEOUT_S = 300.0
@@ -78,7 +79,7 @@ def _mlflow_ceiling(tracking_uri: str, clients: int) -> dict[str, float]:
     runs = min(clients, _CEILING_RUNS)
 
     def create(i: int) -> None:
-        tags = client_run_tags(f"c{i}", job, uuid.uuid4().hex, RunStart(), parent)
+        tags = client_run_tags(f"c{i}", job, uuid.uuid4().hex, RunStart(), parent.run_id)
         client.create_run(exp_id, start_time=int(time.time() * 1000), tags=tags, run_name=f"c{i}")
 
     started = time.monotonic()

@@ -167,6 +167,7 @@ def _measure(ctx: BenchContext, results: Results) -> None:
 def _measure_fleet(ctx: BenchContext, results: Results) -> None:
     """The fleet-scale sections: job start, parallel flushing, the writer's linger, the queue
     backends."""
+    from bench.bulk import bulk
     from bench.fleet_queue import fleet_queue
     from bench.job_start import job_start
     from bench.linger import linger
@@ -179,6 +180,7 @@ def _measure_fleet(ctx: BenchContext, results: Results) -> None:
         "linger": linger,
         "fleet_queue": fleet_queue,
         "script_wall": script_wall,
+        "bulk": bulk,
     }
     for name, section in fleet.items():
         if name in ctx.options.sections:

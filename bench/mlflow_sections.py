@@ -24,7 +24,7 @@ from bench.procs import BenchError, Child, load_generator, mlflow_store, read_al
 from bench.report import summarize_ns
 from bench.sections import BenchContext
 from server.flush.run_creation import TAG_PROVISIONAL
-from server.flush.sink import TAG_ROLE
+from server.flush.run_tags import TAG_ROLE
 from server.receiver import Receiver
 
 _READY_TIMEOUT_S = 120.0
@@ -249,6 +249,10 @@ class _Visibility:
 
     def close(self) -> None:
         self._conn.close()
+
+
+SqliteVisibility = _Visibility
+"""When points become readable in an MLflow SQLite file (bench/bulk.py)."""
 
 
 class PgVisibility(_Visibility):

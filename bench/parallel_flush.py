@@ -29,7 +29,7 @@ from bench.sections import BenchContext
 from server.background import BackgroundReceiver
 from server.config import ReceiverConfig
 from server.fleet.config import FleetConfig
-from server.flush.sink import TAG_ROLE
+from server.flush.run_tags import TAG_ROLE
 
 _logger = logging.getLogger(__name__)
 
@@ -121,9 +121,11 @@ def through_bridge(
     per_client: int,
     *,
     fleet: FleetConfig | None = None,
+    bulk_write: bool = True,
 ) -> dict[str, Any]:
     """``parallel_clients`` clients log ``per_client`` points each through one receiver with
-    ``workers`` flush writers (on a JetStream queue with ``fleet``); returns the seconds from
+    ``workers`` flush writers (on a JetStream queue with ``fleet``; with the bulk writer on a
+    database URI unless ``bulk_write`` is False); returns the seconds from
     their first call until the receiver wrote the last point, and the points found in MLflow."""
     clients = ctx.options.parallel_clients
     job = f"bench-parallel-{name}"
@@ -136,6 +138,7 @@ def through_bridge(
         flush_workers=workers,
         alone=True,
         fleet=fleet,
+        bulk_write=bulk_write,
     )
     background = BackgroundReceiver(config)
     address = f"127.0.0.1:{background.start()}"

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.procs import BenchError, Child, load_generator, read_all, start_receiver, wait_receiver
 from bench.sections import BenchContext
-from server.flush.sink import TAG_ROLE
+from server.flush.run_tags import TAG_ROLE
 from server.queue.sqlite import REMAINING
 
 _logger = logging.getLogger(__name__)

@@ -34,6 +34,10 @@ TRACKBRIDGE_LISTEN = "TRACKBRIDGE_LISTEN"
 TRACKBRIDGE_FLUSH_INTERVAL_S = "TRACKBRIDGE_FLUSH_INTERVAL_S"
 """Receiver: seconds between timed flushes to MLflow."""
 
+TRACKBRIDGE_BULK_WRITE = "TRACKBRIDGE_BULK_WRITE"
+"""Receiver: ``0`` (or ``false``, ``off``) writes metrics, params and tags through MLflow's own
+SQL store instead of the bulk writer, on a database-backed MLflow (``--no-bulk-write``)."""
+
 MLFLOW_TRACKING_URI = "MLFLOW_TRACKING_URI"
 """Receiver: MLflow's own tracking URI variable; the embedded SQLite store when unset."""
 

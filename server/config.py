@@ -19,6 +19,9 @@ from server.security.config import SecurityConfig
 DEFAULT_LISTEN = "127.0.0.1:50551"
 DEFAULT_DATA_DIR = Path("trackbridge-data")
 READ_SCOPES = ("own", "job", "all")
+DEFAULT_BULK_WRITE = True
+_OFF = ("0", "false", "off", "no")
+_ON = ("1", "true", "on", "yes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,11 @@ class ReceiverConfig:
     round_as_step: bool = False
     """Write a point's federated round as MLflow's step (else as the ``trackbridge.round``
     metric beside the point, at its own step)."""
+    bulk_write: bool = DEFAULT_BULK_WRITE
+    """Write metrics, params and tags straight into a database-backed MLflow (``sqlite:///``,
+    ``postgresql://``; the embedded store included) in set-based transactions, when its schema
+    is one the bulk writer was verified against (server/flush/bulk/); False (``--no-bulk-write``)
+    leaves every write to MLflow's own store."""
     fleet: FleetConfig | None = None
     """The NATS JetStream cluster a fleet of receivers shares (``--queue nats://...``); None
     keeps the embedded SQLite queue of one receiver."""
@@ -193,6 +201,7 @@ class ReceiverConfig:
         aggregate: AggregateConfig | None = None,
         round_as_step: bool | None = None,
         alone: bool | None = None,
+        bulk_write: bool | None = None,
         queue: str | None = None,
         flush: bool = True,
         env: Mapping[str, str] = os.environ,
@@ -256,8 +265,21 @@ class ReceiverConfig:
             aggregate=AggregateConfig() if aggregate is None else aggregate,
             round_as_step=bool(round_as_step),
             alone=bool(alone),
+            bulk_write=bulk_write_from(env) if bulk_write is None else bulk_write,
             fleet=fleet,
         )
+
+
+def bulk_write_from(env: Mapping[str, str]) -> bool:
+    """``TRACKBRIDGE_BULK_WRITE`` (default on); ValueError for a value that is not a switch."""
+    raw = env.get(envvars.TRACKBRIDGE_BULK_WRITE, "").strip().lower()
+    if not raw:
+        return DEFAULT_BULK_WRITE
+    if raw not in _OFF + _ON:
+        raise ValueError(
+            f"{envvars.TRACKBRIDGE_BULK_WRITE} must be one of {_OFF + _ON}, got {raw!r}"
+        )
+    return raw in _ON
 
 
 def parse_sinks(sinks: Sequence[str]) -> tuple[bool, Path | None]:

@@ -22,13 +22,13 @@ from server.config import ReceiverConfig
 from server.data_dir import DataDirClaim, create_private, secure
 from server.fleet.start import open_fleet
 from server.flush import probes
+from server.flush.bulk import open_sink
 from server.flush.credentials import configured_secrets, set_mlflow_client_defaults
 from server.flush.files_only import FileFlusher
 from server.flush.flusher import Flusher
 from server.flush.jsonl import JsonlSink
 from server.flush.mirror import Mirror
 from server.flush.mlflow_state import record_errors
-from server.flush.sink import MlflowSink
 from server.flush.store_identity import StoreIdentity
 from server.ingest.backend import IngestBackend
 from server.ingest.disk import MIB, DiskReserve, reusable_bytes
@@ -167,8 +167,9 @@ class Receiver:
         if cfg.embedded:
             create_private(cfg.data_dir / "mlflow.db")
         artifacts = (cfg.data_dir / "artifacts").resolve().as_uri() if cfg.embedded else None
-        sink = MlflowSink(
+        sink = open_sink(
             cfg.effective_tracking_uri,
+            bulk=cfg.bulk_write,
             artifact_location=artifacts,
             receiver_id=self._claim.receiver_id,
         )

@@ -19,7 +19,8 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 from mlflow.tracking import MlflowClient
 
 from server.artifacts.store import ArtifactStore, StagedFile
-from server.flush.sink import TAG_CLIENT_ID, is_permanent
+from server.flush.run_tags import TAG_CLIENT_ID
+from server.flush.sink import is_permanent
 
 _logger = logging.getLogger(__name__)
 

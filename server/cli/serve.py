@@ -77,6 +77,12 @@ def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="runs written to MLflow at once, each in its order (default 4; 1: one by one)",
     )
     p.add_argument(
+        "--no-bulk-write",
+        action="store_true",
+        help="on a database-backed MLflow (sqlite:///, postgresql://), write through MLflow's own"
+        " SQL store instead of straight into its tables (env TRACKBRIDGE_BULK_WRITE=0)",
+    )
+    p.add_argument(
         "--fsync",
         choices=("normal", "full"),
         help="queue durability: normal survives process kill, full also power loss",
@@ -254,6 +260,7 @@ def _serve_config(args: argparse.Namespace) -> ReceiverConfig:
         ),
         round_as_step=args.round_as_step,
         alone=args.alone,
+        bulk_write=False if args.no_bulk_write else None,
         queue=args.queue,
         flush=not args.no_flush,
     )

@@ -42,15 +42,8 @@ from bridge.convert import event_from_proto
 from bridge.events import RunStart
 from bridge.pb.v1 import events_pb2
 from server.flush.run_creation import TAG_PROVISIONAL, live_rivals, stamp
-from server.flush.sink import (
-    TAG_CLIENT_ID,
-    TAG_JOB,
-    TAG_ROLE,
-    TAG_RUN_KEY,
-    MlflowSink,
-    RunRef,
-    client_run_tags,
-)
+from server.flush.run_tags import TAG_CLIENT_ID, TAG_JOB, TAG_ROLE, TAG_RUN_KEY, client_run_tags
+from server.flush.sink import MlflowSink, RunRef
 from server.queue.aggregates import is_aggregate_run
 from server.queue.sqlite import Queue
 from server.security.ownership import client_run_key
@@ -137,24 +130,26 @@ class BatchCreator:
         client = self._sink.client
         tag = {} if self._alone else {TAG_PROVISIONAL: stamp(self._creator)}
 
-        def create(run: NewRun) -> str:
+        def request(run: NewRun) -> tuple[dict[str, str], str, int | None]:
             spec = run.start
             tags = client_run_tags(
                 run.client_id,
                 job,
                 client_run_key(run.run_key),
                 spec,
-                None if spec.top_level else parent,
+                None if spec.top_level or parent is None else parent.run_id,
             )
-            created = client.create_run(
-                exp_id,
-                start_time=spec.start_time_ms or None,
-                tags=tags | tag,
-                run_name=spec.run_name or run.client_id,
-            )
+            return tags | tag, spec.run_name or run.client_id, spec.start_time_ms or None
+
+        def create(run: NewRun) -> str:
+            tags, name, start_time = request(run)
+            created = client.create_run(exp_id, start_time=start_time, tags=tags, run_name=name)
             return str(created.info.run_id)
 
-        results = _each(self._threads, create, fresh)
+        together = self._sink.create_runs(exp_id, [request(r) for r in fresh])
+        results: list[str | Exception] = (
+            list(together) if together is not None else _each(self._threads, create, fresh)
+        )
         created = [(r, i) for r, i in zip(fresh, results, strict=True) if isinstance(i, str)]
         kept = created if self._alone else self._keep(where, job, created)
         made: dict[str, RunRef] = {}

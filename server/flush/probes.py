@@ -16,7 +16,8 @@ from server.flush.refusals import (
     message,
 )
 from server.flush.retry import Retrier
-from server.flush.sink import TAG_FLUSHED, RunRef, is_permanent
+from server.flush.run_tags import TAG_FLUSHED
+from server.flush.sink import RunRef, is_permanent
 
 
 def run_problem(client: MlflowClient, run: RunRef) -> RunProblem | None:

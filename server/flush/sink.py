@@ -16,23 +16,21 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 from bridge.events import RunStart, RunStatus
 from bridge.limits import LogBatchChunk
 from server.flush.run_creation import RunNotCreated, create_once, matching, settled
+from server.flush.run_tags import (
+    TAG_CLIENT_ID,
+    TAG_FLUSHED,
+    TAG_HEARD,
+    TAG_JOB,
+    TAG_ROLE,
+    client_run_tags,
+    owned_by,
+    parent_filter,
+)
 from server.security.ownership import client_run_key
 
 _logger = logging.getLogger(__name__)
 
-TAG_PREFIX = "trackbridge."
-TAG_CLIENT_ID = "trackbridge.client_id"
-TAG_JOB = "trackbridge.job"
-TAG_RUN_KEY = "trackbridge.run_key"
-TAG_ROLE = "trackbridge.role"
-TAG_HEARD = "trackbridge.heard_ms"
-"""When a receiver last heard from the run's client (ms since the epoch), so that a receiver
-the client left does not end the run for silence while the client talks to another one."""
-TAG_FLUSHED = "trackbridge.flushed"
-"""The last log_batch call a run got from a receiver (``"<last seq> <token>"``). It travels in
-the call itself and MLflow's SQL store commits a call's tags after its params and metrics, so a
-restarted receiver reads it to tell whether the call in flight when it stopped reached MLflow."""
-
+RunRequest = tuple[dict[str, str], str, int | None]  # create_run's tags, run name, start ms
 # MLflow error codes that say "this request will never succeed": everything else is retried.
 _PERMANENT_CODES = frozenset(
     {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE", "BAD_REQUEST"}
@@ -143,7 +141,7 @@ class MlflowSink:
         (run_id, _), _created = create_once(
             self._client,
             [exp_id],
-            _parent_filter(job),
+            parent_filter(job),
             create,
             creator=self._receiver_id,
         )
@@ -155,7 +153,7 @@ class MlflowSink:
         cached = self._parents.get((job, experiment_id))
         if cached is not None:
             return cached
-        found = self._find_run(experiment_id, _parent_filter(job))
+        found = self._find_run(experiment_id, parent_filter(job))
         return RunRef(found, experiment_id) if found else None
 
     def run_experiment_id(self, start: RunStart, job: str) -> str:
@@ -220,7 +218,7 @@ class MlflowSink:
     ) -> RunRef:
         spec = start or RunStart()
         exp_id = self.run_experiment_id(spec, job)
-        by_key = _owned_by(client_id, run_key)
+        by_key = owned_by(client_id, run_key)
         where = list(dict.fromkeys((exp_id, self.experiment_id(job))))
         if start is None:
             # The start, and with it the run's experiment, went to another receiver.
@@ -234,7 +232,8 @@ class MlflowSink:
 
         def create(extra: dict[str, str]) -> tuple[str, str]:
             parent = self._parent_of(client_id, spec, exp_id, job)
-            tags = client_run_tags(client_id, job, run_key, spec, parent) | extra
+            parent_id = None if parent is None else parent.run_id
+            tags = client_run_tags(client_id, job, run_key, spec, parent_id) | extra
             run = self._client.create_run(
                 exp_id,
                 start_time=spec.start_time_ms or None,
@@ -260,7 +259,7 @@ class MlflowSink:
         if found is not None:
             return found
         for experiment_id in dict.fromkeys((exp_id, self.experiment_id(job))):
-            run_id = self._find_run(experiment_id, _owned_by(client_id, key))
+            run_id = self._find_run(experiment_id, owned_by(client_id, key))
             if run_id is not None:
                 return RunRef(run_id, experiment_id)
         _logger.warning("parent run %s of a nested run not found; nesting it under the job", key)
@@ -300,6 +299,10 @@ class MlflowSink:
             tags.append(RunTag(MLFLOW_RUN_NOTE, start.description))
         if tags:
             self._client.log_batch(run_id, tags=tags, synchronous=True)
+
+    def create_runs(self, exp_id: str, runs: list[RunRequest]) -> list[str] | None:
+        """Creates runs in one call where the store allows (server/flush/bulk/); else None."""
+        return None
 
     def mark_heard(self, run: RunRef, heard_ms: int) -> None:
         """Records on the run when this receiver last heard from its client."""
@@ -367,33 +370,3 @@ class MlflowSink:
         )
         if not running:
             self._client.set_terminated(parent.run_id, RunStatus.FINISHED.value)
-
-
-def client_run_tags(
-    client_id: str, job: str, run_key: str, start: RunStart, parent: RunRef | None
-) -> dict[str, str]:
-    """The tags a client run is created with: its start's, its parent's, the receiver's."""
-    tags = dict(start.tags)
-    if parent is not None:
-        tags[MLFLOW_PARENT_RUN_ID] = parent.run_id
-    tags.update({TAG_CLIENT_ID: client_id, TAG_JOB: job, TAG_RUN_KEY: run_key, TAG_ROLE: "client"})
-    if start.description:
-        tags[MLFLOW_RUN_NOTE] = start.description
-    return tags
-
-
-def _owned_by(client_id: str, run_key: str) -> str:
-    """The search filter for one client's run: its client's and its key's tags, both set by
-    receivers only (a run key alone is no proof: anyone who reads MLflow sees it)."""
-    return (
-        f"tags.`{TAG_CLIENT_ID}` = '{_quote(client_id)}'"
-        f" and tags.`{TAG_RUN_KEY}` = '{_quote(run_key)}'"
-    )
-
-
-def _parent_filter(job: str) -> str:
-    return f"tags.`{TAG_JOB}` = '{_quote(job)}' and tags.`{TAG_ROLE}` = 'parent'"
-
-
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("'", "\\'")

@@ -217,6 +217,14 @@ FLEET_FIGURES = {
         "adaptive.many_publishes_per_s",
     ),
     "fleet_queue": ("sqlite.events_per_s", "nats.events_per_s", "ratio"),
+    "bulk": (
+        "sqlite.log_batch_events_per_s",
+        "sqlite.bridge_bulk_events_per_s",
+        "sqlite.inserts_alone_events_per_s",
+        "postgres.bridge_bulk_events_per_s",
+        "postgres.ratio",
+        "postgres_freshness.p99_ms",
+    ),
 }
 
 
@@ -253,10 +261,14 @@ def test_bench_fleet_sections_run_with_only(tmp_path: Path) -> None:
         figures = results["parallel_flush"][store]
         assert figures["bridge_4_points_in_mlflow"] == figures["events"]
         assert figures["bridge_1_points_in_mlflow"] == figures["events"]
+    for store in ("sqlite", "postgres"):
+        figures = results["bulk"][store]
+        assert figures["bridge_bulk_points_in_mlflow"] == figures["events"]
+        assert figures["bridge_mlflow_store_points_in_mlflow"] == figures["events"]
     for name in ("sqlite", "nats"):
         figures = results["fleet_queue"][name]
         assert figures["points_in_mlflow"] == results["fleet_queue"]["events"]
-    for title in ("(i)", "(j)", "(k)", "(l)", "targets"):
+    for title in ("(i)", "(j)", "(k)", "(l)", "(m)", "targets"):
         assert title in done.stdout
     leftovers = _processes_with_env(f"{_MARK_VAR}={mark}")
     assert not leftovers, f"bench left processes running: {leftovers}"

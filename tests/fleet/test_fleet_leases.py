@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from server.flush.sink import TAG_HEARD
+from server.flush.run_tags import TAG_HEARD
 from tests.support.faults import expected_points, metric_points, start_stream_client
 from tests.support.fleet import launch_flusher
 from tests.support.mlflow_reads import child_runs, job_runs

@@ -1,0 +1,116 @@
+"""The MLflow sink whose ``log`` goes straight into MLflow's database (server/flush/bulk/writer.py).
+
+Everything else (experiments, run creation and ends, reads) goes through MLflow's client as
+with :class:`MlflowSink`. Whether the database may be written is decided once, at start (at
+the first ``log`` if the database could not be reached then), and said in one log line; on any
+doubt every call goes through MLflow's client.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import sqlalchemy as sa
+from mlflow.entities import Metric as MlflowMetric
+from mlflow.entities import Param as MlflowParam
+from mlflow.entities import RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+from bridge.limits import LogBatchChunk
+from server.flush.bulk.runs import NewRun
+from server.flush.bulk.schema import DIALECTS, dialect_of, refusal
+from server.flush.bulk.writer import BulkWriter, create_engine
+from server.flush.run_tags import TAG_FLUSHED
+from server.flush.sink import MlflowSink, RunRequest
+
+_logger = logging.getLogger(__name__)
+
+
+def open_sink(
+    tracking_uri: str,
+    *,
+    bulk: bool,
+    artifact_location: str | None = None,
+    receiver_id: str = "",
+) -> MlflowSink:
+    """The receiver's MLflow sink: a :class:`BulkSink` when ``bulk`` is on and the tracking
+    URI is a database the bulk writer knows, else MLflow's client alone."""
+    dialect = dialect_of(tracking_uri)
+    if bulk and dialect in DIALECTS:
+        sink = BulkSink(tracking_uri, artifact_location=artifact_location, receiver_id=receiver_id)
+        sink.decide()  # said at start, unless the database is away (then at the first call)
+        return sink
+    if dialect:
+        why = "turned off (--no-bulk-write)" if not bulk else f"not for {dialect}"
+        _logger.info("bulk writer %s: metrics go through MLflow's SQL store", why)
+    return MlflowSink(tracking_uri, artifact_location=artifact_location, receiver_id=receiver_id)
+
+
+class BulkSink(MlflowSink):
+    """An :class:`MlflowSink` whose ``log_batch`` calls are set-based SQL transactions."""
+
+    def __init__(
+        self, tracking_uri: str, artifact_location: str | None = None, receiver_id: str = ""
+    ) -> None:
+        super().__init__(tracking_uri, artifact_location=artifact_location, receiver_id=receiver_id)
+        self._deciding = threading.Lock()
+        self._writer: BulkWriter | None = None
+        self._decided = False
+
+    @property
+    def bulk(self) -> bool | None:
+        """Whether calls go straight into the database (None: not decided yet)."""
+        return (self._writer is not None) if self._decided else None
+
+    def log(self, run_id: str, chunk: LogBatchChunk, progress: str = "") -> None:
+        """Writes one chunk in one transaction, its ``progress`` tag with it."""
+        writer = self._writer if self._decided else self.decide()
+        tags = [RunTag(t.key, t.value) for t in chunk.tags]
+        if writer is None or any(t.key == MLFLOW_RUN_NAME for t in tags):
+            super().log(run_id, chunk, progress)  # a run name also renames the run's row
+            return
+        if progress:
+            tags.append(RunTag(TAG_FLUSHED, progress))
+        if not chunk.metrics and not chunk.params and not tags:
+            return  # MLflow's client makes no call either
+        writer.log_batch(
+            run_id,
+            metrics=[MlflowMetric(m.key, m.value, m.timestamp_ms, m.step) for m in chunk.metrics],
+            params=[MlflowParam(p.key, p.value) for p in chunk.params],
+            tags=tags,
+        )
+
+    def create_runs(self, exp_id: str, runs: list[RunRequest]) -> list[str] | None:
+        """Creates the runs in one transaction (None when MLflow's store is to create them)."""
+        writer = self._writer if self._decided else self.decide()
+        if writer is None:
+            return None
+        return writer.create_runs(exp_id, [NewRun(*run) for run in runs])
+
+    def decide(self) -> BulkWriter | None:
+        """Looks at the database once (its dialect, tables and schema revision) and says
+        whether calls go straight into it; None while undecided or when they do not."""
+        with self._deciding:
+            if self._decided:
+                return self._writer
+            engine = create_engine(self.tracking_uri)
+            try:
+                why = refusal(engine)
+            except sa.exc.OperationalError:
+                engine.dispose()
+                return None  # the database is away: decided on a later call
+            self._decided = True
+            if why:
+                engine.dispose()
+                _logger.warning(
+                    "bulk writer off: %s; metrics go through MLflow's SQL store (slower)", why
+                )
+                return None
+            self._writer = BulkWriter(engine)
+            _logger.info(
+                "bulk writer on: metrics, params and tags go straight into MLflow's %s"
+                " database, one transaction per call",
+                engine.dialect.name,
+            )
+            return self._writer

@@ -1,0 +1,280 @@
+"""``log_batch`` as set-based SQL: the rows MLflow's ``SqlAlchemyStore.log_batch`` writes,
+in one transaction instead of three and a few statements instead of an ORM object per row.
+
+What MLflow's store does, and how this writer gets the same rows
+(mlflow/store/tracking/sqlalchemy_store.py, 3.17.2):
+
+- Validation: MLflow's own functions, so the same calls fail with the same errors (a param
+  value past 6000 characters and a tag value past 8000 are truncated, as there); points that
+  are plainly valid (plain numbers, keys MLflow accepts) are told so without a call per point.
+- The run must exist (RESOURCE_DOES_NOT_EXIST) and be active (INVALID_PARAMETER_VALUE).
+- ``metrics``: NaN is stored as value 0 with ``is_nan``, +-inf as +-1.7976931348623157e308; a
+  point whose whole primary key (key, timestamp, step, value, is_nan) is there already is
+  skipped: ``INSERT ... ON CONFLICT DO NOTHING``.
+- ``latest_metrics``: a key's latest point is the first one logged among those with the
+  greatest (step, timestamp, value), the value as stored (NaN counts as 0): the batch's
+  candidate per key, then ``ON CONFLICT DO UPDATE ... WHERE`` it is strictly greater.
+- ``params``: a key logged before with another value refuses the whole call
+  (INVALID_PARAMETER_VALUE, MLflow's message); the same value is a no-op.
+- ``tags``: set or replaced, the last of a key in the call wins.
+
+One transaction holds the call's params, metrics and tags, so a call is all or nothing (MLflow
+commits params, metrics and tags apart): the ``trackbridge.flushed`` tag a call carries
+(server/flush/progress.py) proves the whole call landed. The run's row is locked first
+(``BEGIN IMMEDIATE`` on SQLite, ``SELECT ... FOR UPDATE`` on PostgreSQL), so the params check
+and the writes see the same run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
+from mlflow.store.tracking.dbmodels.models import (
+    SqlLatestMetric,
+    SqlMetric,
+    SqlParam,
+    SqlRun,
+    SqlTag,
+)
+from mlflow.utils.validation import (
+    _validate_batch_log_data,
+    _validate_batch_log_limits,
+    _validate_metric,
+    _validate_param_keys_unique,
+    _validate_run_id,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from server.flush.bulk.runs import NewRun, create_runs
+
+_MAX_FLOAT = 1.7976931348623157e308
+_ROWS_PER_STATEMENT = 1000
+"""Rows of one multi-row INSERT on PostgreSQL (6 parameters each, far below its 65535)."""
+_RUNS: sa.Table = SqlRun.__table__
+_METRICS: sa.Table = SqlMetric.__table__
+_LATEST: sa.Table = SqlLatestMetric.__table__
+_PARAMS: sa.Table = SqlParam.__table__
+_TAGS: sa.Table = SqlTag.__table__
+
+
+def create_engine(tracking_uri: str) -> sa.Engine:
+    """An engine for the bulk writer's transactions (its own pool, beside MLflow's).
+
+    On SQLite every transaction begins IMMEDIATE (takes the write lock first), so two writers
+    never deadlock upgrading a read lock, and a busy database is waited for (30 s)."""
+    if not tracking_uri.startswith("sqlite"):
+        return sa.create_engine(tracking_uri, pool_pre_ping=True)
+    engine = sa.create_engine(tracking_uri, connect_args={"timeout": 30.0})
+
+    @sa.event.listens_for(engine, "connect")
+    def _autocommit_driver(dbapi_conn: Any, _record: object) -> None:
+        dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin_immediate(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class BulkWriter:
+    """Writes ``log_batch`` calls into MLflow's tables (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._lock_run = engine.dialect.name == "postgresql"
+        columns = ("key", "value", "timestamp", "step", "is_nan", "run_uuid")
+        self._points_sql: tuple[str, Callable[[dict[str, Any]], Any]]
+        if engine.dialect.name == "sqlite":
+            stmt = sqlite.insert(_METRICS).values({c: sa.bindparam(c) for c in columns})
+            compiled = stmt.on_conflict_do_nothing().compile(dialect=engine.dialect)
+            assert compiled.positiontup is not None  # qmark: positional parameters
+            self._points_sql = str(compiled), operator.itemgetter(*compiled.positiontup)
+        else:  # psycopg2's execute_values: one statement of many rows
+            names = ", ".join(f'"{c}"' for c in columns)
+            sql = f"INSERT INTO metrics ({names}) VALUES %s ON CONFLICT DO NOTHING"
+            self._points_sql = sql, operator.itemgetter(*columns)
+
+    def log_batch(
+        self,
+        run_id: str,
+        metrics: Sequence[Metric] = (),
+        params: Sequence[Param] = (),
+        tags: Sequence[RunTag] = (),
+    ) -> None:
+        """MLflow's ``log_batch``, in one transaction.
+
+        Raises:
+            MlflowException: What MLflow's store raises for the same call.
+            sqlalchemy.exc.SQLAlchemyError: The database failed (worth trying again).
+        """
+        _validate_run_id(run_id)  # type: ignore[no-untyped-call]
+        valid_metrics = list(metrics)
+        if not _plainly_valid(valid_metrics):
+            _validate_batch_log_data(valid_metrics, [], [])  # type: ignore[no-untyped-call]
+        checked = _validate_batch_log_data([], list(params), list(tags))  # type: ignore[no-untyped-call]
+        valid_params: list[Param] = checked[1]  # values truncated as MLflow truncates them
+        valid_tags: list[RunTag] = checked[2]
+        _validate_batch_log_limits(valid_metrics, valid_params, valid_tags)  # type: ignore[no-untyped-call]
+        _validate_param_keys_unique(valid_params)  # type: ignore[no-untyped-call]
+        points = _points(run_id, valid_metrics)
+        with self.engine.begin() as conn:
+            self._check_run(conn, run_id)
+            self._params(conn, run_id, valid_params)
+            if points:
+                self._insert_points(conn, points)
+                conn.execute(self._latest_upsert(), _latest(points))
+            if valid_tags:
+                conn.execute(self._tag_upsert(), _last_per_key(run_id, valid_tags))
+
+    def create_runs(self, experiment_id: str, runs: Sequence[NewRun]) -> list[str]:
+        """MLflow's ``create_run`` for each of ``runs``, in one transaction; their ids."""
+        with self.engine.begin() as conn:
+            return create_runs(conn, experiment_id, runs)
+
+    def _insert_points(self, conn: sa.Connection, points: list[dict[str, Any]]) -> None:
+        """``INSERT ... ON CONFLICT DO NOTHING`` of the points straight through the driver:
+        SQLite's executemany, psycopg2's multi-row ``execute_values`` (SQLAlchemy's per-row
+        parameter processing costs more than the insert; psycopg2's executemany runs row by
+        row)."""
+        sql, row = self._points_sql
+        rows = [row(point) for point in points]
+        if self.engine.dialect.name == "sqlite":
+            conn.exec_driver_sql(sql, rows)
+            return
+        from psycopg2.extras import execute_values  # PostgreSQL's driver, imported for it only
+
+        with contextlib.closing(conn.connection.cursor()) as cursor:  # the same transaction
+            execute_values(cursor, sql, rows, page_size=_ROWS_PER_STATEMENT)
+
+    def _check_run(self, conn: sa.Connection, run_id: str) -> None:
+        query = sa.select(_RUNS.c.lifecycle_stage).where(_RUNS.c.run_uuid == run_id)
+        if self._lock_run:
+            query = query.with_for_update()
+        stages = conn.execute(query).scalars().all()
+        if not stages:
+            raise MlflowException(f"Run with id={run_id} not found", RESOURCE_DOES_NOT_EXIST)
+        if stages[0] != "active":
+            raise MlflowException(
+                f"The run {run_id} must be in the 'active' state. Current state is {stages[0]}.",
+                INVALID_PARAMETER_VALUE,
+            )
+
+    def _params(self, conn: sa.Connection, run_id: str, params: list[Param]) -> None:
+        if not params:
+            return
+        keys = [p.key for p in params]
+        query = sa.select(_PARAMS.c.key, _PARAMS.c.value).where(
+            _PARAMS.c.run_uuid == run_id, _PARAMS.c.key.in_(keys)
+        )
+        existing: dict[str, str] = {key: value for key, value in conn.execute(query)}
+        conflicts = [
+            {"key": p.key, "old_value": existing[p.key], "new_value": p.value}
+            for p in params
+            if p.key in existing and existing[p.key] != p.value
+        ]
+        if conflicts:
+            raise MlflowException(
+                "Changing param values is not allowed. Params were already"
+                f" logged='{conflicts}' for run ID='{run_id}'.",
+                INVALID_PARAMETER_VALUE,
+            )
+        new = [
+            {"key": p.key, "value": p.value, "run_uuid": run_id}
+            for p in params
+            if p.key not in existing
+        ]
+        if new:
+            conn.execute(sa.insert(_PARAMS), new)
+
+    def _latest_upsert(self) -> sa.Executable:
+        stmt = self._insert(_LATEST)
+        new = stmt.excluded
+        return stmt.on_conflict_do_update(
+            index_elements=[_LATEST.c.key, _LATEST.c.run_uuid],
+            set_={
+                "value": new.value,
+                "timestamp": new.timestamp,
+                "step": new.step,
+                "is_nan": new.is_nan,
+            },
+            where=sa.tuple_(new.step, new.timestamp, new.value)
+            > sa.tuple_(_LATEST.c.step, _LATEST.c.timestamp, _LATEST.c.value),
+        )
+
+    def _tag_upsert(self) -> sa.Executable:
+        stmt = self._insert(_TAGS)
+        return stmt.on_conflict_do_update(
+            index_elements=[_TAGS.c.key, _TAGS.c.run_uuid], set_={"value": stmt.excluded.value}
+        )
+
+
+def _plainly_valid(metrics: list[Metric]) -> bool:
+    """Whether every point passes MLflow's checks, told fast: plain numbers, a timestamp not
+    negative, each key checked once by MLflow's own function. False sends the call through
+    MLflow's validation of every point, which raises MLflow's error for the first bad one."""
+    keys: set[str] = set()
+    for metric in metrics:
+        value, timestamp, step = metric.value, metric.timestamp, metric.step
+        if type(value) not in (float, int) or type(timestamp) is not int or timestamp < 0:
+            return False
+        if type(step) is not int:
+            return False
+        if metric.key not in keys:
+            try:
+                _validate_metric(metric.key, value, timestamp, step)  # type: ignore[no-untyped-call]
+            except MlflowException:
+                return False
+            keys.add(metric.key)
+    return True
+
+
+def stored_value(value: float) -> tuple[float, bool]:
+    """A metric value as MLflow's SQL store keeps it: (value, is_nan)."""
+    if math.isnan(value):
+        return 0.0, True
+    if math.isinf(value):
+        return (_MAX_FLOAT if value > 0 else -_MAX_FLOAT), False
+    return value, False
+
+
+def _points(run_id: str, metrics: list[Metric]) -> list[dict[str, Any]]:
+    """The call's distinct rows of ``metrics``, in the call's order."""
+    rows: dict[tuple[str, int, int, float, bool], dict[str, Any]] = {}
+    for metric in metrics:
+        value, is_nan = stored_value(float(metric.value))
+        identity = (metric.key, int(metric.timestamp), int(metric.step), value, is_nan)
+        rows.setdefault(identity, {
+            "key": identity[0], "timestamp": identity[1], "step": identity[2],
+            "value": value, "is_nan": is_nan, "run_uuid": run_id,
+        })  # fmt: skip
+    return list(rows.values())
+
+
+def _latest(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each key's candidate for ``latest_metrics``: its first point with the greatest
+    (step, timestamp, value)."""
+    best: dict[str, dict[str, Any]] = {}
+    for point in points:
+        held = best.get(point["key"])
+        if held is None or _order(point) > _order(held):
+            best[point["key"]] = point
+    return list(best.values())
+
+
+def _order(point: dict[str, Any]) -> tuple[int, int, float]:
+    return point["step"], point["timestamp"], point["value"]
+
+
+def _last_per_key(run_id: str, tags: list[RunTag]) -> list[dict[str, Any]]:
+    last = {t.key: t.value for t in tags}
+    return [{"key": k, "value": v, "run_uuid": run_id} for k, v in last.items()]

@@ -1,0 +1,74 @@
+"""When the receiver uses the bulk writer: its switch (flag, config, environment) and its choice
+of sink, including the fall back to MLflow's store on a schema it does not know."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from mlflow.tracking import MlflowClient
+
+from bridge.events import Metric
+from bridge.limits import LogBatchChunk
+from server.config import ReceiverConfig
+from server.flush.bulk import BulkSink, open_sink
+from server.flush.bulk.schema import dialect_of
+from server.flush.run_tags import TAG_FLUSHED
+
+pytestmark = [pytest.mark.timeout(120)]
+
+
+def test_bulk_write_is_on_unless_turned_off() -> None:
+    assert ReceiverConfig.resolve(env={}).bulk_write is True
+    assert ReceiverConfig.resolve(env={"TRACKBRIDGE_BULK_WRITE": "0"}).bulk_write is False
+    assert ReceiverConfig.resolve(env={"TRACKBRIDGE_BULK_WRITE": "off"}).bulk_write is False
+    on = ReceiverConfig.resolve(bulk_write=True, env={"TRACKBRIDGE_BULK_WRITE": "false"})
+    assert on.bulk_write is True  # the flag wins over the environment
+    with pytest.raises(ValueError, match="TRACKBRIDGE_BULK_WRITE must be one of"):
+        ReceiverConfig.resolve(env={"TRACKBRIDGE_BULK_WRITE": "maybe"})
+
+
+def test_dialects() -> None:
+    assert dialect_of("sqlite:////tmp/m.db") == "sqlite"
+    assert dialect_of("postgresql+psycopg2://u:p@h/db") == "postgresql"
+    assert dialect_of("mysql://u@h/db") == "mysql"
+    assert dialect_of("http://127.0.0.1:5000") == "http"
+    assert dialect_of("./mlruns") == ""
+
+
+def test_only_a_known_database_gets_the_bulk_writer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    with caplog.at_level(logging.INFO, logger="server.flush.bulk.sink"):
+        plain = open_sink(uri, bulk=False)
+        assert not isinstance(plain, BulkSink)
+        assert "bulk writer turned off (--no-bulk-write)" in caplog.text
+        sink = open_sink(uri, bulk=True)
+    assert isinstance(sink, BulkSink) and sink.bulk is True
+    assert caplog.text.count("bulk writer on") == 1
+    assert not isinstance(open_sink("http://127.0.0.1:9", bulk=True), BulkSink)
+
+
+def test_an_unknown_schema_revision_goes_through_mlflow(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    engine = sa.create_engine(uri)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = 'f00dfeedbeef'"))
+    engine.dispose()
+    with caplog.at_level(logging.INFO, logger="server.flush.bulk.sink"):
+        sink = open_sink(uri, bulk=True)
+        chunk = LogBatchChunk((Metric("x", 1.0, step=0, timestamp_ms=5),), (), ())
+        sink.log(run_id, chunk, "1 r:abcd")
+        sink.log(run_id, chunk)
+    assert isinstance(sink, BulkSink) and sink.bulk is False
+    assert caplog.text.count("bulk writer off: schema revision f00dfeedbeef") == 1
+    run = client.get_run(run_id)
+    assert run.data.metrics == {"x": 1.0}
+    assert run.data.tags[TAG_FLUSHED] == "1 r:abcd"
