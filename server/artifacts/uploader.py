@@ -15,9 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 import tenacity
-from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
+from server.artifacts.access import artifact_repository
 from server.artifacts.store import ArtifactStore, StagedFile
 from server.flush.sink import TAG_CLIENT_ID, is_permanent
 
@@ -39,6 +39,7 @@ class ArtifactUploader:
         interval_s: float,
     ) -> None:
         self._store = store
+        self._tracking_uri = tracking_uri
         self._client = MlflowClient(tracking_uri)
         self._run_id_of = run_id_of
         self._owner_of = owner_of
@@ -142,7 +143,7 @@ class ArtifactUploader:
         return found[0]
 
     def _upload_to(self, artifact_root: str, staged: StagedFile) -> None:
-        repo = get_artifact_repository(artifact_root)
+        repo = artifact_repository(artifact_root, self._tracking_uri)
         repo.log_artifact(str(self._store.path(staged)), staged.artifact_path or None)  # type: ignore[no-untyped-call]
 
     def _upload(self, run_id: str, staged: StagedFile) -> None:

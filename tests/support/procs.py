@@ -138,7 +138,9 @@ def _stop_process_group(proc: subprocess.Popen[bytes], timeout_s: float) -> None
 
 
 def launch_mlflow_server(root: Path, port: int | None = None) -> MlflowServer:
-    """Starts a real ``mlflow server`` (sqlite store in ``root``, 1 worker), waits for health."""
+    """Starts a real ``mlflow server`` as its docs do (sqlite store in ``root``, MLflow's own
+    artifact defaults: it serves them from ``root/mlartifacts``, its working directory, and
+    runs and logged models get ``mlflow-artifacts:/`` locations), 1 worker; waits for health."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port() if port is None else port
     log_path = root / f"mlflow-server-{port}.log"
@@ -147,8 +149,6 @@ def launch_mlflow_server(root: Path, port: int | None = None) -> MlflowServer:
         "server",
         "--backend-store-uri",
         f"sqlite:///{root / 'mlflow.db'}",
-        "--default-artifact-root",
-        str(root / "artifacts"),
         "--host",
         "127.0.0.1",
         "--port",
