@@ -10,7 +10,7 @@ with, with the credentials MLflow reads from the receiver's environment.
 
 from __future__ import annotations
 
-from mlflow.store.artifact.artifact_repository import ArtifactRepository
+from mlflow.store.artifact.artifact_repo import ArtifactRepository
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 
