@@ -300,6 +300,7 @@ class Receiver:
 
     def counters(self) -> Counters:
         """Current counters (safe to call from any thread)."""
+        uploader = self.artifacts.uploader if self.artifacts is not None else None
         return Counters(
             events_stored=self.ingestor.events_stored,
             events_duplicate=self.ingestor.events_duplicate,
@@ -318,6 +319,9 @@ class Receiver:
             held_events=self.flusher.stats.held_events,
             metric_points_written=self.flusher.stats.metric_points_written,
             recovered_events=self.flusher.stats.recovered_events,
+            artifacts_uploaded=uploader.uploaded if uploader else 0,
+            artifacts_refused=uploader.failed if uploader else 0,
+            artifacts_set_aside=uploader.set_aside if uploader else 0,
         )
 
     async def stop(self, grace_s: float = 5.0) -> bool:

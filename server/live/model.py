@@ -39,6 +39,12 @@ class Counters:
     """Metric points in log_batch calls MLflow accepted."""
     recovered_events: int = 0
     """Events of the call in flight at the last stop found in MLflow, not sent again."""
+    artifacts_uploaded: int = 0
+    """Artifact files (run files and logged models' files) put in MLflow."""
+    artifacts_refused: int = 0
+    """Artifact files MLflow refused for good (listed with the reason in ``status``)."""
+    artifacts_set_aside: int = 0
+    """Artifact files past their retry window, retried on their own schedule."""
 
 
 MAX_QUEUED_DELTAS = 16

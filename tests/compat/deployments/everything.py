@@ -34,7 +34,8 @@ with mlflow.start_run(run_name="train") as run:
     )
     torch.manual_seed(0)
     net = torch.nn.Linear(2, 1)
-    pt = mlflow.pytorch.log_model(net, name="torch")
+    example = np.zeros((1, 2), dtype=np.float32)  # the model is exported for its shape
+    pt = mlflow.pytorch.log_model(net, name="torch", input_example=example)
     mlflow.log_text("logged after the models", "late/after.txt")
 
 run_id = run.info.run_id
@@ -56,7 +57,7 @@ with tempfile.TemporaryDirectory() as tmp:
     model_downloaded = sorted(p.name for p in Path(model_dir).iterdir())
 version = mlflow.register_model(pt.model_uri, f"{NAME}-torch")
 found = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
-inputs = torch.tensor(X, dtype=torch.float32)
+inputs = torch.tensor(X[:1], dtype=torch.float32)
 with mlflow.start_run(run_id=run_id):
     mlflow.log_metric("reloaded_accuracy", float(loaded.score(X, y)))
     mlflow.log_metric("registry_agrees", float((from_registry.predict(X) == clf.predict(X)).all()))
