@@ -168,6 +168,7 @@ class ArtifactUploader:
         aside = self._aside.get(staged.upload_id)
         now = time.monotonic()
         if aside is None:
+            self._store.set_aside(staged, reason)
             self._aside[staged.upload_id] = _SetAside(
                 now + _SET_ASIDE_FIRST_S, _SET_ASIDE_FIRST_S, reason
             )

@@ -14,7 +14,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from server.artifacts import uploader as uploader_module
-from server.artifacts.store import ArtifactStore, StagedFile
+from server.artifacts.store import ArtifactStore, StagedFile, format_artifacts, read_artifacts
 from server.artifacts.uploader import ArtifactUploader
 
 pytestmark = pytest.mark.timeout(60)
@@ -62,7 +62,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setattr(
         uploader, "_upload", lambda run_id, staged: mlflow.upload(run_id, staged, store)
     )
-    yield store, uploader, mlflow
+    yield store, uploader, mlflow, tmp_path
     store.close()
 
 
@@ -73,7 +73,7 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_a_failing_file_holds_its_run_back_only_for_its_retry_window(
     setup: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store, uploader, mlflow = setup
+    store, uploader, mlflow, data_dir = setup
     mlflow.failing["plot.png"] = ConnectionError("S3 endpoint unreachable")
     _stage(store, "plot.png", b"png")
     _stage(store, "after.txt", b"later file")
@@ -89,6 +89,9 @@ def test_a_failing_file_holds_its_run_back_only_for_its_retry_window(
     said = _warnings(caplog)
     assert len(said) == 1, said
     assert "plot.png" in said[0] and "S3 endpoint unreachable" in said[0]
+    shown = "\n".join(format_artifacts(read_artifacts(data_dir, {RUN})))
+    assert "plot.png (3 bytes): past its retry window" in shown, shown
+    assert "S3 endpoint unreachable" in shown, shown
 
     del mlflow.failing["plot.png"]
     uploader._cycle()
@@ -101,7 +104,7 @@ def test_a_failing_file_holds_its_run_back_only_for_its_retry_window(
 def test_a_file_refused_for_good_is_recorded_once_with_its_reason(
     setup: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store, uploader, mlflow = setup
+    store, uploader, mlflow, _data_dir = setup
     mlflow.failing["bad.bin"] = MlflowException(
         "artifact path not allowed", error_code=INVALID_PARAMETER_VALUE
     )
@@ -121,7 +124,7 @@ def test_a_file_refused_for_good_is_recorded_once_with_its_reason(
 
 
 def test_a_later_file_at_the_same_path_supersedes_one_set_aside(setup: Any) -> None:
-    store, uploader, mlflow = setup
+    store, uploader, mlflow, _data_dir = setup
     mlflow.failing["model.txt"] = ConnectionError("down")
     _stage(store, "model.txt", b"old")
     uploader._cycle()
