@@ -58,10 +58,13 @@ with tempfile.TemporaryDirectory() as tmp:
 version = mlflow.register_model(pt.model_uri, f"{NAME}-torch")
 found = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
 inputs = torch.tensor(X[:1], dtype=torch.float32)
+# At step 1: a metric at a step where the run logged models is linked to each of them, and
+# MLflow keeps one of the identical points (which one depends on the order it stores them).
 with mlflow.start_run(run_id=run_id):
-    mlflow.log_metric("reloaded_accuracy", float(loaded.score(X, y)))
-    mlflow.log_metric("registry_agrees", float((from_registry.predict(X) == clf.predict(X)).all()))
-    mlflow.log_metric("torch_agrees", float(torch.allclose(net_back(inputs), net(inputs))))
+    mlflow.log_metric("reloaded_accuracy", float(loaded.score(X, y)), step=1)
+    agrees = (from_registry.predict(X) == clf.predict(X)).all()
+    mlflow.log_metric("registry_agrees", float(agrees), step=1)
+    mlflow.log_metric("torch_agrees", float(torch.allclose(net_back(inputs), net(inputs))), step=1)
     mlflow.log_dict(
         {
             "listed": listed,
