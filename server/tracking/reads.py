@@ -31,6 +31,8 @@ class Context:
     """Artifact location of experiments the receiver creates (None: MLflow's default)."""
     tracking_uri: str
     """The receiver's MLflow, which artifact locations (``mlflow-artifacts:/``) resolve against."""
+    run_id_of_key: Callable[[str], str] = lambda key: ""
+    """The MLflow id of one of the caller's runs named by its key ("" if none or not yet)."""
 
 
 def visible_run(ctx: Context, run_id: str) -> Any:

@@ -177,6 +177,9 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
             experiments_of=self.experiments_of,
             artifact_location=self._artifact_location,
             tracking_uri=self._tracking_uri,
+            run_id_of_key=lambda key: self._ingestor.mlflow_run_id(
+                owned_key(caller.client_id, key)
+            ),
         )
 
     def _fetch(self, caller: Caller, request: tracking_pb2.ArtifactRead) -> Path:
@@ -190,7 +193,8 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
         if request.model_id:
             root = visible_model(ctx, request.model_id).artifact_location
         else:
-            root = visible_run(ctx, request.run_id).info.artifact_uri
+            run_id = ctx.run_id_of_key(request.run_id) or request.run_id
+            root = visible_run(ctx, run_id).info.artifact_uri
         tmp = Path(tempfile.mkdtemp(prefix="trackbridge-read-"))
         try:
             repo = artifact_repository(root, self._tracking_uri)
