@@ -24,6 +24,7 @@ import pytest
 
 from bench.postgres import Postgres, PostgresMissing, create_database, start_postgres, stop_postgres
 from tests.support.compat import ScriptRun, base_env, diff, receiver_idle, run_script, swap_import
+from tests.support.deploy import ADMIN_PASSWORD, ADMIN_USER, launch_auth_mlflow
 from tests.support.deployments import (
     BUCKET,
     Deployment,
@@ -33,7 +34,6 @@ from tests.support.deployments import (
     start_s3,
 )
 from tests.support.procs import launch_receiver, stop_mlflow_server, wait_until
-from tests.support.security import launch_auth_mlflow
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
@@ -82,11 +82,11 @@ def _deploy(name: str, root: Path, request: pytest.FixtureRequest) -> Deployment
         return Deployment(
             name, f"sqlite:///{root / 'direct.db'}", f"sqlite:///{root / 'bridged.db'}"
         )
-    if name == "basic-auth":
-        auth = launch_auth_mlflow(root)
-        env = auth.admin_env()
+    if name == "basic-auth":  # as deploy/mlflow/basic_auth.ini: logins cached for a minute
+        server = launch_auth_mlflow(root, f"sqlite:///{root / 'mlflow.db'}")
+        env = {"MLFLOW_TRACKING_USERNAME": ADMIN_USER, "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
         return Deployment(
-            name, auth.uri, auth.uri, env, env, [lambda: stop_mlflow_server(auth.server)]
+            name, server.uri, server.uri, env, env, [lambda: stop_mlflow_server(server)]
         )
     pg, s3 = request.getfixturevalue("postgres_s3")
     create_database(pg, name.replace("-", "_"))
