@@ -78,7 +78,7 @@ with mlflow.start_run(run_id=run_id):
             "text": text,
             "late": late,
             "model_downloaded": model_downloaded,
-            "version": version.version,
+            "version": str(version.version),  # MLflow's SQL registry: an int; over REST: a str
             "models": sorted(m.name for m in found),
         },
         "reads.json",
