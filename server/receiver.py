@@ -314,6 +314,7 @@ class Receiver:
 
     def counters(self) -> Counters:
         """Current counters (safe to call from any thread)."""
+        uploader = self.artifacts.uploader if self.artifacts is not None else None
         return Counters(
             events_stored=self.ingestor.events_stored,
             events_duplicate=self.ingestor.events_duplicate,
@@ -335,6 +336,9 @@ class Receiver:
             batches_disk_low=self.service.batches_disk_low,
             disk_free_bytes=self.disk.free_bytes,
             workers=tuple((w.name, w.failure, w.restarts) for w in self.workers),
+            artifacts_uploaded=uploader.uploaded if uploader else 0,
+            artifacts_refused=uploader.failed if uploader else 0,
+            artifacts_set_aside=uploader.set_aside if uploader else 0,
         )
 
     async def stop(self, grace_s: float = 5.0) -> bool:

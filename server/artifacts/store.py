@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS uploads (
     file_name TEXT NOT NULL,
     size INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
-    model_id TEXT NOT NULL DEFAULT ''
+    model_id TEXT NOT NULL DEFAULT '',
+    retry_reason TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS delivered (
     upload_id TEXT PRIMARY KEY,
@@ -93,6 +94,10 @@ class ArtifactStore:
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(uploads)")}
         if "model_id" not in columns:  # a data directory from before logged models
             self._conn.execute("ALTER TABLE uploads ADD COLUMN model_id TEXT NOT NULL DEFAULT ''")
+        if "retry_reason" not in columns:  # from before files were set aside
+            self._conn.execute(
+                "ALTER TABLE uploads ADD COLUMN retry_reason TEXT NOT NULL DEFAULT ''"
+            )
         self._staged_bytes = self._sum_sizes()
         self._drop_strays()
 
@@ -208,6 +213,14 @@ class ArtifactStore:
             self._staged_bytes -= staged.size
         shutil.rmtree(self.directory(staged.upload_id), ignore_errors=True)
 
+    def set_aside(self, staged: StagedFile, reason: str) -> None:
+        """Records why a file missed its retry window (shown by ``trackbridge status``)."""
+        with self._lock:
+            self._conn.execute(
+                "UPDATE uploads SET retry_reason = ? WHERE upload_id = ?",
+                (reason[:2000], staged.upload_id),
+            )
+
     def fail(self, staged: StagedFile, reason: str) -> None:
         """Keeps the reason MLflow refused a file for good, then removes the file."""
         with self._lock:
@@ -252,8 +265,11 @@ def read_artifacts(data_dir: Path, runs_in_mlflow: set[str]) -> dict[str, Any]:
         return out
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(uploads)")}
+        reason = "retry_reason" if "retry_reason" in columns else "''"
         waiting = conn.execute(
-            "SELECT run_key, client_id, artifact_path, file_name, size FROM uploads ORDER BY id"
+            "SELECT run_key, client_id, artifact_path, file_name, size,"
+            f" {reason} FROM uploads ORDER BY id"
         ).fetchall()
         failed = conn.execute(
             "SELECT run_key, artifact_path, file_name, reason, at_ms FROM failed_uploads"
@@ -265,7 +281,7 @@ def read_artifacts(data_dir: Path, runs_in_mlflow: set[str]) -> dict[str, Any]:
         conn.close()
     out["waiting"] = [
         {"run_key": r[0], "client_id": r[1], "path": _joined(r[2], r[3]), "size": r[4],
-         "run_in_mlflow": r[0] in runs_in_mlflow}
+         "run_in_mlflow": r[0] in runs_in_mlflow, "retrying": r[5]}
         for r in waiting
     ]  # fmt: skip
     out["failed"] = [
@@ -285,6 +301,11 @@ def format_artifacts(artifacts: dict[str, Any]) -> list[str]:
     lines.extend(
         f"  run {w['run_key']} {w['path']} ({w['size']} bytes)"
         + ("" if w["run_in_mlflow"] else ": waiting for its run")
+        + (
+            f": past its retry window, retried on its own: {w['retrying']}"
+            if w.get("retrying")
+            else ""
+        )
         for w in waiting
     )
     lines.append(f"artifact uploads failed: {len(failed)}")

@@ -4,20 +4,26 @@ One thread, files in the order they arrived. A file waits until its run exists i
 flusher creates runs as soon as their start arrives); then ``MlflowClient.log_artifact`` copies
 it to the run's artifact store (S3, GCS, a proxied ``mlflow-artifacts:`` server, a local
 directory), with MLflow's credentials from the receiver's environment. Failures MLflow calls
-permanent end in the ``failed_uploads`` table with the reason; others are retried.
+permanent end in the ``failed_uploads`` table with the reason (``trackbridge status``), logged
+once. Others are retried for ``_RETRY_WINDOW_S`` while the run's later files wait (a run's files
+go in order); after that the file is put aside and retried on a slower schedule on its own
+(one WARNING when it is put aside, one INFO if it gets through), so it never holds the rest of
+its run back, and a later file with the same path supersedes it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import tenacity
-from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
+from server.artifacts.access import artifact_repository
 from server.artifacts.store import ArtifactStore, StagedFile
 from server.flush.run_tags import TAG_CLIENT_ID
 from server.flush.sink import is_permanent
@@ -25,6 +31,18 @@ from server.flush.sink import is_permanent
 _logger = logging.getLogger(__name__)
 
 _RETRY_WINDOW_S = 20.0
+_SET_ASIDE_FIRST_S = 30.0
+_SET_ASIDE_MAX_S = 600.0
+
+
+@dataclass
+class _SetAside:
+    """A file that failed its retry window: when to try it again, and why it failed."""
+
+    next_try: float
+    delay_s: float
+    reason: str
+    tries: int = 1
 
 
 class ArtifactUploader:
@@ -40,6 +58,7 @@ class ArtifactUploader:
         interval_s: float,
     ) -> None:
         self._store = store
+        self._tracking_uri = tracking_uri
         self._client = MlflowClient(tracking_uri)
         self._run_id_of = run_id_of
         self._owner_of = owner_of
@@ -50,8 +69,11 @@ class ArtifactUploader:
         self._thread = threading.Thread(
             target=self._loop, name="trackbridge-artifacts", daemon=True
         )
+        self._aside: dict[str, _SetAside] = {}  # by upload id; the uploader thread's own
         self.uploaded = 0
         self.failed = 0
+        self.set_aside = 0
+        """Files past their retry window, retried on their own (a gauge)."""
         self.last_error = ""
 
     def start(self) -> None:
@@ -88,62 +110,121 @@ class ArtifactUploader:
 
     def _cycle(self) -> None:
         blocked: set[str] = set()  # a run's files go in order: one failing holds the rest back
-        for staged in self._store.pending():
+        staged_files = self._store.pending()
+        self._forget_gone({f.upload_id for f in staged_files})
+        for staged in staged_files:
             if self._stop.is_set():
                 return
             if staged.run_key in blocked:
                 continue
-            if staged.model_id:
-                self._upload_model_file(staged, blocked)
+            aside = self._aside.get(staged.upload_id)
+            if aside is not None and (
+                aside.next_try > time.monotonic() or self._superseded(staged, staged_files)
+            ):
                 continue
-            run_id = self._run_id_of(staged.run_key)
-            if not run_id:
-                blocked.add(staged.run_key)  # its run is not in MLflow yet
-                continue
-            owner = self._owner_of(staged.run_key)
-            if owner is not None and owner != staged.client_id:
-                self._give_up(staged, f"run {staged.run_key} belongs to another client")
-                continue
-            try:
-                self._retrying(self._upload, run_id, staged)
-            except Exception as exc:
-                if is_permanent(exc) or isinstance(exc, FileNotFoundError):
-                    self._give_up(staged, f"{type(exc).__name__}: {exc}")
-                    continue
-                blocked.add(staged.run_key)
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                _logger.warning("artifact upload failed (%s); retrying later", self.last_error)
-                continue
-            self._store.remove(staged, delivered=True)
-            self.uploaded += 1
+            self._attempt(staged, blocked, retry=aside is None)
 
-    def _upload_model_file(self, staged: StagedFile, blocked: set[str]) -> None:
-        """A file of a logged model: to the model's artifact location, if the model is the
-        uploading client's."""
+    def _attempt(self, staged: StagedFile, blocked: set[str], *, retry: bool) -> None:
+        """One file: within its retry window (``retry``), or one try of a file set aside."""
         try:
-            model = self._retrying_get_model(staged.model_id)
-            if model.tags.get(TAG_CLIENT_ID) != staged.client_id:
-                self._give_up(staged, f"logged model {staged.model_id} belongs to another client")
-                return
-            self._retrying(self._upload_to, model.artifact_location, staged)
+            if staged.model_id:
+                model = self._get_model(staged.model_id, retry=retry)
+                if model.tags.get(TAG_CLIENT_ID) != staged.client_id:
+                    self._give_up(
+                        staged, f"logged model {staged.model_id} belongs to another client"
+                    )
+                    return
+                self._call(retry, self._upload_to, model.artifact_location, staged)
+            else:
+                run_id = self._run_id_of(staged.run_key)
+                if not run_id:
+                    blocked.add(staged.run_key)  # its run is not in MLflow yet
+                    return
+                owner = self._owner_of(staged.run_key)
+                if owner is not None and owner != staged.client_id:
+                    self._give_up(staged, f"run {staged.run_key} belongs to another client")
+                    return
+                self._call(retry, self._upload, run_id, staged)
         except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
             if is_permanent(exc) or isinstance(exc, FileNotFoundError):
-                self._give_up(staged, f"{type(exc).__name__}: {exc}")
-                return
-            blocked.add(staged.run_key)
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            _logger.warning("model file upload failed (%s); retrying later", self.last_error)
+                self._give_up(staged, reason)
+            else:
+                self._put_aside(staged, reason)
             return
-        self._store.remove(staged)
+        aside = self._aside.pop(staged.upload_id, None)
+        self.set_aside = len(self._aside)
+        if aside is not None:
+            _logger.info(
+                "artifact %s of run %s reached MLflow after %d tries",
+                _shown(staged),
+                staged.run_key,
+                aside.tries + 1,
+            )
+        self._store.remove(staged, delivered=not staged.model_id)
         self.uploaded += 1
 
-    def _retrying_get_model(self, model_id: str) -> Any:
+    def _put_aside(self, staged: StagedFile, reason: str) -> None:
+        self.last_error = reason
+        aside = self._aside.get(staged.upload_id)
+        now = time.monotonic()
+        if aside is None:
+            self._store.set_aside(staged, reason)
+            self._aside[staged.upload_id] = _SetAside(
+                now + _SET_ASIDE_FIRST_S, _SET_ASIDE_FIRST_S, reason
+            )
+            _logger.warning(
+                "artifact %s of run %s not delivered within %g s (%s); the run's other files"
+                " go on, this one is retried every few minutes (see trackbridge status)",
+                _shown(staged),
+                staged.run_key,
+                _RETRY_WINDOW_S,
+                reason,
+            )
+        else:
+            aside.delay_s = min(aside.delay_s * 2, _SET_ASIDE_MAX_S)
+            aside.next_try = now + aside.delay_s
+            aside.reason = reason
+            aside.tries += 1
+        self.set_aside = len(self._aside)
+
+    def _superseded(self, staged: StagedFile, staged_files: list[StagedFile]) -> bool:
+        """A file set aside whose path a later file of its run (or model) took: dropped, so
+        that a late retry never overwrites the newer content."""
+        later = staged_files[staged_files.index(staged) + 1 :]
+        if not any(
+            (f.run_key, f.model_id, f.artifact_path, f.file_name)
+            == (staged.run_key, staged.model_id, staged.artifact_path, staged.file_name)
+            for f in later
+        ):
+            return False
+        self._aside.pop(staged.upload_id, None)
+        self.set_aside = len(self._aside)
+        self._store.remove(staged)
+        return True
+
+    def _forget_gone(self, staged_ids: set[str]) -> None:
+        for upload_id in [u for u in self._aside if u not in staged_ids]:
+            del self._aside[upload_id]
+        self.set_aside = len(self._aside)
+
+    def aside(self) -> dict[str, str]:
+        """Files set aside after their retry window, by upload id, with the last reason."""
+        return {u: a.reason for u, a in list(self._aside.items())}
+
+    def _call(self, retry: bool, fn: Callable[..., None], *args: object) -> None:
+        if retry:
+            self._retrying(fn, *args)
+        else:
+            fn(*args)
+
+    def _get_model(self, model_id: str, *, retry: bool) -> Any:
         found: list[Any] = []
-        self._retrying(lambda: found.append(self._client.get_logged_model(model_id)))
+        self._call(retry, lambda: found.append(self._client.get_logged_model(model_id)))
         return found[0]
 
     def _upload_to(self, artifact_root: str, staged: StagedFile) -> None:
-        repo = get_artifact_repository(artifact_root)
+        repo = artifact_repository(artifact_root, self._tracking_uri)
         repo.log_artifact(str(self._store.path(staged)), staged.artifact_path or None)  # type: ignore[no-untyped-call]
 
     def _upload(self, run_id: str, staged: StagedFile) -> None:
@@ -153,9 +234,12 @@ class ArtifactUploader:
 
     def _give_up(self, staged: StagedFile, reason: str) -> None:
         self.failed += 1
+        self._aside.pop(staged.upload_id, None)
+        self.set_aside = len(self._aside)
         _logger.error(
-            "artifact %s of run %s refused for good: %s",
-            "/".join(p for p in (staged.artifact_path, staged.file_name) if p),
+            "artifact %s of run %s refused for good: %s (listed in trackbridge status; log it"
+            " again once the cause is fixed)",
+            _shown(staged),
             staged.run_key,
             reason,
         )
@@ -176,3 +260,7 @@ class ArtifactUploader:
             reraise=True,
         )
         retrying(fn, *args)
+
+
+def _shown(staged: StagedFile) -> str:
+    return "/".join(p for p in (staged.artifact_path, staged.file_name) if p)

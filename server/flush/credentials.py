@@ -34,6 +34,8 @@ _MLFLOW_CLIENT_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
     # MlflowClient prints a "View run" link to stdout for every run it ends.
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    # Artifact reads for clients would draw a progress bar in the receiver's log.
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 

@@ -132,6 +132,24 @@ _SCALARS = (
         "recovered_events",
         "Events in MLflow already at a restart, not sent again.",
     ),
+    (
+        "trackbridge_artifacts_uploaded",
+        "counter",
+        "artifacts_uploaded",
+        "Artifact files (run and logged-model files) put in MLflow.",
+    ),
+    (
+        "trackbridge_artifacts_refused",
+        "counter",
+        "artifacts_refused",
+        "Artifact files MLflow refused for good (reasons in trackbridge status).",
+    ),
+    (
+        "trackbridge_artifacts_set_aside",
+        "gauge",
+        "artifacts_set_aside",
+        "Artifact files past their retry window, retried on their own.",
+    ),
 )
 
 # reason label -> Counters attribute

@@ -45,6 +45,12 @@ class Counters:
     """Free space on the data directory at the last check (the queue's reusable pages too)."""
     workers: tuple[tuple[str, str, int], ...] = ()
     """Each background worker's (name, failure or "", restarts) (bridge/worker.py)."""
+    artifacts_uploaded: int = 0
+    """Artifact files (run files and logged models' files) put in MLflow."""
+    artifacts_refused: int = 0
+    """Artifact files MLflow refused for good (listed with the reason in ``status``)."""
+    artifacts_set_aside: int = 0
+    """Artifact files past their retry window, retried on their own schedule."""
 
 
 MAX_QUEUED_DELTAS = 16

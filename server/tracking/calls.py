@@ -83,7 +83,16 @@ def decode(method: str, payload: bytes) -> tuple[Message, Handler]:
     return request, handler
 
 
+_RUN_ID_FIELDS = ("run_id", "run_uuid", "source_run_id")
+
+
 def answer(ctx: Context, method: str, payload: bytes) -> bytes:
     """Answers one call; raises MlflowException (MLflow's, or the scope's)."""
     request, handler = decode(method, payload)
+    for name in _RUN_ID_FIELDS:
+        # A client that had no MLflow run id in time goes by its run's key ("both are accepted
+        # wherever a run id is"); by now the run may be in MLflow.
+        value = getattr(request, name, "") if name in request.DESCRIPTOR.fields_by_name else ""
+        if value and (mlflow_id := ctx.run_id_of_key(value)):
+            setattr(request, name, mlflow_id)
     return handler(ctx, request).SerializeToString()

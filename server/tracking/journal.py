@@ -30,11 +30,13 @@ class JournalApplier:
         registry: Callable[[], Any],
         experiments_of: Callable[[Caller], set[str]],
         artifact_location: str | None,
+        tracking_uri: str,
     ) -> None:
         self._store = store
         self._registry = registry
         self._experiments_of = experiments_of
         self._artifact_location = artifact_location
+        self._tracking_uri = tracking_uri
 
     def apply(self, run: RunRef, client_id: str, job: str, call: MlflowCall) -> None:
         """Writes one call to MLflow as the batch's client, about the batch's run."""
@@ -52,6 +54,7 @@ class JournalApplier:
             caller=Caller(client_id, job, ReadScope.OWN),
             experiments_of=self._experiments_of,
             artifact_location=self._artifact_location,
+            tracking_uri=self._tracking_uri,
         )
         try:
             handler(ctx, request)

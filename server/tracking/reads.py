@@ -10,8 +10,8 @@ from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.protos import service_pb2 as pb
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
-from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
+from server.artifacts.access import artifact_repository
 from server.tracking.entities import experiment_proto, model_proto, model_uri, run_proto, run_uri
 from server.tracking.scope import Caller
 
@@ -29,6 +29,10 @@ class Context:
     """Experiment ids holding runs in the caller's scope (used when it cannot read all)."""
     artifact_location: str | None
     """Artifact location of experiments the receiver creates (None: MLflow's default)."""
+    tracking_uri: str
+    """The receiver's MLflow, which artifact locations (``mlflow-artifacts:/``) resolve against."""
+    run_id_of_key: Callable[[str], str] = lambda key: ""
+    """The MLflow id of one of the caller's runs named by its key ("" if none or not yet)."""
 
 
 def visible_run(ctx: Context, run_id: str) -> Any:
@@ -140,7 +144,9 @@ def get_metric_history(ctx: Context, req: pb.GetMetricHistory) -> pb.GetMetricHi
 def list_artifacts(ctx: Context, req: pb.ListArtifacts) -> pb.ListArtifacts.Response:
     run_id = req.run_id or req.run_uuid
     run = visible_run(ctx, run_id)
-    files = get_artifact_repository(run.info.artifact_uri).list_artifacts(req.path or None)
+    files = artifact_repository(run.info.artifact_uri, ctx.tracking_uri).list_artifacts(
+        req.path or None
+    )
     response = pb.ListArtifacts.Response(root_uri=run_uri(run_id))
     response.files.extend(f.to_proto() for f in files)
     return response
@@ -150,7 +156,7 @@ def list_model_artifacts(
     ctx: Context, req: pb.ListLoggedModelArtifacts
 ) -> pb.ListLoggedModelArtifacts.Response:
     model = visible_model(ctx, req.model_id)
-    repo = get_artifact_repository(model.artifact_location)
+    repo = artifact_repository(model.artifact_location, ctx.tracking_uri)
     files = repo.list_artifacts(req.artifact_directory_path or None)
     response = pb.ListLoggedModelArtifacts.Response(root_uri=model_uri(req.model_id))
     response.files.extend(f.to_proto() for f in files)

@@ -10,6 +10,7 @@ clients. Version sources and download URIs never name the artifact store: a vers
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
@@ -21,10 +22,17 @@ from mlflow.store.artifact.utils.models import _parse_model_uri
 
 from server.tracking.reads import Context, visible_model, visible_run
 
+_MODEL_LOCATION = re.compile(r"/models/(m-[0-9a-f]{32})/artifacts/?$")
+"""A logged model's artifact location ends ``.../models/<model id>/artifacts`` in every store."""
+
 
 def _version(version: Any) -> pb.ModelVersion:
     proto: pb.ModelVersion = version.to_proto()
-    model_id = getattr(version, "model_id", None)
+    # MLflow's SQL registry keeps no model id on a version (an MLflow server does): without
+    # one the version would point nowhere and a models:/<name>/<version> load would download
+    # the client's working directory.
+    found = _MODEL_LOCATION.search(proto.source)
+    model_id = getattr(version, "model_id", None) or (found.group(1) if found else None)
     if not proto.source.startswith(("models:/", "runs:/")):
         proto.source = f"models:/{model_id}" if model_id else ""
     return proto

@@ -26,11 +26,11 @@ from typing import Any
 import grpc
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
-from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
 from bridge.pb.v1 import artifacts_pb2, tracking_pb2, tracking_pb2_grpc
 from bridge.protocol import ARTIFACT_CHUNK_BYTES, AUTHORIZATION_KEY
+from server.artifacts.access import artifact_repository
 from server.ingest.backend import IngestBackend
 from server.security.auth import Authenticator, Refused, shown
 from server.security.ownership import owned_key
@@ -72,6 +72,7 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
     ) -> None:
         client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
         self._client = client
+        self._tracking_uri = tracking_uri
         self._store = client._tracking_client.store
         self._registry: Any = None
         self._artifact_location = artifact_location
@@ -88,7 +89,7 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
         self._scope = scope
         self._pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="trackbridge-tracking")
         self.journal = JournalApplier(
-            self._store, self.registry, self.experiments_of, artifact_location
+            self._store, self.registry, self.experiments_of, artifact_location, tracking_uri
         )
         self.calls = 0
 
@@ -175,6 +176,10 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
             caller=caller,
             experiments_of=self.experiments_of,
             artifact_location=self._artifact_location,
+            tracking_uri=self._tracking_uri,
+            run_id_of_key=lambda key: self._ingestor.mlflow_run_id(
+                owned_key(caller.client_id, key)
+            ),
         )
 
     def _fetch(self, caller: Caller, request: tracking_pb2.ArtifactRead) -> Path:
@@ -188,10 +193,11 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
         if request.model_id:
             root = visible_model(ctx, request.model_id).artifact_location
         else:
-            root = visible_run(ctx, request.run_id).info.artifact_uri
+            run_id = ctx.run_id_of_key(request.run_id) or request.run_id
+            root = visible_run(ctx, run_id).info.artifact_uri
         tmp = Path(tempfile.mkdtemp(prefix="trackbridge-read-"))
         try:
-            repo = get_artifact_repository(root)
+            repo = artifact_repository(root, self._tracking_uri)
             local = Path(repo.download_artifacts(path, str(tmp)))  # type: ignore[no-untyped-call]
         except Exception as exc:
             shutil.rmtree(tmp, ignore_errors=True)

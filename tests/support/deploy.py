@@ -54,7 +54,6 @@ def launch_auth_mlflow(root: Path, backend_uri: str, workers: int = 1) -> Mlflow
     cmd = [
         str(MLFLOW_EXE), "server",
         "--backend-store-uri", backend_uri,
-        "--default-artifact-root", str(root / "artifacts"),
         "--host", "127.0.0.1",
         "--port", str(port),
         "--workers", str(workers),

@@ -137,8 +137,19 @@ def _stop_process_group(proc: subprocess.Popen[bytes], timeout_s: float) -> None
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def launch_mlflow_server(root: Path, port: int | None = None) -> MlflowServer:
-    """Starts a real ``mlflow server`` (sqlite store in ``root``, 1 worker), waits for health."""
+def launch_mlflow_server(
+    root: Path,
+    port: int | None = None,
+    *,
+    backend_uri: str | None = None,
+    extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> MlflowServer:
+    """Starts a real ``mlflow server`` as its docs do (sqlite store in ``root``, MLflow's own
+    artifact defaults: it serves them from ``root/mlartifacts``, its working directory, and
+    runs and logged models get ``mlflow-artifacts:/`` locations), 1 worker; waits for health.
+    ``backend_uri`` replaces the sqlite store, ``extra_args`` add options (artifact settings),
+    ``env`` adds to its environment (S3 credentials)."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port() if port is None else port
     log_path = root / f"mlflow-server-{port}.log"
@@ -146,9 +157,8 @@ def launch_mlflow_server(root: Path, port: int | None = None) -> MlflowServer:
         str(MLFLOW_EXE),
         "server",
         "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
-        "--default-artifact-root",
-        str(root / "artifacts"),
+        backend_uri or f"sqlite:///{root / 'mlflow.db'}",
+        *extra_args,
         "--host",
         "127.0.0.1",
         "--port",
@@ -156,7 +166,7 @@ def launch_mlflow_server(root: Path, port: int | None = None) -> MlflowServer:
         "--workers",
         "1",
     ]
-    env = child_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    env = child_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", **(env or {}))
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True
@@ -234,8 +244,11 @@ def launch_receiver(
     shutdown_timeout_s: float | None = None,
     expected_exit_code: int = 0,
     extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> ReceiverProcess:
-    """Starts ``trackbridge serve`` on 127.0.0.1:0 and waits (bounded) for its ready file."""
+    """Starts ``trackbridge serve`` on 127.0.0.1:0 and waits (bounded) for its ready file;
+    ``env`` adds to its environment, ``cwd`` is its working directory (default: this one's)."""
     name = uuid.uuid4().hex[:8]
     data_dir = data_dir if data_dir is not None else root / f"receiver-{name}"
     ready = root / f"ready-{name}.json"
@@ -257,7 +270,9 @@ def launch_receiver(
     if shutdown_timeout_s is not None:
         cmd += ["--shutdown-timeout", str(shutdown_timeout_s)]
     cmd += extra_args
-    return start_ready(cmd, ready, log_path, data_dir, tracking_uri, expected_exit_code)
+    return start_ready(
+        cmd, ready, log_path, data_dir, tracking_uri, expected_exit_code, env=env, cwd=cwd
+    )
 
 
 def start_ready(
@@ -267,11 +282,16 @@ def start_ready(
     data_dir: Path,
     tracking_uri: str,
     expected_exit_code: int = 0,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> ReceiverProcess:
     """Starts a ``trackbridge`` command that writes ``ready`` once it serves, and waits
     (bounded) for that file; a command that does not get there is killed and its log shown."""
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env())
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env(**(env or {})), cwd=cwd
+        )
 
     def ready_or_dead() -> bool:
         return ready.exists() or proc.poll() is not None

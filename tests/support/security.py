@@ -406,7 +406,6 @@ def launch_auth_mlflow(root: Path) -> AuthMlflow:
     cmd = [
         str(MLFLOW_EXE), "server", "--app-name", "basic-auth",
         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-        "--default-artifact-root", str(root / "artifacts"),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
     with log_path.open("ab") as log:
