@@ -6,12 +6,14 @@ a killed process makes none), the second life is a new flusher on the same ``que
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from bridge.convert import batch_to_proto
 from bridge.events import EventBatch, Metric, RunEnd, RunStart, RunStatus
@@ -30,7 +32,14 @@ BASE_TS = 1_700_000_000_000
 POINTS = 50
 RECEIVER_ID = "receiver-under-test"
 # (client, the experiment its start chooses: "" is the job's), several sharing one.
-CHOICES = (("site-a", "shared"), ("site-b", "shared"), ("site-c", "own"), ("site-d", ""))
+# "by-id" is named by MLflow's id too, as a zero-code client's start is (created one by one).
+CHOICES = (
+    ("site-a", "shared"),
+    ("site-b", "shared"),
+    ("site-c", "own"),
+    ("site-d", ""),
+    ("site-e", "by-id"),
+)
 
 
 class Killed(BaseException):
@@ -90,13 +99,16 @@ def _flusher(path: Path, uri: str) -> tuple[Flusher, MlflowSink]:
     return flusher, sink
 
 
-def _store(path: Path, job: str, prefix: str) -> None:
+def _store(path: Path, job: str, by_id: str) -> None:
     rows = []
     for client_id, choice in CHOICES:
-        experiment = f"{prefix}-{choice}" if choice else ""
+        experiment = f"{job}-{choice}" if choice else ""
         run_key = uuid.uuid4().hex
+        start = RunStart(experiment=experiment, run_name=client_id, start_time_ms=BASE_TS)
+        if choice == "by-id":
+            start = dataclasses.replace(start, experiment_id=by_id)
         events = (
-            RunStart(experiment=experiment, run_name=client_id, start_time_ms=BASE_TS),
+            start,
             *(Metric("x", float(i), i, BASE_TS + i) for i in range(POINTS)),
             RunEnd(RunStatus.FINISHED, BASE_TS + POINTS),
         )
@@ -115,6 +127,9 @@ def _store(path: Path, job: str, prefix: str) -> None:
         ("create_run", 3, True),  # several, in both experiments
         ("search_runs", 2, False),  # all provisional, the second look not made
         ("delete_tag", 1, True),  # one run kept, the queue not told
+        ("get_experiment", 1, False),  # the run named by id: its experiment being checked
+        ("create_run", 7, True),  # later runs, one by one (the one named by id among them)
+        ("search_runs", 5, False),  # a run made one by one, before its second look
         ("log_batch", 1, False),  # runs kept and recorded, no point written
         ("set_terminated", 1, False),  # points written, no run ended
     ],
@@ -129,7 +144,8 @@ def test_a_receiver_killed_while_creating_a_jobs_runs_keeps_each_in_its_experime
 ) -> None:
     job = f"crash-{method}-{nth}-{uuid.uuid4().hex[:8]}"
     path = tmp_path / "queue.db"
-    _store(path, job, job)
+    by_id = MlflowClient(mlflow_server.uri).create_experiment(f"{job}-by-id")
+    _store(path, job, by_id)
 
     first, sink = _flusher(path, mlflow_server.uri)
     dying = DyingClient(sink._client, method, nth, after=after)
@@ -150,7 +166,7 @@ def test_a_receiver_killed_while_creating_a_jobs_runs_keeps_each_in_its_experime
 
     wait_until(written, 120, interval_s=0.2, what="the restarted receiver to write the job")
 
-    client = sink._client._client if isinstance(sink._client, DyingClient) else sink._client
+    client = MlflowClient(mlflow_server.uri)
     names = {e.experiment_id: e.name for e in client.search_experiments()}
     runs = client.search_runs(
         list(names), f"tags.`trackbridge.job` = '{job}' and tags.`trackbridge.role` = 'client'"
