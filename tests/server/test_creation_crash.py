@@ -16,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bridge.convert import batch_to_proto
-from bridge.events import EventBatch, Metric, RunEnd, RunStart, RunStatus
+from bridge.events import Event, EventBatch, Metric, RunEnd, RunStart, RunStatus
 from server.flush import retry
 from server.flush.flusher import Flusher
 from server.flush.run_creation import TAG_PROVISIONAL
@@ -107,7 +107,7 @@ def _store(path: Path, job: str, by_id: str) -> None:
         start = RunStart(experiment=experiment, run_name=client_id, start_time_ms=BASE_TS)
         if choice == "by-id":
             start = dataclasses.replace(start, experiment_id=by_id)
-        events = (
+        events: tuple[Event, ...] = (
             start,
             *(Metric("x", float(i), i, BASE_TS + i) for i in range(POINTS)),
             RunEnd(RunStatus.FINISHED, BASE_TS + POINTS),

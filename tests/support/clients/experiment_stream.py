@@ -15,7 +15,7 @@ from pathlib import Path
 if "--swap" in sys.argv:
     from client_sdk import mlflow
 else:
-    import mlflow
+    import mlflow  # type: ignore[no-redef]
 
 
 def main() -> None:
