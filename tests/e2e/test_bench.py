@@ -268,7 +268,7 @@ def test_bench_fleet_sections_run_with_only(tmp_path: Path) -> None:
     for name in ("sqlite", "nats"):
         figures = results["fleet_queue"][name]
         assert figures["points_in_mlflow"] == results["fleet_queue"]["events"]
-    for title in ("(i)", "(j)", "(k)", "(l)", "(m)", "targets"):
+    for title in ("(i)", "(j)", "(k)", "(l)", "(n)", "targets"):
         assert title in done.stdout
     leftovers = _processes_with_env(f"{_MARK_VAR}={mark}")
     assert not leftovers, f"bench left processes running: {leftovers}"

@@ -99,7 +99,7 @@ def test_metrics_count_the_traffic_sent(
     assert connected == {"site-a": 0, "site-b": 0, "site-d": 1}
     refused = {dict(k)["reason"]: v for k, v in samples["trackbridge_calls_refused_total"].items()}
     assert refused == dict.fromkeys(
-        ("unauthenticated", "permission_denied", "calls_in_flight", "rate_limit"), 0
+        ("unauthenticated", "permission_denied", "calls_in_flight", "rate_limit", "disk_reserve"), 0
     )
     assert samples["process_resident_memory_bytes"][()] > 0
     # Each stored batch was timed once; the buckets are cumulative up to +Inf.
