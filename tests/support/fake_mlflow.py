@@ -198,7 +198,9 @@ class FakeMlflow:
             return _Page(
                 r.view()
                 for r in self.runs.values()
-                if r.experiment_id in experiment_ids and r.lifecycle_stage == "active" and matches(r)
+                if r.experiment_id in experiment_ids
+                and r.lifecycle_stage == "active"
+                and matches(r)
             )
 
         return self._act(apply)

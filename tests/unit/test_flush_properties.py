@@ -15,6 +15,7 @@ place (``RETRY_WINDOW_S``), so each failure reaches the cycle's own handling.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import tempfile
 import time
@@ -40,7 +41,7 @@ pytestmark = pytest.mark.timeout(300)
 JOB = "job"
 MAX_CYCLES = 60
 """Cycles a schedule may take to write everything (far more than any needs)."""
-EXAMPLES = 30
+EXAMPLES = 400
 """Generated schedules per property (each a few dozen MLflow calls)."""
 
 _SETTINGS = settings(
@@ -65,7 +66,7 @@ class Plan:
 
     def batches(self) -> Iterator[tuple[int, EventBatch]]:
         bounds = (0, *self.cuts, len(self.events))
-        for i, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
             batch = EventBatch("site", JOB, self.name, lo + 1, self.events[lo:hi])
             yield self.arrivals[i], batch
 
@@ -91,7 +92,7 @@ def plans(draw: st.DrawFn, name: str) -> Plan:
 
 
 schedules = st.lists(
-    st.sampled_from(ACTIONS).filter(lambda a: True),
+    st.sampled_from(ACTIONS),
     max_size=40,
 ).map(lambda s: _few_kills(s, 3))
 
@@ -102,16 +103,16 @@ def _few_kills(schedule: list[str], most: int) -> list[str]:
     for action in schedule:
         if action.startswith("kill"):
             most -= 1
-            action = action if most >= 0 else "fail"
-        out.append(action)
+        out.append("fail" if action.startswith("kill") and most < 0 else action)
     return out
 
 
 class _Receiver:
     """A receiver's flusher over a queue file and a (fake) MLflow; restartable."""
 
-    def __init__(self, path: Path, mlflow: FakeMlflow) -> None:
+    def __init__(self, path: Path, mlflow: FakeMlflow, interval_s: float = 1.0) -> None:
         self.path = path
+        self.interval_s = interval_s
         self.mlflow = mlflow
         self.conn: sqlite3.Connection | None = None
         self.flusher = self._start()
@@ -121,7 +122,7 @@ class _Receiver:
         sink = MlflowSink("http://127.0.0.1:9", receiver_id="receiver-1")
         sink._client = self.mlflow  # type: ignore[assignment]
         made = Flusher(
-            Queue(self.conn), sink, interval_s=1.0, on_run=lambda *_: None, backlog=Backlog(0),
+            Queue(self.conn), sink, interval_s=self.interval_s, on_run=lambda *_: None, backlog=Backlog(0),
             last_seen={}, lease_s=600.0, receiver_id="receiver-1",
         )  # fmt: skip
         made._creator._threads = 1  # creation in call order, so that a schedule replays
@@ -158,8 +159,10 @@ class _Receiver:
 @pytest.fixture(autouse=True)
 def _fast_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
     """Every backoff and pause has passed by the next cycle; no call is retried in place."""
-    clock = SimpleNamespace(now=time.monotonic())
-    fake_time = SimpleNamespace(monotonic=lambda: clock.now, perf_counter=time.perf_counter)
+    clock = SimpleNamespace(ahead_s=0.0)  # the flusher's clock runs ahead of the real one
+    fake_time = SimpleNamespace(
+        monotonic=lambda: time.monotonic() + clock.ahead_s, perf_counter=time.perf_counter
+    )
     monkeypatch.setattr(flusher, "time", fake_time)
     monkeypatch.setattr(backoff, "time", fake_time)
     monkeypatch.setattr(retry, "RETRY_WINDOW_S", -1.0)
@@ -175,7 +178,7 @@ def _run_all(receiver: _Receiver, runs: list[Plan], clock: SimpleNamespace) -> i
         while arriving and arriving[0][0] <= cycle:
             receiver.store(arriving.pop(0)[2])
         receiver.cycle()
-        clock.now += backoff.BACKOFF_MAX_S * 1.3
+        clock.ahead_s += backoff.BACKOFF_MAX_S * 1.3
         if not arriving and receiver.left() == 0:
             return cycle + 1
     raise AssertionError(f"not written in {MAX_CYCLES} cycles: {receiver.left()} batches left")
@@ -183,7 +186,9 @@ def _run_all(receiver: _Receiver, runs: list[Plan], clock: SimpleNamespace) -> i
 
 def _check(run: FakeRun, plan: Plan) -> None:
     """The run in MLflow holds the plan's events exactly once, in order, and its end."""
-    points = [(e.key, e.value, e.timestamp_ms, e.step) for e in plan.events if isinstance(e, Metric)]
+    points = [
+        (e.key, e.value, e.timestamp_ms, e.step) for e in plan.events if isinstance(e, Metric)
+    ]
     distinct = list(dict.fromkeys(points))
     assert run.metrics == distinct  # none missing, none doubled, first stored in client order
     params = {e.key: e.value for e in plan.events if isinstance(e, Param)}
@@ -234,14 +239,12 @@ def test_a_run_that_always_fails_delays_no_other_run(
     others = [p for p in runs if p.name != "bad"]
     with tempfile.TemporaryDirectory() as tmp:
         receiver = _Receiver(Path(tmp) / "queue.db", mlflow)
-        arriving = sorted(
-            ((at, b) for p in runs for at, b in p.batches()), key=lambda x: x[0]
-        )
+        arriving = sorted(((at, b) for p in runs for at, b in p.batches()), key=lambda x: x[0])
         for cycle in range(MAX_CYCLES):
             while arriving and arriving[0][0] <= cycle:
                 receiver.store(arriving.pop(0)[1])
             receiver.cycle()
-            _fast_clock.now += backoff.BACKOFF_MAX_S * 1.3
+            _fast_clock.ahead_s += backoff.BACKOFF_MAX_S * 1.3
             made = _client_runs(mlflow)
             if not arriving and all(
                 p.name in made and made[p.name].status == p.status.value for p in others
@@ -252,4 +255,30 @@ def test_a_run_that_always_fails_delays_no_other_run(
         assert receiver.conn is not None
         receiver.conn.close()
     for plan in others:
+        _check(made[plan.name], plan)
+
+
+@given(runs=st.tuples(plans("r0"), plans("r1")), schedule=schedules)
+@settings(_SETTINGS, max_examples=EXAMPLES // 2)
+def test_stop_returns_within_its_deadline_and_drains_under_any_schedule(
+    _fast_clock: SimpleNamespace, runs: tuple[Plan, ...], schedule: list[str]
+) -> None:
+    """The flusher's own thread and ``stop``: it returns within its deadline, having written
+    everything (a schedule's failures end; kills are plain failures here)."""
+    mlflow = FakeMlflow(["fail" if a.startswith("kill") else a for a in schedule])
+    with tempfile.TemporaryDirectory() as tmp:
+        # A cycle that failed while stopping waits an interval before the next one.
+        receiver = _Receiver(Path(tmp) / "queue.db", mlflow, interval_s=0.02)
+        for plan in runs:
+            for _, batch in plan.batches():
+                receiver.store(batch)
+        receiver.flusher.start()
+        started = time.monotonic()
+        drained = receiver.flusher.stop(30.0)
+        assert time.monotonic() - started < 31.0 + 1.0
+        assert drained and not receiver.flusher.running
+        assert receiver.conn is not None
+        receiver.conn.close()
+    made = _client_runs(mlflow)
+    for plan in runs:
         _check(made[plan.name], plan)
