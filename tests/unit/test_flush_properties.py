@@ -41,7 +41,7 @@ pytestmark = pytest.mark.timeout(300)
 JOB = "job"
 MAX_CYCLES = 60
 """Cycles a schedule may take to write everything (far more than any needs)."""
-EXAMPLES = 400
+EXAMPLES = 800
 """Generated schedules per property (each a few dozen MLflow calls)."""
 
 _SETTINGS = settings(
