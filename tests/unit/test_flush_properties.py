@@ -73,7 +73,8 @@ class Plan:
 
 @st.composite
 def plans(draw: st.DrawFn, name: str) -> Plan:
-    metrics = draw(st.integers(0, 130))  # past TAGGED_METRICS: the exactly-once mark
+    # Few, or past TAGGED_METRICS (a call that large carries the exactly-once mark).
+    metrics = draw(st.one_of(st.integers(0, 12), st.integers(100, 130)))
     values = draw(st.lists(st.integers(0, 3), min_size=metrics, max_size=metrics))
     events: list[Event] = [RunStart(experiment=JOB, run_name=name)]
     # Steps repeat and values repeat: identical points are legal, and collapse in MLflow.
@@ -91,9 +92,11 @@ def plans(draw: st.DrawFn, name: str) -> Plan:
     return Plan(name, tuple(events), tuple(cuts), tuple(arrivals), status)
 
 
-schedules = st.lists(
-    st.sampled_from(ACTIONS),
-    max_size=40,
+schedules = st.one_of(
+    st.lists(st.sampled_from(ACTIONS), max_size=40),  # faults early: creating the runs
+    st.dictionaries(st.integers(0, 80), st.sampled_from(ACTIONS[1:]), max_size=10).map(
+        lambda at: [at.get(i, "ok") for i in range(max(at, default=-1) + 1)]
+    ),  # faults spread over the writes
 ).map(lambda s: _few_kills(s, 3))
 
 
@@ -122,8 +125,8 @@ class _Receiver:
         sink = MlflowSink("http://127.0.0.1:9", receiver_id="receiver-1")
         sink._client = self.mlflow  # type: ignore[assignment]
         made = Flusher(
-            Queue(self.conn), sink, interval_s=self.interval_s, on_run=lambda *_: None, backlog=Backlog(0),
-            last_seen={}, lease_s=600.0, receiver_id="receiver-1",
+            Queue(self.conn), sink, interval_s=self.interval_s, on_run=lambda *_: None,
+            backlog=Backlog(0), last_seen={}, lease_s=600.0, receiver_id="receiver-1",
         )  # fmt: skip
         made._creator._threads = 1  # creation in call order, so that a schedule replays
         return made
