@@ -216,7 +216,9 @@ class FakeMlflow:
 
         self._act(apply, run_id)
 
-    def set_terminated(self, run_id: str, status: str | None = None, end_time: int | None = None):  # type: ignore[no-untyped-def]
+    def set_terminated(
+        self, run_id: str, status: str | None = None, end_time: int | None = None
+    ) -> None:
         def apply() -> None:
             run = self._run(run_id)
             run.status, run.end_time = status or "FINISHED", end_time
