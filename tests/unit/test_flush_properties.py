@@ -1,0 +1,290 @@
+"""The flusher under generated fault schedules, in process: every MLflow call may fail, succeed
+with its answer lost, or kill the receiver before or after MLflow applied it, in every order,
+and batches arrive between cycles. The invariant: every event in MLflow exactly once (an
+identical metric point resent collapses, as in MLflow; no point missing, no distinct point
+doubled), in order per run, each run ended with its status; one run's trouble delays nobody
+else; a cycle always returns.
+
+The flusher (server/flush/flusher.py) is built as the receiver builds it, over a real SQLite
+queue, with a fake MLflow client (tests/support/fake_mlflow.py) behind the real ``MlflowSink``.
+A restart is a new flusher on the same queue file and the same fake MLflow. Cycles are driven
+directly on the test's thread with one writer (so a schedule replays exactly); the flusher's
+clock is a fake one that passes every backoff between cycles, and calls are not retried in
+place (``RETRY_WINDOW_S``), so each failure reaches the cycle's own handling.
+
+About 2,000 schedules a run (800, 800 and 400), derandomized so that CI and a laptop try the
+same ones; under a minute on a busy 2-core box.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bridge.convert import batch_to_proto
+from bridge.events import Event, EventBatch, Metric, Param, RunEnd, RunStart, RunStatus, Tag
+from server.flush import backoff, flusher, retry
+from server.flush.flusher import Flusher
+from server.flush.sink import MlflowSink
+from server.queue.sqlite import Backlog, Queue, connect
+from tests.support.fake_mlflow import ACTIONS, FakeMlflow, FakeRun, Killed
+
+pytestmark = pytest.mark.timeout(300)
+
+JOB = "job"
+MAX_CYCLES = 60
+"""Cycles a schedule may take to write everything (far more than any needs)."""
+EXAMPLES = 800
+"""Generated schedules per property (each a few dozen MLflow calls)."""
+
+_SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,  # the same schedules on every run: a CI failure replays locally
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One client run: its events, stored in batches that arrive at given cycles."""
+
+    name: str
+    events: tuple[Event, ...]
+    cuts: tuple[int, ...]
+    """Where its events are cut into batches (ascending indices)."""
+    arrivals: tuple[int, ...]
+    """The cycle before which each batch is stored (non-decreasing)."""
+    status: RunStatus
+
+    def batches(self) -> Iterator[tuple[int, EventBatch]]:
+        bounds = (0, *self.cuts, len(self.events))
+        for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+            batch = EventBatch("site", JOB, self.name, lo + 1, self.events[lo:hi])
+            yield self.arrivals[i], batch
+
+
+@st.composite
+def plans(draw: st.DrawFn, name: str) -> Plan:
+    # Few, or past TAGGED_METRICS (a call that large carries the exactly-once mark).
+    metrics = draw(st.one_of(st.integers(0, 12), st.integers(100, 130)))
+    values = draw(st.lists(st.integers(0, 3), min_size=metrics, max_size=metrics))
+    events: list[Event] = [RunStart(experiment=JOB, run_name=name)]
+    # Steps repeat and values repeat: identical points are legal, and collapse in MLflow.
+    events += [Metric("loss" if s % 3 else "acc", float(v), s // 2, 1000 + s) for s, v in
+               enumerate(values)]  # fmt: skip
+    for i in range(draw(st.integers(0, 3))):
+        events.insert(draw(st.integers(1, len(events))), Param(f"p{i}", f"v{i}"))
+    for i in range(draw(st.integers(0, 3))):
+        events.insert(draw(st.integers(1, len(events))), Tag("t", f"v{i}"))
+    status = draw(st.sampled_from([RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED]))
+    events.append(RunEnd(status, 5000))
+    cuts = sorted(draw(st.sets(st.integers(1, len(events) - 1), max_size=4)))
+    arrivals = sorted(draw(st.lists(st.integers(0, 4), min_size=len(cuts) + 1,
+                                    max_size=len(cuts) + 1)))  # fmt: skip
+    return Plan(name, tuple(events), tuple(cuts), tuple(arrivals), status)
+
+
+schedules = st.one_of(
+    st.lists(st.sampled_from(ACTIONS), max_size=40),  # faults early: creating the runs
+    st.dictionaries(st.integers(0, 80), st.sampled_from(ACTIONS[1:]), max_size=10).map(
+        lambda at: [at.get(i, "ok") for i in range(max(at, default=-1) + 1)]
+    ),  # faults spread over the writes
+).map(lambda s: _few_kills(s, 3))
+
+
+def _few_kills(schedule: list[str], most: int) -> list[str]:
+    """At most ``most`` restarts: later kills become plain failures."""
+    out: list[str] = []
+    for action in schedule:
+        if action.startswith("kill"):
+            most -= 1
+        out.append("fail" if action.startswith("kill") and most < 0 else action)
+    return out
+
+
+class _Receiver:
+    """A receiver's flusher over a queue file and a (fake) MLflow; restartable."""
+
+    def __init__(self, path: Path, mlflow: FakeMlflow, interval_s: float = 1.0) -> None:
+        self.path = path
+        self.interval_s = interval_s
+        self.mlflow = mlflow
+        self.conn: sqlite3.Connection | None = None
+        self.flusher = self._start()
+
+    def _start(self) -> Flusher:
+        self.conn = connect(self.path)
+        sink = MlflowSink("http://127.0.0.1:9", receiver_id="receiver-1")
+        sink._client = self.mlflow  # type: ignore[assignment]
+        made = Flusher(
+            Queue(self.conn), sink, interval_s=self.interval_s, on_run=lambda *_: None,
+            backlog=Backlog(0), last_seen={}, lease_s=600.0, receiver_id="receiver-1",
+        )  # fmt: skip
+        made._creator._threads = 1  # creation in call order, so that a schedule replays
+        return made
+
+    def restart(self) -> None:
+        """A kill -9 at a call boundary: what the queue committed stays, memory is lost."""
+        assert self.conn is not None
+        self.conn.close()  # an open transaction rolls back, as it would on a kill
+        self.mlflow.revive()
+        self.flusher = self._start()
+
+    def store(self, batch: EventBatch) -> None:
+        payload = batch_to_proto(batch).SerializeToString()
+        last = batch.first_seq + len(batch.events) - 1
+        assert self.conn is not None
+        Queue(self.conn).store([(batch.run_key, "site", JOB, batch.first_seq, last, payload)])
+
+    def cycle(self) -> bool:
+        """One cycle as the flusher's loop runs it; True when work is left."""
+        try:
+            return self.flusher._cycle(False)
+        except Killed:
+            self.restart()
+            return True
+        except Exception:  # the loop counts it and goes on (server/flush/flusher.py)
+            return True
+
+    def left(self) -> int:
+        assert self.conn is not None
+        return Queue(self.conn).flushable_count()
+
+
+@pytest.fixture(autouse=True)
+def _fast_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
+    """Every backoff and pause has passed by the next cycle; no call is retried in place."""
+    clock = SimpleNamespace(ahead_s=0.0)  # the flusher's clock runs ahead of the real one
+    fake_time = SimpleNamespace(
+        monotonic=lambda: time.monotonic() + clock.ahead_s, perf_counter=time.perf_counter
+    )
+    monkeypatch.setattr(flusher, "time", fake_time)
+    monkeypatch.setattr(backoff, "time", fake_time)
+    monkeypatch.setattr(retry, "RETRY_WINDOW_S", -1.0)
+    yield clock
+
+
+def _run_all(receiver: _Receiver, runs: list[Plan], clock: SimpleNamespace) -> int:
+    """Stores each batch at its cycle and cycles until nothing is left; returns the cycles."""
+    arriving = sorted(
+        ((at, i, b) for p in runs for i, (at, b) in enumerate(p.batches())), key=lambda x: x[0]
+    )
+    for cycle in range(MAX_CYCLES):
+        while arriving and arriving[0][0] <= cycle:
+            receiver.store(arriving.pop(0)[2])
+        receiver.cycle()
+        clock.ahead_s += backoff.BACKOFF_MAX_S * 1.3
+        if not arriving and receiver.left() == 0:
+            return cycle + 1
+    raise AssertionError(f"not written in {MAX_CYCLES} cycles: {receiver.left()} batches left")
+
+
+def _check(run: FakeRun, plan: Plan) -> None:
+    """The run in MLflow holds the plan's events exactly once, in order, and its end."""
+    points = [
+        (e.key, e.value, e.timestamp_ms, e.step) for e in plan.events if isinstance(e, Metric)
+    ]
+    distinct = list(dict.fromkeys(points))
+    assert run.metrics == distinct  # none missing, none doubled, first stored in client order
+    params = {e.key: e.value for e in plan.events if isinstance(e, Param)}
+    assert run.params == params
+    tags = [e.value for e in plan.events if isinstance(e, Tag)]
+    if tags:
+        assert run.tags["t"] == tags[-1]
+    assert run.status == plan.status.value
+    assert run.end_time == 5000
+
+
+def _client_runs(mlflow: FakeMlflow) -> dict[str, FakeRun]:
+    live = [
+        r
+        for r in mlflow.runs.values()
+        if r.lifecycle_stage == "active" and r.tags.get("trackbridge.role") == "client"
+    ]
+    by_key = {r.tags["trackbridge.run_key"]: r for r in live}
+    assert len(by_key) == len(live), "a client run was made twice"
+    return by_key
+
+
+@given(runs=st.integers(1, 3).flatmap(lambda n: st.tuples(*(plans(f"r{i}") for i in range(n)))),
+       schedule=schedules)  # fmt: skip
+@_SETTINGS
+def test_every_event_reaches_mlflow_once_in_order_under_any_schedule(
+    _fast_clock: SimpleNamespace, runs: tuple[Plan, ...], schedule: list[str]
+) -> None:
+    mlflow = FakeMlflow(schedule)
+    with tempfile.TemporaryDirectory() as tmp:
+        receiver = _Receiver(Path(tmp) / "queue.db", mlflow)
+        _run_all(receiver, list(runs), _fast_clock)
+        assert receiver.flusher.stats.dead_letters == 0
+        assert receiver.conn is not None
+        receiver.conn.close()
+    made = _client_runs(mlflow)
+    assert sorted(made) == sorted(p.name for p in runs)
+    for plan in runs:
+        _check(made[plan.name], plan)
+
+
+@given(runs=st.tuples(plans("bad"), plans("r1"), plans("r2")), schedule=schedules)
+@_SETTINGS
+def test_a_run_that_always_fails_delays_no_other_run(
+    _fast_clock: SimpleNamespace, runs: tuple[Plan, ...], schedule: list[str]
+) -> None:
+    mlflow = FakeMlflow(schedule, bad_runs=frozenset({"bad"}))
+    others = [p for p in runs if p.name != "bad"]
+    with tempfile.TemporaryDirectory() as tmp:
+        receiver = _Receiver(Path(tmp) / "queue.db", mlflow)
+        arriving = sorted(((at, b) for p in runs for at, b in p.batches()), key=lambda x: x[0])
+        for cycle in range(MAX_CYCLES):
+            while arriving and arriving[0][0] <= cycle:
+                receiver.store(arriving.pop(0)[1])
+            receiver.cycle()
+            _fast_clock.ahead_s += backoff.BACKOFF_MAX_S * 1.3
+            made = _client_runs(mlflow)
+            if not arriving and all(
+                p.name in made and made[p.name].status == p.status.value for p in others
+            ):
+                break
+        else:
+            raise AssertionError(f"the others not written in {MAX_CYCLES} cycles")
+        assert receiver.conn is not None
+        receiver.conn.close()
+    for plan in others:
+        _check(made[plan.name], plan)
+
+
+@given(runs=st.tuples(plans("r0"), plans("r1")), schedule=schedules)
+@settings(_SETTINGS, max_examples=EXAMPLES // 2)
+def test_stop_returns_within_its_deadline_and_drains_under_any_schedule(
+    _fast_clock: SimpleNamespace, runs: tuple[Plan, ...], schedule: list[str]
+) -> None:
+    """The flusher's own thread and ``stop``: it returns within its deadline, having written
+    everything (a schedule's failures end; kills are plain failures here)."""
+    mlflow = FakeMlflow(["fail" if a.startswith("kill") else a for a in schedule])
+    with tempfile.TemporaryDirectory() as tmp:
+        # A cycle that failed while stopping waits an interval before the next one.
+        receiver = _Receiver(Path(tmp) / "queue.db", mlflow, interval_s=0.02)
+        for plan in runs:
+            for _, batch in plan.batches():
+                receiver.store(batch)
+        receiver.flusher.start()
+        started = time.monotonic()
+        drained = receiver.flusher.stop(30.0)
+        assert time.monotonic() - started < 31.0 + 1.0
+        assert drained and not receiver.flusher.running
+        assert receiver.conn is not None
+        receiver.conn.close()
+    made = _client_runs(mlflow)
+    for plan in runs:
+        _check(made[plan.name], plan)
