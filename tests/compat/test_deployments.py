@@ -78,7 +78,8 @@ def _deploy(name: str, root: Path, request: pytest.FixtureRequest) -> Deployment
         return mlflow_deployment(
             name, root, extra_args=("--default-artifact-root", str(root / "artifacts"))
         )
-    if name == "embedded-sqlite":
+    if name == "embedded-sqlite":  # the receiver refuses a SQLite file in a missing folder
+        root.mkdir(parents=True, exist_ok=True)
         return Deployment(
             name, f"sqlite:///{root / 'direct.db'}", f"sqlite:///{root / 'bridged.db'}"
         )
