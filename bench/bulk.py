@@ -19,10 +19,8 @@ the other, all in one run:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,12 +28,10 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from bench import mlflow_sections
-from bench.mlflow_sections import PgVisibility, freshness, log_batch_ceiling
-from bench.parallel_flush import through_bridge
+from bench.mlflow_sections import PgVisibility, log_batch_ceiling
+from bench.parallel_flush import freshness_with_writers, through_bridge
 from bench.postgres import create_database, start_postgres, stop_postgres
 from bench.sections import BenchContext
-from server.background import BackgroundReceiver
-from server.config import ReceiverConfig
 from server.flush.bulk import BulkWriter
 from server.flush.bulk.writer import create_engine
 
@@ -51,16 +47,16 @@ def bulk(ctx: BenchContext) -> dict[str, Any]:
         "workers": ctx.options.parallel_workers,
         "sqlite": _on(ctx, f"sqlite:///{sqlite_file}", "sqlite"),
     }
-    figures["sqlite_freshness"] = _freshness(
-        ctx, f"sqlite:///{sqlite_file}", "sqlite",
+    figures["sqlite_freshness"] = freshness_with_writers(
+        ctx, f"sqlite:///{sqlite_file}", "bulk-sqlite",
         lambda: mlflow_sections.SqliteVisibility(sqlite_file),
     )  # fmt: skip
     pg = start_postgres()
     try:
         create_database(pg, "mlflow")  # the name PgVisibility reads
         figures["postgres"] = _on(ctx, pg.uri("mlflow"), "postgres")
-        figures["postgres_freshness"] = _freshness(
-            ctx, pg.uri("mlflow"), "postgres", lambda: PgVisibility(pg)
+        figures["postgres_freshness"] = freshness_with_writers(
+            ctx, pg.uri("mlflow"), "bulk-postgres", lambda: PgVisibility(pg)
         )
     finally:
         stop_postgres(pg)
@@ -148,24 +144,3 @@ def _inserts_alone(uri: str, total: int) -> float:
         raw.close()
         engine.dispose()
     return total / (time.perf_counter() - started)
-
-
-def _freshness(
-    ctx: BenchContext, uri: str, store: str, visibility: Callable[[], Any]
-) -> dict[str, Any]:
-    config = ReceiverConfig(
-        listen="127.0.0.1:0",
-        data_dir=ctx.work_dir / f"receiver-bulk-freshness-{store}",
-        tracking_uri=uri,
-        flush_interval_s=ctx.options.flush_interval_s,
-        shutdown_timeout_s=5.0,
-        flush_workers=ctx.options.parallel_workers,
-        alone=True,
-    )
-    background = BackgroundReceiver(config)
-    address = f"127.0.0.1:{background.start()}"
-    try:
-        return freshness(ctx, background.receiver, address, uri=uri, store=visibility)
-    finally:
-        with contextlib.suppress(Exception):
-            background.stop()

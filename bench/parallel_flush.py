@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from mlflow.tracking import MlflowClient
@@ -75,15 +75,20 @@ def parallel_flush(ctx: BenchContext) -> dict[str, Any]:
     }
     with postgres_mlflow(ctx) as (uri, pg):
         figures["postgres"] = _on(ctx, uri, "postgres")
-        figures["postgres_freshness"] = _freshness(ctx, uri, pg)
+        figures["postgres_freshness"] = freshness_with_writers(
+            ctx, uri, "parallel", lambda: PgVisibility(pg)
+        )
     return figures
 
 
-def _freshness(ctx: BenchContext, uri: str, pg: Postgres) -> dict[str, Any]:
-    """Section freshness's measurement, on MLflow on PostgreSQL, with the flush writers."""
+def freshness_with_writers(
+    ctx: BenchContext, uri: str, name: str, visibility: Callable[[], Any]
+) -> dict[str, Any]:
+    """Section freshness's measurement into ``uri`` by a receiver with the flush writers
+    (``visibility`` makes the store probe that sees when a point is in MLflow)."""
     config = ReceiverConfig(
         listen="127.0.0.1:0",
-        data_dir=ctx.work_dir / "receiver-parallel-freshness",
+        data_dir=ctx.work_dir / f"receiver-{name}-freshness",
         tracking_uri=uri,
         flush_interval_s=ctx.options.flush_interval_s,
         shutdown_timeout_s=5.0,
@@ -93,7 +98,7 @@ def _freshness(ctx: BenchContext, uri: str, pg: Postgres) -> dict[str, Any]:
     background = BackgroundReceiver(config)
     address = f"127.0.0.1:{background.start()}"
     try:
-        return freshness(ctx, background.receiver, address, uri=uri, store=lambda: PgVisibility(pg))
+        return freshness(ctx, background.receiver, address, uri=uri, store=visibility)
     finally:
         background.stop()
 
