@@ -27,6 +27,7 @@ from pathlib import Path
 
 import tenacity
 
+from bridge.worker import OnFailure, Worker
 from client_sdk._staging import (
     ArtifactNotStaged,
     Damaged,
@@ -128,7 +129,9 @@ class ArtifactSender:
         self._queue: deque[tuple[StagedArtifact, Spool | None]] = deque()
         self._staged_bytes = 0
         self._temp: Path | None = None
-        self._thread: threading.Thread | None = None
+        # RESTART: the queue of staged files is this object's, and the file an attempt failed
+        # on stays at its head; started with the first file (a fork gets a fresh, unstarted one).
+        self._worker = Worker("artifacts", self._loop, on_failure=OnFailure.RESTART)
         self._transport: ArtifactTransport | None = None
         self._stop = threading.Event()
         self._interrupt = threading.Event()
@@ -269,11 +272,7 @@ class ArtifactSender:
                 spool.artifact_holds += 1
             self._queue.append((item, spool))
             self._changed.notify_all()
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._loop, name="trackbridge-artifacts", daemon=True
-                )
-                self._thread.start()
+            self._worker.start()  # once
 
     @property
     def pending(self) -> int:
@@ -287,7 +286,7 @@ class ArtifactSender:
         with self._changed:
             while self._queue:
                 left = deadline - time.monotonic()
-                if left <= 0 or self._thread is None or not self._thread.is_alive():
+                if left <= 0 or not self._worker.alive:
                     return False
                 self._changed.wait(min(left, 0.5))
         return True
@@ -302,12 +301,10 @@ class ArtifactSender:
         with self._lock:
             self._stop.set()
             self._changed.notify_all()
-            thread = self._thread
-        if thread is not None:
-            thread.join(max(0.0, self._deadline - time.monotonic()) + 0.5)
-            if thread.is_alive():
-                self._interrupt.set()
-                thread.join(2.0)
+        ended = self._worker.join(self._deadline + 0.5)
+        if not ended:
+            self._interrupt.set()
+            ended = self._worker.stop(time.monotonic() + 2.0)
         if self._transport is not None:
             self._transport.close()
         with self._lock:
@@ -320,7 +317,7 @@ class ArtifactSender:
             _logger.warning(
                 "trackbridge: %d artifacts not delivered before close (%s)", left, where
             )
-        elif self._temp is not None and (thread is None or not thread.is_alive()):
+        elif self._temp is not None and ended:
             shutil.rmtree(self._temp, ignore_errors=True)
         return left
 
@@ -331,24 +328,22 @@ class ArtifactSender:
         self._queue = deque()
         self._staged_bytes = 0
         self._temp = None
-        self._thread = None
+        self._worker.reset_after_fork()
         self._transport = None
 
     # -- the artifact thread -------------------------------------------------------------------
 
-    def _loop(self) -> None:
-        while True:
+    def _loop(self, worker: Worker) -> None:
+        while not self._interrupt.is_set():
             with self._changed:
                 while not self._queue and not self._stop.is_set():
                     self._changed.wait(1.0)
                 if not self._queue:
                     return
                 item, spool = self._queue[0]
-            try:
-                outcome = self._deliver(item)
-            except Exception:
-                _logger.exception("trackbridge: artifact upload failed; retrying")
-                outcome = Outcome.NOT_YET
+            # What upload() does not expect reaches the worker: logged with its traceback, the
+            # file tried again after a pause; never the caller's (the training loop's) error.
+            outcome = self._deliver(item)
             if outcome is Outcome.NOT_YET:
                 if self._interrupt.is_set() or time.monotonic() >= self._deadline:
                     return

@@ -1,6 +1,6 @@
 """The writer's delivery of spools that dead writers of the same destination left behind.
 
-A thread of its own adopts, when the writer starts, every orphaned spool written for exactly
+A worker of its own adopts, when the writer starts, every orphaned spool written for exactly
 this writer's receiver(s), job and client id, and delivers each (``spool/delivery.py``: batches,
 losses its ledger shows, staged artifacts) on channels of its own, retrying until the receiver
 is back or the writer closes. Spools of any other destination are left for their own writer or
@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bridge.worker import OnFailure, Worker
 from client_sdk._transport import ArtifactTransport, Transport
 from client_sdk.config import WriterConfig
 from client_sdk.spool.delivery import Delivery, SpoolReport
@@ -32,6 +33,8 @@ class _Adopted:
     """Events in its batches when adopted."""
     report: SpoolReport | None = None
     done: bool = False
+    released: bool = False
+    """Closed undelivered at the writer's close (left on disk for the next writer)."""
 
     def left(self) -> int:
         if self.report is None:
@@ -49,7 +52,11 @@ class Recovery:
         self._destination = Destination.of(config.receiver, config.job, config.client_id)
         self._lock = threading.Lock()
         self._adopted: list[_Adopted] = []
-        self._thread: threading.Thread | None = None
+        self._looked = False
+        """Whether the orphans were looked for (a restarted worker does not look again)."""
+        # RESTART: the adopted spools are this object's (and on disk); a restart delivers
+        # those not done yet.
+        self._worker = Worker("recovery", self._loop, on_failure=OnFailure.RESTART)
         self._interrupt = threading.Event()
         self._deadline = float("inf")
         self._transport: Transport | None = None
@@ -60,11 +67,7 @@ class Recovery:
     def start(self) -> None:
         """Starts the thread (once)."""
         with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._loop, name="trackbridge-recovery", daemon=True
-                )
-                self._thread.start()
+            self._worker.start()
 
     def pending_events(self) -> int:
         """Events of adopted spools not yet delivered."""
@@ -73,20 +76,21 @@ class Recovery:
 
     def flush(self, timeout_s: float) -> bool:
         """Waits until every adopted spool is delivered; False on timeout."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout_s)
-        return thread is None or not thread.is_alive()
+        return self._worker.join(time.monotonic() + timeout_s)
 
     def close(self, timeout_s: float) -> int:
         """Delivers within ``timeout_s`` and stops; returns events left in adopted spools."""
         self._deadline = time.monotonic() + timeout_s
-        thread = self._thread
-        if thread is not None:
-            thread.join(max(0.0, timeout_s) + 0.5)
-            if thread.is_alive():
-                self._interrupt.set()
-                thread.join(2.0)
+        ended = self._worker.join(self._deadline + 0.5)
+        if not ended:
+            self._interrupt.set()
+            ended = self._worker.stop(time.monotonic() + 2.0)
+        if ended:  # spools not delivered (interrupted, failed) stay on disk for the next writer
+            with self._lock:
+                for adopted in self._adopted:
+                    if not adopted.done and not adopted.released:
+                        adopted.released = True
+                        adopted.spool.close(delete=False)
         for transport in (self._transport, self._artifact_transport):
             if transport is not None:
                 transport.close()
@@ -99,12 +103,27 @@ class Recovery:
             if not adopted.done:
                 adopted.spool.abandon()
         self._adopted = []
-        self._thread = None
+        self._looked = False
+        self._worker.reset_after_fork()
         self._transport = self._artifact_transport = None
 
     # -- the recovery thread -------------------------------------------------------------------
 
-    def _loop(self) -> None:
+    def _loop(self, worker: Worker) -> None:
+        if not self._looked:
+            # Looked for once: after a failure half way, the spools not adopted stay on disk
+            # for the next writer or ``trackbridge sync`` (adopting twice would send twice).
+            self._looked = True
+            self._adopt()
+        for adopted in list(self._adopted):
+            if self._interrupt.is_set():
+                return
+            if not adopted.done:
+                # What Delivery does not expect reaches the worker: logged with its traceback,
+                # this spool tried again after a pause.
+                self._deliver(adopted)
+
+    def _adopt(self) -> None:
         assert self._config.spool_dir
         try:
             found = adopt_orphans(
@@ -129,8 +148,6 @@ class Recovery:
                 )
             with self._lock:
                 self._adopted.append(_Adopted(spool, spool.outstanding_events()))
-        for adopted in list(self._adopted):
-            self._deliver(adopted)
 
     def _deliver(self, adopted: _Adopted) -> None:
         spool = adopted.spool
@@ -144,11 +161,7 @@ class Recovery:
             max_backoff_s=self._config.retry_max_backoff_s,
         )
         adopted.report = delivery.report
-        try:
-            report = delivery.run()
-        except Exception:
-            _logger.exception("trackbridge: delivering %s failed; it stays for later", spool.path)
-            report = delivery.report
+        report = delivery.run()
         for problem in report.problems:
             _logger.warning("trackbridge: %s", problem)
         for note in report.notes:

@@ -26,10 +26,12 @@ import importlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any, Protocol
 
+from bridge.worker import OnFailure, Worker
 from client_sdk._handles import RunHandle
 from client_sdk.config import WriterConfig
 
@@ -179,42 +181,45 @@ class Sampler:
         self._host = host
         self._emit = emit
         self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._loop, name="trackbridge-system-metrics", daemon=True
-        )
+        # RESTART: a sample is taken afresh each interval; nothing is carried over.
+        self._worker = Worker("system-metrics", self._loop, on_failure=OnFailure.RESTART)
         self._failed = False
         self.samples = 0
         """Samples handed to ``emit`` so far."""
 
     def start(self) -> Sampler:
         """Starts the thread; returns self."""
-        self._thread.start()
+        self._worker.start()
         return self
 
     def stop(self, timeout_s: float = 2.0) -> None:
         """Stops sampling; no sample is emitted once this returns (unless ``timeout_s`` ran
         out while a sample was being logged)."""
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout_s)
+        self._worker.stop(time.monotonic() + timeout_s)
 
     @property
     def running(self) -> bool:
         """Whether the thread is sampling."""
-        return self._thread.is_alive() and not self._stop.is_set()
+        return self._worker.alive and not self._worker.stopping.is_set()
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
+    @property
+    def restarts(self) -> int:
+        """Unexpected failures the sampler restarted after (each logged with its traceback)."""
+        return self._worker.restarts
+
+    def _loop(self, worker: Worker) -> None:
+        while not worker.stopping.wait(self.interval_s):
             try:
                 sample = self._host.sample()
-                self.samples += 1
-                if not self._emit(sample):
-                    return
-            except Exception:
+            except Exception:  # the host's own trouble (psutil, NVML): logged once, goes on
                 if not self._failed:
                     self._failed = True
                     _logger.warning("trackbridge: a system metrics sample failed", exc_info=True)
+                continue
+            self.samples += 1
+            # Anything else (logging the sample) reaches the worker: logged, restarted.
+            if not self._emit(sample):
+                return
 
 
 class _Writer(Protocol):

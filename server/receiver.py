@@ -127,6 +127,8 @@ class Receiver:
             runs=runs,
             not_serving=self._not_serving,
         )
+        if self.live.history is not None:
+            self.workers.add(self.live.history.worker)
         server = self._grpc_server(cfg)
         host, _, port = cfg.listen.rpartition(":")
         check_free(host, int(port), what="gRPC", flag=GRPC_FLAG)
@@ -212,9 +214,11 @@ class Receiver:
 
     def _service_for(self, cfg: ReceiverConfig, conn: sqlite3.Connection) -> IngestService:
         """The Ingest service, with the workers it needs and the data directory's reserve."""
-        for part in (self.ingestor, self.flusher):
-            if isinstance(part, Ingestor | Flusher | FileFlusher):
-                self.workers.add(part.worker)
+        for part in (self.ingestor, self.aggregator, self.flusher, self.artifacts):
+            if part is not None:  # in stop order (Receiver.stop)
+                self.workers.add(
+                    part.uploader.worker if isinstance(part, ArtifactRelay) else part.worker
+                )
         reserve = cfg.disk_reserve_mib * MIB
         wal = cfg.data_dir / f"{QUEUE_FILE}-wal"
         self.disk = DiskReserve(cfg.data_dir, reserve, lambda: reusable_bytes(conn, wal))

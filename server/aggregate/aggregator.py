@@ -23,21 +23,18 @@ a ``num_examples``.
 
 from __future__ import annotations
 
-import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 
 import numpy as np
 
 from bridge.pb.v1 import events_pb2
+from bridge.worker import OnFailure, Worker
 from server.aggregate.config import AggregateConfig
 from server.aggregate.observe import Selector, observe
 from server.queue import aggregates as table
 from server.queue.aggregates import Group, Observed, aggregate_run_key
-
-_logger = logging.getLogger(__name__)
 
 STATISTICS = ("mean", "min", "max", "count", "weighted_mean")
 """The suffixes of the metrics written per aggregated key: ``<key>/mean``, ..."""
@@ -78,11 +75,9 @@ class Aggregator:
         self._on_stored = on_stored
         self._on_written = on_written
         self._clock_ms = clock_ms
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._loop, name="trackbridge-aggregate", daemon=True
-        )
+        # RESTART: the groups and their inputs are in the queue's tables and a pass writes
+        # each due group in one transaction, so a fresh pass loses nothing.
+        self.worker = Worker("aggregate", self._loop, on_failure=OnFailure.RESTART)
         self.aggregates_written = 0
         """Aggregate points queued since start (one per statistic)."""
 
@@ -99,30 +94,26 @@ class Aggregator:
     def committed(self, seen: Observed) -> None:
         """The ingest transaction committed: look at the groups now."""
         if seen.points or seen.ended:
-            self._wake.set()
+            self.worker.wake()
 
     # -- writing ------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Starts the writing thread."""
-        self._thread.start()
+        self.worker.start()
 
-    def stop(self, timeout_s: float) -> None:
-        """Writes what is due, then stops."""
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout_s)
+    def stop(self, timeout_s: float) -> bool:
+        """Writes what is due, then stops; True when the thread has ended."""
+        return self.worker.stop(time.monotonic() + timeout_s)
 
-    def _loop(self) -> None:
+    def _loop(self, worker: Worker) -> None:
         tick = min(0.25, self._config.deadline_s / 4)
         while True:
-            self._wake.wait(tick)
-            self._wake.clear()
-            try:
-                self.write_due()
-            except Exception:  # a locked or failing queue: the groups are looked at next tick
-                _logger.exception("writing cross-client aggregates failed; retrying")
-            if self._stop.is_set():
+            worker.wait(tick)
+            stopping = worker.stopping.is_set()
+            # A locked or failing queue raises here: the worker logs it and runs this again.
+            self.write_due()
+            if stopping:
                 return
 
     def write_due(self) -> int:

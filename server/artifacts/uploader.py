@@ -23,6 +23,7 @@ from typing import Any
 import tenacity
 from mlflow.tracking import MlflowClient
 
+from bridge.worker import OnFailure, Worker
 from server.artifacts.access import artifact_repository
 from server.artifacts.store import ArtifactStore, StagedFile
 from server.flush.run_tags import TAG_CLIENT_ID
@@ -63,12 +64,11 @@ class ArtifactUploader:
         self._run_id_of = run_id_of
         self._owner_of = owner_of
         self._interval_s = interval_s
-        self._wake = threading.Event()
         self._stop = threading.Event()
-        self._draining = threading.Event()
-        self._thread = threading.Thread(
-            target=self._loop, name="trackbridge-artifacts", daemon=True
-        )
+        """Set once the last pass ran out of time: interrupts a retry in progress."""
+        # RESTART: the staged files and their order are in the store; a fresh pass loses only
+        # the schedule of the files set aside (kept: it is this object's, not the thread's).
+        self.worker = Worker("artifacts", self._loop, on_failure=OnFailure.RESTART)
         self._aside: dict[str, _SetAside] = {}  # by upload id; the uploader thread's own
         self.uploaded = 0
         self.failed = 0
@@ -78,34 +78,28 @@ class ArtifactUploader:
 
     def start(self) -> None:
         """Starts the thread."""
-        self._thread.start()
+        self.worker.start()
 
     def wake(self) -> None:
         """Asks for an attempt now (a file arrived, a run was created)."""
-        self._wake.set()
+        self.worker.wake()
 
     def stop(self, timeout_s: float) -> bool:
         """Makes a last pass over the staged files within ``timeout_s``, then stops; what is
         left stays staged for the next start. Returns whether the thread has ended."""
-        self._draining.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
+        if self.worker.stop(time.monotonic() + timeout_s):
+            return True
         self._stop.set()  # interrupts a retry in progress
-        if self._thread.is_alive():
-            self._thread.join(1.0)
-        return not self._thread.is_alive()
+        return self.worker.join(time.monotonic() + 1.0)
 
-    def _loop(self) -> None:
+    def _loop(self, worker: Worker) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self._interval_s)
-            self._wake.clear()
-            try:
-                self._cycle()
-            except Exception as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                _logger.warning("artifact upload failed (%s); retrying next tick", self.last_error)
-            if self._draining.is_set():
+            worker.wait(self._interval_s)
+            draining = worker.stopping.is_set()
+            # Failures MLflow gives are the files' own (_attempt); what reaches here (the
+            # store failing) is logged by the worker, which runs this again.
+            self._cycle()
+            if draining:
                 return
 
     def _cycle(self) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from bridge.pb.v1 import events_pb2
+from bridge.worker import Worker
 from server.fleet import subjects
 from server.fleet.feeder import Feeder
 from server.fleet.link import NatsLink
@@ -58,6 +59,11 @@ class FleetIngest:
         self.last_seen: dict[str, float] = feeder.last_seen if feeder is not None else {}
         self.events_stored = 0
         self.events_duplicate = 0
+
+    @property
+    def worker(self) -> Worker:
+        """The connection's event loop worker (for health, ``status`` and ``/metrics``)."""
+        return self._link.worker
 
     def start(self) -> None:
         """Starts the flusher feed (the connection is up already)."""

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -22,8 +24,10 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 
+from bridge.worker import OnFailure, Worker
 from server.fleet import subjects
 from server.fleet.config import FleetConfig
+from server.ingest.backend import NotServing
 
 _logger = logging.getLogger(__name__)
 
@@ -35,6 +39,13 @@ DUPLICATE_WINDOW_S = 600.0
 """How long JetStream remembers a message id: a client's retries of one batch fall inside it."""
 
 
+class LinkFailed(NotServing):
+    """The link's event loop failed: no NATS call can be made (the receiver is NOT_SERVING)."""
+
+    def __init__(self, failure: str) -> None:
+        super().__init__(f"the receiver's fleet worker failed ({failure})")
+
+
 class NatsLink:
     """The connection, the JetStream context and the fleet's buckets."""
 
@@ -42,9 +53,13 @@ class NatsLink:
         self.config = config
         self._name = name
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="trackbridge-nats", daemon=True
+        # FAIL: the connection, its subscriptions and every call in flight belong to this loop;
+        # once it is gone the receiver can neither take nor flush batches (NOT_SERVING).
+        self.worker = Worker(
+            "fleet", self._run_loop, on_failure=OnFailure.FAIL, failed=self._fail_calls
         )
+        self._calls: set[concurrent.futures.Future[Any]] = set()
+        self._calls_lock = threading.Lock()
         self.nc: Client | None = None
         self._closing = False
         self.js: JetStreamContext
@@ -60,8 +75,13 @@ class NatsLink:
     def start(self, timeout_s: float = 30.0) -> None:
         """Connects and makes what is missing of the stream, consumers and buckets; raises
         TimeoutError when no server answers within ``CONNECT_TIMEOUT_S``."""
-        self._thread.start()
+        self.worker.start()
         self.run(self._start(), timeout_s + CONNECT_TIMEOUT_S)
+
+    def _run_loop(self, worker: Worker) -> None:
+        self._loop.run_forever()
+        if not worker.stopping.is_set():
+            raise RuntimeError("the NATS event loop stopped on its own")
 
     async def _start(self) -> None:
         try:
@@ -73,24 +93,50 @@ class NatsLink:
         await self._ensure()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
-        """Runs ``coro`` on the link's loop and waits for it (from any other thread)."""
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)
+        """Runs ``coro`` on the link's loop and waits for it (from any other thread); raises
+        :class:`LinkFailed` at once when the loop's worker has failed."""
+        return self.submit(coro).result(timeout_s)
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        """Starts ``coro`` on the link's loop; the caller waits as it likes."""
-        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+        """Starts ``coro`` on the link's loop; the caller waits as it likes (a failed link
+        fails the future, so nobody waits for a dead thread)."""
+        with self._calls_lock:
+            if self.worker.failure:
+                coro.close()
+                future: concurrent.futures.Future[T] = concurrent.futures.Future()
+                future.set_exception(LinkFailed(self.worker.failure))
+                return future
+            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+            self._calls.add(future)
+        future.add_done_callback(self._forget)
+        return future
+
+    def _forget(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._calls_lock:
+            self._calls.discard(future)
+
+    def _fail_calls(self, worker: Worker) -> None:
+        """The loop failed: every call still in flight fails with the reason."""
+        with self._calls_lock:
+            calls, self._calls = self._calls, set()
+        for future in calls:
+            # One that finished meanwhile keeps its answer.
+            with contextlib.suppress(RuntimeError, concurrent.futures.InvalidStateError):
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(LinkFailed(worker.failure))
 
     def stop(self) -> None:
         """Closes the connection and the loop (no drain: it can hang on pull subscriptions)."""
         self._closing = True
-        if self._thread.is_alive():
+        if self.worker.alive:
             if self.nc is not None:
                 try:
                     self.run(self.nc.close(), 5.0)
                 except Exception as exc:
                     _logger.warning("closing the NATS connection: %s", exc)
+            self.worker.stopping.set()
             self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5.0)
+            self.worker.join(time.monotonic() + 5.0)
 
     async def _dial(self) -> None:
         self.nc = await nats.connect(

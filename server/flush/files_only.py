@@ -1,7 +1,8 @@
 """The flusher of a receiver without MLflow (``--sink jsonl:DIR`` alone).
 
-It has the face of :class:`~server.flush.flusher.Flusher` (start, stored, flush_soon, stop,
-stats, last_error) and its timer: every flush interval, or at once when a run has a full batch,
+It shares :class:`~server.flush.flusher.Flusher`'s lifecycle (server/flush/timer.py: start,
+flush_soon, stop, the ``flusher`` worker) and its face (stored, stats, last_error): every flush
+interval, or at once when a run has a full batch,
 each run with pending batches hands them to the event sinks and the queue then forgets them
 (:meth:`Queue.advance`, one transaction per read). A restart hands again at most the read that
 was being written, which the sinks skip (server/flush/jsonl.py). No MLflow run is made, so no
@@ -17,16 +18,16 @@ import threading
 import time
 
 from bridge.limits import MAX_METRICS_PER_BATCH
-from bridge.worker import OnFailure, Worker
 from server.flush.mirror import BATCHES_PER_READ, Mirror
 from server.flush.progress import FlushObserver
 from server.flush.state import FlushStats
+from server.flush.timer import FlushTimer, Pass
 from server.queue.sqlite import Backlog, PendingBatch, Queue, RunRecord
 
 _logger = logging.getLogger(__name__)
 
 
-class FileFlusher:
+class FileFlusher(FlushTimer):
     """Owns the thread that writes the queue to the event sinks, MLflow aside."""
 
     def __init__(
@@ -39,8 +40,8 @@ class FileFlusher:
         observer: FlushObserver | None = None,
     ) -> None:
         self._queue = queue
+        super().__init__(interval_s)
         self._mirror = mirror
-        self._interval_s = interval_s
         self._backlog = backlog
         self._observer = observer
         self._records: dict[str, RunRecord] = {}
@@ -48,22 +49,9 @@ class FileFlusher:
         self._failing: dict[str, str] = {}
         """Runs whose last turn failed, and why (logged once per new reason)."""
         self._lock = threading.Lock()
-        self._wake = threading.Event()
         self._deadline = float("inf")
         self.stats = FlushStats()
         self.last_error = ""
-        # RESTART: every cycle reads its work from the queue, so a fresh start loses nothing.
-        self.worker = Worker("flusher", lambda _w: self._loop(), on_failure=OnFailure.RESTART)
-        self._stop = self.worker.stopping
-
-    def start(self) -> None:
-        """Starts the timer thread."""
-        self.worker.start()
-
-    @property
-    def running(self) -> bool:
-        """Whether the flusher's thread still runs (a stop that ran out of time)."""
-        return self.worker.alive
 
     def stored(self, run_key: str, count: int) -> None:
         """Tells the flusher that ``count`` events of a run were stored (ingest thread)."""
@@ -71,41 +59,27 @@ class FileFlusher:
             self._unflushed[run_key] = self._unflushed.get(run_key, 0) + count
             full = self._unflushed[run_key] >= MAX_METRICS_PER_BATCH
         if full:
-            self._wake.set()
-
-    def flush_soon(self) -> None:
-        """Asks for a flush now."""
-        self._wake.set()
+            self.flush_soon()
 
     def stop(self, timeout_s: float) -> bool:
         """Writes everything stored within ``timeout_s``; True when nothing is left."""
         self._deadline = time.monotonic() + timeout_s
-        self._stop.set()
-        self._wake.set()
-        self.worker.join(time.monotonic() + timeout_s + 1.0)
-        return not self.worker.alive and self._queue.flushable_count() == 0
+        ended = self._stop_timer(timeout_s)
+        return ended and self._queue.flushable_count() == 0
 
-    def _loop(self) -> None:
-        next_tick = time.monotonic() + self._interval_s
-        more = False
-        while True:
-            if not more:
-                self._wake.wait(max(0.0, next_tick - time.monotonic()))
-                next_tick = time.monotonic() + self._interval_s
-            self._wake.clear()
-            stopping = self._stop.is_set()
-            try:
-                more = self._cycle()
-            except sqlite3.DatabaseError as exc:
-                more = False
-                _logger.error("the receiver's queue database failed: %s", exc)
-            if stopping and (
-                self._queue.flushable_count() == 0 or time.monotonic() >= self._deadline
-            ):
-                return
-            if stopping and not more:
-                # Failing sinks: try again soon, within the shutdown budget.
-                self._stop.wait(min(0.5, max(0.0, self._deadline - time.monotonic())))
+    def _pass(self, stopping: bool) -> Pass:
+        try:
+            more = self._cycle()
+        except sqlite3.DatabaseError as exc:
+            more = False
+            _logger.error("the receiver's queue database failed: %s", exc)
+        if stopping and (self._queue.flushable_count() == 0 or time.monotonic() >= self._deadline):
+            return Pass.DONE
+        if stopping and not more:
+            # Failing sinks: try again soon, within the shutdown budget (not at once: the
+            # stop has consumed the wake, and a failing sink fails as fast as it is asked).
+            time.sleep(min(0.5, max(0.0, self._deadline - time.monotonic())))
+        return Pass.MORE if more else Pass.IDLE
 
     def _cycle(self) -> bool:
         """Gives every run with pending batches its turn; True when work is left."""

@@ -28,7 +28,6 @@ from collections.abc import Callable, Mapping
 from typing import cast
 
 from bridge.limits import MAX_METRICS_PER_BATCH
-from bridge.worker import OnFailure, Worker
 from server.flush.backoff import Backoffs
 from server.flush.batch_creation import BatchCreator, new_runs
 from server.flush.leases import Leases
@@ -42,6 +41,7 @@ from server.flush.run_creation import RunNotCreated
 from server.flush.sink import MlflowSink
 from server.flush.state import FlushStats, Runs
 from server.flush.store_identity import StoreChange, StoreIdentity, describe
+from server.flush.timer import FlushTimer, Pass
 from server.flush.writing import CallApplier, RunWriter
 from server.queue.gaps import GapLog
 from server.queue.sqlite import Backlog, Queue
@@ -51,8 +51,8 @@ __all__ = ["CallApplier", "FlushObserver", "FlushStats", "Flusher"]
 _logger = logging.getLogger(__name__)
 
 
-class Flusher:
-    """Owns the thread that writes the queue to MLflow."""
+class Flusher(FlushTimer):
+    """Owns the thread that writes the queue to MLflow (its lifecycle: server/flush/timer.py)."""
 
     def __init__(
         self,
@@ -84,12 +84,11 @@ class Flusher:
         self._queue = queue
         self._mirror = mirror
         self._sink = sink
-        self._interval_s = interval_s
+        super().__init__(interval_s)
         self._on_run = on_run
         self._backlog = backlog
         self._observer = observer
         self._identity = identity
-        self._wake = threading.Event()
         self._new_runs = threading.Event()
         self._retrying = Retrier(self._note_error)
         self._lock = threading.Lock()
@@ -114,16 +113,6 @@ class Flusher:
         self._missing: dict[str, int] = {}
         self._requeued = queue.requeued_events()
         self._turn_seconds = max(1.0, interval_s)
-        self.worker = Worker("flusher", lambda _w: self._loop(), on_failure=OnFailure.RESTART)
-
-    def start(self) -> None:
-        """Starts the timer thread."""
-        self.worker.start()
-
-    @property
-    def running(self) -> bool:
-        """Whether the flusher's thread still runs (a stop that ran out of time)."""
-        return self.worker.alive
 
     def stored(self, run_key: str, count: int) -> None:
         """Tells the flusher that ``count`` events of a run were stored (ingest thread)."""
@@ -135,53 +124,37 @@ class Flusher:
         # A new run is created at once, so that its client learns the MLflow run id quickly.
         if run_key not in self._runs.refs and run_key not in self._writer.created:
             self._new_runs.set()  # even in the middle of a cycle
-            self._wake.set()
+            self.flush_soon()
         elif full:
-            self._wake.set()
-
-    def flush_soon(self) -> None:
-        """Asks for a flush now (a client waits to read what it wrote)."""
-        self._wake.set()
+            self.flush_soon()
 
     def stop(self, timeout_s: float) -> bool:
         """Flushes everything stored within ``timeout_s``; True when nothing is left to write
         (what quarantined runs hold waits for a replay, and does not count)."""
         self._retrying.stop_at(time.monotonic() + timeout_s)
-        self.worker.stopping.set()
-        self._wake.set()
-        self.worker.join(time.monotonic() + timeout_s + 1.0)
-        if not self.worker.alive:
+        if self._stop_timer(timeout_s):
             self._pool.close()
         drained = not self.worker.alive and self._queue.flushable_count() == 0
         self._gate.close()
         return drained
 
-    def _loop(self) -> None:
-        next_tick = time.monotonic() + self._interval_s
+    def _pass(self, stopping: bool) -> Pass:
         more = False
-        while True:
-            # Ticks are counted from the start of the previous one, so a slow flush does not
-            # stretch the interval on top of itself; a cycle that left work goes on at once.
-            if not more:
-                self._wake.wait(max(0.0, next_tick - time.monotonic()))
-                next_tick = time.monotonic() + self._interval_s
-            self._wake.clear()
-            stopping = self.worker.stopping.is_set()
-            more = False
-            try:
-                more = self._cycle(stopping)
-            except Stopping:
-                return
-            except sqlite3.DatabaseError as exc:
-                if self._gate.shut:
-                    return  # stop() ran out of time and shut the queue: the rest stays queued
-                _logger.error("the receiver's queue database failed: %s", exc)
-            except Exception as exc:
-                self.stats.add(mlflow_errors=1)
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                self._outage.failed(self.last_error)
-            if stopping and (self._retrying.out_of_time() or self._drained()):
-                return
+        try:
+            more = self._cycle(stopping)
+        except Stopping:
+            return Pass.DONE
+        except sqlite3.DatabaseError as exc:
+            if self._gate.shut:
+                return Pass.DONE  # stop() ran out of time and shut the queue: the rest stays
+            _logger.error("the receiver's queue database failed: %s", exc)
+        except Exception as exc:
+            self.stats.add(mlflow_errors=1)
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self._outage.failed(self.last_error)
+        if stopping and (self._retrying.out_of_time() or self._drained()):
+            return Pass.DONE
+        return Pass.MORE if more else Pass.IDLE
 
     def _drained(self) -> bool:
         try:

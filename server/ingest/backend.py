@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bridge.pb.v1 import events_pb2
+from bridge.worker import Worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,10 @@ class IngestBackend(Protocol):
     """owned run key -> monotonic time its client was last heard (the flusher's run leases)."""
     events_stored: int
     events_duplicate: int
+
+    @property
+    def worker(self) -> Worker:
+        """The worker whose failure stops ingest (health, ``status``, ``/metrics``)."""
 
     def start(self) -> None:
         """Starts accepting."""

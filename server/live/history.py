@@ -4,19 +4,22 @@ shows the same history as before the restart.
 What reached MLflow is read from MLflow (``get_metric_history``); what the receiver had
 acknowledged but not yet written is read from its queue (the pending batches). Both go to the
 hub on its event loop (:meth:`server.live.hub.Hub.restore`), which merges them before whatever
-the client sent since the restart. It runs once, on a thread of its own, at start: the page
-is up at once and fills in as each run is read.
+the client sent since the restart. It runs once, on a worker of its own, at start: the page
+is up at once and fills in as each run is read. A failure of one run's read is that run's
+only (a warning); anything else restarts the worker, which goes on after the runs it has
+already handed over (each run is handed over once).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from bridge.pb.v1 import events_pb2
+from bridge.worker import OnFailure, Worker
 from server.live.clients import MAX_KEYS_PER_CLIENT
 from server.live.hub import AGGREGATE_CLIENT, Hub, RestoredRun
 from server.live.series import Point
@@ -47,44 +50,45 @@ class HistoryLoader:
         self._runs = runs
         self._tracking_uri = tracking_uri
         self._queue_path = queue_path
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._wanted: list[RestoredRun] = []
+        self._call_soon: Callable[[Callable[[], None]], object] = lambda _f: None
+        self._done: set[tuple[str, str]] = set()
+        """(job, client id) of the runs handed over: a restart skips them."""
+        # RESTART: what it reads is in MLflow and the queue; it goes on after what it handed.
+        self.worker = Worker("history", self._load, on_failure=OnFailure.RESTART)
         self.restored_runs = 0
         """Runs whose history was handed to the hub."""
 
     def start(self, call_soon: Callable[[Callable[[], None]], object]) -> None:
         """Starts reading; each run's history is handed over through ``call_soon`` (the hub's
         event loop's ``call_soon_threadsafe``)."""
-        wanted = self._hub.restorable(MAX_RESTORED_RUNS)
-        if not wanted:
+        self._wanted = self._hub.restorable(MAX_RESTORED_RUNS)
+        if not self._wanted:
             return
-        self._thread = threading.Thread(
-            target=self._load, args=(wanted, call_soon), name="trackbridge-history", daemon=True
-        )
-        self._thread.start()
+        self._call_soon = call_soon
+        self.worker.start()
 
     def stop(self, timeout_s: float) -> None:
         """Stops reading (between runs)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        self.worker.stop(time.monotonic() + timeout_s)
 
-    def _load(
-        self, wanted: list[RestoredRun], call_soon: Callable[[Callable[[], None]], object]
-    ) -> None:
-        try:
-            from mlflow.tracking import MlflowClient
+    def _hand(self, want: RestoredRun, points: dict[str, list[Point]]) -> None:
+        self._call_soon(functools.partial(self._hub.restore, want, points))
+        self._done.add((want.job, want.client_id))
+        self.restored_runs += 1
 
-            client = MlflowClient(self._tracking_uri)
-            conn = open_read_only(self._queue_path)
-        except Exception:
-            _logger.exception("live view: cannot read the charts' history back")
-            return
+    def _load(self, worker: Worker) -> None:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self._tracking_uri)
+        conn = open_read_only(self._queue_path)
         try:
             queue = Queue(conn)
-            for want in wanted:
-                if self._stop.is_set():
+            for want in self._wanted:
+                if worker.stopping.is_set():
                     return
+                if (want.job, want.client_id) in self._done:
+                    continue
                 try:
                     points = _from_mlflow(client, want.mlflow_run_id)
                     keys = [r.run_key for r in self._runs if r.mlflow_run_id == want.mlflow_run_id]
@@ -92,10 +96,11 @@ class HistoryLoader:
                 except Exception as exc:  # one run's trouble is that run's only
                     _logger.warning("live view: run %s not read back: %s", want.mlflow_run_id, exc)
                     continue
-                call_soon(functools.partial(self._hub.restore, want, points))
-                self.restored_runs += 1
+                self._hand(want, points)
             for record in self._runs:  # a job's aggregates: its parent run's metrics
-                if record.client_id or self._stop.is_set():
+                if record.client_id or worker.stopping.is_set():
+                    continue
+                if (record.job, AGGREGATE_CLIENT) in self._done:
                     continue
                 try:
                     parent = _parent_id(client, record.job)
@@ -108,9 +113,7 @@ class HistoryLoader:
                         "live view: aggregates of %s not read back: %s", record.job, exc
                     )
                     continue
-                want = RestoredRun(record.job, AGGREGATE_CLIENT, parent)
-                call_soon(functools.partial(self._hub.restore, want, points))
-                self.restored_runs += 1
+                self._hand(RestoredRun(record.job, AGGREGATE_CLIENT, parent), points)
         finally:
             conn.close()
 
