@@ -137,6 +137,7 @@ class Worker:
                     # A stop during the pause still runs the body once more, to finish its
                     # work on the way out (a second failure then ends the worker).
                     self.stopping.wait(self._restart_pause_s)
+                    self._woken.set()  # the restarted body does its work at once, not a tick late
                     continue
                 self.failure = self.last_error
                 _logger.exception("worker %s failed; it stays stopped", self.name)

@@ -40,7 +40,8 @@ class BackgroundReceiver:
     def stop(self) -> bool:
         """Drains and stops; returns whether everything reached MLflow (False at once when
         the loop has failed)."""
-        if not self.worker.alive:
+        if self.worker.failure or not self.worker.alive:
+            self.worker.join(time.monotonic() + 10)
             if not self._loop.is_closed():
                 self._loop.close()
             return False

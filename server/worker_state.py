@@ -1,6 +1,6 @@
-"""Failed background workers, kept in the data directory (``workers.json``) so that
-``trackbridge status`` names them: the receiver rewrites it when a worker fails, and empties it
-when it starts."""
+"""Failed and restarted background workers, kept in the data directory (``workers.json``) so
+that ``trackbridge status`` names them: the receiver rewrites it when a worker fails or
+restarts, and empties it when it starts."""
 
 from __future__ import annotations
 
@@ -20,10 +20,21 @@ _logger = logging.getLogger(__name__)
 WORKERS_FILE = "workers.json"
 
 
-def write_failed(data_dir: Path, failed: dict[str, str], disk_low: str = "") -> None:
-    """Records the failed workers by name, with their errors ({} when none has failed), and
-    why new batches are refused for disk space ("" while there is room)."""
-    state = {"failed": failed, "disk_low": disk_low, "updated_ms": time.time_ns() // 1_000_000}
+def write_failed(
+    data_dir: Path,
+    failed: dict[str, str],
+    disk_low: str = "",
+    restarted: dict[str, tuple[int, str]] | None = None,
+) -> None:
+    """Records the failed workers by name, with their errors ({} when none has failed), why
+    new batches are refused for disk space ("" while there is room), and the workers that
+    restarted after a failure (restarts, last error)."""
+    state = {
+        "failed": failed,
+        "disk_low": disk_low,
+        "restarted": {name: list(r) for name, r in (restarted or {}).items()},
+        "updated_ms": time.time_ns() // 1_000_000,
+    }
     write_private(data_dir / WORKERS_FILE, json.dumps(state))
 
 
@@ -31,6 +42,13 @@ def read_failed(data_dir: Path) -> dict[str, Any]:
     """The failed workers the receiver recorded last ({} when none, or no record)."""
     failed = _read(data_dir).get("failed", {})
     return failed if isinstance(failed, dict) else {}
+
+
+def read_restarted(data_dir: Path) -> dict[str, Any]:
+    """Workers that restarted after a failure, as the receiver recorded last: name ->
+    [restarts, last error] ({} when none)."""
+    restarted = _read(data_dir).get("restarted", {})
+    return restarted if isinstance(restarted, dict) else {}
 
 
 def read_disk_low(data_dir: Path) -> str:
@@ -58,13 +76,25 @@ def failed_line(failed: dict[str, Any]) -> str:
     )
 
 
+def restarted_line(restarted: dict[str, Any]) -> str:
+    """What ``status`` says of workers that restarted after a failure ("" when none)."""
+    if not restarted:
+        return ""
+    named = "; ".join(
+        f"{name} {count}x, last: {error}" for name, (count, error) in sorted(restarted.items())
+    )
+    return f"workers: restarted after a failure ({named}); its log has the traceback"
+
+
 async def record_failed(
     workers: Workers, data_dir: Path, disk_low: Callable[[], str], interval_s: float = 0.5
 ) -> None:
-    """Keeps the file in step with ``workers.failed()`` and ``disk_low()`` until cancelled."""
-    recorded: tuple[dict[str, str], str] | None = None
+    """Keeps the file in step with ``workers.failed()``, ``disk_low()`` and the workers'
+    restarts until cancelled."""
+    recorded: tuple[dict[str, str], str, dict[str, tuple[int, str]]] | None = None
     while True:
-        state = (workers.failed(), disk_low())
+        restarted = {w.name: (w.restarts, w.last_error) for w in workers if w.restarts}
+        state = (workers.failed(), disk_low(), restarted)
         if state != recorded:
             try:
                 write_failed(data_dir, *state)

@@ -23,7 +23,13 @@ from server.queue.dead_letters import list_dead_letters
 from server.queue.gaps import format_gaps, read_gaps
 from server.queue.schema import QUEUE_FILE, QueueCorrupt, columns, open_read_only
 from server.queue.sqlite import REMAINING
-from server.worker_state import failed_line, read_disk_low, read_failed
+from server.worker_state import (
+    failed_line,
+    read_disk_low,
+    read_failed,
+    read_restarted,
+    restarted_line,
+)
 
 
 def read_status(data_dir: Path) -> dict[str, Any]:
@@ -61,6 +67,7 @@ def read_status(data_dir: Path) -> dict[str, Any]:
         "rounds": {job: [r.as_json() for r in health] for job, health in rounds.items()},
         "artifacts": read_artifacts(data_dir, {r["run_key"] for r in runs if r["mlflow_run_id"]}),
         "failed_workers": read_failed(data_dir),
+        "restarted_workers": read_restarted(data_dir),
         "disk_low": read_disk_low(data_dir),
     }
 
@@ -154,6 +161,8 @@ def format_status(status: dict[str, Any]) -> str:
     lines.append(mlflow_line(status.get("mlflow"), len(status["quarantined_runs"])))
     if failed := failed_line(status.get("failed_workers", {})):
         lines.append(failed)
+    if restarted := restarted_line(status.get("restarted_workers", {})):
+        lines.append(restarted)
     if status.get("disk_low"):
         lines.append(f"disk: LOW: {status['disk_low']}")
     sinks = (status.get("mlflow") or {}).get("sinks", ["mlflow"])

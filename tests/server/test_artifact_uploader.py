@@ -5,6 +5,7 @@ said once, and a file refused for good is recorded once with its reason."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from server.artifacts import uploader as uploader_module
 from server.artifacts.store import ArtifactStore, StagedFile, format_artifacts, read_artifacts
 from server.artifacts.uploader import ArtifactUploader
+from tests.support.procs import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -137,3 +139,33 @@ def test_a_later_file_at_the_same_path_supersedes_one_set_aside(setup: Any) -> N
 
     assert mlflow.got == [("model.txt", b"new")]  # the old content never lands after it
     assert store.count() == 0 and uploader.set_aside == 0
+
+
+def test_a_store_fault_restarts_the_uploader_and_the_file_still_goes(
+    setup: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store, uploader, mlflow, _data_dir = setup
+    uploader.worker._restart_pause_s = 0.01  # the pause is for a fault that repeats
+    pending = store.pending
+    faults = iter([sqlite3.OperationalError("disk I/O error")])
+
+    def failing_pending(*args: Any) -> list[StagedFile]:
+        fault = next(faults, None)
+        if fault is not None:
+            raise fault
+        return pending(*args)
+
+    monkeypatch.setattr(store, "pending", failing_pending)
+    _stage(store, "kept.txt", b"kept")
+    uploader.start()
+    uploader.wake()
+    wait_until(lambda: mlflow.got, 30, what="the file after the restart")
+    assert mlflow.got == [("kept.txt", b"kept")]
+    assert uploader.worker.restarts == 1 and uploader.worker.alive
+    assert uploader.worker.last_error == "OperationalError: disk I/O error"
+    assert any(
+        "worker artifacts failed; restarting it" in r.getMessage() and r.exc_info
+        for r in caplog.records
+    )
+    assert uploader.stop(10)
+    assert store.count() == 0
