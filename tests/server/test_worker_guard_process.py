@@ -1,6 +1,9 @@
-"""The ingest guard in a real receiver process: a fault after a commit (injected by a test-only
-launcher, tests/support/faulty_receiver.py) is acknowledged for the batch it followed, named by
-``trackbridge health``, ``status`` and ``/metrics``, and later batches are refused at once."""
+"""Worker guards in a real receiver process, faults injected by a test-only launcher
+(tests/support/faulty_receiver.py). The ingest thread (FAIL): a fault after a commit is
+acknowledged for the batch it followed, named by ``trackbridge health``, ``status`` and
+``/metrics``, and later batches are refused at once. The aggregator (RESTART): its failed
+passes are in ``status`` and ``/metrics``, health stays SERVING, and the aggregate is written
+once."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import pytest
 from bridge.convert import batch_to_proto
 from bridge.events import EventBatch, Metric, RunStart
 from client_sdk._transport import Transport, TransportError
-from tests.support.faulty_receiver import FAULT_AFTER_ENV
+from tests.support.faulty_receiver import AGGREGATE_FAULTS_ENV, FAULT_AFTER_ENV
 from tests.support.procs import REPO_ROOT, TRACKBRIDGE_EXE, start_ready, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -83,3 +86,51 @@ def test_an_ingest_fault_in_a_real_receiver(
         for line in path.read_text().splitlines()
     ]
     assert [line["seq"] for line in lines if line["seq"]] == [1, 2, 3]
+
+
+def test_an_aggregator_fault_in_a_real_receiver(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_dir, ready, files = tmp_path / "data", tmp_path / "ready.json", tmp_path / "files"
+    cmd = [
+        sys.executable, "-m", "tests.support.faulty_receiver", "serve",
+        "--listen", "127.0.0.1:0", "--data-dir", str(data_dir), "--sink", f"jsonl:{files}",
+        "--flush-interval", "0.2", "--ready-file", str(ready), "--aggregate", "eval/*",
+    ]  # fmt: skip
+    monkeypatch.setenv(AGGREGATE_FAULTS_ENV, "2")
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
+    receiver = start_ready(cmd, ready, tmp_path / "receiver.log", data_dir, "")
+    try:
+        http_port = json.loads(ready.read_text())["http_port"]
+        transport = Transport(receiver.address, timeout_s=10.0)
+        try:
+            for site, value in (("site-a", 0.5), ("site-b", 0.7)):
+                events = [
+                    RunStart(run_name=site, start_time_ms=TS),
+                    Metric("eval/acc", value, 1, TS),
+                ]
+                batch = EventBatch(site, "rounds-job", f"{site}-run", 1, tuple(events))  # type: ignore[arg-type]
+                assert transport.publish(batch_to_proto(batch).SerializeToString()).acked_seq == 2
+        finally:
+            transport.close()
+
+        def named() -> str:
+            out = _cli("status", "--data-dir", str(data_dir))
+            said = "workers: restarted after a failure (aggregate 2x, last: InjectedFault"
+            return out.stdout if said in out.stdout and out.returncode == 0 else ""
+
+        shown = wait_until(named, 60, what="trackbridge status to name the restarted aggregator")
+        assert "FAILED" not in shown
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        assert 'trackbridge_worker_restarts_total{worker="aggregate"} 2.0' in metrics
+        assert 'trackbridge_worker_up{worker="aggregate"} 1.0' in metrics
+        health = _cli("health", "--receiver", receiver.address)
+        assert health.returncode == 0, health.stdout + health.stderr
+        log = receiver.log_path.read_text()
+        assert log.count("worker aggregate failed; restarting it") == 2
+        assert "Traceback" in log
+    finally:
+        assert receiver.stop() == 0
+    written = "".join(p.read_text() for p in files.rglob("*.jsonl"))
+    assert written.count('"eval/acc/mean"') == 1, written  # nothing lost, nothing twice
