@@ -75,10 +75,7 @@ class FileFlusher(FlushTimer):
             _logger.error("the receiver's queue database failed: %s", exc)
         if stopping and (self._queue.flushable_count() == 0 or time.monotonic() >= self._deadline):
             return Pass.DONE
-        if stopping and not more:
-            # Failing sinks: try again soon, within the shutdown budget (not at once: the
-            # stop has consumed the wake, and a failing sink fails as fast as it is asked).
-            time.sleep(min(0.5, max(0.0, self._deadline - time.monotonic())))
+        # Failing sinks while stopping: tried again on the next tick, within the shutdown budget.
         return Pass.MORE if more else Pass.IDLE
 
     def _cycle(self) -> bool:
