@@ -5,7 +5,6 @@ artifact is delivered, the adopted spool delivered, sampling goes on."""
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
