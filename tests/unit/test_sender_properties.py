@@ -38,6 +38,7 @@ from bridge.events import DROPPED_BUFFER_FULL, Dropped, Event, Metric, RunEnd, R
 from client_sdk import _sender
 from client_sdk._batches import BufferItem, DropCounter
 from client_sdk._sender import Sender
+from client_sdk._transport import ArtifactTransport
 from client_sdk.config import WriterConfig
 from client_sdk.spool.delivery import Delivery
 from client_sdk.spool.finding import adopt_orphans, spool_paths
@@ -187,11 +188,13 @@ class _Client:
         raise AssertionError(f"not delivered in {MAX_ROUNDS} rounds")
 
 
-def _no_artifacts() -> object:
+def _no_artifacts() -> ArtifactTransport:
     raise AssertionError("no artifact was staged")
 
 
-def _config(spool_dir: str, *, max_buffer: int, batch: int, memory: int, heartbeat_s: float):
+def _config(
+    spool_dir: str, *, max_buffer: int, batch: int, memory: int, heartbeat_s: float
+) -> WriterConfig:
     return WriterConfig(
         receiver="127.0.0.1:9", client_id="c", job="j", spool_dir=spool_dir,
         max_buffer_events=max_buffer, max_batch_events=batch, max_memory_bytes=memory,
