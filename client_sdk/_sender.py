@@ -32,7 +32,7 @@ from client_sdk._batches import (
 )
 from client_sdk._linger import AdaptiveLinger
 from client_sdk._spooling import SpoolKeeper
-from client_sdk._transport import Transport, TransportError
+from client_sdk._transport import EventTransport, Transport, TransportError
 from client_sdk.config import WriterConfig
 from client_sdk.spool.file import Spool
 from client_sdk.spool.names import SpoolError
@@ -53,7 +53,7 @@ class Sender:
         self,
         config: WriterConfig,
         buffer: deque[BufferItem],
-        transport: Transport,
+        transport: EventTransport,
         drops: DropCounter,
     ) -> None:
         self._config = config
@@ -69,8 +69,7 @@ class Sender:
         self._deadline = float("inf")
         # RESTART: its runs and spool survive a failed cycle; a fresh pass goes on from them.
         self._worker = Worker("sender", lambda _w: self._loop(), on_failure=OnFailure.RESTART)
-        self._fresh_transport = False
-        """Set in a forked child: make a new channel before the first send."""
+        self._fresh_transport = False  # set in a forked child: a new channel before sending
         self.keeper = SpoolKeeper(config)
         self._held_bytes = 0
         self._full_warned = False
@@ -172,7 +171,7 @@ class Sender:
 
     def _loop(self) -> None:
         while True:
-            self._wake.wait(self.linger.seconds)
+            self._wake.wait(min(self.linger.seconds, max(self._deadline - time.monotonic(), 0)))
             self._wake.clear()
             try:
                 self._cycle()
@@ -194,14 +193,18 @@ class Sender:
         self._heartbeat()
 
     def _heartbeat(self) -> None:
-        """Tells the receiver that quiet open runs are alive, so their lease does not run out."""
+        """Tells the receiver that quiet open runs are alive, so their lease does not run out
+        (within close's deadline: a receiver that does not answer must not hold close)."""
         now = time.monotonic()
         for run in list(self._runs.values()):
             if run.ended or run.pending or now - run.last_contact < self._config.heartbeat_s:
                 continue
+            timeout_s = min(self._config.rpc_timeout_s, self._deadline - time.monotonic())
+            if timeout_s <= 0:
+                return
             run.last_contact = now
             try:
-                self._transport.get_run(self._config.client_id, run.key, self._config.rpc_timeout_s)
+                self._transport.get_run(self._config.client_id, run.key, timeout_s)
             except TransportError as exc:
                 _logger.debug("trackbridge heartbeat for run %s failed: %s", run.key, exc)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -96,6 +96,22 @@ def _rpc(*, long: bool = False, retry: frozenset[grpc.StatusCode] = _RETRYABLE) 
             retryable=code in retry,
             retry_after_s=_retry_after_s(exc),
         ) from None
+
+
+class EventTransport(Protocol):
+    """What the sender and a spool's delivery need of a receiver (:class:`Transport`; the
+    in-process tests put a fake that fails on command in its place)."""
+
+    def publish(self, payload: bytes, timeout_s: float | None = None) -> ingest_pb2.Ack:
+        """Sends one serialized EventBatch; returns the ack or raises TransportError."""
+
+    def get_run(
+        self, client_id: str, run_key: str, timeout_s: float | None = None
+    ) -> ingest_pb2.Ack:
+        """How far a run has got; raises TransportError."""
+
+    def close(self) -> None:
+        """Lets go of the connection."""
 
 
 class Transport:

@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bridge import envvars
 from bridge.secret import redacted_repr
@@ -223,51 +224,59 @@ class ReceiverConfig:
             raw_sinks = env.get(envvars.TRACKBRIDGE_SINKS, "")
             sinks = [s.strip() for s in raw_sinks.split(",") if s.strip()] or ["mlflow"]
         mlflow_sink, jsonl_dir = parse_sinks(sinks)
-        if listen is None:
-            listen = env.get(envvars.TRACKBRIDGE_LISTEN, DEFAULT_LISTEN)
-        if data_dir is None:
-            data_dir = env.get(envvars.TRACKBRIDGE_DATA_DIR, str(DEFAULT_DATA_DIR))
-        if tracking_uri is None:
-            tracking_uri = env.get(envvars.MLFLOW_TRACKING_URI, "")
-        if flush_interval_s is None:
-            raw = env.get(envvars.TRACKBRIDGE_FLUSH_INTERVAL_S)
-            flush_interval_s = float(raw) if raw is not None else 1.0
-        return cls(
-            listen=listen,
-            data_dir=Path(data_dir),
-            tracking_uri=tracking_uri,
-            flush_interval_s=flush_interval_s,
-            flush_workers=4 if flush_workers is None else flush_workers,
-            sqlite_synchronous="NORMAL" if sqlite_synchronous is None else sqlite_synchronous,
-            shutdown_timeout_s=30.0 if shutdown_timeout_s is None else shutdown_timeout_s,
-            max_backlog_events=2_000_000 if max_backlog_events is None else max_backlog_events,
-            disk_reserve_mib=64 if disk_reserve_mib is None else disk_reserve_mib,
-            publish_budget_per_s=(
-                DEFAULT_BUDGET_PER_S if publish_budget_per_s is None else publish_budget_per_s
+        # A value not given here or in the environment is left out: the field's default
+        # (above, the one place each default is written) applies.
+        given: dict[str, Any] = {
+            "listen": env.get(envvars.TRACKBRIDGE_LISTEN) if listen is None else listen,
+            "data_dir": env.get(envvars.TRACKBRIDGE_DATA_DIR) if data_dir is None else data_dir,
+            "tracking_uri": (
+                env.get(envvars.MLFLOW_TRACKING_URI) if tracking_uri is None else tracking_uri
             ),
-            run_lease_s=600.0 if run_lease_s is None else run_lease_s,
-            http_listen=(
-                env.get(envvars.TRACKBRIDGE_HTTP_LISTEN, "") if http_listen is None else http_listen
+            "flush_interval_s": (
+                _float(env.get(envvars.TRACKBRIDGE_FLUSH_INTERVAL_S))
+                if flush_interval_s is None
+                else flush_interval_s
             ),
-            viewer_token=(
-                env.get(envvars.TRACKBRIDGE_VIEWER_TOKEN, "")
-                if viewer_token is None
-                else viewer_token
+            "flush_workers": flush_workers,
+            "sqlite_synchronous": sqlite_synchronous,
+            "shutdown_timeout_s": shutdown_timeout_s,
+            "max_backlog_events": max_backlog_events,
+            "disk_reserve_mib": disk_reserve_mib,
+            "publish_budget_per_s": publish_budget_per_s,
+            "run_lease_s": run_lease_s,
+            "http_listen": (
+                env.get(envvars.TRACKBRIDGE_HTTP_LISTEN) if http_listen is None else http_listen
             ),
-            client_timeout_s=150.0 if client_timeout_s is None else client_timeout_s,
-            live_points=1000 if live_points is None else live_points,
-            security=SecurityConfig.resolve(env=env) if security is None else security,
-            read_scope=(
-                env.get(envvars.TRACKBRIDGE_READ_SCOPE, "job") if read_scope is None else read_scope
+            "viewer_token": (
+                env.get(envvars.TRACKBRIDGE_VIEWER_TOKEN) if viewer_token is None else viewer_token
             ),
-            mlflow_sink=mlflow_sink,
-            jsonl_dir=jsonl_dir,
-            aggregate=AggregateConfig() if aggregate is None else aggregate,
-            round_as_step=bool(round_as_step),
-            alone=bool(alone),
-            bulk_write=bulk_write_from(env) if bulk_write is None else bulk_write,
-            fleet=fleet,
-        )
+            "client_timeout_s": client_timeout_s,
+            "live_points": live_points,
+            "security": SecurityConfig.resolve(env=env) if security is None else security,
+            "read_scope": (
+                env.get(envvars.TRACKBRIDGE_READ_SCOPE) if read_scope is None else read_scope
+            ),
+            "aggregate": aggregate,
+            "round_as_step": round_as_step,
+            "alone": alone,
+            "bulk_write": bulk_write_from(env) if bulk_write is None else bulk_write,
+        }
+        values = {k: v for k, v in given.items() if v is not None}
+        if "data_dir" in values:
+            values["data_dir"] = Path(values["data_dir"])
+        return cls(mlflow_sink=mlflow_sink, jsonl_dir=jsonl_dir, fleet=fleet, **values)
+
+
+def default(name: str) -> Any:
+    """The default of the :class:`ReceiverConfig` field ``name`` (for flags' help)."""
+    found = {f.name: f for f in dataclasses.fields(ReceiverConfig)}[name]
+    if found.default_factory is not dataclasses.MISSING:
+        return found.default_factory()
+    return found.default
+
+
+def _float(raw: str | None) -> float | None:
+    return None if raw is None else float(raw)
 
 
 def bulk_write_from(env: Mapping[str, str]) -> bool:

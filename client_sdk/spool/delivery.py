@@ -25,7 +25,7 @@ from bridge.events import DROPPED_SPOOL_LOST, Dropped
 from bridge.pb.v1 import events_pb2, ingest_pb2
 from client_sdk._artifacts import Outcome, upload
 from client_sdk._staging import discard, load, remove_strays
-from client_sdk._transport import ArtifactTransport, Transport, TransportError
+from client_sdk._transport import ArtifactTransport, EventTransport, TransportError
 from client_sdk.spool.file import Spool
 from client_sdk.spool.names import SpooledBatch, SpoolError
 
@@ -82,7 +82,7 @@ class Delivery:
     def __init__(
         self,
         spool: Spool,
-        transport: Transport,
+        transport: EventTransport,
         artifact_transport: Callable[[], ArtifactTransport],
         *,
         deadline: Callable[[], float],

@@ -28,7 +28,16 @@ from server.cli.security import (
     prepare_secrets,
     security_from_args,
 )
-from server.config import DEFAULT_DATA_DIR, DEFAULT_LISTEN, ReceiverConfig, redact_uri
+from server.config import DEFAULT_DATA_DIR, DEFAULT_LISTEN, ReceiverConfig, default, redact_uri
+
+
+def _default(name: str) -> str:
+    """A ``ReceiverConfig`` field's default as a flag's help shows it (written once, there)."""
+    return _number(default(name))
+
+
+def _number(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,7 +71,12 @@ def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_true",
         help="fleet mode: only accept and publish; trackbridge flush (or other receivers) write",
     )
-    p.add_argument("--flush-interval", type=positive_float, metavar="SECONDS", help="default 1.0")
+    p.add_argument(
+        "--flush-interval",
+        type=positive_float,
+        metavar="SECONDS",
+        help=f"default {_default('flush_interval_s')}",
+    )
     p.add_argument(
         "--alone",
         action="store_true",
@@ -74,7 +88,8 @@ def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--flush-workers",
         type=positive_int,
         metavar="N",
-        help="runs written to MLflow at once, each in its order (default 4; 1: one by one)",
+        help="runs written to MLflow at once, each in its order (default"
+        f" {_default('flush_workers')}; 1: one by one)",
     )
     p.add_argument(
         "--no-bulk-write",
@@ -85,40 +100,50 @@ def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument(
         "--fsync",
         choices=("normal", "full"),
-        help="queue durability: normal survives process kill, full also power loss",
+        help="queue durability: normal survives process kill, full also power loss (default"
+        f" {_default('sqlite_synchronous').lower()})",
     )
-    p.add_argument("--shutdown-timeout", type=positive_float, metavar="SECONDS", help="default 30")
+    p.add_argument(
+        "--shutdown-timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        help=f"default {_default('shutdown_timeout_s')}",
+    )
     p.add_argument(
         "--max-backlog",
         type=positive_int,
         metavar="EVENTS",
-        help="events not yet in MLflow past which clients are told to back off (default 2000000)",
+        help="events not yet in MLflow past which clients are told to back off (default"
+        f" {_default('max_backlog_events')})",
     )
     p.add_argument(
         "--disk-reserve",
         type=non_negative_int,
         metavar="MIB",
         help="free space kept on the data directory: below it new batches are refused (clients"
-        " keep them) while flushing frees space; 0 keeps none (default 64)",
+        " keep them) while flushing frees space; 0 keeps none (default"
+        f" {_default('disk_reserve_mib')})",
     )
     p.add_argument(
         "--publish-budget",
         type=positive_float,
         metavar="CALLS_PER_S",
         help="publish calls/s all clients together are asked to stay within: each is advised"
-        " a linger of (runs publishing) / this, up to its linger_s (default 5000)",
+        " a linger of (runs publishing) / this, up to its linger_s (default"
+        f" {_default('publish_budget_per_s')})",
     )
     p.add_argument(
         "--run-lease",
         type=positive_float,
         metavar="SECONDS",
-        help="end a run KILLED when its client is silent this long (default 600)",
+        help="end a run KILLED when its client is silent this long (default"
+        f" {_default('run_lease_s')})",
     )
     p.add_argument(
         "--read-scope",
         choices=("own", "job", "all"),
         help="what clients may read back through the receiver (search_runs, get_run, ...): runs"
-        " of their own client id, of their job, or all (default job; env"
+        f" of their own client id, of their job, or all (default {_default('read_scope')}; env"
         " TRACKBRIDGE_READ_SCOPE; the viewer token reads all)",
     )
     fed = p.add_argument_group("federated rounds and cross-client aggregates")
@@ -136,7 +161,7 @@ def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         type=positive_float,
         metavar="SECONDS",
         help="write a round's aggregate this long after its first point even if some clients"
-        " have not reported it (default 60)",
+        f" have not reported it (default {_number(DEFAULT_DEADLINE_S)})",
     )
     fed.add_argument(
         "--round-as-step",
@@ -161,7 +186,8 @@ def add_serve_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--client-timeout",
         type=positive_float,
         metavar="SECONDS",
-        help="show a client disconnected when silent this long (default 150)",
+        help="show a client disconnected when silent this long (default"
+        f" {_default('client_timeout_s')})",
     )
     p.add_argument(
         "--ready-file", type=Path, help='write {"port": N, "http_port": M} here once serving'
