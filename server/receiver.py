@@ -108,7 +108,7 @@ class Receiver:
             else:
                 assert self._mirror is not None  # the config has at least one sink
                 self.flusher = FileFlusher(
-                    Queue(flush_conn),
+                    Queue(flush_conn, self.backlog),
                     self._mirror,
                     interval_s=cfg.flush_interval_s,
                     backlog=self.backlog,
@@ -188,7 +188,7 @@ class Receiver:
             scope=ReadScope(cfg.read_scope),
         )
         return Flusher(
-            Queue(conn),
+            Queue(conn, self.backlog),
             sink,
             interval_s=cfg.flush_interval_s,
             on_run=self._on_run,
@@ -339,6 +339,7 @@ class Receiver:
             artifacts_uploaded=uploader.uploaded if uploader else 0,
             artifacts_refused=uploader.failed if uploader else 0,
             artifacts_set_aside=uploader.set_aside if uploader else 0,
+            events_damaged=self._status.damaged_events(),
         )
 
     async def stop(self, grace_s: float = 5.0) -> bool:
