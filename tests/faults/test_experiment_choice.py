@@ -191,11 +191,13 @@ STARTUP_SCRIPT = CLIENTS_DIR / "experiment_startup.py"
 STARTUP_POINTS = 20
 MAX_CALLS = 40
 """A bound on the MLflow calls of one run's start-up (far more than it makes)."""
-OVER = r"/runs/log-batch|/runs/update"
-"""The run's first points, or its end: its start-up is over."""
+OVER = r"/runs/log-batch$"
+"""The run's first points: its start-up is over."""
 WRITES = r"/experiments/create|/runs/create|/runs/delete-tag|/runs/set-tag"
 """The calls that change MLflow: a kill after one differs from a kill before the next."""
-ANY = ""
+ANY = r"^(?!.*/runs/update$)"
+"""Every call but ``runs/update`` (not part of a start-up: the job's parent run may be updated
+after the previous run's end, at no fixed moment)."""
 # (phase, the calls counted, kill after the call): every call of the start-up, in turn
 PHASES = {
     # zero-code: set_experiment's calls go through the receiver too; a kill before each call,
