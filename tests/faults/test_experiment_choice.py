@@ -5,6 +5,7 @@ both client modes; every run ends up, whole and once, in the experiment its scri
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import subprocess
@@ -260,11 +261,27 @@ class DyingReceiver:
         (line,) = [c for c in calls if c.split()[:2] == [nonce, str(call)]]
         return " ".join(line.split()[2:])
 
+    def calls(self) -> str:
+        """Every counted call (``nonce index METHOD endpoint``), for a failure's message."""
+        return self.plan.with_name(self.plan.name + ".calls").read_text()
+
     def close(self) -> None:
         self.proxy.close()
         if self.receiver.proc.poll() is None:
             self.plan.unlink(missing_ok=True)
             assert self.receiver.stop() == 0, self.receiver.log_tail()
+
+
+def _whole(client: Any, job: str, case: str) -> bool:
+    """Whether the case's run is in MLflow with all its points, FINISHED."""
+    experiment = client.get_experiment_by_name(f"{job}-{case}")
+    if experiment is None:
+        return False
+    runs = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{case}'")
+    return any(
+        r.info.status == "FINISHED" and len(client.get_metric_history(r.info.run_id, "x"))
+        == STARTUP_POINTS for r in runs
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("mode", ["zero", "swap"])
@@ -305,7 +322,9 @@ def test_a_kill_at_every_mlflow_call_of_a_runs_start_up_keeps_the_chosen_experim
                 index = len(performed)
                 case, nonce = f"{phase}-{call}", str(index)
                 performed.append(case)
-                wait_until(lambda: receiver_idle(dying.data_dir), 120, what="an idle receiver")
+                if index:  # the case before is whole in MLflow: nothing of it is still to come
+                    whole = functools.partial(_whole, mlflow_client, job, performed[-2])
+                    wait_until(whole, 240, what=f"case {performed[-2]} in MLflow")
                 dying.arm(nonce, call, after=after, match=match)
                 go = steps / f"{index}.part"
                 go.write_text(case)
@@ -339,8 +358,15 @@ def test_a_kill_at_every_mlflow_call_of_a_runs_start_up_keeps_the_chosen_experim
     # The kills reached the points that matter (a test that cannot fail is none).
     for phase, _match, _after in PHASES[mode]:
         calls = [c for k, c in killed.items() if k.startswith(f"{phase}-")]
-        assert any("/runs/create" in c for c in calls), killed
-        assert any("/experiments/create" in c for c in calls), killed
+        assert any("/runs/create" in c for c in calls), dying.calls()
+        assert any("/experiments/create" in c for c in calls), dying.calls()
+    _check_runs(mlflow_client, job, client_id, performed, killed)
+
+
+def _check_runs(
+    mlflow_client: Any, job: str, client_id: str, performed: list[str], killed: dict[str, str]
+) -> None:
+    """Each case's run once, whole, FINISHED, in the experiment its script chose."""
     experiments = {e.experiment_id: e.name for e in mlflow_client.search_experiments()}
     runs = mlflow_client.search_runs(
         list(experiments), f"tags.`trackbridge.client_id` = '{client_id}'"

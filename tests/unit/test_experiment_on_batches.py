@@ -5,6 +5,7 @@ run in that experiment, not the job's; a batch from an older client keeps today'
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from client_sdk.config import WriterConfig
 from server.flush import flusher, retry
 from server.flush.flusher import Flusher
 from server.flush.sink import MlflowSink
+from server.ingest.ingestor import Ingestor
 from server.queue.sqlite import Backlog, Queue, connect
 from tests.support.fake_mlflow import FakeMlflow
 
@@ -155,3 +157,35 @@ def test_a_run_whose_start_never_came_is_created_in_the_experiment_its_batches_n
         assert [m[1] for m in run.metrics] == [float(i) for i in range(5)]
         assert run.status == "FINISHED"
     receiver.conn.close()
+
+
+def test_the_queue_keeps_the_choice_of_a_partial_resend(tmp_path: Path) -> None:
+    """A batch resent in part (its head acknowledged already) is stored as its tail: the tail
+    keeps the run's experiment, in its columns and its payload."""
+    conn = connect(tmp_path / "queue.db")
+    ingestor = Ingestor(Queue(conn), lambda *_: None, Backlog(0))
+    key = "site/r"
+
+    def batch(first: int, last: int) -> events_pb2.EventBatch:
+        points = tuple(Metric("x", float(i), i, 1000 + i) for i in range(first, last + 1))
+        return batch_to_proto(EventBatch("site", JOB, "r", first, points, "chosen", "7"))
+
+    async def publish() -> list[int]:
+        acked = []
+        for msg in (batch(1, 5), batch(3, 8)):
+            accepted = await ingestor.submit(msg, key, msg.SerializeToString())
+            acked.append(accepted.acked_seq)
+        return acked
+
+    ingestor.start()
+    try:
+        assert asyncio.run(publish()) == [5, 8]
+    finally:
+        ingestor.stop(10.0)
+    stored = Queue(conn).pending(key, 10)
+    assert [(b.first_seq, b.last_seq) for b in stored] == [(1, 5), (6, 8)]
+    for b in stored:
+        assert (b.experiment, b.experiment_id) == ("chosen", "7")
+        msg = _decoded(b.payload)
+        assert (msg.experiment, msg.experiment_id) == ("chosen", "7")
+    conn.close()
