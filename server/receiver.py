@@ -100,6 +100,8 @@ class Receiver:
         try:  # the first reads walk every table: a damaged file shows here, at start
             runs = Queue(ingest_conn).runs()  # the aggregate runs too: the (aggregate) client
             self.backlog = Backlog(Queue(ingest_conn).pending_events())
+            if self._mirror is not None:  # its reads may set damaged batches aside: backlog
+                self._mirror = Mirror(Queue(flush_conn, self.backlog), self._mirror.sinks)
             self.aggregator = self._aggregator_for(cfg, aggregate_conn)
             self.ingestor = self._ingest_for(cfg, ingest_conn)
             observer = self.hub_for(cfg, runs)
