@@ -11,11 +11,15 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bridge.convert import batch_to_proto
+from bridge.events import EventBatch, Metric, RunEnd, RunStatus
+from client_sdk._transport import Transport
 from tests.support.compat import base_env, receiver_idle
 from tests.support.dying_receiver import DIE_FILE_ENV
 from tests.support.faults import TcpProxy
@@ -217,3 +221,41 @@ def _check_runs(
         history = mlflow_client.get_metric_history(run.info.run_id, "x")
         assert sorted(int(m.value) for m in history) == list(range(STARTUP_POINTS)), name
         assert run.info.status == "FINISHED", name
+
+
+@pytest.mark.timeout(300)
+def test_a_run_whose_start_never_reached_the_receiver_lands_in_the_chosen_experiment(
+    start_receiver: Callable[..., ReceiverProcess], mlflow_client: Any, job: str, tmp_path: Path
+) -> None:
+    """The path issue 23's item 8 needs: a receiver holds a run's later batches but never its
+    start (it went to another receiver that stays down, or the client's spool lost it); once
+    its run lease has passed it creates the run itself, in the experiment every batch names.
+    An older client's batches name none: its run goes to the job's experiment, as before.
+    Failed before the batches carried the choice: the run went to the job's experiment."""
+    receiver = start_receiver(
+        data_dir=tmp_path / "data", flush_interval_s=0.2, extra_args=("--run-lease", "1")
+    )
+    transport = Transport(receiver.address, timeout_s=30.0)
+    try:
+        for client_id, chosen in (("site-new", f"{job}-chosen"), ("site-old", "")):
+            points = tuple(Metric("x", float(i), i, 1_700_000_000_000 + i) for i in range(5))
+            events = (*points, RunEnd(RunStatus.FINISHED, 1_700_000_000_099))
+            batch = EventBatch(client_id, job, "run-1", 2, events, experiment=chosen)
+            ack = transport.publish(batch_to_proto(batch).SerializeToString())
+            assert ack.acked_seq == 7
+    finally:
+        transport.close()
+    wait_until(lambda: receiver_idle(receiver.data_dir), 120, what="the runs to be written")
+    experiments = {e.experiment_id: e.name for e in mlflow_client.search_experiments()}
+    runs = mlflow_client.search_runs(list(experiments), f"tags.`trackbridge.job` = '{job}'")
+    where = {
+        r.data.tags["trackbridge.client_id"]: experiments[r.info.experiment_id]
+        for r in runs
+        if r.data.tags.get("trackbridge.role") == "client"
+    }
+    assert where == {"site-new": f"{job}-chosen", "site-old": job}
+    for run in runs:
+        if run.data.tags.get("trackbridge.role") == "client":
+            history = mlflow_client.get_metric_history(run.info.run_id, "x")
+            assert sorted(int(m.value) for m in history) == list(range(5))
+            assert run.info.status == "FINISHED"
