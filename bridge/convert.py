@@ -124,6 +124,8 @@ def batch_to_proto(batch: EventBatch) -> pb.EventBatch:
         job=batch.job,
         run_key=batch.run_key,
         first_seq=batch.first_seq,
+        experiment=batch.experiment,
+        experiment_id=batch.experiment_id,
     )
     add = msg.events.add
     for event in batch.events:
@@ -181,6 +183,7 @@ def check_batch(msg: pb.EventBatch) -> None:
             raise BatchRejected(f"{name} must be 1 to {MAX_ID_LENGTH} characters")
     if msg.first_seq < 1:
         raise BatchRejected("first_seq must be at least 1")
+    _check_experiment(msg)
     if not msg.events:
         raise BatchRejected("a batch must carry at least one event")
     if msg.first_seq + len(msg.events) - 1 > MAX_INT64:
@@ -202,6 +205,17 @@ def check_batch(msg: pb.EventBatch) -> None:
                 check_event(event_from_proto(raw))
         except MlflowException as exc:
             raise BatchRejected(f"events[{i}]: {exc.message}") from None
+
+
+def _check_experiment(msg: pb.EventBatch) -> None:
+    """The run's experiment choice a batch carries follows the run start's rules."""
+    if len(msg.experiment_id) > MAX_ID_LENGTH:
+        raise BatchRejected(f"experiment_id must be at most {MAX_ID_LENGTH} characters")
+    if msg.experiment:
+        try:
+            validate_experiment_name(msg.experiment)
+        except MlflowException as exc:
+            raise BatchRejected(f"experiment: {exc.message}") from None
 
 
 def check_event(event: Event) -> None:

@@ -133,6 +133,10 @@ class EventBatch:
     first_seq: int
     """Sequence number of ``events[0]``; sequences start at 1."""
     events: tuple[Event, ...]
+    experiment: str = ""
+    """The run's experiment name as its start chose it, on every batch ("" when not given)."""
+    experiment_id: str = ""
+    """The run's experiment id as its start chose it (wins over the name; "" when not given)."""
 
     @property
     def last_seq(self) -> int:

@@ -10,7 +10,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from bridge.convert import event_to_proto, metric_to_proto
-from bridge.events import DROPPED_BUFFER_FULL, Dropped, Event, RunEnd
+from bridge.events import DROPPED_BUFFER_FULL, Dropped, Event, RunEnd, RunStart
 from bridge.pb.v1 import events_pb2
 from client_sdk.config import WriterConfig
 from client_sdk.spool.file import Spool
@@ -65,6 +65,9 @@ class RunState:
     acked_seq: int = 0
     run_id: str = ""
     experiment_id: str = ""
+    chosen: tuple[str, str] = ("", "")
+    """The experiment (name, id) the run's start chose, carried on every batch of the run, so
+    a receiver that never got the start still puts the run there."""
     ended: bool = False
     last_contact: float = field(default_factory=time.monotonic)
     """Monotonic time of the last exchange with the receiver about this run."""
@@ -165,7 +168,10 @@ def build(
     built: list[Built] = []
     for run_key, events in per_run.items():
         ends = len(events[-1]) == 2 and isinstance(events[-1][1], RunEnd)
-        for payload, count, rejected in serialize(config, run_key, seqs[run_key], events):
+        for item in events:
+            if len(item) == 2 and isinstance(start := item[1], RunStart):
+                runs[run_key].chosen = (start.experiment, start.experiment_id)
+        for payload, count, rejected in serialize(config, runs[run_key], seqs[run_key], events):
             first = seqs[run_key]
             seqs[run_key] += count
             built.append(
@@ -174,15 +180,20 @@ def build(
     for run_key, dropped in reports:
         seq = seqs[run_key]
         seqs[run_key] += 1
-        payload = report_batch(config, run_key, seq, dropped)
+        payload = report_batch(config, runs[run_key], seq, dropped)
         built.append(Built(runs[run_key], seq, seq, payload, 0, True, False))
     return built
 
 
-def report_batch(config: WriterConfig, run_key: str, seq: int, dropped: Dropped) -> bytes:
+def report_batch(config: WriterConfig, run: RunState, seq: int, dropped: Dropped) -> bytes:
     """A batch of one event: the report ``dropped``, numbered ``seq``."""
     msg = events_pb2.EventBatch(
-        client_id=config.client_id, job=config.job, run_key=run_key, first_seq=seq
+        client_id=config.client_id,
+        job=config.job,
+        run_key=run.key,
+        first_seq=seq,
+        experiment=run.chosen[0],
+        experiment_id=run.chosen[1],
     )
     event_to_proto(dropped, msg.events.add())
     return msg.SerializeToString()
@@ -193,9 +204,9 @@ _MAX_BATCH_BYTES = 2 * 1024 * 1024
 
 
 def serialize(
-    config: WriterConfig, run_key: str, first_seq: int, events: list[BufferItem]
+    config: WriterConfig, run: RunState, first_seq: int, events: list[BufferItem]
 ) -> list[tuple[bytes, int, int]]:
-    """Serialized batches of ``events``, numbered from ``first_seq``:
+    """Serialized batches of ``events`` of ``run``, numbered from ``first_seq``:
     ``(payload, events in it, events it could not encode)``."""
     out = []
     seq = first_seq
@@ -206,8 +217,10 @@ def serialize(
             msg = events_pb2.EventBatch(
                 client_id=config.client_id,
                 job=config.job,
-                run_key=run_key,
+                run_key=run.key,
                 first_seq=seq,
+                experiment=run.chosen[0],
+                experiment_id=run.chosen[1],
             )
             add = msg.events.add
             for item in events[start : start + count]:

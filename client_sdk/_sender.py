@@ -329,7 +329,7 @@ class Sender:
         dropped = Dropped(
             lost, DROPPED_SPOOL_LOST, head.first_seq, head.last_seq, time.time_ns() // 10**6
         )
-        payload = report_batch(self._config, run.key, head.last_seq, dropped)
+        payload = report_batch(self._config, run, head.last_seq, dropped)
         with self._lock:  # the batch's place and spool row, so the accounting stays right
             run.pending[0] = Pending(
                 head.last_seq, head.last_seq, payload, head.size, head.spool, head.spool_id, True

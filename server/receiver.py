@@ -100,6 +100,8 @@ class Receiver:
         try:  # the first reads walk every table: a damaged file shows here, at start
             runs = Queue(ingest_conn).runs()  # the aggregate runs too: the (aggregate) client
             self.backlog = Backlog(Queue(ingest_conn).pending_events())
+            if self._mirror is not None:  # its reads may set damaged batches aside: backlog
+                self._mirror = Mirror(Queue(flush_conn, self.backlog), self._mirror.sinks)
             self.aggregator = self._aggregator_for(cfg, aggregate_conn)
             self.ingestor = self._ingest_for(cfg, ingest_conn)
             observer = self.hub_for(cfg, runs)
@@ -108,7 +110,7 @@ class Receiver:
             else:
                 assert self._mirror is not None  # the config has at least one sink
                 self.flusher = FileFlusher(
-                    Queue(flush_conn),
+                    Queue(flush_conn, self.backlog),
                     self._mirror,
                     interval_s=cfg.flush_interval_s,
                     backlog=self.backlog,
@@ -190,7 +192,7 @@ class Receiver:
             scope=ReadScope(cfg.read_scope),
         )
         return Flusher(
-            Queue(conn),
+            Queue(conn, self.backlog),
             sink,
             interval_s=cfg.flush_interval_s,
             on_run=self._on_run,
@@ -343,6 +345,7 @@ class Receiver:
             artifacts_uploaded=uploader.uploaded if uploader else 0,
             artifacts_refused=uploader.failed if uploader else 0,
             artifacts_set_aside=uploader.set_aside if uploader else 0,
+            events_damaged=self._status.damaged_events(),
         )
 
     async def stop(self, grace_s: float = 5.0) -> bool:

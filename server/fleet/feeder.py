@@ -147,7 +147,8 @@ class Feeder:
             tail.first_seq = mark + 1
             tail.events.extend(batch.events[mark + 1 - first :])
             first, payload = mark + 1, tail.SerializeToString()
-        self._scratch.store([(key, batch.client_id, batch.job, first, last, payload)])
+        exp = (batch.experiment, batch.experiment_id)
+        self._scratch.store([(key, batch.client_id, batch.job, first, last, payload, *exp)])
         self._backlog.add(last - first + 1)
         self._on_stored(key, last - first + 1)
         self._flush_soon()

@@ -182,12 +182,15 @@ class MlflowSink:
         *,
         may_create: bool = True,
         opening: bool = False,
+        experiment: RunStart | None = None,
     ) -> RunRef:
         """The MLflow run of one client run: the run it resumes (``resume_run_id``), else the
         run found again by its client's and run key's tags, else a new run. A ``start`` sets it
         RUNNING, unless it is the run's ``opening`` event (sequence 1) and the run exists
         already: then it is a late copy of the start (another receiver may have ended the run
         since). ``run_key`` may be the receiver's owned key (``<client id>/<run key>``).
+        Without a start, ``experiment`` (the experiment the run's batches name, as a start that
+        sets nothing else) is where the run is looked for first and created.
 
         Raises:
             RunNotCreated: No run has the key and ``may_create`` is False.
@@ -197,7 +200,13 @@ class MlflowSink:
         ref = self._attach(client_id, start) if start and start.resume_run_id else None
         if ref is None:
             ref = self._keyed_run(
-                client_id, job, run_key, start, may_create=may_create, opening=opening
+                client_id,
+                job,
+                run_key,
+                start,
+                may_create=may_create,
+                opening=opening,
+                experiment=experiment,
             )
         if start and start.parent_run_key and (client_id, start.parent_run_key) in self._by_key:
             self._nested.add(ref.run_id)  # its parent, a running client run, keeps the job's open
@@ -215,8 +224,9 @@ class MlflowSink:
         *,
         may_create: bool,
         opening: bool,
+        experiment: RunStart | None = None,
     ) -> RunRef:
-        spec = start or RunStart()
+        spec = start or experiment or RunStart()
         exp_id = self.run_experiment_id(spec, job)
         by_key = owned_by(client_id, run_key)
         where = list(dict.fromkeys((exp_id, self.experiment_id(job))))

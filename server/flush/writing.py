@@ -110,6 +110,7 @@ class RunWriter:
         self._gaps = gaps
         self._calls = calls
         self._missing_since: dict[str, float] = {}
+        self._chosen: dict[str, RunStart] = {}  # the experiment the batches name, per run
         self._progress = Progress(queue, backlog, stats, observer)
         self._creating = threading.Lock()
         self.created: dict[str, RunRef] = {}
@@ -153,6 +154,9 @@ class RunWriter:
     def _flush_read(self, run_key: str, read: Read) -> None:
         record = self._runs.record(run_key)
         ref = self._runs.refs.get(run_key)
+        for b in read.batches:  # every batch of a run carries the experiment its start chose
+            if b.experiment or b.experiment_id:
+                self._chosen[run_key] = RunStart(b.experiment, experiment_id=b.experiment_id)
         if self._runs.status.get(run_key) == RunStatus.KILLED.value and ref is not None:
             # The client is back after its lease ran out: its run goes on.
             self.call(run_key, ref, "reopen the run", self._sink.resume_run, ref, record.job)
@@ -323,8 +327,9 @@ class RunWriter:
         spec = start or saved
         may_create = spec is not None or self._start_overdue(run_key)
         find = functools.partial(
-            self._sink.client_run, may_create=may_create, opening=opening or saved is not None
-        )
+            self._sink.client_run, may_create=may_create, opening=opening or saved is not None,
+            experiment=None if spec else self._chosen.get(run_key),
+        )  # fmt: skip
         try:
             with self._creating:  # one writer at a time makes runs (and the job's parent)
                 ref = self._retrying(find, record.client_id, record.job, run_key, spec)
@@ -343,6 +348,7 @@ class RunWriter:
         self, run_key: str, ref: RunRef, start: RunStart | None, saved: RunStart | None
     ) -> RunRef:
         self._missing_since.pop(run_key, None)
+        self._chosen.pop(run_key, None)
         self._runs.refs[run_key] = ref
         if start is not None:  # a run start (or a resume: start_run(run_id=...)) runs
             self._runs.set_status(run_key, RunStatus.RUNNING.value)

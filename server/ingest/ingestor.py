@@ -24,7 +24,7 @@ from bridge.worker import OnFailure, Worker
 from server.ingest.backend import Accepted, NotServing
 from server.queue.aggregates import Observed
 from server.queue.gaps import GapLog, Noted
-from server.queue.sqlite import Backlog, Queue, RunRecord
+from server.queue.sqlite import Backlog, Queue, RunRecord, Stored
 from server.security.ownership import SEPARATOR, owned_key
 
 _logger = logging.getLogger(__name__)
@@ -198,7 +198,7 @@ class Ingestor:
         return seen, functools.partial(self._aggregates.record, seen=seen)
 
     def _store(self, group: list[_Request]) -> None:
-        rows = []
+        rows: list[Stored] = []
         outcomes: list[Accepted | Exception] = []
         acked = dict(self._acked)  # a failed commit must leave the marks as they were
         owners: dict[str, str] = {}
@@ -215,11 +215,18 @@ class Ingestor:
                 first, payload = b.first_seq, req.payload
                 if first <= mark:  # a partial resend: keep only the unseen tail
                     tail = events_pb2.EventBatch(
-                        client_id=b.client_id, job=b.job, run_key=b.run_key, first_seq=mark + 1
+                        client_id=b.client_id,
+                        job=b.job,
+                        run_key=b.run_key,
+                        first_seq=mark + 1,
+                        experiment=b.experiment,
+                        experiment_id=b.experiment_id,
                     )
                     tail.events.extend(b.events[mark + 1 - first :])
                     first, payload = mark + 1, tail.SerializeToString()
-                rows.append((key, b.client_id, b.job, first, last, payload))
+                rows.append(
+                    (key, b.client_id, b.job, first, last, payload, b.experiment, b.experiment_id)
+                )
                 fresh.append((key, b, first))
                 acked[key] = last
             else:
@@ -247,13 +254,11 @@ class Ingestor:
             for req, outcome in zip(group, outcomes, strict=True):
                 req.loop.call_soon_threadsafe(_resolve, req.future, outcome)
 
-    def _after_commit(
-        self, seen: Observed | None, rows: list[tuple[str, str, str, int, int, bytes]]
-    ) -> None:
+    def _after_commit(self, seen: Observed | None, rows: list[Stored]) -> None:
         """Tells the aggregates, the backlog and the flusher what the commit stored."""
         if seen is not None and self._aggregates is not None:
             self._aggregates.committed(seen)
-        for run_key, _c, _j, first, last, _p in rows:
+        for run_key, _c, _j, first, last, *_ in rows:
             self.events_stored += last - first + 1
             self._backlog.add(last - first + 1)
             self._on_stored(run_key, last - first + 1)

@@ -145,6 +145,12 @@ _SCALARS = (
         "Artifact files MLflow refused for good (reasons in trackbridge status).",
     ),
     (
+        "trackbridge_events_damaged",
+        "counter",
+        "events_damaged",
+        "Stored events lost: their batch failed its checksum (the queue file was damaged).",
+    ),
+    (
         "trackbridge_artifacts_set_aside",
         "gauge",
         "artifacts_set_aside",

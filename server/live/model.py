@@ -51,6 +51,8 @@ class Counters:
     """Artifact files MLflow refused for good (listed with the reason in ``status``)."""
     artifacts_set_aside: int = 0
     """Artifact files past their retry window, retried on their own schedule."""
+    events_damaged: int = 0
+    """Stored events lost because their batch failed its checksum (server/queue/checksum.py)."""
 
 
 MAX_QUEUED_DELTAS = 16

@@ -23,6 +23,8 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from server.queue.checksum import checksum
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS agg_points (
     job TEXT NOT NULL,
@@ -236,8 +238,8 @@ def store_batch(
         (run_key, job, last, AGGREGATE_STATUS),
     )
     conn.execute(
-        "INSERT INTO batches (run_key, first_seq, last_seq, payload) VALUES (?, ?, ?, ?)",
-        (run_key, first, last, payload),
+        "INSERT INTO batches (run_key, first_seq, last_seq, payload, crc) VALUES (?, ?, ?, ?, ?)",
+        (run_key, first, last, payload, checksum(payload)),
     )
 
 

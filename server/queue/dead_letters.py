@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from server.queue.checksum import checksum
 from server.queue.schema import columns
 from server.queue.sqlite import REMAINING, REQUEUED
 
@@ -107,9 +108,9 @@ def replay(
         for _id, run_key, seq, payload in entries:
             if run_key not in released:
                 conn.execute(
-                    "INSERT INTO batches (run_key, first_seq, last_seq, payload)"
-                    " VALUES (?, ?, ?, ?)",
-                    (run_key, seq, seq, payload),
+                    "INSERT INTO batches (run_key, first_seq, last_seq, payload, crc)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (run_key, seq, seq, payload, checksum(payload)),
                 )
         conn.executemany("DELETE FROM dead_letters WHERE id = ?", [(e[0],) for e in entries])
         conn.execute(
@@ -149,17 +150,17 @@ def _requeue_in_order(
     race with it. Returns the events the run held.
     """
     held = conn.execute(
-        "SELECT id, first_seq, last_seq, payload, done_seq FROM batches WHERE run_key = ?"
-        " ORDER BY id",
+        "SELECT id, first_seq, last_seq, payload, done_seq, experiment, experiment_id, crc"
+        " FROM batches WHERE run_key = ? ORDER BY id",
         (run_key,),
     ).fetchall()
-    rows = [(first, last, payload, done) for _id, first, last, payload, done in held]
-    rows += [(seq, seq, payload, 0) for _id, _run, seq, payload in entries]
+    rows = [row[1:] for row in held]  # each keeps its checksum: damage stays detectable
+    rows += [(seq, seq, payload, 0, "", "", checksum(payload)) for _i, _r, seq, payload in entries]
     rows.sort(key=lambda r: r[0])
     conn.executemany("DELETE FROM batches WHERE id = ?", [(h[0],) for h in held])
     conn.executemany(
-        "INSERT INTO batches (run_key, first_seq, last_seq, payload, done_seq)"
-        " VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO batches (run_key, first_seq, last_seq, payload, done_seq, experiment,"
+        " experiment_id, crc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [(run_key, *r) for r in rows],
     )
-    return sum(last - max(first - 1, done) for _id, first, last, _p, done in held)
+    return sum(h[2] - max(h[1] - 1, h[4]) for h in held)

@@ -1,7 +1,7 @@
 """Gaps in a run's sequence, recorded instead of accepted silently (table ``gaps`` of
 ``queue.db``).
 
-Two kinds:
+Three kinds:
 
 - ``skipped``: a batch started past the run's acknowledged mark, so sequence numbers
   ``first_seq..last_seq`` never reached this receiver. Normal when a client moves between
@@ -9,6 +9,8 @@ Two kinds:
 - ``dropped``: the client reported events it lost (a ``Dropped`` event: its buffer was full
   while its spool could not be written, or its spool was damaged), ``count`` of them. The
   flusher sets the run's total on the MLflow run as the tag ``trackbridge.dropped_events``.
+- ``damaged``: a batch this receiver stored failed its checksum when read back; its events
+  are lost (server/queue/checksum.py).
 
 Rows are keyed by (run, kind, sequence number), so a batch stored or flushed twice records its
 gap once.
@@ -29,7 +31,7 @@ _logger = logging.getLogger(__name__)
 TAG_DROPPED = "trackbridge.dropped_events"
 """Set by the receiver on a client's MLflow run: events the client reported lost, in all."""
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS gaps (
     run_key TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -68,7 +70,7 @@ class GapLog:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        conn.executescript(_SCHEMA)
+        conn.executescript(SCHEMA)
 
     def record(self, noted: Noted) -> None:
         """Records, as their batches are stored, the ranges this receiver never got and the
@@ -130,9 +132,18 @@ def format_gaps(gaps: list[dict[str, Any]]) -> list[str]:
     if not gaps:
         return []
     dropped = sum(g["count"] for g in gaps if g["kind"] == "dropped")
-    lines = [f"sequence gaps: {len(gaps)} ({dropped} events reported lost by their clients)"]
+    damaged = sum(g["count"] for g in gaps if g["kind"] == "damaged")
+    lost = f"{dropped} events reported lost by their clients"
+    if damaged:
+        lost += f", {damaged} lost to damage in this receiver's queue"
+    lines = [f"sequence gaps: {len(gaps)} ({lost})"]
     for g in gaps:
-        if g["kind"] == "skipped":
+        if g["kind"] == "damaged":
+            lines.append(
+                f"  run {g['run_key']}: events {g['first_seq']}-{g['last_seq']} are lost:"
+                f" {g['reason']}"
+            )
+        elif g["kind"] == "skipped":
             lines.append(
                 f"  run {g['run_key']}: events {g['first_seq']}-{g['last_seq']} never reached"
                 " this receiver (another receiver has them, or they were lost)"

@@ -66,6 +66,13 @@ ADDED_COLUMNS = (
     # The refused event itself (a one-event EventBatch), for `trackbridge dead-letters replay`.
     ("dead_letters", "seq", "INTEGER NOT NULL DEFAULT 0"),
     ("dead_letters", "payload", "BLOB"),
+    # The experiment (name, id) the batch's run chose at its start, as every batch carries it
+    # ("" from clients that predate it): the run is created or found there even when this
+    # receiver never got its start.
+    ("batches", "experiment", "TEXT NOT NULL DEFAULT ''"),
+    ("batches", "experiment_id", "TEXT NOT NULL DEFAULT ''"),
+    # CRC-32 of the payload, checked on every read (NULL: stored before checksums, unchecked).
+    ("batches", "crc", "INTEGER"),
 )
 """Columns added since the first release; an older queue gets them when it is opened."""
 

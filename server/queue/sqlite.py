@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from server.queue.checksum import checksum, damaged_events, intact, set_aside
 from server.queue.schema import SYNCHRONOUS_MODES, connect
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "PendingBatch",
     "Queue",
     "RunRecord",
+    "Stored",
     "connect",
 ]
 
@@ -42,6 +44,13 @@ _RUN_COLUMNS = (
 )
 # Events of a batch not written yet (done_seq marks a batch written in part).
 REMAINING = "(last_seq - MAX(first_seq - 1, done_seq))"
+_BATCH_COLUMNS = (
+    "id, run_key, first_seq, last_seq, payload, done_seq, experiment, experiment_id, crc"
+)
+
+Stored = tuple[str, str, str, int, int, bytes] | tuple[str, str, str, int, int, bytes, str, str]
+"""A batch to store: ``(run_key, client_id, job, first_seq, last_seq, payload)``, then the
+experiment name and id its run's start chose, as the batch carries them (absent: "")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +85,10 @@ class PendingBatch:
     payload: bytes
     done_seq: int = 0
     """Events up to this sequence number are written already."""
+    experiment: str = ""
+    """The experiment name the run's start chose, as the batch carried it ("" when not)."""
+    experiment_id: str = ""
+    """The experiment id the run's start chose, as the batch carried it ("" when not)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +118,10 @@ class Held:
 class Queue:
     """Typed access to the queue database through one connection (one thread at a time)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, backlog: Backlog | None = None) -> None:
         self._conn = conn
+        self._backlog = backlog
+        """Told of the events of batches set aside as damaged (server/queue/checksum.py)."""
 
     def runs(self) -> list[RunRecord]:
         """Every run the receiver knows."""
@@ -121,26 +136,25 @@ class Queue:
         return RunRecord(*row) if row else None
 
     def store(
-        self,
-        accepted: list[tuple[str, str, str, int, int, bytes]],
-        also: Callable[[sqlite3.Connection], None] | None = None,
+        self, accepted: list[Stored], also: Callable[[sqlite3.Connection], None] | None = None
     ) -> None:
-        """Durably stores batches ``(run_key, client_id, job, first_seq, last_seq, payload)``
-        in one transaction, advancing each run's acked mark; ``also`` writes in the same
-        transaction (the aggregates' inputs, server/queue/aggregates.py)."""
+        """Durably stores batches in one transaction, each with its payload's checksum,
+        advancing each run's acked mark; ``also`` writes in the same transaction (the
+        aggregates' inputs, server/queue/aggregates.py)."""
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for run_key, client_id, job, first_seq, last_seq, payload in accepted:
+            for run_key, client_id, job, first_seq, last_seq, payload, *chosen in accepted:
+                exp, exp_id = chosen or ("", "")
                 conn.execute(
                     "INSERT INTO runs (run_key, client_id, job, acked_seq) VALUES (?, ?, ?, ?)"
                     " ON CONFLICT (run_key) DO UPDATE SET acked_seq = excluded.acked_seq",
                     (run_key, client_id, job, last_seq),
                 )
                 conn.execute(
-                    "INSERT INTO batches (run_key, first_seq, last_seq, payload)"
-                    " VALUES (?, ?, ?, ?)",
-                    (run_key, first_seq, last_seq, payload),
+                    "INSERT INTO batches (run_key, first_seq, last_seq, payload, experiment,"
+                    " experiment_id, crc) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (run_key, first_seq, last_seq, payload, exp, exp_id, checksum(payload)),
                 )
             if also is not None:
                 also(conn)
@@ -159,22 +173,40 @@ class Queue:
         return [row[0] for row in rows]
 
     def pending(self, run_key: str, limit: int) -> list[PendingBatch]:
-        """The oldest ``limit`` pending batches of a run, in order."""
-        rows = self._conn.execute(
-            "SELECT id, run_key, first_seq, last_seq, payload, done_seq FROM batches"
-            " WHERE run_key = ? ORDER BY id LIMIT ?",
-            (run_key, limit),
-        ).fetchall()
-        return [PendingBatch(*row) for row in rows]
+        """The oldest ``limit`` pending batches of a run, in order; damaged ones are set aside
+        (server/queue/checksum.py), never returned."""
+        sql = f"SELECT {_BATCH_COLUMNS} FROM batches WHERE run_key = ? ORDER BY id LIMIT ?"
+        while True:
+            rows = self._conn.execute(sql, (run_key, limit)).fetchall()
+            good, removed = self._intact(rows)
+            if not removed or len(rows) < limit:
+                return good
+            # Some were set aside: read again, so a full read is never cut short by them.
 
     def pending_after(self, run_key: str, seq: int, limit: int) -> list[PendingBatch]:
-        """The oldest ``limit`` pending batches of a run that hold events after ``seq``."""
+        """The oldest ``limit`` pending batches of a run that hold events after ``seq``
+        (damaged ones set aside, as :meth:`pending` does)."""
         rows = self._conn.execute(
-            "SELECT id, run_key, first_seq, last_seq, payload, done_seq FROM batches"
+            f"SELECT {_BATCH_COLUMNS} FROM batches"
             " WHERE run_key = ? AND last_seq > ? ORDER BY id LIMIT ?",
             (run_key, seq, limit),
         ).fetchall()
-        return [PendingBatch(*row) for row in rows]
+        return self._intact(rows)[0]
+
+    def _intact(self, rows: list[tuple[object, ...]]) -> tuple[list[PendingBatch], bool]:
+        """The intact batches of ``rows``, and whether damaged ones left the queue."""
+        good, removed = [], False
+        for *fields, crc in rows:
+            batch = PendingBatch(*fields)  # type: ignore[arg-type]
+            if intact(batch.payload, crc):  # type: ignore[arg-type]
+                good.append(batch)
+                continue
+            first = max(batch.first_seq, batch.done_seq + 1)
+            lost = set_aside(self._conn, batch.id, batch.run_key, first, batch.last_seq)
+            removed = removed or lost is not None
+            if lost and self._backlog is not None:
+                self._backlog.remove(lost)
+        return good, removed
 
     def pending_events(self) -> int:
         """Number of stored events not yet written to MLflow (held ones included)."""
@@ -289,6 +321,10 @@ class Queue:
         """How many events replays have put back into the queue, ever."""
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (REQUEUED,)).fetchone()
         return int(row[0]) if row else 0
+
+    def damaged_events(self) -> int:
+        """Events lost to stored batches that failed their checksum, ever."""
+        return damaged_events(self._conn)
 
     def dead_letters(self) -> list[tuple[str, str, str, str, str]]:
         """Every dead letter as ``(run_key, kind, key, value, reason)``."""

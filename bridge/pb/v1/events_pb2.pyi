@@ -139,7 +139,7 @@ class Event(_message.Message):
     def __init__(self, metric: _Optional[_Union[Metric, _Mapping]] = ..., param: _Optional[_Union[Param, _Mapping]] = ..., tag: _Optional[_Union[Tag, _Mapping]] = ..., run_start: _Optional[_Union[RunStart, _Mapping]] = ..., run_end: _Optional[_Union[RunEnd, _Mapping]] = ..., delete_tag: _Optional[_Union[DeleteTag, _Mapping]] = ..., mlflow_call: _Optional[_Union[MlflowCall, _Mapping]] = ..., dropped: _Optional[_Union[Dropped, _Mapping]] = ...) -> None: ...
 
 class EventBatch(_message.Message):
-    __slots__ = ("client_id", "job", "run_key", "first_seq", "events", "client_pending_events", "client_spool_bytes")
+    __slots__ = ("client_id", "job", "run_key", "first_seq", "events", "client_pending_events", "client_spool_bytes", "experiment", "experiment_id")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
     RUN_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +147,8 @@ class EventBatch(_message.Message):
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     CLIENT_PENDING_EVENTS_FIELD_NUMBER: _ClassVar[int]
     CLIENT_SPOOL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     job: str
     run_key: str
@@ -154,4 +156,6 @@ class EventBatch(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[Event]
     client_pending_events: int
     client_spool_bytes: int
-    def __init__(self, client_id: _Optional[str] = ..., job: _Optional[str] = ..., run_key: _Optional[str] = ..., first_seq: _Optional[int] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., client_pending_events: _Optional[int] = ..., client_spool_bytes: _Optional[int] = ...) -> None: ...
+    experiment: str
+    experiment_id: str
+    def __init__(self, client_id: _Optional[str] = ..., job: _Optional[str] = ..., run_key: _Optional[str] = ..., first_seq: _Optional[int] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., client_pending_events: _Optional[int] = ..., client_spool_bytes: _Optional[int] = ..., experiment: _Optional[str] = ..., experiment_id: _Optional[str] = ...) -> None: ...
