@@ -359,7 +359,7 @@ class MlflowSink:
 
     def end_run(self, run: RunRef, job: str, status: RunStatus, end_time_ms: int) -> None:
         """Ends a client run; ends the job's parent run once none of its children runs."""
-        self._client.set_terminated(run.run_id, status.value, end_time_ms or None)
+        self.terminate(run.run_id, status, end_time_ms)
         parent = self._existing_parent(job, run.experiment_id)
         if parent is None or run.run_id in self._nested:  # not one of the parent's children
             return
@@ -369,4 +369,8 @@ class MlflowSink:
             max_results=1,
         )
         if not running:
-            self._client.set_terminated(parent.run_id, RunStatus.FINISHED.value)
+            self.terminate(parent.run_id, RunStatus.FINISHED, 0)
+
+    def terminate(self, run_id: str, status: RunStatus, end_time_ms: int) -> None:
+        """MLflow's ``set_terminated`` (``end_time_ms`` 0: now)."""
+        self._client.set_terminated(run_id, status.value, end_time_ms or None)
