@@ -363,13 +363,19 @@ class MlflowSink:
         parent = self._existing_parent(job, run.experiment_id)
         if parent is None or run.run_id in self._nested:  # not one of the parent's children
             return
-        running = self._client.search_runs(
-            [parent.experiment_id],
-            f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.run_id}' and attributes.status = 'RUNNING'",
-            max_results=1,
-        )
-        if not running:
+        if not self.children_running(parent):
             self.terminate(parent.run_id, RunStatus.FINISHED, 0)
+
+    def children_running(self, parent: RunRef) -> bool:
+        """Whether any child run of ``parent`` is RUNNING."""
+        return bool(
+            self._client.search_runs(
+                [parent.experiment_id],
+                f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.run_id}'"
+                " and attributes.status = 'RUNNING'",
+                max_results=1,
+            )
+        )
 
     def terminate(self, run_id: str, status: RunStatus, end_time_ms: int) -> None:
         """MLflow's ``set_terminated`` (``end_time_ms`` 0: now)."""

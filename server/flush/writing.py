@@ -41,7 +41,7 @@ from bridge.limits import ROUND_METRIC, split_log_batch
 from bridge.pb.v1 import events_pb2
 from server.flush import probes
 from server.flush.batch_creation import BatchCreator, NewRun
-from server.flush.bulk.sink import BulkSink
+from server.flush.bulk.sink import BulkSink, calls_of
 from server.flush.entries import Item, entries_of
 from server.flush.mirror import Mirror
 from server.flush.progress import BATCHES_PER_READ, TAGGED_METRICS, FlushObserver, Progress, Read
@@ -239,10 +239,14 @@ class RunWriter:
         ref = self._open(run_key, record, None)
         offset = 0
         points = entries_of(entries, self._round_as_step)
-        chunks = list(split_log_batch(points, reserve_tags=1, round_key=self._round_key))
         # The bulk writer (server/flush/bulk/) takes them all in one transaction.
-        bulk = isinstance(self._sink, BulkSink) and self._sink.together(chunks)
-        for group in [chunks] if bulk else [[chunk] for chunk in chunks]:
+        bulk = isinstance(self._sink, BulkSink) and self._sink.together(points)
+        if bulk:
+            groups = [calls_of(points, self._round_key)]
+        else:
+            chunks = split_log_batch(points, reserve_tags=1, round_key=self._round_key)
+            groups = [[chunk] for chunk in chunks]
+        for group in groups:
             covered = sum(chunk.entries for chunk in group)
             part = entries[offset : offset + covered]
             offset += covered

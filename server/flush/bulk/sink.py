@@ -18,11 +18,16 @@ from mlflow.entities import Param as MlflowParam
 from mlflow.entities import RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-from bridge.limits import LogBatchChunk
+from bridge.events import Metric, Param, RunStatus, Tag
+from bridge.limits import (
+    MAX_ENTITIES_PER_BATCH,
+    MAX_METRICS_PER_BATCH,
+    LogBatchChunk,
+    split_log_batch,
+)
 from server.flush.bulk.runs import NewRun
 from server.flush.bulk.schema import DIALECTS, dialect_of, refusal
 from server.flush.bulk.writer import BulkWriter, Call, Point, create_engine
-from bridge.events import RunStatus
 from server.flush.run_tags import TAG_FLUSHED, TAG_HEARD
 from server.flush.sink import MlflowSink, RunRef, RunRequest
 
@@ -83,6 +88,13 @@ class BulkSink(MlflowSink):
             return
         writer.terminate(run_id, status.value, end_time_ms or int(time.time() * 1000))
 
+    def children_running(self, parent: RunRef) -> bool:
+        """Whether any child run of ``parent`` is RUNNING: one query."""
+        writer = self._writer if self._decided else self.decide()
+        if writer is None:
+            return super().children_running(parent)
+        return writer.children_running(parent.experiment_id, parent.run_id)
+
     def mark_heard(self, run: RunRef, heard_ms: int) -> None:
         """Records on the run when this receiver last heard from its client (a tag)."""
         writer = self._writer if self._decided else self.decide()
@@ -91,10 +103,12 @@ class BulkSink(MlflowSink):
             return
         writer.log_calls(run.run_id, [Call(tags=[RunTag(TAG_HEARD, str(heard_ms))])])
 
-    def together(self, chunks: Sequence[LogBatchChunk]) -> bool:
-        """Whether :meth:`log_calls` writes these chunks in one transaction."""
+    def together(self, entries: Sequence[Metric | Param | Tag]) -> bool:
+        """Whether :meth:`log_calls` writes these entries' calls in one transaction."""
         writer = self._writer if self._decided else self.decide()
-        return writer is not None and not any(_names_run(c) for c in chunks)
+        return writer is not None and not any(
+            isinstance(e, Tag) and e.key == MLFLOW_RUN_NAME for e in entries
+        )
 
     def log_calls(self, run_id: str, chunks: Sequence[LogBatchChunk], progress: str = "") -> None:
         """Writes the chunks (one ``log_batch`` call each) in one transaction, ``progress``
@@ -139,6 +153,18 @@ class BulkSink(MlflowSink):
                 engine.dialect.name,
             )
             return self._writer
+
+
+def calls_of(entries: list[Metric | Param | Tag], round_key: str) -> list[LogBatchChunk]:
+    """The ``log_batch`` calls of ``entries`` (``split_log_batch``), told fast for plain metric
+    points: a call's request size matters to MLflow's server, not to its database."""
+    if any(type(e) is not Metric or (round_key and e.round) for e in entries):
+        return list(split_log_batch(entries, reserve_tags=1, round_key=round_key))
+    per_call = min(MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH - 1)  # room for the mark
+    return [
+        LogBatchChunk(tuple(entries[i : i + per_call]), (), (), len(entries[i : i + per_call]))
+        for i in range(0, len(entries), per_call)
+    ]
 
 
 def _names_run(chunk: LogBatchChunk) -> bool:

@@ -23,9 +23,9 @@ commits params, metrics and tags apart): the ``trackbridge.flushed`` tag a call 
 (server/flush/progress.py) proves the whole call landed. ``log_calls`` writes many calls of a
 run the same way (the rows they would leave one after another: duplicates across calls once,
 the latest point over all of them, a param set by an earlier call binding the later ones), and
-writers that meet share a transaction (server/flush/bulk/commit.py): a commit is what costs. The run's row is locked first
-(``BEGIN IMMEDIATE`` on SQLite, ``SELECT ... FOR UPDATE`` on PostgreSQL), so the params check
-and the writes see the same run.
+writers that meet share a transaction (server/flush/bulk/commit.py): a commit is what costs.
+The run's row is locked first (``BEGIN IMMEDIATE`` on SQLite, ``SELECT ... FOR UPDATE`` on
+PostgreSQL), so the params check and the writes see the same run.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from mlflow.store.tracking.dbmodels.models import (
     SqlRun,
     SqlTag,
 )
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import (
     _validate_batch_log_data,
     _validate_batch_log_limits,
@@ -192,6 +193,23 @@ class BulkWriter:
             conn.execute(update.values(status=status, end_time=end_time_ms))
 
         self.commits.run(write)
+
+    def children_running(self, experiment_id: str, parent_id: str) -> bool:
+        """Whether an active run of the experiment tagged ``mlflow.parentRunId`` =
+        ``parent_id`` is RUNNING (MLflow's ``search_runs`` of that filter, as one query)."""
+        query = (
+            sa.select(_RUNS.c.run_uuid)
+            .join(_TAGS, _TAGS.c.run_uuid == _RUNS.c.run_uuid)
+            .where(
+                _RUNS.c.experiment_id == int(experiment_id),
+                _RUNS.c.lifecycle_stage == "active",
+                _RUNS.c.status == "RUNNING",
+                _TAGS.c.key == MLFLOW_PARENT_RUN_ID,
+                _TAGS.c.value == parent_id,
+            )
+            .limit(1)
+        )
+        return self.commits.run(lambda conn: conn.execute(query).first() is not None)
 
     def create_runs(self, experiment_id: str, runs: Sequence[NewRun]) -> list[str]:
         """MLflow's ``create_run`` for each of ``runs``, in one transaction; their ids."""
