@@ -14,7 +14,8 @@ piece handed over in one transaction, each inside a savepoint of its own:
 - a failed commit fails every piece of it (their writers try again, as with any database
   error).
 
-On PostgreSQL it saves commits too (each a WAL flush).
+PostgreSQL takes several writers at once, each on a connection of its own, and works on their
+statements in parallel: there each writer commits its own transaction (``together=False``).
 """
 
 from __future__ import annotations
@@ -49,8 +50,11 @@ class _Piece(Generic[T]):
 class GroupCommit:
     """Runs writers' pieces of work in shared transactions (``begin`` opens one)."""
 
-    def __init__(self, begin: Callable[[], AbstractContextManager[sa.Connection]]) -> None:
+    def __init__(
+        self, begin: Callable[[], AbstractContextManager[sa.Connection]], *, together: bool = True
+    ) -> None:
         self._begin = begin
+        self._together = together
         self._changed = threading.Condition()
         self._waiting: list[_Piece[object]] = []
         self._committing = False
@@ -66,6 +70,9 @@ class GroupCommit:
     def run(self, work: Callable[[sa.Connection], T]) -> T:
         """Runs ``work`` in a transaction (perhaps with others' work) and returns its result
         once that transaction has committed; raises what ``work`` or the commit raised."""
+        if not self._together:
+            with self._begin() as conn:
+                return work(conn)
         piece: _Piece[T] = _Piece(work)
         with self._changed:
             self._waiting.append(piece)  # type: ignore[arg-type]  # results stay with pieces

@@ -114,8 +114,8 @@ class BulkWriter:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        self.commits = GroupCommit(engine.begin)
-        """Transactions, shared by the writers that meet (server/flush/bulk/commit.py)."""
+        self.commits = GroupCommit(engine.begin, together=engine.dialect.name == "sqlite")
+        """Transactions, shared on SQLite by the writers that meet (server/flush/bulk/commit.py)."""
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._lock_run = engine.dialect.name == "postgresql"
         columns = ("key", "value", "timestamp", "step", "is_nan", "run_uuid")
