@@ -59,7 +59,9 @@ class GroupCommit:
         self._waiting: list[_Piece[object]] = []
         self._committing = False
         self.commits = 0
-        """Transactions committed (or tried): fewer than pieces when writers met."""
+        """Transactions committed (or tried): fewer than ``pieces`` when writers met."""
+        self.pieces = 0
+        """Pieces of work run."""
 
     @property
     def waiting(self) -> int:
@@ -94,6 +96,7 @@ class GroupCommit:
 
     def _commit(self, pieces: list[_Piece[object]]) -> None:
         self.commits += 1
+        self.pieces += len(pieces)
         try:
             with self._begin() as conn:
                 if len(pieces) == 1:  # no savepoint needed: its failure is the transaction's

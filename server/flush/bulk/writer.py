@@ -117,7 +117,13 @@ class BulkWriter:
         self.commits = GroupCommit(engine.begin, together=engine.dialect.name == "sqlite")
         """Transactions, shared on SQLite by the writers that meet (server/flush/bulk/commit.py)."""
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        self._lock_run = engine.dialect.name == "postgresql"
+        run = sa.select(_RUNS.c.lifecycle_stage).where(_RUNS.c.run_uuid == sa.bindparam("run_uuid"))
+        if engine.dialect.name == "postgresql":
+            run = run.with_for_update()
+        # Compiled once: SQLAlchemy's statement handling costs more than these statements.
+        self._run_sql = _Driver(engine, run)
+        self._latest_sql = _Driver(engine, self._latest_upsert())
+        self._tag_sql = _Driver(engine, self._tag_upsert())
         columns = ("key", "value", "timestamp", "step", "is_nan", "run_uuid")
         self._points_sql: tuple[str, Callable[[dict[str, Any]], Any]]
         if engine.dialect.name == "sqlite":
@@ -176,9 +182,9 @@ class BulkWriter:
             self._params(conn, run_id, params)
             if rows:
                 self._insert_points(conn, rows)
-                conn.execute(self._latest_upsert(), _latest(rows))
+                self._latest_sql.run(conn, _latest(rows))
             if tags:
-                conn.execute(self._tag_upsert(), _last_per_key(run_id, tags))
+                self._tag_sql.run(conn, _last_per_key(run_id, tags))
 
         self.commits.run(write)
 
@@ -231,10 +237,7 @@ class BulkWriter:
             execute_values(cursor, sql, rows, page_size=_ROWS_PER_STATEMENT)
 
     def _check_run(self, conn: sa.Connection, run_id: str) -> None:
-        query = sa.select(_RUNS.c.lifecycle_stage).where(_RUNS.c.run_uuid == run_id)
-        if self._lock_run:
-            query = query.with_for_update()
-        stages = conn.execute(query).scalars().all()
+        stages = [row[0] for row in self._run_sql.run(conn, [{"run_uuid": run_id}])]
         if not stages:
             raise MlflowException(f"Run with id={run_id} not found", RESOURCE_DOES_NOT_EXIST)
         if stages[0] != "active":
@@ -273,8 +276,9 @@ class BulkWriter:
         if new:
             conn.execute(sa.insert(_PARAMS), new)
 
-    def _latest_upsert(self) -> sa.Executable:
-        stmt = self._insert(_LATEST)
+    def _latest_upsert(self) -> sa.Insert:
+        columns = ("key", "value", "timestamp", "step", "is_nan", "run_uuid")
+        stmt = self._insert(_LATEST).values({c: sa.bindparam(c) for c in columns})
         new = stmt.excluded
         return stmt.on_conflict_do_update(
             index_elements=[_LATEST.c.key, _LATEST.c.run_uuid],
@@ -288,11 +292,32 @@ class BulkWriter:
             > sa.tuple_(_LATEST.c.step, _LATEST.c.timestamp, _LATEST.c.value),
         )
 
-    def _tag_upsert(self) -> sa.Executable:
-        stmt = self._insert(_TAGS)
+    def _tag_upsert(self) -> sa.Insert:
+        stmt = self._insert(_TAGS).values(
+            {c: sa.bindparam(c) for c in ("key", "value", "run_uuid")}
+        )
         return stmt.on_conflict_do_update(
             index_elements=[_TAGS.c.key, _TAGS.c.run_uuid], set_={"value": stmt.excluded.value}
         )
+
+
+class _Driver:
+    """A statement compiled once, run straight through the database driver."""
+
+    def __init__(self, engine: sa.Engine, stmt: sa.Executable) -> None:
+        compiled = stmt.compile(dialect=engine.dialect)
+        self._sql = str(compiled)
+        self._names = compiled.positiontup  # None: named parameters (psycopg2's pyformat)
+
+    def run(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> list[Any]:
+        """Runs the statement for each row; the rows it returns when run once."""
+        names = self._names
+        params = rows if names is None else [tuple(r[n] for n in names) for r in rows]
+        if len(params) != 1:
+            conn.exec_driver_sql(self._sql, params)
+            return []
+        result = conn.exec_driver_sql(self._sql, params[0])
+        return list(result) if result.returns_rows else []
 
 
 def _plainly_valid(metrics: list[Point]) -> bool:
