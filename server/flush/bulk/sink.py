@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from typing import cast
 
 import sqlalchemy as sa
 from mlflow.entities import Param as MlflowParam
@@ -160,10 +161,11 @@ def calls_of(entries: list[Metric | Param | Tag], round_key: str) -> list[LogBat
     points: a call's request size matters to MLflow's server, not to its database."""
     if any(type(e) is not Metric or (round_key and e.round) for e in entries):
         return list(split_log_batch(entries, reserve_tags=1, round_key=round_key))
+    points = cast(list[Metric], entries)  # every one a Metric (above)
     per_call = min(MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH - 1)  # room for the mark
     return [
-        LogBatchChunk(tuple(entries[i : i + per_call]), (), (), len(entries[i : i + per_call]))
-        for i in range(0, len(entries), per_call)
+        LogBatchChunk(tuple(points[i : i + per_call]), (), (), len(points[i : i + per_call]))
+        for i in range(0, len(points), per_call)
     ]
 
 

@@ -57,6 +57,7 @@ from mlflow.utils.validation import (
     _validate_run_id,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from server.flush.bulk.commit import GroupCommit
 from server.flush.bulk.runs import NewRun, create_runs
@@ -304,8 +305,9 @@ class BulkWriter:
 class _Driver:
     """A statement compiled once, run straight through the database driver."""
 
-    def __init__(self, engine: sa.Engine, stmt: sa.Executable) -> None:
+    def __init__(self, engine: sa.Engine, stmt: sa.ClauseElement) -> None:
         compiled = stmt.compile(dialect=engine.dialect)
+        assert isinstance(compiled, SQLCompiler)
         self._sql = str(compiled)
         self._names = compiled.positiontup  # None: named parameters (psycopg2's pyformat)
 
