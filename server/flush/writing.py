@@ -1,6 +1,7 @@
 """Writing one run's stored batches to MLflow, in the client's order, with progress per call.
 
-Entries (metrics, params, tags) go out in ``log_batch`` chunks; the other events (run start,
+Entries (metrics, params, tags) go out in ``log_batch`` chunks (a read's all in one transaction
+with the bulk writer, server/flush/bulk/); the other events (run start,
 run end, delete tag) are written alone, in their place (:meth:`RunWriter._apply`: a new kind of
 event is one more branch there). After every MLflow call the queue records how far the run got
 (:meth:`Queue.advance`), so a restart writes again at most the call that was in flight.
@@ -41,7 +42,7 @@ from bridge.limits import ROUND_METRIC, split_log_batch
 from bridge.pb.v1 import events_pb2
 from server.flush import probes
 from server.flush.batch_creation import BatchCreator, NewRun
-from server.flush.bulk.sink import BulkSink, calls_of
+from server.flush.bulk.sink import log_together, transactions
 from server.flush.entries import Item, entries_of
 from server.flush.mirror import Mirror
 from server.flush.progress import BATCHES_PER_READ, TAGGED_METRICS, FlushObserver, Progress, Read
@@ -239,14 +240,7 @@ class RunWriter:
         ref = self._open(run_key, record, None)
         offset = 0
         points = entries_of(entries, self._round_as_step)
-        # The bulk writer (server/flush/bulk/) takes them all in one transaction.
-        bulk = isinstance(self._sink, BulkSink) and self._sink.together(points)
-        if bulk:
-            groups = [calls_of(points, self._round_key)]
-        else:
-            chunks = split_log_batch(points, reserve_tags=1, round_key=self._round_key)
-            groups = [[chunk] for chunk in chunks]
-        for group in groups:
+        for group in transactions(self._sink, points, self._round_key):
             covered = sum(chunk.entries for chunk in group)
             part = entries[offset : offset + covered]
             offset += covered
@@ -258,10 +252,7 @@ class RunWriter:
                 self._queue.set_inflight(run_key, marker)
             started = time.perf_counter()
             try:
-                if isinstance(self._sink, BulkSink) and bulk:
-                    self._retrying(self._sink.log_calls, ref.run_id, group, marker)
-                else:
-                    self._retrying(self._sink.log, ref.run_id, group[0], marker)
+                self._retrying(log_together, self._sink, ref.run_id, group, marker)
             except Exception as exc:
                 if not is_permanent(exc):
                     raise

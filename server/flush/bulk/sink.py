@@ -156,6 +156,27 @@ class BulkSink(MlflowSink):
             return self._writer
 
 
+def transactions(
+    sink: MlflowSink, entries: list[Metric | Param | Tag], round_key: str
+) -> list[list[LogBatchChunk]]:
+    """The ``log_batch`` calls of ``entries``, grouped by transaction: all in one for the bulk
+    writer, one each through MLflow's client."""
+    if isinstance(sink, BulkSink) and sink.together(entries):
+        return [calls_of(entries, round_key)]
+    return [[chunk] for chunk in split_log_batch(entries, reserve_tags=1, round_key=round_key)]
+
+
+def log_together(
+    sink: MlflowSink, run_id: str, group: list[LogBatchChunk], progress: str = ""
+) -> None:
+    """Writes a group of :func:`transactions` (``progress`` the mark of its last call)."""
+    if len(group) == 1:
+        sink.log(run_id, group[0], progress)
+        return
+    assert isinstance(sink, BulkSink), "several calls in one transaction need the bulk writer"
+    sink.log_calls(run_id, group, progress)
+
+
 def calls_of(entries: list[Metric | Param | Tag], round_key: str) -> list[LogBatchChunk]:
     """The ``log_batch`` calls of ``entries`` (``split_log_batch``), told fast for plain metric
     points: a call's request size matters to MLflow's server, not to its database."""
