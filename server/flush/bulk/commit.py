@@ -79,7 +79,7 @@ class GroupCommit:
         with self._changed:
             self._waiting.append(piece)  # type: ignore[arg-type]  # results stay with pieces
             while self._committing and not piece.done:
-                self._changed.wait()
+                self._changed.wait(1.0)  # woken when the commit ends; bounded all the same
             if piece.done:  # another writer's transaction took it
                 return piece.outcome()
             self._committing = True
