@@ -14,7 +14,10 @@ the other, all in one run:
   MLflow's store (``--no-bulk-write``); timed from their first call until the receiver wrote the
   last point; MLflow is counted afterwards;
 - freshness with the bulk writer: ``fresh_clients`` clients at ``fresh_rate`` points/s each,
-  the p99 time from a log call until MLflow's database holds the point.
+  the p99 time from a log call until MLflow's database holds the point;
+- a job's start on SQLite: ``job_start_clients`` clients start their runs at once through a
+  receiver alone with the bulk writer, until every run is in the database, beside MLflow's own
+  ``create_run`` into the same file (bench/job_start.py).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from bench import mlflow_sections
+from bench.job_start import bulk_job_start
 from bench.mlflow_sections import PgVisibility, log_batch_ceiling
 from bench.parallel_flush import freshness_with_writers, through_bridge
 from bench.postgres import create_database, start_postgres, stop_postgres
@@ -51,6 +55,7 @@ def bulk(ctx: BenchContext) -> dict[str, Any]:
         ctx, f"sqlite:///{sqlite_file}", "bulk-sqlite",
         lambda: mlflow_sections.SqliteVisibility(sqlite_file),
     )  # fmt: skip
+    figures["sqlite_job_start"] = bulk_job_start(ctx, f"sqlite:///{sqlite_file}", sqlite_file)
     pg = start_postgres()
     try:
         create_database(pg, "mlflow")  # the name PgVisibility reads
@@ -80,6 +85,7 @@ def _on(ctx: BenchContext, uri: str, store: str) -> dict[str, Any]:
         took = through_bridge(ctx, uri, f"{store}-{mode}", workers, per_client, bulk_write=on)
         out[f"bridge_{mode}_events_per_s"] = total / took["seconds"]
         out[f"bridge_{mode}_points_in_mlflow"] = took["points_in_mlflow"]
+        out[f"bridge_{mode}_at_receiver_s"] = took["acked_s"]  # every point acknowledged
     out["ratio"] = out["bridge_bulk_events_per_s"] / ceiling["events_per_s"]
     out["physical_ratio"] = out["bridge_bulk_events_per_s"] / out["inserts_alone_events_per_s"]
     return out

@@ -11,6 +11,8 @@ MLflow with other receivers (each run created provisional, then kept: two calls 
 Beside them, MLflow's own ceiling: the same ``create_run`` calls (the tags a receiver gives a
 client run) made straight from the benchmark on as many threads as a receiver uses, for
 ``min(job_start_clients, 200)`` runs, and the time a whole job's runs would take at that rate.
+Section bulk measures the same start into a SQLite file with the bulk writer
+(:func:`bulk_job_start`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from bench.mlflow_sections import wait_for_runs
@@ -68,6 +71,35 @@ def job_start(ctx: BenchContext) -> dict[str, Any]:
     return figures
 
 
+def bulk_job_start(ctx: BenchContext, tracking_uri: str, store: Path) -> dict[str, Any]:
+    """A job's start of ``job_start_clients`` clients by a receiver alone writing MLflow's
+    SQLite file ``store`` with the bulk writer (runs created in one transaction), beside
+    MLflow's own ``create_run`` into the same database."""
+    config = ReceiverConfig(
+        listen="127.0.0.1:0",
+        data_dir=ctx.work_dir / "receiver-job-start-bulk",
+        tracking_uri=tracking_uri,
+        flush_interval_s=ctx.options.flush_interval_s,
+        shutdown_timeout_s=5.0,
+        alone=True,
+        bulk_write=True,
+    )
+    clients = ctx.options.job_start_clients
+    background = BackgroundReceiver(config)
+    address = f"127.0.0.1:{background.start()}"
+    try:
+        many = _start(ctx, address, "bench-start-bulk", clients, store)
+    finally:
+        background.stop()
+    return {
+        "clients": clients,
+        "all_runs_s": many["all_runs_s"],
+        "all_acked_s": many["all_acked_s"],
+        "runs_per_s": clients / many["all_runs_s"],
+        "mlflow": _mlflow_ceiling(tracking_uri, clients),
+    }
+
+
 def _mlflow_ceiling(tracking_uri: str, clients: int) -> dict[str, float]:
     """MLflow's own rate of ``create_run`` calls, as a receiver makes them for a job's start."""
     from mlflow.tracking import MlflowClient
@@ -89,7 +121,9 @@ def _mlflow_ceiling(tracking_uri: str, clients: int) -> dict[str, float]:
     return {"runs": runs, "runs_per_s": rate, "job_s": clients / rate}
 
 
-def _start(ctx: BenchContext, address: str, job: str, clients: int) -> dict[str, float]:
+def _start(
+    ctx: BenchContext, address: str, job: str, clients: int, store: Path | None = None
+) -> dict[str, float]:
     procs = max(1, math.ceil(clients / _CLIENTS_PER_PROC))
     counts = [len(range(i, clients, procs)) for i in range(procs)]
     started = time.monotonic()
@@ -108,7 +142,8 @@ def _start(ctx: BenchContext, address: str, job: str, clients: int) -> dict[str,
         acked_s = time.monotonic() - started
         if sum(r["connected"] for r in readies) < clients:
             raise BenchError(f"only {sum(r['connected'] for r in readies)} of {clients} started")
-        wait_for_runs(mlflow_store(ctx.work_dir), job, clients, timeout_s=_TIMEOUT_S)
+        where = store or mlflow_store(ctx.work_dir)
+        wait_for_runs(where, job, clients, timeout_s=_TIMEOUT_S)
         runs_s = time.monotonic() - started
     finally:
         _stop(ctx, gens)

@@ -176,6 +176,7 @@ def through_bridge(
         background.stop()
     return {
         "seconds": landed - min(r["start"] for r in results),
+        "acked_s": max(r["acked"] for r in results) - min(r["start"] for r in results),
         "points_in_mlflow": _points(uri, job),
     }
 

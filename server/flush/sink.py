@@ -369,14 +369,24 @@ class MlflowSink:
 
     def end_run(self, run: RunRef, job: str, status: RunStatus, end_time_ms: int) -> None:
         """Ends a client run; ends the job's parent run once none of its children runs."""
-        self._client.set_terminated(run.run_id, status.value, end_time_ms or None)
+        self.terminate(run.run_id, status, end_time_ms)
         parent = self._existing_parent(job, run.experiment_id)
         if parent is None or run.run_id in self._nested:  # not one of the parent's children
             return
-        running = self._client.search_runs(
-            [parent.experiment_id],
-            f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.run_id}' and attributes.status = 'RUNNING'",
-            max_results=1,
+        if not self.children_running(parent):
+            self.terminate(parent.run_id, RunStatus.FINISHED, 0)
+
+    def children_running(self, parent: RunRef) -> bool:
+        """Whether any child run of ``parent`` is RUNNING."""
+        return bool(
+            self._client.search_runs(
+                [parent.experiment_id],
+                f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.run_id}'"
+                " and attributes.status = 'RUNNING'",
+                max_results=1,
+            )
         )
-        if not running:
-            self._client.set_terminated(parent.run_id, RunStatus.FINISHED.value)
+
+    def terminate(self, run_id: str, status: RunStatus, end_time_ms: int) -> None:
+        """MLflow's ``set_terminated`` (``end_time_ms`` 0: now)."""
+        self._client.set_terminated(run_id, status.value, end_time_ms or None)

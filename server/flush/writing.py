@@ -1,6 +1,7 @@
 """Writing one run's stored batches to MLflow, in the client's order, with progress per call.
 
-Entries (metrics, params, tags) go out in ``log_batch`` chunks; the other events (run start,
+Entries (metrics, params, tags) go out in ``log_batch`` chunks (a read's all in one transaction
+with the bulk writer, server/flush/bulk/); the other events (run start,
 run end, delete tag) are written alone, in their place (:meth:`RunWriter._apply`: a new kind of
 event is one more branch there). After every MLflow call the queue records how far the run got
 (:meth:`Queue.advance`), so a restart writes again at most the call that was in flight.
@@ -41,6 +42,7 @@ from bridge.limits import ROUND_METRIC, split_log_batch
 from bridge.pb.v1 import events_pb2
 from server.flush import probes
 from server.flush.batch_creation import BatchCreator, NewRun
+from server.flush.bulk.sink import log_together, transactions
 from server.flush.entries import Item, entries_of
 from server.flush.mirror import Mirror
 from server.flush.progress import BATCHES_PER_READ, TAGGED_METRICS, FlushObserver, Progress, Read
@@ -242,17 +244,19 @@ class RunWriter:
         ref = self._open(run_key, record, None)
         offset = 0
         points = entries_of(entries, self._round_as_step)
-        for chunk in split_log_batch(points, reserve_tags=1, round_key=self._round_key):
-            part = entries[offset : offset + chunk.entries]
-            offset += chunk.entries
+        for group in transactions(self._sink, points, self._round_key):
+            covered = sum(chunk.entries for chunk in group)
+            part = entries[offset : offset + covered]
+            offset += covered
             last = part[-1]
+            metrics = sum(len(chunk.metrics) for chunk in group)
             marker = ""
-            if len(chunk.metrics) >= TAGGED_METRICS:  # worth skipping after a crash
+            if metrics >= TAGGED_METRICS:  # worth skipping after a crash
                 marker = f"{last.seq} {self._receiver_id}:{os.urandom(4).hex()}"
                 self._queue.set_inflight(run_key, marker)
             started = time.perf_counter()
             try:
-                self._retrying(self._sink.log, ref.run_id, chunk, marker)
+                self._retrying(log_together, self._sink, ref.run_id, group, marker)
             except Exception as exc:
                 if not is_permanent(exc):
                     raise
@@ -260,7 +264,7 @@ class RunWriter:
                 dead = self._bisect(run_key, record, ref, part)
             else:
                 dead = []
-                self.stats.add(log_batch_calls=1, metric_points_written=len(chunk.metrics))
+                self.stats.add(log_batch_calls=len(group), metric_points_written=metrics)
             written = len(part) - len(dead)
             self._progress.advance(
                 run_key, read, last.index, last.seq, last.ordinal, written, dead, started

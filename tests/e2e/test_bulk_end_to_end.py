@@ -1,6 +1,6 @@
 """A receiver on ``sqlite:///`` writes straight into MLflow's database (the bulk writer); real
 client processes log through it, and MLflow's own server reads back exactly their points, the
-latest values by MLflow's rule, params and tags."""
+latest values by MLflow's rule, params and tags, and the runs (and the job's parent) ended."""
 
 from __future__ import annotations
 
@@ -125,3 +125,11 @@ def test_clients_land_exactly_through_the_bulk_writer(
     assert run.data.params == {"lr": "0.1"}
     assert run.data.tags["phase"] == "done"
     assert run.data.tags[TAG_FLUSHED].split()[0].isdigit()  # the last tagged call's mark
+    assert run.info.end_time >= run.info.start_time  # ended by the bulk writer's UPDATE
+    # The job's parent run ends with its last running child (found by one query).
+    parent_id = run.data.tags["mlflow.parentRunId"]
+    wait_until(
+        lambda: mlflow_client.get_run(parent_id).info.status == "FINISHED",
+        60,
+        what="the job's parent run to end with its last child",
+    )

@@ -1,8 +1,9 @@
 """The bulk writer against MLflow's own SQL store: the same event streams (random and
 adversarial: NaN, +-inf, duplicate points, out-of-order steps, keys at and past MLflow's
 limits, param conflicts, runs ended, resumed, deleted) go through ``SqlAlchemyStore.log_batch``
-into one database and through the bulk writer into another; the tables must hold the same
-rows (run ids aside) and MLflow's read API must answer the same, on SQLite and PostgreSQL."""
+into one database and through the bulk writer into another (a run's consecutive calls in one
+transaction, ``log_calls``); the tables must hold the same rows (run ids aside) and MLflow's
+read API must answer the same, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -46,6 +47,17 @@ ADVERSARIAL: list[tuple[Any, ...]] = [
     ("log", 2, [Metric("acc/top1", 9.0, 1, 2)], [], []),
     ("log", 2, [Metric("acc/top1", 9.0, 1, 2), Metric("acc/top1", 0.0, 5, 2)], [], []),
 ]  # fmt: skip
+
+TOGETHER: list[tuple[Any, ...]] = [
+    ("log", 1, [Metric("loss", 1.0, 5, 2), Metric("loss", float("nan"), 5, 3)],
+     [Param("lr", "0.1")], [RunTag("note", "a")]),
+    ("log", 1, [Metric("loss", 1.0, 5, 2), Metric("loss", 0.0, 5, 3),
+                Metric("acc/top1", 2.0, 1, 1)],
+     [Param("lr", "0.1"), Param("opt", "adam")], [RunTag("note", "b")]),
+    ("log", 1, [Metric("loss", float("inf"), 4, 3), Metric("acc/top1", 1.0, 1, 1)], [], []),
+]  # fmt: skip
+"""A run's calls that go at once: duplicates and the latest point across calls, a param set
+again with its value, a tag replaced."""
 
 
 @pytest.fixture(
@@ -101,6 +113,7 @@ def _equal(got: dict[str, Any], want: dict[str, Any]) -> None:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @example(stream=ADVERSARIAL)
+@example(stream=TOGETHER)
 @given(stream=streams)
 def test_same_rows_and_reads_as_mlflow(sides: tuple[Side, Side], stream: list[Any]) -> None:
     """Every stream leaves the same rows and the same answers in both databases."""

@@ -16,7 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
 from server.flush.bulk.runs import NewRun
-from server.flush.bulk.writer import BulkWriter, create_engine
+from server.flush.bulk.writer import BulkWriter, Call, Point, create_engine
 
 RUNS = 3
 LONG_KEY = "k" * 250
@@ -79,6 +79,8 @@ class Side:
     store: SqlAlchemyStore
     log: Callable[[str, list[Metric], list[Param], list[RunTag]], None]
     create_runs: Callable[[str, list[NewRun]], list[str]]
+    log_calls: Callable[[str, list[Call]], None] | None = None
+    """Several calls of a run at once (the bulk writer's ``log_calls``), when the side has it."""
     run_ids: list[str] = field(default_factory=list)
     experiment_id: str = ""
 
@@ -103,22 +105,54 @@ def bulk_side(uri: str, artifacts: str) -> Side:
     """The bulk writer for log_batch, MLflow's store for the rest (as BulkSink)."""
     store = SqlAlchemyStore(uri, artifacts)
     writer = BulkWriter(create_engine(uri))
-    return Side(store, writer.log_batch, writer.create_runs)
+    return Side(store, writer.log_batch, writer.create_runs, writer.log_calls)
 
 
 def play(side: Side, name: str, stream: list[tuple[Any, ...]]) -> list[str]:
-    """Runs a stream into one side; returns each call's outcome (its error, ids replaced)."""
+    """Runs a stream into one side; returns each call's outcome (its error, ids replaced).
+
+    A side with ``log_calls`` gets a run's consecutive log calls at once, as the receiver
+    writes them; when that is refused it gets them one by one, as the receiver then does: the
+    outcomes and the rows must be those of the calls one after another."""
     side.experiment_id = side.store.create_experiment(name)
     side.run_ids = side.create_runs(side.experiment_id, NEW_RUNS)
-    outcomes = []
-    for op, index, *rest in stream:
-        run_id = side.run_ids[index]
-        try:
-            _apply(side, op, run_id, rest)
-            outcomes.append("ok")
-        except MlflowException as exc:
-            outcomes.append(f"{exc.error_code}: {_anonymous(side, exc.message)}")
+    outcomes: list[str] = []
+    i = 0
+    while i < len(stream):
+        together = _together(side, stream, i)
+        if len(together) > 1 and side.log_calls is not None:
+            calls = [Call([_point(m) for m in op[2]], op[3], op[4]) for op in together]
+            try:
+                side.log_calls(side.run_ids[together[0][1]], calls)
+            except MlflowException:
+                pass  # one by one, below
+            else:
+                outcomes += ["ok"] * len(together)
+                i += len(together)
+                continue
+        for op, index, *rest in together:
+            try:
+                _apply(side, op, side.run_ids[index], rest)
+                outcomes.append("ok")
+            except MlflowException as exc:
+                outcomes.append(f"{exc.error_code}: {_anonymous(side, exc.message)}")
+        i += len(together)
     return outcomes
+
+
+def _together(side: Side, stream: list[tuple[Any, ...]], start: int) -> list[tuple[Any, ...]]:
+    """The stream's operations from ``start`` that go at once: a run's consecutive log calls
+    (one operation otherwise)."""
+    first = stream[start]
+    end = start + 1
+    if first[0] == "log" and side.log_calls is not None:
+        while end < len(stream) and stream[end][0] == "log" and stream[end][1] == first[1]:
+            end += 1
+    return stream[start:end]
+
+
+def _point(metric: Metric) -> Point:
+    return Point(metric.key, metric.value, metric.timestamp, metric.step)
 
 
 def _apply(side: Side, op: str, run_id: str, rest: list[Any]) -> None:

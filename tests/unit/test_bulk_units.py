@@ -4,10 +4,13 @@ of sink, including the fall back to MLflow's store on a schema it does not know.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from mlflow.entities import RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from bridge.events import Metric
@@ -15,7 +18,9 @@ from bridge.limits import LogBatchChunk
 from server.config import ReceiverConfig
 from server.flush.bulk import BulkSink, open_sink
 from server.flush.bulk.schema import dialect_of
+from server.flush.bulk.writer import BulkWriter, Call, Point, create_engine
 from server.flush.run_tags import TAG_FLUSHED
+from tests.support.procs import wait_until
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -72,3 +77,47 @@ def test_an_unknown_schema_revision_goes_through_mlflow(
     run = client.get_run(run_id)
     assert run.data.metrics == {"x": 1.0}
     assert run.data.tags[TAG_FLUSHED] == "1 r:abcd"
+
+
+def test_writers_that_meet_share_one_commit_and_a_refusal_stays_with_its_run(
+    tmp_path: Path,
+) -> None:
+    """Writers arriving while another commits go in one transaction, each in a savepoint: the
+    run MLflow refuses (deleted) raises to its own writer alone, the others' rows commit."""
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("e")
+    runs = [client.create_run(exp).info.run_id for _ in range(3)]
+    client.delete_run(runs[2])
+    writer = BulkWriter(create_engine(uri))
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(_conn: sa.Connection) -> None:
+        entered.set()
+        assert release.wait(30)
+
+    outcomes: dict[str, str] = {}
+
+    def log(run_id: str) -> None:
+        try:
+            writer.log_calls(run_id, [Call([Point("x", 1.0, 5, 0)], [], [RunTag("t", "v")])])
+            outcomes[run_id] = "ok"
+        except MlflowException as exc:
+            outcomes[run_id] = exc.error_code
+
+    holder = threading.Thread(target=writer.commits.run, args=(hold,))
+    holder.start()
+    assert entered.wait(30)
+    threads = [threading.Thread(target=log, args=(run_id,)) for run_id in runs]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: writer.commits.waiting == 3, 30, what="three writers waiting")
+    release.set()
+    for thread in [holder, *threads]:
+        thread.join(30)
+    assert outcomes == {runs[0]: "ok", runs[1]: "ok", runs[2]: "INVALID_PARAMETER_VALUE"}
+    assert writer.commits.commits == 2  # the holder's, then the three writers' together
+    for run_id, points in zip(runs, (1, 1, 0), strict=True):
+        assert len(client.get_metric_history(run_id, "x")) == points
+        assert ("t" in client.get_run(run_id).data.tags) is bool(points)
+    writer.engine.dispose()

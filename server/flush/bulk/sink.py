@@ -10,19 +10,27 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Sequence
+from typing import cast
 
 import sqlalchemy as sa
-from mlflow.entities import Metric as MlflowMetric
 from mlflow.entities import Param as MlflowParam
 from mlflow.entities import RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-from bridge.limits import LogBatchChunk
+from bridge.events import Metric, Param, RunStatus, Tag
+from bridge.limits import (
+    MAX_ENTITIES_PER_BATCH,
+    MAX_METRICS_PER_BATCH,
+    LogBatchChunk,
+    split_log_batch,
+)
 from server.flush.bulk.runs import NewRun
 from server.flush.bulk.schema import DIALECTS, dialect_of, refusal
-from server.flush.bulk.writer import BulkWriter, create_engine
-from server.flush.run_tags import TAG_FLUSHED
-from server.flush.sink import MlflowSink, RunRequest
+from server.flush.bulk.writer import BulkWriter, Call, Point, create_engine
+from server.flush.run_tags import TAG_FLUSHED, TAG_HEARD
+from server.flush.sink import MlflowSink, RunRef, RunRequest
 
 _logger = logging.getLogger(__name__)
 
@@ -66,19 +74,51 @@ class BulkSink(MlflowSink):
     def log(self, run_id: str, chunk: LogBatchChunk, progress: str = "") -> None:
         """Writes one chunk in one transaction, its ``progress`` tag with it."""
         writer = self._writer if self._decided else self.decide()
-        tags = [RunTag(t.key, t.value) for t in chunk.tags]
-        if writer is None or any(t.key == MLFLOW_RUN_NAME for t in tags):
+        if writer is None or _names_run(chunk):
             super().log(run_id, chunk, progress)  # a run name also renames the run's row
             return
-        if progress:
-            tags.append(RunTag(TAG_FLUSHED, progress))
-        if not chunk.metrics and not chunk.params and not tags:
+        if not chunk.metrics and not chunk.params and not chunk.tags and not progress:
             return  # MLflow's client makes no call either
-        writer.log_batch(
-            run_id,
-            metrics=[MlflowMetric(m.key, m.value, m.timestamp_ms, m.step) for m in chunk.metrics],
-            params=[MlflowParam(p.key, p.value) for p in chunk.params],
-            tags=tags,
+        writer.log_calls(run_id, [_call(chunk, progress)])
+
+    def terminate(self, run_id: str, status: RunStatus, end_time_ms: int) -> None:
+        """Ends a run with one UPDATE of its row, as MLflow's ``set_terminated``."""
+        writer = self._writer if self._decided else self.decide()
+        if writer is None:
+            super().terminate(run_id, status, end_time_ms)
+            return
+        writer.terminate(run_id, status.value, end_time_ms or int(time.time() * 1000))
+
+    def children_running(self, parent: RunRef) -> bool:
+        """Whether any child run of ``parent`` is RUNNING: one query."""
+        writer = self._writer if self._decided else self.decide()
+        if writer is None:
+            return super().children_running(parent)
+        return writer.children_running(parent.experiment_id, parent.run_id)
+
+    def mark_heard(self, run: RunRef, heard_ms: int) -> None:
+        """Records on the run when this receiver last heard from its client (a tag)."""
+        writer = self._writer if self._decided else self.decide()
+        if writer is None:
+            super().mark_heard(run, heard_ms)
+            return
+        writer.log_calls(run.run_id, [Call(tags=[RunTag(TAG_HEARD, str(heard_ms))])])
+
+    def together(self, entries: Sequence[Metric | Param | Tag]) -> bool:
+        """Whether :meth:`log_calls` writes these entries' calls in one transaction."""
+        writer = self._writer if self._decided else self.decide()
+        return writer is not None and not any(
+            isinstance(e, Tag) and e.key == MLFLOW_RUN_NAME for e in entries
+        )
+
+    def log_calls(self, run_id: str, chunks: Sequence[LogBatchChunk], progress: str = "") -> None:
+        """Writes the chunks (one ``log_batch`` call each) in one transaction, ``progress``
+        with the last; only when :meth:`together` said so."""
+        writer = self._writer
+        assert writer is not None, "log_calls without together()"
+        last = len(chunks) - 1
+        writer.log_calls(
+            run_id, [_call(c, progress if i == last else "") for i, c in enumerate(chunks)]
         )
 
     def create_runs(self, exp_id: str, runs: list[RunRequest]) -> list[str] | None:
@@ -114,3 +154,52 @@ class BulkSink(MlflowSink):
                 engine.dialect.name,
             )
             return self._writer
+
+
+def transactions(
+    sink: MlflowSink, entries: list[Metric | Param | Tag], round_key: str
+) -> list[list[LogBatchChunk]]:
+    """The ``log_batch`` calls of ``entries``, grouped by transaction: all in one for the bulk
+    writer, one each through MLflow's client."""
+    if isinstance(sink, BulkSink) and sink.together(entries):
+        return [calls_of(entries, round_key)]
+    return [[chunk] for chunk in split_log_batch(entries, reserve_tags=1, round_key=round_key)]
+
+
+def log_together(
+    sink: MlflowSink, run_id: str, group: list[LogBatchChunk], progress: str = ""
+) -> None:
+    """Writes a group of :func:`transactions` (``progress`` the mark of its last call)."""
+    if len(group) == 1:
+        sink.log(run_id, group[0], progress)
+        return
+    assert isinstance(sink, BulkSink), "several calls in one transaction need the bulk writer"
+    sink.log_calls(run_id, group, progress)
+
+
+def calls_of(entries: list[Metric | Param | Tag], round_key: str) -> list[LogBatchChunk]:
+    """The ``log_batch`` calls of ``entries`` (``split_log_batch``), told fast for plain metric
+    points: a call's request size matters to MLflow's server, not to its database."""
+    if any(type(e) is not Metric or (round_key and e.round) for e in entries):
+        return list(split_log_batch(entries, reserve_tags=1, round_key=round_key))
+    points = cast(list[Metric], entries)  # every one a Metric (above)
+    per_call = min(MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH - 1)  # room for the mark
+    return [
+        LogBatchChunk(tuple(points[i : i + per_call]), (), (), len(points[i : i + per_call]))
+        for i in range(0, len(points), per_call)
+    ]
+
+
+def _names_run(chunk: LogBatchChunk) -> bool:
+    return any(t.key == MLFLOW_RUN_NAME for t in chunk.tags)
+
+
+def _call(chunk: LogBatchChunk, progress: str) -> Call:
+    tags = [RunTag(t.key, t.value) for t in chunk.tags]
+    if progress:
+        tags.append(RunTag(TAG_FLUSHED, progress))
+    return Call(
+        metrics=[Point(m.key, m.value, m.timestamp_ms, m.step) for m in chunk.metrics],
+        params=[MlflowParam(p.key, p.value) for p in chunk.params],
+        tags=tags,
+    )

@@ -20,9 +20,12 @@ What MLflow's store does, and how this writer gets the same rows
 
 One transaction holds the call's params, metrics and tags, so a call is all or nothing (MLflow
 commits params, metrics and tags apart): the ``trackbridge.flushed`` tag a call carries
-(server/flush/progress.py) proves the whole call landed. The run's row is locked first
-(``BEGIN IMMEDIATE`` on SQLite, ``SELECT ... FOR UPDATE`` on PostgreSQL), so the params check
-and the writes see the same run.
+(server/flush/progress.py) proves the whole call landed. ``log_calls`` writes many calls of a
+run the same way (the rows they would leave one after another: duplicates across calls once,
+the latest point over all of them, a param set by an earlier call binding the later ones), and
+writers that meet share a transaction (server/flush/bulk/commit.py): a commit is what costs.
+The run's row is locked first (``BEGIN IMMEDIATE`` on SQLite, ``SELECT ... FOR UPDATE`` on
+PostgreSQL), so the params check and the writes see the same run.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ import contextlib
 import math
 import operator
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from mlflow.entities import Metric, Param, RunTag
@@ -44,6 +48,7 @@ from mlflow.store.tracking.dbmodels.models import (
     SqlRun,
     SqlTag,
 )
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import (
     _validate_batch_log_data,
     _validate_batch_log_limits,
@@ -52,7 +57,9 @@ from mlflow.utils.validation import (
     _validate_run_id,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.compiler import SQLCompiler
 
+from server.flush.bulk.commit import GroupCommit
 from server.flush.bulk.runs import NewRun, create_runs
 
 _MAX_FLOAT = 1.7976931348623157e308
@@ -85,13 +92,39 @@ def create_engine(tracking_uri: str) -> sa.Engine:
     return engine
 
 
+class Point(NamedTuple):
+    """A metric point as MLflow's ``Metric`` has it (cheaper to make: one per point)."""
+
+    key: str
+    value: float
+    timestamp: int
+    step: int
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One ``log_batch`` call's entries."""
+
+    metrics: Sequence[Point] = ()
+    params: Sequence[Param] = ()
+    tags: Sequence[RunTag] = ()
+
+
 class BulkWriter:
     """Writes ``log_batch`` calls into MLflow's tables (SQLite or PostgreSQL)."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        self.commits = GroupCommit(engine.begin, together=engine.dialect.name == "sqlite")
+        """Transactions, shared on SQLite by the writers that meet (server/flush/bulk/commit.py)."""
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        self._lock_run = engine.dialect.name == "postgresql"
+        run = sa.select(_RUNS.c.lifecycle_stage).where(_RUNS.c.run_uuid == sa.bindparam("run_uuid"))
+        if engine.dialect.name == "postgresql":
+            run = run.with_for_update()
+        # Compiled once: SQLAlchemy's statement handling costs more than these statements.
+        self._run_sql = _Driver(engine, run)
+        self._latest_sql = _Driver(engine, self._latest_upsert())
+        self._tag_sql = _Driver(engine, self._tag_upsert())
         columns = ("key", "value", "timestamp", "step", "is_nan", "run_uuid")
         self._points_sql: tuple[str, Callable[[dict[str, Any]], Any]]
         if engine.dialect.name == "sqlite":
@@ -117,29 +150,77 @@ class BulkWriter:
             MlflowException: What MLflow's store raises for the same call.
             sqlalchemy.exc.SQLAlchemyError: The database failed (worth trying again).
         """
+        points = [Point(m.key, m.value, m.timestamp, m.step) for m in metrics]
+        self.log_calls(run_id, [Call(points, params, tags)])
+
+    def log_calls(self, run_id: str, calls: Sequence[Call]) -> None:
+        """MLflow's ``log_batch`` for each of ``calls`` in turn, all in one transaction: the
+        rows those calls would leave, or none of them.
+
+        Raises:
+            MlflowException: What MLflow's store raises for the first call it refuses
+                (then nothing is written; the calls one by one write the others).
+            sqlalchemy.exc.SQLAlchemyError: The database failed (worth trying again).
+        """
         _validate_run_id(run_id)  # type: ignore[no-untyped-call]
-        valid_metrics = list(metrics)
-        if not _plainly_valid(valid_metrics):
-            _validate_batch_log_data(valid_metrics, [], [])  # type: ignore[no-untyped-call]
-        checked = _validate_batch_log_data([], list(params), list(tags))  # type: ignore[no-untyped-call]
-        valid_params: list[Param] = checked[1]  # values truncated as MLflow truncates them
-        valid_tags: list[RunTag] = checked[2]
-        _validate_batch_log_limits(valid_metrics, valid_params, valid_tags)  # type: ignore[no-untyped-call]
-        _validate_param_keys_unique(valid_params)  # type: ignore[no-untyped-call]
-        points = _points(run_id, valid_metrics)
-        with self.engine.begin() as conn:
+        points: list[Point] = []
+        params: list[list[Param]] = []
+        tags: list[RunTag] = []
+        for call in calls:
+            valid_metrics = list(call.metrics)
+            if not _plainly_valid(valid_metrics):
+                _validate_batch_log_data(valid_metrics, [], [])  # type: ignore[no-untyped-call]
+            checked = _validate_batch_log_data([], list(call.params), list(call.tags))  # type: ignore[no-untyped-call]
+            _validate_batch_log_limits(valid_metrics, checked[1], checked[2])  # type: ignore[no-untyped-call]
+            _validate_param_keys_unique(checked[1])  # type: ignore[no-untyped-call]
+            points += valid_metrics
+            params.append(checked[1])  # values truncated as MLflow truncates them
+            tags += checked[2]
+        rows = _points(run_id, points)
+
+        def write(conn: sa.Connection) -> None:
             self._check_run(conn, run_id)
-            self._params(conn, run_id, valid_params)
-            if points:
-                self._insert_points(conn, points)
-                conn.execute(self._latest_upsert(), _latest(points))
-            if valid_tags:
-                conn.execute(self._tag_upsert(), _last_per_key(run_id, valid_tags))
+            self._params(conn, run_id, params)
+            if rows:
+                self._insert_points(conn, rows)
+                self._latest_sql.run(conn, _latest(rows))
+            if tags:
+                self._tag_sql.run(conn, _last_per_key(run_id, tags))
+
+        self.commits.run(write)
+
+    def terminate(self, run_id: str, status: str, end_time_ms: int) -> None:
+        """MLflow's ``update_run_info`` of a status and end time (``set_terminated``): the
+        run must exist and be active."""
+        _validate_run_id(run_id)  # type: ignore[no-untyped-call]
+
+        def write(conn: sa.Connection) -> None:
+            self._check_run(conn, run_id)
+            update = _RUNS.update().where(_RUNS.c.run_uuid == run_id)
+            conn.execute(update.values(status=status, end_time=end_time_ms))
+
+        self.commits.run(write)
+
+    def children_running(self, experiment_id: str, parent_id: str) -> bool:
+        """Whether an active run of the experiment tagged ``mlflow.parentRunId`` =
+        ``parent_id`` is RUNNING (MLflow's ``search_runs`` of that filter, as one query)."""
+        query = (
+            sa.select(_RUNS.c.run_uuid)
+            .join(_TAGS, _TAGS.c.run_uuid == _RUNS.c.run_uuid)
+            .where(
+                _RUNS.c.experiment_id == int(experiment_id),
+                _RUNS.c.lifecycle_stage == "active",
+                _RUNS.c.status == "RUNNING",
+                _TAGS.c.key == MLFLOW_PARENT_RUN_ID,
+                _TAGS.c.value == parent_id,
+            )
+            .limit(1)
+        )
+        return self.commits.run(lambda conn: conn.execute(query).first() is not None)
 
     def create_runs(self, experiment_id: str, runs: Sequence[NewRun]) -> list[str]:
         """MLflow's ``create_run`` for each of ``runs``, in one transaction; their ids."""
-        with self.engine.begin() as conn:
-            return create_runs(conn, experiment_id, runs)
+        return self.commits.run(lambda conn: create_runs(conn, experiment_id, runs))
 
     def _insert_points(self, conn: sa.Connection, points: list[dict[str, Any]]) -> None:
         """``INSERT ... ON CONFLICT DO NOTHING`` of the points straight through the driver:
@@ -157,10 +238,7 @@ class BulkWriter:
             execute_values(cursor, sql, rows, page_size=_ROWS_PER_STATEMENT)
 
     def _check_run(self, conn: sa.Connection, run_id: str) -> None:
-        query = sa.select(_RUNS.c.lifecycle_stage).where(_RUNS.c.run_uuid == run_id)
-        if self._lock_run:
-            query = query.with_for_update()
-        stages = conn.execute(query).scalars().all()
+        stages = [row[0] for row in self._run_sql.run(conn, [{"run_uuid": run_id}])]
         if not stages:
             raise MlflowException(f"Run with id={run_id} not found", RESOURCE_DOES_NOT_EXIST)
         if stages[0] != "active":
@@ -169,35 +247,39 @@ class BulkWriter:
                 INVALID_PARAMETER_VALUE,
             )
 
-    def _params(self, conn: sa.Connection, run_id: str, params: list[Param]) -> None:
-        if not params:
+    def _params(self, conn: sa.Connection, run_id: str, calls: list[list[Param]]) -> None:
+        """Each call's params: a key logged before (in the database or an earlier call) with
+        another value refuses the call, with MLflow's message; the same value is a no-op."""
+        keys = list({p.key for call in calls for p in call})
+        if not keys:
             return
-        keys = [p.key for p in params]
         query = sa.select(_PARAMS.c.key, _PARAMS.c.value).where(
             _PARAMS.c.run_uuid == run_id, _PARAMS.c.key.in_(keys)
         )
         existing: dict[str, str] = {key: value for key, value in conn.execute(query)}
-        conflicts = [
-            {"key": p.key, "old_value": existing[p.key], "new_value": p.value}
-            for p in params
-            if p.key in existing and existing[p.key] != p.value
-        ]
-        if conflicts:
-            raise MlflowException(
-                "Changing param values is not allowed. Params were already"
-                f" logged='{conflicts}' for run ID='{run_id}'.",
-                INVALID_PARAMETER_VALUE,
-            )
-        new = [
-            {"key": p.key, "value": p.value, "run_uuid": run_id}
-            for p in params
-            if p.key not in existing
-        ]
+        new: list[dict[str, Any]] = []
+        for params in calls:
+            conflicts = [
+                {"key": p.key, "old_value": existing[p.key], "new_value": p.value}
+                for p in params
+                if p.key in existing and existing[p.key] != p.value
+            ]
+            if conflicts:
+                raise MlflowException(
+                    "Changing param values is not allowed. Params were already"
+                    f" logged='{conflicts}' for run ID='{run_id}'.",
+                    INVALID_PARAMETER_VALUE,
+                )
+            for p in params:
+                if p.key not in existing:
+                    existing[p.key] = p.value
+                    new.append({"key": p.key, "value": p.value, "run_uuid": run_id})
         if new:
             conn.execute(sa.insert(_PARAMS), new)
 
-    def _latest_upsert(self) -> sa.Executable:
-        stmt = self._insert(_LATEST)
+    def _latest_upsert(self) -> sa.Insert:
+        columns = ("key", "value", "timestamp", "step", "is_nan", "run_uuid")
+        stmt = self._insert(_LATEST).values({c: sa.bindparam(c) for c in columns})
         new = stmt.excluded
         return stmt.on_conflict_do_update(
             index_elements=[_LATEST.c.key, _LATEST.c.run_uuid],
@@ -211,14 +293,36 @@ class BulkWriter:
             > sa.tuple_(_LATEST.c.step, _LATEST.c.timestamp, _LATEST.c.value),
         )
 
-    def _tag_upsert(self) -> sa.Executable:
-        stmt = self._insert(_TAGS)
+    def _tag_upsert(self) -> sa.Insert:
+        stmt = self._insert(_TAGS).values(
+            {c: sa.bindparam(c) for c in ("key", "value", "run_uuid")}
+        )
         return stmt.on_conflict_do_update(
             index_elements=[_TAGS.c.key, _TAGS.c.run_uuid], set_={"value": stmt.excluded.value}
         )
 
 
-def _plainly_valid(metrics: list[Metric]) -> bool:
+class _Driver:
+    """A statement compiled once, run straight through the database driver."""
+
+    def __init__(self, engine: sa.Engine, stmt: sa.ClauseElement) -> None:
+        compiled = stmt.compile(dialect=engine.dialect)
+        assert isinstance(compiled, SQLCompiler)
+        self._sql = str(compiled)
+        self._names = compiled.positiontup  # None: named parameters (psycopg2's pyformat)
+
+    def run(self, conn: sa.Connection, rows: list[dict[str, Any]]) -> list[Any]:
+        """Runs the statement for each row; the rows it returns when run once."""
+        names = self._names
+        params = rows if names is None else [tuple(r[n] for n in names) for r in rows]
+        if len(params) != 1:
+            conn.exec_driver_sql(self._sql, params)
+            return []
+        result = conn.exec_driver_sql(self._sql, params[0])
+        return list(result) if result.returns_rows else []
+
+
+def _plainly_valid(metrics: list[Point]) -> bool:
     """Whether every point passes MLflow's checks, told fast: plain numbers, a timestamp not
     negative, each key checked once by MLflow's own function. False sends the call through
     MLflow's validation of every point, which raises MLflow's error for the first bad one."""
@@ -247,7 +351,7 @@ def stored_value(value: float) -> tuple[float, bool]:
     return value, False
 
 
-def _points(run_id: str, metrics: list[Metric]) -> list[dict[str, Any]]:
+def _points(run_id: str, metrics: list[Point]) -> list[dict[str, Any]]:
     """The call's distinct rows of ``metrics``, in the call's order."""
     rows: dict[tuple[str, int, int, float, bool], dict[str, Any]] = {}
     for metric in metrics:
