@@ -1,8 +1,9 @@
 """The flusher: moves stored batches to MLflow on a timer, or early when a run has a full batch.
 
 One run's trouble is nobody else's. Each cycle gives every run with pending batches a turn (at
-most about a second of MLflow's time before the next run's turn; a cycle with work left starts
-the next at once). MLflow's answer decides what happens to that run alone:
+most about a second of MLflow's time, and a slice of its entries when another run waits:
+server/flush/pool.py; a cycle with work left starts the next at once). MLflow's answer decides
+what happens to that run alone:
 
 - a refusal for good concerning the run (its run or experiment deleted, a run MLflow will not
   create or end) *quarantines* it: its events stay in the queue, held, with the reason and the
@@ -19,6 +20,7 @@ the next at once). MLflow's answer decides what happens to that run alone:
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import threading
@@ -34,7 +36,7 @@ from server.flush.batch_creation import BatchCreator, new_runs
 from server.flush.leases import Leases
 from server.flush.mirror import Mirror
 from server.flush.outage import Outage
-from server.flush.pool import Gate, Serialized, Turn, TurnPool, TurnResult
+from server.flush.pool import Budget, Gate, Serialized, Turn, TurnPool, TurnResult
 from server.flush.progress import FlushObserver
 from server.flush.refusals import RunMissing, RunRefused, purged
 from server.flush.retry import Retrier, Stopping
@@ -112,6 +114,7 @@ class Flusher:
         self._retry_at = self._backoffs.retry_at
         self._failures = self._backoffs.failures
         self._missing: dict[str, int] = {}
+        self._sliced: set[str] = set()
         self._requeued = queue.requeued_events()
         self._turn_seconds = max(1.0, interval_s)
         self.worker = Worker("flusher", lambda _w: self._loop(), on_failure=OnFailure.RESTART)
@@ -208,6 +211,8 @@ class Flusher:
         failures = progressed = 0
         more = False
         self._new_runs.clear()
+        with self._lock:
+            self._unflushed.clear()  # from now on: what arrives while the turns write
         pending = self._queue.runs_with_pending()
         self._create_together(pending, now)
         due = [
@@ -215,7 +220,8 @@ class Flusher:
             for k in pending
             if k not in self._runs.quarantined and (stopping or self._retry_at.get(k, 0.0) <= now)
         ]
-        turns = self._pool.turns(due, self._turn)
+        due.sort(key=self._sliced.__contains__)  # round robin: whoever gave way goes last
+        turns = self._pool.turns(due, functools.partial(self._turn, others_due=len(due) > 1))
         for run_key, result in turns:
             outcome = self._apply(run_key, result)
             if self._new_runs.is_set():  # a job starting while the cycle writes the others
@@ -279,14 +285,20 @@ class Flusher:
         for run_key, ref in made.items():  # its client learns the MLflow run id at once
             self._on_run(run_key, ref.run_id, ref.experiment_id)
 
-    def _turn(self, run_key: str) -> TurnResult:
-        """Writes one run, on a pool thread: how it went, for the flusher's thread to apply."""
+    def _turn(self, run_key: str, others_due: bool = False) -> TurnResult:
+        """Writes one run, on a pool thread: how it went, for the flusher's thread to apply.
+        The turn gives way after a slice when ``others_due`` (other runs have a turn in this
+        cycle) or another run's events arrive meanwhile."""
         if run_key in self._runs.quarantined:  # since the cycle began (its lease, say)
             return TurnResult(Turn.HELD)
-        with self._lock:
-            self._unflushed.pop(run_key, None)
+
+        def others_wait() -> bool:
+            with self._lock:
+                return others_due or any(k != run_key for k in self._unflushed)
+
+        budget = Budget(time.monotonic() + self._turn_seconds, others_wait, time.monotonic)
         try:
-            more = self._writer.flush_run(run_key, time.monotonic() + self._turn_seconds)
+            more = self._writer.flush_run(run_key, budget)
         except RunRefused as refusal:
             return TurnResult(Turn.REFUSED, refusal)
         except RunMissing as missing:
@@ -313,6 +325,10 @@ class Flusher:
         elif result.turn is not Turn.HELD:
             self._retry_at.pop(run_key, None)
             self._failures.pop(run_key, None)
+        if result.turn is Turn.MORE:
+            self._sliced.add(run_key)
+        else:
+            self._sliced.discard(run_key)
         return result.turn
 
     def _sync(self) -> None:

@@ -13,6 +13,11 @@ flusher gives up to ``workers`` runs their turn at the same time, each on a thre
 
 With a single worker the turns run on the flusher's thread, one after another, exactly as
 before the pool existed.
+
+Turns are fair by size, not by run: a turn that has written a slice (``SLICE_ENTRIES``) gives
+way when another run waits for its turn, and every turn ends when its time is up
+(:class:`Budget`). So one run's huge batch is written in slices between the other runs'
+turns, and holds none of them back by more than a slice (or a flush interval).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+SLICE_ENTRIES = 2000
+"""Entries (metric points, params, tags; any other event counts one) a turn writes before it
+gives way to a run waiting for its turn: two full log_batch calls."""
 DEFAULT_WORKERS = 4
 """Writers at once: MLflow on PostgreSQL with 4 server workers (the deployment the docs
 recommends at scale) takes four runs' log_batch calls at once."""
@@ -58,6 +66,30 @@ class TurnResult:
 
     turn: Turn
     error: BaseException | None = None
+
+
+class Budget:
+    """When a run's turn ends: its time is up, or it has written a slice while another run
+    waits. Used by the turn's own thread only."""
+
+    def __init__(self, until: float, others_wait: Callable[[], bool], clock: Callable[[], float]):
+        self.left = SLICE_ENTRIES
+        """Entries before the slice ends (always above 0 while the turn goes on)."""
+        self._until = until
+        self._others_wait = others_wait
+        self._clock = clock
+
+    def spend(self, entries: int) -> bool:
+        """Counts ``entries`` written; True when the turn ends here (the run has more)."""
+        self.left -= entries
+        if self._clock() >= self._until:
+            return True
+        if self.left > 0:
+            return False
+        if self._others_wait():
+            return True
+        self.left = SLICE_ENTRIES  # nobody waits: another slice
+        return False
 
 
 class Gate:

@@ -43,6 +43,7 @@ from server.flush import probes
 from server.flush.batch_creation import BatchCreator, NewRun
 from server.flush.entries import Item, entries_of
 from server.flush.mirror import Mirror
+from server.flush.pool import Budget
 from server.flush.progress import BATCHES_PER_READ, TAGGED_METRICS, FlushObserver, Progress, Read
 from server.flush.refusals import (
     RunMissing,
@@ -115,8 +116,9 @@ class RunWriter:
         self.created: dict[str, RunRef] = {}
         """Runs created in a batch whose start is still to be written: their MLflow runs."""
 
-    def flush_run(self, run_key: str, until: float) -> bool:
-        """Writes a run's pending batches; True when ``until`` passed with more left.
+    def flush_run(self, run_key: str, budget: Budget) -> bool:
+        """Writes a run's pending batches; True when the turn's ``budget`` ended it, perhaps
+        with more left (server/flush/pool.py).
 
         The other sinks hold each read before MLflow gets it (server/flush/mirror.py)."""
         if run_key in self._runs.recovering:
@@ -124,11 +126,10 @@ class RunWriter:
         while batches := self._queue.pending(run_key, BATCHES_PER_READ):
             if self._mirror is not None:
                 self._mirror.cover(self._runs.record(run_key), batches)
-            self._flush_read(run_key, Read(batches))
+            if self._flush_read(run_key, Read(batches), budget):
+                return True  # the rest of the read is read again on the run's next turn
             if len(batches) < BATCHES_PER_READ:
                 return False
-            if time.monotonic() >= until:
-                return True
         return False
 
     def create_together(self, creator: BatchCreator, runs: list[NewRun]) -> dict[str, RunRef]:
@@ -150,7 +151,8 @@ class RunWriter:
 
     # -- one read --------------------------------------------------------------------------------
 
-    def _flush_read(self, run_key: str, read: Read) -> None:
+    def _flush_read(self, run_key: str, read: Read, budget: Budget) -> bool:
+        """Writes a read, in slices; True when the budget ends the turn after one."""
         record = self._runs.record(run_key)
         ref = self._runs.refs.get(run_key)
         if self._runs.status.get(run_key) == RunStatus.KILLED.value and ref is not None:
@@ -170,15 +172,23 @@ class RunWriter:
                     event = self._gaps.dropped(run_key, seq, event)  # the run's total, a tag
                 if isinstance(event, Metric | Param | Tag):
                     entries.append(Item(event, index, seq, ordinal))
+                    if len(entries) >= budget.left:  # a slice: written, then maybe give way
+                        self._write(run_key, record, read, entries)
+                        if budget.spend(len(entries)):
+                            return True
+                        entries = []
                     continue
                 self._write(run_key, record, read, entries)
-                entries = []
+                spent, entries = len(entries) + 1, []
                 started = time.perf_counter()
                 dead = self._apply(run_key, record, event, raw, Item(event, index, seq, ordinal))
                 self._progress.advance(
                     run_key, read, index, seq, ordinal, 1 - len(dead), dead, started
                 )
+                if budget.spend(spent):
+                    return True
         self._write(run_key, record, read, entries)
+        return budget.spend(len(entries))
 
     def _apply(
         self,

@@ -50,7 +50,7 @@ def test_a_turn_returns_its_outcome_and_the_flusher_applies_it(
     flusher = _flusher(tmp_path)
     quarantined: list[tuple[str, str]] = []
 
-    def flush_run(run_key: str, until: float) -> bool:
+    def flush_run(run_key: str, budget: object) -> bool:
         raise fault
 
     flusher._writer.flush_run = flush_run  # type: ignore[method-assign]
@@ -74,7 +74,7 @@ def test_a_turn_returns_its_outcome_and_the_flusher_applies_it(
 
 def test_a_turn_that_wrote_clears_the_runs_back_off(tmp_path: Path) -> None:
     flusher = _flusher(tmp_path)
-    flusher._writer.flush_run = lambda run_key, until: True  # type: ignore[method-assign]
+    flusher._writer.flush_run = lambda run_key, budget: True  # type: ignore[method-assign]
     flusher._retry_at["run-a"], flusher._failures["run-a"] = 0.0, 3
     result = _on_a_pool_thread(flusher, "run-a")
     assert result == TurnResult(Turn.MORE)
