@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 SLICE_ENTRIES = 2000
 """Entries (metric points, params, tags; any other event counts one) a turn writes before it
@@ -141,28 +142,28 @@ class TurnPool:
         )
 
     def turns(
-        self, run_keys: Iterable[str], turn: Callable[[str], T]
-    ) -> Generator[tuple[str, T], None, None]:
-        """``(run_key, turn(run_key))`` for each run, as the turns end. A turn's exception is
+        self, runs: Iterable[K], turn: Callable[[K], T]
+    ) -> Generator[tuple[K, T], None, None]:
+        """``(run, turn(run))`` for each run, as the turns end. A turn's exception is
         raised here once the turns in flight have ended; so is closing the iterator early
         (the caller stops handing out turns): each turn in flight records its own progress."""
         if self._pool is None:
-            for run_key in run_keys:
-                yield run_key, turn(run_key)
+            for run in runs:
+                yield run, turn(run)
             return
-        keys = iter(run_keys)
-        running: dict[Future[T], str] = {
+        keys = iter(runs)
+        running: dict[Future[T], K] = {
             self._pool.submit(turn, k): k for k in itertools.islice(keys, self.workers)
         }
         try:
             while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
-                    run_key = running.pop(future)
+                    run = running.pop(future)
                     following = next(keys, None)
                     if following is not None:
                         running[self._pool.submit(turn, following)] = following
-                    yield run_key, future.result()
+                    yield run, future.result()
         finally:
             wait(running)
 
