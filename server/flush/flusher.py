@@ -35,9 +35,10 @@ from server.flush.batch_creation import BatchCreator, new_runs
 from server.flush.leases import Leases
 from server.flush.mirror import Mirror
 from server.flush.outage import Outage
+from server.flush.outcomes import Outcomes
 from server.flush.pool import Budget, Gate, Serialized, Turn, TurnPool, TurnResult
 from server.flush.progress import FlushObserver
-from server.flush.refusals import RunMissing, RunRefused, purged
+from server.flush.refusals import RunMissing, RunRefused
 from server.flush.retry import Retrier, Stopping
 from server.flush.run_creation import RunNotCreated
 from server.flush.sink import MlflowSink, RunRef
@@ -109,13 +110,16 @@ class Flusher:
         )  # fmt: skip
         self._leases = Leases(
             queue, sink, self._runs, self._writer, last_seen=last_seen, lease_s=lease_s,
-            interval_s=interval_s, on_refused=lambda key, why: self._quarantine(
-                self._runs.state(key), why),
+            interval_s=interval_s,
+            on_refused=lambda key, why: self._outcomes.quarantine(self._runs.state(key), why),
         )  # fmt: skip
         self._creator = BatchCreator(sink, receiver_id, alone=alone)
         self._backoffs = Backoffs()
-        self._change: StoreChange | None = None
-        """A change of store found while turns were in flight: applied once they end."""
+        self._outcomes = Outcomes(
+            queue, self._runs, self._arrivals, self._backoffs, sink=sink, identity=identity,
+            observer=observer, stats=self.stats, wait_s=max(1.0, interval_s),
+            on_failed=self._run_failed,
+        )  # fmt: skip
         self._requeued = queue.requeued_events()
         self._turn_seconds = max(1.0, interval_s)
         self.worker = Worker("flusher", lambda _w: self._loop(), on_failure=OnFailure.RESTART)
@@ -199,7 +203,11 @@ class Flusher:
     def _cycle(self, stopping: bool) -> bool:
         """Gives every run with pending batches its turn; True when work is left."""
         self.stats.cycles += 1
-        self._sync()
+        self._outcomes.sync_held()
+        requeued = self._queue.requeued_events()
+        if requeued > self._requeued:
+            self._backlog.add(requeued - self._requeued)
+            self._requeued = requeued
         self._mirror_ahead()
         now = time.monotonic()
         # Paused, MLflow is asked nothing: a client's every batch wakes the flusher.
@@ -220,10 +228,10 @@ class Flusher:
         due.sort(key=lambda s: s.gave_way)  # round robin: whoever gave way goes last
         turns = self._pool.turns(due, functools.partial(self._turn, others_due=len(due) > 1))
         for state, result in turns:
-            outcome = self._apply(state, result)
-            if self._change is not None:  # another store: once the turns in flight end
+            outcome = self._outcomes.apply(state, result)
+            if self._outcomes.change is not None:  # another store: once the turns in flight end
                 turns.close()
-                self._store_changed(self._change)
+                self._store_changed(self._outcomes.change)
                 return True
             if self._new_runs.is_set():  # a job starting while the cycle writes the others
                 self._new_runs.clear()
@@ -325,84 +333,15 @@ class Flusher:
             return TurnResult(Turn.FAILED, exc)
         return TurnResult(Turn.MORE if more else Turn.DONE)
 
-    def _apply(self, state: RunState, result: TurnResult) -> Turn:
-        """Applies a turn's outcome to its run's state (on the flusher's thread)."""
-        error = result.error
-        if isinstance(error, RunRefused):
-            self._quarantine(state, error.reason)
-        elif isinstance(error, RunMissing):
-            self._on_missing(state, error)
-        elif result.turn is Turn.NOT_CREATED:
-            state.retry_at = time.monotonic() + max(1.0, self._interval_s)
-        elif result.turn is Turn.FAILED:
-            self._back_off(state, cast(BaseException, error))
-        elif result.turn is not Turn.HELD:
-            state.retry_at, state.failures = 0.0, 0
-        state.gave_way = result.turn is Turn.MORE
-        self._arrivals.note(state)
-        return result.turn
-
-    def _sync(self) -> None:
-        """Catches up with what changed in the queue behind the flusher's back (replays) and
-        counts what quarantined runs hold."""
-        held = {h.run_key: h for h in self._queue.held()}
-        for state in self._runs:
-            if state.quarantine and state.key not in held:
-                state.quarantine, state.held, state.retry_at, state.missing = "", 0, 0.0, 0
-                self._runs.reload(state.key)  # a replay --new-run forgets its MLflow run
-                self._arrivals.note(state)
-                _logger.info("run %s: released by a replay; its events go to MLflow again",
-                             state.key)  # fmt: skip
-        for run_key, h in held.items():
-            state = self._runs.state(run_key)
-            state.quarantine = h.reason
-            if h.events > state.held and self._observer is not None:
-                self._observer.dead_lettered(run_key, h.events - state.held)
-            state.held = h.events
-            self._arrivals.note(state)
-        self.stats.quarantined_runs = len(held)
-        self.stats.held_events = sum(h.events for h in held.values())
-        requeued = self._queue.requeued_events()
-        if requeued > self._requeued:
-            self._backlog.add(requeued - self._requeued)
-            self._requeued = requeued
-
     def _mirror_ahead(self) -> None:
         if self._mirror is not None:
             held = [s.key for s in self._runs if s.quarantine]
             keys = [*self._queue.runs_with_pending(), *held]
             self._mirror.ahead(keys, self._runs.record, self._turn_seconds)
 
-    def _quarantine(self, state: RunState, reason: str) -> None:
-        self._queue.quarantine(state.key, reason)
-        state.quarantine, state.held, state.retry_at, state.failures = reason, 0, 0.0, 0
-        self._arrivals.note(state)
-        record = state.record
-        _logger.error(
-            "run %s (client %r, job %r) quarantined, its events held in the queue: %s",
-            state.key, record.client_id, record.job, reason,
-        )  # fmt: skip
-
-    def _on_missing(self, state: RunState, missing: RunMissing) -> None:
-        """MLflow does not know a run the receiver does: another store, or a run purged."""
-        try:
-            change = self._identity.check() if self._identity is not None else None
-        except Exception as exc:
-            self._back_off(state, exc)
-            return
-        if change is not None:
-            self._change = change  # applied once the turns in flight end
-            return
-        self._sink.forget()  # a cached parent run may be what is gone
-        state.missing += 1
-        if (state.ref is not None and missing.run_id == state.ref.run_id) or state.missing >= 2:
-            self._quarantine(state, purged(missing.run_id or str(missing), state.key).reason)
-        else:
-            state.retry_at = time.monotonic() + max(1.0, self._interval_s)
-
     def _store_changed(self, change: StoreChange) -> None:
         """MLflow is another store: every run is made again there (no turn is in flight)."""
-        self._change = None
+        self._outcomes.change = None
         waiting = len(self._queue.runs_with_pending())
         lost = self._queue.forget_mlflow_runs()
         if self._identity is not None:
@@ -415,10 +354,9 @@ class Flusher:
             self._on_run(state.key, "", "")
         _logger.warning("%s", describe(change, waiting))
 
-    def _back_off(self, state: RunState, exc: BaseException) -> None:
-        self._backoffs.run_failed(state)
+    def _run_failed(self, run_key: str, exc: BaseException) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}"
-        self._outage.failed(f"run {state.key}: {self.last_error}")
+        self._outage.failed(f"run {run_key}: {self.last_error}")
 
     def _pause(self) -> None:
         """MLflow fails for every run: everyone waits, rather than each run in turn."""

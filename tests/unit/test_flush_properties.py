@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 
 from bridge.convert import batch_to_proto
 from bridge.events import Event, EventBatch, Metric, Param, RunEnd, RunStart, RunStatus, Tag
-from server.flush import backoff, flusher, pool, retry
+from server.flush import backoff, flusher, outcomes, pool, retry
 from server.flush.flusher import Flusher
 from server.flush.sink import MlflowSink
 from server.queue.sqlite import Backlog, Queue, connect
@@ -176,6 +176,7 @@ def _fast_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
     )
     monkeypatch.setattr(flusher, "time", fake_time)
     monkeypatch.setattr(backoff, "time", fake_time)
+    monkeypatch.setattr(outcomes, "time", fake_time)
     monkeypatch.setattr(retry, "RETRY_WINDOW_S", -1.0)
     yield clock
 

@@ -63,7 +63,7 @@ def test_a_turn_returns_its_outcome_and_the_flusher_applies_it(
     assert result == TurnResult(turn, fault)
     assert (state.retry_at, state.failures, state.quarantine) == (0.0, 0, "")  # untouched
 
-    assert flusher._apply(state, result) is turn  # on the flusher's thread
+    assert flusher._outcomes.apply(state, result) is turn  # on the flusher's thread
     if turn is Turn.REFUSED:
         assert state.quarantine == "deleted"
         assert flusher._queue.runs_with_pending() == []  # held in the queue
@@ -80,5 +80,5 @@ def test_a_turn_that_wrote_clears_the_runs_back_off(tmp_path: Path) -> None:
     result = _on_a_pool_thread(flusher, state)
     assert result == TurnResult(Turn.MORE)
     assert state.failures == 3  # untouched until applied
-    assert flusher._apply(state, result) is Turn.MORE
+    assert flusher._outcomes.apply(state, result) is Turn.MORE
     assert (state.retry_at, state.failures, state.gave_way) == (0.0, 0, True)
