@@ -8,8 +8,9 @@ flusher gives up to ``workers`` runs their turn at the same time, each on a thre
   to MLflow in the client's order and its progress is recorded after every call, as before;
 - the queue's connection is shared: :class:`Serialized` lets one thread at a time into it
   (a call is a short transaction, never an MLflow call), so SQLite sees what it did before;
-- what a run's turn decides (quarantine, back-off, a paused cycle) is decided as its turn
-  ends, on the flusher's thread, in the order the turns end.
+- a turn has its run's state (server/flush/state.py) to itself while it lasts; what it
+  decides (quarantine, back-off, a paused cycle) is applied to that state as its turn ends,
+  on the flusher's thread, in the order the turns end.
 
 With a single worker the turns run on the flusher's thread, one after another, exactly as
 before the pool existed.
@@ -48,7 +49,7 @@ class Turn(enum.Enum):
 
     DONE = "done"
     MORE = "more"
-    """Its time ran out with batches left."""
+    """Its time ran out, or it gave way after a slice, with batches left."""
     HELD = "held"
     """Quarantined since the cycle began: not written."""
     REFUSED = "refused"
