@@ -1,8 +1,9 @@
 """The flusher: moves stored batches to MLflow on a timer, or early when a run has a full batch.
 
 One run's trouble is nobody else's. Each cycle gives every run with pending batches a turn (at
-most about a second of MLflow's time before the next run's turn; a cycle with work left starts
-the next at once). MLflow's answer decides what happens to that run alone:
+most about a second of MLflow's time, and a slice of its entries when another run waits:
+server/flush/pool.py; a cycle with work left starts the next at once). MLflow's answer decides
+what happens to that run alone:
 
 - a refusal for good concerning the run (its run or experiment deleted, a run MLflow will not
   create or end) *quarantines* it: its events stay in the queue, held, with the reason and the
@@ -19,11 +20,11 @@ the next at once). MLflow's answer decides what happens to that run alone:
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import cast
 
@@ -33,13 +34,14 @@ from server.flush.batch_creation import BatchCreator, new_runs
 from server.flush.leases import Leases
 from server.flush.mirror import Mirror
 from server.flush.outage import Outage
-from server.flush.pool import Gate, Serialized, Turn, TurnPool, TurnResult
+from server.flush.outcomes import Outcomes
+from server.flush.pool import Budget, Gate, Serialized, Turn, TurnPool, TurnResult
 from server.flush.progress import FlushObserver
-from server.flush.refusals import RunMissing, RunRefused, purged
+from server.flush.refusals import RunMissing, RunRefused
 from server.flush.retry import Retrier, Stopping
 from server.flush.run_creation import RunNotCreated
-from server.flush.sink import MlflowSink
-from server.flush.state import FlushStats, Runs
+from server.flush.sink import MlflowSink, RunRef
+from server.flush.state import Arrivals, FlushStats, Runs, RunState
 from server.flush.store_identity import StoreChange, StoreIdentity, describe
 from server.flush.timer import FlushTimer, Pass
 from server.flush.writing import CallApplier, RunWriter
@@ -91,12 +93,15 @@ class Flusher(FlushTimer):
         self._identity = identity
         self._new_runs = threading.Event()
         self._retrying = Retrier(self._note_error)
-        self._lock = threading.Lock()
-        self._unflushed: defaultdict[str, int] = defaultdict(int)
+        self._arrivals = Arrivals()
         self.stats = FlushStats()
         self.last_error = ""
         self._outage = Outage(sink.tracking_uri)
         self._runs = Runs(queue)
+        for state in self._runs:
+            self._arrivals.note(state)
+        self._made: dict[str, RunRef] = {}
+        """Runs made together while turns were in flight: theirs at the next cycle."""
         self._writer = RunWriter(
             queue, sink, self._runs, self._retrying, self.stats, backlog=backlog,
             observer=observer, on_run=on_run, lease_s=lease_s, receiver_id=receiver_id, gaps=gaps,
@@ -104,28 +109,29 @@ class Flusher(FlushTimer):
         )  # fmt: skip
         self._leases = Leases(
             queue, sink, self._runs, self._writer, last_seen=last_seen, lease_s=lease_s,
-            interval_s=interval_s, on_refused=self._quarantine,
+            interval_s=interval_s,
+            on_refused=lambda key, why: self._outcomes.quarantine(self._runs.state(key), why),
         )  # fmt: skip
         self._creator = BatchCreator(sink, receiver_id, alone=alone)
         self._backoffs = Backoffs()
-        self._retry_at = self._backoffs.retry_at
-        self._failures = self._backoffs.failures
-        self._missing: dict[str, int] = {}
+        self._outcomes = Outcomes(
+            queue, self._runs, self._arrivals, self._backoffs, sink=sink, identity=identity,
+            observer=observer, stats=self.stats, wait_s=max(1.0, interval_s),
+            on_failed=self._run_failed,
+        )  # fmt: skip
         self._requeued = queue.requeued_events()
         self._turn_seconds = max(1.0, interval_s)
 
     def stored(self, run_key: str, count: int) -> None:
         """Tells the flusher that ``count`` events of a run were stored (ingest thread)."""
-        if run_key in self._runs.quarantined:
+        new, unflushed = self._arrivals.stored(run_key, count)
+        if not unflushed:
             return  # held until replayed: nothing to hurry
-        with self._lock:
-            self._unflushed[run_key] += count
-            full = self._unflushed[run_key] >= MAX_METRICS_PER_BATCH
         # A new run is created at once, so that its client learns the MLflow run id quickly.
-        if run_key not in self._runs.refs and run_key not in self._writer.created:
+        if new:
             self._new_runs.set()  # even in the middle of a cycle
             self.flush_soon()
-        elif full:
+        elif unflushed >= MAX_METRICS_PER_BATCH:
             self.flush_soon()
 
     def stop(self, timeout_s: float) -> bool:
@@ -170,7 +176,11 @@ class Flusher(FlushTimer):
     def _cycle(self, stopping: bool) -> bool:
         """Gives every run with pending batches its turn; True when work is left."""
         self.stats.cycles += 1
-        self._sync()
+        self._outcomes.sync_held()
+        requeued = self._queue.requeued_events()
+        if requeued > self._requeued:
+            self._backlog.add(requeued - self._requeued)
+            self._requeued = requeued
         self._mirror_ahead()
         now = time.monotonic()
         # Paused, MLflow is asked nothing: a client's every batch wakes the flusher.
@@ -181,19 +191,24 @@ class Flusher(FlushTimer):
         failures = progressed = 0
         more = False
         self._new_runs.clear()
-        pending = self._queue.runs_with_pending()
-        self._create_together(pending, now)
-        due = [
-            k
-            for k in pending
-            if k not in self._runs.quarantined and (stopping or self._retry_at.get(k, 0.0) <= now)
-        ]
-        turns = self._pool.turns(due, self._turn)
-        for run_key, result in turns:
-            outcome = self._apply(run_key, result)
+        self._arrivals.new_cycle()  # from now on: what arrives while the turns write
+        # Every state the turns need is loaded now: none is added while turns are in flight.
+        pending = [self._runs.state(k) for k in self._queue.runs_with_pending()]
+        self._create_together([s.key for s in pending], now)
+        self._adopt_made()
+        due = [s for s in pending if not s.quarantine and (stopping or s.retry_at <= now)]
+        in_flight = frozenset(s.key for s in due)
+        due.sort(key=lambda s: s.gave_way)  # round robin: whoever gave way goes last
+        turns = self._pool.turns(due, functools.partial(self._turn, others_due=len(due) > 1))
+        for state, result in turns:
+            outcome = self._outcomes.apply(state, result)
+            if self._outcomes.change is not None:  # another store: once the turns in flight end
+                turns.close()
+                self._store_changed(self._outcomes.change)
+                return True
             if self._new_runs.is_set():  # a job starting while the cycle writes the others
                 self._new_runs.clear()
-                self._create_together(self._queue.runs_with_pending(), now, skip=set(due))
+                self._create_together(self._queue.runs_with_pending(), now, in_flight)
             if outcome is Turn.FAILED:
                 failures += 1
                 if not progressed and failures >= 2:
@@ -206,7 +221,7 @@ class Flusher(FlushTimer):
             if self._pool.workers == 1 and time.monotonic() >= self._leases.due:
                 self._leases.expire()  # a long backlog must not hold back the leases
         self._leases.expire()
-        if not failures and (progressed or not self._failures):  # runs backing off still fail
+        if not failures and (progressed or not any(s.failures for s in self._runs)):
             self.last_error = ""
             self._backoffs.all_well()
             if progressed:
@@ -224,21 +239,33 @@ class Flusher(FlushTimer):
         if change is not None:
             self._store_changed(change)
 
+    def _adopt_made(self) -> None:
+        """Gives the runs made together while turns were in flight their MLflow runs."""
+        for run_key, ref in self._made.items():
+            state = self._runs.state(run_key)
+            state.created = ref
+            self._arrivals.note(state)
+        self._made.clear()
+
     def _create_together(
-        self, run_keys: list[str], now: float, skip: frozenset[str] | set[str] = frozenset()
+        self, run_keys: list[str], now: float, in_flight: frozenset[str] = frozenset()
     ) -> None:
-        """Creates new runs in one batch (server/flush/batch_creation.py), but those in
-        ``skip`` (their turn may be creating them); what it leaves is created run by run in
-        the runs' turns."""
-        keys = [
-            k
-            for k in run_keys
-            if k not in skip
-            and k not in self._runs.refs
-            and k not in self._writer.created
-            and k not in self._runs.quarantined
-            and self._retry_at.get(k, 0.0) <= now
-        ]
+        """Creates new runs in one batch (server/flush/batch_creation.py), but those whose
+        turn is ``in_flight``; what it leaves is created run by run in the runs' turns. While
+        turns are in flight no state is touched: what it made is the runs' at the next cycle."""
+
+        def may_create(run_key: str) -> bool:
+            state = self._runs.get(run_key)
+            if state is None:  # arrived while the turns are in flight
+                return True
+            return (
+                state.ref is None
+                and state.created is None
+                and not state.quarantine
+                and state.retry_at <= now
+            )
+
+        keys = [k for k in run_keys if k not in in_flight and k not in self._made and may_create(k)]
         new = new_runs(self._queue, keys) if len(keys) >= 2 else []
         if len(new) < 2:  # one run alone costs as much either way
             return
@@ -250,16 +277,23 @@ class Flusher(FlushTimer):
             )
             return
         for run_key, ref in made.items():  # its client learns the MLflow run id at once
+            self._made[run_key] = ref
             self._on_run(run_key, ref.run_id, ref.experiment_id)
 
-    def _turn(self, run_key: str) -> TurnResult:
-        """Writes one run, on a pool thread: how it went, for the flusher's thread to apply."""
-        if run_key in self._runs.quarantined:  # since the cycle began (its lease, say)
+    def _turn(self, state: RunState, others_due: bool = False) -> TurnResult:
+        """Writes one run, on a pool thread (its state is the turn's while it lasts): how it
+        went, for the flusher's thread to apply. The turn gives way after a slice when
+        ``others_due`` (other runs have a turn in this cycle) or another run's events arrive."""
+        if state.quarantine:  # since the cycle began (its lease, say)
             return TurnResult(Turn.HELD)
-        with self._lock:
-            self._unflushed.pop(run_key, None)
+        run_key = state.key
+
+        def others_wait() -> bool:
+            return others_due or self._arrivals.others(run_key)
+
+        budget = Budget(time.monotonic() + self._turn_seconds, others_wait, time.monotonic)
         try:
-            more = self._writer.flush_run(run_key, time.monotonic() + self._turn_seconds)
+            more = self._writer.flush_run(run_key, budget)
         except RunRefused as refusal:
             return TurnResult(Turn.REFUSED, refusal)
         except RunMissing as missing:
@@ -272,100 +306,31 @@ class Flusher(FlushTimer):
             return TurnResult(Turn.FAILED, exc)
         return TurnResult(Turn.MORE if more else Turn.DONE)
 
-    def _apply(self, run_key: str, result: TurnResult) -> Turn:
-        """Applies a turn's outcome (the flusher's thread owns the runs' scheduling state)."""
-        error = result.error
-        if isinstance(error, RunRefused):
-            self._quarantine(run_key, error.reason)
-        elif isinstance(error, RunMissing):
-            self._on_missing(run_key, error)
-        elif result.turn is Turn.NOT_CREATED:
-            self._retry_at[run_key] = time.monotonic() + max(1.0, self._interval_s)
-        elif result.turn is Turn.FAILED:
-            self._back_off(run_key, cast(BaseException, error))
-        elif result.turn is not Turn.HELD:
-            self._retry_at.pop(run_key, None)
-            self._failures.pop(run_key, None)
-        return result.turn
-
-    def _sync(self) -> None:
-        """Catches up with what changed in the queue behind the flusher's back (replays) and
-        counts what quarantined runs hold."""
-        held = {h.run_key: h for h in self._queue.held()}
-        for run_key in [k for k in self._runs.quarantined if k not in held]:
-            del self._runs.quarantined[run_key]
-            self._runs.held.pop(run_key, None)
-            self._runs.reload(run_key)  # a replay --new-run forgets its MLflow run
-            self._retry_at.pop(run_key, None)
-            self._missing.pop(run_key, None)
-            _logger.info("run %s: released by a replay; its events go to MLflow again", run_key)
-        for run_key, h in held.items():
-            self._runs.quarantined[run_key] = h.reason
-            before = self._runs.held.get(run_key, 0)
-            if h.events > before and self._observer is not None:
-                self._observer.dead_lettered(run_key, h.events - before)
-            self._runs.held[run_key] = h.events
-        self.stats.quarantined_runs = len(held)
-        self.stats.held_events = sum(h.events for h in held.values())
-        requeued = self._queue.requeued_events()
-        if requeued > self._requeued:
-            self._backlog.add(requeued - self._requeued)
-            self._requeued = requeued
-
     def _mirror_ahead(self) -> None:
         if self._mirror is not None:
-            keys = [*self._queue.runs_with_pending(), *self._runs.quarantined]
+            held = [s.key for s in self._runs if s.quarantine]
+            keys = [*self._queue.runs_with_pending(), *held]
             self._mirror.ahead(keys, self._runs.record, self._turn_seconds)
 
-    def _quarantine(self, run_key: str, reason: str) -> None:
-        self._queue.quarantine(run_key, reason)
-        self._runs.quarantined[run_key] = reason
-        self._runs.held[run_key] = 0
-        self._retry_at.pop(run_key, None)
-        self._failures.pop(run_key, None)
-        record = self._runs.record(run_key)
-        _logger.error(
-            "run %s (client %r, job %r) quarantined, its events held in the queue: %s",
-            run_key, record.client_id, record.job, reason,
-        )  # fmt: skip
-
-    def _on_missing(self, run_key: str, missing: RunMissing) -> None:
-        """MLflow does not know a run the receiver does: another store, or a run purged."""
-        try:
-            change = self._identity.check() if self._identity is not None else None
-        except Exception as exc:
-            self._back_off(run_key, exc)
-            return
-        if change is not None:
-            self._store_changed(change)
-            return
-        self._sink.forget()  # a cached parent run may be what is gone
-        ref = self._runs.refs.get(run_key)
-        self._missing[run_key] = tries = self._missing.get(run_key, 0) + 1
-        if (ref is not None and missing.run_id == ref.run_id) or tries >= 2:
-            self._quarantine(run_key, purged(missing.run_id or str(missing), run_key).reason)
-        else:
-            self._retry_at[run_key] = time.monotonic() + max(1.0, self._interval_s)
-
     def _store_changed(self, change: StoreChange) -> None:
+        """MLflow is another store: every run is made again there (no turn is in flight)."""
+        self._outcomes.change = None
         waiting = len(self._queue.runs_with_pending())
         lost = self._queue.forget_mlflow_runs()
         if self._identity is not None:
             self._identity.note_lost(lost)
         self._runs.forget_mlflow()
-        self._writer.created.clear()
+        self._made.clear()
         self._sink.forget()
-        for run_key in list(self._runs.records):  # a turn may be loading one
-            self._on_run(run_key, "", "")
-        self._retry_at.clear()
-        self._missing.clear()
+        for state in self._runs:
+            self._arrivals.note(state)
+            self._on_run(state.key, "", "")
         _logger.warning("%s", describe(change, waiting))
 
-    def _back_off(self, run_key: str, exc: BaseException) -> None:
-        self._backoffs.run_failed(run_key)
+    def _run_failed(self, run_key: str, exc: BaseException) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}"
         self._outage.failed(f"run {run_key}: {self.last_error}")
 
     def _pause(self) -> None:
         """MLflow fails for every run: everyone waits, rather than each run in turn."""
-        self._backoffs.pause()
+        self._backoffs.pause(self._runs)

@@ -18,7 +18,7 @@ from bridge.events import RunStatus
 from server.flush.refusals import RunMissing, RunRefused
 from server.flush.retry import Stopping
 from server.flush.sink import MlflowSink, RunRef
-from server.flush.state import Runs
+from server.flush.state import Runs, RunState
 from server.flush.writing import RunWriter
 from server.queue.sqlite import Queue
 
@@ -49,8 +49,6 @@ class Leases:
         self._interval_s = interval_s
         self._on_refused = on_refused
         self._started = time.monotonic()
-        self._stamped: dict[str, float] = {}
-        self._heard_elsewhere: dict[str, float] = {}
         self.due = 0.0
         """When the leases are next looked at (``time.monotonic()``)."""
 
@@ -58,14 +56,12 @@ class Leases:
         """Ends as KILLED the runs whose client has not been heard from for a lease."""
         now = time.monotonic()
         self.due = now + self._interval_s
-        for run_key, status in list(self._runs.status.items()):
-            ref = self._runs.refs.get(run_key)
-            if status != RunStatus.RUNNING.value or ref is None:
-                continue
-            if run_key in self._runs.quarantined:
+        for state in self._runs:
+            ref, run_key = state.ref, state.key
+            if state.status != RunStatus.RUNNING.value or ref is None or state.quarantine:
                 continue
             try:
-                self._expire(run_key, ref, now)
+                self._expire(state, ref, now)
             except Stopping:
                 raise
             except RunRefused as refusal:
@@ -75,28 +71,30 @@ class Leases:
             except Exception as exc:  # MLflow down: the lease is looked at again next time
                 _logger.warning("run %s: could not check its lease: %s", run_key, exc)
 
-    def _expire(self, run_key: str, ref: RunRef, now: float) -> None:
+    def _expire(self, state: RunState, ref: RunRef, now: float) -> None:
+        run_key = state.key
         heard = self._last_seen.get(run_key)
-        if heard is not None and heard >= self._stamped.get(run_key, -1e18) + self._lease_s / 4:
-            self._stamped[run_key] = heard
+        if heard is not None and heard >= state.stamped + self._lease_s / 4:
+            state.stamped = heard
             try:  # advisory: a missed stamp is retried a quarter lease later
                 self._sink.mark_heard(ref, _wall_ms(heard))
             except Exception as exc:
                 _logger.warning("run %s: could not stamp when it was heard: %s", run_key, exc)
-        seen = max(heard or self._started, self._heard_elsewhere.get(run_key, self._started))
+        elsewhere = state.heard_elsewhere
+        seen = max(heard or self._started, self._started if elsewhere is None else elsewhere)
         if now - seen < self._lease_s or self._queue.pending(run_key, 1):
             return  # alive, or deliver what it sent first
-        state = self._writer.call(run_key, ref, "read the run", self._sink.run_state, ref)
-        mlflow_status, heard_ms = state
+        answer = self._writer.call(run_key, ref, "read the run", self._sink.run_state, ref)
+        mlflow_status, heard_ms = answer
         if mlflow_status != RunStatus.RUNNING.value:
             self._runs.set_status(run_key, mlflow_status)  # ended through another receiver
             return
         silent_s = max(0.0, (time.time_ns() // 10**6 - heard_ms) / 1000)
         if silent_s < self._lease_s:
             _logger.info("run %s: its client now talks to another receiver", run_key)
-            self._heard_elsewhere[run_key] = now - silent_s
+            state.heard_elsewhere = now - silent_s
             return
-        job = self._runs.record(run_key).job
+        job = state.record.job
         _logger.warning("run %s: no word from its client for %.0f s; KILLED", run_key, now - seen)
         end = self._sink.end_run
         ended = time.time_ns() // 10**6

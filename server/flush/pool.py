@@ -8,11 +8,17 @@ flusher gives up to ``workers`` runs their turn at the same time, each on a thre
   to MLflow in the client's order and its progress is recorded after every call, as before;
 - the queue's connection is shared: :class:`Serialized` lets one thread at a time into it
   (a call is a short transaction, never an MLflow call), so SQLite sees what it did before;
-- what a run's turn decides (quarantine, back-off, a paused cycle) is decided as its turn
-  ends, on the flusher's thread, in the order the turns end.
+- a turn has its run's state (server/flush/state.py) to itself while it lasts; what it
+  decides (quarantine, back-off, a paused cycle) is applied to that state as its turn ends,
+  on the flusher's thread, in the order the turns end.
 
 With a single worker the turns run on the flusher's thread, one after another, exactly as
 before the pool existed.
+
+Turns are fair by size, not by run: a turn that has written a slice (``SLICE_ENTRIES``) gives
+way when another run waits for its turn, and every turn ends when its time is up
+(:class:`Budget`). So one run's huge batch is written in slices between the other runs'
+turns, and holds none of them back by more than a slice (or a flush interval).
 """
 
 from __future__ import annotations
@@ -27,7 +33,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+K = TypeVar("K")
 
+SLICE_ENTRIES = 2000
+"""Entries (metric points, params, tags; any other event counts one) a turn writes before it
+gives way to a run waiting for its turn: two full log_batch calls."""
 DEFAULT_WORKERS = 4
 """Writers at once: MLflow on PostgreSQL with 4 server workers (the deployment the docs
 recommends at scale) takes four runs' log_batch calls at once."""
@@ -39,7 +49,7 @@ class Turn(enum.Enum):
 
     DONE = "done"
     MORE = "more"
-    """Its time ran out with batches left."""
+    """Its time ran out, or it gave way after a slice, with batches left."""
     HELD = "held"
     """Quarantined since the cycle began: not written."""
     REFUSED = "refused"
@@ -58,6 +68,30 @@ class TurnResult:
 
     turn: Turn
     error: BaseException | None = None
+
+
+class Budget:
+    """When a run's turn ends: its time is up, or it has written a slice while another run
+    waits. Used by the turn's own thread only."""
+
+    def __init__(self, until: float, others_wait: Callable[[], bool], clock: Callable[[], float]):
+        self.left = SLICE_ENTRIES
+        """Entries before the slice ends (always above 0 while the turn goes on)."""
+        self._until = until
+        self._others_wait = others_wait
+        self._clock = clock
+
+    def spend(self, entries: int) -> bool:
+        """Counts ``entries`` written; True when the turn ends here (the run has more)."""
+        self.left -= entries
+        if self._clock() >= self._until:
+            return True
+        if self.left > 0:
+            return False
+        if self._others_wait():
+            return True
+        self.left = SLICE_ENTRIES  # nobody waits: another slice
+        return False
 
 
 class Gate:
@@ -109,28 +143,28 @@ class TurnPool:
         )
 
     def turns(
-        self, run_keys: Iterable[str], turn: Callable[[str], T]
-    ) -> Generator[tuple[str, T], None, None]:
-        """``(run_key, turn(run_key))`` for each run, as the turns end. A turn's exception is
+        self, runs: Iterable[K], turn: Callable[[K], T]
+    ) -> Generator[tuple[K, T], None, None]:
+        """``(run, turn(run))`` for each run, as the turns end. A turn's exception is
         raised here once the turns in flight have ended; so is closing the iterator early
         (the caller stops handing out turns): each turn in flight records its own progress."""
         if self._pool is None:
-            for run_key in run_keys:
-                yield run_key, turn(run_key)
+            for run in runs:
+                yield run, turn(run)
             return
-        keys = iter(run_keys)
-        running: dict[Future[T], str] = {
+        keys = iter(runs)
+        running: dict[Future[T], K] = {
             self._pool.submit(turn, k): k for k in itertools.islice(keys, self.workers)
         }
         try:
             while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
-                    run_key = running.pop(future)
+                    run = running.pop(future)
                     following = next(keys, None)
                     if following is not None:
                         running[self._pool.submit(turn, following)] = following
-                    yield run_key, future.result()
+                    yield run, future.result()
         finally:
             wait(running)
 

@@ -1,16 +1,25 @@
-"""What the flusher knows of each run, shared by its parts (writing, leases, the cycle)."""
+"""What the flusher knows of each run: one :class:`RunState` per run, and who may touch it.
+
+The flusher's thread owns every run's state. A run's turn (on a pool thread, server/flush/pool.py)
+has its run's state to itself while it lasts: a run is never in two turns, the flusher touches
+no state of a run whose turn is in flight, and adds or drops states only while no turn is in
+flight (a cycle loads the states of its runs before it hands out their turns). The ingest thread
+touches none of it: what it tells the flusher goes through :class:`Arrivals`, under its lock.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import threading
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from bridge.convert import event_from_proto
 from bridge.events import RunStart, RunStatus
 from bridge.pb.v1 import events_pb2
 from server.flush.sink import RunRef
-from server.queue.sqlite import Queue, RunRecord
+from server.queue.sqlite import PendingBatch, Queue, RunRecord
 
 
 @dataclass(slots=True)
@@ -40,48 +49,112 @@ class FlushStats:
 _COUNTING = threading.Lock()
 
 
+@dataclass(slots=True)
+class RunState:
+    """Everything the flusher knows of one run (see the module's docstring for its owner)."""
+
+    record: RunRecord
+    """Its durable record, as last read from the queue."""
+    status: str
+    """Its MLflow status as far as the receiver knows."""
+    ref: RunRef | None = None
+    """Its MLflow run, once made or found."""
+    created: RunRef | None = None
+    """Its MLflow run when made in a batch with others, its start not written yet."""
+    recovering: bool = False
+    """A log_batch call of it was in flight when the receiver last stopped."""
+    quarantine: str = ""
+    """Why MLflow refuses it for good ("": it flows)."""
+    held: int = 0
+    """Events it holds while quarantined, as last counted."""
+    retry_at: float = 0.0
+    """Not tried before this (``time.monotonic()``): its back-off, or a wait."""
+    failures: int = 0
+    """Its writes that failed in a row."""
+    missing: int = 0
+    """Times in a row MLflow did not know its run."""
+    missing_since: float | None = None
+    """Since when its start is awaited from another receiver (``time.monotonic()``)."""
+    chosen: RunStart | None = None
+    """The experiment its batches name (what its start chose), for a run made without its start."""
+    gave_way: bool = False
+    """Its last turn ended with more left (it goes after the others in the next cycle)."""
+    stamped: float = -1e18
+    """When it was last heard from, as last stamped on its MLflow run (leases)."""
+    heard_elsewhere: float | None = None
+    """When another receiver last heard from its client (leases)."""
+
+    @property
+    def key(self) -> str:
+        return self.record.run_key
+
+
 class Runs:
-    """The flusher's view of the runs: records, MLflow runs, statuses, quarantines."""
+    """Every run's :class:`RunState`, by run key."""
 
     def __init__(self, queue: Queue) -> None:
         self._queue = queue
-        records = queue.runs()
-        self.records = {r.run_key: r for r in records}
-        self.status = {r.run_key: r.status for r in records}
-        self.refs = {
-            r.run_key: RunRef(r.mlflow_run_id, r.mlflow_experiment_id)
-            for r in records
-            if r.mlflow_run_id
-        }
-        self.quarantined = {r.run_key: r.quarantine for r in records if r.quarantine}
-        self.recovering = {r.run_key for r in records if r.inflight}
-        """Runs with a log_batch call in flight when the receiver last stopped."""
-        self.held = {r.run_key: 0 for r in records if r.quarantine}
-        """Events each quarantined run holds, as last counted."""
+        self._states: dict[str, RunState] = {}
+        for r in queue.runs():
+            self._states[r.run_key] = _state_of(r)
+
+    def __iter__(self) -> Iterator[RunState]:
+        return iter(list(self._states.values()))
+
+    def get(self, run_key: str) -> RunState | None:
+        """The run's state, if the flusher has one."""
+        return self._states.get(run_key)
+
+    def note_chosen(self, run_key: str, batches: Iterable[PendingBatch]) -> None:
+        """Remembers the experiment a run's batches name (each carries what its start chose)."""
+        for b in batches:
+            if b.experiment or b.experiment_id:
+                self.state(run_key).chosen = RunStart(b.experiment, experiment_id=b.experiment_id)
+
+    def state(self, run_key: str) -> RunState:
+        """The run's state (read from the queue when the run is new: the flusher's thread)."""
+        state = self._states.get(run_key)
+        return state if state is not None else self.reload(run_key)
 
     def record(self, run_key: str) -> RunRecord:
-        """A run's record (read again from the queue when the run is new)."""
-        record = self.records.get(run_key)
-        if record is None:
-            record = self.reload(run_key)
-        return record
+        """A run's record."""
+        return self.state(run_key).record
 
-    def reload(self, run_key: str) -> RunRecord:
+    def reload(self, run_key: str) -> RunState:
         """Reads a run's record again (its MLflow ids may have been reset by a replay)."""
         record = self._queue.run(run_key)
         if record is None:
             raise KeyError(f"run {run_key} is not in the queue")
-        self.records[run_key] = record
-        self.status.setdefault(run_key, record.status)
-        if record.mlflow_run_id:
-            self.refs[run_key] = RunRef(record.mlflow_run_id, record.mlflow_experiment_id)
-        else:
-            self.refs.pop(run_key, None)
-        return record
+        state = self._states.get(run_key)
+        if state is None:
+            self._states[run_key] = state = _state_of(record)
+        state.record = record
+        state.ref = _ref_of(record)
+        return state
+
+    def ref(self, run_key: str) -> RunRef | None:
+        """The run's MLflow run, if known."""
+        state = self._states.get(run_key)
+        return state.ref if state is not None else None
+
+    def set_ref(self, run_key: str, ref: RunRef) -> None:
+        """Records the run's MLflow run (in memory: the queue has its own call)."""
+        self.state(run_key).ref = ref
+
+    def take_created(self, run_key: str) -> RunRef | None:
+        """The MLflow run made for it in a batch, once (its start is being written)."""
+        state = self.state(run_key)
+        made, state.created = state.created, None
+        return made
+
+    def status(self, run_key: str) -> str:
+        """The run's MLflow status as far as the receiver knows ("" when unknown)."""
+        state = self._states.get(run_key)
+        return state.status if state is not None else ""
 
     def set_status(self, run_key: str, status: str) -> None:
         """Records the run's MLflow status, in memory and in the queue."""
-        self.status[run_key] = status
+        self.state(run_key).status = status
         self._queue.set_status(run_key, status)
 
     def saved_start(self, run_key: str) -> RunStart | None:
@@ -96,19 +169,77 @@ class Runs:
     def keep_start(self, run_key: str, raw: bytes) -> None:
         """Keeps the run's start event (its wire form) in the queue."""
         self._queue.set_run_start(run_key, raw)
-        record = self.records.get(run_key)
-        if record is not None:
-            self.records[run_key] = dataclasses.replace(record, start_event=raw)
+        state = self.state(run_key)
+        state.record = dataclasses.replace(state.record, start_event=raw)
 
     def forget_mlflow(self) -> None:
-        """Forgets every MLflow run id (MLflow's store was replaced)."""
-        self.refs.clear()
-        self.recovering.clear()
-        for key, record in list(self.records.items()):
-            self.records[key] = dataclasses.replace(
-                record, mlflow_run_id="", mlflow_experiment_id="", written_events=0, inflight=""
-            )
+        """Forgets every MLflow run (MLflow's store was replaced)."""
+        for state in self._states.values():
+            state.ref = state.created = None
+            state.recovering = False
+            state.retry_at, state.missing = 0.0, 0
+            state.record = dataclasses.replace(
+                state.record, mlflow_run_id="", mlflow_experiment_id="", written_events=0,
+                inflight="",
+            )  # fmt: skip
 
     def running(self, run_key: str) -> bool:
         """Whether the run is RUNNING as far as the receiver knows."""
-        return self.status.get(run_key) == RunStatus.RUNNING.value
+        return self.status(run_key) == RunStatus.RUNNING.value
+
+
+def _ref_of(record: RunRecord) -> RunRef | None:
+    if not record.mlflow_run_id:
+        return None
+    return RunRef(record.mlflow_run_id, record.mlflow_experiment_id)
+
+
+def _state_of(record: RunRecord) -> RunState:
+    return RunState(
+        record, record.status, ref=_ref_of(record), recovering=bool(record.inflight),
+        quarantine=record.quarantine,
+    )  # fmt: skip
+
+
+class Arrivals:
+    """What the ingest thread tells the flusher as batches are stored, and the little it must
+    know of the flusher's runs to decide whether to wake it; all under one lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: defaultdict[str, int] = defaultdict(int)
+        self._known: set[str] = set()
+        self._held: set[str] = set()
+
+    def stored(self, run_key: str, count: int) -> tuple[bool, int]:
+        """Counts ``count`` events of a run stored (ingest thread): whether the run is new to
+        the flusher (no MLflow run yet), and its events stored since the cycle began (0 for a
+        quarantined run: nothing to hurry)."""
+        with self._lock:
+            if run_key in self._held:
+                return False, 0
+            self._counts[run_key] += count
+            return run_key not in self._known, self._counts[run_key]
+
+    def new_cycle(self) -> None:
+        """A cycle begins: counts start again."""
+        with self._lock:
+            self._counts.clear()
+
+    def others(self, run_key: str) -> bool:
+        """Whether another run's events arrived since the cycle began (a turn's thread)."""
+        with self._lock:
+            return any(k != run_key for k in self._counts)
+
+    def note(self, state: RunState) -> None:
+        """Tells the ingest side what the flusher now knows of the run (flusher's thread)."""
+        with self._lock:
+            _toggle(self._known, state.key, state.ref is not None or state.created is not None)
+            _toggle(self._held, state.key, bool(state.quarantine))
+
+
+def _toggle(keys: set[str], key: str, present: bool) -> None:
+    if present:
+        keys.add(key)
+    else:
+        keys.discard(key)

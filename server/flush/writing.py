@@ -45,14 +45,9 @@ from server.flush.batch_creation import BatchCreator, NewRun
 from server.flush.bulk.sink import log_together, transactions
 from server.flush.entries import Item, entries_of
 from server.flush.mirror import Mirror
+from server.flush.pool import Budget
 from server.flush.progress import BATCHES_PER_READ, TAGGED_METRICS, FlushObserver, Progress, Read
-from server.flush.refusals import (
-    RunMissing,
-    deleted_experiment,
-    is_missing,
-    message,
-    refused,
-)
+from server.flush.refusals import RunMissing, deleted_experiment, is_missing, message, refused
 from server.flush.retry import Retrier
 from server.flush.sink import ExperimentDeleted, MlflowSink, RunRef, is_permanent
 from server.flush.state import FlushStats, Runs
@@ -111,35 +106,29 @@ class RunWriter:
         self._receiver_id = receiver_id
         self._gaps = gaps
         self._calls = calls
-        self._missing_since: dict[str, float] = {}
-        self._chosen: dict[str, RunStart] = {}  # the experiment the batches name, per run
         self._progress = Progress(queue, backlog, stats, observer)
         self._creating = threading.Lock()
-        self.created: dict[str, RunRef] = {}
-        """Runs created in a batch whose start is still to be written: their MLflow runs."""
 
-    def flush_run(self, run_key: str, until: float) -> bool:
-        """Writes a run's pending batches; True when ``until`` passed with more left.
+    def flush_run(self, run_key: str, budget: Budget) -> bool:
+        """Writes a run's pending batches; True when the turn's ``budget`` ended it, perhaps
+        with more left (server/flush/pool.py).
 
         The other sinks hold each read before MLflow gets it (server/flush/mirror.py)."""
-        if run_key in self._runs.recovering:
+        if self._runs.state(run_key).recovering:
             self._recover(run_key)
         while batches := self._queue.pending(run_key, BATCHES_PER_READ):
             if self._mirror is not None:
                 self._mirror.cover(self._runs.record(run_key), batches)
-            self._flush_read(run_key, Read(batches))
+            if self._flush_read(run_key, Read(batches), budget):
+                return True  # the rest of the read is read again on the run's next turn
             if len(batches) < BATCHES_PER_READ:
                 return False
-            if time.monotonic() >= until:
-                return True
         return False
 
     def create_together(self, creator: BatchCreator, runs: list[NewRun]) -> dict[str, RunRef]:
         """Creates new runs in a batch, while no turn creates a run; returns them."""
         with self._creating:
-            made = creator.create(runs)
-        self.created.update(made)
-        return made
+            return creator.create(runs)
 
     def call(self, run_key: str, ref: RunRef, what: str, fn: Callable[..., T], *args: object) -> T:
         """An MLflow call about a run; a refusal for good raises RunRefused (or RunMissing)."""
@@ -153,13 +142,12 @@ class RunWriter:
 
     # -- one read --------------------------------------------------------------------------------
 
-    def _flush_read(self, run_key: str, read: Read) -> None:
+    def _flush_read(self, run_key: str, read: Read, budget: Budget) -> bool:
+        """Writes a read, in slices; True when the budget ends the turn after one."""
         record = self._runs.record(run_key)
-        ref = self._runs.refs.get(run_key)
-        for b in read.batches:  # every batch of a run carries the experiment its start chose
-            if b.experiment or b.experiment_id:
-                self._chosen[run_key] = RunStart(b.experiment, experiment_id=b.experiment_id)
-        if self._runs.status.get(run_key) == RunStatus.KILLED.value and ref is not None:
+        ref = self._runs.ref(run_key)
+        self._runs.note_chosen(run_key, read.batches)
+        if self._runs.status(run_key) == RunStatus.KILLED.value and ref is not None:
             # The client is back after its lease ran out: its run goes on.
             self.call(run_key, ref, "reopen the run", self._sink.resume_run, ref, record.job)
             self._runs.set_status(run_key, RunStatus.RUNNING.value)
@@ -176,15 +164,23 @@ class RunWriter:
                     event = self._gaps.dropped(run_key, seq, event)  # the run's total, a tag
                 if isinstance(event, Metric | Param | Tag):
                     entries.append(Item(event, index, seq, ordinal))
+                    if len(entries) >= budget.left:  # a slice: written, then maybe give way
+                        self._write(run_key, record, read, entries)
+                        if budget.spend(len(entries)):
+                            return True
+                        entries = []
                     continue
                 self._write(run_key, record, read, entries)
-                entries = []
+                spent, entries = len(entries) + 1, []
                 started = time.perf_counter()
                 dead = self._apply(run_key, record, event, raw, Item(event, index, seq, ordinal))
                 self._progress.advance(
                     run_key, read, index, seq, ordinal, 1 - len(dead), dead, started
                 )
+                if budget.spend(spent):
+                    return True
         self._write(run_key, record, read, entries)
+        return budget.spend(len(entries))
 
     def _apply(
         self,
@@ -312,16 +308,16 @@ class RunWriter:
     def _open(
         self, run_key: str, record: RunRecord, start: RunStart | None, opening: bool = False
     ) -> RunRef:
-        ref = self._runs.refs.get(run_key)
+        ref = self._runs.ref(run_key)
         if ref is not None and start is None:
             return ref
-        made = self.created.pop(run_key, None) if start is not None else None
+        made = self._runs.take_created(run_key) if start is not None else None
         if made is not None:  # created with the cycle's batch (server/flush/batch_creation.py)
             return self._opened(run_key, made, start, None)
         if is_aggregate_run(run_key):  # a job's cross-client aggregates: its parent run
             with self._creating:
                 ref = self._retrying(self._sink.parent_run, record.job)
-            self._runs.refs[run_key] = ref
+            self._runs.set_ref(run_key, ref)
             return ref
         # Only the receiver holding a run's start creates it (with the start's experiment,
         # name and tags); one holding later events waits, a lease at most, to find it. A run
@@ -332,7 +328,7 @@ class RunWriter:
         may_create = spec is not None or self._start_overdue(run_key)
         find = functools.partial(
             self._sink.client_run, may_create=may_create, opening=opening or saved is not None,
-            experiment=None if spec else self._chosen.get(run_key),
+            experiment=None if spec else self._runs.state(run_key).chosen,
         )  # fmt: skip
         try:
             with self._creating:  # one writer at a time makes runs (and the job's parent)
@@ -351,12 +347,12 @@ class RunWriter:
     def _opened(
         self, run_key: str, ref: RunRef, start: RunStart | None, saved: RunStart | None
     ) -> RunRef:
-        self._missing_since.pop(run_key, None)
-        self._chosen.pop(run_key, None)
-        self._runs.refs[run_key] = ref
+        state = self._runs.state(run_key)
+        state.missing_since = None
+        state.chosen = None
+        self._runs.set_ref(run_key, ref)
         if start is not None:  # a run start (or a resume: start_run(run_id=...)) runs
             self._runs.set_status(run_key, RunStatus.RUNNING.value)
-        self._runs.status.setdefault(run_key, RunStatus.RUNNING.value)
         self._queue.set_mlflow_run(run_key, ref.run_id, ref.experiment_id)
         self._on_run(run_key, ref.run_id, ref.experiment_id)
         if saved is not None:
@@ -366,7 +362,8 @@ class RunWriter:
     def _start_overdue(self, run_key: str) -> bool:
         """Whether the receiver holding this run's start has had a lease to create it."""
         now = time.monotonic()
-        since = self._missing_since.setdefault(run_key, now)
+        state = self._runs.state(run_key)
+        since = state.missing_since = now if state.missing_since is None else state.missing_since
         if since == now:
             _logger.info(
                 "run %s: its start went to another receiver; waiting for it to create the"
@@ -381,7 +378,7 @@ class RunWriter:
     def _recover(self, run_key: str) -> None:
         """Skips the log_batch call in flight at the last stop if MLflow has it whole."""
         record = self._runs.record(run_key)
-        ref = self._runs.refs.get(run_key)
+        ref = self._runs.ref(run_key)
         marker = record.inflight
         if marker and ref is not None:
             try:
@@ -393,7 +390,7 @@ class RunWriter:
                     raise RunMissing(ref.run_id, message(exc)) from None
                 tag = ""
             if tag == marker and self._progress.skip_through(run_key, int(marker.split()[0])):
-                self._runs.recovering.discard(run_key)
+                self._runs.state(run_key).recovering = False
                 return
         self._queue.set_inflight(run_key, "")
-        self._runs.recovering.discard(run_key)
+        self._runs.state(run_key).recovering = False

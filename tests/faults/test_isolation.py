@@ -5,14 +5,19 @@ seen through a recording proxy (tests/support/mlflow_proxy.py)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bridge.convert import batch_to_proto
+from bridge.events import Event, EventBatch, Metric, RunEnd, RunStart, RunStatus
+from client_sdk._transport import Transport
 from tests.support.bystander import start_bystander
 from tests.support.isolation import (
+    T0,
     expected,
     log_points,
     quarantined,
@@ -209,3 +214,59 @@ def test_one_runs_transient_trouble_holds_no_one_else_back(
     got = wait_finished(mlflow_client, run.run_key, 500)
     assert metric_points(mlflow_client, got.info.run_id, "x") == expected(0, 500)
     assert writer.close(timeout_s=10) == 0
+
+
+BIG_KEYS = 6000
+"""Distinct metric keys in the big run's one batch: three turns' worth (server/flush/flusher.py
+``SLICE_ENTRIES``), so it is still being written when the steady run's next turn comes."""
+
+
+@pytest.mark.timeout(300)
+def test_one_runs_huge_batch_holds_no_one_else_back_beyond_one_slice(
+    proxied: ReceiverProcess,
+    mlflow_proxy: MlflowProxy,
+    mlflow_client: Any,
+    job: str,
+    tmp_path: Path,
+) -> None:
+    """A legal batch of thousands of distinct keys is written in slices, between the turns of
+    the other runs: a steady client's points logged while it is flushed reach MLflow before it
+    is whole. The order is made certain, not raced: the proxy holds MLflow's answer to the big
+    run's first call until the steady client's points are stored in the receiver's queue."""
+    steady = writer_for(proxied, "steady", job, tmp_path)
+    steady.start_run("steady")
+    log_points(steady, 0, 10)
+    steady_id = steady.run_id(timeout_s=60)
+    wait_points(mlflow_client, steady_id, 10)
+    held = mlflow_proxy.hold_answer(0, min_points=900)  # only the big run's calls are that big
+    events: list[Event] = [RunStart(run_name="big", start_time_ms=T0)]
+    events += [Metric(f"k{i:05d}", float(i), 0, T0) for i in range(BIG_KEYS)]
+    events.append(RunEnd(RunStatus.FINISHED, T0 + 1))
+    big = EventBatch("big", job, uuid.uuid4().hex, 1, tuple(events))
+    transport = Transport(proxied.address, 30.0)
+    try:  # one stored batch, so that one read of the queue holds all of it
+        transport.publish(batch_to_proto(big).SerializeToString())
+    finally:
+        transport.close()
+    assert held.arrived.wait(90), "the big run's first call never reached MLflow"
+    assert held.call is not None
+    big_id = held.call.run_id
+    try:  # while the big run's turn waits for MLflow's answer, the steady client goes on
+        log_points(steady, 10, 60)
+        assert steady.flush(timeout_s=60)
+    finally:
+        held.release()
+    wait_points(mlflow_client, steady_id, 60)
+    wait_until(lambda: mlflow_client.get_run(big_id).info.status == "FINISHED", 180,
+               interval_s=0.5, what="the big run written whole")  # fmt: skip
+
+    calls = [c for c in mlflow_proxy.calls if c.status == 200]
+    last_step = next(i for i, c in enumerate(calls) if c.run_id == steady_id
+                     and any(p[2] == 59 for p in c.points))  # fmt: skip
+    big_calls = [i for i, c in enumerate(calls) if c.run_id == big_id and c.points]
+    big_before = sum(len(calls[i].points) for i in big_calls if i < last_step)
+    assert big_before < BIG_KEYS, "the steady run waited until the big batch was written whole"
+    assert last_step < big_calls[-1]
+    assert metric_points(mlflow_client, steady_id, "x") == expected(0, 60)
+    assert len(mlflow_client.get_run(big_id).data.metrics) == BIG_KEYS
+    assert steady.close(timeout_s=10) == 0

@@ -12,7 +12,10 @@ directly on the test's thread with one writer (so a schedule replays exactly); t
 clock is a fake one that passes every backoff between cycles, and calls are not retried in
 place (``RETRY_WINDOW_S``), so each failure reaches the cycle's own handling.
 
-About 2,000 schedules a run (800, 800 and 400), derandomized so that CI and a laptop try the
+A fourth property: a run's huge batch is written in slices between the others' turns, and
+delays no other run's batch by more than one slice of its entries.
+
+About 2,000 schedules a run (800, 800, 400 and 40), derandomized so that CI and a laptop try the
 same ones; under a minute on a busy 2-core box.
 """
 
@@ -22,10 +25,11 @@ import itertools
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -33,7 +37,7 @@ from hypothesis import strategies as st
 
 from bridge.convert import batch_to_proto
 from bridge.events import Event, EventBatch, Metric, Param, RunEnd, RunStart, RunStatus, Tag
-from server.flush import backoff, flusher, retry
+from server.flush import backoff, flusher, outcomes, pool, retry
 from server.flush.flusher import Flusher
 from server.flush.sink import MlflowSink
 from server.queue.sqlite import Backlog, Queue, connect
@@ -146,6 +150,7 @@ class _Receiver:
         last = batch.first_seq + len(batch.events) - 1
         assert self.conn is not None
         Queue(self.conn).store([(batch.run_key, "site", JOB, batch.first_seq, last, payload)])
+        self.flusher.stored(batch.run_key, len(batch.events))  # as the ingest thread tells it
 
     def cycle(self) -> bool:
         """One cycle as the flusher's loop runs it; True when work is left."""
@@ -171,6 +176,7 @@ def _fast_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
     )
     monkeypatch.setattr(flusher, "time", fake_time)
     monkeypatch.setattr(backoff, "time", fake_time)
+    monkeypatch.setattr(outcomes, "time", fake_time)
     monkeypatch.setattr(retry, "RETRY_WINDOW_S", -1.0)
     yield clock
 
@@ -287,3 +293,106 @@ def test_stop_returns_within_its_deadline_and_drains_under_any_schedule(
     made = _client_runs(mlflow)
     for plan in runs:
         _check(made[plan.name], plan)
+
+
+HUGE_KEYS = 2 * pool.SLICE_ENTRIES + 700
+"""Distinct metric keys in the huge run's one batch: three slices."""
+
+
+class _Timeline(FakeMlflow):
+    """Keeps, in order, each write MLflow applied: (run name, metric points, last step); and
+    calls ``after_huge(calls)`` after each of the huge run's log_batch calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeline: list[tuple[str, int, int]] = []
+        self.after_huge: Callable[[int], None] = lambda calls: None
+        self._huge_calls = 0
+
+    def log_batch(self, run_id: str, metrics: Sequence[Any] = (), *args: Any, **kw: Any) -> None:
+        super().log_batch(run_id, metrics, *args, **kw)
+        name = self.runs[run_id].name
+        self.timeline.append((name, len(metrics), max((m.step for m in metrics), default=-1)))
+        if name == "huge" and metrics:
+            self._huge_calls += 1
+            self.after_huge(self._huge_calls)
+
+    def set_terminated(self, run_id: str, status: str | None = None,
+                       end_time: int | None = None) -> None:  # fmt: skip
+        super().set_terminated(run_id, status, end_time)
+        self.timeline.append((self.runs[run_id].name, 0, -2))
+
+
+def _small_batches(name: str, sizes: Sequence[int]) -> list[EventBatch]:
+    """A small run's batches of ``sizes`` distinct points (steps 0, 1, ...); the last ends it."""
+    batches, step, seq = [], 0, 1
+    for i, size in enumerate(sizes):
+        events: list[Event] = [RunStart(experiment=JOB, run_name=name)] if i == 0 else []
+        events += [Metric("x", float(s), s, 1000 + s) for s in range(step, step + size)]
+        step += size
+        if i == len(sizes) - 1:
+            events.append(RunEnd(RunStatus.FINISHED, 5000))
+        batches.append(EventBatch("site", JOB, name, seq, tuple(events)))
+        seq += len(events)
+    return batches
+
+
+@given(
+    smalls=st.lists(st.lists(st.integers(1, 40), min_size=1, max_size=3), min_size=1, max_size=3),
+    moments=st.lists(st.integers(0, 7), min_size=9, max_size=9),
+)
+@settings(_SETTINGS, max_examples=40)
+def test_a_huge_batch_delays_no_other_run_beyond_one_slice(
+    _fast_clock: SimpleNamespace, smalls: list[list[int]], moments: list[int]
+) -> None:
+    """The huge run's batch is stored first. Each small batch arrives before a cycle (moment 0
+    to 3) or while the huge run's turn writes (after its 1st to 4th call): however they
+    arrive, at most a slice of the huge run's points reaches MLflow between a small batch's
+    arrival and its last event's, and everything reaches MLflow once."""
+    mlflow = _Timeline()
+    big = [Metric(f"k{i:05d}", float(i), 0, 1000) for i in range(HUGE_KEYS)]
+    events: list[Event] = [RunStart(experiment=JOB, run_name="huge"), *big,
+                           RunEnd(RunStatus.FINISHED, 5000)]  # fmt: skip
+    arrivals: list[tuple[int, str, int, EventBatch]] = []  # (moment, run, its last step, batch)
+    for r, sizes in enumerate(smalls):
+        batches = _small_batches(f"s{r}", sizes)
+        at = sorted(moments[3 * r : 3 * r + len(batches)])  # a run's batches come in order
+        for moment, batch in zip(at, batches, strict=False):
+            last = batch.events[-1]
+            step = -2 if isinstance(last, RunEnd) else last.step  # type: ignore[union-attr]
+            arrivals.append((moment, f"s{r}", step, batch))
+    arrivals.sort(key=lambda a: a[0])
+    arrived: dict[tuple[str, int], int] = {}  # (run, last step) -> timeline position at arrival
+    with tempfile.TemporaryDirectory() as tmp:
+        receiver = _Receiver(Path(tmp) / "queue.db", mlflow)
+        receiver.store(EventBatch("site", JOB, "huge", 1, tuple(events)))
+
+        def arrive(moment: int) -> None:
+            while arrivals and arrivals[0][0] <= moment:
+                _, name, step, batch = arrivals.pop(0)
+                arrived[(name, step)] = len(mlflow.timeline)
+                receiver.store(batch)
+
+        mlflow.after_huge = lambda calls: arrive(3 + calls)
+        for cycle in range(MAX_CYCLES):
+            if cycle <= 3:
+                arrive(cycle)
+            receiver.cycle()
+            _fast_clock.ahead_s += backoff.BACKOFF_MAX_S * 1.3
+            if not arrivals and receiver.left() == 0:
+                break
+        else:
+            raise AssertionError(f"not written in {MAX_CYCLES} cycles")
+        assert receiver.conn is not None
+        receiver.conn.close()
+    for (name, step), start in arrived.items():
+        end = next(i for i, (n, _, s) in enumerate(mlflow.timeline)
+                   if n == name and (s >= step if step >= 0 else s == -2))  # fmt: skip
+        huge_between = sum(p for n, p, _ in mlflow.timeline[start:end] if n == "huge")
+        assert huge_between <= pool.SLICE_ENTRIES, (name, step, huge_between)
+    made = _client_runs(mlflow)
+    assert len(made["huge"].metrics) == HUGE_KEYS and made["huge"].status == "FINISHED"
+    for r, sizes in enumerate(smalls):
+        run = made[f"s{r}"]
+        assert [p[3] for p in run.metrics] == list(range(sum(sizes)))
+        assert run.status == "FINISHED"

@@ -1,6 +1,6 @@
 """The flusher's turns run on pool threads and change nothing the flusher shares: each returns
-an outcome (server/flush/pool.py ``Turn``), and the flusher's own thread applies it (back-off,
-quarantine). In process, with the run writer failing on command."""
+an outcome (server/flush/pool.py ``Turn``), and the flusher's own thread applies it to the run's
+one state object (back-off, quarantine). In process, with the run writer failing on command."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from bridge.convert import batch_to_proto
+from bridge.events import EventBatch, RunStart
 from server.flush.flusher import Flusher
 from server.flush.pool import Turn, TurnResult
 from server.flush.refusals import RunRefused
 from server.flush.sink import MlflowSink
+from server.flush.state import RunState
 from server.queue.sqlite import Backlog, Queue, connect
 
 pytestmark = pytest.mark.timeout(60)
@@ -20,6 +23,8 @@ pytestmark = pytest.mark.timeout(60)
 
 def _flusher(tmp_path: Path) -> Flusher:
     conn = connect(tmp_path / "queue.db")
+    payload = batch_to_proto(EventBatch("site", "job", "run-a", 1, (RunStart(),)))
+    Queue(conn).store([("run-a", "site", "job", 1, 1, payload.SerializeToString())])
     return Flusher(
         Queue(conn),
         MlflowSink("http://127.0.0.1:9"),  # never called: the writer fails on command
@@ -32,9 +37,9 @@ def _flusher(tmp_path: Path) -> Flusher:
     )
 
 
-def _on_a_pool_thread(flusher: Flusher, run_key: str) -> TurnResult:
+def _on_a_pool_thread(flusher: Flusher, state: RunState) -> TurnResult:
     results: list[TurnResult] = []
-    thread = threading.Thread(target=lambda: results.append(flusher._turn(run_key)))
+    thread = threading.Thread(target=lambda: results.append(flusher._turn(state)))
     thread.start()
     thread.join(30)
     return results[0]
@@ -48,36 +53,32 @@ def test_a_turn_returns_its_outcome_and_the_flusher_applies_it(
     tmp_path: Path, fault: Exception, turn: Turn
 ) -> None:
     flusher = _flusher(tmp_path)
-    quarantined: list[tuple[str, str]] = []
 
-    def flush_run(run_key: str, until: float) -> bool:
+    def flush_run(run_key: str, budget: object) -> bool:
         raise fault
 
     flusher._writer.flush_run = flush_run  # type: ignore[method-assign]
-
-    def quarantine(run_key: str, reason: str) -> None:
-        quarantined.append((run_key, reason))
-
-    flusher._quarantine = quarantine  # type: ignore[method-assign]
-    result = _on_a_pool_thread(flusher, "run-a")
+    state = flusher._runs.state("run-a")
+    result = _on_a_pool_thread(flusher, state)
     assert result == TurnResult(turn, fault)
-    assert flusher._retry_at == {} and flusher._failures == {} and quarantined == []
+    assert (state.retry_at, state.failures, state.quarantine) == (0.0, 0, "")  # untouched
 
-    assert flusher._apply("run-a", result) is turn  # on the flusher's thread
+    assert flusher._outcomes.apply(state, result) is turn  # on the flusher's thread
     if turn is Turn.REFUSED:
-        assert quarantined == [("run-a", "deleted")]
+        assert state.quarantine == "deleted"
+        assert flusher._queue.runs_with_pending() == []  # held in the queue
     else:
-        assert flusher._failures == {"run-a": 1}
-        assert "run-a" in flusher._retry_at
+        assert state.failures == 1 and state.retry_at > 0
         assert flusher.last_error == "ConnectionError: MLflow is down"
 
 
 def test_a_turn_that_wrote_clears_the_runs_back_off(tmp_path: Path) -> None:
     flusher = _flusher(tmp_path)
-    flusher._writer.flush_run = lambda run_key, until: True  # type: ignore[method-assign]
-    flusher._retry_at["run-a"], flusher._failures["run-a"] = 0.0, 3
-    result = _on_a_pool_thread(flusher, "run-a")
+    flusher._writer.flush_run = lambda run_key, budget: True  # type: ignore[method-assign]
+    state = flusher._runs.state("run-a")
+    state.retry_at, state.failures = 1.0, 3
+    result = _on_a_pool_thread(flusher, state)
     assert result == TurnResult(Turn.MORE)
-    assert flusher._failures == {"run-a": 3}  # untouched until applied
-    assert flusher._apply("run-a", result) is Turn.MORE
-    assert flusher._retry_at == {} and flusher._failures == {}
+    assert state.failures == 3  # untouched until applied
+    assert flusher._outcomes.apply(state, result) is Turn.MORE
+    assert (state.retry_at, state.failures, state.gave_way) == (0.0, 0, True)
