@@ -2,7 +2,13 @@
 script (the deployment matrix runs it directly, with the import swap and zero-code): metrics,
 params and tags, run artifacts, a scikit-learn and a PyTorch model, a file logged after the
 models, then loading the models back, listing and downloading artifacts, registering and
-searching logged models. What it read back is logged too, so reads are compared as well."""
+searching logged models, registry aliases, ``mlflow.models.evaluate`` of the scikit-learn model
+and Lightning under ``mlflow.pytorch.autolog``. What it read back is logged too, so reads are
+compared as well.
+
+Not here: a transformers ``Trainer`` under autolog. Importing it costs ~15 s a process on a
+loaded 2-core box (18 processes per matrix run), and the callback logs wall-clock figures
+(``train_runtime``, samples per second) that no two runs share."""
 
 import os
 import tempfile
@@ -17,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
 NAME = os.environ["MATRIX_NAME"]
+ALIAS = "champion"
 X = np.array([[0.0, 1.0], [1.0, 0.5], [2.0, 0.0], [3.0, 1.5], [4.0, 2.0], [5.0, 0.2]])
 y = np.array([0, 0, 0, 1, 1, 1])
 
@@ -61,6 +68,10 @@ with tempfile.TemporaryDirectory() as tmp:
     model_dir = mlflow.artifacts.download_artifacts(pt.model_uri, dst_path=f"{tmp}/model")
     model_downloaded = sorted(p.name for p in Path(model_dir).iterdir() if p.name != QUIRK)
 version = mlflow.register_model(pt.model_uri, f"{NAME}-torch")
+client.set_registered_model_alias(f"{NAME}-sk", ALIAS, "1")
+by_alias = client.get_model_version_by_alias(f"{NAME}-sk", ALIAS)
+aliased = mlflow.pyfunc.load_model(f"models:/{NAME}-sk@{ALIAS}")
+aliases = client.get_registered_model(f"{NAME}-sk").aliases
 found = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
 inputs = torch.tensor(X[:1], dtype=torch.float32)
 # At step 1: a metric at a step where the run logged models is linked to each of them, and
@@ -80,7 +91,75 @@ with mlflow.start_run(run_id=run_id):
             "model_downloaded": model_downloaded,
             "version": str(version.version),  # MLflow's SQL registry: an int; over REST: a str
             "models": sorted(m.name for m in found),
+            "alias_version": str(by_alias.version),
+            "alias_source_is_model": by_alias.source.endswith(sk.model_id),
+            "aliases": {k: str(v) for k, v in aliases.items()},
+            "alias_agrees": bool((aliased.predict(X) == clf.predict(X)).all()),
         },
         "reads.json",
+    )
+
+# mlflow.models.evaluate: loads the logged model back, logs metrics (to the run and the model),
+# plots and the evaluation dataset.
+with mlflow.start_run(run_name="evaluate"):
+    evaluated = mlflow.models.evaluate(
+        sk.model_uri, X, targets=y, model_type="classifier", evaluators=["default"]
+    )
+    mlflow.log_dict({"accuracy": evaluated.metrics["accuracy_score"]}, "evaluated.json")
+run_id_eval = mlflow.last_active_run().info.run_id
+eval_metrics = sorted(client.get_run(run_id_eval).data.metrics)
+eval_model_metrics = sorted(m.key for m in client.get_logged_model(sk.model_id).metrics or [])
+
+# Lightning under mlflow.pytorch.autolog: params, epoch metrics, the model summary, checkpoints
+# and the model, logged by MLflow itself while the Trainer runs.
+import lightning  # noqa: E402 - only this part needs it
+
+
+class Tiny(lightning.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch: list[torch.Tensor], _: int) -> torch.Tensor:
+        inputs, target = batch
+        loss = torch.nn.functional.mse_loss(self.layer(inputs).squeeze(-1), target)
+        self.log("train_loss", loss, on_epoch=True, on_step=False)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+torch.manual_seed(0)
+data = torch.utils.data.TensorDataset(
+    torch.tensor(X, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
+)
+mlflow.pytorch.autolog(checkpoint_monitor="train_loss")  # checkpoints too
+with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name="lightning") as lit_run:
+    trainer = lightning.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp,
+    )
+    trainer.fit(Tiny(), torch.utils.data.DataLoader(data, batch_size=3))
+mlflow.pytorch.autolog(disable=True)
+lit_models = mlflow.search_logged_models(
+    filter_string=f"source_run_id = '{lit_run.info.run_id}'", output_format="list"
+)
+lit_back = mlflow.pytorch.load_model(lit_models[0].model_uri) if lit_models else None
+
+with mlflow.start_run(run_id=run_id):
+    mlflow.log_dict(
+        {
+            "eval_metrics": eval_metrics,
+            "eval_model_metrics": eval_model_metrics,
+            "lightning_models": len(lit_models),
+            "lightning_loaded": type(lit_back).__name__,
+        },
+        "reads2.json",
     )
 print("done", run_id)
