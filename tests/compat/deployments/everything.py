@@ -1,10 +1,10 @@
 """Everything a user does with MLflow's artifact store, logged models and the registry, in one
 script (the deployment matrix runs it directly, with the import swap and zero-code): metrics,
-params and tags, run artifacts, a scikit-learn and a PyTorch model, a file logged after the
-models, then loading the models back, listing and downloading artifacts, registering and
-searching logged models, registry aliases, ``mlflow.models.evaluate`` of the scikit-learn model
-and Lightning under ``mlflow.pytorch.autolog``. What it read back is logged too, so reads are
-compared as well.
+params and tags, run artifacts (a folder, a table, an image), a scikit-learn and a PyTorch
+model, a file logged after the models, then loading the models back, loading the table,
+listing and downloading artifacts, registering and searching logged models, registry aliases,
+tags and searches, ``mlflow.models.evaluate`` of the scikit-learn model and Lightning under
+``mlflow.pytorch.autolog``. What it read back is logged too, so reads are compared as well.
 
 Not here: a transformers ``Trainer`` under autolog. Importing it costs ~15 s a process on a
 loaded 2-core box (18 processes per matrix run), and the callback logs wall-clock figures
@@ -44,6 +44,13 @@ with mlflow.start_run(run_name="train") as run:
     example = np.zeros((1, 2), dtype=np.float32)  # the model is exported for its shape
     pt = mlflow.pytorch.log_model(net, name="torch", input_example=example)
     mlflow.log_text("logged after the models", "late/after.txt")
+    with tempfile.TemporaryDirectory() as folder:  # a folder, a table and an image
+        (Path(folder) / "sub").mkdir()
+        (Path(folder) / "a.txt").write_text("a")
+        (Path(folder) / "sub" / "b.txt").write_text("b")
+        mlflow.log_artifacts(folder, "folder")
+    mlflow.log_table({"x": [1, 2, 3], "label": ["a", "b", "c"]}, "tables/t.json")
+    mlflow.log_image(np.arange(48, dtype=np.uint8).reshape(4, 4, 3), "images/i.png")
 
 run_id = run.info.run_id
 client = MlflowClient()
@@ -51,6 +58,7 @@ loaded = mlflow.sklearn.load_model(sk.model_uri)
 net_back = mlflow.pytorch.load_model(pt.model_uri)
 from_registry = mlflow.pyfunc.load_model(f"models:/{NAME}-sk/1")
 listed = sorted(f.path for f in client.list_artifacts(run_id))
+table = mlflow.load_table("tables/t.json", run_ids=[run_id])
 listed_notes = sorted(f.path for f in client.list_artifacts(run_id, "notes"))
 # MLflow writes registered_model_meta into a models:/ download's directory, which is the
 # artifact store itself when a client reaches the store as a local path: left out.
@@ -72,6 +80,11 @@ client.set_registered_model_alias(f"{NAME}-sk", ALIAS, "1")
 by_alias = client.get_model_version_by_alias(f"{NAME}-sk", ALIAS)
 aliased = mlflow.pyfunc.load_model(f"models:/{NAME}-sk@{ALIAS}")
 aliases = client.get_registered_model(f"{NAME}-sk").aliases
+client.set_registered_model_tag(f"{NAME}-sk", "team", "matrix")
+client.set_model_version_tag(f"{NAME}-sk", "1", "validated", "yes")
+versions = client.search_model_versions(f"name = '{NAME}-sk'")
+registered = client.search_registered_models(filter_string=f"name LIKE '{NAME}-%'")
+version_tags = client.get_model_version(f"{NAME}-sk", "1").tags
 found = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
 inputs = torch.tensor(X[:1], dtype=torch.float32)
 # At step 1: a metric at a step where the run logged models is linked to each of them, and
@@ -88,6 +101,7 @@ with mlflow.start_run(run_id=run_id):
             "model_files": model_files,
             "text": text,
             "late": late,
+            "table": table.to_dict(orient="list"),
             "model_downloaded": model_downloaded,
             "version": str(version.version),  # MLflow's SQL registry: an int; over REST: a str
             "models": sorted(m.name for m in found),
@@ -95,6 +109,12 @@ with mlflow.start_run(run_id=run_id):
             "alias_source_is_model": by_alias.source.endswith(sk.model_id),
             "aliases": {k: str(v) for k, v in aliases.items()},
             "alias_agrees": bool((aliased.predict(X) == clf.predict(X)).all()),
+            "versions": sorted(str(v.version) for v in versions),
+            "registered": sorted(m.name.removeprefix(NAME) for m in registered),
+            "registered_tags": {
+                m.name.removeprefix(NAME): dict(sorted(m.tags.items())) for m in registered
+            },
+            "version_tags": dict(sorted(version_tags.items())),
         },
         "reads.json",
     )
