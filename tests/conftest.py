@@ -48,11 +48,12 @@ def pytest_collection_modifyitems(
         items.sort(key=lambda item: scheduling.rank(item.nodeid))
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: unknown where xdist is not installed
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``--dist loadfile`` (.ci/test): whole files, the deployment matrix split by deployment,
     long poles first (tests/support/scheduling.py)."""
     if config.getoption("dist") == "loadfile":
-        return scheduling.LongPolesFirst(config, log)
+        return scheduling.scheduler(config, log)
     return None
 
 

@@ -15,22 +15,20 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from xdist.scheduler import LoadScopeScheduling
-
 LONG_POLES = (
-    "tests/compat/test_conformance.py",
-    "tests/compat/test_deployments.py",
+    "tests/compat/test_conformance.py",  # ~240 s of setup
     "tests/e2e/test_bench.py",
     "tests/faults/test_faults.py",
-    "tests/deploy/test_topology.py",
     "tests/fleet/test_fleet_faults.py",
+    "tests/deploy/test_topology.py",
     "tests/e2e/test_flower.py",
+    "tests/compat/test_deployments.py",  # five units of ~100 s (one per deployment)
     "tests/compat/test_frameworks.py",
     "tests/fleet/test_fleet_leases.py",
     "tests/e2e/test_nvflare.py",
 )
-"""The slow tier's longest files (CI's ``--durations``), longest first; the rest follow in
-collection order."""
+"""The slow tier's longest files (CI's ``--durations`` on a quiet 2-core box), longest first;
+the rest follow in collection order."""
 
 SPLIT_BY_PARAMETER = frozenset({"tests/compat/test_deployments.py"})
 _FIRST_WORD = re.compile(r"\[([^\]\-]+)")
@@ -57,13 +55,14 @@ def rank(nodeid: str) -> int:
     return LONG_POLES.index(path) if path in LONG_POLES else len(LONG_POLES)
 
 
-class LongPolesFirst(LoadScopeScheduling):
+def scheduler(config: Any, log: Any) -> Any:
     """``--dist loadfile`` with the split files split, handing out work units in the order
     the workers collected them (tests/conftest.py puts the long poles first)."""
+    from xdist.scheduler import LoadScopeScheduling  # only where xdist runs the tests
 
-    def __init__(self, config: Any, log: Any = None) -> None:
-        super().__init__(config, log)
-        config.option.loadscopereorder = False  # keep the collected order, not by test count
+    class LongPolesFirst(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
 
-    def _split_scope(self, nodeid: str) -> str:
-        return work_unit(nodeid)
+    config.option.loadscopereorder = False  # the collected order, not xdist's by test count
+    return LongPolesFirst(config, log)
