@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(
 ) -> Iterator[None]:
     """Marks every test that uses a process-starting fixture ``slow`` (before ``-m`` selects);
     on an xdist worker, once pytest has ordered the items for its fixtures, puts the long
-    poles' tests first (tests/support/scheduling.py; a stable sort: files stay whole)."""
+    poles' tests first (tests/support/scheduling.py; a stable sort: work units stay whole)."""
     for item in items:
         if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)

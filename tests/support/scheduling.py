@@ -17,18 +17,23 @@ from typing import Any
 
 LONG_POLES = (
     "tests/compat/test_conformance.py",  # ~240 s of setup
+    "tests/compat/test_deployments.py::s3",  # each deployment ~100 s, two here
     "tests/e2e/test_bench.py",
+    "tests/compat/test_deployments.py::default",
     "tests/faults/test_faults.py",
+    "tests/compat/test_deployments.py::basic",
     "tests/fleet/test_fleet_faults.py",
+    "tests/compat/test_deployments.py::embedded",
     "tests/deploy/test_topology.py",
+    "tests/compat/test_deployments.py::local",
     "tests/e2e/test_flower.py",
-    "tests/compat/test_deployments.py",  # five units of ~100 s (one per deployment)
     "tests/compat/test_frameworks.py",
     "tests/fleet/test_fleet_leases.py",
     "tests/e2e/test_nvflare.py",
 )
-"""The slow tier's longest files (CI's ``--durations`` on a quiet 2-core box), longest first;
-the rest follow in collection order."""
+"""The slow tier's longest work units (CI's ``--durations`` on a quiet 2-core box), longest
+first, the deployments between other long files, so that the workers rarely run several of
+them (each three scripts at once) side by side; the rest follow in collection order."""
 
 SPLIT_BY_PARAMETER = frozenset({"tests/compat/test_deployments.py"})
 _FIRST_WORD = re.compile(r"\[([^\]\-]+)")
@@ -50,9 +55,9 @@ def work_unit(nodeid: str) -> str:
 
 
 def rank(nodeid: str) -> int:
-    """Where a test's file goes in the order work is handed out (long poles first)."""
-    path = path_of(nodeid)
-    return LONG_POLES.index(path) if path in LONG_POLES else len(LONG_POLES)
+    """Where a test's work unit goes in the order work is handed out (long poles first)."""
+    unit = work_unit(nodeid)
+    return LONG_POLES.index(unit) if unit in LONG_POLES else len(LONG_POLES)
 
 
 def scheduler(config: Any, log: Any) -> Any:

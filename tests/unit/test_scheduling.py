@@ -40,8 +40,13 @@ def test_the_matrix_runs_one_unit_per_deployment_the_s3_ones_sharing_theirs() ->
 
 
 def test_long_poles_exist_and_go_first() -> None:
-    for path in scheduling.LONG_POLES:
-        assert (REPO / path).is_file(), path
-    ranks = [scheduling.rank(f"{p}::test") for p in scheduling.LONG_POLES]
-    assert ranks == sorted(ranks)
-    assert scheduling.rank("tests/cli/test_cli_errors.py::test_x") > max(ranks)
+    for unit in scheduling.LONG_POLES:
+        path, _, group = unit.partition("::")
+        assert (REPO / path).is_file(), unit
+        if group:  # a unit of a split file: a first word of its parameter ids
+            assert path in scheduling.SPLIT_BY_PARAMETER, unit
+            assert any(name.split("-")[0] == group for name in DEPLOYMENTS), unit
+    ranks = [scheduling.rank(f"{MATRIX}[{name}-{SWAP}]") for name in DEPLOYMENTS]
+    assert len(set(ranks)) == 5 and max(ranks) < len(scheduling.LONG_POLES), ranks
+    assert scheduling.rank("tests/compat/test_conformance.py::test_x") == 0
+    assert scheduling.rank("tests/cli/test_cli_errors.py::test_x") == len(scheduling.LONG_POLES)
