@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import scheduling
 from tests.support.nats import NatsCluster
 from tests.support.procs import (
     MlflowServer,
@@ -32,11 +33,28 @@ PROCESS_FIXTURES = frozenset(
 is marked ``slow``. Tests that start processes themselves say ``pytest.mark.slow``."""
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Marks every test that uses a process-starting fixture ``slow``."""
+@pytest.hookimpl(hookwrapper=True)
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> Iterator[None]:
+    """Marks every test that uses a process-starting fixture ``slow`` (before ``-m`` selects);
+    on an xdist worker, once pytest has ordered the items for its fixtures, puts the long
+    poles' tests first (tests/support/scheduling.py; a stable sort: work units stay whole)."""
     for item in items:
         if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    yield
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: scheduling.rank(item.nodeid))
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: unknown where xdist is not installed
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile`` (.ci/test): whole files, the deployment matrix split by deployment,
+    long poles first (tests/support/scheduling.py)."""
+    if config.getoption("dist") == "loadfile":
+        return scheduling.scheduler(config, log)
+    return None
 
 
 def _no_process(*_args: object, **_kwargs: object) -> None:

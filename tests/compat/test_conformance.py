@@ -173,6 +173,14 @@ def _run(mode: str, script: Script, servers: Any, receivers: Any, root: Path) ->
     return run_script(path, mode, _env(mode, script, servers, receivers, root), work)
 
 
+def _snapshots(server: MlflowServer) -> dict[str, dict[str, Any]]:
+    """What one MLflow server holds for each script."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(server.uri)
+    return {s.name: snapshot(client, s.name, timestamps=s.timestamps) for s in SCRIPTS}
+
+
 @pytest.fixture(scope="module")
 def results(
     tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServer
@@ -182,13 +190,22 @@ def results(
     servers = _servers(root, mlflow_server)
     receivers: dict[str, ReceiverProcess] = {}
     try:
-        for mode in BRIDGE_MODES:
-            receivers[mode] = launch_receiver(
-                root,
-                servers[mode].uri,
-                flush_interval_s=0.25,
-                data_dir=root / f"receiver-{mode.replace(' ', '-')}",
-            )
+        with ThreadPoolExecutor(len(BRIDGE_MODES)) as pool:
+            starting = {
+                mode: pool.submit(
+                    launch_receiver,
+                    root,
+                    servers[mode].uri,
+                    flush_interval_s=0.25,
+                    data_dir=root / f"receiver-{mode.replace(' ', '-')}",
+                )
+                for mode in BRIDGE_MODES
+            }
+            for mode, future in starting.items():
+                with contextlib.suppress(Exception):  # raised below, once the others are kept
+                    receivers[mode] = future.result()
+            for future in starting.values():
+                future.result()
         print(f"servers and receivers up: {time.monotonic() - started:.1f} s")
         jobs = [(mode, script) for script in SCRIPTS for mode in (REAL, SWAP, ZERO)]
         # Heaviest first, so the long ones do not finish last.
@@ -207,15 +224,11 @@ def results(
                 interval_s=0.25,
                 what=f"the {mode} receiver to write everything to MLflow",
             )
-        from mlflow.tracking import MlflowClient
-
-        states = {}
-        for mode, server in servers.items():
-            client = MlflowClient(server.uri)
-            for script in SCRIPTS:
-                states[(mode, script.name)] = snapshot(
-                    client, script.name, timestamps=script.timestamps
-                )
+        with ThreadPoolExecutor(len(servers)) as pool:  # one reader per MLflow server
+            by_mode = dict(zip(servers, pool.map(_snapshots, servers.values()), strict=True))
+        states = {
+            (mode, name): state for mode, found in by_mode.items() for name, state in found.items()
+        }
         print(f"drain and snapshots: {time.monotonic() - phase:.1f} s")
         yield Results(runs, states)
     finally:

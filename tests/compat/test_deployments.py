@@ -6,9 +6,11 @@ Each deployment is real processes, started once for its tests: the default ``mlf
 S3 (moto's server) proxied by MLflow and written by the receiver itself, MLflow with basic
 auth, the receiver's embedded ``sqlite:///`` store, and a local artifact root. In each, one
 script (``deployments/everything.py``: run artifacts, scikit-learn and PyTorch models, loading
-them back, listing and downloading artifacts, the registry, logged-model search) runs three ways
-at once: with the real ``mlflow``, with the import swap and zero-code through one receiver. Then
-MLflow's contents are compared, logged models' files included.
+them back, listing and downloading artifacts, the registry with aliases, logged-model search,
+``mlflow.models.evaluate``, Lightning autolog) runs three ways at once: with the real
+``mlflow``, with the import swap and zero-code through one receiver. Then MLflow's contents are
+compared, logged models' files included. Under ``-n N --dist loadfile`` each deployment is a
+work unit of its own (tests/support/scheduling.py).
 """
 
 from __future__ import annotations
