@@ -17,6 +17,7 @@ from typing import Any
 
 LONG_POLES = (
     "tests/compat/test_conformance.py",  # ~240 s of setup
+    "tests/faults/test_experiment_startup.py",  # 33 kills and restarts
     "tests/compat/test_deployments.py::s3",  # each deployment ~100 s, two here
     "tests/e2e/test_bench.py",
     "tests/compat/test_deployments.py::default",
