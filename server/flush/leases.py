@@ -77,6 +77,8 @@ class Leases:
 
     def _expire(self, run_key: str, ref: RunRef, now: float) -> None:
         heard = self._last_seen.get(run_key)
+        if run_key not in self._stamped and (created := self._sink.heard_stamped(ref)) is not None:
+            self._stamped[run_key] = created  # created with the stamp (server/flush/sink.py)
         if heard is not None and heard >= self._stamped.get(run_key, -1e18) + self._lease_s / 4:
             self._stamped[run_key] = heard
             try:  # advisory: a missed stamp is retried a quarter lease later

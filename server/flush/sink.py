@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlflow.entities import Metric as MlflowMetric
@@ -81,6 +83,9 @@ class MlflowSink:
         self._by_key: dict[tuple[str, str], RunRef] = {}
         """(client id, client's run key) -> its MLflow run."""
         self._nested: set[str] = set()  # runs under a client's run, not under the job's parent
+        self._known_ids: set[str] = set()  # experiment ids a run start named that MLflow has
+        self._tried: set[tuple[str, str]] = set()  # keys whose creation failed: look first
+        self._heard_at: dict[str, float] = {}  # run id -> when created with a heard stamp
 
     @property
     def client(self) -> MlflowClient:
@@ -159,9 +164,13 @@ class MlflowSink:
     def run_experiment_id(self, start: RunStart, job: str) -> str:
         """The experiment a run start names: its id (when that experiment exists), else its
         name, else the job's."""
+        if start.experiment_id in self._known_ids:
+            return start.experiment_id  # as the names in experiment_id(): looked up once
         if start.experiment_id:
             try:
-                return str(self._client.get_experiment(start.experiment_id).experiment_id)
+                found = str(self._client.get_experiment(start.experiment_id).experiment_id)
+                self._known_ids.add(found)
+                return found
             except MlflowException as exc:
                 if not is_permanent(exc):
                     raise
@@ -182,12 +191,14 @@ class MlflowSink:
         *,
         may_create: bool = True,
         opening: bool = False,
+        on_kept: Callable[[str, str], object] | None = None,
     ) -> RunRef:
         """The MLflow run of one client run: the run it resumes (``resume_run_id``), else the
         run found again by its client's and run key's tags, else a new run. A ``start`` sets it
         RUNNING, unless it is the run's ``opening`` event (sequence 1) and the run exists
         already: then it is a late copy of the start (another receiver may have ended the run
         since). ``run_key`` may be the receiver's owned key (``<client id>/<run key>``).
+        ``on_kept`` hears a new run's ids as soon as it is decided, before its last MLflow call.
 
         Raises:
             RunNotCreated: No run has the key and ``may_create`` is False.
@@ -197,8 +208,9 @@ class MlflowSink:
         ref = self._attach(client_id, start) if start and start.resume_run_id else None
         if ref is None:
             ref = self._keyed_run(
-                client_id, job, run_key, start, may_create=may_create, opening=opening
-            )
+                client_id, job, run_key, start, may_create=may_create, opening=opening,
+                on_kept=on_kept,
+            )  # fmt: skip
         if start and start.parent_run_key and (client_id, start.parent_run_key) in self._by_key:
             self._nested.add(ref.run_id)  # its parent, a running client run, keeps the job's open
         elif (parent := self._existing_parent(job, ref.experiment_id)) is not None:
@@ -215,6 +227,7 @@ class MlflowSink:
         *,
         may_create: bool,
         opening: bool,
+        on_kept: Callable[[str, str], object] | None,
     ) -> RunRef:
         spec = start or RunStart()
         exp_id = self.run_experiment_id(spec, job)
@@ -234,17 +247,26 @@ class MlflowSink:
             parent = self._parent_of(client_id, spec, exp_id, job)
             parent_id = None if parent is None else parent.run_id
             tags = client_run_tags(client_id, job, run_key, spec, parent_id) | extra
+            tags[TAG_HEARD] = str(time.time_ns() // 1_000_000)  # the lease's first stamp
             run = self._client.create_run(
                 exp_id,
                 start_time=spec.start_time_ms or None,
                 tags=tags,
                 run_name=spec.run_name or client_id,
             )
+            self._heard_at[run.info.run_id] = time.monotonic()
             return run.info.run_id, exp_id
 
+        # A start seen for the first time is created before it is looked for (two MLflow
+        # calls before its client hears the id, run_creation.py); a retry looks first.
+        tried = (client_id, run_key)
+        look_first = start is None or bool(start.resume_run_id) or tried in self._tried
+        self._tried.add(tried)
         (run_id, run_exp_id), created = create_once(
-            self._client, where, by_key, create, creator=self._receiver_id
-        )
+            self._client, where, by_key, create, creator=self._receiver_id,
+            look_first=look_first, on_kept=on_kept,
+        )  # fmt: skip
+        self._tried.discard(tried)
         if not created and start is not None:
             self._reopen(run_id, start, set_running=not opening)
         return RunRef(run_id, run_exp_id)
@@ -304,6 +326,10 @@ class MlflowSink:
         """Creates runs in one call where the store allows (server/flush/bulk/); else None."""
         return None
 
+    def heard_stamped(self, run: RunRef) -> float | None:
+        """When (``time.monotonic()``) the run was created with a heard stamp, if it was."""
+        return self._heard_at.pop(run.run_id, None)
+
     def mark_heard(self, run: RunRef, heard_ms: int) -> None:
         """Records on the run when this receiver last heard from its client."""
         self._client.set_tag(run.run_id, TAG_HEARD, str(heard_ms), synchronous=True)
@@ -356,10 +382,12 @@ class MlflowSink:
         self._parents.clear()
         self._by_key.clear()
         self._nested.clear()
+        self._known_ids.clear()
 
     def end_run(self, run: RunRef, job: str, status: RunStatus, end_time_ms: int) -> None:
         """Ends a client run; ends the job's parent run once none of its children runs."""
         self._client.set_terminated(run.run_id, status.value, end_time_ms or None)
+        self._heard_at.pop(run.run_id, None)
         parent = self._existing_parent(job, run.experiment_id)
         if parent is None or run.run_id in self._nested:  # not one of the parent's children
             return

@@ -323,7 +323,11 @@ class RunWriter:
         spec = start or saved
         may_create = spec is not None or self._start_overdue(run_key)
         find = functools.partial(
-            self._sink.client_run, may_create=may_create, opening=opening or saved is not None
+            self._sink.client_run,
+            may_create=may_create,
+            opening=opening or saved is not None,
+            # its client hears the id before the run's last creation call
+            on_kept=functools.partial(self._on_run, run_key),
         )
         try:
             with self._creating:  # one writer at a time makes runs (and the job's parent)

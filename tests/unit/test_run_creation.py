@@ -77,13 +77,19 @@ class FakeStore:
         ]
 
 
-def _create(store: FakeStore, out: list[str], errors: list[BaseException], creator: str) -> None:
+def _create(
+    store: FakeStore,
+    out: list[str],
+    errors: list[BaseException],
+    creator: str,
+    look_first: bool = True,
+) -> None:
     try:
-        for _ in range(200):  # the flusher retries RunContended the same way, with backoff
+        for attempt in range(200):  # the flusher retries RunContended the same way, with backoff
             try:
                 (run_id, _), _created = create_once(
                     store, ["1"], "f", store.create, creator=creator,
-                    sleep=lambda s: time.sleep(0.001),
+                    look_first=look_first or attempt > 0, sleep=lambda s: time.sleep(0.001),
                 )  # fmt: skip
             except RunContended:
                 time.sleep(random.uniform(0, 0.005))
@@ -95,15 +101,19 @@ def _create(store: FakeStore, out: list[str], errors: list[BaseException], creat
         errors.append(exc)
 
 
+@pytest.mark.parametrize("look_first", [True, False, None], ids=["look", "create", "mixed"])
 @pytest.mark.parametrize("creators", [2, 3, 5])
-def test_racing_creators_all_get_the_one_run_that_is_kept(creators: int) -> None:
+def test_racing_creators_all_get_the_one_run_that_is_kept(
+    creators: int, look_first: bool | None
+) -> None:
     for _ in range(40):
         store = FakeStore()
         got: list[str] = []
         errors: list[BaseException] = []
+        looks = [i % 2 == 0 if look_first is None else look_first for i in range(creators)]
         threads = [
-            threading.Thread(target=_create, args=(store, got, errors, f"receiver-{i}"))
-            for i in range(creators)
+            threading.Thread(target=_create, args=(store, got, errors, f"receiver-{i}", look))
+            for i, look in enumerate(looks)
         ]
         for t in threads:
             t.start()
@@ -171,3 +181,59 @@ def test_another_receivers_provisional_run_is_not_adopted() -> None:
             sleep=lambda s: None,
         )  # fmt: skip
     assert store.kept() == [] and len(store.runs) == 1
+
+
+class CountingStore(FakeStore):
+    """Also records the calls in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def search_runs(self, experiment_ids: list[str], filter_string: str, max_results: int) -> Any:
+        self.calls.append("search")
+        return super().search_runs(experiment_ids, filter_string, max_results)
+
+    def create(self, extra: dict[str, str]) -> tuple[str, str]:
+        self.calls.append("create")
+        return super().create(extra)
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        self.calls.append("keep")
+        super().delete_tag(run_id, key)
+
+    def delete_run(self, run_id: str) -> None:
+        self.calls.append("delete")
+        super().delete_run(run_id)
+
+
+def test_a_first_creation_is_told_after_two_calls_and_kept_after_three() -> None:
+    store = CountingStore()
+    told: list[tuple[str, str, list[str]]] = []
+    (run_id, _), created = create_once(
+        store, ["1"], "f", store.create, look_first=False,
+        on_kept=lambda rid, eid: told.append((rid, eid, list(store.calls))),
+    )  # fmt: skip
+    assert created and store.kept() == [run_id]
+    assert told == [(run_id, "1", ["create", "search"])]  # told before the keep
+    assert store.calls == ["create", "search", "keep"]
+
+
+def test_created_without_looking_beside_a_kept_run_it_steps_back_then_finds_it() -> None:
+    store = CountingStore()
+    kept, _ = store.create({})
+    with pytest.raises(RunContended):
+        create_once(store, ["1"], "f", store.create, look_first=False)
+    assert store.kept() == [kept] and store.calls[-1] == "delete"
+    assert create_once(store, ["1"], "f", store.create) == ((kept, "1"), False)
+
+
+def test_created_without_looking_it_steps_back_for_a_run_it_left_then_adopts_it() -> None:
+    store = FakeStore()
+    old = str(time.time_ns() // 1_000_000 - STALE_PROVISIONAL_MS - 1)
+    left, _ = store.create({TAG_PROVISIONAL: f"{old} receiver-a"})  # stale: still its own
+    with pytest.raises(RunContended):
+        create_once(store, ["1"], "f", store.create, creator="receiver-a", look_first=False)
+    (run_id, _), created = create_once(store, ["1"], "f", store.create, creator="receiver-a")
+    assert (run_id, created) == (left, True)
+    assert store.kept() == [left]
