@@ -23,7 +23,8 @@ created it, instead of waiting for it to go stale and leaving an empty run besid
 The first look is not needed for safety (the second look is what keeps one run), only to find
 a run that exists already. So a receiver creating a run for the first time (``look_first`` off:
 the common case, a run start just arrived) skips it: two MLflow calls instead of three before
-its client can be told the run id (``on_kept``, called before the provisional tag is removed).
+its client can be told the run id (``defer_keep``: the caller removes the provisional tag,
+:func:`keep`, after telling it, outside its locks).
 Should the look after creating find anything a first look would have found (a kept run, a
 rival's provisional one, one it left itself before a restart), it deletes its run and steps
 back (``RunContended``): the caller tries again, looking first.
@@ -110,6 +111,18 @@ def matching(client: MlflowClient, experiment_ids: Sequence[str], filter_string:
     return runs
 
 
+def other_experiment_ids(client: MlflowClient, skip: Sequence[str]) -> list[str]:
+    """Every live experiment's id but ``skip`` (where a run whose start is elsewhere may be)."""
+    ids: list[str] = []
+    token = None
+    while True:
+        page = client.search_experiments(max_results=1000, page_token=token)
+        ids.extend(str(e.experiment_id) for e in page if str(e.experiment_id) not in skip)
+        token = page.token
+        if not token:
+            return ids
+
+
 def create_once(
     client: MlflowClient,
     experiment_ids: Sequence[str],
@@ -118,7 +131,7 @@ def create_once(
     *,
     creator: str = "",
     look_first: bool = True,
-    on_kept: Callable[[str, str], object] | None = None,
+    defer_keep: bool = False,
     wait_s: float = WAIT_S,
     sleep: Callable[[float], object] = time.sleep,
 ) -> tuple[tuple[str, str], bool]:
@@ -134,8 +147,8 @@ def create_once(
             behind when it died is adopted rather than created again.
         look_first: Look for the run before creating it. Off, a run found after creating
             this one makes it step back (``RunContended``: try again looking first).
-        on_kept: Told ``(run_id, experiment_id)`` of a run it created once it is kept, before
-            the provisional tag is removed (a restart adopts the run if that call is lost).
+        defer_keep: Leave a run it created provisional, for the caller to :func:`keep` (a
+            restart adopts the run if that call is lost).
         wait_s: How long to wait for another receiver's creation to settle.
         sleep: Pauses between looks (tests pass a fake).
 
@@ -172,9 +185,8 @@ def create_once(
             client.delete_run(run_id)  # created without looking: what a look finds wins
             raise RunContended(f"the run exists or is being created ({filter_string})")
         if not rivals:
-            if on_kept is not None:
-                on_kept(run_id, experiment_id)
-            client.delete_tag(run_id, TAG_PROVISIONAL)
+            if not defer_keep:
+                keep(client, run_id)
             return (run_id, experiment_id), True
         # Created at the same moment as others: the smallest id waits for the rest to step
         # back (they see it) or to be kept (they did not see it): then it steps back itself.
@@ -183,6 +195,11 @@ def create_once(
             client.delete_run(run_id)
             raise RunContended(f"another receiver created the run too ({filter_string})")
         sleep(_POLL_S)
+
+
+def keep(client: MlflowClient, run_id: str) -> None:
+    """Marks a run created provisional as the one in use (the last step of creating it)."""
+    client.delete_tag(run_id, TAG_PROVISIONAL)
 
 
 def _others(runs: Sequence[Any], mine: str) -> list[Any]:

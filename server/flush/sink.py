@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlflow.entities import Metric as MlflowMetric
@@ -17,7 +16,14 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 from bridge.events import RunStart, RunStatus
 from bridge.limits import LogBatchChunk
-from server.flush.run_creation import RunNotCreated, create_once, matching, settled
+from server.flush.run_creation import (
+    RunNotCreated,
+    create_once,
+    keep,
+    matching,
+    other_experiment_ids,
+    settled,
+)
 from server.flush.run_tags import (
     TAG_CLIENT_ID,
     TAG_FLUSHED,
@@ -85,6 +91,7 @@ class MlflowSink:
         self._nested: set[str] = set()  # runs under a client's run, not under the job's parent
         self._known_ids: set[str] = set()  # experiment ids a run start named that MLflow has
         self._tried: set[tuple[str, str]] = set()  # keys whose creation failed: look first
+        self.unkept: set[str] = set()  # runs client_run created, waiting for keep()
         self._heard_at: dict[str, float] = {}  # run id -> when created with a heard stamp
 
     @property
@@ -118,17 +125,6 @@ class MlflowSink:
     def _find_run(self, experiment_id: str, filter_string: str) -> str | None:
         found = settled(matching(self._client, [experiment_id], filter_string))
         return found[0] if found else None
-
-    def _other_experiment_ids(self, skip: list[str]) -> list[str]:
-        """Every live experiment's id but ``skip``."""
-        ids: list[str] = []
-        token = None
-        while True:
-            page = self._client.search_experiments(max_results=1000, page_token=token)
-            ids.extend(str(e.experiment_id) for e in page if str(e.experiment_id) not in skip)
-            token = page.token
-            if not token:
-                return ids
 
     def parent_run(self, job: str, experiment_id: str | None = None) -> RunRef:
         """The job's parent run in an experiment (default: the job's own), created or resumed
@@ -191,14 +187,13 @@ class MlflowSink:
         *,
         may_create: bool = True,
         opening: bool = False,
-        on_kept: Callable[[str, str], object] | None = None,
     ) -> RunRef:
         """The MLflow run of one client run: the run it resumes (``resume_run_id``), else the
         run found again by its client's and run key's tags, else a new run. A ``start`` sets it
         RUNNING, unless it is the run's ``opening`` event (sequence 1) and the run exists
         already: then it is a late copy of the start (another receiver may have ended the run
         since). ``run_key`` may be the receiver's owned key (``<client id>/<run key>``).
-        ``on_kept`` hears a new run's ids as soon as it is decided, before its last MLflow call.
+        A run it creates is left provisional until :meth:`keep` (once its client is told).
 
         Raises:
             RunNotCreated: No run has the key and ``may_create`` is False.
@@ -208,9 +203,8 @@ class MlflowSink:
         ref = self._attach(client_id, start) if start and start.resume_run_id else None
         if ref is None:
             ref = self._keyed_run(
-                client_id, job, run_key, start, may_create=may_create, opening=opening,
-                on_kept=on_kept,
-            )  # fmt: skip
+                client_id, job, run_key, start, may_create=may_create, opening=opening
+            )
         if start and start.parent_run_key and (client_id, start.parent_run_key) in self._by_key:
             self._nested.add(ref.run_id)  # its parent, a running client run, keeps the job's open
         elif (parent := self._existing_parent(job, ref.experiment_id)) is not None:
@@ -227,7 +221,6 @@ class MlflowSink:
         *,
         may_create: bool,
         opening: bool,
-        on_kept: Callable[[str, str], object] | None,
     ) -> RunRef:
         spec = start or RunStart()
         exp_id = self.run_experiment_id(spec, job)
@@ -236,7 +229,7 @@ class MlflowSink:
         if start is None:
             # The start, and with it the run's experiment, went to another receiver.
             found = settled(matching(self._client, where, by_key)) or settled(
-                matching(self._client, self._other_experiment_ids(where), by_key)
+                matching(self._client, other_experiment_ids(self._client, where), by_key)
             )
             if found is not None:
                 return RunRef(*found)
@@ -264,9 +257,11 @@ class MlflowSink:
         self._tried.add(tried)
         (run_id, run_exp_id), created = create_once(
             self._client, where, by_key, create, creator=self._receiver_id,
-            look_first=look_first, on_kept=on_kept,
+            look_first=look_first, defer_keep=True,
         )  # fmt: skip
         self._tried.discard(tried)
+        if created:
+            self.unkept.add(run_id)
         if not created and start is not None:
             self._reopen(run_id, start, set_running=not opening)
         return RunRef(run_id, run_exp_id)
@@ -325,6 +320,11 @@ class MlflowSink:
     def create_runs(self, exp_id: str, runs: list[RunRequest]) -> list[str] | None:
         """Creates runs in one call where the store allows (server/flush/bulk/); else None."""
         return None
+
+    def keep(self, run: RunRef) -> None:
+        """The last step of creating a run (run_creation.py), once its client is told."""
+        keep(self._client, run.run_id)
+        self.unkept.discard(run.run_id)
 
     def heard_stamped(self, run: RunRef) -> float | None:
         """When (``time.monotonic()``) the run was created with a heard stamp, if it was."""

@@ -323,15 +323,14 @@ class RunWriter:
         spec = start or saved
         may_create = spec is not None or self._start_overdue(run_key)
         find = functools.partial(
-            self._sink.client_run,
-            may_create=may_create,
-            opening=opening or saved is not None,
-            # its client hears the id before the run's last creation call
-            on_kept=functools.partial(self._on_run, run_key),
+            self._sink.client_run, may_create=may_create, opening=opening or saved is not None
         )
         try:
             with self._creating:  # one writer at a time makes runs (and the job's parent)
                 ref = self._retrying(find, record.client_id, record.job, run_key, spec)
+            if ref.run_id in self._sink.unkept:  # created: its client hears the id now,
+                self._on_run(run_key, ref.run_id, ref.experiment_id)
+                self._retrying(self._sink.keep, ref)  # then the last step, outside the lock
         except ExperimentDeleted as exc:
             raise deleted_experiment(exc.name, exc.experiment_id, run_key) from None
         except Exception as exc:

@@ -21,6 +21,7 @@ from server.flush.run_creation import (
     TAG_PROVISIONAL,
     RunContended,
     create_once,
+    keep,
 )
 
 
@@ -207,16 +208,15 @@ class CountingStore(FakeStore):
         super().delete_run(run_id)
 
 
-def test_a_first_creation_is_told_after_two_calls_and_kept_after_three() -> None:
+def test_a_first_creation_takes_two_calls_and_the_caller_keeps_it_after() -> None:
     store = CountingStore()
-    told: list[tuple[str, str, list[str]]] = []
     (run_id, _), created = create_once(
-        store, ["1"], "f", store.create, look_first=False,
-        on_kept=lambda rid, eid: told.append((rid, eid, list(store.calls))),
-    )  # fmt: skip
-    assert created and store.kept() == [run_id]
-    assert told == [(run_id, "1", ["create", "search"])]  # told before the keep
-    assert store.calls == ["create", "search", "keep"]
+        store, ["1"], "f", store.create, look_first=False, defer_keep=True
+    )
+    assert created and store.calls == ["create", "search"]  # its client may be told now
+    assert store.kept() == []
+    keep(store, run_id)  # type: ignore[arg-type]
+    assert store.kept() == [run_id] and store.calls == ["create", "search", "keep"]
 
 
 def test_created_without_looking_beside_a_kept_run_it_steps_back_then_finds_it() -> None:

@@ -1,11 +1,16 @@
-"""A read through the receiver (zero-code ``MlflowClient().search_runs``) waits for the caller's
+"""What a client waits for on the receiver, and what it must not wait for (issue 23).
+
+A ``start_run`` waits for its MLflow run id: the receiver answers its GetRun the moment the run
+exists in MLflow (server/ingest/run_ids.py), not at the client's next poll.
+
+A read through the receiver (zero-code ``MlflowClient().search_runs``) waits for the caller's
 writes to reach MLflow (read-your-writes), but not for an artifact upload that missed its retry
 window and was set aside: that file may take minutes, the read answers now, and why the file
-is not in MLflow is in ``trackbridge status`` (issue 23).
+is not in MLflow is in ``trackbridge status``.
 
 A real receiver (gRPC on 127.0.0.1:0, its queue and staging directory) in this process, so that
-the upload's retry window can be short; the session's real ``mlflow server``; the client a
-zero-code MLflow script in a process of its own. The upload fails as it would on a full or
+the upload's retry window can be short; the session's real ``mlflow server``; the reading client
+a zero-code MLflow script in a process of its own. The upload fails as it would on a full or
 misconfigured artifact volume: the experiment's artifact location lies under a regular file.
 """
 
@@ -22,6 +27,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from bridge.convert import batch_to_proto
+from bridge.events import EventBatch, RunStart
+from client_sdk._transport import Transport
 from server.artifacts import uploader as uploader_module
 from server.background import BackgroundReceiver
 from server.cli.status import format_status, read_status
@@ -125,3 +133,20 @@ def test_a_read_does_not_wait_for_an_upload_set_aside(
     status = format_status(read_status(r.config.data_dir))
     assert "notes/a.txt" in status and "past its retry window" in status, status
     assert "NotADirectoryError" in status or "FileExistsError" in status, status
+
+
+def test_a_start_runs_wait_for_its_id_is_answered_once_the_run_exists(
+    receiver: BackgroundReceiver, mlflow_server: MlflowServer, job: str
+) -> None:
+    r = receiver.receiver
+    transport = Transport(f"127.0.0.1:{r.port}", timeout_s=30.0)
+    try:
+        start = EventBatch("waiter", job, "run-1", 1, (RunStart(run_name="first"),))
+        assert transport.publish(batch_to_proto(start).SerializeToString()).acked_seq == 1
+        # One call, no polling: the receiver holds it until the flusher has made the run.
+        ack = transport.get_run("waiter", "run-1", 60.0, await_id=True)
+    finally:
+        transport.close()
+    assert ack.mlflow_run_id
+    run = MlflowClient(mlflow_server.uri).get_run(ack.mlflow_run_id)
+    assert (run.info.run_name, run.info.experiment_id) == ("first", ack.mlflow_experiment_id)
