@@ -20,14 +20,9 @@ receiver that created it (its id lives in the data directory, which one receiver
 time), so the receiver, restarted on the same data directory, adopts that run as if it had just
 created it, instead of waiting for it to go stale and leaving an empty run beside the new one.
 
-The first look is not needed for safety (the second look is what keeps one run), only to find
-a run that exists already. So a receiver creating a run for the first time (``look_first`` off:
-the common case, a run start just arrived) skips it: two MLflow calls instead of three before
-its client can be told the run id (``defer_keep``: the caller removes the provisional tag,
-:func:`keep`, after telling it, outside its locks).
-Should the look after creating find anything a first look would have found (a kept run, a
-rival's provisional one, one it left itself before a restart), it deletes its run and steps
-back (``RunContended``): the caller tries again, looking first.
+A run it created is told to the caller before the provisional tag is removed
+(``defer_keep``: the caller removes it, :func:`keep`, once it has told its client the run id);
+a look that finds a kept run deletes provisional runs of its own beside it.
 
 This rests on MLflow's store being read-your-writes consistent (one database; no lagging read
 replica behind the tracking server).
@@ -130,7 +125,6 @@ def create_once(
     create: Callable[[dict[str, str]], tuple[str, str]],
     *,
     creator: str = "",
-    look_first: bool = True,
     defer_keep: bool = False,
     wait_s: float = WAIT_S,
     sleep: Callable[[float], object] = time.sleep,
@@ -145,8 +139,6 @@ def create_once(
             ``(run_id, experiment_id)``.
         creator: This receiver's id, kept across its restarts: a provisional run it left
             behind when it died is adopted rather than created again.
-        look_first: Look for the run before creating it. Off, a run found after creating
-            this one makes it step back (``RunContended``: try again looking first).
         defer_keep: Leave a run it created provisional, for the caller to :func:`keep` (a
             restart adopts the run if that call is lost).
         wait_s: How long to wait for another receiver's creation to settle.
@@ -159,18 +151,11 @@ def create_once(
         RunContended: Another receiver's creation did not settle within ``wait_s``.
     """
     deadline = time.monotonic() + wait_s
-    mine: list[Any] = []
-    while look_first:  # someone else creating it right now: wait for their run rather than race
-        found = matching(client, experiment_ids, filter_string)
-        ref = settled(found)
-        if ref is not None:
-            return ref, False
-        mine = sorted(_left_by(creator, found), key=lambda r: r.info.run_id)
-        if mine or not live_rivals(found, ""):
-            break
-        if time.monotonic() >= deadline:
-            raise RunContended(f"another receiver is creating the run ({filter_string})")
-        sleep(_POLL_S)
+    ref, mine = _look(
+        client, experiment_ids, filter_string, creator=creator, deadline=deadline, sleep=sleep
+    )
+    if ref is not None:
+        return ref, False
     if mine:  # created before this receiver died: carry on as if it had just been created
         run_id, experiment_id = mine[0].info.run_id, str(mine[0].info.experiment_id)
         client.set_tag(run_id, TAG_PROVISIONAL, stamp(creator))
@@ -179,11 +164,7 @@ def create_once(
     else:
         run_id, experiment_id = create({TAG_PROVISIONAL: stamp(creator)})
     while True:
-        found = matching(client, experiment_ids, filter_string)
-        rivals = live_rivals(found, run_id)
-        if not look_first and (rivals or _left_by(creator, _others(found, run_id))):
-            client.delete_run(run_id)  # created without looking: what a look finds wins
-            raise RunContended(f"the run exists or is being created ({filter_string})")
+        rivals = live_rivals(matching(client, experiment_ids, filter_string), run_id)
         if not rivals:
             if not defer_keep:
                 keep(client, run_id)
@@ -197,13 +178,35 @@ def create_once(
         sleep(_POLL_S)
 
 
+def _look(
+    client: MlflowClient,
+    experiment_ids: Sequence[str],
+    filter_string: str,
+    *,
+    creator: str,
+    deadline: float,
+    sleep: Callable[[float], object],
+) -> tuple[tuple[str, str] | None, list[Any]]:
+    """The first look: the run in use, if any; else the provisional runs ``creator`` left (to
+    adopt). Someone else creating it right now: waits for their run rather than race."""
+    while True:
+        found = matching(client, experiment_ids, filter_string)
+        ref = settled(found)
+        if ref is not None:
+            for extra in _left_by(creator, found):  # ours, never kept (a failed step back)
+                client.delete_run(extra.info.run_id)
+            return ref, []
+        mine = sorted(_left_by(creator, found), key=lambda r: r.info.run_id)
+        if mine or not live_rivals(found, ""):
+            return None, mine
+        if time.monotonic() >= deadline:
+            raise RunContended(f"another receiver is creating the run ({filter_string})")
+        sleep(_POLL_S)
+
+
 def keep(client: MlflowClient, run_id: str) -> None:
     """Marks a run created provisional as the one in use (the last step of creating it)."""
     client.delete_tag(run_id, TAG_PROVISIONAL)
-
-
-def _others(runs: Sequence[Any], mine: str) -> list[Any]:
-    return [r for r in runs if r.info.run_id != mine]
 
 
 def live_rivals(runs: Sequence[Any], mine: str) -> list[Any]:

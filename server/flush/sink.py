@@ -90,7 +90,6 @@ class MlflowSink:
         """(client id, client's run key) -> its MLflow run."""
         self._nested: set[str] = set()  # runs under a client's run, not under the job's parent
         self._known_ids: set[str] = set()  # experiment ids a run start named that MLflow has
-        self._tried: set[tuple[str, str]] = set()  # keys whose creation failed: look first
         self.unkept: set[str] = set()  # runs client_run created, waiting for keep()
         self._heard_at: dict[str, float] = {}  # run id -> when created with a heard stamp
 
@@ -250,16 +249,9 @@ class MlflowSink:
             self._heard_at[run.info.run_id] = time.monotonic()
             return run.info.run_id, exp_id
 
-        # A start seen for the first time is created before it is looked for (two MLflow
-        # calls before its client hears the id, run_creation.py); a retry looks first.
-        tried = (client_id, run_key)
-        look_first = start is None or bool(start.resume_run_id) or tried in self._tried
-        self._tried.add(tried)
         (run_id, run_exp_id), created = create_once(
-            self._client, where, by_key, create, creator=self._receiver_id,
-            look_first=look_first, defer_keep=True,
-        )  # fmt: skip
-        self._tried.discard(tried)
+            self._client, where, by_key, create, creator=self._receiver_id, defer_keep=True
+        )
         if created:
             self.unkept.add(run_id)
         if not created and start is not None:

@@ -328,9 +328,9 @@ class RunWriter:
         try:
             with self._creating:  # one writer at a time makes runs (and the job's parent)
                 ref = self._retrying(find, record.client_id, record.job, run_key, spec)
-            if ref.run_id in self._sink.unkept:  # created: its client hears the id now,
-                self._on_run(run_key, ref.run_id, ref.experiment_id)
-                self._retrying(self._sink.keep, ref)  # then the last step, outside the lock
+                if ref.run_id in self._sink.unkept:  # created: its client hears the id now,
+                    self._on_run(run_key, ref.run_id, ref.experiment_id)
+                    self._retrying(self._sink.keep, ref)  # then the creation's last step
         except ExperimentDeleted as exc:
             raise deleted_experiment(exc.name, exc.experiment_id, run_key) from None
         except Exception as exc:

@@ -78,19 +78,13 @@ class FakeStore:
         ]
 
 
-def _create(
-    store: FakeStore,
-    out: list[str],
-    errors: list[BaseException],
-    creator: str,
-    look_first: bool = True,
-) -> None:
+def _create(store: FakeStore, out: list[str], errors: list[BaseException], creator: str) -> None:
     try:
-        for attempt in range(200):  # the flusher retries RunContended the same way, with backoff
+        for _ in range(200):  # the flusher retries RunContended the same way, with backoff
             try:
                 (run_id, _), _created = create_once(
                     store, ["1"], "f", store.create, creator=creator,
-                    look_first=look_first or attempt > 0, sleep=lambda s: time.sleep(0.001),
+                    sleep=lambda s: time.sleep(0.001),
                 )  # fmt: skip
             except RunContended:
                 time.sleep(random.uniform(0, 0.005))
@@ -102,19 +96,15 @@ def _create(
         errors.append(exc)
 
 
-@pytest.mark.parametrize("look_first", [True, False, None], ids=["look", "create", "mixed"])
 @pytest.mark.parametrize("creators", [2, 3, 5])
-def test_racing_creators_all_get_the_one_run_that_is_kept(
-    creators: int, look_first: bool | None
-) -> None:
+def test_racing_creators_all_get_the_one_run_that_is_kept(creators: int) -> None:
     for _ in range(40):
         store = FakeStore()
         got: list[str] = []
         errors: list[BaseException] = []
-        looks = [i % 2 == 0 if look_first is None else look_first for i in range(creators)]
         threads = [
-            threading.Thread(target=_create, args=(store, got, errors, f"receiver-{i}", look))
-            for i, look in enumerate(looks)
+            threading.Thread(target=_create, args=(store, got, errors, f"receiver-{i}"))
+            for i in range(creators)
         ]
         for t in threads:
             t.start()
@@ -208,32 +198,21 @@ class CountingStore(FakeStore):
         super().delete_run(run_id)
 
 
-def test_a_first_creation_takes_two_calls_and_the_caller_keeps_it_after() -> None:
+def test_a_creation_is_kept_by_its_caller_after_it_told_its_client() -> None:
     store = CountingStore()
-    (run_id, _), created = create_once(
-        store, ["1"], "f", store.create, look_first=False, defer_keep=True
-    )
-    assert created and store.calls == ["create", "search"]  # its client may be told now
-    assert store.kept() == []
+    (run_id, _), created = create_once(store, ["1"], "f", store.create, defer_keep=True)
+    assert created and store.calls == ["search", "create", "search"]
+    assert store.kept() == []  # its client may be told the id now
     keep(store, run_id)  # type: ignore[arg-type]
-    assert store.kept() == [run_id] and store.calls == ["create", "search", "keep"]
+    assert store.kept() == [run_id] and store.calls[-1] == "keep"
 
 
-def test_created_without_looking_beside_a_kept_run_it_steps_back_then_finds_it() -> None:
-    store = CountingStore()
-    kept, _ = store.create({})
-    with pytest.raises(RunContended):
-        create_once(store, ["1"], "f", store.create, look_first=False)
-    assert store.kept() == [kept] and store.calls[-1] == "delete"
-    assert create_once(store, ["1"], "f", store.create) == ((kept, "1"), False)
-
-
-def test_created_without_looking_it_steps_back_for_a_run_it_left_then_adopts_it() -> None:
+def test_a_look_that_finds_the_kept_run_deletes_its_own_provisional_ones_beside_it() -> None:
     store = FakeStore()
-    old = str(time.time_ns() // 1_000_000 - STALE_PROVISIONAL_MS - 1)
-    left, _ = store.create({TAG_PROVISIONAL: f"{old} receiver-a"})  # stale: still its own
-    with pytest.raises(RunContended):
-        create_once(store, ["1"], "f", store.create, creator="receiver-a", look_first=False)
-    (run_id, _), created = create_once(store, ["1"], "f", store.create, creator="receiver-a")
-    assert (run_id, created) == (left, True)
-    assert store.kept() == [left]
+    kept, _ = store.create({})
+    left, _ = store.create({TAG_PROVISIONAL: _fresh_stamp("receiver-a")})  # a failed step back
+    assert create_once(store, ["1"], "f", store.create, creator="receiver-a") == (
+        (kept, "1"),
+        False,
+    )
+    assert store.runs[left].deleted and store.kept() == [kept]
