@@ -8,10 +8,10 @@ through one receiver (in the benchmark's process, as section job_start's). Each 
 starts after the imports and stops when its last run has ended, as the script's user waits.
 
 Where the bridge's time goes: each ``start_run`` waits (bounded) for MLflow's run id, which the
-receiver learns once MLflow has created the run: two MLflow calls for a receiver that may share
-MLflow with others (the run created provisional, one search for rivals; the keep follows after
-the client has its id, server/flush/run_creation.py), and the client's GetRun is answered the
-moment the id is known (server/ingest/run_ids.py). Logging itself returns at once; the
+receiver learns once MLflow has created the run: three MLflow calls for a receiver that may
+share MLflow with others (a look for it, the run created provisional, a look for rivals; the
+keep follows once the client is told, server/flush/run_creation.py), and the client's GetRun
+is answered the moment the id is known (server/ingest/run_ids.py). Logging returns at once; the
 receiver writes the run's params, metrics and end (one log_batch, one set_terminated) while
 the script goes on. Directly, every call is a round trip to MLflow: create_run, a log_batch
 per log call, set_terminated.
