@@ -139,13 +139,21 @@ def _fleet_queue_lines(s: Results) -> list[str]:
 
 def script_wall_lines(s: Results) -> list[str]:
     """The section's printed lines: bridged and direct side by side."""
+    walls = s.get("walls_s", {})
+
+    def each(mode: str) -> str:
+        return f"  [{', '.join(f'{w:.1f}' for w in walls.get(mode, []))}]" if walls else ""
+
+    load = s.get("load_1m")
     return [
-        f"    {s['runs']} nested runs, 3 params + 3 metrics each (MLflow's tuning tutorial)",
-        f"    {'direct (mlflow -> MLflow)':<36}{s['direct_s']:>8.1f} s",
+        f"    {s['runs']} nested runs, 3 params + 3 metrics each (MLflow's tuning tutorial);"
+        f" medians of {s.get('rounds', 1)} interleaved rounds"
+        + (f", 1-min load {load[0]} -> {load[1]}" if load else ""),
+        f"    {'direct (mlflow -> MLflow)':<36}{s['direct_s']:>8.1f} s{each('direct')}",
         f"    {'import swap (through a receiver)':<36}{s['swap_s']:>8.1f} s"
-        f"  ({s['swap_ratio']:.2f}x direct)",
+        f"  ({s['swap_ratio']:.2f}x direct){each('swap')}",
         f"    {'zero-code (trackbridge:// URI)':<36}{s['zero_code_s']:>8.1f} s"
-        f"  ({s['zero_code_ratio']:.2f}x direct)",
+        f"  ({s['zero_code_ratio']:.2f}x direct){each('zero')}",
     ]
 
 

@@ -41,3 +41,8 @@ dataset (the plain Metric event has no room for those)."""
 
 MAX_CALL_BYTES = 1024 * 1024
 """Largest serialized request an ``MlflowCall`` event may carry."""
+
+AWAIT_RUN_ID_KEY = "trackbridge-await-run-id-ms"
+"""Metadata of a GetRun whose caller waits for the run's MLflow id (a ``start_run``): the
+receiver answers once it has the id, or after this many milliseconds (an older receiver answers
+at once, and the client asks again)."""

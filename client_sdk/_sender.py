@@ -112,9 +112,10 @@ class Sender:
         return bool(self._buffer) or self._drops.due or any(r.pending for r in self._runs.values())
 
     def lookup_run_id(self, run_key: str, timeout_s: float) -> str:
-        """Asks the receiver for a run's MLflow id; "" if it has none yet or is unreachable."""
+        """Asks the receiver for a run's MLflow id, waiting up to ``timeout_s`` for it; "" if
+        it has none yet or is unreachable."""
         try:
-            ack = self._transport.get_run(self._config.client_id, run_key, timeout_s)
+            ack = self._transport.get_run(self._config.client_id, run_key, timeout_s, await_id=True)
         except TransportError:
             return ""
         with self._lock:

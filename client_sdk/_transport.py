@@ -19,7 +19,7 @@ from bridge.pb.v1 import (
     tracking_pb2,
     tracking_pb2_grpc,
 )
-from bridge.protocol import PUBLISH_METHOD, RETRY_AFTER_KEY
+from bridge.protocol import AWAIT_RUN_ID_KEY, PUBLISH_METHOD, RETRY_AFTER_KEY
 from client_sdk._fork_gate import clean_fork, grpc_call
 from client_sdk._targets import channel_target
 
@@ -106,9 +106,15 @@ class EventTransport(Protocol):
         """Sends one serialized EventBatch; returns the ack or raises TransportError."""
 
     def get_run(
-        self, client_id: str, run_key: str, timeout_s: float | None = None
+        self,
+        client_id: str,
+        run_key: str,
+        timeout_s: float | None = None,
+        *,
+        await_id: bool = False,
     ) -> ingest_pb2.Ack:
-        """How far a run has got; raises TransportError."""
+        """How far a run has got (``await_id``: held until its MLflow run id is known, within
+        ``timeout_s``); raises TransportError."""
 
     def close(self) -> None:
         """Lets go of the connection."""
@@ -139,18 +145,30 @@ class Transport:
         return self._call(self._publish_raw, payload, timeout_s)
 
     def get_run(
-        self, client_id: str, run_key: str, timeout_s: float | None = None
+        self,
+        client_id: str,
+        run_key: str,
+        timeout_s: float | None = None,
+        *,
+        await_id: bool = False,
     ) -> ingest_pb2.Ack:
-        """Asks how far a run has got (acked sequence, MLflow ids)."""
+        """Asks how far a run has got (acked sequence, MLflow ids); ``await_id``: the receiver
+        answers once it has the run's MLflow id, or near the deadline."""
         if self._channel is None:
             raise _forked_mid_call()
         query = ingest_pb2.RunQuery(client_id=client_id, run_key=run_key)
-        return self._call(self._stub.GetRun, query, timeout_s)
+        timeout = self._timeout_s if timeout_s is None else timeout_s
+        if not await_id:
+            return self._call(self._stub.GetRun, query, timeout_s)
+        wait = ((AWAIT_RUN_ID_KEY, str(int(timeout * 1000))),)
+        return self._call(self._stub.GetRun, query, timeout_s, wait)  # forks need not wait
 
-    def _call(self, method: Any, request: Any, timeout_s: float | None) -> ingest_pb2.Ack:
+    def _call(
+        self, method: Any, request: Any, timeout_s: float | None, metadata: Any = None
+    ) -> ingest_pb2.Ack:
         timeout = self._timeout_s if timeout_s is None else max(timeout_s, 0.001)
-        with _rpc():
-            ack: ingest_pb2.Ack = method(request, timeout=timeout)
+        with _rpc(long=metadata is not None):
+            ack: ingest_pb2.Ack = method(request, timeout=timeout, metadata=metadata)
         return ack
 
     def close(self) -> None:

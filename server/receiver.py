@@ -317,6 +317,8 @@ class Receiver:
     def _on_run(self, run_key: str, run_id: str, experiment_id: str) -> None:
         self.ingestor.set_mlflow_run(run_key, run_id, experiment_id)
         self.hub.set_mlflow_run(run_key, run_id, experiment_id)
+        if run_id:
+            self.service.run_ids.known(run_key)
 
     def counters(self) -> Counters:
         """Current counters (safe to call from any thread)."""

@@ -179,15 +179,16 @@ class ArtifactStore:
         return [StagedFile(*row) for row in rows]
 
     def pending_for(self, run_keys: set[str]) -> bool:
-        """Whether files of these runs (or logged models, by id) are still staged."""
+        """Whether files of these runs (or logged models, by id) are still staged, on their
+        way (a file set aside after its retry window is not: a read does not wait for it)."""
         if not run_keys:
             return False
         keys = tuple(run_keys)
         marks = ",".join("?" * len(keys))
         with self._lock:
             row = self._conn.execute(
-                f"SELECT 1 FROM uploads WHERE run_key IN ({marks}) OR model_id IN ({marks})"
-                " LIMIT 1",
+                f"SELECT 1 FROM uploads WHERE (run_key IN ({marks}) OR model_id IN ({marks}))"
+                " AND retry_reason = '' LIMIT 1",
                 keys + keys,
             ).fetchone()
         return row is not None

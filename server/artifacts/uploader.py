@@ -26,8 +26,8 @@ from mlflow.tracking import MlflowClient
 from bridge.worker import OnFailure, Worker
 from server.artifacts.access import artifact_repository
 from server.artifacts.store import ArtifactStore, StagedFile
+from server.flush.refusals import is_permanent
 from server.flush.run_tags import TAG_CLIENT_ID
-from server.flush.sink import is_permanent
 
 _logger = logging.getLogger(__name__)
 

@@ -74,6 +74,8 @@ class Leases:
     def _expire(self, state: RunState, ref: RunRef, now: float) -> None:
         run_key = state.key
         heard = self._last_seen.get(run_key)
+        if state.stamped < 0 and (created := self._sink.heard_stamped(ref)) is not None:
+            state.stamped = created  # created with the stamp (server/flush/sink.py)
         if heard is not None and heard >= state.stamped + self._lease_s / 4:
             state.stamped = heard
             try:  # advisory: a missed stamp is retried a quarter lease later

@@ -13,11 +13,12 @@ from server.flush.refusals import (
     deleted_experiment,
     experiment_not_active,
     is_missing,
+    is_permanent,
     message,
 )
 from server.flush.retry import Retrier
 from server.flush.run_tags import TAG_FLUSHED
-from server.flush.sink import RunRef, is_permanent
+from server.flush.sink import RunRef
 
 
 def run_problem(client: MlflowClient, run: RunRef) -> RunProblem | None:

@@ -10,13 +10,32 @@ or by mistake, and only they know which.
 from __future__ import annotations
 
 import re
+import sqlite3
 from dataclasses import dataclass
 
-from mlflow.exceptions import MlflowException
+from mlflow.exceptions import MlflowException, RestException
 
 RESOURCE_DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
 _NOT_ACTIVE_EXPERIMENT = re.compile(r"experiment (?:with ID )?'?(\d+)'? must be in the 'active'")
 _NOT_ACTIVE_EXPERIMENT_2 = re.compile(r"non-active experiment with ID (\d+)")
+
+
+# MLflow error codes that say "this request will never succeed": everything else is retried.
+_PERMANENT_CODES = frozenset(
+    {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE", "BAD_REQUEST"}
+)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True for MLflow errors that retrying cannot fix (bad or conflicting data)."""
+    if isinstance(exc, RestException):
+        status: int = exc.get_http_status_code()  # type: ignore[no-untyped-call]
+        return exc.error_code in _PERMANENT_CODES and status != 429 and status < 500
+    if isinstance(exc, MlflowException):
+        if isinstance(exc.__cause__, sqlite3.OperationalError):
+            return False  # "database is locked" and friends
+        return exc.error_code in _PERMANENT_CODES
+    return False
 
 
 class RunRefused(Exception):

@@ -11,9 +11,9 @@ from typing import TypeVar
 
 import tenacity
 
-from server.flush.refusals import RunMissing, RunRefused
+from server.flush.refusals import RunMissing, RunRefused, is_permanent
 from server.flush.run_creation import RunNotCreated
-from server.flush.sink import ExperimentDeleted, is_permanent
+from server.flush.sink import ExperimentDeleted
 
 _logger = logging.getLogger(__name__)
 

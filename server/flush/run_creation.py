@@ -20,6 +20,10 @@ receiver that created it (its id lives in the data directory, which one receiver
 time), so the receiver, restarted on the same data directory, adopts that run as if it had just
 created it, instead of waiting for it to go stale and leaving an empty run beside the new one.
 
+A run it created is told to the caller before the provisional tag is removed
+(``defer_keep``: the caller removes it, :func:`keep`, once it has told its client the run id);
+a look that finds a kept run deletes provisional runs of its own beside it.
+
 This rests on MLflow's store being read-your-writes consistent (one database; no lagging read
 replica behind the tracking server).
 """
@@ -102,6 +106,18 @@ def matching(client: MlflowClient, experiment_ids: Sequence[str], filter_string:
     return runs
 
 
+def other_experiment_ids(client: MlflowClient, skip: Sequence[str]) -> list[str]:
+    """Every live experiment's id but ``skip`` (where a run whose start is elsewhere may be)."""
+    ids: list[str] = []
+    token = None
+    while True:
+        page = client.search_experiments(max_results=1000, page_token=token)
+        ids.extend(str(e.experiment_id) for e in page if str(e.experiment_id) not in skip)
+        token = page.token
+        if not token:
+            return ids
+
+
 def create_once(
     client: MlflowClient,
     experiment_ids: Sequence[str],
@@ -109,6 +125,7 @@ def create_once(
     create: Callable[[dict[str, str]], tuple[str, str]],
     *,
     creator: str = "",
+    defer_keep: bool = False,
     wait_s: float = WAIT_S,
     sleep: Callable[[float], object] = time.sleep,
 ) -> tuple[tuple[str, str], bool]:
@@ -122,6 +139,8 @@ def create_once(
             ``(run_id, experiment_id)``.
         creator: This receiver's id, kept across its restarts: a provisional run it left
             behind when it died is adopted rather than created again.
+        defer_keep: Leave a run it created provisional, for the caller to :func:`keep` (a
+            restart adopts the run if that call is lost).
         wait_s: How long to wait for another receiver's creation to settle.
         sleep: Pauses between looks (tests pass a fake).
 
@@ -132,17 +151,11 @@ def create_once(
         RunContended: Another receiver's creation did not settle within ``wait_s``.
     """
     deadline = time.monotonic() + wait_s
-    while True:  # someone else creating it right now: wait for their run rather than race
-        found = matching(client, experiment_ids, filter_string)
-        ref = settled(found)
-        if ref is not None:
-            return ref, False
-        mine = sorted(_left_by(creator, found), key=lambda r: r.info.run_id)
-        if mine or not live_rivals(found, ""):
-            break
-        if time.monotonic() >= deadline:
-            raise RunContended(f"another receiver is creating the run ({filter_string})")
-        sleep(_POLL_S)
+    ref, mine = _look(
+        client, experiment_ids, filter_string, creator=creator, deadline=deadline, sleep=sleep
+    )
+    if ref is not None:
+        return ref, False
     if mine:  # created before this receiver died: carry on as if it had just been created
         run_id, experiment_id = mine[0].info.run_id, str(mine[0].info.experiment_id)
         client.set_tag(run_id, TAG_PROVISIONAL, stamp(creator))
@@ -153,7 +166,8 @@ def create_once(
     while True:
         rivals = live_rivals(matching(client, experiment_ids, filter_string), run_id)
         if not rivals:
-            client.delete_tag(run_id, TAG_PROVISIONAL)
+            if not defer_keep:
+                keep(client, run_id)
             return (run_id, experiment_id), True
         # Created at the same moment as others: the smallest id waits for the rest to step
         # back (they see it) or to be kept (they did not see it): then it steps back itself.
@@ -162,6 +176,37 @@ def create_once(
             client.delete_run(run_id)
             raise RunContended(f"another receiver created the run too ({filter_string})")
         sleep(_POLL_S)
+
+
+def _look(
+    client: MlflowClient,
+    experiment_ids: Sequence[str],
+    filter_string: str,
+    *,
+    creator: str,
+    deadline: float,
+    sleep: Callable[[float], object],
+) -> tuple[tuple[str, str] | None, list[Any]]:
+    """The first look: the run in use, if any; else the provisional runs ``creator`` left (to
+    adopt). Someone else creating it right now: waits for their run rather than race."""
+    while True:
+        found = matching(client, experiment_ids, filter_string)
+        ref = settled(found)
+        if ref is not None:
+            for extra in _left_by(creator, found):  # ours, never kept (a failed step back)
+                client.delete_run(extra.info.run_id)
+            return ref, []
+        mine = sorted(_left_by(creator, found), key=lambda r: r.info.run_id)
+        if mine or not live_rivals(found, ""):
+            return None, mine
+        if time.monotonic() >= deadline:
+            raise RunContended(f"another receiver is creating the run ({filter_string})")
+        sleep(_POLL_S)
+
+
+def keep(client: MlflowClient, run_id: str) -> None:
+    """Marks a run created provisional as the one in use (the last step of creating it)."""
+    client.delete_tag(run_id, TAG_PROVISIONAL)
 
 
 def live_rivals(runs: Sequence[Any], mine: str) -> list[Any]:

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
+import time
 from dataclasses import dataclass
 
 from mlflow.entities import Metric as MlflowMetric
 from mlflow.entities import Param as MlflowParam
 from mlflow.entities import RunTag
-from mlflow.exceptions import MlflowException, RestException
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 from bridge.events import RunStart, RunStatus
 from bridge.limits import LogBatchChunk
-from server.flush.run_creation import RunNotCreated, create_once, matching, settled
+from server.flush.refusals import is_permanent
+from server.flush.run_creation import (
+    RunNotCreated,
+    create_once,
+    keep,
+    matching,
+    other_experiment_ids,
+    settled,
+)
 from server.flush.run_tags import (
     TAG_CLIENT_ID,
     TAG_FLUSHED,
@@ -31,22 +39,6 @@ from server.security.ownership import client_run_key
 _logger = logging.getLogger(__name__)
 
 RunRequest = tuple[dict[str, str], str, int | None]  # create_run's tags, run name, start ms
-# MLflow error codes that say "this request will never succeed": everything else is retried.
-_PERMANENT_CODES = frozenset(
-    {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE", "BAD_REQUEST"}
-)
-
-
-def is_permanent(exc: BaseException) -> bool:
-    """True for MLflow errors that retrying cannot fix (bad or conflicting data)."""
-    if isinstance(exc, RestException):
-        status: int = exc.get_http_status_code()  # type: ignore[no-untyped-call]
-        return exc.error_code in _PERMANENT_CODES and status != 429 and status < 500
-    if isinstance(exc, MlflowException):
-        if isinstance(exc.__cause__, sqlite3.OperationalError):
-            return False  # "database is locked" and friends
-        return exc.error_code in _PERMANENT_CODES
-    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +73,9 @@ class MlflowSink:
         self._by_key: dict[tuple[str, str], RunRef] = {}
         """(client id, client's run key) -> its MLflow run."""
         self._nested: set[str] = set()  # runs under a client's run, not under the job's parent
+        self._known_ids: set[str] = set()  # experiment ids a run start named that MLflow has
+        self.unkept: set[str] = set()  # runs client_run created, waiting for keep()
+        self._heard_at: dict[str, float] = {}  # run id -> when created with a heard stamp
 
     @property
     def client(self) -> MlflowClient:
@@ -113,17 +108,6 @@ class MlflowSink:
     def _find_run(self, experiment_id: str, filter_string: str) -> str | None:
         found = settled(matching(self._client, [experiment_id], filter_string))
         return found[0] if found else None
-
-    def _other_experiment_ids(self, skip: list[str]) -> list[str]:
-        """Every live experiment's id but ``skip``."""
-        ids: list[str] = []
-        token = None
-        while True:
-            page = self._client.search_experiments(max_results=1000, page_token=token)
-            ids.extend(str(e.experiment_id) for e in page if str(e.experiment_id) not in skip)
-            token = page.token
-            if not token:
-                return ids
 
     def parent_run(self, job: str, experiment_id: str | None = None) -> RunRef:
         """The job's parent run in an experiment (default: the job's own), created or resumed
@@ -159,9 +143,13 @@ class MlflowSink:
     def run_experiment_id(self, start: RunStart, job: str) -> str:
         """The experiment a run start names: its id (when that experiment exists), else its
         name, else the job's."""
+        if start.experiment_id in self._known_ids:
+            return start.experiment_id  # as the names in experiment_id(): looked up once
         if start.experiment_id:
             try:
-                return str(self._client.get_experiment(start.experiment_id).experiment_id)
+                found = str(self._client.get_experiment(start.experiment_id).experiment_id)
+                self._known_ids.add(found)
+                return found
             except MlflowException as exc:
                 if not is_permanent(exc):
                     raise
@@ -191,6 +179,7 @@ class MlflowSink:
         since). ``run_key`` may be the receiver's owned key (``<client id>/<run key>``).
         Without a start, ``experiment`` (the experiment the run's batches name, as a start that
         sets nothing else) is where the run is looked for first and created.
+        A run it creates is left provisional until :meth:`keep` (once its client is told).
 
         Raises:
             RunNotCreated: No run has the key and ``may_create`` is False.
@@ -233,7 +222,7 @@ class MlflowSink:
         if start is None:
             # The start, and with it the run's experiment, went to another receiver.
             found = settled(matching(self._client, where, by_key)) or settled(
-                matching(self._client, self._other_experiment_ids(where), by_key)
+                matching(self._client, other_experiment_ids(self._client, where), by_key)
             )
             if found is not None:
                 return RunRef(*found)
@@ -244,17 +233,21 @@ class MlflowSink:
             parent = self._parent_of(client_id, spec, exp_id, job)
             parent_id = None if parent is None else parent.run_id
             tags = client_run_tags(client_id, job, run_key, spec, parent_id) | extra
+            tags[TAG_HEARD] = str(time.time_ns() // 1_000_000)  # the lease's first stamp
             run = self._client.create_run(
                 exp_id,
                 start_time=spec.start_time_ms or None,
                 tags=tags,
                 run_name=spec.run_name or client_id,
             )
+            self._heard_at[run.info.run_id] = time.monotonic()
             return run.info.run_id, exp_id
 
         (run_id, run_exp_id), created = create_once(
-            self._client, where, by_key, create, creator=self._receiver_id
+            self._client, where, by_key, create, creator=self._receiver_id, defer_keep=True
         )
+        if created:
+            self.unkept.add(run_id)
         if not created and start is not None:
             self._reopen(run_id, start, set_running=not opening)
         return RunRef(run_id, run_exp_id)
@@ -314,6 +307,15 @@ class MlflowSink:
         """Creates runs in one call where the store allows (server/flush/bulk/); else None."""
         return None
 
+    def keep(self, run: RunRef) -> None:
+        """The last step of creating a run (run_creation.py), once its client is told."""
+        keep(self._client, run.run_id)
+        self.unkept.discard(run.run_id)
+
+    def heard_stamped(self, run: RunRef) -> float | None:
+        """When (``time.monotonic()``) the run was created with a heard stamp, if it was."""
+        return self._heard_at.pop(run.run_id, None)
+
     def mark_heard(self, run: RunRef, heard_ms: int) -> None:
         """Records on the run when this receiver last heard from its client."""
         self._client.set_tag(run.run_id, TAG_HEARD, str(heard_ms), synchronous=True)
@@ -366,10 +368,12 @@ class MlflowSink:
         self._parents.clear()
         self._by_key.clear()
         self._nested.clear()
+        self._known_ids.clear()
 
     def end_run(self, run: RunRef, job: str, status: RunStatus, end_time_ms: int) -> None:
         """Ends a client run; ends the job's parent run once none of its children runs."""
         self.terminate(run.run_id, status, end_time_ms)
+        self._heard_at.pop(run.run_id, None)
         parent = self._existing_parent(job, run.experiment_id)
         if parent is None or run.run_id in self._nested:  # not one of the parent's children
             return

@@ -10,7 +10,9 @@ touches none of it: what it tells the flusher goes through :class:`Arrivals`, un
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,6 +22,8 @@ from bridge.events import RunStart, RunStatus
 from bridge.pb.v1 import events_pb2
 from server.flush.sink import RunRef
 from server.queue.sqlite import PendingBatch, Queue, RunRecord
+
+_logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -104,6 +108,20 @@ class Runs:
     def get(self, run_key: str) -> RunState | None:
         """The run's state, if the flusher has one."""
         return self._states.get(run_key)
+
+    def start_overdue(self, run_key: str, lease_s: float) -> bool:
+        """Whether the receiver holding this run's start has had a lease to create it."""
+        now = time.monotonic()
+        state = self.state(run_key)
+        since = state.missing_since = now if state.missing_since is None else state.missing_since
+        if since == now:
+            _logger.info(
+                "run %s: its start went to another receiver; waiting for it to create the"
+                " MLflow run (then this receiver creates it itself after %.0f s)",
+                run_key,
+                lease_s,
+            )
+        return now - since >= lease_s
 
     def note_chosen(self, run_key: str, batches: Iterable[PendingBatch]) -> None:
         """Remembers the experiment a run's batches name (each carries what its start chose)."""

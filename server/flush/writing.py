@@ -47,9 +47,16 @@ from server.flush.entries import Item, entries_of
 from server.flush.mirror import Mirror
 from server.flush.pool import Budget
 from server.flush.progress import BATCHES_PER_READ, TAGGED_METRICS, FlushObserver, Progress, Read
-from server.flush.refusals import RunMissing, deleted_experiment, is_missing, message, refused
+from server.flush.refusals import (
+    RunMissing,
+    deleted_experiment,
+    is_missing,
+    is_permanent,
+    message,
+    refused,
+)
 from server.flush.retry import Retrier
-from server.flush.sink import ExperimentDeleted, MlflowSink, RunRef, is_permanent
+from server.flush.sink import ExperimentDeleted, MlflowSink, RunRef
 from server.flush.state import FlushStats, Runs
 from server.queue.aggregates import is_aggregate_run
 from server.queue.gaps import GapLog
@@ -325,7 +332,7 @@ class RunWriter:
         # the start it kept.
         saved = self._runs.saved_start(run_key) if start is None else None
         spec = start or saved
-        may_create = spec is not None or self._start_overdue(run_key)
+        may_create = spec is not None or self._runs.start_overdue(run_key, self._lease_s)
         find = functools.partial(
             self._sink.client_run, may_create=may_create, opening=opening or saved is not None,
             experiment=None if spec else self._runs.state(run_key).chosen,
@@ -333,6 +340,9 @@ class RunWriter:
         try:
             with self._creating:  # one writer at a time makes runs (and the job's parent)
                 ref = self._retrying(find, record.client_id, record.job, run_key, spec)
+                if ref.run_id in self._sink.unkept:  # created: its client hears the id now,
+                    self._on_run(run_key, ref.run_id, ref.experiment_id)
+                    self._retrying(self._sink.keep, ref)  # then the creation's last step
         except ExperimentDeleted as exc:
             raise deleted_experiment(exc.name, exc.experiment_id, run_key) from None
         except Exception as exc:
@@ -358,20 +368,6 @@ class RunWriter:
         if saved is not None:
             _logger.info("run %s: MLflow run %s made again from its start", run_key, ref.run_id)
         return ref
-
-    def _start_overdue(self, run_key: str) -> bool:
-        """Whether the receiver holding this run's start has had a lease to create it."""
-        now = time.monotonic()
-        state = self._runs.state(run_key)
-        since = state.missing_since = now if state.missing_since is None else state.missing_since
-        if since == now:
-            _logger.info(
-                "run %s: its start went to another receiver; waiting for it to create the"
-                " MLflow run (then this receiver creates it itself after %.0f s)",
-                run_key,
-                self._lease_s,
-            )
-        return now - since >= self._lease_s
 
     # -- after a crash ---------------------------------------------------------------------------
 

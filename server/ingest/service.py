@@ -8,6 +8,7 @@ sees it (:mod:`server.security.ownership`): a client addresses only its own runs
 from __future__ import annotations
 
 import logging
+import time
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -15,11 +16,12 @@ from google.protobuf.message import DecodeError
 from bridge.convert import check_batch
 from bridge.errors import BatchRejected
 from bridge.pb.v1 import events_pb2, ingest_pb2
-from bridge.protocol import INGEST_SERVICE, RETRY_AFTER_KEY
+from bridge.protocol import AWAIT_RUN_ID_KEY, INGEST_SERVICE, RETRY_AFTER_KEY
 from server.config import ReceiverConfig
 from server.ingest.backend import IngestBackend, NotServing, QueueFull, RunRefusedHere
 from server.ingest.disk import DiskReserve
 from server.ingest.pacing import PublishPacer
+from server.ingest.run_ids import RunIdWaits
 from server.live.hub import Hub
 from server.queue.sqlite import Backlog
 from server.security.admission import Admission
@@ -45,6 +47,8 @@ class IngestService:
         disk: DiskReserve | None = None,
     ) -> None:
         self._hub = hub
+        self.run_ids = RunIdWaits()
+        """GetRun calls waiting for a run's MLflow id; the receiver tells it of new ids."""
         self._admission = Admission(SecurityConfig()) if admission is None else admission
         self._log = LogThrottle()  # a flood of bad batches must not flood the log
         self._ingestor = ingestor
@@ -154,6 +158,10 @@ class IngestService:
         await self._admission.check_claim(context, request.client_id)
         key = owned_key(request.client_id, request.run_key)
         state = self._ingestor.lookup(key)
+        deadline = time.monotonic() + _await_s(context)
+        while not state.run_id and state.acked_seq and (left := deadline - time.monotonic()) > 0:
+            await self.run_ids.wait(key, left)  # a start_run waits for its id (run_ids.py)
+            state = self._ingestor.lookup(key)
         if self._hub is not None:
             self._hub.heartbeat(key)
         return ingest_pb2.Ack(
@@ -170,3 +178,17 @@ class IngestService:
         if problem is not None:
             self.batches_rejected += 1
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid {what}: {problem}")
+
+
+def _await_s(context: grpc.aio.ServicerContext) -> float:
+    """How long a GetRun may wait for the run's MLflow id: what its caller asked for
+    (``AWAIT_RUN_ID_KEY``), within its deadline; 0 for callers that did not ask."""
+    for key, value in context.invocation_metadata() or ():
+        if key == AWAIT_RUN_ID_KEY:
+            try:
+                asked = max(0.0, int(value) / 1000)
+            except ValueError:
+                return 0.0
+            remaining = context.time_remaining()
+            return asked if remaining is None else min(asked, remaining - 0.1)
+    return 0.0

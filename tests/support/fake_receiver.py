@@ -98,9 +98,14 @@ class FakeReceiver:
         return ack
 
     def get_run(
-        self, client_id: str, run_key: str, timeout_s: float | None = None
+        self,
+        client_id: str,
+        run_key: str,
+        timeout_s: float | None = None,
+        *,
+        await_id: bool = False,
     ) -> ingest_pb2.Ack:
-        """The run's mark."""
+        """The run's mark (no MLflow run id here, so ``await_id`` changes nothing)."""
         action = self._action(timeout_s)
         self._before(action, timeout_s)
         with self._lock:

@@ -21,6 +21,7 @@ from server.flush.run_creation import (
     TAG_PROVISIONAL,
     RunContended,
     create_once,
+    keep,
 )
 
 
@@ -171,3 +172,47 @@ def test_another_receivers_provisional_run_is_not_adopted() -> None:
             sleep=lambda s: None,
         )  # fmt: skip
     assert store.kept() == [] and len(store.runs) == 1
+
+
+class CountingStore(FakeStore):
+    """Also records the calls in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def search_runs(self, experiment_ids: list[str], filter_string: str, max_results: int) -> Any:
+        self.calls.append("search")
+        return super().search_runs(experiment_ids, filter_string, max_results)
+
+    def create(self, extra: dict[str, str]) -> tuple[str, str]:
+        self.calls.append("create")
+        return super().create(extra)
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        self.calls.append("keep")
+        super().delete_tag(run_id, key)
+
+    def delete_run(self, run_id: str) -> None:
+        self.calls.append("delete")
+        super().delete_run(run_id)
+
+
+def test_a_creation_is_kept_by_its_caller_after_it_told_its_client() -> None:
+    store = CountingStore()
+    (run_id, _), created = create_once(store, ["1"], "f", store.create, defer_keep=True)
+    assert created and store.calls == ["search", "create", "search"]
+    assert store.kept() == []  # its client may be told the id now
+    keep(store, run_id)  # type: ignore[arg-type]
+    assert store.kept() == [run_id] and store.calls[-1] == "keep"
+
+
+def test_a_look_that_finds_the_kept_run_deletes_its_own_provisional_ones_beside_it() -> None:
+    store = FakeStore()
+    kept, _ = store.create({})
+    left, _ = store.create({TAG_PROVISIONAL: _fresh_stamp("receiver-a")})  # a failed step back
+    assert create_once(store, ["1"], "f", store.create, creator="receiver-a") == (
+        (kept, "1"),
+        False,
+    )
+    assert store.runs[left].deleted and store.kept() == [kept]

@@ -1,0 +1,152 @@
+"""What a client waits for on the receiver, and what it must not wait for (issue 23).
+
+A ``start_run`` waits for its MLflow run id: the receiver answers its GetRun the moment the run
+exists in MLflow (server/ingest/run_ids.py), not at the client's next poll.
+
+A read through the receiver (zero-code ``MlflowClient().search_runs``) waits for the caller's
+writes to reach MLflow (read-your-writes), but not for an artifact upload that missed its retry
+window and was set aside: that file may take minutes, the read answers now, and why the file
+is not in MLflow is in ``trackbridge status``.
+
+A real receiver (gRPC on 127.0.0.1:0, its queue and staging directory) in this process, so that
+the upload's retry window can be short; the session's real ``mlflow server``; the reading client
+a zero-code MLflow script in a process of its own. The upload fails as it would on a full or
+misconfigured artifact volume: the experiment's artifact location lies under a regular file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bridge.convert import batch_to_proto
+from bridge.events import EventBatch, RunStart
+from client_sdk._transport import Transport
+from server.artifacts import uploader as uploader_module
+from server.background import BackgroundReceiver
+from server.cli.status import format_status, read_status
+from server.config import ReceiverConfig
+from tests.support.procs import MlflowServer, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+SCRIPT = """
+import json, sys
+import mlflow
+from mlflow.tracking import MlflowClient
+
+mlflow.set_experiment(sys.argv[1])
+with mlflow.start_run() as run:
+    mlflow.log_param("alpha", "0.5")
+    mlflow.log_text("hello", "notes/a.txt")
+    print(json.dumps({"run_id": run.info.run_id}), flush=True)
+    sys.stdin.readline()  # the test: the file is set aside now
+    # A read MLflow answers (the process's own run would be answered from what it logged
+    # when the receiver is slow to answer).
+    (got,) = MlflowClient().search_runs([run.info.experiment_id])
+    print(json.dumps({"params": got.data.params, "id": got.info.run_id}), flush=True)
+"""
+
+
+@pytest.fixture
+def receiver(
+    tmp_path: Path, mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[BackgroundReceiver]:
+    monkeypatch.setattr(uploader_module, "_RETRY_WINDOW_S", 0.5)
+    config = ReceiverConfig(
+        listen="127.0.0.1:0",
+        data_dir=tmp_path / "data",
+        tracking_uri=mlflow_server.uri,
+        http_listen="off",
+        flush_interval_s=0.2,
+        shutdown_timeout_s=20.0,
+    )
+    background = BackgroundReceiver(config)
+    background.start()
+    try:
+        yield background
+    finally:
+        background.stop()
+
+
+def test_a_read_does_not_wait_for_an_upload_set_aside(
+    receiver: BackgroundReceiver,
+    mlflow_server: MlflowServer,
+    tmp_path: Path,
+    job: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the artifact directory should be")
+    MlflowClient(mlflow_server.uri).create_experiment(
+        job, artifact_location=(blocker / "artifacts").as_uri()
+    )
+    script = tmp_path / "client.py"
+    script.write_text(SCRIPT)
+    r = receiver.receiver
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRACKBRIDGE_"))}
+    env.update(
+        MLFLOW_TRACKING_URI=f"trackbridge://127.0.0.1:{r.port}",
+        TRACKBRIDGE_JOB=job,
+        TRACKBRIDGE_CLIENT_ID="reader",
+        TRACKBRIDGE_SPOOL_DIR=str(tmp_path / "spool"),
+        PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2]), env.get("PYTHONPATH", "")]),
+    )
+    client = subprocess.Popen(
+        [sys.executable, str(script), job],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert client.stdout is not None and client.stdin is not None
+        run_id = json.loads(client.stdout.readline() or "{}").get("run_id")
+        assert run_id, client.stderr.read() if client.stderr else ""
+        uploader = r.artifacts.uploader if r.artifacts is not None else None
+        assert uploader is not None
+        wait_until(lambda: uploader.set_aside == 1, 60, what="the artifact to be set aside")
+
+        caplog.set_level(logging.WARNING, logger="server.tracking.service")
+        client.stdin.write("read\n")
+        client.stdin.flush()
+        answer = json.loads(client.stdout.readline() or "{}")
+        _out, err = client.communicate(timeout=60)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait(timeout=10)
+    assert client.returncode == 0, err
+    # The read has the run's data, and it did not sit out its read-your-writes bound.
+    assert answer == {"params": {"alpha": "0.5"}, "id": run_id}
+    assert not [rec for rec in caplog.records if "reads before" in rec.getMessage()]
+    # Why the file is not in MLflow: in trackbridge status, with its reason.
+    status = format_status(read_status(r.config.data_dir))
+    assert "notes/a.txt" in status and "past its retry window" in status, status
+    assert "NotADirectoryError" in status or "FileExistsError" in status, status
+
+
+def test_a_start_runs_wait_for_its_id_is_answered_once_the_run_exists(
+    receiver: BackgroundReceiver, mlflow_server: MlflowServer, job: str
+) -> None:
+    r = receiver.receiver
+    transport = Transport(f"127.0.0.1:{r.port}", timeout_s=30.0)
+    try:
+        start = EventBatch("waiter", job, "run-1", 1, (RunStart(run_name="first"),))
+        assert transport.publish(batch_to_proto(start).SerializeToString()).acked_seq == 1
+        # One call, no polling: the receiver holds it until the flusher has made the run.
+        ack = transport.get_run("waiter", "run-1", 60.0, await_id=True)
+    finally:
+        transport.close()
+    assert ack.mlflow_run_id
+    run = MlflowClient(mlflow_server.uri).get_run(ack.mlflow_run_id)
+    assert (run.info.run_name, run.info.experiment_id) == ("first", ack.mlflow_experiment_id)
