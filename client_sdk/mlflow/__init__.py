@@ -14,6 +14,10 @@ One behaviour per environment:
   trackbridge's own (``_light.py``), with MLflow's names, arguments, return values and errors;
   anything else raises an error naming ``pip install mlflow``.
 
+The calls both faces have (``set_tracking_uri``, ``get_tracking_uri``, ``configure``, ``flush``,
+``flush_async_logging``, ``federated_round``, ``log_metric``, ``log_metrics``) are written once,
+in ``client_sdk/_compat/fluent.py``; each face supplies a backend for what really differs.
+
 The receiver's address comes from ``set_tracking_uri("trackbridge://host:port")``,
 ``MLFLOW_TRACKING_URI=trackbridge://...`` or ``TRACKBRIDGE_RECEIVER``. See
 docs/how-to/zero-code.md for what still differs.

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any
 
 import bridge.errors as exceptions
@@ -20,7 +18,7 @@ from bridge.errors import INVALID_PARAMETER_VALUE, MlflowException
 from bridge.events import RunStatus
 from bridge.validation import validate_run_id
 from client_sdk._compat import checks
-from client_sdk._compat.addressing import NOT_IMPLEMENTED, SCHEME, receiver_of
+from client_sdk._compat.addressing import NOT_IMPLEMENTED
 from client_sdk._compat.checks import checked_tags
 from client_sdk._compat.entities import (
     ActiveRun,
@@ -31,7 +29,6 @@ from client_sdk._compat.entities import (
     run_of,
 )
 from client_sdk._compat.session import RunRecord
-from client_sdk._rounds import RoundDefault
 from client_sdk.mlflow._artifacts import (
     log_artifact,
     log_artifacts,
@@ -52,7 +49,7 @@ from client_sdk.mlflow._logging import (
     set_tags,
 )
 from client_sdk.mlflow._runs import NOTE_TAG, new_run, resume
-from client_sdk.mlflow._state import STATE
+from client_sdk.mlflow._state import FLUENT, STATE
 from client_sdk.mlflow._system import (
     disable_system_metrics_logging,
     enable_system_metrics_logging,
@@ -112,69 +109,13 @@ _RUN_STATUSES = ["RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"]
 # -- where to log ----------------------------------------------------------------------------
 
 
-def set_tracking_uri(uri: str | Path) -> None:
-    """Points the module at a receiver: ``trackbridge://host:port`` (or ``host:port``).
-
-    Other tracking URIs (``http://...`` of an MLflow server, ``file:``, ``sqlite:``) are
-    accepted and kept for ``get_tracking_uri``, but logging still goes to the receiver
-    (``TRACKBRIDGE_RECEIVER``): only the receiver talks to MLflow.
-    """
-    text = str(uri)
-    receiver = receiver_of(text)
-    _state.tracking_uri = text
-    if receiver is not None and receiver != _state.receiver:
-        _state.receiver = receiver
-        _state.reset_session()
-
-
-def get_tracking_uri() -> str:
-    """``trackbridge://<receiver>``, or the URI given to ``set_tracking_uri``."""
-    if _state.tracking_uri is not None:
-        return _state.tracking_uri
-    return f"{SCHEME}{_state.session().config.receiver}"
-
-
-def configure(
-    *,
-    receiver: str | None = None,
-    client_id: str | None = None,
-    job: str | None = None,
-    rank_zero_only: bool | None = None,
-) -> None:
-    """trackbridge's own settings (no MLflow equivalent); call before logging.
-
-    Args:
-        receiver: ``host:port`` of the receiver (as ``set_tracking_uri``).
-        client_id: This client's id (else ``TRACKBRIDGE_CLIENT_ID``, else the host name).
-        job: The job (MLflow experiment of the parent run; else ``TRACKBRIDGE_JOB``).
-        rank_zero_only: In a distributed job, only rank 0 logs (else
-            ``TRACKBRIDGE_RANK_ZERO_ONLY``); by default every rank logs to its own run.
-    """
-    if receiver is not None:
-        _state.receiver = receiver
-    options = {"client_id": client_id, "job": job, "rank_zero_only": rank_zero_only}
-    _state.options.update({k: v for k, v in options.items() if v is not None})
-    _state.reset_session()
-
-
-def federated_round(
-    round: int,
-    num_examples: int | None = None,
-) -> AbstractContextManager[RoundDefault]:
-    """``with mlflow.federated_round(3, num_examples=600):`` gives the metrics logged in the
-    block that round and weight (trackbridge's addition; docs/how-to/rounds.md). Raises
-    MlflowException (INVALID_PARAMETER_VALUE) for a round or count that is not positive."""
-    return _state.session().writer.federated_round(round, num_examples)
-
-
-def flush(timeout_s: float = 30.0) -> bool:
-    """Waits until the receiver has everything logged so far (trackbridge's addition)."""
-    return _state.session().flush(timeout_s) if _state.has_session() else True
-
-
-def flush_async_logging() -> None:
-    """As MLflow's: waits (up to a minute) until the receiver has what was logged."""
-    flush(60.0)
+# The calls both faces of client_sdk.mlflow share (client_sdk/_compat/fluent.py).
+set_tracking_uri = FLUENT.set_tracking_uri
+get_tracking_uri = FLUENT.get_tracking_uri
+configure = FLUENT.configure
+federated_round = FLUENT.federated_round
+flush = FLUENT.flush
+flush_async_logging = FLUENT.flush_async_logging
 
 
 def flush_artifact_async_logging() -> None:

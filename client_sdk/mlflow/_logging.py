@@ -1,72 +1,21 @@
 """The logging calls of ``client_sdk.mlflow``: metrics, params and tags, checked at the call
-as MLflow checks them, then appended to memory."""
+as MLflow checks them, then appended to memory (metrics through the calls both faces share,
+client_sdk/_compat/fluent.py)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.events import Metric
-from client_sdk._compat.checks import checked_params, checked_tags, metric_point, missing_tag
+from client_sdk._compat.checks import checked_params, checked_tags, missing_tag
 from client_sdk._compat.entities import RunOperations
-from client_sdk._compat.session import now_ms
+from client_sdk.mlflow._state import FLUENT, LIGHT
 from client_sdk.mlflow._state import STATE as _state
 
-# MLflow's default for ``synchronous=None`` (read once: the hot path stays lean).
-_ASYNC_DEFAULT = os.environ.get("MLFLOW_ENABLE_ASYNC_LOGGING", "").lower() in ("true", "1")
 _run = _state.run
-
-
-def _operations(synchronous: bool | None) -> RunOperations | None:
-    if synchronous is None:
-        synchronous = not _ASYNC_DEFAULT
-    return None if synchronous else RunOperations(_state.session().flush)
-
-
-def log_metric(  # noqa: PLR0917 - MLflow's signature
-    key: str,
-    value: float,
-    step: int | None = None,
-    synchronous: bool | None = None,
-    timestamp: int | None = None,
-    run_id: str | None = None,
-    model_id: str | None = None,
-    dataset: Any = None,
-) -> RunOperations | None:
-    """Logs one metric point: appended to memory, never waiting on the network.
-
-    ``value`` may be a number, a numpy scalar or one-element array, or a one-element torch
-    tensor (one on an accelerator is read on the sender thread, without a device sync here).
-    """
-    record = _run(run_id)
-    point, step_i, ts = metric_point(key, value, step, timestamp, now_ms=now_ms())
-    record.metrics[key] = point
-    _state.session().writer.enqueue(record.handle, Metric(key, point, step_i, ts))
-    return _operations(synchronous)
-
-
-def log_metrics(  # noqa: PLR0917 - MLflow's signature
-    metrics: Mapping[str, Any],
-    step: int | None = None,
-    synchronous: bool | None = None,
-    run_id: str | None = None,
-    timestamp: int | None = None,
-    model_id: str | None = None,
-    dataset: Any = None,
-) -> RunOperations | None:
-    """Logs several metrics at one step and time; all are checked before any is logged."""
-    record = _run(run_id)
-    now = now_ms()
-    points = [
-        (key, *metric_point(key, value, step, timestamp, now_ms=now, prefix=f"metrics[{i}]"))
-        for i, (key, value) in enumerate(metrics.items())
-    ]
-    enqueue = _state.session().writer.enqueue
-    for key, point, step_i, ts in points:
-        record.metrics[key] = point
-        enqueue(record.handle, Metric(key, point, step_i, ts))
-    return _operations(synchronous)
+_operations = LIGHT.operations
+log_metric = FLUENT.log_metric
+log_metrics = FLUENT.log_metrics
 
 
 def log_param(key: str, value: Any, synchronous: bool | None = None) -> Any:

@@ -7,16 +7,19 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from bridge import envvars
 from bridge.errors import MlflowException
 from client_sdk._compat.addressing import (
     DEFAULT_EXPERIMENT_ID,
     RESOURCE_DOES_NOT_EXIST,
+    SCHEME,
     local_experiment_id,
     receiver_of,
 )
-from client_sdk._compat.entities import Experiment
+from client_sdk._compat.entities import Experiment, RunOperations
+from client_sdk._compat.fluent import Fluent
 from client_sdk._compat.session import RunRecord, Session
 
 
@@ -176,6 +179,65 @@ class FluentState:
         return "", key
 
 
+class LightBackend:
+    """The light client's side of the shared fluent calls (client_sdk/_compat/fluent.py):
+    the session and runs are ``STATE``'s, errors are trackbridge's MlflowException (MLflow's
+    wording and codes), every metric call is the writer's, and a tracking URI given to
+    ``set_tracking_uri`` is kept as given."""
+
+    def __init__(self, state: FluentState, env: Mapping[str, str] = os.environ) -> None:
+        self._state = state
+        # MLflow's default for ``synchronous=None`` (read once: the hot path stays lean).
+        self._async_default = env.get("MLFLOW_ENABLE_ASYNC_LOGGING", "").lower() in ("true", "1")
+
+    def current_session(self) -> Session | None:
+        return self._state.session() if self._state.has_session() else None
+
+    def session(self) -> Session:
+        return self._state.session()
+
+    def metric_run(
+        self, run_id: str | None, model_id: str | None, dataset: Any
+    ) -> tuple[Session, RunRecord]:
+        # model_id and dataset are accepted and not sent (docs/how-to/zero-code.md).
+        record = self._state.run(run_id)
+        return self._state.session(), record
+
+    def error(self, exc: MlflowException) -> Exception:
+        return exc
+
+    def operations(self, synchronous: bool | None) -> RunOperations | None:
+        if synchronous is None:
+            synchronous = not self._async_default
+        return None if synchronous else RunOperations(self._state.session().flush)
+
+    def unserved(self, call: str, *args: Any) -> Any:
+        raise AssertionError(f"the light client takes every {call} call")  # metric_run is total
+
+    def drain(self) -> None:
+        return  # calls go straight to the writer
+
+    def given_uri(self) -> str | None:
+        return self._state.tracking_uri
+
+    def receiver_uri(self) -> str:
+        return f"{SCHEME}{self._state.session().config.receiver}"
+
+    def keep_uri(self, uri: str) -> None:
+        self._state.tracking_uri = uri
+
+    def point_at(self, receiver: str, uri: str | None) -> None:
+        if uri is not None:
+            self._state.tracking_uri = uri
+        if receiver != self._state.receiver:
+            self._state.receiver = receiver
+            self._state.reset_session()
+
+    def configure(self, options: Mapping[str, object]) -> None:
+        self._state.options.update(options)
+        self._state.reset_session()
+
+
 def _after_fork_in_child() -> None:
     # The child's runs are its own: a forked worker that logs starts a run (see Session).
     STATE.reset_after_fork()
@@ -187,5 +249,9 @@ def _no_auto_start() -> RunRecord:
 
 STATE = FluentState()
 """The process's one fluent state."""
+LIGHT = LightBackend(STATE)
+"""The light client's backend for the shared fluent calls."""
+FLUENT = Fluent(LIGHT)
+"""The shared fluent calls of the light client (``client_sdk.mlflow``'s functions)."""
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -5,9 +5,10 @@ Importing this module sets MLflow's tracking and registry URIs to ``trackbridge:
 (exactly what ``mlflow.set_tracking_uri`` does: the process's MLflow settings and its
 ``MLFLOW_TRACKING_URI``/``MLFLOW_REGISTRY_URI``, which subprocesses inherit), so every MLflow
 call of the process, through this module or ``import mlflow`` alike, reaches the receiver and
-nothing else. ``log_metric`` and ``log_metrics`` skip MLflow's per-call client setup and go
-straight to the writer when they can (a run of this process, no model or dataset involved);
-everything else is MLflow's own function.
+nothing else. The calls both faces of ``client_sdk.mlflow`` have are written once
+(client_sdk/_compat/fluent.py) over ``_MlflowBackend``: ``log_metric`` and ``log_metrics`` skip
+MLflow's per-call client setup and go straight to the writer when they can (a run of this
+process, no model or dataset involved); everything else is MLflow's own function.
 
 MLflow's telemetry is left as the user set it (``MLFLOW_DISABLE_TELEMETRY``, ``DO_NOT_TRACK``):
 it is MLflow's outbound channel, not the bridge's, and changing it would change the user's
@@ -20,7 +21,6 @@ import importlib
 import logging
 import os
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
 from typing import Any
 
 import mlflow as _mlflow
@@ -29,10 +29,13 @@ from mlflow.tracking._tracking_service import utils as _tracking_utils
 from mlflow.utils.async_logging.run_operations import RunOperations
 
 from bridge import envvars
-from client_sdk._compat.addressing import SCHEME, receiver_of
-from client_sdk._rounds import RoundDefault
+from bridge.errors import MlflowException as BridgeMlflowException
+from client_sdk._compat.addressing import SCHEME
+from client_sdk._compat.fluent import Fluent
+from client_sdk._compat.records import RunRecord
+from client_sdk._compat.session import Session
 from client_sdk.config import DEFAULT_RECEIVER
-from client_sdk.plugin.store import TrackbridgeStore, configure_sessions
+from client_sdk.plugin.store import TrackbridgeStore, configure_sessions, mlflow_error
 
 _logger = logging.getLogger(__name__)
 
@@ -77,53 +80,79 @@ def _point_at(uri: str, *, keep_environment: bool = True) -> None:
             os.environ[name] = value
 
 
-def set_tracking_uri(uri: str) -> None:
-    """Points MLflow at a receiver: ``trackbridge://host:port`` (or ``host:port``).
+class _MlflowBackend:
+    """MLflow's side of the shared fluent calls (client_sdk/_compat/fluent.py): the session is
+    the receiver's store's, runs are MLflow's active runs, errors are MLflow's; a metric call
+    the writer does not take (a model, a dataset, a run this process did not start) is
+    MLflow's own; a URI that names no receiver is kept with a warning."""
 
-    Other tracking URIs (an MLflow server's ``http://...``, ``file:``, ``sqlite:``) are kept
-    for ``get_tracking_uri`` but logging stays with the receiver: only the receiver talks to
-    MLflow.
-    """
-    text = str(uri)
-    receiver = receiver_of(text)
-    if receiver is None:
-        _given["uri"] = text
+    def current_session(self) -> Session | None:
+        store = _store()
+        return store.session if store is not None else None
+
+    def session(self) -> Session:
+        store = _store()
+        if store is None:
+            raise _mlflow.exceptions.MlflowException.invalid_parameter_value(
+                "federated_round needs MLflow pointed at a trackbridge receiver"
+                f" (tracking URI {_mlflow.get_tracking_uri()})"
+            )
+        return store.session
+
+    def metric_run(
+        self, run_id: str | None, model_id: str | None, dataset: Any
+    ) -> tuple[Session, RunRecord] | None:
+        # The writer's path: a plain metric of a run of this process (no active model, no
+        # model outputs to attach it to); MLflow's per-call client setup is skipped.
+        if run_id is not None or model_id is not None or dataset is not None:
+            return None
+        if _fluent.get_active_model_id() is not None:
+            return None
+        store = _store()
+        if store is None:
+            return None
+        run = _fluent._get_or_start_run()  # type: ignore[no-untyped-call]
+        if run.outputs is not None and run.outputs.model_outputs:
+            return None
+        record = store.session.find(run.info.run_id)
+        return (store.session, record) if record is not None else None
+
+    def error(self, exc: BridgeMlflowException) -> Exception:
+        return mlflow_error(exc)
+
+    def operations(self, synchronous: bool | None) -> RunOperations | None:
+        return RunOperations([]) if synchronous is False else None  # type: ignore[no-untyped-call]
+
+    def unserved(self, call: str, *args: Any) -> Any:
+        return getattr(_mlflow, call)(*args)
+
+    def drain(self) -> None:
+        _mlflow.flush_async_logging()
+
+    def given_uri(self) -> str | None:
+        return _given.get("uri")
+
+    def receiver_uri(self) -> str:
+        return str(_mlflow.get_tracking_uri())
+
+    def keep_uri(self, uri: str) -> None:
+        _given["uri"] = uri
         _logger.warning(
             "trackbridge: tracking URI %s kept for get_tracking_uri(); logging still goes to the"
             " receiver (%s)",
-            text,
+            uri,
             _mlflow.get_tracking_uri(),
         )
-        return
-    _given.pop("uri", None)
-    _point_at(f"{SCHEME}{receiver}", keep_environment=False)  # as mlflow.set_tracking_uri
 
+    def point_at(self, receiver: str, uri: str | None) -> None:
+        if uri is None:  # configure(receiver=...): the program's environment stays as it was
+            _point_at(f"{SCHEME}{receiver}")
+            return
+        _given.pop("uri", None)
+        _point_at(f"{SCHEME}{receiver}", keep_environment=False)  # as mlflow.set_tracking_uri
 
-def get_tracking_uri() -> str:
-    """``trackbridge://<receiver>``, or the URI given to ``set_tracking_uri``."""
-    given = _given.get("uri")
-    return given if given is not None else str(_mlflow.get_tracking_uri())
-
-
-def configure(
-    *,
-    receiver: str | None = None,
-    client_id: str | None = None,
-    job: str | None = None,
-    rank_zero_only: bool | None = None,
-) -> None:
-    """trackbridge's own settings (no MLflow equivalent); call before logging.
-
-    Args:
-        receiver: ``host:port`` of the receiver (as ``set_tracking_uri``).
-        client_id: This client's id (else ``TRACKBRIDGE_CLIENT_ID``, else the host name).
-        job: The job (else ``TRACKBRIDGE_JOB``).
-        rank_zero_only: In a distributed job, only rank 0 logs (else
-            ``TRACKBRIDGE_RANK_ZERO_ONLY``).
-    """
-    configure_sessions(client_id=client_id, job=job, rank_zero_only=rank_zero_only)
-    if receiver is not None:
-        _point_at(f"{SCHEME}{receiver}")
+    def configure(self, options: Mapping[str, object]) -> None:
+        configure_sessions(**options)
 
 
 def _store() -> TrackbridgeStore | None:
@@ -131,95 +160,16 @@ def _store() -> TrackbridgeStore | None:
     return store if isinstance(store, TrackbridgeStore) else None
 
 
-def flush(timeout_s: float = 30.0) -> bool:
-    """Waits until the receiver has everything logged so far (trackbridge's addition)."""
-    store = _store()
-    return store.session.flush(timeout_s) if store is not None else True
-
-
-def flush_async_logging() -> None:
-    """As MLflow's, then waits (up to a minute) until the receiver has what was logged."""
-    _mlflow.flush_async_logging()
-    flush(60.0)
-
-
-def federated_round(
-    round: int,
-    num_examples: int | None = None,
-) -> AbstractContextManager[RoundDefault]:
-    """``with mlflow.federated_round(3, num_examples=600):`` gives the metrics logged in the
-    block that round and weight (trackbridge's addition; docs/how-to/rounds.md).
-
-    Raises:
-        MlflowException: INVALID_PARAMETER_VALUE for a round or count that is not a positive
-            integer, or when MLflow logs somewhere else than a receiver.
-    """
-    store = _store()
-    if store is None:
-        raise _mlflow.exceptions.MlflowException.invalid_parameter_value(
-            "federated_round needs MLflow pointed at a trackbridge receiver"
-            f" (tracking URI {_mlflow.get_tracking_uri()})"
-        )
-    return store.session.writer.federated_round(round, num_examples)
-
-
-def _fast_run() -> tuple[TrackbridgeStore, str] | None:
-    """The store and active run for the writer's path: a plain metric of a run of this
-    process (no active model, no model outputs to attach it to)."""
-    if _fluent.get_active_model_id() is not None:
-        return None
-    store = _store()
-    if store is None:
-        return None
-    run = _fluent._get_or_start_run()  # type: ignore[no-untyped-call]
-    if run.outputs is not None and run.outputs.model_outputs:
-        return None
-    return store, run.info.run_id
-
-
-def _done(synchronous: bool | None) -> RunOperations | None:
-    return RunOperations([]) if synchronous is False else None  # type: ignore[no-untyped-call]
-
-
-def log_metric(  # noqa: PLR0917 - MLflow's signature
-    key: str,
-    value: float,
-    step: int | None = None,
-    synchronous: bool | None = None,
-    timestamp: int | None = None,
-    run_id: str | None = None,
-    model_id: str | None = None,
-    dataset: Any = None,
-) -> RunOperations | None:
-    """MLflow's ``log_metric``; a plain point of the active run is appended to the writer."""
-    if run_id is None and model_id is None and dataset is None:
-        fast = _fast_run()
-        if fast is not None and fast[0].fast_metric(fast[1], key, value, step, timestamp):
-            return _done(synchronous)
-    result: RunOperations | None = _mlflow.log_metric(
-        key, value, step, synchronous, timestamp, run_id, model_id, dataset
-    )
-    return result
-
-
-def log_metrics(  # noqa: PLR0917 - MLflow's signature
-    metrics: Mapping[str, Any],
-    step: int | None = None,
-    synchronous: bool | None = None,
-    run_id: str | None = None,
-    timestamp: int | None = None,
-    model_id: str | None = None,
-    dataset: Any = None,
-) -> RunOperations | None:
-    """MLflow's ``log_metrics``; plain points of the active run go to the writer."""
-    if run_id is None and model_id is None and dataset is None:
-        fast = _fast_run()
-        if fast is not None and fast[0].fast_metrics(fast[1], metrics, step, timestamp):
-            return _done(synchronous)
-    result: RunOperations | None = _mlflow.log_metrics(
-        dict(metrics), step, synchronous, run_id, timestamp, model_id, dataset
-    )
-    return result
+# The calls both faces of client_sdk.mlflow share (client_sdk/_compat/fluent.py).
+_shared = Fluent(_MlflowBackend())
+set_tracking_uri = _shared.set_tracking_uri
+get_tracking_uri = _shared.get_tracking_uri
+configure = _shared.configure
+flush = _shared.flush
+flush_async_logging = _shared.flush_async_logging
+federated_round = _shared.federated_round
+log_metric = _shared.log_metric
+log_metrics = _shared.log_metrics
 
 
 def __getattr__(name: str) -> Any:

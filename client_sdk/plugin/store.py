@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunStatus, RunTag
@@ -294,40 +294,6 @@ class TrackbridgeStore(Unserved, Reads, Models, AbstractStore):
             metric_point, metric.key, metric.value, metric.step, metric.timestamp, now_ms=now_ms()
         )
         self._log(record, [metric], [point])
-
-    def fast_metric(self, run_id: str, key: str, value: Any, step: Any, timestamp: Any) -> bool:
-        """``client_sdk.mlflow``'s log_metric: True when logged (a run of this process)."""
-        record = self._session.find(run_id)
-        if record is None:
-            return False
-        value, step, ts = _checked(metric_point, key, value, step, timestamp, now_ms=now_ms())
-        record.metrics[key] = value
-        self._session.writer.enqueue(record.handle, MetricEvent(key, value, step, ts))
-        return True
-
-    def fast_metrics(
-        self, run_id: str, metrics: Mapping[str, Any], step: Any, timestamp: Any
-    ) -> bool:
-        """``client_sdk.mlflow``'s log_metrics: all checked, then logged (True), for a run of
-        this process."""
-        record = self._session.find(run_id)
-        if record is None:
-            return False
-        now = now_ms()
-        points = [
-            (
-                key,
-                *_checked(
-                    metric_point, key, v, step, timestamp, now_ms=now, prefix=f"metrics[{i}]"
-                ),
-            )
-            for i, (key, v) in enumerate(metrics.items())
-        ]
-        enqueue = self._session.writer.enqueue
-        for key, value, step_i, ts in points:
-            record.metrics[key] = value
-            enqueue(record.handle, MetricEvent(key, value, step_i, ts))
-        return True
 
     def log_param(self, run_id: str, param: Param) -> None:
         record = self._record(run_id)
