@@ -141,29 +141,29 @@ class Receiver:
             raise OSError(f"cannot listen on {cfg.listen}")
         self.http_port = await self._start_live(cfg)
         secure(cfg.data_dir)  # what the parts created on a first start
-        self.ingestor.start()
-        self.flusher.start()
-        if self.aggregator is not None:
-            self.aggregator.start()
-        self._mlflow_state = asyncio.create_task(
-            record_errors(
-                lambda: self.flusher.last_error,
-                cfg.data_dir,
-                configured_secrets(),
-                sinks=cfg.sinks,
-            )
-        )
-        self._workers_state = asyncio.create_task(
-            record_failed(self.workers, cfg.data_dir, self.disk.shortfall)
-        )
-        if self.artifacts is not None:
-            self.artifacts.start()
+        self._start_workers(cfg)
         await server.start()
         self._server = server
         for service in ("", INGEST_SERVICE):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         _logger.info("receiver listening on port %d, data in %s", self.port, cfg.data_dir)
         return self.port
+
+    def _start_workers(self, cfg: ReceiverConfig) -> None:
+        """Starts the threads, and the tasks that keep ``status``'s state files."""
+        self.ingestor.start()
+        self.flusher.start()
+        if self.aggregator is not None:
+            self.aggregator.start()
+        errors = record_errors(
+            lambda: self.flusher.last_error, cfg.data_dir, configured_secrets(), sinks=cfg.sinks
+        )
+        self._mlflow_state = asyncio.create_task(errors)
+        self._workers_state = asyncio.create_task(
+            record_failed(self.workers, cfg.data_dir, self.disk.shortfall)
+        )
+        if self.artifacts is not None:
+            self.artifacts.start()
 
     def _mlflow_flusher(self, cfg: ReceiverConfig, conn: sqlite3.Connection, hub: Hub) -> Flusher:
         """The MLflow side: the sink, the flusher, artifact uploads and MLflow's API."""
