@@ -51,7 +51,9 @@ def spawn_in_pty(
     try:
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         proc = subprocess.Popen(
-            ["setsid", "--ctty", *argv],
+            # ^C raises SIGINT even where the suite was started with it ignored (a background
+            # job of a script: an ignored signal stays ignored through exec)
+            ["env", "--default-signal=INT", "setsid", "--ctty", *argv],
             stdin=slave,
             stdout=slave,
             stderr=slave,
