@@ -125,9 +125,10 @@ class Runs:
 
     def note_chosen(self, run_key: str, batches: Iterable[PendingBatch]) -> None:
         """Remembers the experiment a run's batches name (each carries what its start chose)."""
-        for b in batches:
+        for b in reversed(list(batches)):  # every batch names the same choice: the last one
             if b.experiment or b.experiment_id:
                 self.state(run_key).chosen = RunStart(b.experiment, experiment_id=b.experiment_id)
+                return
 
     def state(self, run_key: str) -> RunState:
         """The run's state (read from the queue when the run is new: the flusher's thread)."""

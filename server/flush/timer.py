@@ -11,6 +11,7 @@ until one says the flusher is done (drained, or out of its shutdown budget).
 
 from __future__ import annotations
 
+import abc
 import enum
 import time
 
@@ -28,7 +29,7 @@ class Pass(enum.Enum):
     """Stopping, and nothing more will be written (drained, or out of time): the worker ends."""
 
 
-class FlushTimer:
+class FlushTimer(abc.ABC):
     """Start, wake, the flush interval's tick, stop: the flushers' common part.
 
     A subclass gives :meth:`_pass`; it owns what the pass writes.
@@ -69,6 +70,6 @@ class FlushTimer:
             if left is Pass.DONE:
                 return
 
+    @abc.abstractmethod
     def _pass(self, stopping: bool) -> Pass:
         """One pass over what is pending; ``stopping`` once :meth:`_stop_timer` was called."""
-        raise NotImplementedError
