@@ -24,7 +24,15 @@ _logger = logging.getLogger(__name__)
 
 RESTART_PAUSE_S = 1.0
 """A restarted body waits this long first (a stop cuts it short): a fault that repeats at
-once costs a log line a second, not a spinning core."""
+once never spins a core."""
+MAX_RESTART_PAUSE_S = 30.0
+"""The pause doubles while the body keeps failing within this long of its restart, up to this:
+a fault that repeats for hours costs a log line every half minute, not every second."""
+
+
+def restart_pause(base_s: float, max_s: float, streak: int) -> float:
+    """The pause before the ``streak``-th restart in a row (1 for the first)."""
+    return min(max_s, base_s * 2 ** max(0, streak - 1))
 
 
 class OnFailure(enum.Enum):
@@ -45,7 +53,10 @@ class Worker:
         on_failure: Restart the body, or leave the worker failed.
         failed: Called (on the worker's thread) once the worker has failed for good, after
             :attr:`failure` is set: refuse what would wait for it, turn health.
-        restart_pause_s: The pause before a restart.
+        restart_pause_s: The pause before a first restart; it doubles while the body keeps
+            failing soon after its restart, up to ``max_restart_pause_s``.
+        max_restart_pause_s: The longest pause, and how long a body must run before a
+            failure counts as a new fault (its pause starts again from ``restart_pause_s``).
     """
 
     def __init__(
@@ -56,12 +67,14 @@ class Worker:
         on_failure: OnFailure,
         failed: Callable[[Worker], None] | None = None,
         restart_pause_s: float = RESTART_PAUSE_S,
+        max_restart_pause_s: float = MAX_RESTART_PAUSE_S,
     ) -> None:
         self.name = name
         self.on_failure = on_failure
         self._body = body
         self._failed = failed
         self._restart_pause_s = restart_pause_s
+        self._max_restart_pause_s = max_restart_pause_s
         self._reset()
 
     def _reset(self) -> None:
@@ -125,21 +138,41 @@ class Worker:
         return not thread.is_alive()
 
     def _run(self) -> None:
+        streak = 0  # failures in a row, each soon after the restart before it
         while True:
+            began = time.monotonic()
             try:
                 self._body(self)
                 return
             except Exception as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                error = f"{type(exc).__name__}: {exc}"
+                again = error == self.last_error and streak > 0
+                self.last_error = error
                 if self.on_failure is OnFailure.RESTART and not self.stopping.is_set():
                     self.restarts += 1
-                    _logger.exception("worker %s failed; restarting it", self.name)
+                    ran_s = time.monotonic() - began
+                    streak = streak + 1 if ran_s < self._max_restart_pause_s else 1
+                    pause_s = restart_pause(
+                        self._restart_pause_s, self._max_restart_pause_s, streak
+                    )
+                    if again:  # the same fault again: one line, the traceback was logged
+                        _logger.error(
+                            "worker %s failed again (%s, %d in a row); restarting it in %g s",
+                            self.name,
+                            error,
+                            streak,
+                            pause_s,
+                        )
+                    else:
+                        _logger.exception(
+                            "worker %s failed; restarting it in %g s", self.name, pause_s
+                        )
                     # A stop during the pause still runs the body once more, to finish its
                     # work on the way out (a second failure then ends the worker).
-                    self.stopping.wait(self._restart_pause_s)
+                    self.stopping.wait(pause_s)
                     self._woken.set()  # the restarted body does its work at once, not a tick late
                     continue
-                self.failure = self.last_error
+                self.failure = error
                 _logger.exception("worker %s failed; it stays stopped", self.name)
                 if self._failed is not None:
                     try:

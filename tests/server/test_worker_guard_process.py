@@ -128,7 +128,7 @@ def test_an_aggregator_fault_in_a_real_receiver(
         health = _cli("health", "--receiver", receiver.address)
         assert health.returncode == 0, health.stdout + health.stderr
         log = receiver.log_path.read_text()
-        assert log.count("worker aggregate failed; restarting it") == 2
+        assert log.count("worker aggregate failed") == 2  # each failure, the same one once in full
         assert "Traceback" in log
     finally:
         assert receiver.stop() == 0

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bridge.worker import OnFailure, Worker, Workers
+from bridge.worker import OnFailure, Worker, Workers, restart_pause
 from tests.support.procs import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -34,6 +34,46 @@ def test_a_restarted_worker_runs_its_body_again(caplog: pytest.LogCaptureFixture
     assert all(r.exc_info is not None for r in caplog.records)  # the traceback
     assert worker.stop(time.monotonic() + 10)
     assert not worker.alive
+
+
+def test_the_pause_doubles_while_a_fault_repeats_up_to_its_ceiling() -> None:
+    assert [restart_pause(1.0, 30.0, n) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
+
+
+def test_a_repeated_fault_is_logged_in_full_once_then_in_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runs: list[int] = []
+
+    def body(worker: Worker) -> None:
+        runs.append(1)
+        if len(runs) <= 3:
+            raise ValueError("the same fault")
+        if len(runs) == 4:
+            raise ValueError("another fault")
+        worker.wait(30)  # until stopped
+
+    worker = Worker(
+        "w", body, on_failure=OnFailure.RESTART, restart_pause_s=0.01, max_restart_pause_s=10
+    )
+    with caplog.at_level(logging.ERROR):
+        worker.start()
+        wait_until(lambda: len(runs) == 5, 10, what="four restarts")
+    assert worker.stop(time.monotonic() + 10)
+    said = [(r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    assert said == [
+        ("worker w failed; restarting it in 0.01 s", True),
+        (
+            "worker w failed again (ValueError: the same fault, 2 in a row); restarting it in 0.02 s",
+            False,
+        ),
+        (
+            "worker w failed again (ValueError: the same fault, 3 in a row); restarting it in 0.04 s",
+            False,
+        ),
+        ("worker w failed; restarting it in 0.08 s", True),  # a new fault: its traceback
+    ]
+    assert worker.restarts == 4
 
 
 def test_a_failing_worker_reports_once_and_ends() -> None:
