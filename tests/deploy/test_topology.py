@@ -28,7 +28,13 @@ from tests.support.deploy import (
     start_postgres,
     stop_postgres,
 )
-from tests.support.faults import TcpProxy, expected_points, metric_points, start_stream_client
+from tests.support.faults import (
+    TcpProxy,
+    expected_points,
+    metric_points,
+    read_result,
+    start_stream_client,
+)
 from tests.support.mlflow_reads import (
     TAG_CLIENT_ID,
     TAG_PARENT,
@@ -171,13 +177,15 @@ def _move_clients_around(
     tmp_path: Path,
     job: str,
 ) -> None:
-    points = 20_000  # at 200/s: 100 s of logging, longer than the moves below take
+    # The clients log until the moves below are done (the stop file), at 50 points/s.
+    stop = tmp_path / "stop-logging"
     outs = {f"site-{i}": tmp_path / f"out-{i}.json" for i in range(4)}
     for cid, out in outs.items():
         clients.append(
             start_stream_client(
                 f"{proxy_a.address},{proxy_b.address}",
-                cid, job, tmp_path / f"spool-{cid}", out, points=points, rate=200,
+                cid, job, tmp_path / f"spool-{cid}", out, points=1_000_000, rate=50,
+                extra=("--until-file", str(stop)),
             )
         )  # fmt: skip
 
@@ -201,6 +209,7 @@ def _move_clients_around(
     live = job_runs(mlflow, job)
     assert all(r.info.status == "RUNNING" for r in live), [r.info.status for r in live]
     assert all(p.poll() is None for p in clients), "clients ended before the check"
+    stop.touch()
     proxy_b.restore()
 
     for proc in clients:
@@ -217,7 +226,8 @@ def _move_clients_around(
         assert run.info.status == "FINISHED"
         assert run.data.tags[TAG_PARENT] == parents[0].info.run_id
         assert TAG_PROVISIONAL not in run.data.tags
-        assert metric_points(mlflow, run.info.run_id, "x") == expected_points(points, BASE_TS)
+        logged = read_result(outs[run.data.tags[TAG_CLIENT_ID]])["points"]
+        assert metric_points(mlflow, run.info.run_id, "x") == expected_points(logged, BASE_TS)
     wait_until(
         lambda: parent_runs(job_runs(mlflow, job))[0].info.status == "FINISHED",
         30,

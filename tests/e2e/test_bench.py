@@ -1,5 +1,7 @@
 """``trackbridge bench --quick`` (and ``--sweep --quick``) run, report every section, and leave
-no process behind.
+no process behind. Every section runs in one invocation (``--only`` naming them all: the plain
+run's and the fleet sections a plain run leaves out), so the bench's own start and its MLflow
+server are paid once.
 
 Benchmarks are not tests: nothing here asserts a speed, only that the command works, that its
 JSON parses and holds a number for every figure, and that it cleans up after itself.
@@ -23,7 +25,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 BENCH_TIMEOUT_S = 240.0
-FLEET_TIMEOUT_S = 600.0
+EVERY_SECTION_TIMEOUT_S = 840.0
 _MARK_VAR = "TRACKBRIDGE_BENCH_TEST_MARK"
 # Smaller still than --quick: these tests check that every section runs and reports, not
 # the figures, so each section gets just enough work to measure something.
@@ -32,10 +34,8 @@ SMALL = (
     "--clients", "2", "--ingest-seconds", "1", "--e2e-clients", "2", "--events", "2000",
     "--fresh-clients", "4", "--fresh-seconds", "2", "--connections", "20",
     "--recovery-runs", "2", "--recovery-points", "500",
-)  # fmt: skip
-FLEET_SMALL = (
-    "--job-start-clients", "10", "--linger-clients", "10", "--fresh-clients", "4",
-    "--fresh-seconds", "2", "--parallel-clients", "2", "--events", "2000",
+    "--job-start-clients", "10", "--linger-clients", "10", "--parallel-clients", "2",
+    "--script-runs", "5",
 )  # fmt: skip
 
 # Section -> figures (dotted paths) that must be finite numbers.
@@ -113,52 +113,6 @@ def _run_bench(
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(BENCH_TIMEOUT_S + 60)
-def test_bench_quick_reports_every_section(tmp_path: Path) -> None:
-    json_path = tmp_path / "r.json"
-    png_path = tmp_path / "r.png"
-    mark = uuid.uuid4().hex
-    done = _run_bench(
-        tmp_path,
-        mark,
-        "--quick",
-        *SMALL,
-        "--json",
-        str(json_path),
-        "--png",
-        str(png_path),
-    )
-
-    assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-3000:]}"
-    results = json.loads(json_path.read_text())
-    assert results["quick"] is True
-    for section, paths in FIGURES.items():
-        assert section in results, f"section {section} missing"
-        assert "error" not in results[section], results[section]
-        for path in paths:
-            value = _figure(results, section, path)
-            assert isinstance(value, int | float), f"{section}.{path} = {value!r}"
-            assert not isinstance(value, bool), f"{section}.{path} = {value!r}"
-            assert math.isfinite(value), f"{section}.{path} = {value!r}"
-    assert results["end_to_end"]["points_in_mlflow"] == results["end_to_end"]["events"]
-    assert results["scale"]["connected"] == results["scale"]["connections"]
-    assert results["recovery"]["points_in_mlflow"] == results["recovery"]["points"]
-    assert {row["status"] for row in results["targets"]} <= {"met", "missed", "n/a"}
-    for title in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)", "(h)", "targets"):
-        assert title in done.stdout
-
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        assert "matplotlib is not installed" in done.stdout
-    else:
-        assert png_path.read_bytes().startswith(b"\x89PNG")
-
-    leftovers = _processes_with_env(f"{_MARK_VAR}={mark}")
-    assert not leftovers, f"bench left processes running: {leftovers}"
-
-
 SWEEP_FIGURES = {
     "latency": ("p50_us", "p99_us", "rate_per_s", "bare_call_p50_us"),
     "ingest": ("events_per_s", "receiver_cpu_cores"),
@@ -229,34 +183,37 @@ FLEET_FIGURES = {
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(FLEET_TIMEOUT_S + 60)
-def test_bench_fleet_sections_run_with_only(tmp_path: Path) -> None:
-    """The sections a plain run leaves out: a job's start, parallel flushing on SQLite and on a
-    PostgreSQL cluster the bench starts itself, the writer's linger, the SQLite queue against
-    a NATS JetStream cluster the bench starts itself."""
+@pytest.mark.timeout(EVERY_SECTION_TIMEOUT_S + 60)
+def test_bench_quick_reports_every_section(tmp_path: Path) -> None:
+    """Every section in one run: the plain run's, and those it leaves out (a job's start,
+    parallel flushing on SQLite and on a PostgreSQL cluster the bench starts itself, the
+    writer's linger, the SQLite queue against a NATS JetStream cluster the bench starts
+    itself, the tutorial-shaped script direct, import swap and zero-code, the bulk writer)."""
+    from bench.config import SECTIONS
+
     json_path = tmp_path / "r.json"
+    png_path = tmp_path / "r.png"
     mark = uuid.uuid4().hex
-    only = ",".join(FLEET_FIGURES)
     done = _run_bench(
-        tmp_path,
-        mark,
-        "--quick",
-        *FLEET_SMALL,
-        "--only",
-        only,
-        "--json",
-        str(json_path),
-        timeout_s=FLEET_TIMEOUT_S,
-    )
+        tmp_path, mark, "--quick", *SMALL, "--only", ",".join(SECTIONS),
+        "--json", str(json_path), "--png", str(png_path), timeout_s=EVERY_SECTION_TIMEOUT_S,
+    )  # fmt: skip
 
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-3000:]}"
     results = json.loads(json_path.read_text())
-    for section, paths in FLEET_FIGURES.items():
+    assert results["quick"] is True
+    for section, paths in (FIGURES | FLEET_FIGURES).items():
+        assert section in results, f"section {section} missing"
         assert "error" not in results[section], results[section]
         for path in paths:
             value = _figure(results, section, path)
             assert isinstance(value, int | float), f"{section}.{path} = {value!r}"
+            assert not isinstance(value, bool), f"{section}.{path} = {value!r}"
             assert math.isfinite(value), f"{section}.{path} = {value!r}"
+    assert results["end_to_end"]["points_in_mlflow"] == results["end_to_end"]["events"]
+    assert results["scale"]["connected"] == results["scale"]["connections"]
+    assert results["recovery"]["points_in_mlflow"] == results["recovery"]["points"]
+    assert {row["status"] for row in results["targets"]} <= {"met", "missed", "n/a"}
     for store in ("sqlite", "postgres"):
         figures = results["parallel_flush"][store]
         assert figures["bridge_4_points_in_mlflow"] == figures["events"]
@@ -268,27 +225,21 @@ def test_bench_fleet_sections_run_with_only(tmp_path: Path) -> None:
     for name in ("sqlite", "nats"):
         figures = results["fleet_queue"][name]
         assert figures["points_in_mlflow"] == results["fleet_queue"]["events"]
-    for title in ("(i)", "(j)", "(k)", "(l)", "(n)", "targets"):
-        assert title in done.stdout
+    script = results["script_wall"]
+    assert "error" not in script, script
+    for name in ("direct_s", "swap_s", "zero_code_s", "swap_ratio", "zero_code_ratio"):
+        assert isinstance(script[name], float) and math.isfinite(script[name]), script
+    assert script["runs"] == 5
+    titles = ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)", "(h)", "(i)", "(j)", "(k)", "(l)")
+    for title in (*titles, "(m)", "(n)", "targets", "import swap", "zero-code"):
+        assert title in done.stdout, title
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "matplotlib is not installed" in done.stdout
+    else:
+        assert png_path.read_bytes().startswith(b"\x89PNG")
+
     leftovers = _processes_with_env(f"{_MARK_VAR}={mark}")
     assert not leftovers, f"bench left processes running: {leftovers}"
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(BENCH_TIMEOUT_S + 60)
-def test_bench_script_wall_prints_bridged_beside_direct(tmp_path: Path) -> None:
-    """``--only script_wall``: the tutorial-shaped script direct, import swap and zero-code."""
-    json_path = tmp_path / "r.json"
-    mark = uuid.uuid4().hex
-    done = _run_bench(
-        tmp_path, mark, "--quick", "--script-runs", "5", "--only", "script_wall",
-        "--json", str(json_path),
-    )  # fmt: skip
-    assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-3000:]}"
-    figures = json.loads(json_path.read_text())["script_wall"]
-    assert "error" not in figures, figures
-    for name in ("direct_s", "swap_s", "zero_code_s", "swap_ratio", "zero_code_ratio"):
-        assert isinstance(figures[name], float) and math.isfinite(figures[name]), figures
-    assert figures["runs"] == 5
-    assert "(m)" in done.stdout and "import swap" in done.stdout and "zero-code" in done.stdout
-    assert not _processes_with_env(f"{_MARK_VAR}={mark}")

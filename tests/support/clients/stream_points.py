@@ -1,6 +1,7 @@
 """A client process for fault tests: logs a known sequence at a steady rate, then reports.
 
-Metric ``x`` gets value ``i``, step ``i`` and timestamp ``BASE_TS + i`` for i in range(points).
+Metric ``x`` gets value ``i``, step ``i`` and timestamp ``BASE_TS + i`` for i in range(points)
+(or fewer: until ``--until-file`` exists; the summary's ``points`` says how many).
 Writes a JSON summary (undelivered events, slowest log call) to ``--out`` when it ends.
 """
 
@@ -24,7 +25,10 @@ def main() -> None:
     parser.add_argument("--client-id", required=True)
     parser.add_argument("--job", required=True)
     parser.add_argument("--spool-dir", required=True)
-    parser.add_argument("--points", type=int, required=True)
+    parser.add_argument("--points", type=int, required=True, help="at most (see --until-file)")
+    parser.add_argument(
+        "--until-file", help="stop logging once this file exists (the summary says how many)"
+    )
     parser.add_argument("--rate", type=float, required=True, help="points per second; 0: flat out")
     parser.add_argument("--out", required=True)
     parser.add_argument("--param", action="append", default=[], help="key=value")
@@ -59,7 +63,10 @@ def main() -> None:
     slowest_ns = 0
     dropped: list[int] = []  # the points the writer dropped (its counter moved on their call)
     started = time.perf_counter()
+    logged = 0
     for i in range(args.points):
+        if args.until_file and os.path.exists(args.until_file):
+            break
         if args.rate > 0:
             delay = started + i / args.rate - time.perf_counter()
             if delay > 0:
@@ -70,6 +77,7 @@ def main() -> None:
         slowest_ns = max(slowest_ns, time.perf_counter_ns() - t0)
         if writer.dropped_events != before:
             dropped.append(i)
+        logged = i + 1
     if args.wait_file:
         with open(f"{args.out}.logging", "w") as marker:
             json.dump({"dropped": dropped}, marker)
@@ -86,6 +94,7 @@ def main() -> None:
     writer.end_run("FINISHED")
     result = writer.close(timeout_s=args.close_timeout)
     summary = {
+        "points": logged,
         "undelivered": int(result),
         "undelivered_events": result.undelivered_events,
         "dropped_events": result.dropped_events,
