@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.pb.v1 import events_pb2
 from bridge.protocol import INGEST_SERVICE
+from tests.support.faults import TcpProxy
 from tests.support.live import LIVE_ARGS, get, http_port, live_writers, publish_raw
-from tests.support.procs import free_port, launch_mlflow_server, stop_mlflow_server, wait_until
+from tests.support.procs import MlflowServer, wait_until
 
 # client id -> metric points it logs (plus its run start and run end)
 TRAFFIC = {"site-a": 30, "site-b": 55}
@@ -122,10 +124,22 @@ def _health(address: str) -> int:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_health_is_not_serving_while_mlflow_is_unreachable(
-    start_receiver: Callable[..., Any], job: str, tmp_path: Path
+    start_receiver: Callable[..., Any], mlflow_server: MlflowServer, job: str, tmp_path: Path
 ) -> None:
-    port = free_port()
-    receiver = start_receiver(tracking_uri=f"http://127.0.0.1:{port}", extra_args=LIVE_ARGS)
+    # The session's MLflow behind a proxy that refuses every connection until restored: the
+    # receiver sees MLflow unreachable, then back (no MLflow server of its own to start).
+    mlflow = TcpProxy(upstream_port=int(urllib.parse.urlsplit(mlflow_server.uri).port or 0))
+    mlflow.cut()
+    try:
+        _health_follows_mlflow(start_receiver, mlflow, job, tmp_path)
+    finally:
+        mlflow.close()
+
+
+def _health_follows_mlflow(
+    start_receiver: Callable[..., Any], mlflow: TcpProxy, job: str, tmp_path: Path
+) -> None:
+    receiver = start_receiver(tracking_uri=f"http://127.0.0.1:{mlflow.port}", extra_args=LIVE_ARGS)
     base = f"http://127.0.0.1:{http_port(receiver)}"
     serving = health_pb2.HealthCheckResponse.SERVING
     assert _health(receiver.address) == serving
@@ -145,7 +159,7 @@ def test_health_is_not_serving_while_mlflow_is_unreachable(
         assert samples["trackbridge_mlflow_errors_total"][()] >= 1
         assert samples["trackbridge_backlog_events"][()] == 2
 
-        mlflow = launch_mlflow_server(tmp_path / "late-mlflow", port=port)
+        mlflow.restore()
         try:
             wait_until(
                 lambda: _health(receiver.address) == serving,
@@ -163,4 +177,3 @@ def test_health_is_not_serving_while_mlflow_is_unreachable(
         finally:
             writers["site-a"].close(timeout_s=10)
             assert receiver.stop() == 0, receiver.log_tail()
-            stop_mlflow_server(mlflow)
