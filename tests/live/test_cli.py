@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +12,34 @@ import pexpect
 import pytest
 
 from tests.support.live import LIVE_ARGS, artifact_path, live_writers
-from tests.support.procs import TRACKBRIDGE_EXE, wait_until
+from tests.support.procs import (
+    TRACKBRIDGE_EXE,
+    MlflowServer,
+    ReceiverProcess,
+    launch_receiver,
+    wait_until,
+)
 from tests.support.pty import spawn_in_pty
 
 CLIENTS = ["site-a", "site-b", "site-c"]
 EXPECT_S = 30
 TERMINAL_ENV = {"TERM": "xterm", "PATH": "/usr/bin:/bin"}
+
+
+@pytest.fixture(scope="module")
+def live_receiver(
+    mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ReceiverProcess]:
+    """One receiver (live endpoints on) for the tests that each watch a job of their own: a
+    receiver started and stopped per test cost more CPU than the test's own work."""
+    receiver = launch_receiver(
+        tmp_path_factory.mktemp("live-cli"), mlflow_server.uri, extra_args=LIVE_ARGS
+    )
+    try:
+        yield receiver
+    finally:
+        code = receiver.stop()
+    assert code == 0, receiver.log_tail()
 
 
 def _row(client: str, value: str) -> str:
@@ -27,9 +49,9 @@ def _row(client: str, value: str) -> str:
 
 @pytest.mark.timeout(120)
 def test_top_shows_every_client_and_follows_them(
-    start_receiver: Callable[..., Any], job: str, tmp_path: Path
+    live_receiver: ReceiverProcess, job: str, tmp_path: Path
 ) -> None:
-    receiver = start_receiver(extra_args=LIVE_ARGS)
+    receiver = live_receiver
     with live_writers(receiver.address, job, CLIENTS, tmp_path) as writers:
         for n, writer in enumerate(writers.values()):
             writer.log_metric("x", float(n + 1), step=1)
@@ -63,9 +85,9 @@ def test_top_shows_every_client_and_follows_them(
 
 @pytest.mark.timeout(120)
 def test_tail_prints_one_clients_events(
-    start_receiver: Callable[..., Any], job: str, tmp_path: Path
+    live_receiver: ReceiverProcess, job: str, tmp_path: Path
 ) -> None:
-    receiver = start_receiver(extra_args=LIVE_ARGS)
+    receiver = live_receiver
     out_path = tmp_path / "tail.out"
     err_path = tmp_path / "tail.err"
     with out_path.open("w") as out, err_path.open("w") as err:
@@ -118,6 +140,7 @@ def test_tail_prints_one_clients_events(
 def test_tail_of_an_unknown_job_says_what_it_waits_for(
     start_receiver: Callable[..., Any], job: str
 ) -> None:
+    # A receiver of its own: "none has sent anything" is said of a receiver no client used.
     receiver = start_receiver(extra_args=LIVE_ARGS)
     with subprocess.Popen(
         [str(TRACKBRIDGE_EXE), "tail", "--receiver", receiver.address, "--job", "nope"],
@@ -139,8 +162,8 @@ def test_tail_of_an_unknown_job_says_what_it_waits_for(
 
 
 @pytest.mark.timeout(120)
-def test_top_n_draws_n_frames_and_exits(start_receiver: Callable[..., Any], job: str) -> None:
-    receiver = start_receiver(extra_args=LIVE_ARGS)
+def test_top_n_draws_n_frames_and_exits(live_receiver: ReceiverProcess, job: str) -> None:
+    receiver = live_receiver
     result = subprocess.run(
         [str(TRACKBRIDGE_EXE), "top", "-n", "2", "--receiver", receiver.address, "--job", job],
         capture_output=True,
