@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from bridge.events import Event, Metric, Param, Tag
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One event of a read not written before."""
+class Item(NamedTuple):
+    """One event of a read not written before (a tuple: one is made per metric point)."""
 
     event: Event
     index: int
