@@ -20,7 +20,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -269,7 +269,8 @@ def _conns(args: argparse.Namespace) -> None:
             publish = _raw_publisher(channel)
             first = _one_batch(client_id, args.job, 1)
             if args.at_once:
-                answer = publish.future(first, timeout=_RPC_TIMEOUT_S, wait_for_ready=True)
+                call = cast(grpc.UnaryUnaryMultiCallable, publish)
+                answer = call.future(first, timeout=_RPC_TIMEOUT_S, wait_for_ready=True)
                 sent.append((client_id, publish, answer))
                 continue
             try:

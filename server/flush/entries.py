@@ -11,8 +11,8 @@ class Item(NamedTuple):
     """One event of a read not written before (a tuple: one is made per metric point)."""
 
     event: Event
-    index: int
-    """Which batch of the read it is in."""
+    batch: int
+    """Which batch of the read it is in (its index)."""
     seq: int
     ordinal: int
     """Its place among the events of the read not written before."""

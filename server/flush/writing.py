@@ -270,7 +270,7 @@ class RunWriter:
                 self.stats.add(log_batch_calls=len(group), metric_points_written=metrics)
             written = len(part) - len(dead)
             self._progress.advance(
-                run_key, read, last.index, last.seq, last.ordinal, written, dead, started
+                run_key, read, last.batch, last.seq, last.ordinal, written, dead, started
             )
 
     def _bisect(
