@@ -88,7 +88,7 @@ def bulk_job_start(ctx: BenchContext, tracking_uri: str, store: Path) -> dict[st
     background = BackgroundReceiver(config)
     address = f"127.0.0.1:{background.start()}"
     try:
-        many = _start(ctx, address, "bench-start-bulk", clients, store)
+        many = _start(ctx, address, "bench-start-bulk", clients, store, at_once=True)
     finally:
         background.stop()
     return {
@@ -122,7 +122,13 @@ def _mlflow_ceiling(tracking_uri: str, clients: int) -> dict[str, float]:
 
 
 def _start(
-    ctx: BenchContext, address: str, job: str, clients: int, store: Path | None = None
+    ctx: BenchContext,
+    address: str,
+    job: str,
+    clients: int,
+    store: Path | None = None,
+    *,
+    at_once: bool = False,
 ) -> dict[str, float]:
     procs = max(1, math.ceil(clients / _CLIENTS_PER_PROC))
     counts = [len(range(i, clients, procs)) for i in range(procs)]
@@ -134,6 +140,7 @@ def _start(
             "conns",
             *("--receiver", address, "--job", job, "--prefix", f"{job}-{i}"),
             *("--count", str(n)),
+            *(("--at-once",) if at_once else ()),
         )
         for i, n in enumerate(counts)
     ]

@@ -20,7 +20,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -257,14 +257,30 @@ def _conns(args: argparse.Namespace) -> None:
         started = time.monotonic()
         publishers = []
         failed = 0
+        # --at-once: every channel's first publish is sent before any answer is awaited, as a
+        # job's clients (each a process of its own) start at once; a connection the receiver
+        # has not taken yet is tried again within the deadline, as the SDK's retries do
+        # (wait_for_ready). Else one after another.
+        sent: list[tuple[str, Callable[..., ingest_pb2.Ack], grpc.Future]] = []
         for i in range(args.count):
             channel = grpc.insecure_channel(args.receiver, options=_OWN_CONNECTION)
             channels.append(channel)
             client_id = f"{args.prefix}-{i}"
             publish = _raw_publisher(channel)
+            first = _one_batch(client_id, args.job, 1)
+            if args.at_once:
+                call = cast(grpc.UnaryUnaryMultiCallable, publish)
+                answer = call.future(first, timeout=_RPC_TIMEOUT_S, wait_for_ready=True)
+                sent.append((client_id, publish, answer))
+                continue
             try:
-                publish(_one_batch(client_id, args.job, 1), timeout=_RPC_TIMEOUT_S)
+                publish(first, timeout=_RPC_TIMEOUT_S)
             except grpc.RpcError:
+                failed += 1
+                continue
+            publishers.append((client_id, publish))
+        for client_id, publish, answer in sent:
+            if answer.exception() is not None:
                 failed += 1
                 continue
             publishers.append((client_id, publish))
@@ -321,6 +337,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("conns", parents=[common])
     p.add_argument("--prefix", required=True)
     p.add_argument("--count", type=int, default=250, help="channels in this process")
+    p.add_argument("--at-once", action="store_true", help="first publishes not one by one")
     p.set_defaults(func=_conns)
     return parser
 

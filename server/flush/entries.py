@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from bridge.events import Event, Metric, Param, Tag
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One event of a read not written before."""
+class Item(NamedTuple):
+    """One event of a read not written before (a tuple: one is made per metric point)."""
 
     event: Event
-    index: int
-    """Which batch of the read it is in."""
+    batch: int
+    """Which batch of the read it is in (its index)."""
     seq: int
     ordinal: int
     """Its place among the events of the read not written before."""

@@ -18,7 +18,8 @@ before the pool existed.
 Turns are fair by size, not by run: a turn that has written a slice (``SLICE_ENTRIES``) gives
 way when another run waits for its turn, and every turn ends when its time is up
 (:class:`Budget`). So one run's huge batch is written in slices between the other runs'
-turns, and holds none of them back by more than a slice (or a flush interval).
+turns, and holds none of them back by more than a slice (or a flush interval). A slice is cut
+on whole ``log_batch`` calls (``CALL_ENTRIES``), so that it never ends with a small call.
 """
 
 from __future__ import annotations
@@ -32,10 +33,15 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from bridge.limits import MAX_ENTITIES_PER_BATCH
+
 T = TypeVar("T")
 K = TypeVar("K")
 
-SLICE_ENTRIES = 2000
+CALL_ENTRIES = MAX_ENTITIES_PER_BATCH - 1
+"""Metric points in a full ``log_batch`` call: MLflow's limit less the room for the progress
+mark (server/flush/progress.py)."""
+SLICE_ENTRIES = 2 * CALL_ENTRIES
 """Entries (metric points, params, tags; any other event counts one) a turn writes before it
 gives way to a run waiting for its turn: two full log_batch calls."""
 DEFAULT_WORKERS = 4
@@ -72,11 +78,14 @@ class TurnResult:
 
 class Budget:
     """When a run's turn ends: its time is up, or it has written a slice while another run
-    waits. Used by the turn's own thread only."""
+    waits. Used by the turn's own thread only.
+
+    The entries of a slice are written in whole calls (:attr:`cut`); what is left of a slice
+    below one call is not written in it: the slice ends there."""
 
     def __init__(self, until: float, others_wait: Callable[[], bool], clock: Callable[[], float]):
         self.left = SLICE_ENTRIES
-        """Entries before the slice ends (always above 0 while the turn goes on)."""
+        """Entries before the slice ends (at least a call's while the turn goes on)."""
         self._until = until
         self._others_wait = others_wait
         self._clock = clock
@@ -86,12 +95,17 @@ class Budget:
         self.left -= entries
         if self._clock() >= self._until:
             return True
-        if self.left > 0:
+        if self.left >= CALL_ENTRIES:
             return False
         if self._others_wait():
             return True
         self.left = SLICE_ENTRIES  # nobody waits: another slice
         return False
+
+    @property
+    def cut(self) -> int:
+        """Entries to gather before writing them: the whole calls left in the slice."""
+        return max(CALL_ENTRIES, self.left - self.left % CALL_ENTRIES)
 
 
 class Gate:

@@ -171,7 +171,7 @@ class RunWriter:
                     event = self._gaps.dropped(run_key, seq, event)  # the run's total, a tag
                 if isinstance(event, Metric | Param | Tag):
                     entries.append(Item(event, index, seq, ordinal))
-                    if len(entries) >= budget.left:  # a slice: written, then maybe give way
+                    if len(entries) >= budget.cut:  # a slice: written, then maybe give way
                         self._write(run_key, record, read, entries)
                         if budget.spend(len(entries)):
                             return True
@@ -270,7 +270,7 @@ class RunWriter:
                 self.stats.add(log_batch_calls=len(group), metric_points_written=metrics)
             written = len(part) - len(dead)
             self._progress.advance(
-                run_key, read, last.index, last.seq, last.ordinal, written, dead, started
+                run_key, read, last.batch, last.seq, last.ordinal, written, dead, started
             )
 
     def _bisect(

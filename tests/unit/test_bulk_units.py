@@ -18,6 +18,7 @@ from bridge.limits import LogBatchChunk
 from server.config import ReceiverConfig
 from server.flush.bulk import BulkSink, open_sink
 from server.flush.bulk.schema import dialect_of
+from server.flush.bulk.sink import SHARED_COMMIT_TURNS, turns_at_once
 from server.flush.bulk.writer import BulkWriter, Call, Point, create_engine
 from server.flush.run_tags import TAG_FLUSHED
 from tests.support.procs import wait_until
@@ -55,6 +56,10 @@ def test_only_a_known_database_gets_the_bulk_writer(
     assert isinstance(sink, BulkSink) and sink.bulk is True
     assert caplog.text.count("bulk writer on") == 1
     assert not isinstance(open_sink("http://127.0.0.1:9", bulk=True), BulkSink)
+    # Its writes share SQLite's commits: more runs' turns at once meet in each commit.
+    assert sink.shares_commits and turns_at_once(sink, 4) == SHARED_COMMIT_TURNS > 4
+    assert turns_at_once(sink, 1) == 1  # one writer stays one (its turns in order)
+    assert turns_at_once(plain, 4) == 4
 
 
 def test_an_unknown_schema_revision_goes_through_mlflow(

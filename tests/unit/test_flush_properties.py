@@ -390,6 +390,8 @@ def test_a_huge_batch_delays_no_other_run_beyond_one_slice(
                    if n == name and (s >= step if step >= 0 else s == -2))  # fmt: skip
         huge_between = sum(p for n, p, _ in mlflow.timeline[start:end] if n == "huge")
         assert huge_between <= pool.SLICE_ENTRIES, (name, step, huge_between)
+    huge_calls = [points for n, points, _ in mlflow.timeline if n == "huge" and points]
+    assert set(huge_calls[:-1]) == {pool.CALL_ENTRIES}, huge_calls  # slices end on whole calls
     made = _client_runs(mlflow)
     assert len(made["huge"].metrics) == HUGE_KEYS and made["huge"].status == "FINISHED"
     for r, sizes in enumerate(smalls):

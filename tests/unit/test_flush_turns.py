@@ -12,7 +12,7 @@ import pytest
 from bridge.convert import batch_to_proto
 from bridge.events import EventBatch, RunStart
 from server.flush.flusher import Flusher
-from server.flush.pool import Turn, TurnResult
+from server.flush.pool import CALL_ENTRIES, SLICE_ENTRIES, Budget, Turn, TurnResult
 from server.flush.refusals import RunRefused
 from server.flush.sink import MlflowSink
 from server.flush.state import RunState
@@ -82,3 +82,20 @@ def test_a_turn_that_wrote_clears_the_runs_back_off(tmp_path: Path) -> None:
     assert state.failures == 3  # untouched until applied
     assert flusher._outcomes.apply(state, result) is Turn.MORE
     assert (state.retry_at, state.failures, state.gave_way) == (0.0, 0, True)
+
+
+def test_a_slice_is_cut_on_whole_calls_and_ends_below_one_call() -> None:
+    """A slice is written in full log_batch calls: after a run start (one entry) the slice's
+    entries are cut at one call, not at the 1,997 left (999 + 998 would follow, or with a
+    2,000 slice 999 + 999 + 2); what is left below a call ends the slice when others wait."""
+    waiting = [True]
+    budget = Budget(float("inf"), lambda: waiting[0], lambda: 0.0)
+    assert budget.cut == SLICE_ENTRIES == 2 * CALL_ENTRIES
+    assert not budget.spend(1)  # a run start
+    assert budget.cut == CALL_ENTRIES
+    assert budget.spend(CALL_ENTRIES)  # CALL_ENTRIES - 1 left: the slice ends, another waits
+    waiting[0] = False
+    assert not budget.spend(0)  # nobody waits: another slice
+    assert budget.cut == SLICE_ENTRIES
+    assert not budget.spend(CALL_ENTRIES)
+    assert budget.cut == CALL_ENTRIES

@@ -34,6 +34,11 @@ from server.flush.sink import MlflowSink, RunRef, RunRequest
 
 _logger = logging.getLogger(__name__)
 
+SHARED_COMMIT_TURNS = 16
+"""Runs' turns at once when their writes share SQLite's commits (server/flush/bulk/commit.py):
+a commit costs ~10 ms whatever it holds, so the more turns meet at one, the fewer commits a
+cycle of many runs makes. Only one writes at a time; the others prepare their slices."""
+
 
 def open_sink(
     tracking_uri: str,
@@ -65,6 +70,11 @@ class BulkSink(MlflowSink):
         self._deciding = threading.Lock()
         self._writer: BulkWriter | None = None
         self._decided = False
+
+    @property
+    def shares_commits(self) -> bool:
+        """Whether the writers that meet share one commit (SQLite, server/flush/bulk/commit.py)."""
+        return dialect_of(self.tracking_uri) == "sqlite"
 
     @property
     def bulk(self) -> bool | None:
@@ -154,6 +164,15 @@ class BulkSink(MlflowSink):
                 engine.dialect.name,
             )
             return self._writer
+
+
+def turns_at_once(sink: MlflowSink, workers: int) -> int:
+    """How many runs' turns the flusher runs at once with ``workers`` flush writers
+    (``--flush-workers``): at least :data:`SHARED_COMMIT_TURNS` when the bulk writer shares
+    commits (SQLite); one stays one (the turns on the flusher's thread, in order)."""
+    if workers > 1 and isinstance(sink, BulkSink) and sink.shares_commits:
+        return max(workers, SHARED_COMMIT_TURNS)
+    return workers
 
 
 def transactions(

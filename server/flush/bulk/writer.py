@@ -31,9 +31,7 @@ PostgreSQL), so the params check and the writes see the same run.
 from __future__ import annotations
 
 import contextlib
-import math
-import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -63,8 +61,11 @@ from server.flush.bulk.commit import GroupCommit
 from server.flush.bulk.runs import NewRun, create_runs
 
 _MAX_FLOAT = 1.7976931348623157e308
+_INF = float("inf")
 _ROWS_PER_STATEMENT = 1000
 """Rows of one multi-row INSERT on PostgreSQL (6 parameters each, far below its 65535)."""
+_ROW = ("key", "value", "timestamp", "step", "is_nan", "run_uuid")
+"""A ``metrics`` row's columns, in the order of the tuples the writer inserts."""
 _RUNS: sa.Table = SqlRun.__table__
 _METRICS: sa.Table = SqlMetric.__table__
 _LATEST: sa.Table = SqlLatestMetric.__table__
@@ -125,17 +126,15 @@ class BulkWriter:
         self._run_sql = _Driver(engine, run)
         self._latest_sql = _Driver(engine, self._latest_upsert())
         self._tag_sql = _Driver(engine, self._tag_upsert())
-        columns = ("key", "value", "timestamp", "step", "is_nan", "run_uuid")
-        self._points_sql: tuple[str, Callable[[dict[str, Any]], Any]]
+        self._points_sql: str
         if engine.dialect.name == "sqlite":
-            stmt = sqlite.insert(_METRICS).values({c: sa.bindparam(c) for c in columns})
+            stmt = sqlite.insert(_METRICS).values({c: sa.bindparam(c) for c in _ROW})
             compiled = stmt.on_conflict_do_nothing().compile(dialect=engine.dialect)
-            assert compiled.positiontup is not None  # qmark: positional parameters
-            self._points_sql = str(compiled), operator.itemgetter(*compiled.positiontup)
+            assert compiled.positiontup == list(_ROW)  # qmark: a row's tuple as it is
+            self._points_sql = str(compiled)
         else:  # psycopg2's execute_values: one statement of many rows
-            names = ", ".join(f'"{c}"' for c in columns)
-            sql = f"INSERT INTO metrics ({names}) VALUES %s ON CONFLICT DO NOTHING"
-            self._points_sql = sql, operator.itemgetter(*columns)
+            names = ", ".join(f'"{c}"' for c in _ROW)
+            self._points_sql = f"INSERT INTO metrics ({names}) VALUES %s ON CONFLICT DO NOTHING"
 
     def log_batch(
         self,
@@ -222,20 +221,18 @@ class BulkWriter:
         """MLflow's ``create_run`` for each of ``runs``, in one transaction; their ids."""
         return self.commits.run(lambda conn: create_runs(conn, experiment_id, runs))
 
-    def _insert_points(self, conn: sa.Connection, points: list[dict[str, Any]]) -> None:
-        """``INSERT ... ON CONFLICT DO NOTHING`` of the points straight through the driver:
+    def _insert_points(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+        """``INSERT ... ON CONFLICT DO NOTHING`` of the rows straight through the driver:
         SQLite's executemany, psycopg2's multi-row ``execute_values`` (SQLAlchemy's per-row
         parameter processing costs more than the insert; psycopg2's executemany runs row by
         row)."""
-        sql, row = self._points_sql
-        rows = [row(point) for point in points]
         if self.engine.dialect.name == "sqlite":
-            conn.exec_driver_sql(sql, rows)
+            conn.exec_driver_sql(self._points_sql, rows)
             return
         from psycopg2.extras import execute_values  # PostgreSQL's driver, imported for it only
 
         with contextlib.closing(conn.connection.cursor()) as cursor:  # the same transaction
-            execute_values(cursor, sql, rows, page_size=_ROWS_PER_STATEMENT)
+            execute_values(cursor, self._points_sql, rows, page_size=_ROWS_PER_STATEMENT)
 
     def _check_run(self, conn: sa.Connection, run_id: str) -> None:
         stages = [row[0] for row in self._run_sql.run(conn, [{"run_uuid": run_id}])]
@@ -342,41 +339,30 @@ def _plainly_valid(metrics: list[Point]) -> bool:
     return True
 
 
-def stored_value(value: float) -> tuple[float, bool]:
-    """A metric value as MLflow's SQL store keeps it: (value, is_nan)."""
-    if math.isnan(value):
-        return 0.0, True
-    if math.isinf(value):
-        return (_MAX_FLOAT if value > 0 else -_MAX_FLOAT), False
-    return value, False
-
-
-def _points(run_id: str, metrics: list[Point]) -> list[dict[str, Any]]:
-    """The call's distinct rows of ``metrics``, in the call's order."""
-    rows: dict[tuple[str, int, int, float, bool], dict[str, Any]] = {}
+def _points(run_id: str, metrics: list[Point]) -> list[tuple[Any, ...]]:
+    """The calls' distinct ``metrics`` rows (columns ``_ROW``), in the calls' order."""
+    rows: dict[tuple[Any, ...], None] = {}
     for metric in metrics:
-        value, is_nan = stored_value(float(metric.value))
-        identity = (metric.key, int(metric.timestamp), int(metric.step), value, is_nan)
-        rows.setdefault(identity, {
-            "key": identity[0], "timestamp": identity[1], "step": identity[2],
-            "value": value, "is_nan": is_nan, "run_uuid": run_id,
-        })  # fmt: skip
-    return list(rows.values())
+        value = float(metric.value)
+        if value != value:  # NaN  # noqa: PLR0124 - cheaper than math.isnan per point
+            row = (metric.key, 0.0, int(metric.timestamp), int(metric.step), True, run_id)
+        else:
+            if value in (_INF, -_INF):
+                value = _MAX_FLOAT if value > 0 else -_MAX_FLOAT
+            row = (metric.key, value, int(metric.timestamp), int(metric.step), False, run_id)
+        rows[row] = None  # a point already there (its whole key) is written once
+    return list(rows)
 
 
-def _latest(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each key's candidate for ``latest_metrics``: its first point with the greatest
+def _latest(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Each key's candidate for ``latest_metrics``: its first row with the greatest
     (step, timestamp, value)."""
-    best: dict[str, dict[str, Any]] = {}
-    for point in points:
-        held = best.get(point["key"])
-        if held is None or _order(point) > _order(held):
-            best[point["key"]] = point
-    return list(best.values())
-
-
-def _order(point: dict[str, Any]) -> tuple[int, int, float]:
-    return point["step"], point["timestamp"], point["value"]
+    best: dict[str, tuple[Any, ...]] = {}
+    for row in rows:
+        held = best.get(row[0])
+        if held is None or (row[3], row[2], row[1]) > (held[3], held[2], held[1]):
+            best[row[0]] = row
+    return [dict(zip(_ROW, row, strict=True)) for row in best.values()]
 
 
 def _last_per_key(run_id: str, tags: list[RunTag]) -> list[dict[str, Any]]:
