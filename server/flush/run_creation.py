@@ -24,6 +24,13 @@ A run it created is told to the caller before the provisional tag is removed
 (``defer_keep``: the caller removes it, :func:`keep`, once it has told its client the run id);
 a look that finds a kept run deletes provisional runs of its own beside it.
 
+The first look is skipped for a run no create_run of this receiver can have made: before each
+create_run the caller sets the run's durable "creation attempted" mark (:class:`CreationMark`,
+the run's queue row); a run without it is created at once and looked for after (any rival is
+seen then, as above), one with it (a crash, a lost answer, a timeout) is looked for first, so
+this receiver's own earlier run is found or adopted, never doubled. A receiver alone with its
+MLflow (``serve --alone``) skips both looks for a run without the mark: one create_run.
+
 This rests on MLflow's store being read-your-writes consistent (one database; no lagging read
 replica behind the tracking server).
 """
@@ -165,7 +172,8 @@ def create_once(
         RunContended: Another receiver's creation did not settle within ``wait_s``.
     """
     deadline = time.monotonic() + wait_s
-    ref, mine = None, []
+    ref: tuple[str, str] | None = None
+    mine: list[Any] = []
     if look_first:
         ref, mine = _look(
             client, experiment_ids, filter_string, creator=creator, deadline=deadline, sleep=sleep
