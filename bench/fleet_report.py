@@ -3,6 +3,7 @@ what they aim for."""
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from typing import Any
 
@@ -154,6 +155,15 @@ def script_wall_lines(s: Results) -> list[str]:
         f"  ({s['swap_ratio']:.2f}x direct){each('swap')}",
         f"    {'zero-code (trackbridge:// URI)':<36}{s['zero_code_s']:>8.1f} s"
         f"  ({s['zero_code_ratio']:.2f}x direct){each('zero')}",
+        *(
+            f"    {label:<36}{statistics.median(walls[mode]):>8.1f} s"
+            f"  ({s[ratio]:.2f}x direct){each(mode)}"
+            for label, mode, ratio in (
+                ("import swap, receiver --alone", "swap_alone", "swap_alone_ratio"),
+                ("zero-code, receiver --alone", "zero_alone", "zero_code_alone_ratio"),
+            )
+            if ratio in s and mode in walls
+        ),
     ]
 
 

@@ -8,10 +8,11 @@ through one receiver (in the benchmark's process, as section job_start's). Each 
 starts after the imports and stops when its last run has ended, as the script's user waits.
 
 Where the bridge's time goes: each ``start_run`` waits (bounded) for MLflow's run id, which the
-receiver learns once MLflow has created the run: three MLflow calls for a receiver that may
-share MLflow with others (a look for it, the run created provisional, a look for rivals; the
-keep follows once the client is told, server/flush/run_creation.py), and the client's GetRun
-is answered the moment the id is known (server/ingest/run_ids.py). Logging returns at once; the
+receiver learns once MLflow has created the run: two MLflow calls for a receiver that may
+share MLflow with others (the run created provisional, a look for rivals; the keep follows
+once the client is told, server/flush/run_creation.py), one for a receiver started
+``--alone`` (the ``*_alone`` modes: a second receiver), and the client's GetRun is answered
+the moment the id is known (server/ingest/run_ids.py). Logging returns at once; the
 receiver writes the run's params, metrics and end (one log_batch, one set_terminated) while
 the script goes on. Directly, every call is a round trip to MLflow: create_run, a log_batch
 per log call, set_terminated.
@@ -19,6 +20,7 @@ per log call, set_terminated.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import subprocess
@@ -82,12 +84,18 @@ def script_wall(ctx: BenchContext) -> dict[str, Any]:
         shutdown_timeout_s=30.0,
     )
     background = BackgroundReceiver(config)
+    alone = BackgroundReceiver(
+        dataclasses.replace(config, data_dir=ctx.work_dir / "receiver-script-alone", alone=True)
+    )
     address = f"127.0.0.1:{background.start()}"
+    alone_address = f"127.0.0.1:{alone.start()}"
     bridge = {"TRACKBRIDGE_JOB": "bench-script-wall", "TRACKBRIDGE_CLIENT_ID": "script"}
     modes = {
         "direct": {"MLFLOW_TRACKING_URI": ctx.mlflow_uri},
         "swap": {**bridge, "TRACKBRIDGE_RECEIVER": address},
         "zero": {**bridge, "MLFLOW_TRACKING_URI": f"trackbridge://{address}"},
+        "swap_alone": {**bridge, "TRACKBRIDGE_RECEIVER": alone_address},
+        "zero_alone": {**bridge, "MLFLOW_TRACKING_URI": f"trackbridge://{alone_address}"},
     }
     walls: dict[str, list[float]] = {mode: [] for mode in modes}
     load_before = os.getloadavg()[0]
@@ -97,7 +105,8 @@ def script_wall(ctx: BenchContext) -> dict[str, Any]:
                 walls[mode].append(_run(ctx, mode, env))
     finally:
         background.stop()
-    direct, swap, zero = (statistics.median(walls[m]) for m in modes)
+        alone.stop()
+    direct, swap, zero, swap_alone, zero_alone = (statistics.median(walls[m]) for m in modes)
     return {
         "runs": ctx.options.script_runs,
         "rounds": ctx.options.script_rounds,
@@ -107,5 +116,7 @@ def script_wall(ctx: BenchContext) -> dict[str, Any]:
         "zero_code_s": zero,
         "swap_ratio": swap / direct,
         "zero_code_ratio": zero / direct,
+        "swap_alone_ratio": swap_alone / direct,
+        "zero_code_alone_ratio": zero_alone / direct,
         "walls_s": walls,
     }

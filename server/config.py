@@ -111,6 +111,8 @@ class ReceiverConfig:
             raise ValueError("no sink: give --sink mlflow, --sink jsonl:DIR, or both")
         if self.fleet is not None and self.aggregate.enabled:
             raise ValueError("--aggregate needs the embedded queue: it cannot be used with --queue")
+        if self.fleet is not None and self.alone:
+            raise ValueError("--alone cannot be used with --queue (a fleet shares MLflow)")
         http = self.http_address
         if http is not None and not self.viewer_token and not is_loopback(http[0]):
             raise ValueError(

@@ -99,6 +99,9 @@ class ArtifactStore:
                 "ALTER TABLE uploads ADD COLUMN retry_reason TEXT NOT NULL DEFAULT ''"
             )
         self._staged_bytes = self._sum_sizes()
+        self._retried: frozenset[str] = frozenset()
+        """The run key and logged model id of the file whose upload failed and is retried
+        within its window now (the uploader's thread sets it; reads skip them)."""
         self._drop_strays()
 
     def _sum_sizes(self) -> int:
@@ -178,12 +181,21 @@ class ArtifactStore:
             ).fetchall()
         return [StagedFile(*row) for row in rows]
 
+    def retrying(self, staged: StagedFile | None) -> None:
+        """Notes the file whose upload failed and is being retried within its window (None:
+        none is): a read does not wait for its run's (or logged model's) files meanwhile."""
+        keys = frozenset() if staged is None else frozenset({staged.run_key, staged.model_id})
+        with self._lock:
+            self._retried = keys - {""}
+
     def pending_for(self, run_keys: set[str]) -> bool:
         """Whether files of these runs (or logged models, by id) are still staged, on their
-        way (a file set aside after its retry window is not: a read does not wait for it)."""
-        if not run_keys:
+        way (a file being retried after a failure, or set aside after its retry window, is
+        not, nor are its run's files behind it: a read does not wait for them)."""
+        with self._lock:
+            keys = tuple(run_keys - self._retried)
+        if not keys:
             return False
-        keys = tuple(run_keys)
         marks = ",".join("?" * len(keys))
         with self._lock:
             row = self._conn.execute(

@@ -74,6 +74,10 @@ class ArtifactUploader:
         self.failed = 0
         self.set_aside = 0
         """Files past their retry window, retried on their own (a gauge)."""
+        self.retrying = 0
+        """Files whose upload failed and is being retried within its window (a gauge: 0 or 1;
+        reads do not wait for their runs' files, server/artifacts/store.py)."""
+        self._current: StagedFile | None = None
         self.last_error = ""
 
     def start(self) -> None:
@@ -116,7 +120,19 @@ class ArtifactUploader:
                 aside.next_try > time.monotonic() or self._superseded(staged, staged_files)
             ):
                 continue
-            self._attempt(staged, blocked, retry=aside is None)
+            self._current = staged
+            try:
+                self._attempt(staged, blocked, retry=aside is None)
+            finally:
+                if self.retrying:
+                    self.retrying = 0
+                    self._store.retrying(None)
+
+    def _failed_once(self, _state: tenacity.RetryCallState) -> None:
+        """A file's upload failed and is retried within its window: reads stop waiting for it."""
+        if not self.retrying and self._current is not None:
+            self._store.retrying(self._current)
+            self.retrying = 1
 
     def _attempt(self, staged: StagedFile, blocked: set[str], *, retry: bool) -> None:
         """One file: within its retry window (``retry``), or one try of a file set aside."""
@@ -251,6 +267,7 @@ class ArtifactUploader:
             stop=tenacity.stop_after_delay(_RETRY_WINDOW_S)
             | tenacity.stop_when_event_set(self._stop),
             sleep=self._pause,
+            before_sleep=self._failed_once,
             reraise=True,
         )
         retrying(fn, *args)

@@ -7,8 +7,10 @@ have no MLflow run yet (:func:`new_runs`), and :class:`BatchCreator` makes them 
 
 1. one search for all the job's client runs: a key that has a run already, or that another
    receiver is creating right now, or that this receiver left provisional when it died, is left
-   to the run-by-run path (server/flush/run_creation.py), which finds, waits or adopts;
-2. the others are created provisional, several at once on a few threads;
+   to the run-by-run path (server/flush/run_creation.py), which finds, waits or adopts. No
+   search when none of the runs has its "creation attempted" mark (the queue's): this receiver
+   never sent a create_run for any of them, and a rival's run is seen in step 3;
+2. the others are marked, durably, then created provisional, several at once on a few threads;
 3. one search again for all of them: a run alone with its key is kept (its provisional tag
    removed, again on the threads); one beside a rival is deleted, and its key goes the
    run-by-run path, which settles the contest as it always did.
@@ -21,8 +23,9 @@ sees it). Deleting a provisional run of one's own is always safe: it was never k
 
 A receiver that is alone (``serve --alone``, or the embedded store, which no other receiver
 reaches) has no rival to look for: steps 2 and 3 become one ``create_run`` per run, kept at
-once. Whether it is alone is for the operator to say: MLflow cannot tell, and a receiver that
-guessed wrong could give a client moving between receivers two runs.
+once, and a start with no mark costs that call alone. Whether it is alone is for the operator
+to say: MLflow cannot tell, and a receiver that guessed wrong could give a client moving
+between receivers two runs.
 
 Only the common starts are batched: nested runs, resumed runs and runs in an experiment named
 by id take the run-by-run path. A run's key is searched by its job's tag here, so a client that
@@ -68,6 +71,8 @@ class NewRun:
     client_id: str
     job: str
     start: RunStart
+    tried: bool = True
+    """A create_run of it may have left before (its queue mark): it is looked for first."""
 
 
 def new_runs(queue: Queue, run_keys: Iterable[str]) -> list[NewRun]:
@@ -86,7 +91,7 @@ def new_runs(queue: Queue, run_keys: Iterable[str]) -> list[NewRun]:
         events = events_pb2.EventBatch.FromString(batches[0].payload).events
         start = event_from_proto(events[0]) if events else None
         if isinstance(start, RunStart) and _batchable(start):
-            found.append(NewRun(run_key, record.client_id, record.job, start))
+            found.append(NewRun(run_key, record.client_id, record.job, start, record.create_tried))
     return found
 
 
@@ -98,11 +103,19 @@ class BatchCreator:
     """Creates many new client runs with a few MLflow calls each (see the module docstring)."""
 
     def __init__(
-        self, sink: MlflowSink, creator: str, *, alone: bool, threads: int = CREATION_THREADS
+        self,
+        sink: MlflowSink,
+        creator: str,
+        *,
+        alone: bool,
+        attempting: Callable[[list[str]], None] = lambda run_keys: None,
+        threads: int = CREATION_THREADS,
     ) -> None:
         self._sink = sink
         self._creator = creator
         self._alone = alone
+        self._attempting = attempting
+        """Sets the runs' durable "creation attempted" marks (server/queue/sqlite.py)."""
         self._threads = threads
 
     def create(self, runs: Sequence[NewRun]) -> dict[str, RunRef]:
@@ -119,7 +132,8 @@ class BatchCreator:
 
     def _create_group(self, job: str, exp_id: str, runs: list[NewRun]) -> dict[str, RunRef]:
         where = list(dict.fromkeys((exp_id, self._sink.experiment_id(job))))
-        found = self._job_runs(where, job)
+        # Runs no create_run ever left for are not looked for (step 1 is for the others).
+        found = self._job_runs(where, job) if any(r.tried for r in runs) else {}
         fresh = [r for r in runs if not found.get(_key(r))]
         if not fresh:
             return {}
@@ -146,6 +160,7 @@ class BatchCreator:
             created = client.create_run(exp_id, start_time=start_time, tags=tags, run_name=name)
             return str(created.info.run_id)
 
+        self._attempting([r.run_key for r in fresh])  # durably, before any create leaves
         together = self._sink.create_runs(exp_id, [request(r) for r in fresh])
         results: list[str | Exception] = (
             list(together) if together is not None else _each(self._threads, create, fresh)

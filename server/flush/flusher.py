@@ -106,14 +106,15 @@ class Flusher(FlushTimer):
         self._writer = RunWriter(
             queue, sink, self._runs, self._retrying, self.stats, backlog=backlog,
             observer=observer, on_run=on_run, lease_s=lease_s, receiver_id=receiver_id, gaps=gaps,
-            calls=calls, mirror=mirror, round_as_step=round_as_step,
+            calls=calls, mirror=mirror, round_as_step=round_as_step, alone=alone,
         )  # fmt: skip
         self._leases = Leases(
             queue, sink, self._runs, self._writer, last_seen=last_seen, lease_s=lease_s,
             interval_s=interval_s,
             on_refused=lambda key, why: self._outcomes.quarantine(self._runs.state(key), why),
         )  # fmt: skip
-        self._creator = BatchCreator(sink, receiver_id, alone=alone)
+        self._creator = BatchCreator(sink, receiver_id, alone=alone,
+                                     attempting=queue.mark_create_tried)  # fmt: skip
         self._backoffs = Backoffs()
         self._outcomes = Outcomes(
             queue, self._runs, self._arrivals, self._backoffs, sink=sink, identity=identity,

@@ -24,6 +24,13 @@ A run it created is told to the caller before the provisional tag is removed
 (``defer_keep``: the caller removes it, :func:`keep`, once it has told its client the run id);
 a look that finds a kept run deletes provisional runs of its own beside it.
 
+The first look is skipped for a run no create_run of this receiver can have made: before each
+create_run the caller sets the run's durable "creation attempted" mark (:class:`CreationMark`,
+the run's queue row); a run without it is created at once and looked for after (any rival is
+seen then, as above), one with it (a crash, a lost answer, a timeout) is looked for first, so
+this receiver's own earlier run is found or adopted, never doubled. A receiver alone with its
+MLflow (``serve --alone``) skips both looks for a run without the mark: one create_run.
+
 This rests on MLflow's store being read-your-writes consistent (one database; no lagging read
 replica behind the tracking server).
 """
@@ -32,7 +39,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from mlflow.tracking import MlflowClient
 
@@ -48,6 +55,16 @@ WAIT_S = 10.0
 
 _MAX_MATCHES = 100
 _POLL_S = 0.2
+
+
+class CreationMark(Protocol):
+    """A run's durable "creation attempted" mark (its row in the receiver's queue)."""
+
+    def tried(self) -> bool:
+        """Whether a create_run of the run may have left this receiver (crash, lost answer)."""
+
+    def attempt(self) -> None:
+        """Sets the mark, durably; called right before each create_run of the run leaves."""
 
 
 class RunContended(Exception):
@@ -126,6 +143,7 @@ def create_once(
     *,
     creator: str = "",
     defer_keep: bool = False,
+    look_first: bool = True,
     wait_s: float = WAIT_S,
     sleep: Callable[[float], object] = time.sleep,
 ) -> tuple[tuple[str, str], bool]:
@@ -141,6 +159,9 @@ def create_once(
             behind when it died is adopted rather than created again.
         defer_keep: Leave a run it created provisional, for the caller to :func:`keep` (a
             restart adopts the run if that call is lost).
+        look_first: Look for the run before creating it. False only where this receiver
+            cannot have created it before (no create_run of it ever left: the queue's mark):
+            another receiver's run is then seen by the look after creating, as a rival.
         wait_s: How long to wait for another receiver's creation to settle.
         sleep: Pauses between looks (tests pass a fake).
 
@@ -151,9 +172,12 @@ def create_once(
         RunContended: Another receiver's creation did not settle within ``wait_s``.
     """
     deadline = time.monotonic() + wait_s
-    ref, mine = _look(
-        client, experiment_ids, filter_string, creator=creator, deadline=deadline, sleep=sleep
-    )
+    ref: tuple[str, str] | None = None
+    mine: list[Any] = []
+    if look_first:
+        ref, mine = _look(
+            client, experiment_ids, filter_string, creator=creator, deadline=deadline, sleep=sleep
+        )
     if ref is not None:
         return ref, False
     if mine:  # created before this receiver died: carry on as if it had just been created

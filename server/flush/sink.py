@@ -11,12 +11,14 @@ from mlflow.entities import Param as MlflowParam
 from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from bridge.events import RunStart, RunStatus
 from bridge.limits import LogBatchChunk
 from server.flush.refusals import is_permanent
+from server.flush.resume import attach, reopen
 from server.flush.run_creation import (
+    CreationMark,
     RunNotCreated,
     create_once,
     keep,
@@ -25,7 +27,6 @@ from server.flush.run_creation import (
     settled,
 )
 from server.flush.run_tags import (
-    TAG_CLIENT_ID,
     TAG_FLUSHED,
     TAG_HEARD,
     TAG_JOB,
@@ -171,6 +172,8 @@ class MlflowSink:
         may_create: bool = True,
         opening: bool = False,
         experiment: RunStart | None = None,
+        mark: CreationMark | None = None,
+        alone: bool = False,
     ) -> RunRef:
         """The MLflow run of one client run: the run it resumes (``resume_run_id``), else the
         run found again by its client's and run key's tags, else a new run. A ``start`` sets it
@@ -179,14 +182,18 @@ class MlflowSink:
         since). ``run_key`` may be the receiver's owned key (``<client id>/<run key>``).
         Without a start, ``experiment`` (the experiment the run's batches name, as a start that
         sets nothing else) is where the run is looked for first and created.
-        A run it creates is left provisional until :meth:`keep` (once its client is told).
+        A run it creates is left provisional until :meth:`keep` (once its client is told),
+        unless this receiver is ``alone`` (no other can create it). With the run's ``mark``
+        (its queue row), a run no create_run ever left for is created without a look first
+        (server/flush/run_creation.py); without one, it is always looked for first.
 
         Raises:
             RunNotCreated: No run has the key and ``may_create`` is False.
             RunContended: Another receiver is creating the run right now.
         """
         run_key = client_run_key(run_key)
-        ref = self._attach(client_id, start) if start and start.resume_run_id else None
+        found = attach(self._client, client_id, start) if start and start.resume_run_id else None
+        ref = RunRef(*found) if found else None
         if ref is None:
             ref = self._keyed_run(
                 client_id,
@@ -196,6 +203,8 @@ class MlflowSink:
                 may_create=may_create,
                 opening=opening,
                 experiment=experiment,
+                mark=mark,
+                alone=alone,
             )
         if start and start.parent_run_key and (client_id, start.parent_run_key) in self._by_key:
             self._nested.add(ref.run_id)  # its parent, a running client run, keeps the job's open
@@ -214,6 +223,8 @@ class MlflowSink:
         may_create: bool,
         opening: bool,
         experiment: RunStart | None = None,
+        mark: CreationMark | None = None,
+        alone: bool = False,
     ) -> RunRef:
         spec = start or experiment or RunStart()
         exp_id = self.run_experiment_id(spec, job)
@@ -234,6 +245,8 @@ class MlflowSink:
             parent_id = None if parent is None else parent.run_id
             tags = client_run_tags(client_id, job, run_key, spec, parent_id) | extra
             tags[TAG_HEARD] = str(time.time_ns() // 1_000_000)  # the lease's first stamp
+            if mark is not None:
+                mark.attempt()  # durably, before the call leaves
             run = self._client.create_run(
                 exp_id,
                 start_time=spec.start_time_ms or None,
@@ -243,13 +256,17 @@ class MlflowSink:
             self._heard_at[run.info.run_id] = time.monotonic()
             return run.info.run_id, exp_id
 
+        tried = mark is None or mark.tried()
+        if alone and not tried:  # nobody else could have made it: one call
+            return RunRef(*create({}))
         (run_id, run_exp_id), created = create_once(
-            self._client, where, by_key, create, creator=self._receiver_id, defer_keep=True
-        )
+            self._client, where, by_key, create, creator=self._receiver_id, defer_keep=True,
+            look_first=tried,
+        )  # fmt: skip
         if created:
             self.unkept.add(run_id)
         if not created and start is not None:
-            self._reopen(run_id, start, set_running=not opening)
+            reopen(self._client, run_id, start, set_running=not opening)
         return RunRef(run_id, run_exp_id)
 
     def _parent_of(self, client_id: str, start: RunStart, exp_id: str, job: str) -> RunRef | None:
@@ -267,41 +284,6 @@ class MlflowSink:
                 return RunRef(run_id, experiment_id)
         _logger.warning("parent run %s of a nested run not found; nesting it under the job", key)
         return self.parent_run(job, exp_id)
-
-    def _attach(self, client_id: str, start: RunStart) -> RunRef | None:
-        """The existing run a client resumes by MLflow id, if it is that client's own."""
-        try:
-            run = self._client.get_run(start.resume_run_id)
-        except MlflowException as exc:
-            if not is_permanent(exc):
-                raise
-            _logger.error("run %s to resume: %s; starting a new run", start.resume_run_id, exc)
-            return None
-        owner = run.data.tags.get(TAG_CLIENT_ID)
-        if owner != client_id:
-            _logger.error(
-                "client %r may not resume run %s (its client is %r); starting a new run",
-                client_id,
-                start.resume_run_id,
-                owner,
-            )
-            return None
-        self._reopen(run.info.run_id, start)
-        return RunRef(run.info.run_id, str(run.info.experiment_id))
-
-    def _reopen(self, run_id: str, start: RunStart, set_running: bool = True) -> None:
-        """Sets a run RUNNING again (renamed, tagged) as MLflow's start_run(run_id=...) does;
-        without ``set_running`` it is only renamed and tagged."""
-        info = self._client.get_run(run_id).info
-        name = start.run_name or None
-        running = set_running and info.status != "RUNNING"
-        if running or (name is not None and name != info.run_name):
-            self._client.update_run(run_id, status="RUNNING" if running else None, name=name)
-        tags = [RunTag(k, v) for k, v in start.tags.items()]
-        if start.description:
-            tags.append(RunTag(MLFLOW_RUN_NOTE, start.description))
-        if tags:
-            self._client.log_batch(run_id, tags=tags, synchronous=True)
 
     def create_runs(self, exp_id: str, runs: list[RunRequest]) -> list[str] | None:
         """Creates runs in one call where the store allows (server/flush/bulk/); else None."""

@@ -93,6 +93,23 @@ class RunState:
         return self.record.run_key
 
 
+@dataclass(frozen=True, slots=True)
+class QueueMark:
+    """A run's "creation attempted" mark on its queue row (server/flush/run_creation.py's
+    :class:`~server.flush.run_creation.CreationMark`), read afresh each time: a batch's
+    creation sets it from the flusher's thread."""
+
+    queue: Queue
+    run_key: str
+
+    def tried(self) -> bool:
+        record = self.queue.run(self.run_key)
+        return record is None or record.create_tried
+
+    def attempt(self) -> None:
+        self.queue.mark_create_tried([self.run_key])
+
+
 class Runs:
     """Every run's :class:`RunState`, by run key."""
 
@@ -104,6 +121,10 @@ class Runs:
 
     def __iter__(self) -> Iterator[RunState]:
         return iter(list(self._states.values()))
+
+    def mark(self, run_key: str) -> QueueMark:
+        """The run's creation mark."""
+        return QueueMark(self._queue, run_key)
 
     def get(self, run_key: str) -> RunState | None:
         """The run's state, if the flusher has one."""

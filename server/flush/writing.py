@@ -97,8 +97,10 @@ class RunWriter:
         calls: CallApplier | None = None,
         mirror: Mirror | None = None,
         round_as_step: bool = False,
+        alone: bool = False,
     ) -> None:
         self._queue = queue
+        self._alone = alone
         self._mirror = mirror
         self._round_as_step = round_as_step
         self._round_key = "" if round_as_step else ROUND_METRIC
@@ -336,6 +338,7 @@ class RunWriter:
         find = functools.partial(
             self._sink.client_run, may_create=may_create, opening=opening or saved is not None,
             experiment=None if spec else self._runs.state(run_key).chosen,
+            mark=self._runs.mark(run_key), alone=self._alone,
         )  # fmt: skip
         try:
             with self._creating:  # one writer at a time makes runs (and the job's parent)

@@ -73,6 +73,11 @@ ADDED_COLUMNS = (
     ("batches", "experiment_id", "TEXT NOT NULL DEFAULT ''"),
     # CRC-32 of the payload, checked on every read (NULL: stored before checksums, unchecked).
     ("batches", "crc", "INTEGER"),
+    # 1 once a create_run of the run's MLflow run may have left this receiver (a crash or a
+    # lost answer may hide a run MLflow made): it is looked for by its key tag before it is
+    # created again. A run first stored sets 0 (server/queue/sqlite.py); a run of an older
+    # queue, whose receiver kept no such mark, counts as tried.
+    ("runs", "create_tried", "INTEGER NOT NULL DEFAULT 1"),
 )
 """Columns added since the first release; an older queue gets them when it is opened."""
 

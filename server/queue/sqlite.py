@@ -40,7 +40,7 @@ backlog)."""
 
 _RUN_COLUMNS = (
     "run_key, client_id, job, acked_seq, flushed_seq, mlflow_run_id, mlflow_experiment_id,"
-    " status, quarantine, written_events, inflight, start_event"
+    " status, quarantine, written_events, inflight, start_event, create_tried"
 )
 # Events of a batch not written yet (done_seq marks a batch written in part).
 REMAINING = "(last_seq - MAX(first_seq - 1, done_seq))"
@@ -72,6 +72,9 @@ class RunRecord:
     """The log_batch call that was in flight: ``"<last seq> <token>"``, "" when none."""
     start_event: bytes | None = None
     """The run's start (a serialized ``Event``) once the flusher has written it."""
+    create_tried: bool = True
+    """A create_run of its MLflow run may have left this receiver (see
+    :meth:`Queue.mark_create_tried`); False only while none can have."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +150,8 @@ class Queue:
             for run_key, client_id, job, first_seq, last_seq, payload, *chosen in accepted:
                 exp, exp_id = chosen or ("", "")
                 conn.execute(
-                    "INSERT INTO runs (run_key, client_id, job, acked_seq) VALUES (?, ?, ?, ?)"
+                    "INSERT INTO runs (run_key, client_id, job, acked_seq, create_tried)"
+                    " VALUES (?, ?, ?, ?, 0)"
                     " ON CONFLICT (run_key) DO UPDATE SET acked_seq = excluded.acked_seq",
                     (run_key, client_id, job, last_seq),
                 )
@@ -274,6 +278,29 @@ class Queue:
             "UPDATE runs SET mlflow_run_id = ?, mlflow_experiment_id = ? WHERE run_key = ?",
             (run_id, experiment_id, run_key),
         )
+
+    def mark_create_tried(self, run_keys: Sequence[str]) -> None:
+        """Records, before a create_run of their MLflow runs leaves, that one may have: after a
+        crash or a lost answer the run is looked for before it is created again. Committed
+        with an fsync whatever the queue's ``synchronous`` mode: a mark lost with the power
+        while MLflow kept the run would give the client two runs."""
+        todo = [(k,) for k in run_keys if (r := self.run(k)) is not None and not r.create_tried]
+        if not todo:
+            return
+        conn = self._conn
+        mode = conn.execute("PRAGMA synchronous").fetchone()[0]
+        conn.execute("PRAGMA synchronous=FULL")  # this commit only (WAL: it syncs the log)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("UPDATE runs SET create_tried = 1 WHERE run_key = ?", todo)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.execute(f"PRAGMA synchronous={int(mode)}")
 
     def set_run_start(self, run_key: str, event: bytes) -> None:
         """Keeps the run's start (a serialized ``Event``), to create the run again elsewhere."""

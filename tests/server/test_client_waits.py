@@ -77,13 +77,21 @@ def receiver(
         background.stop()
 
 
-def test_a_read_does_not_wait_for_an_upload_set_aside(
+@pytest.mark.parametrize("moment", ["set_aside", "retrying"])
+def test_a_read_does_not_wait_for_an_upload_set_aside_or_retried(
     receiver: BackgroundReceiver,
     mlflow_server: MlflowServer,
     tmp_path: Path,
     job: str,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    moment: str,
 ) -> None:
+    """``retrying``: the read comes while the failed upload is retried inside its window (a
+    long one here); the read does not wait for it (it did, for the whole window, before),
+    and the file reaches MLflow once the volume is mended."""
+    if moment == "retrying":
+        monkeypatch.setattr(uploader_module, "_RETRY_WINDOW_S", 120.0)
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the artifact directory should be")
     MlflowClient(mlflow_server.uri).create_experiment(
@@ -114,7 +122,10 @@ def test_a_read_does_not_wait_for_an_upload_set_aside(
         assert run_id, client.stderr.read() if client.stderr else ""
         uploader = r.artifacts.uploader if r.artifacts is not None else None
         assert uploader is not None
-        wait_until(lambda: uploader.set_aside == 1, 60, what="the artifact to be set aside")
+        if moment == "retrying":
+            wait_until(lambda: uploader.retrying == 1, 60, what="the upload to be retried")
+        else:
+            wait_until(lambda: uploader.set_aside == 1, 60, what="the artifact to be set aside")
 
         caplog.set_level(logging.WARNING, logger="server.tracking.service")
         client.stdin.write("read\n")
@@ -129,6 +140,13 @@ def test_a_read_does_not_wait_for_an_upload_set_aside(
     # The read has the run's data, and it did not sit out its read-your-writes bound.
     assert answer == {"params": {"alpha": "0.5"}, "id": run_id}
     assert not [rec for rec in caplog.records if "reads before" in rec.getMessage()]
+    if moment == "retrying":
+        assert uploader.retrying == 1 and uploader.set_aside == 0  # the read came meanwhile
+        blocker.unlink()  # the volume mended: the retry gets through
+        wait_until(lambda: uploader.uploaded == 1, 60, what="the retried upload")
+        files = MlflowClient(mlflow_server.uri).list_artifacts(run_id, "notes")
+        assert [f.path for f in files] == ["notes/a.txt"]
+        return
     # Why the file is not in MLflow: in trackbridge status, with its reason.
     status = format_status(read_status(r.config.data_dir))
     assert "notes/a.txt" in status and "past its retry window" in status, status

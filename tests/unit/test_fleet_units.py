@@ -62,6 +62,12 @@ def test_cross_client_aggregates_need_the_embedded_queue() -> None:
         )
 
 
+def test_a_fleet_receiver_is_never_alone() -> None:
+    """A run may move between a fleet's flushers: each creates runs as one of several."""
+    with pytest.raises(ValueError, match="--alone cannot be used with --queue"):
+        ReceiverConfig.resolve(queue="nats://127.0.0.1:4222", alone=True, env={})
+
+
 def test_names_in_jetstream_never_hold_the_raw_key_and_stay_put() -> None:
     key = "site 1.* >/" + "x" * 5000  # what a subject may not hold, and far over 4 KiB
     name = subject(key, 16)

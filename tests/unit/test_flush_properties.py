@@ -120,9 +120,12 @@ def _few_kills(schedule: list[str], most: int) -> list[str]:
 class _Receiver:
     """A receiver's flusher over a queue file and a (fake) MLflow; restartable."""
 
-    def __init__(self, path: Path, mlflow: FakeMlflow, interval_s: float = 1.0) -> None:
+    def __init__(
+        self, path: Path, mlflow: FakeMlflow, interval_s: float = 1.0, alone: bool = False
+    ) -> None:
         self.path = path
         self.interval_s = interval_s
+        self.alone = alone
         self.mlflow = mlflow
         self.conn: sqlite3.Connection | None = None
         self.flusher = self._start()
@@ -134,6 +137,7 @@ class _Receiver:
         made = Flusher(
             Queue(self.conn), sink, interval_s=self.interval_s, on_run=lambda *_: None,
             backlog=Backlog(0), last_seen={}, lease_s=600.0, receiver_id="receiver-1",
+            alone=self.alone,
         )  # fmt: skip
         made._creator._threads = 1  # creation in call order, so that a schedule replays
         return made
@@ -224,14 +228,16 @@ def _client_runs(mlflow: FakeMlflow) -> dict[str, FakeRun]:
 
 
 @given(runs=st.integers(1, 3).flatmap(lambda n: st.tuples(*(plans(f"r{i}") for i in range(n)))),
-       schedule=schedules)  # fmt: skip
+       schedule=schedules, alone=st.booleans())  # fmt: skip
 @_SETTINGS
 def test_every_event_reaches_mlflow_once_in_order_under_any_schedule(
-    _fast_clock: SimpleNamespace, runs: tuple[Plan, ...], schedule: list[str]
+    _fast_clock: SimpleNamespace, runs: tuple[Plan, ...], schedule: list[str], alone: bool
 ) -> None:
+    """Alone (``serve --alone``) a run no create_run ever left for is created in one call, with
+    no look: its queue mark, set before each create_run, makes the next try look first."""
     mlflow = FakeMlflow(schedule)
     with tempfile.TemporaryDirectory() as tmp:
-        receiver = _Receiver(Path(tmp) / "queue.db", mlflow)
+        receiver = _Receiver(Path(tmp) / "queue.db", mlflow, alone=alone)
         _run_all(receiver, list(runs), _fast_clock)
         assert receiver.flusher.stats.dead_letters == 0
         assert receiver.conn is not None
@@ -398,3 +404,75 @@ def test_a_huge_batch_delays_no_other_run_beyond_one_slice(
         run = made[f"s{r}"]
         assert [p[3] for p in run.metrics] == list(range(sum(sizes)))
         assert run.status == "FINISHED"
+
+
+class _Creations(FakeMlflow):
+    """Also notes when (the call's index) each client run's create_run came, and every search's
+    filter in order."""
+
+    def __init__(self, schedule: Sequence[str] = ()) -> None:
+        super().__init__(schedule)
+        self.client_creates: list[int] = []
+        self.searches: list[tuple[int, str]] = []
+
+    def create_run(
+        self,
+        experiment_id: str,
+        start_time: int | None = None,
+        tags: dict[str, str] | None = None,
+        run_name: str | None = None,
+    ) -> Any:
+        if (tags or {}).get("trackbridge.role") == "client":
+            self.client_creates.append(self.calls)
+        return super().create_run(experiment_id, start_time, tags, run_name)
+
+    def search_runs(
+        self,
+        experiment_ids: list[str],
+        filter_string: str = "",
+        max_results: int = 1000,
+        page_token: str | None = None,
+    ) -> Any:
+        self.searches.append((self.calls, filter_string))
+        return super().search_runs(experiment_ids, filter_string, max_results, page_token)
+
+
+def _simple(name: str) -> Plan:
+    events = (RunStart(experiment=JOB, run_name=name), Metric("x", 1.0, 0, 1000),
+              RunEnd(RunStatus.FINISHED, 5000))  # fmt: skip
+    return Plan(name, events, (), (0,), RunStatus.FINISHED)
+
+
+@pytest.mark.parametrize("alone", [False, True])
+@pytest.mark.parametrize("count", [1, 2])  # 2: created together (server/flush/batch_creation.py)
+@pytest.mark.parametrize("fault", ["kill", "kill_after", "lost"])
+def test_a_fault_at_a_runs_create_run_leaves_the_run_once(
+    _fast_clock: SimpleNamespace, alone: bool, count: int, fault: str
+) -> None:
+    """``kill``: the receiver dies after the run's "creation attempted" mark, before its
+    create_run leaves; ``kill_after`` and ``lost``: MLflow made the run and the answer never
+    came back. At each client run's create_run in turn: every run once, whole."""
+    plans_ = [_simple(f"r{i}") for i in range(count)]
+    dry = _Creations()
+    with tempfile.TemporaryDirectory() as tmp:
+        receiver = _Receiver(Path(tmp) / "queue.db", dry, alone=alone)
+        _run_all(receiver, plans_, _fast_clock)
+        assert receiver.conn is not None
+        marks = [Queue(receiver.conn).run(p.name) for p in plans_]
+        assert all(m is not None and m.create_tried for m in marks)
+        receiver.conn.close()
+    assert len(dry.client_creates) == count
+    first = dry.client_creates[0]
+    looked = [f for at, f in dry.searches if at < first and ("run_key" in f or "'client'" in f)]
+    assert not looked, looked  # a run never tried is not looked for before it is created
+    for at in dry.client_creates:
+        mlflow = _Creations(["ok"] * at + [fault])
+        with tempfile.TemporaryDirectory() as tmp:
+            receiver = _Receiver(Path(tmp) / "queue.db", mlflow, alone=alone)
+            _run_all(receiver, plans_, _fast_clock)
+            assert receiver.conn is not None
+            receiver.conn.close()
+        made = _client_runs(mlflow)
+        assert sorted(made) == sorted(p.name for p in plans_)
+        for plan in plans_:
+            _check(made[plan.name], plan)

@@ -8,9 +8,11 @@ thing, with MLflow on PostgreSQL, is in test_topology.py.
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 import time
 import uuid
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,6 +25,7 @@ from server.flush.run_creation import (
     create_once,
     keep,
 )
+from server.queue.sqlite import Queue, connect
 
 
 class FakeStore:
@@ -78,13 +81,21 @@ class FakeStore:
         ]
 
 
-def _create(store: FakeStore, out: list[str], errors: list[BaseException], creator: str) -> None:
+def _create(
+    store: FakeStore,
+    out: list[str],
+    errors: list[BaseException],
+    creator: str,
+    marked: bool = True,
+) -> None:
+    """One receiver's creation, retried; ``marked`` False: its first try is a run with no
+    "creation attempted" mark (no look first), the retries have it."""
     try:
-        for _ in range(200):  # the flusher retries RunContended the same way, with backoff
+        for attempt in range(200):  # the flusher retries RunContended the same way, with backoff
             try:
                 (run_id, _), _created = create_once(
                     store, ["1"], "f", store.create, creator=creator,
-                    sleep=lambda s: time.sleep(0.001),
+                    sleep=lambda s: time.sleep(0.001), look_first=marked or attempt > 0,
                 )  # fmt: skip
             except RunContended:
                 time.sleep(random.uniform(0, 0.005))
@@ -96,14 +107,17 @@ def _create(store: FakeStore, out: list[str], errors: list[BaseException], creat
         errors.append(exc)
 
 
+@pytest.mark.parametrize("marked", [True, False])
 @pytest.mark.parametrize("creators", [2, 3, 5])
-def test_racing_creators_all_get_the_one_run_that_is_kept(creators: int) -> None:
+def test_racing_creators_all_get_the_one_run_that_is_kept(creators: int, marked: bool) -> None:
+    """``marked`` False: each receiver's first try creates without looking first (no run of its
+    own can exist), as a receiver does for a run with no "creation attempted" mark."""
     for _ in range(40):
         store = FakeStore()
         got: list[str] = []
         errors: list[BaseException] = []
         threads = [
-            threading.Thread(target=_create, args=(store, got, errors, f"receiver-{i}"))
+            threading.Thread(target=_create, args=(store, got, errors, f"receiver-{i}", marked))
             for i in range(creators)
         ]
         for t in threads:
@@ -216,3 +230,63 @@ def test_a_look_that_finds_the_kept_run_deletes_its_own_provisional_ones_beside_
         False,
     )
     assert store.runs[left].deleted and store.kept() == [kept]
+
+
+def test_a_run_never_tried_is_created_then_looked_for_once() -> None:
+    """No "creation attempted" mark: no look first; the look after still sees rivals."""
+    store = CountingStore()
+    (run_id, _), created = create_once(
+        store, ["1"], "f", store.create, defer_keep=True, look_first=False
+    )
+    assert created and store.calls == ["create", "search"]
+    keep(store, run_id)  # type: ignore[arg-type]
+    assert store.kept() == [run_id]
+
+
+def test_a_run_never_tried_beside_a_kept_one_steps_back_and_finds_it() -> None:
+    """Another receiver made the run already: this one's run is deleted, and the next try (its
+    mark set now) finds the kept one."""
+    store = FakeStore()
+    theirs, _ = store.create({})
+    with pytest.raises(RunContended):
+        create_once(store, ["1"], "f", store.create, creator="a", look_first=False)
+    assert store.kept() == [theirs] and sum(not r.deleted for r in store.runs.values()) == 1
+    assert create_once(store, ["1"], "f", store.create, creator="a") == ((theirs, "1"), False)
+
+
+def test_the_creation_mark_is_kept_in_the_queue_and_an_older_queue_counts_as_tried(
+    tmp_path: Path,
+) -> None:
+    """A run first stored has no mark; the mark survives a reopening and a later batch; a run
+    of a queue written before the mark existed counts as tried (its receiver may have sent a
+    create_run): it is looked for first."""
+    path = tmp_path / "queue.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE runs (run_key TEXT PRIMARY KEY, client_id TEXT NOT NULL,"
+        " job TEXT NOT NULL, acked_seq INTEGER NOT NULL DEFAULT 0,"
+        " flushed_seq INTEGER NOT NULL DEFAULT 0, mlflow_run_id TEXT NOT NULL DEFAULT '',"
+        " mlflow_experiment_id TEXT NOT NULL DEFAULT '', status TEXT NOT NULL DEFAULT 'RUNNING');"
+        "INSERT INTO runs (run_key, client_id, job) VALUES ('old', 'site', 'job');"
+    )
+    old.commit()
+    old.close()
+    conn = connect(path)
+    queue = Queue(conn)
+    assert _tried(queue, "old")
+    queue.store([("new", "site", "job", 1, 1, b"")])
+    assert not _tried(queue, "new")
+    queue.mark_create_tried(["new"])
+    queue.store([("new", "site", "job", 2, 2, b"")])
+    assert _tried(queue, "new")
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL again after the mark
+    conn.close()
+    conn = connect(path)
+    assert _tried(Queue(conn), "new") and _tried(Queue(conn), "old")
+    conn.close()
+
+
+def _tried(queue: Queue, run_key: str) -> bool:
+    record = queue.run(run_key)
+    assert record is not None
+    return record.create_tried
