@@ -6,11 +6,15 @@ Each deployment is real processes, started once for its tests: the default ``mlf
 S3 (moto's server) proxied by MLflow and written by the receiver itself, MLflow with basic
 auth, the receiver's embedded ``sqlite:///`` store, and a local artifact root. In each, one
 script (``deployments/everything.py``: run artifacts, scikit-learn and PyTorch models, loading
-them back, listing and downloading artifacts, the registry with aliases, logged-model search,
-``mlflow.models.evaluate``, Lightning autolog) runs three ways at once: with the real
-``mlflow``, with the import swap and zero-code through one receiver. Then MLflow's contents are
-compared, logged models' files included. Under ``-n N --dist loadfile`` each deployment is a
-work unit of its own (tests/support/scheduling.py).
+them back, listing and downloading artifacts, the registry with aliases, logged-model search)
+runs three ways at once: with the real ``mlflow``, with the import swap and zero-code through
+one receiver. Then MLflow's contents are compared, logged models' files included. In the
+default deployment the script goes on with ``mlflow.models.evaluate`` and Lightning autolog:
+they log and load models through the same artifact calls as the rest, so the other deployments
+leave them out (each costs every process seconds of CPU). The default deployment is the
+session's ``mlflow server`` (tests/conftest.py starts it the same way: MLflow's defaults, and
+the script's names are its own). Under ``-n N --dist loadfile`` each deployment is a work unit
+of its own (tests/support/scheduling.py).
 """
 
 from __future__ import annotations
@@ -35,13 +39,15 @@ from tests.support.deployments import (
     snapshots,
     start_s3,
 )
-from tests.support.procs import launch_receiver, stop_mlflow_server, wait_until
+from tests.support.procs import MlflowServer, launch_receiver, stop_mlflow_server, wait_until
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 SCRIPT = Path(__file__).resolve().parent / "deployments" / "everything.py"
 REAL, SWAP, ZERO = "real", "swap", "zero"
 DEPLOYMENTS = ("default", "s3-proxied", "s3-receiver", "basic-auth", "embedded-sqlite", "local")
+FRAMEWORKS_IN = frozenset({"default"})
+"""Where the script also runs ``mlflow.models.evaluate`` and Lightning autolog."""
 # log_model infers pip requirements in a subprocess (tens of seconds on a loaded box); every
 # mode takes MLflow's defaults after a second instead (the files are compared by path).
 _QUICK_MODELS = {"MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT": "1"}
@@ -72,7 +78,8 @@ def postgres_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Post
 
 def _deploy(name: str, root: Path, request: pytest.FixtureRequest) -> Deployment:
     if name == "default":  # `mlflow server --backend-store-uri sqlite:///...`, nothing else
-        return mlflow_deployment(name, root)
+        server: MlflowServer = request.getfixturevalue("mlflow_server")
+        return Deployment(name, server.uri, server.uri)  # the session's: it stops it
     if name == "local":
         return mlflow_deployment(
             name, root, extra_args=("--default-artifact-root", str(root / "artifacts"))
@@ -115,6 +122,8 @@ def _env(mode: str, deployment: Deployment, root: Path, receiver: str) -> dict[s
         "XDG_CACHE_HOME": str(root / "cache"),
         **_QUICK_MODELS,
     }
+    if deployment.name in FRAMEWORKS_IN:
+        common["MATRIX_FRAMEWORKS"] = "1"
     if mode == REAL:
         return base_env(
             MLFLOW_TRACKING_URI=deployment.direct_uri, **common, **deployment.direct_env

@@ -1,6 +1,8 @@
 """Frameworks' own MLflow integrations, end to end: each script runs with the real ``mlflow``
-against one MLflow server and, unmodified, in zero-code mode through a real receiver into
-another; then the MLflow states are compared (``tests/compat/frameworks/``).
+and, unmodified, in zero-code mode through a real receiver, both into the session's MLflow
+server, each into an experiment of its own (the scripts take its name from
+``FRAMEWORK_EXPERIMENT``); then the MLflow states are compared, the experiment names made
+equal (``tests/compat/frameworks/``).
 
 Values that no two runs share (timings, system load) are compared by their keys only: the
 ``volatile`` patterns of each framework.
@@ -9,6 +11,7 @@ Values that no two runs share (timings, system load) are compared by their keys 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,14 +22,7 @@ from typing import Any
 import pytest
 
 from tests.support.compat import ScriptRun, base_env, diff, receiver_idle, run_script, snapshot
-from tests.support.procs import (
-    MlflowServer,
-    ReceiverProcess,
-    launch_mlflow_server,
-    launch_receiver,
-    stop_mlflow_server,
-    wait_until,
-)
+from tests.support.procs import MlflowServer, ReceiverProcess, launch_receiver, wait_until
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
@@ -55,6 +51,11 @@ FRAMEWORKS = (
 )
 
 
+def experiment(mode: str, framework: Framework) -> str:
+    """The experiment (and the bridged client's job) of a framework's run in one mode."""
+    return f"{mode}-{framework.name}"
+
+
 def test_every_framework_script_is_listed() -> None:
     assert {p.stem for p in FRAMEWORKS_DIR.glob("*.py")} == {f.name for f in FRAMEWORKS}
 
@@ -70,22 +71,22 @@ def outcome(
     tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServer
 ) -> Iterator[Outcome]:
     root = tmp_path_factory.mktemp("frameworks")
-    bridged = launch_mlflow_server(root / "mlflow-bridged")
     receiver: ReceiverProcess | None = None
     try:
-        receiver = launch_receiver(root, bridged.uri, flush_interval_s=0.25)
+        receiver = launch_receiver(root, mlflow_server.uri, flush_interval_s=0.25)
         jobs = [(mode, f) for f in FRAMEWORKS for mode in ("real", "bridge")]
 
         def run(job: tuple[str, Framework]) -> ScriptRun:
             mode, framework = job
-            common = {"FRAMEWORK_EXPERIMENT": framework.name, "XDG_CACHE_HOME": str(root / "cache")}
+            name = experiment(mode, framework)
+            common = {"FRAMEWORK_EXPERIMENT": name, "XDG_CACHE_HOME": str(root / "cache")}
             if mode == "real":
                 env = base_env(MLFLOW_TRACKING_URI=mlflow_server.uri, **common)
             else:
                 assert receiver is not None
                 env = base_env(
                     MLFLOW_TRACKING_URI=f"trackbridge://{receiver.address}",
-                    TRACKBRIDGE_JOB=framework.name,
+                    TRACKBRIDGE_JOB=name,
                     TRACKBRIDGE_CLIENT_ID=f"{framework.name}-client",
                     TRACKBRIDGE_SPOOL_DIR=str(root / "spool" / framework.name),
                     **common,
@@ -98,17 +99,17 @@ def outcome(
         wait_until(lambda: receiver_idle(receiver.data_dir), 120, what="the receiver to drain")
         from mlflow.tracking import MlflowClient
 
+        client = MlflowClient(mlflow_server.uri)
         states = {}
-        for mode, server in (("real", mlflow_server), ("bridge", bridged)):
-            client = MlflowClient(server.uri)
-            for framework in FRAMEWORKS:
-                states[(mode, framework.name)] = snapshot(client, framework.name, timestamps=False)
+        for mode, framework in jobs:
+            name = experiment(mode, framework)
+            found = json.dumps(snapshot(client, name, timestamps=False))
+            states[(mode, framework.name)] = json.loads(found.replace(name, "<experiment>"))
         yield Outcome(runs, states)
     finally:
         if receiver is not None:
             with contextlib.suppress(AssertionError):
                 receiver.stop()
-        stop_mlflow_server(bridged)
 
 
 def _steady(state: dict[str, Any], framework: Framework) -> dict[str, Any]:

@@ -16,25 +16,26 @@ import re
 from typing import Any
 
 LONG_POLES = (
-    "tests/compat/test_conformance.py",  # ~240 s of setup
+    "tests/compat/test_conformance.py",  # 69 script processes, ~420 CPU s
     "tests/faults/test_experiment_startup.py",  # 33 kills and restarts
-    "tests/compat/test_deployments.py::s3",  # each deployment ~100 s, two here
+    "tests/compat/test_deployments.py::s3",  # two deployments, PostgreSQL and moto: ~110 CPU s
     "tests/e2e/test_bench.py",
-    "tests/compat/test_deployments.py::default",
+    "tests/compat/test_frameworks.py",  # transformers and Lightning, 8 processes: ~100 CPU s
+    "tests/compat/test_deployments.py::default",  # with evaluate and Lightning: ~70 CPU s
     "tests/faults/test_faults.py",
     "tests/compat/test_deployments.py::basic",
     "tests/fleet/test_fleet_faults.py",
-    "tests/compat/test_deployments.py::embedded",
-    "tests/deploy/test_topology.py",
     "tests/compat/test_deployments.py::local",
+    "tests/deploy/test_topology.py",
+    "tests/compat/test_deployments.py::embedded",  # no MLflow server
     "tests/e2e/test_flower.py",
-    "tests/compat/test_frameworks.py",
     "tests/fleet/test_fleet_leases.py",
     "tests/e2e/test_nvflare.py",
 )
-"""The slow tier's longest work units (CI's ``--durations`` on a quiet 2-core box), longest
-first, the deployments between other long files, so that the workers rarely run several of
-them (each three scripts at once) side by side; the rest follow in collection order."""
+"""The slow tier's longest work units (CI's ``--durations`` on a quiet 2-core box; the compat
+ones by the CPU seconds they cost, which is what decides on a CPU-bound box), longest first,
+the deployments between other long files, so that the workers rarely run several of them (each
+three scripts at once) side by side; the rest follow in collection order."""
 
 SPLIT_BY_PARAMETER = frozenset({"tests/compat/test_deployments.py"})
 _FIRST_WORD = re.compile(r"\[([^\]\-]+)")
