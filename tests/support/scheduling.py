@@ -17,9 +17,9 @@ from typing import Any
 
 LONG_POLES = (
     "tests/compat/test_conformance.py",  # 69 script processes, ~420 CPU s
-    "tests/faults/test_experiment_startup.py",  # 33 kills and restarts
+    "tests/e2e/test_bench.py",  # one bench run with every section, and the sweep
     "tests/compat/test_deployments.py::s3",  # two deployments, PostgreSQL and moto: ~110 CPU s
-    "tests/e2e/test_bench.py",
+    "tests/faults/test_experiment_startup.py",  # 10 kills and restarts
     "tests/compat/test_frameworks.py",  # transformers and Lightning, 8 processes: ~100 CPU s
     "tests/compat/test_deployments.py::default",  # with evaluate and Lightning: ~70 CPU s
     "tests/faults/test_faults.py",
