@@ -32,7 +32,7 @@ a fault that repeats for hours costs a log line every half minute, not every sec
 
 def restart_pause(base_s: float, max_s: float, streak: int) -> float:
     """The pause before the ``streak``-th restart in a row (1 for the first)."""
-    return min(max_s, base_s * 2 ** max(0, streak - 1))
+    return min(max_s, base_s * 2.0 ** max(0, streak - 1))
 
 
 class OnFailure(enum.Enum):

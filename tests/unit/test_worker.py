@@ -61,16 +61,11 @@ def test_a_repeated_fault_is_logged_in_full_once_then_in_one_line(
         wait_until(lambda: len(runs) == 5, 10, what="four restarts")
     assert worker.stop(time.monotonic() + 10)
     said = [(r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    again = "worker w failed again (ValueError: the same fault, {} in a row); restarting it in {} s"
     assert said == [
         ("worker w failed; restarting it in 0.01 s", True),
-        (
-            "worker w failed again (ValueError: the same fault, 2 in a row); restarting it in 0.02 s",
-            False,
-        ),
-        (
-            "worker w failed again (ValueError: the same fault, 3 in a row); restarting it in 0.04 s",
-            False,
-        ),
+        (again.format(2, 0.02), False),
+        (again.format(3, 0.04), False),
         ("worker w failed; restarting it in 0.08 s", True),  # a new fault: its traceback
     ]
     assert worker.restarts == 4
