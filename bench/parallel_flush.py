@@ -141,7 +141,7 @@ def through_bridge(
         flush_interval_s=ctx.options.flush_interval_s,
         shutdown_timeout_s=5.0,
         flush_workers=workers,
-        alone=True,
+        alone=fleet is None,  # a fleet shares MLflow (serve refuses --alone with --queue)
         fleet=fleet,
         bulk_write=bulk_write,
     )
