@@ -59,7 +59,7 @@ def _run(ctx: BenchContext, mode: str, env: dict[str, str]) -> float:
     script.write_text(SCRIPT)
     runs = ctx.options.script_runs
     argv = [sys.executable, str(script), str(runs), f"bench-script-{mode}-{time.time_ns()}"]
-    if mode == "swap":
+    if mode.startswith("swap"):  # swap and swap_alone: the script imports client_sdk.mlflow
         argv.append("--swap")
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRACKBRIDGE_"))}
     base.update(MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true", PYTHONUNBUFFERED="1")

@@ -229,7 +229,12 @@ def test_bench_quick_reports_every_section(tmp_path: Path) -> None:
     assert "error" not in script, script
     for name in ("direct_s", "swap_s", "zero_code_s", "swap_ratio", "zero_code_ratio"):
         assert isinstance(script[name], float) and math.isfinite(script[name]), script
+    for name in ("swap_alone_ratio", "zero_code_alone_ratio"):
+        assert isinstance(script[name], float) and math.isfinite(script[name]), script
     assert script["runs"] == 5
+    # Every script logged where its mode says: one that fell back to MLflow's own default
+    # store would leave an mlflow.db in the working directory (seen: swap_alone ran direct).
+    assert not (tmp_path / "mlflow.db").exists()
     titles = ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)", "(h)", "(i)", "(j)", "(k)", "(l)")
     for title in (*titles, "(m)", "(n)", "targets", "import swap", "zero-code"):
         assert title in done.stdout, title
