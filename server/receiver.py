@@ -187,6 +187,7 @@ class Receiver:
             ingestor=self.ingestor,
             flush_soon=lambda: self.flusher.flush_soon(),  # noqa: PLW0108 - made below
             uploads_pending=self.artifacts.store.pending_for,
+            mlflow_error=lambda: self.flusher.last_error,
             authenticator=self.guard.authenticator,
             viewer_token=cfg.viewer_token,
             scope=ReadScope(cfg.read_scope),

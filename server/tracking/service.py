@@ -42,8 +42,13 @@ from server.tracking.scope import Caller, ReadScope
 _logger = logging.getLogger(__name__)
 
 FRESH_WAIT_S = 10.0
-"""How long a call waits for the caller's pending events to reach MLflow before it is answered
-with what MLflow has."""
+"""How long a call waits for the caller's pending events once MLflow is failing (the flusher's
+writes fail) before it is answered with what MLflow has. While MLflow takes writes, however
+slowly, the call waits for them: MLflow itself answers a read after the writes before it."""
+FRESH_LIMIT_S = 60.0
+"""The longest a call waits for its writes when its caller set no deadline."""
+_DEADLINE_MARGIN_S = 1.0
+"""A call is answered this long before its caller's deadline, with what MLflow has then."""
 _POLL_S = 0.02
 _WORKERS = 4
 _MAX_FRESH_KEYS = 1000
@@ -66,6 +71,7 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
         ingestor: IngestBackend,
         flush_soon: Callable[[], None],
         uploads_pending: Callable[[set[str]], bool],
+        mlflow_error: Callable[[], str],
         authenticator: Authenticator,
         viewer_token: str,
         scope: ReadScope,
@@ -84,6 +90,7 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
         self._ingestor = ingestor
         self._flush_soon = flush_soon
         self._uploads_pending = uploads_pending
+        self._mlflow_error = mlflow_error
         self._authenticator = authenticator
         self._viewer_token = viewer_token
         self._scope = scope
@@ -92,6 +99,8 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
             self._store, self.registry, self.experiments_of, artifact_location, tracking_uri
         )
         self.calls = 0
+        self.waiting = 0
+        """Calls waiting for their callers' writes to reach MLflow now (a gauge)."""
 
     def register(self, server: grpc.aio.Server) -> None:
         """Adds the service to a gRPC server."""
@@ -126,7 +135,7 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
         self, request: tracking_pb2.TrackingCall, context: grpc.aio.ServicerContext
     ) -> tracking_pb2.TrackingReply:
         caller = await self._caller(request.client_id, request.job, context)
-        await self._fresh(request.client_id, request.fresh_run_keys)
+        await self._fresh(request.client_id, request.fresh_run_keys, context)
         self.calls += 1
         loop = asyncio.get_running_loop()
         try:
@@ -148,7 +157,7 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
         self, request: tracking_pb2.ArtifactRead, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[artifacts_pb2.ArtifactData]:
         caller = await self._caller(request.client_id, request.job, context)
-        await self._fresh(request.client_id, request.fresh_run_keys)
+        await self._fresh(request.client_id, request.fresh_run_keys, context)
         loop = asyncio.get_running_loop()
         try:
             local = await loop.run_in_executor(self._pool, self._fetch, caller, request)
@@ -237,9 +246,12 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
             )
         return Caller(client_id, job, self._scope)
 
-    async def _fresh(self, client_id: str, run_keys: Iterable[str]) -> None:
-        """Waits (bounded) until the caller's acknowledged events of these runs, and their
-        staged files, are in MLflow."""
+    async def _fresh(
+        self, client_id: str, run_keys: Iterable[str], context: grpc.aio.ServicerContext
+    ) -> None:
+        """Waits until the caller's acknowledged events of these runs, and their staged files,
+        are in MLflow: for as long as MLflow takes writes (up to the caller's deadline), and
+        :data:`FRESH_WAIT_S` at most while MLflow's writes fail."""
         marks: dict[str, int] = {}
         # The queue and the staged files know a run by its owned key (its client's id and run
         # key); a logged model's files also by the model's id, as the client sent it.
@@ -252,20 +264,35 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
         if not marks and not self._uploads_pending(keys):
             return
         self._flush_soon()
-        deadline = time.monotonic() + FRESH_WAIT_S
-        while True:
-            if self._flushed(marks) and not self._uploads_pending(keys):
-                return
-            if time.monotonic() >= deadline:
-                _logger.warning(
-                    "client %s reads before its last %d runs' events reached MLflow (waited"
-                    " %.0f s): answering with what MLflow has",
-                    shown(client_id),
-                    len(marks),
-                    FRESH_WAIT_S,
-                )
-                return
-            await asyncio.sleep(_POLL_S)
+        remaining = context.time_remaining()
+        limit = FRESH_LIMIT_S if remaining is None else max(0.0, remaining - _DEADLINE_MARGIN_S)
+        start = time.monotonic()
+        failing_since: float | None = None
+        self.waiting += 1
+        try:
+            while not (self._flushed(marks) and not self._uploads_pending(keys)):
+                now = time.monotonic()
+                error = self._mlflow_error()
+                if not error:
+                    failing_since = None
+                elif failing_since is None:
+                    failing_since = now
+                failing_for = None if failing_since is None else now - failing_since
+                why = stop_waiting(now - start, failing_for, limit)
+                if why:
+                    why = f"{why}: {error[:300]}" if error else why
+                    _logger.warning(
+                        "client %s reads before its last %d runs' events reached MLflow"
+                        " (waited %.0f s, %s): answering with what MLflow has",
+                        shown(client_id),
+                        len(marks),
+                        now - start,
+                        why,
+                    )
+                    return
+                await asyncio.sleep(_POLL_S)
+        finally:
+            self.waiting -= 1
 
     def _flushed(self, marks: dict[str, int]) -> bool:
         if not marks:
@@ -278,6 +305,17 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
             ).fetchall()
         flushed = {row[0]: row[1] for row in rows}
         return all(flushed.get(key, 0) >= seq for key, seq in marks.items())
+
+
+def stop_waiting(waited_s: float, failing_for_s: float | None, limit_s: float) -> str:
+    """Why a call stops waiting for its caller's writes now ('': it waits on): MLflow's writes
+    have failed for :data:`FRESH_WAIT_S` (``failing_for_s``; None: they do not fail), or the
+    caller's deadline is near (``limit_s``)."""
+    if failing_for_s is not None and failing_for_s >= FRESH_WAIT_S:
+        return "MLflow failing"
+    if waited_s >= limit_s:
+        return "its deadline near"
+    return ""
 
 
 def _bearer(metadata: Iterable[tuple[str, Any]]) -> str:

@@ -201,11 +201,19 @@ def outcome(
         deployment.stop()
 
 
+def _warnings(log: str, last: int = 30) -> str:
+    lines = [line for line in log.splitlines() if " WARNING " in line or " ERROR " in line]
+    return "\n".join(line[:600] for line in lines[-last:]) or "(none)"
+
+
 @pytest.mark.parametrize("mode", (SWAP, ZERO))
 def test_the_bridge_leaves_what_mlflow_itself_leaves(outcome: Outcome, mode: str) -> None:
     real, bridged = outcome.runs[REAL], outcome.runs[mode]
     assert real.returncode == 0, f"logging directly failed:\n{real.output[-4000:]}"
-    assert bridged.returncode == 0, f"through the bridge ({mode}) failed:\n{bridged.output[-4000:]}"
+    assert bridged.returncode == 0, (
+        f"through the bridge ({mode}) failed:\n{bridged.output[-4000:]}\n"
+        f"the receiver's warnings:\n{_warnings(outcome.receiver_log)}"
+    )
     expected = outcome.states[REAL]
     assert expected, f"logging directly left nothing in MLflow:\n{real.output[-3000:]}"
     difference = diff(expected, outcome.states[mode], mode)

@@ -4,9 +4,10 @@ A ``start_run`` waits for its MLflow run id: the receiver answers its GetRun the
 exists in MLflow (server/ingest/run_ids.py), not at the client's next poll.
 
 A read through the receiver (zero-code ``MlflowClient().search_runs``) waits for the caller's
-writes to reach MLflow (read-your-writes), but not for an artifact upload that missed its retry
-window and was set aside: that file may take minutes, the read answers now, and why the file
-is not in MLflow is in ``trackbridge status``.
+writes to reach MLflow (read-your-writes) for as long as MLflow takes writes, however slowly
+(a fixed bound answered reads on a loaded box without the writes before them), but not for an
+artifact upload that missed its retry window and was set aside: that file may take minutes,
+the read answers now, and why the file is not in MLflow is in ``trackbridge status``.
 
 A real receiver (gRPC on 127.0.0.1:0, its queue and staging directory) in this process, so that
 the upload's retry window can be short; the session's real ``mlflow server``; the reading client
@@ -34,6 +35,8 @@ from server.artifacts import uploader as uploader_module
 from server.background import BackgroundReceiver
 from server.cli.status import format_status, read_status
 from server.config import ReceiverConfig
+from server.tracking import service as service_module
+from tests.support.mlflow_proxy import MlflowProxy
 from tests.support.procs import MlflowServer, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -56,25 +59,64 @@ with mlflow.start_run() as run:
 """
 
 
+SLOW_SCRIPT = """
+import json, sys
+import mlflow
+from mlflow.tracking import MlflowClient
+
+mlflow.set_experiment(sys.argv[1])
+with mlflow.start_run() as run:
+    mlflow.log_param("alpha", "0.5")
+    (got,) = MlflowClient().search_runs([run.info.experiment_id])
+    print(json.dumps({"params": got.data.params, "id": run.info.run_id}), flush=True)
+"""
+
+
+def _background(data_dir: Path, tracking_uri: str) -> BackgroundReceiver:
+    config = ReceiverConfig(
+        listen="127.0.0.1:0",
+        data_dir=data_dir,
+        tracking_uri=tracking_uri,
+        http_listen="off",
+        flush_interval_s=0.2,
+        shutdown_timeout_s=20.0,
+    )
+    return BackgroundReceiver(config)
+
+
 @pytest.fixture
 def receiver(
     tmp_path: Path, mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[BackgroundReceiver]:
     monkeypatch.setattr(uploader_module, "_RETRY_WINDOW_S", 0.5)
-    config = ReceiverConfig(
-        listen="127.0.0.1:0",
-        data_dir=tmp_path / "data",
-        tracking_uri=mlflow_server.uri,
-        http_listen="off",
-        flush_interval_s=0.2,
-        shutdown_timeout_s=20.0,
-    )
-    background = BackgroundReceiver(config)
+    background = _background(tmp_path / "data", mlflow_server.uri)
     background.start()
     try:
         yield background
     finally:
         background.stop()
+
+
+def _client(script: str, tmp_path: Path, port: int, job: str) -> subprocess.Popen[str]:
+    """A zero-code MLflow script through the receiver on ``port``, in a process of its own."""
+    path = tmp_path / "client.py"
+    path.write_text(script)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRACKBRIDGE_"))}
+    env.update(
+        MLFLOW_TRACKING_URI=f"trackbridge://127.0.0.1:{port}",
+        TRACKBRIDGE_JOB=job,
+        TRACKBRIDGE_CLIENT_ID="reader",
+        TRACKBRIDGE_SPOOL_DIR=str(tmp_path / "spool"),
+        PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2]), env.get("PYTHONPATH", "")]),
+    )
+    return subprocess.Popen(
+        [sys.executable, str(path), job],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.parametrize("moment", ["set_aside", "retrying"])
@@ -97,25 +139,8 @@ def test_a_read_does_not_wait_for_an_upload_set_aside_or_retried(
     MlflowClient(mlflow_server.uri).create_experiment(
         job, artifact_location=(blocker / "artifacts").as_uri()
     )
-    script = tmp_path / "client.py"
-    script.write_text(SCRIPT)
     r = receiver.receiver
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRACKBRIDGE_"))}
-    env.update(
-        MLFLOW_TRACKING_URI=f"trackbridge://127.0.0.1:{r.port}",
-        TRACKBRIDGE_JOB=job,
-        TRACKBRIDGE_CLIENT_ID="reader",
-        TRACKBRIDGE_SPOOL_DIR=str(tmp_path / "spool"),
-        PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2]), env.get("PYTHONPATH", "")]),
-    )
-    client = subprocess.Popen(
-        [sys.executable, str(script), job],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    client = _client(SCRIPT, tmp_path, r.port, job)
     try:
         assert client.stdout is not None and client.stdin is not None
         run_id = json.loads(client.stdout.readline() or "{}").get("run_id")
@@ -151,6 +176,51 @@ def test_a_read_does_not_wait_for_an_upload_set_aside_or_retried(
     status = format_status(read_status(r.config.data_dir))
     assert "notes/a.txt" in status and "past its retry window" in status, status
     assert "NotADirectoryError" in status or "FileExistsError" in status, status
+
+
+def test_a_read_waits_for_its_writes_while_mlflow_is_slow_to_take_them(
+    mlflow_server: MlflowServer,
+    tmp_path: Path,
+    job: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """MLflow holds the call with the script's param (slow, not failing) while the script
+    reads its run: the read waits past the bound that applies once MLflow fails (none here)
+    and answers with the param. Before, a read gave up after a fixed 10 s and answered with
+    what MLflow had: on a loaded CI box, ``mlflow.load_table`` found no run."""
+    monkeypatch.setattr(service_module, "FRESH_WAIT_S", 0.0)  # only failing MLflow ends a wait
+    proxy = MlflowProxy(mlflow_server.uri)
+    hold = proxy.hold_call(lambda body: b'"alpha"' in body)
+    background = _background(tmp_path / "data", proxy.uri)
+    background.start()
+    client = None
+    try:
+        r = background.receiver
+        caplog.set_level(logging.WARNING, logger="server.tracking.service")
+        client = proc = _client(SLOW_SCRIPT, tmp_path, r.port, job)
+        wait_until(hold.arrived.is_set, 120, what="the param's call to reach the proxy")
+        tracking = r.tracking
+        assert tracking is not None
+        wait_until(
+            lambda: tracking.waiting == 1 or proc.poll() is not None,
+            120,
+            what="the read to wait for the param (or the script to end)",
+        )
+        assert proc.poll() is None, "the read was answered before its write reached MLflow"
+        hold.release()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        hold.release()
+        if client is not None:
+            if client.poll() is None:
+                client.kill()
+            client.communicate(timeout=10)  # waits, and closes its pipes
+        background.stop()
+        proxy.close()
+    assert client.returncode == 0, err
+    assert json.loads(out)["params"] == {"alpha": "0.5"}
+    assert not [rec for rec in caplog.records if "reads before" in rec.getMessage()]
 
 
 def test_a_start_runs_wait_for_its_id_is_answered_once_the_run_exists(

@@ -1,7 +1,8 @@
 """An HTTP proxy in front of a real ``mlflow server``: it records every ``log-batch`` call MLflow
 answered (so a test can tell which points were sent twice), can hold one answer back (a call
-that reached MLflow while its caller is killed), and can fail one run's calls for a while (a
-run with trouble of its own)."""
+that reached MLflow while its caller is killed), can hold one call back before MLflow sees it
+(an MLflow slow to answer), and can fail one run's calls for a while (a run with trouble of
+its own)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,8 @@ class MlflowProxy:
         self._hold_after: int | None = None
         self._hold_points = 1
         self._hold: Hold | None = None
+        self._held_call: tuple[Callable[[bytes], bool], Hold] | None = None
+        self._calls_held: list[Hold] = []
         self._fail: Callable[[str], bool] | None = None
         proxy = self
 
@@ -88,6 +91,15 @@ class MlflowProxy:
             self._hold = hold
         return hold
 
+    def hold_call(self, matches: Callable[[bytes], bool]) -> Hold:
+        """Keeps the next log-batch call whose body ``matches`` from MLflow until released
+        (MLflow has not seen it; its caller waits for the answer)."""
+        hold = Hold()
+        with self._lock:
+            self._held_call = (matches, hold)
+            self._calls_held.append(hold)
+        return hold
+
     def fail_runs(self, failing: Callable[[str], bool] | None) -> None:
         """Answers 503 to every call that names a run for which ``failing(run_id)`` is true
         (None: forward everything again)."""
@@ -112,8 +124,9 @@ class MlflowProxy:
 
     def close(self) -> None:
         with self._lock:
-            if self._hold is not None:
-                self._hold.release()
+            for hold in [self._hold, *self._calls_held]:
+                if hold is not None:
+                    hold.release()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
@@ -125,6 +138,14 @@ class MlflowProxy:
         with self._lock:
             self.requests.append((handler.command, handler.path, body))
             failing = self._fail
+            held = self._held_call
+            if held and handler.path.split("?")[0].endswith(LOG_BATCH) and held[0](body):
+                self._held_call = None
+            else:
+                held = None
+        if held is not None:
+            held[1].arrived.set()
+            held[1].released.wait(HOLD_LIMIT_S)
         if failing is not None and run_id and failing(run_id):
             _reply(handler, 503, b'{"error_code": "TEMPORARILY_UNAVAILABLE"}', {})
             return
