@@ -73,7 +73,8 @@ class Worker:
         self.on_failure = on_failure
         self._body = body
         self._failed = failed
-        self._restart_pause_s = restart_pause_s
+        self.restart_pause_s = restart_pause_s
+        """The pause before a first restart (a test of a worker's owner may shorten it)."""
         self._max_restart_pause_s = max_restart_pause_s
         self._reset()
 
@@ -153,7 +154,7 @@ class Worker:
                     ran_s = time.monotonic() - began
                     streak = streak + 1 if ran_s < self._max_restart_pause_s else 1
                     pause_s = restart_pause(
-                        self._restart_pause_s, self._max_restart_pause_s, streak
+                        self.restart_pause_s, self._max_restart_pause_s, streak
                     )
                     if again:  # the same fault again: one line, the traceback was logged
                         _logger.error(

@@ -145,7 +145,7 @@ def test_a_store_fault_restarts_the_uploader_and_the_file_still_goes(
     setup: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     store, uploader, mlflow, _data_dir = setup
-    uploader.worker._restart_pause_s = 0.01  # the pause is for a fault that repeats
+    uploader.worker.restart_pause_s = 0.01  # the pause is for a fault that repeats
     pending = store.pending
     faults = iter([sqlite3.OperationalError("disk I/O error")])
 

@@ -56,7 +56,7 @@ def _fails_first(times: int, then: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _quick(worker: Worker) -> None:
-    worker._restart_pause_s = 0.01  # the pause is for a fault that repeats, not for tests
+    worker.restart_pause_s = 0.01  # the pause is for a fault that repeats, not for tests
 
 
 @pytest.fixture
