@@ -153,9 +153,7 @@ class Worker:
                     self.restarts += 1
                     ran_s = time.monotonic() - began
                     streak = streak + 1 if ran_s < self._max_restart_pause_s else 1
-                    pause_s = restart_pause(
-                        self.restart_pause_s, self._max_restart_pause_s, streak
-                    )
+                    pause_s = restart_pause(self.restart_pause_s, self._max_restart_pause_s, streak)
                     if again:  # the same fault again: one line, the traceback was logged
                         _logger.error(
                             "worker %s failed again (%s, %d in a row); restarting it in %g s",
