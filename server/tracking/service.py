@@ -295,16 +295,20 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
             self.waiting -= 1
 
     def _flushed(self, marks: dict[str, int]) -> bool:
+        """Whether MLflow has the caller's events up to ``marks`` (a quarantined run's are
+        held until an operator replays them: the read does not wait for them)."""
         if not marks:
             return True
         placeholders = ",".join("?" * len(marks))
         with self._queue_lock:
             rows = self._queue.execute(
-                f"SELECT run_key, flushed_seq FROM runs WHERE run_key IN ({placeholders})",
+                "SELECT run_key, flushed_seq, quarantine != '' FROM runs"
+                f" WHERE run_key IN ({placeholders})",
                 tuple(marks),
             ).fetchall()
-        flushed = {row[0]: row[1] for row in rows}
-        return all(flushed.get(key, 0) >= seq for key, seq in marks.items())
+        flushed = {key: seq for key, seq, held in rows if not held}
+        held = {key for key, _seq, is_held in rows if is_held}
+        return all(key in held or flushed.get(key, 0) >= seq for key, seq in marks.items())
 
 
 def stop_waiting(waited_s: float, failing_for_s: float | None, limit_s: float) -> str:

@@ -72,6 +72,22 @@ with mlflow.start_run() as run:
 """
 
 
+HELD_SCRIPT = """
+import json, sys
+import mlflow
+from mlflow.tracking import MlflowClient
+
+mlflow.set_experiment(sys.argv[1])
+run = mlflow.start_run()
+mlflow.log_param("alpha", "0.5")
+print(json.dumps({"run_id": run.info.run_id}), flush=True)
+sys.stdin.readline()  # the test: the run is deleted in MLflow, and quarantined
+mlflow.log_param("beta", "1")  # held with the run
+got = MlflowClient().get_run(run.info.run_id)
+print(json.dumps({"params": got.data.params, "stage": got.info.lifecycle_stage}), flush=True)
+"""
+
+
 def _background(data_dir: Path, tracking_uri: str) -> BackgroundReceiver:
     config = ReceiverConfig(
         listen="127.0.0.1:0",
@@ -220,6 +236,41 @@ def test_a_read_waits_for_its_writes_while_mlflow_is_slow_to_take_them(
         proxy.close()
     assert client.returncode == 0, err
     assert json.loads(out)["params"] == {"alpha": "0.5"}
+    assert not [rec for rec in caplog.records if "reads before" in rec.getMessage()]
+
+
+def test_a_read_does_not_wait_for_what_a_quarantined_run_holds(
+    receiver: BackgroundReceiver,
+    mlflow_server: MlflowServer,
+    tmp_path: Path,
+    job: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The caller's run was deleted in MLflow (its later events are held until an operator
+    restores and replays it): a read answers with what MLflow has, at once, instead of waiting
+    for events that cannot reach MLflow until then."""
+    r = receiver.receiver
+    proc = _client(HELD_SCRIPT, tmp_path, r.port, job)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        run_id = json.loads(proc.stdout.readline() or "{}").get("run_id")
+        assert run_id, proc.stderr.read() if proc.stderr else ""
+        direct = MlflowClient(mlflow_server.uri)
+        wait_until(lambda: direct.get_run(run_id).data.params, 60, what="the first param")
+        direct.delete_run(run_id)  # in the MLflow UI, while its client runs
+        caplog.set_level(logging.WARNING, logger="server.tracking.service")
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        answer = json.loads(proc.stdout.readline() or "{}")
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert answer == {"params": {"alpha": "0.5"}, "stage": "deleted"}
+    status = read_status(r.config.data_dir)
+    assert [q["client_id"] for q in status["quarantined_runs"]] == ["reader"], status
     assert not [rec for rec in caplog.records if "reads before" in rec.getMessage()]
 
 
