@@ -17,9 +17,10 @@ from bridge.events import Metric
 from bridge.limits import LogBatchChunk
 from server.config import ReceiverConfig
 from server.flush.bulk import BulkSink, open_sink
+from server.flush.bulk.rows import Point
 from server.flush.bulk.schema import dialect_of
 from server.flush.bulk.sink import SHARED_COMMIT_TURNS, turns_at_once
-from server.flush.bulk.writer import BulkWriter, Call, Point, create_engine
+from server.flush.bulk.writer import BulkWriter, Call, create_engine
 from server.flush.run_tags import TAG_FLUSHED
 from tests.support.procs import wait_until
 

@@ -26,9 +26,10 @@ from bridge.limits import (
     LogBatchChunk,
     split_log_batch,
 )
+from server.flush.bulk.rows import Point, Row
 from server.flush.bulk.runs import NewRun
 from server.flush.bulk.schema import DIALECTS, dialect_of, refusal
-from server.flush.bulk.writer import BulkWriter, Call, Point, create_engine
+from server.flush.bulk.writer import BulkWriter, Call, create_engine
 from server.flush.run_tags import TAG_FLUSHED, TAG_HEARD
 from server.flush.sink import MlflowSink, RunRef, RunRequest
 
@@ -130,6 +131,13 @@ class BulkSink(MlflowSink):
         writer.log_calls(
             run_id, [_call(c, progress if i == last else "") for i, c in enumerate(chunks)]
         )
+
+    def log_rows(self, run_id: str, rows: list[Row], progress: str = "") -> None:
+        """Writes metric points given as ``metrics`` rows (server/flush/slices.py) in one
+        transaction, ``progress`` with them; only when the bulk writer is on."""
+        writer = self._writer
+        assert writer is not None, "log_rows with the bulk writer off"
+        writer.log_rows(run_id, rows, [RunTag(TAG_FLUSHED, progress)] if progress else ())
 
     def create_runs(self, exp_id: str, runs: list[RunRequest]) -> list[str] | None:
         """Creates the runs in one transaction (None when MLflow's store is to create them)."""
