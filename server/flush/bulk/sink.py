@@ -77,6 +77,13 @@ class BulkSink(MlflowSink):
         """Whether the writers that meet share one commit (SQLite, server/flush/bulk/commit.py)."""
         return dialect_of(self.tracking_uri) == "sqlite"
 
+    def turns_at_once(self, workers: int) -> int:
+        """At least :data:`SHARED_COMMIT_TURNS` when the writers share commits (SQLite); one
+        writer stays one (the turns on the flusher's thread, in order)."""
+        if workers > 1 and self.shares_commits:
+            return max(workers, SHARED_COMMIT_TURNS)
+        return workers
+
     @property
     def bulk(self) -> bool | None:
         """Whether calls go straight into the database (None: not decided yet)."""
@@ -172,15 +179,6 @@ class BulkSink(MlflowSink):
                 engine.dialect.name,
             )
             return self._writer
-
-
-def turns_at_once(sink: MlflowSink, workers: int) -> int:
-    """How many runs' turns the flusher runs at once with ``workers`` flush writers
-    (``--flush-workers``): at least :data:`SHARED_COMMIT_TURNS` when the bulk writer shares
-    commits (SQLite); one stays one (the turns on the flusher's thread, in order)."""
-    if workers > 1 and isinstance(sink, BulkSink) and sink.shares_commits:
-        return max(workers, SHARED_COMMIT_TURNS)
-    return workers
 
 
 def transactions(
