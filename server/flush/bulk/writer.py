@@ -10,7 +10,7 @@ What MLflow's store does, and how this writer gets the same rows
 - The run must exist (RESOURCE_DOES_NOT_EXIST) and be active (INVALID_PARAMETER_VALUE).
 - ``metrics``: NaN is stored as value 0 with ``is_nan``, +-inf as +-1.7976931348623157e308; a
   point whose whole primary key (key, timestamp, step, value, is_nan) is there already is
-  skipped: ``INSERT ... ON CONFLICT DO NOTHING``.
+  skipped: ``INSERT ... ON CONFLICT DO NOTHING`` (PostgreSQL: ``COPY``, bulk/pg_copy.py).
 - ``latest_metrics``: a key's latest point is the first one logged among those with the
   greatest (step, timestamp, value), the value as stored (NaN counts as 0): the batch's
   candidate per key, then ``ON CONFLICT DO UPDATE ... WHERE`` it is strictly greater.
@@ -57,6 +57,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from server.flush.bulk.commit import GroupCommit
+from server.flush.bulk.pg_copy import copy_metrics, copyable
 from server.flush.bulk.rows import (
     ROW,
     Point,
@@ -68,7 +69,7 @@ from server.flush.bulk.rows import (
 )
 from server.flush.bulk.runs import NewRun, create_runs
 
-ROWS_PER_STATEMENT = 1000
+_ROWS_PER_STATEMENT = 1000
 """Rows of one multi-row INSERT on PostgreSQL (6 parameters each, far below its 65535)."""
 _RUNS: sa.Table = SqlRun.__table__
 _METRICS: sa.Table = SqlMetric.__table__
@@ -238,18 +239,22 @@ class BulkWriter:
         """MLflow's ``create_run`` for each of ``runs``, in one transaction; their ids."""
         return self.commits.run(lambda conn: create_runs(conn, experiment_id, runs))
 
-    def _insert_points(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
-        """``INSERT ... ON CONFLICT DO NOTHING`` of the rows straight through the driver:
-        SQLite's executemany, psycopg2's multi-row ``execute_values`` (SQLAlchemy's per-row
-        parameter processing costs more than the insert; psycopg2's executemany runs row by
-        row)."""
+    def _insert_points(self, conn: sa.Connection, rows: list[Row]) -> None:
+        """The distinct rows, those there already skipped, straight through the driver:
+        SQLite's executemany of ``INSERT ... ON CONFLICT DO NOTHING``, PostgreSQL's ``COPY``
+        (server/flush/bulk/pg_copy.py; psycopg2's multi-row ``execute_values`` for a key COPY
+        would need escaped). SQLAlchemy's per-row parameter processing costs more than the
+        insert."""
         if self.engine.dialect.name == "sqlite":
             conn.exec_driver_sql(self._points_sql, rows)
             return
         from psycopg2.extras import execute_values  # PostgreSQL's driver, imported for it only
 
         with contextlib.closing(conn.connection.cursor()) as cursor:  # the same transaction
-            execute_values(cursor, self._points_sql, rows, page_size=ROWS_PER_STATEMENT)
+            if copyable(rows):
+                copy_metrics(cursor, rows)
+            else:
+                execute_values(cursor, self._points_sql, rows, page_size=_ROWS_PER_STATEMENT)
 
     def _check_run(self, conn: sa.Connection, run_id: str) -> None:
         stages = [row[0] for row in self._run_sql.run(conn, [{"run_uuid": run_id}])]
