@@ -31,7 +31,6 @@ from typing import cast
 from bridge.limits import MAX_METRICS_PER_BATCH
 from server.flush.backoff import Backoffs
 from server.flush.batch_creation import BatchCreator, new_runs
-from server.flush.bulk.sink import turns_at_once
 from server.flush.leases import Leases
 from server.flush.mirror import Mirror
 from server.flush.outage import Outage
@@ -83,7 +82,7 @@ class Flusher(FlushTimer):
         self._gate = Gate()
         queue = cast(Queue, Serialized(queue, self._gate))
         gaps = cast(GapLog, Serialized(gaps, self._gate)) if gaps is not None else None
-        self._pool = TurnPool(turns_at_once(sink, workers))
+        self._pool = TurnPool(sink.turns_at_once(workers))
         self._queue = queue
         self._mirror = mirror
         self._sink = sink

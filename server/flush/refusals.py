@@ -14,6 +14,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from mlflow.exceptions import MlflowException, RestException
+from sqlalchemy import exc as sa_exc
 
 RESOURCE_DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
 _NOT_ACTIVE_EXPERIMENT = re.compile(r"experiment (?:with ID )?'?(\d+)'? must be in the 'active'")
@@ -32,8 +33,8 @@ def is_permanent(exc: BaseException) -> bool:
         status: int = exc.get_http_status_code()  # type: ignore[no-untyped-call]
         return exc.error_code in _PERMANENT_CODES and status != 429 and status < 500
     if isinstance(exc, MlflowException):
-        if isinstance(exc.__cause__, sqlite3.OperationalError):
-            return False  # "database is locked" and friends
+        if isinstance(exc.__cause__, sqlite3.OperationalError | sa_exc.TimeoutError):
+            return False  # "database is locked" and friends; no connection free in its pool
         return exc.error_code in _PERMANENT_CODES
     return False
 

@@ -373,6 +373,11 @@ class MlflowSink:
             )
         )
 
+    def turns_at_once(self, workers: int) -> int:
+        """How many runs' turns the flusher runs at once with ``workers`` flush writers
+        (``--flush-workers``)."""
+        return workers
+
     def terminate(self, run_id: str, status: RunStatus, end_time_ms: int) -> None:
         """MLflow's ``set_terminated`` (``end_time_ms`` 0: now)."""
         self._client.set_terminated(run_id, status.value, end_time_ms or None)

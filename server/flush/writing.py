@@ -24,26 +24,20 @@ import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from bridge.convert import batch_to_proto, event_from_proto
 from bridge.events import (
     DeleteTag,
-    Dropped,
     Event,
-    EventBatch,
-    Metric,
     MlflowCall,
-    Param,
     RunEnd,
     RunStart,
     RunStatus,
-    Tag,
 )
 from bridge.limits import ROUND_METRIC, split_log_batch
 from bridge.pb.v1 import events_pb2
 from server.flush import probes
 from server.flush.batch_creation import BatchCreator, NewRun
-from server.flush.bulk.sink import log_together, transactions
-from server.flush.entries import Item, entries_of
+from server.flush.bulk.sink import BulkSink
+from server.flush.entries import Item, dead_letter, entries_of
 from server.flush.mirror import Mirror
 from server.flush.pool import Budget
 from server.flush.progress import BATCHES_PER_READ, TAGGED_METRICS, FlushObserver, Progress, Read
@@ -57,6 +51,7 @@ from server.flush.refusals import (
 )
 from server.flush.retry import Retrier
 from server.flush.sink import ExperimentDeleted, MlflowSink, RunRef
+from server.flush.slices import Rows, Slice, slices, transactions_of
 from server.flush.state import FlushStats, Runs
 from server.queue.aggregates import is_aggregate_run
 from server.queue.gaps import GapLog
@@ -160,36 +155,31 @@ class RunWriter:
             # The client is back after its lease ran out: its run goes on.
             self.call(run_key, ref, "reopen the run", self._sink.resume_run, ref, record.job)
             self._runs.set_status(run_key, RunStatus.RUNNING.value)
-        entries: list[Item] = []
-        ordinal = 0
-        for index, stored in enumerate(read.batches):
-            msg = events_pb2.EventBatch.FromString(stored.payload)
-            for seq, raw in enumerate(msg.events, start=stored.first_seq):
-                if seq <= stored.done_seq:
-                    continue  # written before the last stop
-                ordinal += 1
-                event = event_from_proto(raw)
-                if isinstance(event, Dropped) and self._gaps is not None:
-                    event = self._gaps.dropped(run_key, seq, event)  # the run's total, a tag
-                if isinstance(event, Metric | Param | Tag):
-                    entries.append(Item(event, index, seq, ordinal))
-                    if len(entries) >= budget.cut:  # a slice: written, then maybe give way
-                        self._write(run_key, record, read, entries)
-                        if budget.spend(len(entries)):
-                            return True
-                        entries = []
-                    continue
-                self._write(run_key, record, read, entries)
-                spent, entries = len(entries) + 1, []
-                started = time.perf_counter()
-                dead = self._apply(run_key, record, event, raw, Item(event, index, seq, ordinal))
-                self._progress.advance(
-                    run_key, read, index, seq, ordinal, 1 - len(dead), dead, started
-                )
-                if budget.spend(spent):
+        rows_of = functools.partial(self._rows_of, run_key)
+        dropped = functools.partial(self._gaps.dropped, run_key) if self._gaps else None
+        steps = slices(read, budget, rows_of, dropped, self._round_as_step)
+        for entries, item, raw in steps:
+            self._write(run_key, record, read, entries)
+            if item is None:  # the slice ended at budget.cut, or the read did
+                if budget.spend(len(entries)):
                     return True
-        self._write(run_key, record, read, entries)
-        return budget.spend(len(entries))
+                continue
+            started = time.perf_counter()
+            assert raw is not None
+            dead = self._apply(run_key, record, item.event, raw, item)
+            self._progress.advance(
+                run_key, read, item.batch, item.seq, item.ordinal, 1 - len(dead), dead, started
+            )
+            if budget.spend(len(entries) + 1):
+                return True
+        return False
+
+    def _rows_of(self, run_key: str) -> str:
+        """The run whose plain points a slice may write as rows ("": the usual way)."""
+        ref = self._runs.ref(run_key)
+        if ref is None or not isinstance(self._sink, BulkSink) or not self._sink.bulk:
+            return ""
+        return ref.run_id
 
     def _apply(
         self,
@@ -243,37 +233,32 @@ class RunWriter:
             return [self._dead_letter(run_key, record, item, message(exc))]
         return []
 
-    def _write(self, run_key: str, record: RunRecord, read: Read, entries: list[Item]) -> None:
+    def _write(self, run_key: str, record: RunRecord, read: Read, entries: Slice) -> None:
         if not entries:
             return
         ref = self._open(run_key, record, None)
-        offset = 0
-        points = entries_of(entries, self._round_as_step)
-        for group in transactions(self._sink, points, self._round_key):
-            covered = sum(chunk.entries for chunk in group)
-            part = entries[offset : offset + covered]
-            offset += covered
-            last = part[-1]
-            metrics = sum(len(chunk.metrics) for chunk in group)
+        if isinstance(entries, Rows) and entries.run_id != ref.run_id:
+            entries = entries.items(read)  # its run made again meanwhile: the usual way
+        each = transactions_of(self._sink, ref.run_id, read, entries, self._round_as_step)
+        for write in each:
+            batch, seq, ordinal = write.last
             marker = ""
-            if metrics >= TAGGED_METRICS:  # worth skipping after a crash
-                marker = f"{last.seq} {self._receiver_id}:{os.urandom(4).hex()}"
+            if write.metrics >= TAGGED_METRICS:  # worth skipping after a crash
+                marker = f"{seq} {self._receiver_id}:{os.urandom(4).hex()}"
                 self._queue.set_inflight(run_key, marker)
             started = time.perf_counter()
             try:
-                self._retrying(log_together, self._sink, ref.run_id, group, marker)
+                self._retrying(write.call, marker)
             except Exception as exc:
                 if not is_permanent(exc):
                     raise
                 probes.explain_run(self._sink.client, self._retrying, run_key, ref, exc)
-                dead = self._bisect(run_key, record, ref, part)
+                dead = self._bisect(run_key, record, ref, write.items())
             else:
                 dead = []
-                self.stats.add(log_batch_calls=len(group), metric_points_written=metrics)
-            written = len(part) - len(dead)
-            self._progress.advance(
-                run_key, read, last.batch, last.seq, last.ordinal, written, dead, started
-            )
+                self.stats.add(log_batch_calls=write.calls, metric_points_written=write.metrics)
+            written = write.entries - len(dead)
+            self._progress.advance(run_key, read, batch, seq, ordinal, written, dead, started)
 
     def _bisect(
         self, run_key: str, record: RunRecord, ref: RunRef, items: list[Item]
@@ -296,21 +281,14 @@ class RunWriter:
         return []
 
     def _dead_letter(self, run_key: str, record: RunRecord, item: Item, reason: str) -> DeadLetter:
-        event = item.event
-        assert isinstance(event, Metric | Param | Tag | DeleteTag | MlflowCall)
-        if isinstance(event, MlflowCall):
-            kind, key, value = "mlflow_call", event.method, ""
-        elif isinstance(event, DeleteTag):
-            kind, key, value = "delete_tag", event.key, ""
-        else:
-            kind, key, value = type(event).__name__.lower(), event.key, str(event.value)
-        batch = EventBatch(record.client_id, record.job, run_key, item.seq, (event,))
+        letter = dead_letter(record.client_id, record.job, run_key, item, reason)
         self.stats.add(dead_letters=1)
         if self._observer is not None:
             self._observer.dead_lettered(run_key)
-        _logger.error("MLflow refused %s %r of run %s for good: %s", kind, key, run_key, reason)
-        payload = batch_to_proto(batch).SerializeToString()
-        return DeadLetter(kind, key, value, reason, item.seq, payload)
+        _logger.error(
+            "MLflow refused %s %r of run %s for good: %s", letter.kind, letter.key, run_key, reason
+        )
+        return letter
 
     # -- the MLflow run --------------------------------------------------------------------------
 

@@ -59,6 +59,21 @@ TOGETHER: list[tuple[Any, ...]] = [
 """A run's calls that go at once: duplicates and the latest point across calls, a param set
 again with its value, a tag replaced."""
 
+POINTS: list[tuple[Any, ...]] = [
+    ("log", 0, [Metric("loss", float("nan"), 1, 0), Metric("loss", 0.0, 1, 0),
+                Metric("loss", float("-inf"), 2, 5), Metric("loss", 3.0, 9, 4)], [], []),
+    ("log", 0, [Metric("loss", float("nan"), 1, 0), Metric("loss", -1.7976931348623157e308, 2, 5),
+                Metric("acc/top1", -0.0, 0, 1), Metric("acc/top1", 0.0, 0, 1)], [], []),
+    ("log", 0, [Metric("loss", 3.0, 9, 4), Metric("loss", 2.0, 9, 4)], [], []),
+    ("delete", 1), ("log", 1, [Metric("loss", 1.0, 0, 0)], [], []),
+    ("log", 1, [Metric("loss", 2.0, 0, 0)], [], []), ("restore", 1),
+    ("log", 1, [Metric("loss", 1.0, 0, 0), Metric("x" * 251, 1.0, 0, 0)], [], []),
+    ("end", 2), ("log", 2, [Metric("loss", 1.0, 0, 0)], [], []),
+]  # fmt: skip
+"""Calls of plain points alone, written as rows at once (``log_rows``): NaN and infinities,
+duplicates and the latest point across calls, -0.0 beside 0.0, a deleted run's calls refused,
+then one by one; a key MLflow refuses sends its calls the usual way."""
+
 
 @pytest.fixture(
     scope="module",
@@ -114,6 +129,7 @@ def _equal(got: dict[str, Any], want: dict[str, Any]) -> None:
 )
 @example(stream=ADVERSARIAL)
 @example(stream=TOGETHER)
+@example(stream=POINTS)
 @given(stream=streams)
 def test_same_rows_and_reads_as_mlflow(sides: tuple[Side, Side], stream: list[Any]) -> None:
     """Every stream leaves the same rows and the same answers in both databases."""

@@ -15,8 +15,9 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
+from server.flush.bulk.rows import Point, Row, metric_row, plain_metric_key
 from server.flush.bulk.runs import NewRun
-from server.flush.bulk.writer import BulkWriter, Call, Point, create_engine
+from server.flush.bulk.writer import BulkWriter, Call, create_engine
 
 RUNS = 3
 LONG_KEY = "k" * 250
@@ -58,10 +59,17 @@ log_batch = st.tuples(
     _unique_params(),
     st.lists(tags, max_size=3),
 )
+points_only = st.tuples(
+    st.just("log"), st.integers(0, RUNS - 1), st.lists(metrics, max_size=12), st.just([]),
+    st.just([]),
+)  # fmt: skip
+"""Calls of metric points alone: the receiver writes a run's plain ones as rows at once."""
 run_change = st.tuples(
     st.sampled_from(["end", "resume", "delete", "restore"]), st.integers(0, RUNS - 1)
 )
-streams = st.lists(st.one_of(log_batch, log_batch, log_batch, run_change), min_size=1, max_size=12)
+streams = st.lists(
+    st.one_of(log_batch, log_batch, points_only, run_change), min_size=1, max_size=12
+)
 
 
 NEW_RUNS = [
@@ -81,6 +89,8 @@ class Side:
     create_runs: Callable[[str, list[NewRun]], list[str]]
     log_calls: Callable[[str, list[Call]], None] | None = None
     """Several calls of a run at once (the bulk writer's ``log_calls``), when the side has it."""
+    log_rows: Callable[[str, list[Row]], None] | None = None
+    """A run's calls of plain points at once as ``metrics`` rows (``log_rows``), likewise."""
     run_ids: list[str] = field(default_factory=list)
     experiment_id: str = ""
 
@@ -105,7 +115,7 @@ def bulk_side(uri: str, artifacts: str) -> Side:
     """The bulk writer for log_batch, MLflow's store for the rest (as BulkSink)."""
     store = SqlAlchemyStore(uri, artifacts)
     writer = BulkWriter(create_engine(uri))
-    return Side(store, writer.log_batch, writer.create_runs, writer.log_calls)
+    return Side(store, writer.log_batch, writer.create_runs, writer.log_calls, writer.log_rows)
 
 
 def play(side: Side, name: str, stream: list[tuple[Any, ...]]) -> list[str]:
@@ -120,6 +130,16 @@ def play(side: Side, name: str, stream: list[tuple[Any, ...]]) -> list[str]:
     i = 0
     while i < len(stream):
         together = _together(side, stream, i)
+        rows = _rows(side, together)
+        if rows and side.log_rows is not None:
+            try:
+                side.log_rows(side.run_ids[together[0][1]], rows)
+            except MlflowException:
+                pass  # as below
+            else:
+                outcomes += ["ok"] * len(together)
+                i += len(together)
+                continue
         if len(together) > 1 and side.log_calls is not None:
             calls = [Call([_point(m) for m in op[2]], op[3], op[4]) for op in together]
             try:
@@ -149,6 +169,23 @@ def _together(side: Side, stream: list[tuple[Any, ...]], start: int) -> list[tup
         while end < len(stream) and stream[end][0] == "log" and stream[end][1] == first[1]:
             end += 1
     return stream[start:end]
+
+
+def _rows(side: Side, together: list[tuple[Any, ...]]) -> list[Row]:
+    """The ``metrics`` rows of log calls that hold plain points alone, as the receiver decodes
+    them from its queue (server/flush/slices.py); none when any call holds anything else."""
+    if together[0][0] != "log" or any(op[3] or op[4] for op in together):
+        return []
+    points = [m for op in together for m in op[2]]
+    plain = all(
+        type(m.value) is float and type(m.timestamp) is int and type(m.step) is int
+        and m.timestamp >= 0 and plain_metric_key(m.key)
+        for m in points
+    )  # fmt: skip
+    if not plain:
+        return []
+    run_id = side.run_ids[together[0][1]]
+    return [metric_row(run_id, m.key, m.value, m.timestamp, m.step) for m in points]
 
 
 def _point(metric: Metric) -> Point:

@@ -17,9 +17,11 @@ from bridge.events import Metric
 from bridge.limits import LogBatchChunk
 from server.config import ReceiverConfig
 from server.flush.bulk import BulkSink, open_sink
+from server.flush.bulk.rows import Point
 from server.flush.bulk.schema import dialect_of
-from server.flush.bulk.sink import SHARED_COMMIT_TURNS, turns_at_once
-from server.flush.bulk.writer import BulkWriter, Call, Point, create_engine
+from server.flush.bulk.sink import SHARED_COMMIT_TURNS
+from server.flush.bulk.writer import BulkWriter, Call, create_engine
+from server.flush.refusals import is_permanent
 from server.flush.run_tags import TAG_FLUSHED
 from tests.support.procs import wait_until
 
@@ -57,9 +59,9 @@ def test_only_a_known_database_gets_the_bulk_writer(
     assert caplog.text.count("bulk writer on") == 1
     assert not isinstance(open_sink("http://127.0.0.1:9", bulk=True), BulkSink)
     # Its writes share SQLite's commits: more runs' turns at once meet in each commit.
-    assert sink.shares_commits and turns_at_once(sink, 4) == SHARED_COMMIT_TURNS > 4
-    assert turns_at_once(sink, 1) == 1  # one writer stays one (its turns in order)
-    assert turns_at_once(plain, 4) == 4
+    assert sink.shares_commits and sink.turns_at_once(4) == SHARED_COMMIT_TURNS > 4
+    assert sink.turns_at_once(1) == 1  # one writer stays one (its turns in order)
+    assert plain.turns_at_once(4) == 4
 
 
 def test_an_unknown_schema_revision_goes_through_mlflow(
@@ -126,3 +128,50 @@ def test_writers_that_meet_share_one_commit_and_a_refusal_stays_with_its_run(
         assert len(client.get_metric_history(run_id, "x")) == points
         assert ("t" in client.get_run(run_id).data.tags) is bool(points)
     writer.engine.dispose()
+
+
+def test_more_turns_than_mlflows_connection_pool_wait_and_are_never_refused(
+    tmp_path: Path,
+) -> None:
+    """With SHARED_COMMIT_TURNS turns at once on SQLite, more threads than MLflow's connection
+    pool holds (5 + 10) may call MLflow's own store at once (a run's end, a logged model): they
+    wait for a connection; one that waits past the pool's timeout gets an error that is tried
+    again (MLflow words it BAD_REQUEST), never a refusal for good that would quarantine a run."""
+    sink = open_sink(f"sqlite:///{tmp_path / 'm.db'}", bulk=True)
+    client = sink.client
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    pool = client._tracking_client.store.engine.pool
+    capacity = pool.size() + pool._max_overflow  # type: ignore[attr-defined]
+    turns = sink.turns_at_once(4)
+    assert turns > capacity
+    held = [pool.connect() for _ in range(capacity)]  # every connection of MLflow's pool busy
+    started = threading.Barrier(turns + 1)
+    errors: list[BaseException] = []
+
+    def turn(i: int) -> None:
+        started.wait(30)
+        try:
+            client.set_tag(run_id, f"turn-{i}", "v")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=turn, args=(i,)) for i in range(turns)]
+    for thread in threads:
+        thread.start()
+    started.wait(30)
+    for connection in held:  # the turns waiting for the pool go on
+        connection.close()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert {f"turn-{i}" for i in range(turns)} <= client.get_run(run_id).data.tags.keys()
+
+    pool._timeout = 0.05  # type: ignore[attr-defined]  # fault: the wait runs out at once
+    held = [pool.connect() for _ in range(capacity)]
+    try:
+        with pytest.raises(MlflowException) as waited:
+            client.set_tag(run_id, "late", "v")
+    finally:
+        for connection in held:
+            connection.close()
+    assert waited.value.error_code == "BAD_REQUEST" and not is_permanent(waited.value)

@@ -26,9 +26,10 @@ from bridge.limits import (
     LogBatchChunk,
     split_log_batch,
 )
+from server.flush.bulk.rows import Point, Row
 from server.flush.bulk.runs import NewRun
 from server.flush.bulk.schema import DIALECTS, dialect_of, refusal
-from server.flush.bulk.writer import BulkWriter, Call, Point, create_engine
+from server.flush.bulk.writer import BulkWriter, Call, create_engine
 from server.flush.run_tags import TAG_FLUSHED, TAG_HEARD
 from server.flush.sink import MlflowSink, RunRef, RunRequest
 
@@ -75,6 +76,13 @@ class BulkSink(MlflowSink):
     def shares_commits(self) -> bool:
         """Whether the writers that meet share one commit (SQLite, server/flush/bulk/commit.py)."""
         return dialect_of(self.tracking_uri) == "sqlite"
+
+    def turns_at_once(self, workers: int) -> int:
+        """At least :data:`SHARED_COMMIT_TURNS` when the writers share commits (SQLite); one
+        writer stays one (the turns on the flusher's thread, in order)."""
+        if workers > 1 and self.shares_commits:
+            return max(workers, SHARED_COMMIT_TURNS)
+        return workers
 
     @property
     def bulk(self) -> bool | None:
@@ -131,6 +139,13 @@ class BulkSink(MlflowSink):
             run_id, [_call(c, progress if i == last else "") for i, c in enumerate(chunks)]
         )
 
+    def log_rows(self, run_id: str, rows: list[Row], progress: str = "") -> None:
+        """Writes metric points given as ``metrics`` rows (server/flush/slices.py) in one
+        transaction, ``progress`` with them; only when the bulk writer is on."""
+        writer = self._writer
+        assert writer is not None, "log_rows with the bulk writer off"
+        writer.log_rows(run_id, rows, [RunTag(TAG_FLUSHED, progress)] if progress else ())
+
     def create_runs(self, exp_id: str, runs: list[RunRequest]) -> list[str] | None:
         """Creates the runs in one transaction (None when MLflow's store is to create them)."""
         writer = self._writer if self._decided else self.decide()
@@ -164,15 +179,6 @@ class BulkSink(MlflowSink):
                 engine.dialect.name,
             )
             return self._writer
-
-
-def turns_at_once(sink: MlflowSink, workers: int) -> int:
-    """How many runs' turns the flusher runs at once with ``workers`` flush writers
-    (``--flush-workers``): at least :data:`SHARED_COMMIT_TURNS` when the bulk writer shares
-    commits (SQLite); one stays one (the turns on the flusher's thread, in order)."""
-    if workers > 1 and isinstance(sink, BulkSink) and sink.shares_commits:
-        return max(workers, SHARED_COMMIT_TURNS)
-    return workers
 
 
 def transactions(

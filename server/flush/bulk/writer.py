@@ -10,7 +10,7 @@ What MLflow's store does, and how this writer gets the same rows
 - The run must exist (RESOURCE_DOES_NOT_EXIST) and be active (INVALID_PARAMETER_VALUE).
 - ``metrics``: NaN is stored as value 0 with ``is_nan``, +-inf as +-1.7976931348623157e308; a
   point whose whole primary key (key, timestamp, step, value, is_nan) is there already is
-  skipped: ``INSERT ... ON CONFLICT DO NOTHING``.
+  skipped: ``INSERT ... ON CONFLICT DO NOTHING`` (PostgreSQL: ``COPY``, bulk/pg_copy.py).
 - ``latest_metrics``: a key's latest point is the first one logged among those with the
   greatest (step, timestamp, value), the value as stored (NaN counts as 0): the batch's
   candidate per key, then ``ON CONFLICT DO UPDATE ... WHERE`` it is strictly greater.
@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import sqlalchemy as sa
 from mlflow.entities import Metric, Param, RunTag
@@ -50,7 +50,6 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import (
     _validate_batch_log_data,
     _validate_batch_log_limits,
-    _validate_metric,
     _validate_param_keys_unique,
     _validate_run_id,
 )
@@ -58,14 +57,20 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from server.flush.bulk.commit import GroupCommit
+from server.flush.bulk.pg_copy import copy_metrics, copyable
+from server.flush.bulk.rows import (
+    ROW,
+    Point,
+    Row,
+    last_per_key,
+    latest,
+    plainly_valid,
+    points_rows,
+)
 from server.flush.bulk.runs import NewRun, create_runs
 
-_MAX_FLOAT = 1.7976931348623157e308
-_INF = float("inf")
 _ROWS_PER_STATEMENT = 1000
 """Rows of one multi-row INSERT on PostgreSQL (6 parameters each, far below its 65535)."""
-_ROW = ("key", "value", "timestamp", "step", "is_nan", "run_uuid")
-"""A ``metrics`` row's columns, in the order of the tuples the writer inserts."""
 _RUNS: sa.Table = SqlRun.__table__
 _METRICS: sa.Table = SqlMetric.__table__
 _LATEST: sa.Table = SqlLatestMetric.__table__
@@ -91,15 +96,6 @@ def create_engine(tracking_uri: str) -> sa.Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
-
-
-class Point(NamedTuple):
-    """A metric point as MLflow's ``Metric`` has it (cheaper to make: one per point)."""
-
-    key: str
-    value: float
-    timestamp: int
-    step: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,12 +124,12 @@ class BulkWriter:
         self._tag_sql = _Driver(engine, self._tag_upsert())
         self._points_sql: str
         if engine.dialect.name == "sqlite":
-            stmt = sqlite.insert(_METRICS).values({c: sa.bindparam(c) for c in _ROW})
+            stmt = sqlite.insert(_METRICS).values({c: sa.bindparam(c) for c in ROW})
             compiled = stmt.on_conflict_do_nothing().compile(dialect=engine.dialect)
-            assert compiled.positiontup == list(_ROW)  # qmark: a row's tuple as it is
+            assert compiled.positiontup == list(ROW)  # qmark: a row's tuple as it is
             self._points_sql = str(compiled)
         else:  # psycopg2's execute_values: one statement of many rows
-            names = ", ".join(f'"{c}"' for c in _ROW)
+            names = ", ".join(f'"{c}"' for c in ROW)
             self._points_sql = f"INSERT INTO metrics ({names}) VALUES %s ON CONFLICT DO NOTHING"
 
     def log_batch(
@@ -167,7 +163,7 @@ class BulkWriter:
         tags: list[RunTag] = []
         for call in calls:
             valid_metrics = list(call.metrics)
-            if not _plainly_valid(valid_metrics):
+            if not plainly_valid(valid_metrics):
                 _validate_batch_log_data(valid_metrics, [], [])  # type: ignore[no-untyped-call]
             checked = _validate_batch_log_data([], list(call.params), list(call.tags))  # type: ignore[no-untyped-call]
             _validate_batch_log_limits(valid_metrics, checked[1], checked[2])  # type: ignore[no-untyped-call]
@@ -175,18 +171,40 @@ class BulkWriter:
             points += valid_metrics
             params.append(checked[1])  # values truncated as MLflow truncates them
             tags += checked[2]
-        rows = _points(run_id, points)
+        rows = points_rows(run_id, points)
 
         def write(conn: sa.Connection) -> None:
             self._check_run(conn, run_id)
             self._params(conn, run_id, params)
-            if rows:
-                self._insert_points(conn, rows)
-                self._latest_sql.run(conn, _latest(rows))
-            if tags:
-                self._tag_sql.run(conn, _last_per_key(run_id, tags))
+            self._rows(conn, run_id, rows, tags)
 
         self.commits.run(write)
+
+    def log_rows(self, run_id: str, rows: list[Row], tags: Sequence[RunTag] = ()) -> None:
+        """``log_batch`` calls of metric points only, given as their ``metrics`` rows (the
+        points' columns ``ROW``: NaN and infinities as MLflow stores them, ``run_id`` last, each
+        key :func:`plain_metric_key`), all in one transaction, with ``tags``.
+
+        Raises:
+            MlflowException: What MLflow's store raises for the calls (the run is not active).
+            sqlalchemy.exc.SQLAlchemyError: The database failed (worth trying again).
+        """
+        _validate_run_id(run_id)  # type: ignore[no-untyped-call]
+        distinct = list(dict.fromkeys(rows))  # a point already there (its whole key) once
+        tagged = list(tags)
+
+        def write(conn: sa.Connection) -> None:
+            self._check_run(conn, run_id)
+            self._rows(conn, run_id, distinct, tagged)
+
+        self.commits.run(write)
+
+    def _rows(self, conn: sa.Connection, run_id: str, rows: list[Row], tags: list[RunTag]) -> None:
+        if rows:
+            self._insert_points(conn, rows)
+            self._latest_sql.run(conn, latest(rows))
+        if tags:
+            self._tag_sql.run(conn, last_per_key(run_id, tags))
 
     def terminate(self, run_id: str, status: str, end_time_ms: int) -> None:
         """MLflow's ``update_run_info`` of a status and end time (``set_terminated``): the
@@ -221,18 +239,22 @@ class BulkWriter:
         """MLflow's ``create_run`` for each of ``runs``, in one transaction; their ids."""
         return self.commits.run(lambda conn: create_runs(conn, experiment_id, runs))
 
-    def _insert_points(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
-        """``INSERT ... ON CONFLICT DO NOTHING`` of the rows straight through the driver:
-        SQLite's executemany, psycopg2's multi-row ``execute_values`` (SQLAlchemy's per-row
-        parameter processing costs more than the insert; psycopg2's executemany runs row by
-        row)."""
+    def _insert_points(self, conn: sa.Connection, rows: list[Row]) -> None:
+        """The distinct rows, those there already skipped, straight through the driver:
+        SQLite's executemany of ``INSERT ... ON CONFLICT DO NOTHING``, PostgreSQL's ``COPY``
+        (server/flush/bulk/pg_copy.py; psycopg2's multi-row ``execute_values`` for a key COPY
+        would need escaped). SQLAlchemy's per-row parameter processing costs more than the
+        insert."""
         if self.engine.dialect.name == "sqlite":
             conn.exec_driver_sql(self._points_sql, rows)
             return
         from psycopg2.extras import execute_values  # PostgreSQL's driver, imported for it only
 
         with contextlib.closing(conn.connection.cursor()) as cursor:  # the same transaction
-            execute_values(cursor, self._points_sql, rows, page_size=_ROWS_PER_STATEMENT)
+            if copyable(rows):
+                copy_metrics(cursor, rows)
+            else:
+                execute_values(cursor, self._points_sql, rows, page_size=_ROWS_PER_STATEMENT)
 
     def _check_run(self, conn: sa.Connection, run_id: str) -> None:
         stages = [row[0] for row in self._run_sql.run(conn, [{"run_uuid": run_id}])]
@@ -317,54 +339,3 @@ class _Driver:
             return []
         result = conn.exec_driver_sql(self._sql, params[0])
         return list(result) if result.returns_rows else []
-
-
-def _plainly_valid(metrics: list[Point]) -> bool:
-    """Whether every point passes MLflow's checks, told fast: plain numbers, a timestamp not
-    negative, each key checked once by MLflow's own function. False sends the call through
-    MLflow's validation of every point, which raises MLflow's error for the first bad one."""
-    keys: set[str] = set()
-    for metric in metrics:
-        value, timestamp, step = metric.value, metric.timestamp, metric.step
-        if type(value) not in (float, int) or type(timestamp) is not int or timestamp < 0:
-            return False
-        if type(step) is not int:
-            return False
-        if metric.key not in keys:
-            try:
-                _validate_metric(metric.key, value, timestamp, step)  # type: ignore[no-untyped-call]
-            except MlflowException:
-                return False
-            keys.add(metric.key)
-    return True
-
-
-def _points(run_id: str, metrics: list[Point]) -> list[tuple[Any, ...]]:
-    """The calls' distinct ``metrics`` rows (columns ``_ROW``), in the calls' order."""
-    rows: dict[tuple[Any, ...], None] = {}
-    for metric in metrics:
-        value = float(metric.value)
-        if value != value:  # NaN  # noqa: PLR0124 - cheaper than math.isnan per point
-            row = (metric.key, 0.0, int(metric.timestamp), int(metric.step), True, run_id)
-        else:
-            if value in (_INF, -_INF):
-                value = _MAX_FLOAT if value > 0 else -_MAX_FLOAT
-            row = (metric.key, value, int(metric.timestamp), int(metric.step), False, run_id)
-        rows[row] = None  # a point already there (its whole key) is written once
-    return list(rows)
-
-
-def _latest(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
-    """Each key's candidate for ``latest_metrics``: its first row with the greatest
-    (step, timestamp, value)."""
-    best: dict[str, tuple[Any, ...]] = {}
-    for row in rows:
-        held = best.get(row[0])
-        if held is None or (row[3], row[2], row[1]) > (held[3], held[2], held[1]):
-            best[row[0]] = row
-    return [dict(zip(_ROW, row, strict=True)) for row in best.values()]
-
-
-def _last_per_key(run_id: str, tags: list[RunTag]) -> list[dict[str, Any]]:
-    last = {t.key: t.value for t in tags}
-    return [{"key": k, "value": v, "run_uuid": run_id} for k, v in last.items()]

@@ -1,0 +1,117 @@
+"""A read cut into slices (server/flush/slices.py): the slices of plain points decoded straight to
+``metrics`` rows hold exactly the events, positions and rows that the usual decoding gives, cut
+at the same places; anything else in a slice sends it the usual way from its first event."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge.convert import batch_to_proto
+from bridge.events import Event, EventBatch, Metric, Param, RunEnd, RunStart, RunStatus, Tag
+from server.flush.bulk.rows import metric_row
+from server.flush.entries import entries_of
+from server.flush.pool import CALL_ENTRIES, SLICE_ENTRIES, Budget
+from server.flush.progress import Read
+from server.flush.slices import Rows, slices
+from server.queue.sqlite import PendingBatch
+
+pytestmark = pytest.mark.timeout(120)
+
+RUN = "0123456789abcdef0123456789abcdef"
+
+
+def _read(events: list[Event], sizes: list[int], done: int) -> Read:
+    """The events stored in batches of ``sizes`` (the rest in one), the first ``done`` of them
+    written before the last stop."""
+    batches: list[PendingBatch] = []
+    seq = 1
+    while seq <= len(events):
+        size = sizes[len(batches)] if len(batches) < len(sizes) else len(events)
+        part = tuple(events[seq - 1 : seq - 1 + size])
+        payload = batch_to_proto(EventBatch("c", "j", "r", seq, part)).SerializeToString()
+        last = seq + len(part) - 1
+        batches.append(PendingBatch(len(batches), "r", seq, last, payload, done if seq == 1 else 0))
+        seq = last + 1
+    return Read(batches)
+
+
+def _cut(read: Read, rows_for: str, *, round_as_step: bool = False) -> list[Any]:
+    """Each slice as (its kind, the positions of its events, its rows, the event after it),
+    spent as the run writer spends them (others always waiting)."""
+    budget = Budget(math.inf, lambda: True, lambda: 0.0)
+    out: list[Any] = []
+    for entries, item, _raw in slices(read, budget, lambda: rows_for, None, round_as_step):
+        if isinstance(entries, Rows):
+            kind, rows = "rows", entries.rows
+            items = entries.items(read)
+            assert entries.first == items[0][1:] and entries.last == items[-1][1:]
+        else:
+            kind, items = "items", entries
+            points = [e for e in entries_of(items, round_as_step) if isinstance(e, Metric)]
+            rows = [metric_row(RUN, m.key, m.value, m.timestamp_ms, m.step) for m in points]
+        where = [(i.batch, i.seq, i.ordinal) for i in items]
+        out.append((kind, where, rows, item and (item.batch, item.seq, item.ordinal)))
+        budget.spend(len(entries) + (item is not None))
+    return out
+
+
+def _plain(kind_and_rest: list[Any]) -> list[Any]:
+    return [rest for _kind, *rest in kind_and_rest]
+
+
+VALUES = st.sampled_from([0.0, -0.0, 1.5, math.nan, math.inf, -math.inf, 1e308])
+point = st.builds(
+    Metric, key=st.sampled_from(["loss", "acc/top1"]), value=VALUES,
+    step=st.integers(-2, 5), timestamp_ms=st.integers(0, 3),
+)  # fmt: skip
+block = st.one_of(
+    st.integers(1, 2 * SLICE_ENTRIES).map(
+        lambda n: [Metric("loss", float(i), i, 1000 + i) for i in range(n)]
+    ),
+    st.lists(point, min_size=1, max_size=5),
+    st.just([Param("lr", "0.1")]),
+    st.just([Tag("note", "a")]),
+    st.just([Metric("loss", 1.0, 3, 5, round=2)]),
+    st.just([Metric("bad..key/", 1.0, 3, 5)]),
+    st.just([RunEnd(RunStatus.FINISHED, 5)]),
+)
+reads = st.tuples(
+    st.lists(block, min_size=1, max_size=6).map(lambda bs: [RunStart(), *itertools.chain(*bs)]),
+    st.lists(st.integers(1, 1500), max_size=6),
+    st.integers(0, 3),
+).map(lambda t: _read(*t))
+
+
+@settings(max_examples=60, deadline=None)
+@given(read=reads, round_as_step=st.booleans())
+def test_rows_hold_what_the_usual_decoding_gives(read: Read, round_as_step: bool) -> None:
+    usual = _cut(read, "", round_as_step=round_as_step)
+    assert all(kind == "items" for kind, *_ in usual)
+    fast = _cut(read, RUN, round_as_step=round_as_step)
+    assert _plain(fast) == _plain(usual)  # the same slices, events, rows and events after
+
+
+def test_plain_points_go_as_rows_cut_at_whole_calls() -> None:
+    points = [Metric("loss", float(i), i, 1000 + i) for i in range(2 * SLICE_ENTRIES + 5)]
+    read = _read([*points, RunEnd(RunStatus.FINISHED, 5)], [700, 700], done=3)
+    cut = _cut(read, RUN)
+    assert [(kind, len(where)) for kind, where, *_ in cut] == [
+        ("rows", SLICE_ENTRIES), ("rows", CALL_ENTRIES), ("rows", CALL_ENTRIES), ("rows", 2),
+        ("items", 0),
+    ]  # fmt: skip
+    assert cut[0][1][0] == (0, 4, 1)  # after the events written before the last stop
+    assert cut[3][3] == (2, len(points) + 1, len(points) + 1 - 3)  # the run's end after it
+
+
+def test_a_param_sends_its_slice_the_usual_way_from_its_first_event() -> None:
+    events: list[Event] = [Metric("loss", 1.0, 0, 7), Metric("loss", math.nan, 1, 7)]
+    read = _read([RunStart(), *events, Param("lr", "0.1"), Metric("loss", 2.0, 2, 7)], [], 0)
+    (start, mixed) = _cut(read, RUN)
+    assert start[0] == "items" and start[3] == (0, 1, 1)
+    assert mixed[0] == "items" and [w[1] for w in mixed[1]] == [2, 3, 4, 5]
