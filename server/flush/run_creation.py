@@ -41,7 +41,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+from server.flush.refusals import is_missing
 
 TAG_PROVISIONAL = "trackbridge.provisional"
 """Set on a run between its creation and the check that no other receiver created it too:
@@ -229,8 +232,18 @@ def _look(
 
 
 def keep(client: MlflowClient, run_id: str) -> None:
-    """Marks a run created provisional as the one in use (the last step of creating it)."""
-    client.delete_tag(run_id, TAG_PROVISIONAL)
+    """Marks a run created provisional as the one in use (the last step of creating it).
+
+    Idempotent: MLflow refuses to delete a tag the run no longer has (RESOURCE_DOES_NOT_EXIST),
+    which is what a retry meets when an earlier try's answer was lost (a connection cut after
+    MLflow deleted the tag); the run is kept then. A run MLflow does not have still raises."""
+    try:
+        client.delete_tag(run_id, TAG_PROVISIONAL)
+    except MlflowException as exc:
+        if not is_missing(exc):
+            raise
+        if TAG_PROVISIONAL in client.get_run(run_id).data.tags:  # get_run: the run is there
+            raise
 
 
 def live_rivals(runs: Sequence[Any], mine: str) -> list[Any]:

@@ -1,10 +1,12 @@
 """One run MLflow refuses is nobody else's trouble: it is quarantined with its reason, costs no
 MLflow call while it waits, and flows again after ``trackbridge dead-letters replay``; a
-bystander in another job gets every point meanwhile. Real receivers and a real MLflow server,
+bystander in another job gets every point meanwhile. A transient fault (a lost answer) never
+quarantines a run. Real receivers and a real MLflow server,
 seen through a recording proxy (tests/support/mlflow_proxy.py)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -213,6 +215,44 @@ def test_one_runs_transient_trouble_holds_no_one_else_back(
     mlflow_proxy.fail_runs(None)
     got = wait_finished(mlflow_client, run.run_key, 500)
     assert metric_points(mlflow_client, got.info.run_id, "x") == expected(0, 500)
+    assert writer.close(timeout_s=10) == 0
+
+
+@pytest.mark.timeout(300)
+def test_a_lost_answer_to_the_last_step_of_a_runs_creation_is_not_taken_for_a_missing_run(
+    proxied: ReceiverProcess,
+    mlflow_proxy: MlflowProxy,
+    mlflow_client: Any,
+    job: str,
+    tmp_path: Path,
+) -> None:
+    """MLflow deletes a new run's provisional tag (its creation's last step,
+    server/flush/run_creation.py), then the connection drops before the answer: the retry
+    finds the tag gone (MLflow: RESOURCE_DOES_NOT_EXIST). The run is kept and gets every
+    point. Before the fix it was quarantined as deleted for good with none of its points
+    (what the MLflow-down test under load met when its cut fell on that call)."""
+    seen: set[str] = set()
+
+    def first_keep_of_each_run(method: str, path: str, body: bytes) -> bool:
+        if not path.endswith("/runs/delete-tag") or b"trackbridge.provisional" not in body:
+            return False
+        run_id = str(json.loads(body)["run_id"])
+        first = run_id not in seen
+        seen.add(run_id)
+        return first
+
+    mlflow_proxy.lose_answers(first_keep_of_each_run)
+    writer = writer_for(proxied, "site", job, tmp_path)
+    run = writer.start_run("site")
+    log_points(writer, 0, 200)
+    writer.end_run("FINISHED")
+    got = wait_finished(mlflow_client, run.run_key, 200)
+    assert [json.loads(body)["run_id"] for _, _, body in mlflow_proxy.lost].count(
+        got.info.run_id
+    ) == 1  # its keep's answer was lost
+    assert metric_points(mlflow_client, got.info.run_id, "x") == expected(0, 200)
+    assert "trackbridge.provisional" not in got.data.tags
+    assert quarantined(proxied.data_dir) == []
     assert writer.close(timeout_s=10) == 0
 
 

@@ -2,9 +2,10 @@
 
 It implements the part of ``MlflowClient`` that ``MlflowSink`` and the flusher's helpers call,
 with MLflow's semantics where they matter to the receiver: an identical metric point is stored
-once, a param may be logged again only with the same value, a tag is overwritten, a search
-filters by tags and status. Every call first consults a fault schedule (one action per call, in
-call order; past its end every call succeeds):
+once, a param may be logged again only with the same value, a tag is overwritten, deleting a
+tag the run does not have fails (RESOURCE_DOES_NOT_EXIST), a search filters by tags and status.
+Every call first consults a fault schedule (one action per call, in call order; past its end
+every call succeeds):
 
 - ``ok``: the call is applied and answered;
 - ``fail``: a transient error (MLflow down, 503, a timeout) before anything is applied;
@@ -235,7 +236,16 @@ class FakeMlflow:
         self._act(lambda: self._run(run_id).tags.__setitem__(key, value), run_id)
 
     def delete_tag(self, run_id: str, key: str) -> None:
-        self._act(lambda: self._run(run_id).tags.pop(key, None), run_id)
+        def apply() -> None:
+            run = self._run(run_id)
+            if key not in run.tags:  # as MLflow's stores: so a retried delete fails
+                raise MlflowException(
+                    f"No tag with name: {key} in run with id {run_id}",
+                    error_code=RESOURCE_DOES_NOT_EXIST,
+                )
+            del run.tags[key]
+
+        self._act(apply, run_id)
 
     def log_batch(
         self,

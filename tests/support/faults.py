@@ -20,8 +20,8 @@ STREAM_CLIENT = CLIENTS_DIR / "stream_points.py"
 class TcpProxy:
     """Forwards ``127.0.0.1:port`` to an upstream port on 127.0.0.1.
 
-    ``cut()`` drops every open connection and refuses new ones until ``restore()``: what a
-    client sees when the network between it and the receiver fails.
+    ``cut()`` drops every open connection and, until ``restore()``, closes each new one as
+    soon as it is accepted: what a client sees when the network between it and its peer fails.
     """
 
     def __init__(self, upstream_port: int) -> None:
@@ -43,8 +43,9 @@ class TcpProxy:
         self._drop_all()
 
     def cut(self) -> None:
-        """Drops every connection and refuses new ones."""
-        self._open = False
+        """Drops every connection and closes new ones at once."""
+        with self._lock:  # a connection being made now is either dropped here or closed
+            self._open = False
         self._drop_all()
 
     def has_connections(self) -> bool:
@@ -53,8 +54,9 @@ class TcpProxy:
             return bool(self._sockets)
 
     def restore(self) -> None:
-        """Accepts connections again."""
-        self._open = True
+        """Forwards new connections again."""
+        with self._lock:
+            self._open = True
 
     def close(self) -> None:
         """Stops the proxy (bounded)."""
@@ -90,6 +92,10 @@ class TcpProxy:
                 continue
             upstream.settimeout(None)
             with self._lock:
+                if not self._open:  # cut while it was being made: it must not outlive the cut
+                    client.close()
+                    upstream.close()
+                    continue
                 self._sockets.update((client, upstream))
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()

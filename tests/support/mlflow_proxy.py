@@ -1,8 +1,8 @@
 """An HTTP proxy in front of a real ``mlflow server``: it records every ``log-batch`` call MLflow
 answered (so a test can tell which points were sent twice), can hold one answer back (a call
 that reached MLflow while its caller is killed), can hold one call back before MLflow sees it
-(an MLflow slow to answer), and can fail one run's calls for a while (a run with trouble of
-its own)."""
+(an MLflow slow to answer), can fail one run's calls for a while (a run with trouble of its
+own), and can lose answers (MLflow applied the call, then the connection was cut)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,9 @@ class MlflowProxy:
         self._held_call: tuple[Callable[[bytes], bool], Hold] | None = None
         self._calls_held: list[Hold] = []
         self._fail: Callable[[str], bool] | None = None
+        self._losing: Callable[[str, str, bytes], bool] | None = None
+        self.lost: list[tuple[str, str, bytes]] = []
+        """(method, path, body) of every call whose answer was lost, in order."""
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -106,6 +109,13 @@ class MlflowProxy:
         with self._lock:
             self._fail = failing
 
+    def lose_answers(self, losing: Callable[[str, str, bytes], bool] | None) -> None:
+        """Forwards each call for which ``losing(method, path, body)`` is true (asked in
+        arrival order, under the proxy's lock) to MLflow, then closes the connection without
+        its answer: MLflow applied it, its caller cannot know (None: answer everything)."""
+        with self._lock:
+            self._losing = losing
+
     def accepted_points(self) -> list[tuple[str, tuple[str, float, int, int]]]:
         """(run id, point) of every metric point in calls MLflow accepted, in order."""
         with self._lock:
@@ -143,6 +153,9 @@ class MlflowProxy:
                 self._held_call = None
             else:
                 held = None
+            lose = self._losing is not None and self._losing(handler.command, handler.path, body)
+            if lose:
+                self.lost.append((handler.command, handler.path, body))
         if held is not None:
             held[1].arrived.set()
             held[1].released.wait(HOLD_LIMIT_S)
@@ -161,6 +174,9 @@ class MlflowProxy:
             conn.close()
         if handler.path.split("?")[0].endswith(LOG_BATCH):
             self._record(_logged(body, status))
+        if lose:
+            handler.close_connection = True  # no answer: the caller sees the connection drop
+            return
         _reply(handler, status, data, out_headers)
 
     def _record(self, call: LoggedBatch) -> None:

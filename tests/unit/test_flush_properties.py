@@ -414,6 +414,8 @@ class _Creations(FakeMlflow):
         super().__init__(schedule)
         self.client_creates: list[int] = []
         self.searches: list[tuple[int, str]] = []
+        self.keeps: list[int] = []
+        """When each delete of a provisional tag (a run's keep) came."""
 
     def create_run(
         self,
@@ -435,6 +437,11 @@ class _Creations(FakeMlflow):
     ) -> Any:
         self.searches.append((self.calls, filter_string))
         return super().search_runs(experiment_ids, filter_string, max_results, page_token)
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        if key == "trackbridge.provisional":
+            self.keeps.append(self.calls)
+        super().delete_tag(run_id, key)
 
 
 def _simple(name: str) -> Plan:
@@ -476,3 +483,35 @@ def test_a_fault_at_a_runs_create_run_leaves_the_run_once(
         assert sorted(made) == sorted(p.name for p in plans_)
         for plan in plans_:
             _check(made[plan.name], plan)
+
+
+@pytest.mark.parametrize("count", [1, 2])  # 2: created together (server/flush/batch_creation.py)
+@pytest.mark.parametrize("fault", ["fail", "lost"])
+def test_a_fault_at_a_runs_keep_leaves_the_run_flowing(
+    _fast_clock: SimpleNamespace, count: int, fault: str
+) -> None:
+    """The last step of a run's creation, the delete of its provisional tag, fails or MLflow
+    deletes it and the answer is lost (a connection cut): the next try finds the tag gone,
+    which MLflow answers RESOURCE_DOES_NOT_EXIST. At each keep in turn: every run once, whole,
+    none quarantined as missing."""
+    plans_ = [_simple(f"r{i}") for i in range(count)]
+    dry = _Creations()
+    with tempfile.TemporaryDirectory() as tmp:
+        receiver = _Receiver(Path(tmp) / "queue.db", dry)
+        _run_all(receiver, plans_, _fast_clock)
+        assert receiver.conn is not None
+        receiver.conn.close()
+    assert dry.keeps  # the parent's keep, and each client run's
+    for at in dry.keeps:
+        mlflow = _Creations(["ok"] * at + [fault])
+        with tempfile.TemporaryDirectory() as tmp:
+            receiver = _Receiver(Path(tmp) / "queue.db", mlflow)
+            _run_all(receiver, plans_, _fast_clock)
+            assert receiver.flusher.stats.quarantined_runs == 0
+            assert receiver.conn is not None
+            receiver.conn.close()
+        made = _client_runs(mlflow)
+        assert sorted(made) == sorted(p.name for p in plans_)
+        for plan in plans_:
+            _check(made[plan.name], plan)
+            assert "trackbridge.provisional" not in made[plan.name].tags
