@@ -64,15 +64,29 @@ def _no_process(*_args: object, **_kwargs: object) -> None:
     )
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
-    """The fast tier starts no process: a test not marked slow that tries fails, saying so."""
+def _in_process_only(item: pytest.Item) -> Iterator[None]:
     if item.get_closest_marker("slow") is not None:
         yield
         return
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(subprocess.Popen, "__init__", _no_process)
         yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    """The fast tier starts no process: a test not marked slow that tries (in its fixtures or
+    its body) fails, saying so. Teardown is left alone: a module or session fixture a slow test
+    set up (a server, a PostgreSQL cluster) ends in the teardown of the last test of its scope,
+    which is a fast one where both tiers run in one session (``pytest file.py``); refused, its
+    stop leaked the cluster."""
+    yield from _in_process_only(item)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """As ``pytest_runtest_setup``, for the test's body."""
+    yield from _in_process_only(item)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,10 @@ leaves every write to MLflow's store.
 
 from __future__ import annotations
 
-import sqlalchemy as sa
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 VERIFIED_REVISIONS = frozenset({"dc11669786a5"})
 """MLflow schema revisions (``alembic_version.version_num``) whose tables the bulk writer
@@ -41,6 +44,8 @@ def refusal(engine: sa.Engine) -> str:
     Raises:
         sqlalchemy.exc.OperationalError: The database cannot be reached (ask again later).
     """
+    import sqlalchemy as sa  # here: a receiver whose MLflow is a server never loads it
+
     if engine.dialect.name not in DIALECTS:
         return f"{engine.dialect.name} is not a database it writes"
     with engine.connect() as conn:

@@ -4,6 +4,9 @@ Everything else (experiments, run creation and ends, reads) goes through MLflow'
 with :class:`MlflowSink`. Whether the database may be written is decided once, at start (at
 the first ``log`` if the database could not be reached then), and said in one log line; on any
 doubt every call goes through MLflow's client.
+
+SQLAlchemy and MLflow's table models (~0.7 CPU s of imports) load when a sink first looks at
+a database (``decide``): a receiver whose MLflow is a server never loads them.
 """
 
 from __future__ import annotations
@@ -12,9 +15,8 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-import sqlalchemy as sa
 from mlflow.entities import Param as MlflowParam
 from mlflow.entities import RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
@@ -27,11 +29,12 @@ from bridge.limits import (
     split_log_batch,
 )
 from server.flush.bulk.rows import Point, Row
-from server.flush.bulk.runs import NewRun
-from server.flush.bulk.schema import DIALECTS, dialect_of, refusal
-from server.flush.bulk.writer import BulkWriter, Call, create_engine
+from server.flush.bulk.schema import DIALECTS, dialect_of
 from server.flush.run_tags import TAG_FLUSHED, TAG_HEARD
 from server.flush.sink import MlflowSink, RunRef, RunRequest
+
+if TYPE_CHECKING:
+    from server.flush.bulk.writer import BulkWriter, Call
 
 _logger = logging.getLogger(__name__)
 
@@ -120,6 +123,8 @@ class BulkSink(MlflowSink):
         if writer is None:
             super().mark_heard(run, heard_ms)
             return
+        from server.flush.bulk.writer import Call
+
         writer.log_calls(run.run_id, [Call(tags=[RunTag(TAG_HEARD, str(heard_ms))])])
 
     def together(self, entries: Sequence[Metric | Param | Tag]) -> bool:
@@ -151,11 +156,18 @@ class BulkSink(MlflowSink):
         writer = self._writer if self._decided else self.decide()
         if writer is None:
             return None
+        from server.flush.bulk.runs import NewRun
+
         return writer.create_runs(exp_id, [NewRun(*run) for run in runs])
 
     def decide(self) -> BulkWriter | None:
         """Looks at the database once (its dialect, tables and schema revision) and says
         whether calls go straight into it; None while undecided or when they do not."""
+        import sqlalchemy as sa
+
+        from server.flush.bulk.schema import refusal
+        from server.flush.bulk.writer import BulkWriter, create_engine
+
         with self._deciding:
             if self._decided:
                 return self._writer
@@ -220,6 +232,8 @@ def _names_run(chunk: LogBatchChunk) -> bool:
 
 
 def _call(chunk: LogBatchChunk, progress: str) -> Call:
+    from server.flush.bulk.writer import Call
+
     tags = [RunTag(t.key, t.value) for t in chunk.tags]
     if progress:
         tags.append(RunTag(TAG_FLUSHED, progress))
