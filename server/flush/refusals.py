@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import sys
 from dataclasses import dataclass
 
 from mlflow.exceptions import MlflowException, RestException
-from sqlalchemy import exc as sa_exc
 
 RESOURCE_DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
 _NOT_ACTIVE_EXPERIMENT = re.compile(r"experiment (?:with ID )?'?(\d+)'? must be in the 'active'")
@@ -33,10 +33,18 @@ def is_permanent(exc: BaseException) -> bool:
         status: int = exc.get_http_status_code()  # type: ignore[no-untyped-call]
         return exc.error_code in _PERMANENT_CODES and status != 429 and status < 500
     if isinstance(exc, MlflowException):
-        if isinstance(exc.__cause__, sqlite3.OperationalError | sa_exc.TimeoutError):
+        if isinstance(exc.__cause__, sqlite3.OperationalError) or _pool_timeout(exc.__cause__):
             return False  # "database is locked" and friends; no connection free in its pool
         return exc.error_code in _PERMANENT_CODES
     return False
+
+
+def _pool_timeout(cause: BaseException | None) -> bool:
+    """SQLAlchemy's "no connection free in the pool in time" (MLflow's own store raises it as
+    BAD_REQUEST). Told by its type's module and name: SQLAlchemy is loaded only where MLflow is
+    a database (server/flush/bulk/sink.py), and is in ``sys.modules`` wherever it raised."""
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    return sa_exc is not None and isinstance(cause, sa_exc.TimeoutError)
 
 
 class RunRefused(Exception):
