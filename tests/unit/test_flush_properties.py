@@ -36,7 +36,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.convert import batch_to_proto
-from bridge.events import Event, EventBatch, Metric, Param, RunEnd, RunStart, RunStatus, Tag
+from bridge.events import (
+    DeleteTag,
+    Event,
+    EventBatch,
+    Metric,
+    Param,
+    RunEnd,
+    RunStart,
+    RunStatus,
+    Tag,
+)
 from server.flush import backoff, flusher, outcomes, pool, retry
 from server.flush.flusher import Flusher
 from server.flush.sink import MlflowSink
@@ -89,8 +99,16 @@ def plans(draw: st.DrawFn, name: str) -> Plan:
                enumerate(values)]  # fmt: skip
     for i in range(draw(st.integers(0, 3))):
         events.insert(draw(st.integers(1, len(events))), Param(f"p{i}", f"v{i}"))
+    # Tags set and deleted, in that order (a client deletes only what it set).
+    changes: list[Event] = []
     for i in range(draw(st.integers(0, 3))):
-        events.insert(draw(st.integers(1, len(events))), Tag("t", f"v{i}"))
+        changes.append(Tag("t", f"v{i}"))
+        if draw(st.booleans()):
+            changes.append(DeleteTag("t"))
+    at = sorted(draw(st.lists(st.integers(1, len(events)), min_size=len(changes),
+                              max_size=len(changes))))  # fmt: skip
+    for offset, (index, change) in enumerate(zip(at, changes, strict=True)):
+        events.insert(index + offset, change)
     status = draw(st.sampled_from([RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED]))
     events.append(RunEnd(status, 5000))
     cuts = sorted(draw(st.sets(st.integers(1, len(events) - 1), max_size=4)))
@@ -209,9 +227,11 @@ def _check(run: FakeRun, plan: Plan) -> None:
     assert run.metrics == distinct  # none missing, none doubled, first stored in client order
     params = {e.key: e.value for e in plan.events if isinstance(e, Param)}
     assert run.params == params
-    tags = [e.value for e in plan.events if isinstance(e, Tag)]
-    if tags:
-        assert run.tags["t"] == tags[-1]
+    changes = [e for e in plan.events if isinstance(e, Tag | DeleteTag)]
+    if changes and isinstance(changes[-1], Tag):
+        assert run.tags["t"] == changes[-1].value
+    elif changes:
+        assert "t" not in run.tags
     assert run.status == plan.status.value
     assert run.end_time == 5000
 
