@@ -14,22 +14,16 @@ Each case: the run once, whole, ended, in the experiment its start chose.
 
 from __future__ import annotations
 
-import sqlite3
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from bridge.convert import batch_to_proto
 from bridge.events import Event, EventBatch, Metric, RunEnd, RunStart, RunStatus
-from server.flush import backoff, flusher, outcomes, retry
-from server.flush.flusher import Flusher
-from server.flush.sink import MlflowSink
-from server.queue.sqlite import Backlog, Queue, connect
-from tests.support.fake_mlflow import FakeMlflow, FakeRun, Killed
+from server.flush import backoff
+from tests.support.fake_mlflow import FakeMlflow, FakeRun
+from tests.support.queued_flusher import QueuedFlusher, fast_clock
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -39,63 +33,10 @@ MAX_CYCLES = 40
 """Cycles a case may take to write everything (far more than any needs)."""
 
 
-class _Receiver:
-    """A receiver's flusher over a queue file and a (fake) MLflow; a kill abandons it."""
-
-    def __init__(self, path: Path, mlflow: FakeMlflow) -> None:
-        self.path = path
-        self.mlflow = mlflow
-        self.conn: sqlite3.Connection | None = None
-        self.flusher = self._start()
-        self.restarts = 0
-
-    def _start(self) -> Flusher:
-        self.conn = connect(self.path)
-        sink = MlflowSink("http://127.0.0.1:9", receiver_id="receiver-1")
-        sink._client = self.mlflow  # type: ignore[assignment]
-        made = Flusher(
-            Queue(self.conn), sink, interval_s=1.0, on_run=lambda *_: None,
-            backlog=Backlog(0), last_seen={}, lease_s=600.0, receiver_id="receiver-1",
-        )  # fmt: skip
-        made._creator._threads = 1  # creation in call order, so that a case replays
-        return made
-
-    def store(self, batch: EventBatch) -> None:
-        payload = batch_to_proto(batch).SerializeToString()
-        last = batch.first_seq + len(batch.events) - 1
-        assert self.conn is not None
-        Queue(self.conn).store([(batch.run_key, "site", JOB, batch.first_seq, last, payload)])
-        self.flusher.stored(batch.run_key, len(batch.events))
-
-    def cycle(self) -> None:
-        try:
-            self.flusher._cycle(False)
-        except Killed:
-            assert self.conn is not None
-            self.conn.close()  # an open transaction rolls back, as it would on a kill
-            self.mlflow.revive()
-            self.restarts += 1
-            self.flusher = self._start()
-        except Exception:  # noqa: S110 - the loop counts it and goes on (server/flush/flusher.py)
-            pass
-
-    def left(self) -> int:
-        assert self.conn is not None
-        return Queue(self.conn).flushable_count()
-
-
 @pytest.fixture(autouse=True)
-def _fast_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
+def _fast_clock(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     """Every backoff has passed by the next cycle; no call is retried in place."""
-    clock = SimpleNamespace(ahead_s=0.0)
-    fake_time = SimpleNamespace(
-        monotonic=lambda: time.monotonic() + clock.ahead_s, perf_counter=time.perf_counter
-    )
-    monkeypatch.setattr(flusher, "time", fake_time)
-    monkeypatch.setattr(backoff, "time", fake_time)
-    monkeypatch.setattr(outcomes, "time", fake_time)
-    monkeypatch.setattr(retry, "RETRY_WINDOW_S", -1.0)
-    yield clock
+    return fast_clock(monkeypatch)
 
 
 def _batches(name: str, experiment: str, experiment_id: str) -> tuple[EventBatch, EventBatch]:
@@ -131,7 +72,7 @@ def _play(
     after the first cycle; ``warm``: an earlier run of the job was written first (its parent
     run exists). Returns MLflow and the run."""
     mlflow = _Counting()
-    receiver = _Receiver(tmp / "queue.db", mlflow)
+    receiver = QueuedFlusher(tmp / "queue.db", mlflow)
     if warm:
         for batch in _batches("earlier", "earlier-experiment", ""):
             receiver.store(batch)
@@ -149,8 +90,7 @@ def _play(
     if late:
         receiver.store(rest)
     _drain(receiver, clock)
-    assert receiver.conn is not None
-    receiver.conn.close()
+    receiver.close()
     if mlflow.first_log_batch is not None:
         mlflow.first_log_batch -= first_call
     runs = [
@@ -161,7 +101,7 @@ def _play(
     return mlflow, runs[0]
 
 
-def _drain(receiver: _Receiver, clock: SimpleNamespace) -> None:
+def _drain(receiver: QueuedFlusher, clock: SimpleNamespace) -> None:
     for _ in range(MAX_CYCLES):
         receiver.cycle()
         clock.ahead_s += backoff.BACKOFF_MAX_S * 1.3

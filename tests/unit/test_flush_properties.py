@@ -22,9 +22,7 @@ same ones; under a minute on a busy 2-core box.
 from __future__ import annotations
 
 import itertools
-import sqlite3
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +33,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.convert import batch_to_proto
 from bridge.events import (
     DeleteTag,
     Event,
@@ -47,11 +44,10 @@ from bridge.events import (
     RunStatus,
     Tag,
 )
-from server.flush import backoff, flusher, outcomes, pool, retry
-from server.flush.flusher import Flusher
-from server.flush.sink import MlflowSink
-from server.queue.sqlite import Backlog, Queue, connect
-from tests.support.fake_mlflow import ACTIONS, FakeMlflow, FakeRun, Killed
+from server.flush import backoff, pool
+from server.queue.sqlite import Queue
+from tests.support.fake_mlflow import ACTIONS, FakeMlflow, FakeRun
+from tests.support.queued_flusher import QueuedFlusher, fast_clock
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -135,75 +131,13 @@ def _few_kills(schedule: list[str], most: int) -> list[str]:
     return out
 
 
-class _Receiver:
-    """A receiver's flusher over a queue file and a (fake) MLflow; restartable."""
-
-    def __init__(
-        self, path: Path, mlflow: FakeMlflow, interval_s: float = 1.0, alone: bool = False
-    ) -> None:
-        self.path = path
-        self.interval_s = interval_s
-        self.alone = alone
-        self.mlflow = mlflow
-        self.conn: sqlite3.Connection | None = None
-        self.flusher = self._start()
-
-    def _start(self) -> Flusher:
-        self.conn = connect(self.path)
-        sink = MlflowSink("http://127.0.0.1:9", receiver_id="receiver-1")
-        sink._client = self.mlflow  # type: ignore[assignment]
-        made = Flusher(
-            Queue(self.conn), sink, interval_s=self.interval_s, on_run=lambda *_: None,
-            backlog=Backlog(0), last_seen={}, lease_s=600.0, receiver_id="receiver-1",
-            alone=self.alone,
-        )  # fmt: skip
-        made._creator._threads = 1  # creation in call order, so that a schedule replays
-        return made
-
-    def restart(self) -> None:
-        """A kill -9 at a call boundary: what the queue committed stays, memory is lost."""
-        assert self.conn is not None
-        self.conn.close()  # an open transaction rolls back, as it would on a kill
-        self.mlflow.revive()
-        self.flusher = self._start()
-
-    def store(self, batch: EventBatch) -> None:
-        payload = batch_to_proto(batch).SerializeToString()
-        last = batch.first_seq + len(batch.events) - 1
-        assert self.conn is not None
-        Queue(self.conn).store([(batch.run_key, "site", JOB, batch.first_seq, last, payload)])
-        self.flusher.stored(batch.run_key, len(batch.events))  # as the ingest thread tells it
-
-    def cycle(self) -> bool:
-        """One cycle as the flusher's loop runs it; True when work is left."""
-        try:
-            return self.flusher._cycle(False)
-        except Killed:
-            self.restart()
-            return True
-        except Exception:  # the loop counts it and goes on (server/flush/flusher.py)
-            return True
-
-    def left(self) -> int:
-        assert self.conn is not None
-        return Queue(self.conn).flushable_count()
-
-
 @pytest.fixture(autouse=True)
-def _fast_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
+def _fast_clock(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     """Every backoff and pause has passed by the next cycle; no call is retried in place."""
-    clock = SimpleNamespace(ahead_s=0.0)  # the flusher's clock runs ahead of the real one
-    fake_time = SimpleNamespace(
-        monotonic=lambda: time.monotonic() + clock.ahead_s, perf_counter=time.perf_counter
-    )
-    monkeypatch.setattr(flusher, "time", fake_time)
-    monkeypatch.setattr(backoff, "time", fake_time)
-    monkeypatch.setattr(outcomes, "time", fake_time)
-    monkeypatch.setattr(retry, "RETRY_WINDOW_S", -1.0)
-    yield clock
+    return fast_clock(monkeypatch)
 
 
-def _run_all(receiver: _Receiver, runs: list[Plan], clock: SimpleNamespace) -> int:
+def _run_all(receiver: QueuedFlusher, runs: list[Plan], clock: SimpleNamespace) -> int:
     """Stores each batch at its cycle and cycles until nothing is left; returns the cycles."""
     arriving = sorted(
         ((at, i, b) for p in runs for i, (at, b) in enumerate(p.batches())), key=lambda x: x[0]
@@ -257,11 +191,10 @@ def test_every_event_reaches_mlflow_once_in_order_under_any_schedule(
     no look: its queue mark, set before each create_run, makes the next try look first."""
     mlflow = FakeMlflow(schedule)
     with tempfile.TemporaryDirectory() as tmp:
-        receiver = _Receiver(Path(tmp) / "queue.db", mlflow, alone=alone)
+        receiver = QueuedFlusher(Path(tmp) / "queue.db", mlflow, alone=alone)
         _run_all(receiver, list(runs), _fast_clock)
         assert receiver.flusher.stats.dead_letters == 0
-        assert receiver.conn is not None
-        receiver.conn.close()
+        receiver.close()
     made = _client_runs(mlflow)
     assert sorted(made) == sorted(p.name for p in runs)
     for plan in runs:
@@ -276,7 +209,7 @@ def test_a_run_that_always_fails_delays_no_other_run(
     mlflow = FakeMlflow(schedule, bad_runs=frozenset({"bad"}))
     others = [p for p in runs if p.name != "bad"]
     with tempfile.TemporaryDirectory() as tmp:
-        receiver = _Receiver(Path(tmp) / "queue.db", mlflow)
+        receiver = QueuedFlusher(Path(tmp) / "queue.db", mlflow)
         arriving = sorted(((at, b) for p in runs for at, b in p.batches()), key=lambda x: x[0])
         for cycle in range(MAX_CYCLES):
             while arriving and arriving[0][0] <= cycle:
@@ -290,8 +223,7 @@ def test_a_run_that_always_fails_delays_no_other_run(
                 break
         else:
             raise AssertionError(f"the others not written in {MAX_CYCLES} cycles")
-        assert receiver.conn is not None
-        receiver.conn.close()
+        receiver.close()
     for plan in others:
         _check(made[plan.name], plan)
 
@@ -306,7 +238,7 @@ def test_stop_returns_within_its_deadline_and_drains_under_any_schedule(
     mlflow = FakeMlflow(["fail" if a.startswith("kill") else a for a in schedule])
     with tempfile.TemporaryDirectory() as tmp:
         # A cycle that failed while stopping waits an interval before the next one.
-        receiver = _Receiver(Path(tmp) / "queue.db", mlflow, interval_s=0.02)
+        receiver = QueuedFlusher(Path(tmp) / "queue.db", mlflow, interval_s=0.02)
         for plan in runs:
             for _, batch in plan.batches():
                 receiver.store(batch)
@@ -314,8 +246,7 @@ def test_stop_returns_within_its_deadline_and_drains_under_any_schedule(
         # stop() joins with its deadline: True means the thread ended in time, drained.
         drained = receiver.flusher.stop(30.0)
         assert drained and not receiver.flusher.running
-        assert receiver.conn is not None
-        receiver.conn.close()
+        receiver.close()
     made = _client_runs(mlflow)
     for plan in runs:
         _check(made[plan.name], plan)
@@ -390,7 +321,7 @@ def test_a_huge_batch_delays_no_other_run_beyond_one_slice(
     arrivals.sort(key=lambda a: a[0])
     arrived: dict[tuple[str, int], int] = {}  # (run, last step) -> timeline position at arrival
     with tempfile.TemporaryDirectory() as tmp:
-        receiver = _Receiver(Path(tmp) / "queue.db", mlflow)
+        receiver = QueuedFlusher(Path(tmp) / "queue.db", mlflow)
         receiver.store(EventBatch("site", JOB, "huge", 1, tuple(events)))
 
         def arrive(moment: int) -> None:
@@ -409,8 +340,7 @@ def test_a_huge_batch_delays_no_other_run_beyond_one_slice(
                 break
         else:
             raise AssertionError(f"not written in {MAX_CYCLES} cycles")
-        assert receiver.conn is not None
-        receiver.conn.close()
+        receiver.close()
     for (name, step), start in arrived.items():
         end = next(i for i, (n, _, s) in enumerate(mlflow.timeline)
                    if n == name and (s >= step if step >= 0 else s == -2))  # fmt: skip
@@ -482,12 +412,11 @@ def test_a_fault_at_a_runs_create_run_leaves_the_run_once(
     plans_ = [_simple(f"r{i}") for i in range(count)]
     dry = _Creations()
     with tempfile.TemporaryDirectory() as tmp:
-        receiver = _Receiver(Path(tmp) / "queue.db", dry, alone=alone)
+        receiver = QueuedFlusher(Path(tmp) / "queue.db", dry, alone=alone)
         _run_all(receiver, plans_, _fast_clock)
-        assert receiver.conn is not None
-        marks = [Queue(receiver.conn).run(p.name) for p in plans_]
+        marks = [Queue(receiver.connection).run(p.name) for p in plans_]
         assert all(m is not None and m.create_tried for m in marks)
-        receiver.conn.close()
+        receiver.close()
     assert len(dry.client_creates) == count
     first = dry.client_creates[0]
     looked = [f for at, f in dry.searches if at < first and ("run_key" in f or "'client'" in f)]
@@ -495,10 +424,9 @@ def test_a_fault_at_a_runs_create_run_leaves_the_run_once(
     for at in dry.client_creates:
         mlflow = _Creations(["ok"] * at + [fault])
         with tempfile.TemporaryDirectory() as tmp:
-            receiver = _Receiver(Path(tmp) / "queue.db", mlflow, alone=alone)
+            receiver = QueuedFlusher(Path(tmp) / "queue.db", mlflow, alone=alone)
             _run_all(receiver, plans_, _fast_clock)
-            assert receiver.conn is not None
-            receiver.conn.close()
+            receiver.close()
         made = _client_runs(mlflow)
         assert sorted(made) == sorted(p.name for p in plans_)
         for plan in plans_:
@@ -517,19 +445,17 @@ def test_a_fault_at_a_runs_keep_leaves_the_run_flowing(
     plans_ = [_simple(f"r{i}") for i in range(count)]
     dry = _Creations()
     with tempfile.TemporaryDirectory() as tmp:
-        receiver = _Receiver(Path(tmp) / "queue.db", dry)
+        receiver = QueuedFlusher(Path(tmp) / "queue.db", dry)
         _run_all(receiver, plans_, _fast_clock)
-        assert receiver.conn is not None
-        receiver.conn.close()
+        receiver.close()
     assert dry.keeps  # the parent's keep, and each client run's
     for at in dry.keeps:
         mlflow = _Creations(["ok"] * at + [fault])
         with tempfile.TemporaryDirectory() as tmp:
-            receiver = _Receiver(Path(tmp) / "queue.db", mlflow)
+            receiver = QueuedFlusher(Path(tmp) / "queue.db", mlflow)
             _run_all(receiver, plans_, _fast_clock)
             assert receiver.flusher.stats.quarantined_runs == 0
-            assert receiver.conn is not None
-            receiver.conn.close()
+            receiver.close()
         made = _client_runs(mlflow)
         assert sorted(made) == sorted(p.name for p in plans_)
         for plan in plans_:
