@@ -30,6 +30,7 @@ from mlflow.tracking import MlflowClient
 
 from bridge.pb.v1 import artifacts_pb2, tracking_pb2, tracking_pb2_grpc
 from bridge.protocol import ARTIFACT_CHUNK_BYTES, AUTHORIZATION_KEY
+from bridge.secret import redact_text
 from server.artifacts.access import artifact_repository
 from server.ingest.backend import IngestBackend
 from server.security.auth import Authenticator, Refused, shown
@@ -280,7 +281,8 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
                 failing_for = None if failing_since is None else now - failing_since
                 why = stop_waiting(now - start, failing_for, limit)
                 if why:
-                    why = f"{why}: {error[:300]}" if error else why
+                    # Redacted before it is cut: a cut password would escape the log's filter.
+                    why = f"{why}: {redact_text(error)[:300]}" if error else why
                     _logger.warning(
                         "client %s reads before its last %d runs' events reached MLflow"
                         " (waited %.0f s, %s): answering with what MLflow has",
