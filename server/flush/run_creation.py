@@ -232,17 +232,21 @@ def _look(
 
 
 def keep(client: MlflowClient, run_id: str) -> None:
-    """Marks a run created provisional as the one in use (the last step of creating it).
+    """Marks a run created provisional as the one in use (the last step of creating it)."""
+    delete_tag_once(client, run_id, TAG_PROVISIONAL)
 
-    Idempotent: MLflow refuses to delete a tag the run no longer has (RESOURCE_DOES_NOT_EXIST),
-    which is what a retry meets when an earlier try's answer was lost (a connection cut after
-    MLflow deleted the tag); the run is kept then. A run MLflow does not have still raises."""
+
+def delete_tag_once(client: MlflowClient, run_id: str, key: str) -> None:
+    """Deletes a run's tag; idempotent. MLflow refuses to delete a tag the run no longer has
+    (RESOURCE_DOES_NOT_EXIST), which is what a retry meets when an earlier try's answer was
+    lost (a connection cut after MLflow deleted the tag): the tag is gone, as asked. A run
+    MLflow does not have still raises."""
     try:
-        client.delete_tag(run_id, TAG_PROVISIONAL)
+        client.delete_tag(run_id, key)
     except MlflowException as exc:
         if not is_missing(exc):
             raise
-        if TAG_PROVISIONAL in client.get_run(run_id).data.tags:  # get_run: the run is there
+        if key in client.get_run(run_id).data.tags:  # get_run: the run is there
             raise
 
 

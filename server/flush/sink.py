@@ -21,6 +21,7 @@ from server.flush.run_creation import (
     CreationMark,
     RunNotCreated,
     create_once,
+    delete_tag_once,
     keep,
     matching,
     other_experiment_ids,
@@ -309,8 +310,8 @@ class MlflowSink:
         return str(found.info.status), int(heard) if heard.isdigit() else 0
 
     def delete_tag(self, run_id: str, key: str) -> None:
-        """Deletes a tag of a run."""
-        self._client.delete_tag(run_id, key)
+        """Deletes a tag of a run (a retry after a lost answer finds it gone: done)."""
+        delete_tag_once(self._client, run_id, key)
 
     def resume_run(self, run: RunRef, job: str) -> None:
         """Sets a run that was ended (e.g. KILLED by its lease) RUNNING again."""

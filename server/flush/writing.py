@@ -230,14 +230,8 @@ class RunWriter:
             if not is_permanent(exc):
                 raise
             probes.explain_run(self._sink.client, self._retrying, run_key, ref, exc)
-            if is_missing(exc) and key not in self._tags(ref.run_id):
-                return []  # gone already: a retry after MLflow deleted it and the answer was lost
             return [self._dead_letter(run_key, record, item, message(exc))]
         return []
-
-    def _tags(self, run_id: str) -> dict[str, str]:
-        run = self._retrying(self._sink.client.get_run, run_id)
-        return dict(run.data.tags)
 
     def _write(self, run_key: str, record: RunRecord, read: Read, entries: Slice) -> None:
         if not entries:
