@@ -24,6 +24,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -113,26 +114,62 @@ def receiver(
         background.stop()
 
 
-def _client(script: str, tmp_path: Path, port: int, job: str) -> subprocess.Popen[str]:
-    """A zero-code MLflow script through the receiver on ``port``, in a process of its own."""
-    path = tmp_path / "client.py"
-    path.write_text(script)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRACKBRIDGE_"))}
-    env.update(
-        MLFLOW_TRACKING_URI=f"trackbridge://127.0.0.1:{port}",
-        TRACKBRIDGE_JOB=job,
-        TRACKBRIDGE_CLIENT_ID="reader",
-        TRACKBRIDGE_SPOOL_DIR=str(tmp_path / "spool"),
-        PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2]), env.get("PYTHONPATH", "")]),
-    )
-    return subprocess.Popen(
-        [sys.executable, str(path), job],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+class _Script:
+    """A zero-code MLflow script through the receiver on ``port``, in a process of its own,
+    that prints one JSON line each time it has something to say; killed on leaving ``with``
+    if it has not ended."""
+
+    def __init__(self, script: str, tmp_path: Path, port: int, job: str) -> None:
+        path = tmp_path / "client.py"
+        path.write_text(script)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRACKBRIDGE_"))}
+        env.update(
+            MLFLOW_TRACKING_URI=f"trackbridge://127.0.0.1:{port}",
+            TRACKBRIDGE_JOB=job,
+            TRACKBRIDGE_CLIENT_ID="reader",
+            TRACKBRIDGE_SPOOL_DIR=str(tmp_path / "spool"),
+            PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2]), env.get("PYTHONPATH", "")]),
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, str(path), job],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def answer(self) -> dict[str, Any]:
+        """The script's next line; fails with its stderr if it ended without one."""
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            _out, err = self.proc.communicate(timeout=60)
+            raise AssertionError(f"the script ended without answering:\n{err}")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def say(self, line: str) -> dict[str, Any]:
+        """Tells the script to go on; its next line."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{line}\n")
+        self.proc.stdin.flush()
+        return self.answer()
+
+    def finish(self) -> str:
+        """Waits for the script's end; what it printed since its last answer. Fails with its
+        stderr if it failed."""
+        out, err = self.proc.communicate(timeout=120)
+        assert self.proc.returncode == 0, err
+        return out
+
+    def __enter__(self) -> _Script:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate(timeout=10)  # waits, and closes its pipes
 
 
 @pytest.mark.parametrize("moment", ["set_aside", "retrying"])
@@ -156,28 +193,17 @@ def test_a_read_does_not_wait_for_an_upload_set_aside_or_retried(
         job, artifact_location=(blocker / "artifacts").as_uri()
     )
     r = receiver.receiver
-    client = _client(SCRIPT, tmp_path, r.port, job)
-    try:
-        assert client.stdout is not None and client.stdin is not None
-        run_id = json.loads(client.stdout.readline() or "{}").get("run_id")
-        assert run_id, client.stderr.read() if client.stderr else ""
-        uploader = r.artifacts.uploader if r.artifacts is not None else None
-        assert uploader is not None
+    uploader = r.artifacts.uploader if r.artifacts is not None else None
+    assert uploader is not None
+    with _Script(SCRIPT, tmp_path, r.port, job) as script:
+        run_id = script.answer()["run_id"]
         if moment == "retrying":
             wait_until(lambda: uploader.retrying == 1, 60, what="the upload to be retried")
         else:
             wait_until(lambda: uploader.set_aside == 1, 60, what="the artifact to be set aside")
-
         caplog.set_level(logging.WARNING, logger="server.tracking.service")
-        client.stdin.write("read\n")
-        client.stdin.flush()
-        answer = json.loads(client.stdout.readline() or "{}")
-        _out, err = client.communicate(timeout=60)
-    finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait(timeout=10)
-    assert client.returncode == 0, err
+        answer = script.say("read")
+        script.finish()
     # The read has the run's data, and it did not sit out its read-your-writes bound.
     assert answer == {"params": {"alpha": "0.5"}, "id": run_id}
     assert not [rec for rec in caplog.records if "reads before" in rec.getMessage()]
@@ -210,31 +236,26 @@ def test_a_read_waits_for_its_writes_while_mlflow_is_slow_to_take_them(
     hold = proxy.hold_call(lambda body: b'"alpha"' in body)
     background = _background(tmp_path / "data", proxy.uri)
     background.start()
-    client = None
     try:
         r = background.receiver
         caplog.set_level(logging.WARNING, logger="server.tracking.service")
-        client = proc = _client(SLOW_SCRIPT, tmp_path, r.port, job)
-        wait_until(hold.arrived.is_set, 120, what="the param's call to reach the proxy")
-        tracking = r.tracking
-        assert tracking is not None
-        wait_until(
-            lambda: tracking.waiting == 1 or proc.poll() is not None,
-            120,
-            what="the read to wait for the param (or the script to end)",
-        )
-        assert proc.poll() is None, "the read was answered before its write reached MLflow"
-        hold.release()
-        out, err = proc.communicate(timeout=120)
+        with _Script(SLOW_SCRIPT, tmp_path, r.port, job) as script:
+            wait_until(hold.arrived.is_set, 120, what="the param's call to reach the proxy")
+            tracking = r.tracking
+            assert tracking is not None
+            proc = script.proc
+            wait_until(
+                lambda: tracking.waiting == 1 or proc.poll() is not None,
+                120,
+                what="the read to wait for the param (or the script to end)",
+            )
+            assert proc.poll() is None, "the read was answered before its write reached MLflow"
+            hold.release()
+            out = script.finish()
     finally:
         hold.release()
-        if client is not None:
-            if client.poll() is None:
-                client.kill()
-            client.communicate(timeout=10)  # waits, and closes its pipes
         background.stop()
         proxy.close()
-    assert client.returncode == 0, err
     assert json.loads(out)["params"] == {"alpha": "0.5"}
     assert not [rec for rec in caplog.records if "reads before" in rec.getMessage()]
 
@@ -250,24 +271,14 @@ def test_a_read_does_not_wait_for_what_a_quarantined_run_holds(
     restores and replays it): a read answers with what MLflow has, at once, instead of waiting
     for events that cannot reach MLflow until then."""
     r = receiver.receiver
-    proc = _client(HELD_SCRIPT, tmp_path, r.port, job)
-    try:
-        assert proc.stdout is not None and proc.stdin is not None
-        run_id = json.loads(proc.stdout.readline() or "{}").get("run_id")
-        assert run_id, proc.stderr.read() if proc.stderr else ""
+    with _Script(HELD_SCRIPT, tmp_path, r.port, job) as script:
+        run_id = script.answer()["run_id"]
         direct = MlflowClient(mlflow_server.uri)
         wait_until(lambda: direct.get_run(run_id).data.params, 60, what="the first param")
         direct.delete_run(run_id)  # in the MLflow UI, while its client runs
         caplog.set_level(logging.WARNING, logger="server.tracking.service")
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-        answer = json.loads(proc.stdout.readline() or "{}")
-        _out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)
-    assert proc.returncode == 0, err
+        answer = script.say("go")
+        script.finish()
     assert answer == {"params": {"alpha": "0.5"}, "stage": "deleted"}
     status = read_status(r.config.data_dir)
     assert [q["client_id"] for q in status["quarantined_runs"]] == ["reader"], status
