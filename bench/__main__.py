@@ -99,6 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sizes.add_argument("--linger-clients", type=positive_int, help="many clients in linger (1000)")
     sizes.add_argument("--linger-rate", type=positive_float, help="points/s of each of them (10)")
+    sizes.add_argument(
+        "--mlflow-workers",
+        type=positive_int,
+        help="mlflow server --workers for the benchmark's MLflow (MLflow's own default: 4)",
+    )
     args = p.parse_args(argv)
     if args.only == ():
         p.error(f"--only takes a comma-separated list of sections, of: {_SECTIONS_TEXT}")
@@ -139,6 +144,7 @@ def _options(args: argparse.Namespace) -> BenchOptions:
         parallel_workers=args.parallel_workers,
         linger_clients=args.linger_clients,
         linger_rate=args.linger_rate,
+        mlflow_workers=args.mlflow_workers,
         sections=args.only,
         json_path=args.json,
         png_path=args.png,

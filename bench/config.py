@@ -92,6 +92,9 @@ class BenchOptions:
     """The many clients of section linger (beside ``fresh_clients`` at ``fresh_rate``)."""
     linger_rate: float = 10.0
     """Points per second each of them logs."""
+    mlflow_workers: int | None = None
+    """The benchmark's ``mlflow server --workers``; unset, MLflow's own default (4), as its
+    users start it."""
     sections: tuple[str, ...] = tuple(s for s in SECTIONS if s not in FLEET_SECTIONS)
     """The sections to run."""
     json_path: Path = Path("bench-results.json")

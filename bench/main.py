@@ -131,7 +131,8 @@ def _measure(ctx: BenchContext, results: Results) -> None:
         "fleet_queue",
         "script_wall",
     }:
-        mlflow_child, uri = start_mlflow_server(ctx.procs, ctx.work_dir)
+        workers = ctx.options.mlflow_workers
+        mlflow_child, uri = start_mlflow_server(ctx.procs, ctx.work_dir, workers)
         ctx = dataclasses.replace(ctx, mlflow_uri=uri)
     waits = {}
     if wanted & {"latency", "ingest", "system_metrics"}:

@@ -280,8 +280,11 @@ def mlflow_store(work_dir: Path) -> Path:
     return (work_dir / "mlflow.db").resolve()
 
 
-def start_mlflow_server(procs: Processes, work_dir: Path) -> tuple[Child, str]:
-    """Starts ``mlflow server --workers 1`` on a fresh SQLite file; see :func:`wait_http`."""
+def start_mlflow_server(
+    procs: Processes, work_dir: Path, workers: int | None = None
+) -> tuple[Child, str]:
+    """Starts ``mlflow server`` on a fresh SQLite file, with ``workers`` worker processes
+    (unset: MLflow's own default); see :func:`wait_http`."""
     port = free_port()
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     argv = [
@@ -289,8 +292,7 @@ def start_mlflow_server(procs: Processes, work_dir: Path) -> tuple[Child, str]:
         "-m",
         "mlflow",
         "server",
-        "--workers",
-        "1",
+        *(("--workers", str(workers)) if workers else ()),
         "--backend-store-uri",
         f"sqlite:///{mlflow_store(work_dir)}",
         "--default-artifact-root",

@@ -294,7 +294,8 @@ def format_table(results: Results) -> str:
     lines = [
         f"trackbridge bench ({'quick' if results['quick'] else 'full'}): {m['cpus']} CPUs, "
         f"Python {m['python']}, mlflow {m['mlflow']}, grpcio {m['grpcio']}; "
-        f"{results['duration_s']:.0f} s",
+        f"{results['duration_s']:.0f} s; mlflow server --workers "
+        f"{results['options'].get('mlflow_workers') or '4 (its default)'}",
     ]
     for name, title in _TITLES.items():
         if name not in results:

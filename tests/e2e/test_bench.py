@@ -36,6 +36,7 @@ SMALL = (
     "--recovery-runs", "2", "--recovery-points", "500",
     "--job-start-clients", "10", "--linger-clients", "10", "--parallel-clients", "2",
     "--script-runs", "5",
+    "--mlflow-workers", "1",  # MLflow's default 4 would start 4 server processes on CI's 2 cores
 )  # fmt: skip
 
 # Section -> figures (dotted paths) that must be finite numbers.
@@ -128,7 +129,9 @@ def test_bench_sweep_quick_measures_every_point(tmp_path: Path) -> None:
 
     json_path = tmp_path / "sweep.json"
     mark = uuid.uuid4().hex
-    done = _run_bench(tmp_path, mark, "--sweep", "--quick", "--json", str(json_path))
+    done = _run_bench(
+        tmp_path, mark, "--sweep", "--quick", "--mlflow-workers", "1", "--json", str(json_path)
+    )
 
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-3000:]}"
     rows = json.loads(json_path.read_text())["rows"]
