@@ -7,6 +7,7 @@ Everything runs for real on 127.0.0.1: the MLflow server (sqlite backend in a te
 
 from __future__ import annotations
 
+import platform
 import re
 import subprocess
 import uuid
@@ -68,6 +69,11 @@ def _in_process_only(item: pytest.Item) -> Iterator[None]:
     if item.get_closest_marker("slow") is not None:
         yield
         return
+    # Python's platform module runs `uname -p` once per process and caches it; MLflow asks for
+    # it on first use (its telemetry). Asked here first, so that a fast test that happens to be
+    # the first to load that part of MLflow (a file run alone) is not taken for one starting a
+    # process.
+    platform.platform()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(subprocess.Popen, "__init__", _no_process)
         yield
