@@ -324,6 +324,7 @@ def test_compose_stack_has_its_parts_wired_together() -> None:
 
     service, config, shutdown_s = _receiver_service(compose)
     assert config.effective_tracking_uri == f"http://mlflow:{mlflow_port}"
+    assert config.alone  # the stack's MLflow has this one receiver: one call per new run
     assert service["depends_on"]["mlflow"]["condition"] == "service_healthy"
     env = service["environment"]
     # the receiver logs in as its own MLflow user, which the one-shot mlflow-user makes first
@@ -357,6 +358,7 @@ def test_compose_tls_override_serves_tls_with_a_matching_health_check() -> None:
     args = parse_cli(service["command"])
     assert not args.insecure_plaintext
     assert args.require_tokens
+    assert config.alone
     env = service["environment"]
     mounts = {v.split(":")[1]: v.split(":")[0] for v in service["volumes"]}
     tls_dir = next(path for path in mounts if path.startswith("/etc/trackbridge"))
@@ -436,6 +438,9 @@ def test_statefulset_probes_ports_and_volume_match_the_receiver(tmp_path: Path) 
         envvars.TRACKBRIDGE_TOKEN_REVOCATIONS_FILE: str(revoked),
     }
     config, shutdown_s = receiver_config(container["args"], {**env, **files})
+    # two replicas share one MLflow behind one Service: a client may move between them, so
+    # each run is created with the check for the other's copy
+    assert spec["replicas"] > 1 and not config.alone
     # clients need a token, signed with the fleet's keys so that every pod accepts it
     assert config.security.require_tokens
     assert config.security.token_keys_file == str(keys)
