@@ -349,13 +349,12 @@ class Receiver:
             artifacts_refused=uploader.failed if uploader else 0,
             artifacts_set_aside=uploader.set_aside if uploader else 0,
             events_damaged=self._status.damaged_events(),
+            reads_waiting=self.tracking.waiting if self.tracking is not None else 0,
         )
 
     async def stop(self, grace_s: float = 5.0) -> bool:
-        """Stops accepting, stores what is in flight, flushes the queue to MLflow.
-
-        Returns True when everything reached MLflow within the shutdown budget.
-        """
+        """Stops accepting, stores what is in flight, flushes the queue to MLflow; True when
+        everything reached MLflow within the shutdown budget."""
         if self._server is None:
             return True
         await self.live.stop()  # viewers' streams would hold the gRPC grace period

@@ -156,6 +156,12 @@ _SCALARS = (
         "artifacts_set_aside",
         "Artifact files past their retry window, retried on their own.",
     ),
+    (
+        "trackbridge_reads_waiting",
+        "gauge",
+        "reads_waiting",
+        "Reads through the receiver waiting for their callers' writes to reach MLflow.",
+    ),
 )
 
 # reason label -> Counters attribute

@@ -53,6 +53,8 @@ class Counters:
     """Artifact files past their retry window, retried on their own schedule."""
     events_damaged: int = 0
     """Stored events lost because their batch failed its checksum (server/queue/checksum.py)."""
+    reads_waiting: int = 0
+    """Reads through the receiver waiting now for their callers' writes to reach MLflow."""
 
 
 MAX_QUEUED_DELTAS = 16

@@ -258,6 +258,7 @@ def test_metrics_text_parses_and_escapes_labels() -> None:
         queued_batches=0,
         calls_unauthenticated=3,
         batches_rate_limited=4,
+        reads_waiting=2,
     )
     exporter = Exporter(hub.client_counters, lambda: counters, lambda: False, hub.flush_seconds)
     body, content_type = exporter.render()
@@ -269,6 +270,7 @@ def test_metrics_text_parses_and_escapes_labels() -> None:
     assert families["trackbridge_mlflow_up"].samples[0].value == 0
     assert families["trackbridge_mlflow_errors"].samples[0].value == 5
     assert families["trackbridge_batches_rejected"].samples[0].value == 2
+    assert families["trackbridge_reads_waiting"].samples[0].value == 2
     refused = {s.labels["reason"]: s.value for s in families["trackbridge_calls_refused"].samples}
     assert refused == {
         "unauthenticated": 3,
