@@ -1,6 +1,10 @@
 """A receiver on ``sqlite:///`` writes straight into MLflow's database (the bulk writer); real
 client processes log through it, and MLflow's own server reads back exactly their points, the
-latest values by MLflow's rule, params and tags, and the runs (and the job's parent) ended."""
+latest values by MLflow's rule, params and tags, and the runs (and the job's parent) ended.
+
+The same on PostgreSQL, where the bulk writer sends metric rows with COPY: a real cluster, an
+``mlflow server`` on it (which makes MLflow's tables, as a deployment's MLflow does), a
+``trackbridge serve`` process on the same database, and MLflow's server reading back."""
 
 from __future__ import annotations
 
@@ -12,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mlflow.tracking import MlflowClient
 
+from bench.postgres import create_database, start_postgres, stop_postgres
 from server.flush.run_tags import TAG_FLUSHED
 from tests.support.mlflow_reads import (
     TAG_CLIENT_ID,
@@ -22,7 +28,13 @@ from tests.support.mlflow_reads import (
     user_tags,
     wait_for_children,
 )
-from tests.support.procs import CLIENTS_DIR, MlflowServer, wait_until
+from tests.support.procs import (
+    CLIENTS_DIR,
+    MlflowServer,
+    launch_mlflow_server,
+    stop_mlflow_server,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -105,8 +117,15 @@ def test_clients_land_exactly_through_the_bulk_writer(
         assert run.data.params == expected["params"], client_id
         assert user_tags(run) == expected["tags"], client_id
 
+    _check_bulk_run(mlflow_client, by_client["bulk"].info.run_id)
+
+
+def _check_bulk_run(mlflow_client: Any, run_id: str) -> None:
+    """MLflow's server reads back exactly what ``_log_bulk`` logged, the run ended, and the
+    job's parent run ended with it (its last running child)."""
+
     def bulk_finished() -> Any:
-        run = mlflow_client.get_run(by_client["bulk"].info.run_id)
+        run = mlflow_client.get_run(run_id)
         return run if run.info.status == "FINISHED" else None
 
     wait_until(bulk_finished, 60, what="the bulk run to be FINISHED")
@@ -133,3 +152,31 @@ def test_clients_land_exactly_through_the_bulk_writer(
         60,
         what="the job's parent run to end with its last child",
     )
+
+
+def test_a_postgresql_mlflow_reads_exactly_what_the_bulk_writer_copied(
+    start_receiver: Any, make_writer: Any, job: str, tmp_path: Path
+) -> None:
+    pg = start_postgres()  # .ci/test installs PostgreSQL: missing, it fails, as test_topology does
+    try:
+        create_database(pg, "mlflow")
+        server = launch_mlflow_server(tmp_path / "mlflow-pg", backend_uri=pg.uri("mlflow"))
+        try:
+            receiver = start_receiver(pg.uri("mlflow"))
+            wait_until(
+                lambda: (
+                    "bulk writer on: metrics, params and tags go straight into MLflow's"
+                    " postgresql database" in receiver.log_tail()
+                ),
+                30,
+                what="the bulk writer on PostgreSQL",
+            )
+            writer = make_writer(receiver.address, "bulk", job)
+            _log_bulk(writer)
+            (run,) = wait_for_children(MlflowClient(server.uri), job, 1, timeout_s=60)
+            _check_bulk_run(MlflowClient(server.uri), run.info.run_id)
+            assert receiver.stop() == 0, receiver.log_tail()  # drained, before PostgreSQL stops
+        finally:
+            stop_mlflow_server(server)
+    finally:
+        stop_postgres(pg)
