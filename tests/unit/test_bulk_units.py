@@ -4,11 +4,15 @@ of sink, including the fall back to MLflow's store on a schema it does not know.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -17,7 +21,7 @@ from bridge.events import Metric
 from bridge.limits import LogBatchChunk
 from server.config import ReceiverConfig
 from server.flush.bulk import BulkSink, open_sink
-from server.flush.bulk.rows import Point
+from server.flush.bulk.rows import ROW, Point, latest
 from server.flush.bulk.schema import dialect_of
 from server.flush.bulk.sink import SHARED_COMMIT_TURNS
 from server.flush.bulk.writer import BulkWriter, Call, create_engine
@@ -175,3 +179,36 @@ def test_more_turns_than_mlflows_connection_pool_wait_and_are_never_refused(
         for connection in held:
             connection.close()
     assert waited.value.error_code == "BAD_REQUEST" and not is_permanent(waited.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    points=st.lists(
+        st.tuples(
+            st.sampled_from(["x", "y"]),
+            st.sampled_from([0.0, -0.0, 1.0, 2.0]),
+            st.integers(0, 2),
+            st.integers(0, 2),
+        ),
+        min_size=1,
+        max_size=20,
+    ),
+    is_nan=st.booleans(),
+)
+def test_latest_is_each_keys_first_point_of_the_greatest_step_time_and_value(
+    points: list[tuple[str, float, int, int]], is_nan: bool
+) -> None:
+    """MLflow's rule, one key or several: the first row logged among those with the greatest
+    (step, timestamp, value)."""
+    rows = [(k, v, t, s, is_nan and v == 0.0, "r") for k, v, t, s in points]
+    want: dict[str, Any] = {}
+    for row in rows:
+        held = want.get(row[0])
+        if held is None or (row[3], row[2], row[1]) > (held[3], held[2], held[1]):
+            want[row[0]] = row
+    got = latest(rows)
+    assert sorted(got, key=lambda r: r["key"]) == [
+        dict(zip(ROW, want[key], strict=True)) for key in sorted(want)
+    ]
+    for candidate in got:  # the first of equals: -0.0 and 0.0 compare equal, the sign tells
+        assert math.copysign(1, candidate["value"]) == math.copysign(1, want[candidate["key"]][1])
