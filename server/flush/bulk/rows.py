@@ -90,7 +90,8 @@ def latest(rows: list[Row]) -> list[dict[str, Any]]:
     """Each key's candidate for ``latest_metrics``: its first row with the greatest
     (step, timestamp, value)."""
     if len(set(map(_KEY, rows))) == 1:  # one key (the common case): max keeps the first
-        return [dict(zip(ROW, max(rows, key=_ORDER), strict=True))]
+        first: Row = max(rows, key=_ORDER)
+        return [dict(zip(ROW, first, strict=True))]
     best: dict[str, tuple[Any, ...]] = {}
     for row in rows:
         held = best.get(row[0])
