@@ -200,7 +200,12 @@ class Flusher(FlushTimer):
         due = [s for s in pending if not s.quarantine and (stopping or s.retry_at <= now)]
         in_flight = frozenset(s.key for s in due)
         due.sort(key=lambda s: s.gave_way)  # round robin: whoever gave way goes last
-        turns = self._pool.turns(due, functools.partial(self._turn, others_due=len(due) > 1))
+        # A turn gives way after a slice only when a run waits: for a writer of the pool (more
+        # runs due than writers), or outside the cycle (its events arrived since it began).
+        turn = functools.partial(
+            self._turn, others_due=len(due) > self._pool.workers, in_flight=in_flight
+        )
+        turns = self._pool.turns(due, turn)
         for state, result in turns:
             outcome = self._outcomes.apply(state, result)
             if self._outcomes.change is not None:  # another store: once the turns in flight end
@@ -281,16 +286,19 @@ class Flusher(FlushTimer):
             self._made[run_key] = ref
             self._on_run(run_key, ref.run_id, ref.experiment_id)
 
-    def _turn(self, state: RunState, others_due: bool = False) -> TurnResult:
+    def _turn(
+        self, state: RunState, others_due: bool = False, in_flight: frozenset[str] = frozenset()
+    ) -> TurnResult:
         """Writes one run, on a pool thread (its state is the turn's while it lasts): how it
         went, for the flusher's thread to apply. The turn gives way after a slice when
-        ``others_due`` (other runs have a turn in this cycle) or another run's events arrive."""
+        ``others_due`` (other runs wait for their turn in this cycle) or events arrive for a
+        run that has no turn in it (not ``in_flight``)."""
         if state.quarantine:  # since the cycle began (its lease, say)
             return TurnResult(Turn.HELD)
         run_key = state.key
 
         def others_wait() -> bool:
-            return others_due or self._arrivals.others(run_key)
+            return others_due or self._arrivals.others(in_flight | {run_key})
 
         budget = Budget(time.monotonic() + self._turn_seconds, others_wait, time.monotonic)
         try:

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass
 
 from bridge.convert import event_from_proto
@@ -266,10 +266,11 @@ class Arrivals:
         with self._lock:
             self._counts.clear()
 
-    def others(self, run_key: str) -> bool:
-        """Whether another run's events arrived since the cycle began (a turn's thread)."""
+    def others(self, run_keys: Set[str]) -> bool:
+        """Whether events of a run not in ``run_keys`` arrived since the cycle began (a turn's
+        thread)."""
         with self._lock:
-            return any(k != run_key for k in self._counts)
+            return any(k not in run_keys for k in self._counts)
 
     def note(self, state: RunState) -> None:
         """Tells the ingest side what the flusher now knows of the run (flusher's thread)."""

@@ -4,11 +4,16 @@ of sink, including the fall back to MLflow's store on a schema it does not know.
 from __future__ import annotations
 
 import logging
+import math
+import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -17,9 +22,10 @@ from bridge.events import Metric
 from bridge.limits import LogBatchChunk
 from server.config import ReceiverConfig
 from server.flush.bulk import BulkSink, open_sink
-from server.flush.bulk.rows import Point
+from server.flush.bulk.rows import ROW, Point, latest, metric_row
 from server.flush.bulk.schema import dialect_of
 from server.flush.bulk.sink import SHARED_COMMIT_TURNS
+from server.flush.bulk.sqlite_rows import insert_rows, statement_sizes
 from server.flush.bulk.writer import BulkWriter, Call, create_engine
 from server.flush.refusals import is_permanent
 from server.flush.run_tags import TAG_FLUSHED
@@ -175,3 +181,75 @@ def test_more_turns_than_mlflows_connection_pool_wait_and_are_never_refused(
         for connection in held:
             connection.close()
     assert waited.value.error_code == "BAD_REQUEST" and not is_permanent(waited.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    points=st.lists(
+        st.tuples(
+            st.sampled_from(["x", "y"]),
+            st.sampled_from([0.0, -0.0, 1.0, 2.0]),
+            st.integers(0, 2),
+            st.integers(0, 2),
+        ),
+        min_size=1,
+        max_size=20,
+    ),
+    is_nan=st.booleans(),
+)
+def test_latest_is_each_keys_first_point_of_the_greatest_step_time_and_value(
+    points: list[tuple[str, float, int, int]], is_nan: bool
+) -> None:
+    """MLflow's rule, one key or several: the first row logged among those with the greatest
+    (step, timestamp, value)."""
+    rows = [(k, v, t, s, is_nan and v == 0.0, "r") for k, v, t, s in points]
+    want: dict[str, Any] = {}
+    for row in rows:
+        held = want.get(row[0])
+        if held is None or (row[3], row[2], row[1]) > (held[3], held[2], held[1]):
+            want[row[0]] = row
+    got = latest(rows)
+    assert sorted(got, key=lambda r: r["key"]) == [
+        dict(zip(ROW, want[key], strict=True)) for key in sorted(want)
+    ]
+    for candidate in got:  # the first of equals: -0.0 and 0.0 compare equal, the sign tells
+        assert math.copysign(1, candidate["value"]) == math.copysign(1, want[candidate["key"]][1])
+
+
+def test_statement_sizes_stay_within_sqlites_parameter_limit() -> None:
+    assert statement_sizes(250_000) == (4096, 1024, 256, 64, 16, 4, 1)
+    assert statement_sizes(999) == (64, 16, 4, 1)  # SQLite before 3.32: 999 parameters
+    assert statement_sizes(6) == (1,)
+
+
+@pytest.mark.parametrize("count", [1, 4096 + 1024 + 3 * 256 + 7, 2 * 4096])
+def test_multi_row_inserts_leave_the_rows_executemany_leaves(tmp_path: Path, count: int) -> None:
+    """The same rows (NaN as MLflow stores it, -0.0, the largest doubles), each once, those
+    there already skipped."""
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    values = [0.1 * i for i in range(count)]
+    values[: min(4, count)] = [-0.0, 1.7976931348623157e308, 0.0, 1 / 3][:count]
+    rows = [metric_row(run_id, "x", v, 1000 + i, i) for i, v in enumerate(values)]
+    rows[-1] = metric_row(run_id, "x", math.nan, 1, 2)
+    columns = ", ".join(f'"{c}"' for c in ROW)
+    insert = f"INSERT INTO metrics ({columns}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+    select = f"SELECT {columns} FROM metrics ORDER BY step, timestamp"
+    conn = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
+    table = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'metrics'").fetchone()[0]
+    conn.executemany(insert, rows[::3])  # there already
+    conn.execute("BEGIN IMMEDIATE")
+    insert_rows(conn.cursor(), rows)
+    conn.execute("COMMIT")
+    stored = conn.execute(select).fetchall()
+    conn.close()
+    alike = sqlite3.connect(":memory:")  # the same table, one executemany row at a time
+    alike.execute(table)
+    alike.executemany(insert, rows[::3])
+    alike.executemany(insert, rows)
+    want = alike.execute(select).fetchall()
+    alike.close()
+    assert len(stored) == count
+    assert stored == want
+    assert [math.copysign(1, r[1]) for r in stored] == [math.copysign(1, r[1]) for r in want]

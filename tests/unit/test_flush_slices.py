@@ -16,9 +16,9 @@ from bridge.convert import batch_to_proto
 from bridge.events import Event, EventBatch, Metric, Param, RunEnd, RunStart, RunStatus, Tag
 from server.flush.bulk.rows import metric_row
 from server.flush.entries import entries_of
-from server.flush.pool import CALL_ENTRIES, SLICE_ENTRIES, Budget
+from server.flush.pool import SLICE_ENTRIES, Budget
 from server.flush.progress import Read
-from server.flush.slices import Rows, slices
+from server.flush.slices import ROWS_PER_SLICE, Rows, plain_rows, slices
 from server.queue.sqlite import PendingBatch
 
 pytestmark = pytest.mark.timeout(120)
@@ -61,8 +61,19 @@ def _cut(read: Read, rows_for: str, *, round_as_step: bool = False) -> list[Any]
     return out
 
 
-def _plain(kind_and_rest: list[Any]) -> list[Any]:
-    return [rest for _kind, *rest in kind_and_rest]
+def _stream(cut: list[Any]) -> tuple[list[Any], list[Any], list[Any]]:
+    """The slices' events and rows, each in one list, and each event written after a slice
+    with the number of events before it: what was written in which order, wherever the slices
+    end."""
+    where: list[Any] = []
+    rows: list[Any] = []
+    after: list[Any] = []
+    for _kind, ws, rs, item in cut:
+        where += ws
+        rows += rs
+        if item is not None:
+            after.append((len(where), item))
+    return where, rows, after
 
 
 VALUES = st.sampled_from([0.0, -0.0, 1.5, math.nan, math.inf, -math.inf, 1e308])
@@ -94,19 +105,41 @@ def test_rows_hold_what_the_usual_decoding_gives(read: Read, round_as_step: bool
     usual = _cut(read, "", round_as_step=round_as_step)
     assert all(kind == "items" for kind, *_ in usual)
     fast = _cut(read, RUN, round_as_step=round_as_step)
-    assert _plain(fast) == _plain(usual)  # the same slices, events, rows and events after
+    assert _stream(fast) == _stream(usual)  # the same events, rows and events after them
+    assert all(len(ws) <= SLICE_ENTRIES for _kind, ws, *_ in usual)
+    for kind, ws, *_ in fast:  # a slice of rows, or one that went the usual way from there
+        assert len(ws) <= ROWS_PER_SLICE + (kind == "items"), (kind, len(ws))
 
 
-def test_plain_points_go_as_rows_cut_at_whole_calls() -> None:
-    points = [Metric("loss", float(i), i, 1000 + i) for i in range(2 * SLICE_ENTRIES + 5)]
+def test_plain_points_go_as_rows_in_slices_of_rows_per_slice() -> None:
+    points = [Metric("loss", float(i), i, 1000 + i) for i in range(ROWS_PER_SLICE + 5)]
     read = _read([*points, RunEnd(RunStatus.FINISHED, 5)], [700, 700], done=3)
     cut = _cut(read, RUN)
     assert [(kind, len(where)) for kind, where, *_ in cut] == [
-        ("rows", SLICE_ENTRIES), ("rows", CALL_ENTRIES), ("rows", CALL_ENTRIES), ("rows", 2),
-        ("items", 0),
+        ("rows", ROWS_PER_SLICE), ("rows", 2), ("items", 0),
     ]  # fmt: skip
     assert cut[0][1][0] == (0, 4, 1)  # after the events written before the last stop
-    assert cut[3][3] == (2, len(points) + 1, len(points) + 1 - 3)  # the run's end after it
+    assert cut[1][3] == (2, len(points) + 1, len(points) + 1 - 3)  # the run's end after it
+    assert cut[0][2][:2] == [metric_row(RUN, "loss", float(i), 1000 + i, i) for i in (3, 4)]
+
+
+def test_plain_rows_decodes_points_as_one_by_one() -> None:
+    """The all-at-once decoding of a run of points gives the rows the one-by-one one gives,
+    and None for anything that is not a plain point."""
+    values = [0.0, -0.0, 1.5, math.nan, math.inf, -math.inf]
+    points = [Metric("a/b", v, i, 7 + i) for i, v in enumerate(values)]
+    raw = batch_to_proto(EventBatch("c", "j", "r", 1, tuple(points))).events
+    assert plain_rows(list(raw), RUN) == [
+        metric_row(RUN, "a/b", v, 7 + i, i) for i, v in enumerate(values)
+    ]
+    rounds = batch_to_proto(EventBatch("c", "j", "r", 1, (Metric("a", 1.0, 2, 3, round=4),)))
+    assert plain_rows(list(rounds.events), RUN) is None
+    assert plain_rows(list(rounds.events), RUN, round_as_step=True) == [
+        metric_row(RUN, "a", 1.0, 3, 4)
+    ]
+    for other in (Metric("bad..key/", 1.0, 0, 1), Metric("a", 1.0, 0, -1), Param("p", "v")):
+        batch = batch_to_proto(EventBatch("c", "j", "r", 1, (points[0], other)))
+        assert plain_rows(list(batch.events), RUN) is None, other
 
 
 def test_a_param_sends_its_slice_the_usual_way_from_its_first_event() -> None:

@@ -99,3 +99,39 @@ def test_a_slice_is_cut_on_whole_calls_and_ends_below_one_call() -> None:
     assert budget.cut == SLICE_ENTRIES
     assert not budget.spend(CALL_ENTRIES)
     assert budget.cut == CALL_ENTRIES
+
+
+@pytest.mark.parametrize(("workers", "gives_way"), [(2, True), (3, False)])
+def test_a_turn_gives_way_after_a_slice_only_when_a_run_waits(
+    tmp_path: Path, workers: int, gives_way: bool
+) -> None:
+    """With a writer for every run due, a turn goes on past a slice (each slice is a commit):
+    it gives way when a run waits for a writer, or when events arrive for a run outside the
+    cycle; events of a run that has its turn already do not count."""
+    conn = connect(tmp_path / "queue.db")
+    queue = Queue(conn)
+    for key in ("run-a", "run-b", "run-c"):
+        payload = batch_to_proto(EventBatch("site", "job", key, 1, (RunStart(),)))
+        queue.store([(key, "site", "job", 1, 1, payload.SerializeToString())])
+        queue.set_mlflow_run(key, f"mlflow-{key}", "1")
+    flusher = Flusher(
+        queue, MlflowSink("http://127.0.0.1:9"), interval_s=1.0, on_run=lambda *_: None,
+        backlog=Backlog(0), last_seen={}, lease_s=600.0, workers=workers,
+    )  # fmt: skip
+    seen: list[bool] = []
+
+    def flush_run(run_key: str, budget: Budget) -> bool:
+        if run_key == "run-a":
+            seen.append(budget._others_wait())
+            flusher._arrivals.stored("run-b", 5)  # its turn is in this cycle
+            seen.append(budget._others_wait())
+            flusher._arrivals.stored("run-d", 5)  # not pending as the cycle began
+            seen.append(budget._others_wait())
+        return False
+
+    flusher._writer.flush_run = flush_run  # type: ignore[method-assign]
+    try:
+        flusher._cycle(False)
+    finally:
+        flusher._pool.close()
+    assert seen == [gives_way, gives_way, True]

@@ -4,6 +4,7 @@ it (server/flush/bulk/writer.py says how MLflow's rows are made)."""
 from __future__ import annotations
 
 import functools
+import operator
 from typing import Any, NamedTuple
 
 from mlflow.entities import RunTag
@@ -80,9 +81,17 @@ def points_rows(run_id: str, metrics: list[Point]) -> list[Row]:
     return list(dict.fromkeys(rows))  # a point already there (its whole key) is written once
 
 
+_KEY = operator.itemgetter(0)
+_ORDER = operator.itemgetter(3, 2, 1)
+"""A row's place in MLflow's order of points: (step, timestamp, value)."""
+
+
 def latest(rows: list[Row]) -> list[dict[str, Any]]:
     """Each key's candidate for ``latest_metrics``: its first row with the greatest
     (step, timestamp, value)."""
+    if len(set(map(_KEY, rows))) == 1:  # one key (the common case): max keeps the first
+        first: Row = max(rows, key=_ORDER)
+        return [dict(zip(ROW, first, strict=True))]
     best: dict[str, tuple[Any, ...]] = {}
     for row in rows:
         held = best.get(row[0])

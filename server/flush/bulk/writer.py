@@ -68,6 +68,7 @@ from server.flush.bulk.rows import (
     points_rows,
 )
 from server.flush.bulk.runs import NewRun, create_runs
+from server.flush.bulk.sqlite_rows import insert_rows
 
 _ROWS_PER_STATEMENT = 1000
 """Rows of one multi-row INSERT on PostgreSQL (6 parameters each, far below its 65535)."""
@@ -122,15 +123,9 @@ class BulkWriter:
         self._run_sql = _Driver(engine, run)
         self._latest_sql = _Driver(engine, self._latest_upsert())
         self._tag_sql = _Driver(engine, self._tag_upsert())
-        self._points_sql: str
-        if engine.dialect.name == "sqlite":
-            stmt = sqlite.insert(_METRICS).values({c: sa.bindparam(c) for c in ROW})
-            compiled = stmt.on_conflict_do_nothing().compile(dialect=engine.dialect)
-            assert compiled.positiontup == list(ROW)  # qmark: a row's tuple as it is
-            self._points_sql = str(compiled)
-        else:  # psycopg2's execute_values: one statement of many rows
-            names = ", ".join(f'"{c}"' for c in ROW)
-            self._points_sql = f"INSERT INTO metrics ({names}) VALUES %s ON CONFLICT DO NOTHING"
+        names = ", ".join(f'"{c}"' for c in ROW)
+        # psycopg2's execute_values: one statement of many rows (its %s)
+        self._points_sql = f"INSERT INTO metrics ({names}) VALUES %s ON CONFLICT DO NOTHING"
 
     def log_batch(
         self,
@@ -241,16 +236,17 @@ class BulkWriter:
 
     def _insert_points(self, conn: sa.Connection, rows: list[Row]) -> None:
         """The distinct rows, those there already skipped, straight through the driver:
-        SQLite's executemany of ``INSERT ... ON CONFLICT DO NOTHING``, PostgreSQL's ``COPY``
+        SQLite's multi-row ``INSERT ... ON CONFLICT DO NOTHING`` (bulk/sqlite_rows.py),
+        PostgreSQL's ``COPY``
         (server/flush/bulk/pg_copy.py; psycopg2's multi-row ``execute_values`` for a key COPY
         would need escaped). SQLAlchemy's per-row parameter processing costs more than the
         insert."""
-        if self.engine.dialect.name == "sqlite":
-            conn.exec_driver_sql(self._points_sql, rows)
-            return
-        from psycopg2.extras import execute_values  # PostgreSQL's driver, imported for it only
-
         with contextlib.closing(conn.connection.cursor()) as cursor:  # the same transaction
+            if self.engine.dialect.name == "sqlite":
+                insert_rows(cursor, rows)
+                return
+            from psycopg2.extras import execute_values  # PostgreSQL's driver, imported for it
+
             if copyable(rows):
                 copy_metrics(cursor, rows)
             else:
