@@ -291,11 +291,12 @@ _TITLES = {
 def format_table(results: Results) -> str:
     """The human-readable report."""
     m = results["machine"]
+    workers = results["options"].get("mlflow_workers")
+    mlflow_server = f"--workers {workers}" if workers else "with its default workers"
     lines = [
         f"trackbridge bench ({'quick' if results['quick'] else 'full'}): {m['cpus']} CPUs, "
         f"Python {m['python']}, mlflow {m['mlflow']}, grpcio {m['grpcio']}; "
-        f"{results['duration_s']:.0f} s; mlflow server --workers "
-        f"{results['options'].get('mlflow_workers') or '4 (its default)'}",
+        f"{results['duration_s']:.0f} s; mlflow server {mlflow_server}",
     ]
     for name, title in _TITLES.items():
         if name not in results:
