@@ -90,12 +90,14 @@ def script_wall(ctx: BenchContext) -> dict[str, Any]:
     address = f"127.0.0.1:{background.start()}"
     alone_address = f"127.0.0.1:{alone.start()}"
     bridge = {"TRACKBRIDGE_JOB": "bench-script-wall", "TRACKBRIDGE_CLIENT_ID": "script"}
+    # A job of its own: a receiver --alone must be the only one writing its runs.
+    bridge_alone = {**bridge, "TRACKBRIDGE_JOB": "bench-script-wall-alone"}
     modes = {
         "direct": {"MLFLOW_TRACKING_URI": ctx.mlflow_uri},
         "swap": {**bridge, "TRACKBRIDGE_RECEIVER": address},
         "zero": {**bridge, "MLFLOW_TRACKING_URI": f"trackbridge://{address}"},
-        "swap_alone": {**bridge, "TRACKBRIDGE_RECEIVER": alone_address},
-        "zero_alone": {**bridge, "MLFLOW_TRACKING_URI": f"trackbridge://{alone_address}"},
+        "swap_alone": {**bridge_alone, "TRACKBRIDGE_RECEIVER": alone_address},
+        "zero_alone": {**bridge_alone, "MLFLOW_TRACKING_URI": f"trackbridge://{alone_address}"},
     }
     walls: dict[str, list[float]] = {mode: [] for mode in modes}
     load_before = os.getloadavg()[0]
