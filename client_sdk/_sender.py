@@ -95,8 +95,13 @@ class Sender:
             self._worker.start()
 
     def wake(self) -> None:
-        """Asks for a send now rather than at the end of the linger time."""
-        self._wake.set()
+        """Asks for a send now rather than at the end of the linger time. A fast logger calls
+        this on every point once its buffer holds a batch, until the sender takes it: looking
+        first spares each such call ``Event.set``'s lock (half the cost of ``log_metric``).
+        No wake is lost: the sender clears the event before it takes the buffer, so a point
+        that finds it still set is taken by the cycle that clears it."""
+        if not self._wake.is_set():
+            self._wake.set()
 
     def run_state(self, run_key: str) -> RunState | None:
         """The sender's view of a run (its MLflow id once the receiver has sent it)."""

@@ -227,6 +227,8 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"  MLflow: {redact_uri(config.effective_tracking_uri)}", flush=True)
         else:
             print("  MLflow: off (--sink without mlflow)", flush=True)
+        if (runs := new_runs_line(config)) is not None:
+            print(runs, flush=True)
         if config.jsonl_dir is not None:
             print(f"  JSON-lines files: {config.jsonl_dir}", flush=True)
         if config.embedded and config.mlflow_sink:
@@ -249,6 +251,22 @@ def _serve(args: argparse.Namespace) -> int:
             f"{exc}: is another receiver (or anything) on that port? pass --listen HOST:PORT"
         ) from None
     return 0 if drained else 1
+
+
+def new_runs_line(config: ReceiverConfig) -> str | None:
+    """What a new run costs in MLflow, on the start-up banner: the one figure an operator can
+    change with a flag (a script starting runs back to back waits on it; docs/explanations/
+    performance.md). None without MLflow, and for the embedded store, which is always alone."""
+    if not config.mlflow_sink or config.embedded:
+        return None
+    if config.alone:
+        return "  new runs: one MLflow call each (--alone: no other receiver writes to this MLflow)"
+    if config.fleet is not None:
+        return "  new runs: three MLflow calls each, safe beside the fleet's other receivers"
+    return (
+        "  new runs: three MLflow calls each, safe beside other receivers; if no other receiver"
+        " writes to this MLflow, --alone makes it one"
+    )
 
 
 def _check_tracking_uri(config: ReceiverConfig, *, from_flag: bool) -> None:

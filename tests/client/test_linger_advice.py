@@ -84,3 +84,24 @@ def test_a_small_publish_budget_makes_a_clients_publishes_coalesce(
             what="every point in MLflow",
         )
         assert [(v, s) for v, s, _ in metric_points(mlflow_client, run_id, "x")] == want
+
+
+@pytest.mark.slow
+def test_a_fast_logger_sends_each_full_batch_without_waiting_for_its_linger(
+    receiver: ReceiverProcess, job: str
+) -> None:
+    """Past a batch's worth of buffered points, each log call asks the sender for a send now
+    (only if it has not been asked already: client_sdk/_sender.py ``wake``). No ask is lost:
+    with a ten-minute linger, every full batch goes while the loop runs, and what is left
+    unsent is less than a batch (it waits for its linger, or a flush)."""
+    config = WriterConfig.resolve(receiver.address, "fast-logger", job).overridden(
+        linger_s=600.0, min_linger_s=600.0, max_batch_events=100
+    )
+    writer = Writer(config=config)
+    try:
+        for step in range(20_000):
+            writer.log_metric("x", float(step), step=step)
+        wait_until(lambda: writer.pending_events < 100, 120, what="every full batch sent")
+        assert writer._sender.stats.events_acked > 19_900
+    finally:
+        writer.close(30)

@@ -81,6 +81,8 @@ def test_an_alone_receiver_killed_around_a_runs_create_run_makes_the_run_once(
         return by_key
 
     receiver = start()
+    banner = (tmp_path / "receiver-0.log").read_text()  # printed before the ready file
+    assert "new runs: one MLflow call each (--alone" in banner, banner
     try:
         _publish(receiver.address, _payload(job, "warm-up"))  # the job's parent run exists now
         wait_until(lambda: receiver_idle(data_dir), 120, what="the warm-up run")

@@ -12,7 +12,7 @@ import pytest
 
 from bridge import envvars
 from server.cli.main import build_parser
-from server.cli.serve import _serve_config
+from server.cli.serve import _serve_config, new_runs_line
 from server.config import ReceiverConfig, default
 
 pytestmark = pytest.mark.timeout(60)
@@ -84,3 +84,26 @@ def _same(text: str, value: object) -> bool:
         return float(text) == value
     except ValueError:
         return False
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--tracking-uri", "http://mlflow:5000"], "three MLflow calls each, safe beside other"),
+        (["--tracking-uri", "http://mlflow:5000", "--alone"], "one MLflow call each (--alone"),
+        (["--tracking-uri", "http://mlflow:5000", "--queue", "nats://n:4222"], "fleet's other"),
+        ([], None),  # the embedded store: always alone, nothing to choose
+        (["--tracking-uri", "http://mlflow:5000", "--sink", "jsonl:/tmp/x"], None),  # no MLflow
+    ],
+)
+def test_the_banner_says_what_a_new_run_costs_and_how_to_make_it_one_call(
+    monkeypatch: pytest.MonkeyPatch, flags: list[str], says: str | None
+) -> None:
+    _clean_env(monkeypatch)
+    line = new_runs_line(_serve_config(build_parser().parse_args(["serve", *flags])))
+    if says is None:
+        assert line is None
+    else:
+        assert line is not None and says in line, line
+    if line is not None and "three" in line and "fleet" not in line:
+        assert "--alone makes it one" in line
