@@ -95,11 +95,7 @@ class Sender:
             self._worker.start()
 
     def wake(self) -> None:
-        """Asks for a send now rather than at the end of the linger time. A fast logger calls
-        this on every point once its buffer holds a batch, until the sender takes it: looking
-        first spares each such call ``Event.set``'s lock (half the cost of ``log_metric``).
-        No wake is lost: the sender clears the event before it takes the buffer, so a point
-        that finds it still set is taken by the cycle that clears it."""
+        """Asks for a send now, not at the linger's end; once (set's lock: half a log_metric)."""
         if not self._wake.is_set():
             self._wake.set()
 
@@ -117,8 +113,7 @@ class Sender:
         return bool(self._buffer) or self._drops.due or any(r.pending for r in self._runs.values())
 
     def lookup_run_id(self, run_key: str, timeout_s: float) -> str:
-        """Asks the receiver for a run's MLflow id, waiting up to ``timeout_s`` for it; "" if
-        it has none yet or is unreachable."""
+        """The run's MLflow id from the receiver (waiting up to ``timeout_s``); "" if none yet."""
         try:
             ack = self._transport.get_run(self._config.client_id, run_key, timeout_s, await_id=True)
         except TransportError:
@@ -178,7 +173,7 @@ class Sender:
     def _loop(self) -> None:
         while True:
             self._wake.wait(min(self.linger.seconds, max(self._deadline - time.monotonic(), 0)))
-            self._wake.clear()
+            self._wake.clear()  # before the take: a wake() that finds it set is in this cycle
             try:
                 self._cycle()
             except Exception:
