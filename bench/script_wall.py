@@ -12,7 +12,7 @@ receiver learns once MLflow has created the run: two MLflow calls for a receiver
 share MLflow with others (the run created provisional, a look for rivals; the keep follows
 once the client is told, server/flush/run_creation.py), one for a receiver started
 ``--alone`` (the ``*_alone`` modes: a second receiver), and the client's GetRun is answered
-the moment the id is known (server/ingest/run_ids.py). Logging returns at once; the
+the moment the id is known (server/ingest/waits.py). Logging returns at once; the
 receiver writes the run's params, metrics and end (one log_batch, one set_terminated) while
 the script goes on. Directly, every call is a round trip to MLflow: create_run, a log_batch
 per log call, set_terminated.

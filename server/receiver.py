@@ -29,6 +29,7 @@ from server.flush.flusher import Flusher
 from server.flush.jsonl import JsonlSink
 from server.flush.mirror import Mirror
 from server.flush.mlflow_state import record_errors
+from server.flush.progress import Observers
 from server.flush.store_identity import StoreIdentity
 from server.ingest.backend import IngestBackend
 from server.ingest.disk import MIB, DiskReserve, reusable_bytes
@@ -200,7 +201,7 @@ class Receiver:
             backlog=self.backlog,
             last_seen=self.ingestor.last_seen,
             lease_s=cfg.run_lease_s,
-            observer=hub,
+            observer=Observers(hub, self.tracking.flushes),
             identity=StoreIdentity(
                 cfg.data_dir,
                 cfg.effective_tracking_uri,

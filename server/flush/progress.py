@@ -46,6 +46,23 @@ class FlushObserver(Protocol):
         """MLflow refused ``events`` events of the run for good (or its run is quarantined)."""
 
 
+class Observers:
+    """Several flush observers told the same (the live view, reads waiting for writes)."""
+
+    def __init__(self, *observers: FlushObserver) -> None:
+        self._observers = observers
+
+    def flushed(self, run_key: str, last_seq: int, events: int, seconds: float) -> None:
+        """Tells each observer."""
+        for observer in self._observers:
+            observer.flushed(run_key, last_seq, events, seconds)
+
+    def dead_lettered(self, run_key: str, events: int = 1) -> None:
+        """Tells each observer."""
+        for observer in self._observers:
+            observer.dead_lettered(run_key, events)
+
+
 @dataclass(slots=True)
 class Read:
     """Pending batches read at once, and how far they are written."""

@@ -21,7 +21,7 @@ from server.config import ReceiverConfig
 from server.ingest.backend import IngestBackend, NotServing, QueueFull, RunRefusedHere
 from server.ingest.disk import DiskReserve
 from server.ingest.pacing import PublishPacer
-from server.ingest.run_ids import RunIdWaits
+from server.ingest.waits import KeyWaits
 from server.live.hub import Hub
 from server.queue.sqlite import Backlog
 from server.security.admission import Admission
@@ -47,7 +47,7 @@ class IngestService:
         disk: DiskReserve | None = None,
     ) -> None:
         self._hub = hub
-        self.run_ids = RunIdWaits()
+        self.run_ids = KeyWaits()
         """GetRun calls waiting for a run's MLflow id; the receiver tells it of new ids."""
         self._admission = Admission(SecurityConfig()) if admission is None else admission
         self._log = LogThrottle()  # a flood of bad batches must not flood the log
@@ -160,7 +160,7 @@ class IngestService:
         state = self._ingestor.lookup(key)
         deadline = time.monotonic() + _await_s(context)
         while not state.run_id and state.acked_seq and (left := deadline - time.monotonic()) > 0:
-            await self.run_ids.wait(key, left)  # a start_run waits for its id (run_ids.py)
+            await self.run_ids.wait(key, left)  # a start_run waits for its id (waits.py)
             state = self._ingestor.lookup(key)
         if self._hub is not None:
             self._hub.heartbeat(key)

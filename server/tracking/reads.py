@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow.entities import ViewType
@@ -14,6 +16,31 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 from server.artifacts.access import artifact_repository
 from server.tracking.entities import experiment_proto, model_proto, model_uri, run_proto, run_uri
 from server.tracking.scope import Caller
+
+
+class SeenRuns:
+    """The runs each caller was found to see. What decides it (a run's client and job tags) is
+    the receivers' alone to set and never changes, so a read by run id (a metric's history
+    right after logging it) asks MLflow for the run once per caller, not before every read."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._seen: OrderedDict[tuple[Caller, str], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __contains__(self, key: tuple[Caller, str]) -> bool:
+        with self._lock:
+            if key in self._seen:
+                self._seen.move_to_end(key)
+                return True
+            return False
+
+    def add(self, key: tuple[Caller, str]) -> None:
+        """Remembers a run a caller sees; the least recently asked go past ``size``."""
+        with self._lock:
+            self._seen[key] = None
+            if len(self._seen) > self._size:
+                self._seen.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -33,6 +60,8 @@ class Context:
     """The receiver's MLflow, which artifact locations (``mlflow-artifacts:/``) resolve against."""
     run_id_of_key: Callable[[str], str] = lambda key: ""
     """The MLflow id of one of the caller's runs named by its key ("" if none or not yet)."""
+    seen: SeenRuns = field(default_factory=SeenRuns)
+    """Runs callers were found to see (the receiver's, shared by its calls)."""
 
 
 def visible_run(ctx: Context, run_id: str) -> Any:
@@ -43,13 +72,22 @@ def visible_run(ctx: Context, run_id: str) -> Any:
     return run
 
 
+def check_visible(ctx: Context, run_id: str) -> None:
+    """Raises unless the caller may read the run (:func:`visible_run`, once per caller and
+    run: :class:`SeenRuns`)."""
+    key = (ctx.caller, run_id)
+    if key not in ctx.seen:
+        visible_run(ctx, run_id)
+        ctx.seen.add(key)
+
+
 def model_visible(ctx: Context, model: Any) -> bool:
     """Whether the caller may read a logged model (its tags, else its source run, say so)."""
     if ctx.caller.sees(model.tags):
         return True
     if model.source_run_id:
         try:
-            visible_run(ctx, model.source_run_id)
+            check_visible(ctx, model.source_run_id)
             return True
         except MlflowException:
             return False
@@ -126,7 +164,7 @@ def get_experiment_by_name(
 
 def get_metric_history(ctx: Context, req: pb.GetMetricHistory) -> pb.GetMetricHistory.Response:
     run_id = req.run_id or req.run_uuid
-    visible_run(ctx, run_id)
+    check_visible(ctx, run_id)
     metrics = ctx.store.get_metric_history(
         run_id,
         req.metric_key,

@@ -20,7 +20,7 @@ from mlflow.protos import model_registry_pb2 as pb
 from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 from mlflow.store.artifact.utils.models import _parse_model_uri
 
-from server.tracking.reads import Context, visible_model, visible_run
+from server.tracking.reads import Context, check_visible, visible_model
 
 _MODEL_LOCATION = re.compile(r"/models/(m-[0-9a-f]{32})/artifacts/?$")
 """A logged model's artifact location ends ``.../models/<model id>/artifacts`` in every store."""
@@ -112,7 +112,7 @@ def create_model_version(
             error_code=PERMISSION_DENIED,
         )
     if run_id:
-        visible_run(ctx, run_id)
+        check_visible(ctx, run_id)
     version = registry_store.create_model_version(
         req.name,
         source,

@@ -33,11 +33,12 @@ from bridge.protocol import ARTIFACT_CHUNK_BYTES, AUTHORIZATION_KEY
 from bridge.secret import redact_text
 from server.artifacts.access import artifact_repository
 from server.ingest.backend import IngestBackend
+from server.ingest.waits import FlushWaits
 from server.security.auth import Authenticator, Refused, shown
 from server.security.ownership import owned_key
 from server.tracking.calls import answer
 from server.tracking.journal import JournalApplier
-from server.tracking.reads import Context, visible_model, visible_run
+from server.tracking.reads import Context, SeenRuns, visible_model, visible_run
 from server.tracking.scope import Caller, ReadScope
 
 _logger = logging.getLogger(__name__)
@@ -102,6 +103,9 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
         self.calls = 0
         self.waiting = 0
         """Calls waiting for their callers' writes to reach MLflow now (a gauge)."""
+        self.flushes = FlushWaits()
+        self._seen = SeenRuns()
+        """Woken by the flusher at each step of a run into MLflow (the receiver wires it)."""
 
     def register(self, server: grpc.aio.Server) -> None:
         """Adds the service to a gRPC server."""
@@ -190,6 +194,7 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
             run_id_of_key=lambda key: self._ingestor.mlflow_run_id(
                 owned_key(caller.client_id, key)
             ),
+            seen=self._seen,
         )
 
     def _fetch(self, caller: Caller, request: tracking_pb2.ArtifactRead) -> Path:
@@ -271,7 +276,7 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
         failing_since: float | None = None
         self.waiting += 1
         try:
-            while not (self._flushed(marks) and not self._uploads_pending(keys)):
+            while (behind := self._behind(marks)) or self._uploads_pending(keys):
                 now = time.monotonic()
                 error = self._mlflow_error()
                 if not error:
@@ -292,15 +297,18 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
                         why,
                     )
                     return
-                await asyncio.sleep(_POLL_S)
+                if behind:  # the flusher wakes it the moment that run's writes move on
+                    await self.flushes.wait(behind[0], _POLL_S)
+                else:
+                    await asyncio.sleep(_POLL_S)
         finally:
             self.waiting -= 1
 
-    def _flushed(self, marks: dict[str, int]) -> bool:
-        """Whether MLflow has the caller's events up to ``marks`` (a quarantined run's are
-        held until an operator replays them: the read does not wait for them)."""
+    def _behind(self, marks: dict[str, int]) -> list[str]:
+        """The runs whose caller's events up to ``marks`` are not all in MLflow yet (a
+        quarantined run's are held until an operator replays them: the read does not wait)."""
         if not marks:
-            return True
+            return []
         placeholders = ",".join("?" * len(marks))
         with self._queue_lock:
             rows = self._queue.execute(
@@ -310,7 +318,7 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
             ).fetchall()
         flushed = {key: seq for key, seq, held in rows if not held}
         held = {key for key, _seq, is_held in rows if is_held}
-        return all(key in held or flushed.get(key, 0) >= seq for key, seq in marks.items())
+        return [k for k, seq in marks.items() if k not in held and flushed.get(k, 0) < seq]
 
 
 def stop_waiting(waited_s: float, failing_for_s: float | None, limit_s: float) -> str:

@@ -1,7 +1,7 @@
 """What a client waits for on the receiver, and what it must not wait for (issue 23).
 
 A ``start_run`` waits for its MLflow run id: the receiver answers its GetRun the moment the run
-exists in MLflow (server/ingest/run_ids.py), not at the client's next poll.
+exists in MLflow (server/ingest/waits.py), not at the client's next poll.
 
 A read through the receiver (zero-code ``MlflowClient().search_runs``) waits for the caller's
 writes to reach MLflow (read-your-writes) for as long as MLflow takes writes, however slowly

@@ -4,6 +4,7 @@ the key stands for, in-process against a fake MLflow store."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -57,3 +58,36 @@ def test_a_call_naming_a_run_by_its_key_reaches_the_mlflow_run() -> None:
 def test_a_key_with_no_mlflow_run_yet_is_answered_as_mlflow_answers() -> None:
     with pytest.raises(MlflowException, match="not found"):
         _get_run(_context({}), "run-key-1")
+
+
+class CountingStore(Store):
+    """The same store, counting the run lookups; every metric history is empty."""
+
+    def __init__(self) -> None:
+        self.run_lookups = 0
+
+    def get_run(self, run_id: str) -> Run:
+        self.run_lookups += 1
+        return super().get_run(run_id)
+
+    def get_metric_history(self, run_id: str, key: str, **_: Any) -> list[Any]:
+        return []
+
+
+def test_a_read_by_run_id_looks_the_run_up_once_per_caller_and_still_refuses_others() -> None:
+    """A metric's history read right after each logged point (a script checking its own
+    writes) costs MLflow the history alone after the first read: whether the caller sees the
+    run is decided by tags only receivers set, once (server/tracking/reads.py SeenRuns). A
+    caller outside the run's scope is still refused, every time."""
+    store = CountingStore()
+    mine = dataclasses.replace(_context({}), store=store)
+    other = dataclasses.replace(mine, caller=Caller("d", "j", ReadScope.OWN))
+    call = pb.GetMetricHistory.DESCRIPTOR.full_name
+    request = pb.GetMetricHistory(run_id="mlflow-run-1", metric_key="loss").SerializeToString()
+    for _ in range(3):
+        answer(mine, call, request)
+    assert store.run_lookups == 1
+    for _ in range(2):
+        with pytest.raises(MlflowException, match="mlflow-run-1"):
+            answer(other, call, request)
+    assert store.run_lookups == 3

@@ -1,7 +1,9 @@
-"""A GetRun that waits for the run's MLflow id: answered the moment a flusher of this receiver
-learns it, so that a client's ``start_run`` returns one MLflow call after the run exists,
-rather than at its next poll. Ids learned elsewhere (a fleet's other flushers) are looked up
-again every ``_LOOK_S``."""
+"""Calls that wait for news of a run, answered the moment it comes rather than at their next
+look: a GetRun waits for the run's MLflow id (a flusher of this receiver learns it), so that a
+client's ``start_run`` returns one MLflow call after the run exists; a read through the
+receiver waits for its caller's writes to reach MLflow (a flusher writes them), so that it
+goes to MLflow one call after the writes. News from elsewhere (a fleet's other flushers) is
+looked for again every ``_LOOK_S`` at most."""
 
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ from collections import defaultdict
 _LOOK_S = 0.05
 
 
-class RunIdWaits:
-    """GetRun calls waiting for run ids, by owned run key. ``known`` may be called from any
+class KeyWaits:
+    """Calls waiting for news of runs, by owned run key. ``known`` may be called from any
     thread; ``wait`` runs on the event loop."""
 
     def __init__(self) -> None:
@@ -21,7 +23,7 @@ class RunIdWaits:
         self._waiting: defaultdict[str, list[asyncio.Future[None]]] = defaultdict(list)
 
     def known(self, key: str) -> None:
-        """The run's MLflow id is known now (called by the flusher, through the receiver)."""
+        """There is news of the run (called by the flusher's thread)."""
         with self._lock:
             futures = self._waiting.pop(key, [])
         for future in futures:
@@ -49,3 +51,16 @@ class RunIdWaits:
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+class FlushWaits(KeyWaits):
+    """Reads waiting for their callers' writes, woken as a flush observer
+    (server/flush/progress.py ``FlushObserver``) at every step of a run into MLflow."""
+
+    def flushed(self, run_key: str, last_seq: int, events: int, seconds: float) -> None:
+        """A run's events up to ``last_seq`` reached MLflow."""
+        self.known(run_key)
+
+    def dead_lettered(self, run_key: str, events: int = 1) -> None:
+        """A run's events were refused for good, or the run is quarantined: no more to wait."""
+        self.known(run_key)
