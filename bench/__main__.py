@@ -89,6 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--script-runs", type=positive_int, help="nested runs of script_wall's script (270)"
     )
     sizes.add_argument(
+        "--script-reads",
+        type=positive_int,
+        help="points script_wall reads back (90)",
+    )
+    sizes.add_argument(
         "--script-rounds", type=positive_int, help="interleaved rounds of script_wall (3)"
     )
     sizes.add_argument(
@@ -139,6 +144,7 @@ def _options(args: argparse.Namespace) -> BenchOptions:
         recovery_kill_at=args.recovery_kill_at,
         job_start_clients=args.job_start_clients,
         script_runs=args.script_runs,
+        script_reads=args.script_reads,
         script_rounds=args.script_rounds,
         parallel_clients=args.parallel_clients,
         parallel_workers=args.parallel_workers,

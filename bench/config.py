@@ -81,6 +81,8 @@ class BenchOptions:
     script_runs: int = 270
     """Nested runs the tutorial-shaped script starts (section script_wall; MLflow's
     hyper-parameter tutorial starts 270)."""
+    script_reads: int = 90
+    """Points the read-after-write script logs, each read back at once (section script_wall)."""
     script_rounds: int = 3
     """Times each way of running it runs, interleaved (section script_wall: medians)."""
     parallel_clients: int = 8
@@ -149,6 +151,7 @@ QUICK = BenchOptions(
     aggregate_rounds=5,
     job_start_clients=100,
     script_runs=40,
+    script_reads=20,
     script_rounds=1,
     parallel_clients=4,
     linger_clients=100,

@@ -16,6 +16,12 @@ the moment the id is known (server/ingest/waits.py). Logging returns at once; th
 receiver writes the run's params, metrics and end (one log_batch, one set_terminated) while
 the script goes on. Directly, every call is a round trip to MLflow: create_run, a log_batch
 per log call, set_terminated.
+
+A second script reads right after it writes: ``script_reads`` times it logs a point and a
+param, then reads the metric's history and the run back and checks that both hold them (a
+script checking its own writes). Through the bridge each read waits for the caller's writes
+to reach MLflow (read-your-writes: the flusher writes them at once and wakes the read,
+server/ingest/waits.py), then goes to MLflow; directly, each write and read is its own call.
 """
 
 from __future__ import annotations
@@ -53,12 +59,35 @@ with mlflow.start_run(run_name="sweep"):
 print(f"WALL_S {time.perf_counter() - started:.3f}", flush=True)
 """
 
+READS = """
+import sys, time
+if "--swap" in sys.argv:
+    import client_sdk.mlflow as mlflow
+else:
+    import mlflow
+from mlflow import MlflowClient
+points, experiment = int(sys.argv[1]), sys.argv[2]
+mlflow.set_experiment(experiment)
+client = MlflowClient()
+started = time.perf_counter()
+with mlflow.start_run(run_name="checks") as run:
+    for i in range(points):
+        mlflow.log_metric("loss", 1.0 / (i + 1), step=i)
+        mlflow.log_param(f"lr_{i}", 0.1 * i)
+        if len(client.get_metric_history(run.info.run_id, "loss")) != i + 1:
+            sys.exit(f"read {i}: the metric's history misses a point")
+        if client.get_run(run.info.run_id).data.params.get(f"lr_{i}") != str(0.1 * i):
+            sys.exit(f"read {i}: the run misses a param")
+print(f"WALL_S {time.perf_counter() - started:.3f}", flush=True)
+"""
 
-def _run(ctx: BenchContext, mode: str, env: dict[str, str]) -> float:
-    script = ctx.work_dir / "script_wall.py"
-    script.write_text(SCRIPT)
-    runs = ctx.options.script_runs
-    argv = [sys.executable, str(script), str(runs), f"bench-script-{mode}-{time.time_ns()}"]
+
+def _run(ctx: BenchContext, mode: str, env: dict[str, str], reads: bool = False) -> float:
+    name = "reads" if reads else "script"
+    script = ctx.work_dir / f"script_wall_{name}.py"
+    script.write_text(READS if reads else SCRIPT)
+    size = ctx.options.script_reads if reads else ctx.options.script_runs
+    argv = [sys.executable, str(script), str(size), f"bench-{name}-{mode}-{time.time_ns()}"]
     if mode.startswith("swap"):  # swap and swap_alone: the script imports client_sdk.mlflow
         argv.append("--swap")
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRACKBRIDGE_"))}
@@ -69,7 +98,7 @@ def _run(ctx: BenchContext, mode: str, env: dict[str, str]) -> float:
     for line in done.stdout.splitlines():
         if line.startswith("WALL_S "):
             return float(line.split()[1])
-    raise BenchError(f"script_wall ({mode}) failed: {done.stderr[-2000:]}")
+    raise BenchError(f"script_wall ({name}, {mode}) failed: {done.stderr[-2000:]}")
 
 
 def script_wall(ctx: BenchContext) -> dict[str, Any]:
@@ -100,19 +129,29 @@ def script_wall(ctx: BenchContext) -> dict[str, Any]:
         "zero_alone": {**bridge_alone, "MLFLOW_TRACKING_URI": f"trackbridge://{alone_address}"},
     }
     walls: dict[str, list[float]] = {mode: [] for mode in modes}
+    reads: dict[str, list[float]] = {mode: [] for mode in modes}
     load_before = os.getloadavg()[0]
     try:
         for _ in range(ctx.options.script_rounds):
             for mode, env in modes.items():
                 walls[mode].append(_run(ctx, mode, env))
+                reads[mode].append(_run(ctx, mode, env, reads=True))
     finally:
         background.stop()
         alone.stop()
-    direct, swap, zero, swap_alone, zero_alone = (statistics.median(walls[m]) for m in modes)
     return {
         "runs": ctx.options.script_runs,
         "rounds": ctx.options.script_rounds,
         "load_1m": [round(load_before, 1), round(os.getloadavg()[0], 1)],
+        **_figures(walls),
+        "reads": {"points": ctx.options.script_reads, **_figures(reads)},
+    }
+
+
+def _figures(walls: dict[str, list[float]]) -> dict[str, Any]:
+    """Each way's median and its ratio to direct's."""
+    direct, swap, zero, swap_alone, zero_alone = (statistics.median(w) for w in walls.values())
+    return {
         "direct_s": direct,
         "swap_s": swap,
         "zero_code_s": zero,

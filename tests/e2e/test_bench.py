@@ -35,7 +35,7 @@ SMALL = (
     "--fresh-clients", "4", "--fresh-seconds", "2", "--connections", "20",
     "--recovery-runs", "2", "--recovery-points", "500",
     "--job-start-clients", "10", "--linger-clients", "10", "--parallel-clients", "2",
-    "--script-runs", "5",
+    "--script-runs", "5", "--script-reads", "3",
     "--mlflow-workers", "1",  # MLflow's default 4 would start 4 server processes on CI's 2 cores
 )  # fmt: skip
 
@@ -235,6 +235,11 @@ def test_bench_quick_reports_every_section(tmp_path: Path) -> None:
     for name in ("swap_alone_ratio", "zero_code_alone_ratio"):
         assert isinstance(script[name], float) and math.isfinite(script[name]), script
     assert script["runs"] == 5
+    reads = script["reads"]  # each mode's script checked that every read held its writes
+    assert reads["points"] == 3
+    for name in ("direct_s", "swap_ratio", "zero_code_ratio", "swap_alone_ratio"):
+        assert isinstance(reads[name], float) and math.isfinite(reads[name]), reads
+    assert "each read back at once" in done.stdout
     # Every script logged where its mode says: one that fell back to MLflow's own default
     # store would leave an mlflow.db in the working directory (seen: swap_alone ran direct).
     assert not (tmp_path / "mlflow.db").exists()
