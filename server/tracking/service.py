@@ -104,8 +104,8 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
         self.waiting = 0
         """Calls waiting for their callers' writes to reach MLflow now (a gauge)."""
         self.flushes = FlushWaits()
-        self._seen = SeenRuns()
         """Woken by the flusher at each step of a run into MLflow (the receiver wires it)."""
+        self._seen = SeenRuns()
 
     def register(self, server: grpc.aio.Server) -> None:
         """Adds the service to a gRPC server."""
