@@ -150,14 +150,15 @@ def script_wall(ctx: BenchContext) -> dict[str, Any]:
 
 def _figures(walls: dict[str, list[float]]) -> dict[str, Any]:
     """Each way's median and its ratio to direct's."""
-    direct, swap, zero, swap_alone, zero_alone = (statistics.median(w) for w in walls.values())
+    median = {mode: statistics.median(w) for mode, w in walls.items()}
+    direct = median["direct"]
     return {
         "direct_s": direct,
-        "swap_s": swap,
-        "zero_code_s": zero,
-        "swap_ratio": swap / direct,
-        "zero_code_ratio": zero / direct,
-        "swap_alone_ratio": swap_alone / direct,
-        "zero_code_alone_ratio": zero_alone / direct,
+        "swap_s": median["swap"],
+        "zero_code_s": median["zero"],
+        "swap_ratio": median["swap"] / direct,
+        "zero_code_ratio": median["zero"] / direct,
+        "swap_alone_ratio": median["swap_alone"] / direct,
+        "zero_code_alone_ratio": median["zero_alone"] / direct,
         "walls_s": walls,
     }
