@@ -17,6 +17,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, NOT_IMPLEMENTE
 
 from server.tracking import reads, registry, writes
 from server.tracking.reads import Context
+from server.tracking.run_filters import with_run_ids
 
 Handler = Callable[[Context, Any], Message]
 
@@ -95,4 +96,6 @@ def answer(ctx: Context, method: str, payload: bytes) -> bytes:
         value = getattr(request, name, "") if name in request.DESCRIPTOR.fields_by_name else ""
         if value and (mlflow_id := ctx.run_id_of_key(value)):
             setattr(request, name, mlflow_id)
+    if "filter" in request.DESCRIPTOR.fields_by_name:  # the searches' run id clauses too
+        request.filter = with_run_ids(request.filter, ctx.run_id_of_key)  # type: ignore[attr-defined]
     return handler(ctx, request).SerializeToString()

@@ -14,6 +14,7 @@ from mlflow.protos import service_pb2 as pb
 
 from server.tracking.calls import answer
 from server.tracking.reads import Context
+from server.tracking.run_filters import with_run_ids
 from server.tracking.scope import TAG_CLIENT_ID, TAG_JOB, Caller, ReadScope
 
 pytestmark = pytest.mark.timeout(30)
@@ -91,3 +92,42 @@ def test_a_read_by_run_id_looks_the_run_up_once_per_caller_and_still_refuses_oth
         with pytest.raises(MlflowException, match="mlflow-run-1"):
             answer(other, call, request)
     assert store.run_lookups == 3
+
+
+class SearchingStore(Store):
+    """The same store, keeping the filter of each run search."""
+
+    def __init__(self) -> None:
+        self.filters: list[str] = []
+
+    def search_runs(self, _experiment_ids: Any, filter_string: str, *_: Any, **__: Any) -> Any:
+        from mlflow.store.entities.paged_list import PagedList
+
+        self.filters.append(filter_string)
+        return PagedList([], None)
+
+
+def test_a_search_naming_a_run_by_its_key_searches_for_the_mlflow_run() -> None:
+    """``mlflow.load_table(..., run_ids=[run.info.run_id])`` searches ``attributes.run_id IN
+    (...)``: each of the caller's keys compared with a run id column becomes its MLflow run
+    id; a tag's value equal to a key, a LIKE pattern and an unknown id stay as written."""
+    store = SearchingStore()
+    ctx = dataclasses.replace(_context({"run-key-1": "mlflow-run-1"}), store=store)
+    written = (
+        "tags.`mlflow.loggedArtifacts` LIKE '%run-key-1%' and attributes.run_id IN"
+        " ('run-key-1', 'other-run') and tags.run_id = 'run-key-1' and tags.x != \"run-key-1\""
+    )
+    request = pb.SearchRuns(experiment_ids=["0"], filter=written).SerializeToString()
+    answer(ctx, pb.SearchRuns.DESCRIPTOR.full_name, request)
+    (searched,) = store.filters
+    assert searched.startswith(
+        written.replace("('run-key-1', 'other-run')", "('mlflow-run-1', 'other-run')")
+    )
+    for written, meant in (
+        ("run_id = 'run-key-1'", "run_id = 'mlflow-run-1'"),
+        ('attributes.`run_id` != "run-key-1"', 'attributes.`run_id` != "mlflow-run-1"'),
+        ("run.run_id='run-key-1' and metrics.m > 1", "run.run_id='mlflow-run-1' and metrics.m > 1"),
+        ("source_run_id = 'run-key-1'", "source_run_id = 'mlflow-run-1'"),
+        ("attributes.run_id LIKE 'run-key-1%'", "attributes.run_id LIKE 'run-key-1%'"),
+    ):
+        assert with_run_ids(written, ctx.run_id_of_key) == meant
