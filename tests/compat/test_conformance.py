@@ -89,8 +89,6 @@ SCRIPTS = (
     Script("experiments"),
     Script("manual_runs"),
     Script("bad_input_handled"),
-    Script("sklearn_model", env=_QUICK_MODELS),
-    Script("pytorch_model", env=_QUICK_MODELS),
     Script("client_api", timestamps=True),
     Script("best_run_search"),
     Script("datasets"),
@@ -209,7 +207,7 @@ def results(
         print(f"servers and receivers up: {time.monotonic() - started:.1f} s")
         jobs = [(mode, script) for script in SCRIPTS for mode in (REAL, SWAP, ZERO)]
         # Heaviest first, so the long ones do not finish last.
-        heavy = ("sklearn_model", "pytorch_model", "sklearn_autolog", "many_points", "torch_train")
+        heavy = ("sklearn_autolog", "many_points", "torch_train")
         jobs.sort(key=lambda j: j[1].name not in heavy)
         workers = max(3, min(6, (os.cpu_count() or 2) + 2))
         with ThreadPoolExecutor(workers) as pool:

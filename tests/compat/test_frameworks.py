@@ -40,9 +40,10 @@ class Framework:
     """Param keys (a regex) whose values are not compared."""
 
 
+# mlflow.pytorch.autolog with a Lightning Trainer (models and checkpoints included) is the
+# deployment matrix's, in both client modes: tests/compat/deployments/everything.py.
 FRAMEWORKS = (
     Framework("lightning_logger"),
-    Framework("pytorch_autolog"),
     Framework(
         "transformers_trainer",
         volatile=r"^(train_runtime|train_samples_per_second|train_steps_per_second)$",

@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 LONG_POLES = (
-    "tests/compat/test_conformance.py",  # 69 script processes, ~420 CPU s
+    "tests/compat/test_conformance.py",  # 63 script processes
     "tests/e2e/test_bench.py",  # one bench run with every section, and the sweep
     "tests/compat/test_deployments.py::s3",  # two deployments, PostgreSQL and moto: ~110 CPU s
     "tests/faults/test_experiment_startup.py",  # 10 kills and restarts
@@ -35,7 +35,7 @@ LONG_POLES = (
 """The slow tier's longest work units (CI's ``--durations`` on a quiet 2-core box; the compat
 ones by the CPU seconds they cost, which is what decides on a CPU-bound box), longest first,
 the deployments between other long files, so that the workers rarely run several of them (each
-three scripts at once) side by side; the rest follow in collection order."""
+two or three scripts at once) side by side; the rest follow in collection order."""
 
 SPLIT_BY_PARAMETER = frozenset({"tests/compat/test_deployments.py"})
 _FIRST_WORD = re.compile(r"\[([^\]\-]+)")

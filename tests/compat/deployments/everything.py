@@ -1,9 +1,11 @@
 """Everything a user does with MLflow's artifact store, logged models and the registry, in one
 script (the deployment matrix runs it directly, with the import swap and zero-code): metrics,
-params and tags, run artifacts (a folder, a table, an image), a scikit-learn and a PyTorch
-model, a file logged after the models, then loading the models back, loading the table,
-listing and downloading artifacts, registering and searching logged models, registry aliases,
-tags and searches. What it read back is logged too, so reads are compared as well.
+params and tags, run artifacts (a folder, a table, an image), a scikit-learn model with its
+signature and a PyTorch model (and its state dict), a file logged after the models, then loading
+the models back (by their URIs, from the registry, by alias), loading the table, listing and
+downloading artifacts, registering and searching logged models, registry aliases, tags and
+searches. What it read back is logged too, so reads are compared as well. (The conformance
+scripts leave logged models to this one.)
 
 With ``MATRIX_FRAMEWORKS=1`` (the default deployment) it goes on with ``mlflow.models.evaluate``
 of the scikit-learn model and Lightning under ``mlflow.pytorch.autolog``: MLflow's own code
@@ -11,7 +13,7 @@ logging and loading models, through the same artifact calls as the part above (a
 files logged, a model downloaded), so one deployment runs them.
 
 Not here: a transformers ``Trainer`` under autolog. Importing it costs ~15 s a process on a
-loaded 2-core box (18 processes per matrix run), and the callback logs wall-clock figures
+loaded 2-core box (13 processes per matrix run), and the callback logs wall-clock figures
 (``train_runtime``, samples per second) that no two runs share."""
 
 import os
@@ -23,6 +25,7 @@ import mlflow.pytorch
 import mlflow.sklearn
 import numpy as np
 import torch
+from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
@@ -41,12 +44,17 @@ with mlflow.start_run(run_name="train") as run:
     mlflow.log_dict({"lr": 0.1}, "config.json")
     clf = LogisticRegression(C=0.5).fit(X, y)
     sk = mlflow.sklearn.log_model(
-        clf, name="sk", input_example=X[:2], registered_model_name=f"{NAME}-sk"
+        clf,
+        name="sk",
+        signature=infer_signature(X, clf.predict(X)),
+        input_example=X[:2],
+        registered_model_name=f"{NAME}-sk",
     )
     torch.manual_seed(0)
     net = torch.nn.Linear(2, 1)
     example = np.zeros((1, 2), dtype=np.float32)  # the model is exported for its shape
     pt = mlflow.pytorch.log_model(net, name="torch", input_example=example)
+    mlflow.pytorch.log_state_dict(net.state_dict(), artifact_path="state_dict")
     mlflow.log_text("logged after the models", "late/after.txt")
     with tempfile.TemporaryDirectory() as folder:  # a folder, a table and an image
         (Path(folder) / "sub").mkdir()
