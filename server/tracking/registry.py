@@ -104,7 +104,9 @@ def create_model_version(
             # resolves them with its own store.)
             source = model.artifact_location
     elif source.startswith("runs:/"):
-        run_id = source[len("runs:/") :].split("/", 1)[0] or run_id or ""
+        named, _, path = source[len("runs:/") :].partition("/")
+        run_id = ctx.run_id_of_key(named) or named or run_id or ""  # a run going by its key
+        source = f"runs:/{run_id}/{path}" if named else source
     else:
         raise MlflowException(
             "a model version's source must be models:/<model id> or runs:/<run id>/<path> (the"

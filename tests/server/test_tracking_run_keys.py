@@ -131,3 +131,30 @@ def test_a_search_naming_a_run_by_its_key_searches_for_the_mlflow_run() -> None:
         ("attributes.run_id LIKE 'run-key-1%'", "attributes.run_id LIKE 'run-key-1%'"),
     ):
         assert with_run_ids(written, ctx.run_id_of_key) == meant
+
+
+class Registry:
+    """MLflow's model registry, keeping what each version was created with."""
+
+    def __init__(self) -> None:
+        self.created: list[tuple[str, str]] = []
+
+    def create_model_version(self, name: str, source: str, run_id: str, **_: Any) -> Any:
+        from mlflow.entities.model_registry import ModelVersion
+
+        self.created.append((source, run_id))
+        return ModelVersion(name, "1", 1, source=source, run_id=run_id)  # type: ignore[no-untyped-call]
+
+
+def test_a_version_registered_from_a_runs_uri_naming_the_key_points_at_the_mlflow_run() -> None:
+    """``mlflow.register_model(f"runs:/{run.info.run_id}/model", ...)`` from a run going by
+    its key registers the MLflow run's model."""
+    from mlflow.protos import model_registry_pb2 as rpb
+
+    registry = Registry()
+    ctx = dataclasses.replace(_context({"run-key-1": "mlflow-run-1"}), registry=lambda: registry)
+    request = rpb.CreateModelVersion(name="m", source="runs:/run-key-1/model/data")
+    payload = answer(ctx, rpb.CreateModelVersion.DESCRIPTOR.full_name, request.SerializeToString())
+    assert registry.created == [("runs:/mlflow-run-1/model/data", "mlflow-run-1")]
+    reply = rpb.CreateModelVersion.Response.FromString(payload)
+    assert reply.model_version.run_id == "mlflow-run-1"
