@@ -48,12 +48,15 @@ with mlflow.start_run(run_name="train") as run:
         name="sk",
         signature=infer_signature(X, clf.predict(X)),
         input_example=X[:2],
+        pip_requirements=["scikit-learn"],  # as given, not inferred in a subprocess
         registered_model_name=f"{NAME}-sk",
     )
     torch.manual_seed(0)
     net = torch.nn.Linear(2, 1)
     example = np.zeros((1, 2), dtype=np.float32)  # the model is exported for its shape
-    pt = mlflow.pytorch.log_model(net, name="torch", input_example=example)
+    pt = mlflow.pytorch.log_model(
+        net, name="torch", input_example=example, pip_requirements=["torch"]
+    )
     mlflow.pytorch.log_state_dict(net.state_dict(), artifact_path="state_dict")
     mlflow.log_text("logged after the models", "late/after.txt")
     with tempfile.TemporaryDirectory() as folder:  # a folder, a table and an image
