@@ -37,7 +37,7 @@ from tests.support.rounds import arrivals
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
-SITES, ROUNDS, EPOCHS = 3, 3, 3
+SITES, ROUNDS, EPOCHS = 2, 3, 3  # two sites: each round aggregates several (Flower: a process each)
 SITE_IDS = [f"site-{n}" for n in range(SITES)]
 STATS = ("mean", "min", "max", "count", "weighted_mean")
 

@@ -305,7 +305,7 @@ def test_burst_far_above_mlflow_speed_is_throttled_and_nothing_is_lost(
 ) -> None:
     max_backlog = 3000
     receiver = start_receiver(flush_interval_s=0.2, extra_args=("--max-backlog", str(max_backlog)))
-    n = 15000
+    n = 8000  # three clients at once, eight times the backlog limit
     outs = {f"site-{i}": tmp_path / f"out-{i}.json" for i in range(3)}
     procs = [
         stream_client(receiver.address, cid, job, tmp_path / f"spool-{cid}", out,
