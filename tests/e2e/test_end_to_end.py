@@ -97,7 +97,7 @@ def test_three_client_processes_land_exactly_in_mlflow(
         parents = parent_runs(job_runs(mlflow_client, job))
         return len(parents) == 1 and parents[0].info.status == "FINISHED"
 
-    wait_until(parent_finished, 15, what="the job's parent run to be FINISHED")
+    wait_until(parent_finished, 60, what="the job's parent run to be FINISHED")
 
     runs = job_runs(mlflow_client, job)
     parents = parent_runs(runs)
