@@ -106,7 +106,14 @@ def test_reads_are_served_scoped_and_see_this_clients_writes(
     other = mlflow_client.create_run(
         mlflow_client.create_experiment(f"{job}-other"), tags={"trackbridge.job": "not-" + job}
     ).info.run_id
-    common = {"TRACKBRIDGE_JOB": job, "TRACKBRIDGE_SPOOL_DIR": str(tmp_path / "spool")}
+    common = {
+        "TRACKBRIDGE_JOB": job,
+        "TRACKBRIDGE_SPOOL_DIR": str(tmp_path / "spool"),
+        # The script compares its run's id with the ids MLflow's searches answer, so it waits
+        # for MLflow's id (a loaded box can take longer than the default 5 s, and the run
+        # then goes by its key: test_a_run_going_by_its_key_is_found_by_searches_that_name_it).
+        "TRACKBRIDGE_RUN_ID_TIMEOUT_S": "120",
+    }
     zero = base_env(MLFLOW_TRACKING_URI=f"trackbridge://{receiver.address}", **common)
     swapped = base_env(TRACKBRIDGE_RECEIVER=receiver.address, **common)
     swap_code = READS.replace("import mlflow\n", "import client_sdk.mlflow as mlflow\n", 1)
