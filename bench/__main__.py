@@ -107,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes.add_argument(
         "--mlflow-workers",
         type=positive_int,
-        help="mlflow server --workers for the benchmark's MLflow (MLflow's own default: 4)",
+        help="mlflow server --workers for the benchmark's MLflow servers, on SQLite and on"
+        " PostgreSQL (MLflow's own default: 4)",
     )
     args = p.parse_args(argv)
     if args.only == ():

@@ -40,8 +40,8 @@ _PG_WORKERS = 4
 
 @contextlib.contextmanager
 def postgres_mlflow(ctx: BenchContext) -> Iterator[tuple[str, Postgres]]:
-    """A fresh PostgreSQL cluster and ``mlflow server --workers 4`` on it; yields its URI and
-    the cluster."""
+    """A fresh PostgreSQL cluster and ``mlflow server --workers 4`` on it (``--mlflow-workers``
+    when given, as for the SQLite one); yields its URI and the cluster."""
     pg = start_postgres()
     try:
         create_database(pg, "mlflow")
@@ -49,7 +49,7 @@ def postgres_mlflow(ctx: BenchContext) -> Iterator[tuple[str, Postgres]]:
         env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
         argv = [
             sys.executable, "-m", "mlflow", "server",
-            "--workers", str(_PG_WORKERS),
+            "--workers", str(ctx.options.mlflow_workers or _PG_WORKERS),
             "--backend-store-uri", pg.uri("mlflow"),
             "--default-artifact-root", (ctx.work_dir / "mlflow-pg-artifacts").resolve().as_uri(),
             "--host", "127.0.0.1", "--port", str(port),
