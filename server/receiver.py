@@ -192,6 +192,7 @@ class Receiver:
             authenticator=self.guard.authenticator,
             viewer_token=cfg.viewer_token,
             scope=ReadScope(cfg.read_scope),
+            own_queue=cfg.fleet is None,
         )
         return Flusher(
             Queue(conn, self.backlog),

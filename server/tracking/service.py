@@ -36,6 +36,7 @@ from server.ingest.backend import IngestBackend
 from server.ingest.waits import FlushWaits
 from server.security.auth import Authenticator, Refused, shown
 from server.security.ownership import owned_key
+from server.tracking import overlay
 from server.tracking.calls import answer
 from server.tracking.journal import JournalApplier
 from server.tracking.reads import Context, SeenRuns, visible_model, visible_run
@@ -77,6 +78,7 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
         authenticator: Authenticator,
         viewer_token: str,
         scope: ReadScope,
+        own_queue: bool = True,
     ) -> None:
         client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
         self._client = client
@@ -96,6 +98,9 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
         self._authenticator = authenticator
         self._viewer_token = viewer_token
         self._scope = scope
+        self._own_queue = own_queue
+        """Whether this receiver's flusher writes what its queue holds (not fleet mode, where
+        other receivers may write it): only then are its batches the events on their way."""
         self._pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="trackbridge-tracking")
         self.journal = JournalApplier(
             self._store, self.registry, self.experiments_of, artifact_location, tracking_uri
@@ -140,13 +145,23 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
         self, request: tracking_pb2.TrackingCall, context: grpc.aio.ServicerContext
     ) -> tracking_pb2.TrackingReply:
         caller = await self._caller(request.client_id, request.job, context)
-        await self._fresh(request.client_id, request.fresh_run_keys, context)
+        own = self._own_run_read(caller, request)
+        if own is None:
+            await self._fresh(request.client_id, request.fresh_run_keys, context)
+        else:
+            self._flush_soon()  # MLflow catches up; this answer need not wait for it
         self.calls += 1
         loop = asyncio.get_running_loop()
+        ctx = self._context(caller)
         try:
             payload = await loop.run_in_executor(
-                self._pool, answer, self._context(caller), request.method, request.request
+                self._pool, _answer, ctx, request.method, request.request, own
             )
+            if payload is None:  # past the answer's page: MLflow must hold the events first
+                await self._fresh(request.client_id, request.fresh_run_keys, context)
+                payload = await loop.run_in_executor(
+                    self._pool, answer, ctx, request.method, request.request
+                )
         except MlflowException as exc:
             return tracking_pb2.TrackingReply(
                 error_code=exc.error_code, message=str(exc.message)[:16_000]
@@ -252,6 +267,29 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
             )
         return Caller(client_id, job, self._scope)
 
+    def _own_run_read(
+        self, caller: Caller, call: tracking_pb2.TrackingCall
+    ) -> tuple[Any, overlay.Pending] | None:
+        """A read of one of the caller's own runs, with that run's events on their way to
+        MLflow to add to MLflow's answer (server/tracking/overlay.py); None when the read waits
+        for the caller's writes instead."""
+        found = overlay.target(call.method, call.request) if self._own_queue else None
+        if found is None or not found[1] or caller.viewer:
+            return None
+        message, run_id = found
+        with self._queue_lock:
+            row = self._queue.execute(
+                "SELECT run_key, flushed_seq FROM runs WHERE client_id = ? AND quarantine = ''"
+                " AND mlflow_run_id != '' AND (mlflow_run_id = ? OR run_key = ?)",
+                (caller.client_id, run_id, owned_key(caller.client_id, run_id)),
+            ).fetchone()
+            if row is None:
+                return None
+            pending = overlay.pending_of(self._queue, row[0], row[1])
+        if pending is None or self._uploads_pending({row[0]}):
+            return None
+        return message, pending
+
     async def _fresh(
         self, client_id: str, run_keys: Iterable[str], context: grpc.aio.ServicerContext
     ) -> None:
@@ -319,6 +357,18 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
         flushed = {key: seq for key, seq, held in rows if not held}
         held = {key for key, _seq, is_held in rows if is_held}
         return [k for k, seq in marks.items() if k not in held and flushed.get(k, 0) < seq]
+
+
+def _answer(
+    ctx: Context, method: str, payload: bytes, own: tuple[Any, overlay.Pending] | None
+) -> bytes | None:
+    """MLflow's answer to a call, with the caller's events on their way where ``own`` has them
+    (None: they do not fit in the answer's page)."""
+    reply = answer(ctx, method, payload)
+    if own is None:
+        return reply
+    message, pending = own
+    return pending.apply(method, message, reply)
 
 
 def stop_waiting(waited_s: float, failing_for_s: float | None, limit_s: float) -> str:

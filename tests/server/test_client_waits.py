@@ -22,6 +22,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,31 @@ sys.stdin.readline()  # the test: the run is deleted in MLflow, and quarantined
 mlflow.log_param("beta", "1")  # held with the run
 got = MlflowClient().get_run(run.info.run_id)
 print(json.dumps({"params": got.data.params, "stage": got.info.lifecycle_stage}), flush=True)
+"""
+
+
+OWN_READS_SCRIPT = """
+import json, sys
+import mlflow
+from mlflow.tracking import MlflowClient
+
+mlflow.set_experiment(sys.argv[1])
+client = MlflowClient()
+with mlflow.start_run() as run:
+    mlflow.log_param("warmup", "1")
+    mlflow.log_metric("loss", 1.0, step=0)
+    print(json.dumps({"run_id": run.info.run_id}), flush=True)
+    sys.stdin.readline()  # the test: MLflow is slow to take the next write
+    mlflow.log_param("alpha", "0.5")
+    mlflow.log_metric("loss", 0.5, step=1)
+    history = client.get_metric_history(run.info.run_id, "loss")
+    data = client.get_run(run.info.run_id).data
+    print(json.dumps({
+        "history": [[m.step, m.value] for m in history],
+        "params": data.params,
+        "metrics": data.metrics,
+    }), flush=True)
+    sys.stdin.readline()
 """
 
 
@@ -256,6 +282,51 @@ def test_a_read_waits_for_its_writes_while_mlflow_is_slow_to_take_them(
         proxy.close()
     assert json.loads(out)["params"] == {"alpha": "0.5"}
     assert not [rec for rec in caplog.records if "reads before" in rec.getMessage()]
+
+
+def test_a_read_of_its_own_run_does_not_wait_for_its_new_points_and_params(
+    mlflow_server: MlflowServer, tmp_path: Path, job: str
+) -> None:
+    """A script checks what it just logged (``get_metric_history``, ``get_run``) while MLflow
+    holds the write of it: the reads are answered at once, with what MLflow has and the
+    script's points and params on their way, as MLflow answers once it has them (before, each
+    read waited for that write: the script was slower than with MLflow itself)."""
+    proxy = MlflowProxy(mlflow_server.uri)
+    background = _background(tmp_path / "data", proxy.uri)
+    background.start()
+    hold = proxy.hold_call(lambda body: b'"alpha"' in body)
+    try:
+        r = background.receiver
+        with _Script(OWN_READS_SCRIPT, tmp_path, r.port, job) as script:
+            run_id = script.answer()["run_id"]
+            direct = MlflowClient(mlflow_server.uri)
+            wait_until(lambda: direct.get_run(run_id).data.params, 60, what="the first param")
+            got: list[dict[str, Any]] = []
+            reader = threading.Thread(target=lambda: got.append(script.say("go")), daemon=True)
+            reader.start()
+            wait_until(
+                lambda: got or r.counters().reads_waiting or script.proc.poll() is not None,
+                120,
+                what="the script's reads to be answered (or to wait)",
+            )
+            assert got, "a read of the script's own run waited for MLflow to take its writes"
+            assert "alpha" not in direct.get_run(run_id).data.params  # still held from MLflow
+            hold.release()
+            wait_until(lambda: "alpha" in direct.get_run(run_id).data.params, 60, what="alpha")
+            mlflow_now = direct.get_run(run_id).data
+            history_now = [[m.step, m.value] for m in direct.get_metric_history(run_id, "loss")]
+            assert script.proc.stdin is not None
+            script.proc.stdin.write("done\n")
+            script.proc.stdin.flush()
+            script.finish()
+    finally:
+        hold.release()
+        background.stop()
+        proxy.close()
+    (answer,) = got
+    assert answer["history"] == [[0, 1.0], [1, 0.5]] == history_now
+    assert answer["params"] == {"warmup": "1", "alpha": "0.5"} == mlflow_now.params
+    assert answer["metrics"] == {"loss": 0.5} == mlflow_now.metrics
 
 
 def test_a_read_does_not_wait_for_what_a_quarantined_run_holds(
