@@ -19,9 +19,10 @@ per log call, set_terminated.
 
 A second script reads right after it writes: ``script_reads`` times it logs a point and a
 param, then reads the metric's history and the run back and checks that both hold them (a
-script checking its own writes). Through the bridge each read waits for the caller's writes
-to reach MLflow (read-your-writes: the flusher writes them at once and wakes the read,
-server/ingest/waits.py), then goes to MLflow; directly, each write and read is its own call.
+script checking its own writes). Through the bridge each read goes to MLflow at once, and the
+receiver adds the caller's points and params still on their way (server/tracking/overlay.py);
+the flusher writes them at its own pace, many reads' worth in one call. Directly, each write
+and read is its own call.
 """
 
 from __future__ import annotations
