@@ -277,15 +277,20 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
         if found is None or not found[1] or caller.viewer:
             return None
         message, run_id = found
-        with self._queue_lock:
-            row = self._queue.execute(
-                "SELECT run_key, flushed_seq FROM runs WHERE client_id = ? AND quarantine = ''"
-                " AND mlflow_run_id != '' AND (mlflow_run_id = ? OR run_key = ?)",
-                (caller.client_id, run_id, owned_key(caller.client_id, run_id)),
-            ).fetchone()
-            if row is None:
-                return None
-            pending = overlay.pending_of(self._queue, row[0], row[1])
+        try:
+            with self._queue_lock:
+                row = self._queue.execute(
+                    "SELECT run_key, flushed_seq FROM runs WHERE client_id = ?"
+                    " AND quarantine = '' AND mlflow_run_id != ''"
+                    " AND (mlflow_run_id = ? OR run_key = ?)",
+                    (caller.client_id, run_id, owned_key(caller.client_id, run_id)),
+                ).fetchone()
+                if row is None:
+                    return None
+                pending = overlay.pending_of(self._queue, row[0], row[1])
+        except sqlite3.Error:  # the read waits for MLflow instead, as it always could
+            _logger.exception("reading client %s's events on their way", shown(caller.client_id))
+            return None
         if pending is None or self._uploads_pending({row[0]}):
             return None
         return message, pending

@@ -12,6 +12,7 @@ read to wait for MLflow (``pending_of`` answers None), read from a real queue da
 from __future__ import annotations
 
 import math
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,10 +29,13 @@ from bridge.convert import batch_to_proto
 from bridge.events import Event, EventBatch, RunEnd, RunStatus, Tag
 from bridge.events import Metric as PointEvent
 from bridge.events import Param as ParamEvent
+from bridge.pb.v1.tracking_pb2 import TrackingCall
 from server.queue.schema import connect
 from server.queue.sqlite import Queue
 from server.tracking import overlay
 from server.tracking.entities import run_proto
+from server.tracking.scope import Caller, ReadScope
+from server.tracking.service import TrackingService
 
 KEYS = ("loss", "acc/top1")
 PARAMS = ("lr", "opt", "seed")
@@ -248,3 +252,38 @@ def test_a_read_waits_for_more_events_than_the_overlay_decodes(
     _store(queue, 1, *(PointEvent("loss", 1.0, i, i) for i in range(4)))
     assert _pending(queue) is None
     assert _pending(queue, flushed_seq=1) is not None
+
+
+class _BrokenQueue:
+    """A queue connection whose reads fail (a damaged file, an I/O error)."""
+
+    def execute(self, *_: Any) -> Any:
+        raise sqlite3.OperationalError("disk I/O error")
+
+
+def test_a_queue_that_cannot_be_read_leaves_the_read_to_wait_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    connect(tmp_path / "queue.db").close()
+    service = TrackingService(
+        tracking_uri="http://127.0.0.1:9",
+        artifact_location=None,
+        queue_path=tmp_path / "queue.db",
+        ingestor=None,  # type: ignore[arg-type]  # not asked here
+        flush_soon=lambda: None,
+        uploads_pending=lambda keys: False,
+        mlflow_error=lambda: "",
+        authenticator=None,  # type: ignore[arg-type]
+        viewer_token="",
+        scope=ReadScope.JOB,
+    )
+    try:
+        service._queue = _BrokenQueue()  # type: ignore[assignment]
+        call = TrackingCall(
+            method=overlay.GET_RUN, request=pb.GetRun(run_id="r").SerializeToString()
+        )
+        assert service._own_run_read(Caller("c", "j", ReadScope.JOB), call) is None
+    finally:
+        service._queue = sqlite3.connect(":memory:")
+        service.close()
+    assert "events on their way" in caplog.text and "disk I/O error" in caplog.text
