@@ -45,7 +45,6 @@ from server.queue.gaps import GapLog
 from server.queue.schema import QUEUE_FILE, QueueCorrupt
 from server.queue.sqlite import Backlog, Queue, RunRecord, connect
 from server.security.guard import Guard
-from server.tracking.scope import ReadScope
 from server.tracking.service import TrackingService
 from server.worker_state import record_failed
 
@@ -191,7 +190,7 @@ class Receiver:
             mlflow_error=lambda: self.flusher.last_error,
             authenticator=self.guard.authenticator,
             viewer_token=cfg.viewer_token,
-            scope=ReadScope(cfg.read_scope),
+            scope=cfg.read_scope,
             own_queue=cfg.fleet is None,
         )
         return Flusher(

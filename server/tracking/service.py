@@ -77,7 +77,7 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
         mlflow_error: Callable[[], str],
         authenticator: Authenticator,
         viewer_token: str,
-        scope: ReadScope,
+        scope: ReadScope | str,
         own_queue: bool = True,
     ) -> None:
         client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
@@ -97,7 +97,7 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
         self._mlflow_error = mlflow_error
         self._authenticator = authenticator
         self._viewer_token = viewer_token
-        self._scope = scope
+        self._scope = ReadScope(scope)  # or its name, as ``serve --read-scope`` gives it
         self._own_queue = own_queue
         """Whether this receiver's flusher writes what its queue holds (not fleet mode, where
         other receivers may write it): only then are its batches the events on their way."""
