@@ -145,19 +145,17 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
         self, request: tracking_pb2.TrackingCall, context: grpc.aio.ServicerContext
     ) -> tracking_pb2.TrackingReply:
         caller = await self._caller(request.client_id, request.job, context)
-        own = self._own_run_read(caller, request)
-        if own is None:
-            await self._fresh(request.client_id, request.fresh_run_keys, context)
-        # Else the events reach MLflow at the flusher's next turn, in one write with the rest:
-        # a write per read would hold up MLflow's answers to this read and the next.
         self.calls += 1
         loop = asyncio.get_running_loop()
         ctx = self._context(caller)
+        own = self._own_run_read(caller, request)
         try:
-            payload = await loop.run_in_executor(
-                self._pool, _answer, ctx, request.method, request.request, own
-            )
-            if payload is None:  # past the answer's page: MLflow must hold the events first
+            payload = None
+            if own is not None:  # with its events on their way added, not waiting for them
+                payload = await loop.run_in_executor(
+                    self._pool, self._answer_own, ctx, request, own
+                )
+            if payload is None:  # after the caller's writes are in MLflow
                 await self._fresh(request.client_id, request.fresh_run_keys, context)
                 payload = await loop.run_in_executor(
                     self._pool, answer, ctx, request.method, request.request
@@ -269,14 +267,32 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
 
     def _own_run_read(
         self, caller: Caller, call: tracking_pb2.TrackingCall
-    ) -> tuple[Any, overlay.Pending] | None:
-        """A read of one of the caller's own runs, with that run's events on their way to
-        MLflow to add to MLflow's answer (server/tracking/overlay.py); None when the read waits
-        for the caller's writes instead."""
-        found = overlay.target(call.method, call.request) if self._own_queue else None
-        if found is None or not found[1] or caller.viewer:
+    ) -> tuple[Any, str] | None:
+        """The request and run id of a read that may be answered with the caller's events on
+        their way added (server/tracking/overlay.py); None when it waits for them."""
+        if not self._own_queue or caller.viewer:
             return None
+        found = overlay.target(call.method, call.request)
+        return found if found is not None and found[1] else None
+
+    def _answer_own(
+        self, ctx: Context, call: tracking_pb2.TrackingCall, found: tuple[Any, str]
+    ) -> bytes | None:
+        """MLflow's answer with the caller's events on their way added, read before MLflow is
+        asked (on a worker thread: the events are decoded); None when the read must wait for
+        them instead (events the overlay cannot add, or more than the answer's page). The
+        flusher writes them at its next turn, many reads' worth in one call: asking it to
+        write at once held MLflow's answer up behind that write (SQLite's one writer)."""
         message, run_id = found
+        pending = self._pending_of(ctx.caller, run_id)
+        if pending is None:
+            return None
+        return pending.apply(call.method, message, answer(ctx, call.method, call.request))
+
+    def _pending_of(self, caller: Caller, run_id: str) -> overlay.Pending | None:
+        """The plain events on their way of the caller's own run ``run_id`` (its MLflow id or
+        its key); None for another's run, one not in MLflow yet or quarantined, a file of it
+        on its way, or events the overlay cannot add."""
         try:
             with self._queue_lock:
                 row = self._queue.execute(
@@ -293,7 +309,7 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
             return None
         if pending is None or self._uploads_pending({row[0]}):
             return None
-        return message, pending
+        return pending
 
     async def _fresh(
         self, client_id: str, run_keys: Iterable[str], context: grpc.aio.ServicerContext
@@ -362,18 +378,6 @@ class TrackingService(tracking_pb2_grpc.TrackingServicer):
         flushed = {key: seq for key, seq, held in rows if not held}
         held = {key for key, _seq, is_held in rows if is_held}
         return [k for k, seq in marks.items() if k not in held and flushed.get(k, 0) < seq]
-
-
-def _answer(
-    ctx: Context, method: str, payload: bytes, own: tuple[Any, overlay.Pending] | None
-) -> bytes | None:
-    """MLflow's answer to a call, with the caller's events on their way where ``own`` has them
-    (None: they do not fit in the answer's page)."""
-    reply = answer(ctx, method, payload)
-    if own is None:
-        return reply
-    message, pending = own
-    return pending.apply(method, message, reply)
 
 
 def stop_waiting(waited_s: float, failing_for_s: float | None, limit_s: float) -> str:

@@ -29,7 +29,6 @@ from bridge.convert import batch_to_proto
 from bridge.events import Event, EventBatch, RunEnd, RunStatus, Tag
 from bridge.events import Metric as PointEvent
 from bridge.events import Param as ParamEvent
-from bridge.pb.v1.tracking_pb2 import TrackingCall
 from server.queue.schema import connect
 from server.queue.sqlite import Queue
 from server.tracking import overlay
@@ -279,10 +278,7 @@ def test_a_queue_that_cannot_be_read_leaves_the_read_to_wait_and_says_so(
     )
     try:
         service._queue = _BrokenQueue()  # type: ignore[assignment]
-        call = TrackingCall(
-            method=overlay.GET_RUN, request=pb.GetRun(run_id="r").SerializeToString()
-        )
-        assert service._own_run_read(Caller("c", "j", ReadScope.JOB), call) is None
+        assert service._pending_of(Caller("c", "j", ReadScope.JOB), "r") is None
     finally:
         service._queue = sqlite3.connect(":memory:")
         service.close()
