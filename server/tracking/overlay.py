@@ -89,7 +89,8 @@ def pending_of(queue: sqlite3.Connection, run_key: str, flushed_seq: int) -> Pen
         " WHERE run_key = ? AND last_seq > ? ORDER BY id LIMIT ?",
         (run_key, flushed_seq, MAX_EVENTS + 1),
     ).fetchall()
-    if sum(last - max(first - 1, done, flushed_seq) for first, last, done, _ in rows) > MAX_EVENTS:
+    coming = sum(max(0, last - max(first - 1, done, flushed_seq)) for first, last, done, _ in rows)
+    if coming > MAX_EVENTS:
         return None
     for first, _last, done, payload in rows:
         try:
