@@ -312,7 +312,12 @@ def test_a_read_of_its_own_run_does_not_wait_for_its_new_points_and_params(
             assert got, "a read of the script's own run waited for MLflow to take its writes"
             assert "alpha" not in direct.get_run(run_id).data.params  # still held from MLflow
             hold.release()
-            wait_until(lambda: "alpha" in direct.get_run(run_id).data.params, 60, what="alpha")
+
+            def mlflow_has_all() -> bool:  # the param and the point may go in separate calls
+                data = direct.get_run(run_id).data
+                return "alpha" in data.params and data.metrics.get("loss") == 0.5
+
+            wait_until(mlflow_has_all, 60, what="MLflow to hold the new param and point")
             mlflow_now = direct.get_run(run_id).data
             history_now = [[m.step, m.value] for m in direct.get_metric_history(run_id, "loss")]
             assert script.proc.stdin is not None
