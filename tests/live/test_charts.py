@@ -6,6 +6,8 @@ wall-time axes switch, and on a time axis every client's legend shows its value 
 from __future__ import annotations
 
 import itertools
+import json
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,25 @@ def _charts(page: Any, script: str, arg: Any = None) -> Any:
         }}""",
         arg,
     )
+
+
+def _open_page_once_all_points_are_in(page: Any, base: str, job: str) -> None:
+    """Opens the job's page once the receiver's live view holds every step of both metrics.
+
+    Acknowledged points reach the live view a moment later (its pump digests them). A page
+    opened before gets the rest as the stream's deltas, which carry at most a few dozen new
+    points per series at a time, thinned past that (server/live/series.py): a burst of 50
+    steps arriving while the page watches is drawn thinned, and these tests count steps."""
+    url = f"{base}/api/jobs/{quote(job, safe='')}?metrics=y,z"
+
+    def all_in() -> bool:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback
+            points = json.load(response)["points"]
+        counts = [len(series["s"]) for per_key in points.values() for series in per_key.values()]
+        return counts == [STEPS] * 4
+
+    wait_until(all_in, WAIT_S, what="the live view to hold every step")
+    page.goto(f"{base}/jobs/{quote(job, safe='')}#metrics=y,z&layout=overlay")
 
 
 def _pixel(page: Any, key: str, step: float) -> tuple[float, float]:
@@ -81,7 +102,7 @@ def test_hover_zoom_smoothing_and_legend(
         for writer in writers.values():
             assert writer.flush(20)
 
-        page.goto(f"{base}/jobs/{quote(job, safe='')}#metrics=y,z&layout=overlay")
+        _open_page_once_all_points_are_in(page, base, job)
 
         def drawn() -> bool:
             return bool(
@@ -186,3 +207,55 @@ def test_hover_zoom_smoothing_and_legend(
         )
         legend = _legend(page, "y")
         assert legend["site-a"] != "—" and legend["site-b"] != "—", legend
+
+
+@pytest.mark.timeout(180)
+def test_a_snapshot_after_a_drawn_one_redraws_the_charts(
+    start_receiver: Callable[..., Any], page: Any, job: str, tmp_path: Path
+) -> None:
+    """A snapshot (what a reconnecting page, or one that fell behind, gets) rebuilds every
+    series, and the charts redraw with it, with fewer points or more. Before, a chart redrew
+    only when its series' version counts changed, and every snapshot counted them from one
+    again: a page that reconnected kept the curves it drew before the reconnect, until the
+    next point arrived."""
+    receiver = start_receiver(extra_args=LIVE_ARGS)
+    base = f"http://127.0.0.1:{http_port(receiver)}"
+    with live_writers(receiver.address, job, ["site-a", "site-b"], tmp_path) as writers:
+        for step in range(STEPS):
+            writers["site-a"].log_metrics({"y": float(step), "z": -float(step)}, step=step)
+            writers["site-b"].log_metrics({"y": 100.0 - step, "z": float(step)}, step=step)
+        for writer in writers.values():
+            assert writer.flush(20)
+        _open_page_once_all_points_are_in(page, base, job)
+
+        def drawn(points: int) -> bool:
+            return bool(
+                _charts(
+                    page,
+                    """return ["y", "z"].every((k) => charts[k]
+                        && charts[k].u.data[0].length === arg);""",
+                    points,
+                )
+            )
+
+        wait_until(lambda: drawn(STEPS), WAIT_S, what="both charts drawn with every step")
+        full = page.evaluate(
+            "(url) => fetch(url, { cache: 'no-store' }).then((r) => r.json())",
+            f"/api/jobs/{quote(job, safe='')}?metrics=y,z",
+        )
+        assert full["type"] == "snapshot"
+        partial = {
+            **full,
+            "points": {
+                client: {
+                    key: {name: values[:10] for name, values in series.items()}
+                    for key, series in per_key.items()
+                }
+                for client, per_key in full["points"].items()
+            },
+        }
+        for message, points in ((partial, 10), (full, STEPS)):
+            page.evaluate("(msg) => window.trackbridgeLive.apply(msg)", message)
+            wait_until(
+                lambda n=points: drawn(n), WAIT_S, what=f"both charts redrawn with {points} steps"
+            )

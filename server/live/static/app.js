@@ -74,6 +74,9 @@
     const st = {
       clients: new Map(), // id -> row
       series: new Map(), // "client\u0000key" -> {s, v, t, version}
+      // Series versions count on across snapshots: a chart redraws when its series' versions
+      // change, and a snapshot rebuilds every series (a reconnect's, after partial data).
+      versions: 0,
       keys: new Set(),
       chosen: hash.has("metrics") ? hash.get("metrics").split(",").filter(Boolean) : null,
       layout: hash.get("layout") === "side" ? "side" : "overlay",
@@ -95,7 +98,8 @@
     let pickerKeys = "";
     let chartsKey = "";
     let source = null;
-    window.trackbridgeLive = { charts: () => charts, state: st }; // for people debugging, and tests
+    // For people debugging, and tests (``apply`` takes a message as the stream sends it).
+    window.trackbridgeLive = { charts: () => charts, state: st, apply: (msg) => apply(msg) };
 
     const controls = {
       layout: $("#layout"), xMode: $("#x-axis"), logY: $("#log-y"), smoothing: $("#smoothing"),
@@ -228,7 +232,8 @@
             s = thin(s);
             st.series.set(`${client}\u0000${key}`, s);
           }
-          s.version += 1;
+          st.versions += 1;
+          s.version = st.versions;
         }
       }
       if (st.chosen === null && st.keys.size > 0) {
