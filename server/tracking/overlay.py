@@ -37,6 +37,7 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from bridge.pb.v1 import events_pb2
 from server.flush.bulk.rows import plain_metric_key
+from server.queue.checksum import intact
 
 MAX_EVENTS = 10_000
 """More events than this on their way: the read waits for them (decoding them would cost more)."""
@@ -84,15 +85,19 @@ def pending_of(queue: sqlite3.Connection, run_key: str, flushed_seq: int) -> Pen
     """The events of run ``run_key`` (an owned key) after ``flushed_seq`` that are still in
     ``queue``, when all of them are plain points and params; None otherwise."""
     pending = Pending()
+    # The flusher's read (Queue.pending_after), without its setting damaged batches aside:
+    # this connection only reads, and a damaged batch is the flusher's to report.
     rows = queue.execute(
-        "SELECT first_seq, last_seq, done_seq, payload FROM batches"
+        "SELECT first_seq, last_seq, done_seq, payload, crc FROM batches"
         " WHERE run_key = ? AND last_seq > ? ORDER BY id LIMIT ?",
         (run_key, flushed_seq, MAX_EVENTS + 1),
     ).fetchall()
-    coming = sum(max(0, last - max(first - 1, done, flushed_seq)) for first, last, done, _ in rows)
+    coming = sum(max(0, last - max(first - 1, done, flushed_seq)) for first, last, done, *_ in rows)
     if coming > MAX_EVENTS:
         return None
-    for first, _last, done, payload in rows:
+    for first, _last, done, payload, crc in rows:
+        if not intact(payload, crc):
+            return None
         try:
             events = events_pb2.EventBatch.FromString(payload).events
         except DecodeError:

@@ -247,6 +247,14 @@ def test_a_read_waits_for_what_the_overlay_cannot_add_as_mlflow_would(
     assert _pending(queue, flushed_seq=2) == overlay.Pending()  # once MLflow holds it
 
 
+def test_a_damaged_batch_is_not_added(queue: Queue) -> None:
+    """A batch whose payload no longer matches its checksum: the read waits (the flusher sets
+    it aside and reports it)."""
+    _store(queue, 1, PointEvent("loss", 1.0, 0, 10))
+    queue._conn.execute("UPDATE batches SET crc = crc + 1")
+    assert _pending(queue) is None
+
+
 def test_a_read_waits_for_more_events_than_the_overlay_decodes(
     queue: Queue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
