@@ -54,7 +54,7 @@ def job_start(ctx: BenchContext) -> dict[str, Any]:
             shutdown_timeout_s=5.0,
             alone=mode == "alone",
         )
-        background = BackgroundReceiver(config)
+        background = BackgroundReceiver(config, owns_process=True)
         address = f"127.0.0.1:{background.start()}"
         try:
             one = _start(ctx, address, f"bench-start-one-{mode}", 1)
@@ -85,7 +85,7 @@ def bulk_job_start(ctx: BenchContext, tracking_uri: str, store: Path) -> dict[st
         bulk_write=True,
     )
     clients = ctx.options.job_start_clients
-    background = BackgroundReceiver(config)
+    background = BackgroundReceiver(config, owns_process=True)
     address = f"127.0.0.1:{background.start()}"
     try:
         many = _start(ctx, address, "bench-start-bulk", clients, store, at_once=True)

@@ -218,7 +218,7 @@ def _measure_into_mlflow(ctx: BenchContext, results: Results) -> None:
         flush_interval_s=ctx.options.flush_interval_s,
         shutdown_timeout_s=5.0,
     )
-    background = BackgroundReceiver(config)
+    background = BackgroundReceiver(config, owns_process=True)
     try:
         address = f"127.0.0.1:{background.start()}"
     except Exception as exc:

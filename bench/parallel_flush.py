@@ -95,7 +95,7 @@ def freshness_with_writers(
         flush_workers=ctx.options.parallel_workers,
         alone=True,
     )
-    background = BackgroundReceiver(config)
+    background = BackgroundReceiver(config, owns_process=True)
     address = f"127.0.0.1:{background.start()}"
     try:
         return freshness(ctx, background.receiver, address, uri=uri, store=visibility)
@@ -145,7 +145,7 @@ def through_bridge(
         fleet=fleet,
         bulk_write=bulk_write,
     )
-    background = BackgroundReceiver(config)
+    background = BackgroundReceiver(config, owns_process=True)
     address = f"127.0.0.1:{background.start()}"
     gens: list[Child] = []
     try:

@@ -113,9 +113,10 @@ def script_wall(ctx: BenchContext) -> dict[str, Any]:
         flush_interval_s=ctx.options.flush_interval_s,
         shutdown_timeout_s=30.0,
     )
-    background = BackgroundReceiver(config)
+    background = BackgroundReceiver(config, owns_process=True)
     alone = BackgroundReceiver(
-        dataclasses.replace(config, data_dir=ctx.work_dir / "receiver-script-alone", alone=True)
+        dataclasses.replace(config, data_dir=ctx.work_dir / "receiver-script-alone", alone=True),
+        owns_process=True,
     )
     address = f"127.0.0.1:{background.start()}"
     alone_address = f"127.0.0.1:{alone.start()}"

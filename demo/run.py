@@ -63,7 +63,7 @@ def run_demo(
     config = ReceiverConfig(
         listen="127.0.0.1:0", data_dir=data_dir, flush_interval_s=flush_interval_s
     )
-    background = BackgroundReceiver(config)
+    background = BackgroundReceiver(config, owns_process=True)
     port = background.start()
     receiver = background.receiver
     print(f"receiver on 127.0.0.1:{port}; MLflow store {config.effective_tracking_uri}")

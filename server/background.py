@@ -15,14 +15,20 @@ import time
 
 from bridge.worker import OnFailure, Worker
 from server.config import ReceiverConfig
+from server.heap import freeze_startup_heap
 from server.receiver import Receiver
 
 
 class BackgroundReceiver:
-    """A receiver on its own event-loop thread, for embedding (the demo, tests)."""
+    """A receiver on its own event-loop thread, for embedding (the demo, tests).
 
-    def __init__(self, config: ReceiverConfig) -> None:
+    ``owns_process``: the process is the receiver's, as ``trackbridge serve``'s is (the demo,
+    the benchmarks): once started, the start-up heap is frozen as serve freezes it
+    (server/heap.py). Never in a process that has other work (a test session)."""
+
+    def __init__(self, config: ReceiverConfig, *, owns_process: bool = False) -> None:
         self.receiver = Receiver(config)
+        self._owns_process = owns_process
         self._loop = asyncio.new_event_loop()
         self.worker = Worker("receiver", self._run, on_failure=OnFailure.FAIL)
 
@@ -35,7 +41,10 @@ class BackgroundReceiver:
         """Starts serving; returns the bound port."""
         self.worker.start()
         future = asyncio.run_coroutine_threadsafe(self.receiver.start(), self._loop)
-        return future.result(timeout=60)
+        port = future.result(timeout=60)
+        if self._owns_process:
+            freeze_startup_heap()
+        return port
 
     def stop(self) -> bool:
         """Drains and stops; returns whether everything reached MLflow (False at once when

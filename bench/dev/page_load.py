@@ -86,7 +86,7 @@ def main() -> None:
             max_backlog_events=10**12,
             shutdown_timeout_s=1,
         )
-        background = BackgroundReceiver(config)
+        background = BackgroundReceiver(config, owns_process=True)
         port = background.start()
         stop = threading.Event()
         sender = threading.Thread(target=_publish, args=(f"127.0.0.1:{port}", args, stop))

@@ -219,9 +219,11 @@ def _serve(args: argparse.Namespace) -> int:
     prepare_secrets()
 
     from bridge.errors import StartupError
+    from server.heap import freeze_startup_heap
     from server.receiver import Receiver, serve
 
     def ready(receiver: Receiver) -> None:
+        freeze_startup_heap()  # before the first client: full collections skip MLflow's imports
         print(f"trackbridge receiver listening on port {receiver.port}", flush=True)
         if config.mlflow_sink:
             print(f"  MLflow: {redact_uri(config.effective_tracking_uri)}", flush=True)
