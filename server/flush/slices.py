@@ -26,7 +26,7 @@ from bridge.convert import event_from_proto
 from bridge.events import Dropped, Event, Metric, Param, Tag
 from bridge.limits import ROUND_METRIC
 from bridge.pb.v1 import events_pb2
-from server.flush.bulk.rows import Row, metric_row, plain_metric_key
+from server.flush.bulk.rows import Columns, plain_metric_key, stored_value
 from server.flush.bulk.sink import BulkSink, log_together, transactions
 from server.flush.entries import Item, entries_of
 from server.flush.pool import CALL_ENTRIES, Budget
@@ -41,16 +41,17 @@ a turn that gives way after one slice still holds the others back well under a f
 
 @dataclass(slots=True)
 class Rows:
-    """A slice of plain metric points as ``metrics`` rows of the run ``run_id``: every event of
-    the read from ``first`` to ``last`` (``Item``'s batch, seq and ordinal), one row each."""
+    """A slice of plain metric points as ``metrics`` rows of the run ``run_id`` (in columns):
+    every event of the read from ``first`` to ``last`` (``Item``'s batch, seq and ordinal), one
+    row each."""
 
     run_id: str
-    rows: list[Row]
+    columns: Columns
     first: tuple[int, int, int]
     last: tuple[int, int, int]
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.columns)
 
     def items(self, read: Read) -> list[Item]:
         """The slice's events decoded the usual way (to find what MLflow refuses)."""
@@ -67,7 +68,7 @@ class Rows:
                     break
                 out.append(Item(event_from_proto(raw), index, seq, ordinal))
                 ordinal += 1
-        assert len(out) == len(self.rows), "a slice of rows holds every event in its range"
+        assert len(out) == len(self.columns), "a slice of rows holds every event in its range"
         return out
 
 
@@ -97,7 +98,7 @@ def slices(
     when not: the bulk writer is off, or the run is not open yet); ``dropped`` turns a gap
     event into what is written (server/queue/gaps.py)."""
     entries: list[Item] = []
-    rows: list[Row] = []
+    rows = Columns()
     run_id = ""
     begins = True
     cut = rows_cut = 0
@@ -115,17 +116,17 @@ def slices(
                 first = (index, seq, ordinal + 1)
             if run_id:  # the plain points from here, as many as the slice takes at once
                 take = 1 if pos < one_by_one else min(len(events) - pos, rows_cut - len(rows))
-                got = plain_rows(events[pos : pos + take], run_id, round_as_step)
+                got = plain_columns(events[pos : pos + take], round_as_step)
                 if got is None and take > 1:
                     one_by_one = pos + take
                     continue
                 if got is not None:
-                    rows += got
+                    rows.extend(got)
                     pos, ordinal = pos + take, ordinal + take
                     last = (index, seq + take - 1, ordinal)
                     if len(rows) >= rows_cut:
                         yield Step(Rows(run_id, rows, first, last))
-                        rows, begins = [], True
+                        rows, begins = Columns(), True
                     continue
             raw = events[pos]
             pos, ordinal = pos + 1, ordinal + 1
@@ -136,7 +137,7 @@ def slices(
             if isinstance(event, Metric | Param | Tag):
                 if rows:  # the slice goes the usual way from its first event
                     entries = Rows(run_id, rows, first, last).items(read)
-                    rows = []
+                    rows = Columns()
                 run_id = ""
                 entries.append(item)
                 if len(entries) >= cut:
@@ -144,23 +145,23 @@ def slices(
                     entries, begins = [], True
                 continue
             yield Step(Rows(run_id, rows, first, last) if rows else entries, item, raw)
-            entries, rows, begins = [], [], True
+            entries, rows, begins = [], Columns(), True
     yield Step(Rows(run_id, rows, first, last) if rows else entries)
 
 
 _KIND = operator.methodcaller("WhichOneof", "kind")
 _METRIC = operator.attrgetter("metric")
-_FIELDS = operator.attrgetter("key", "value", "timestamp_ms", "step", "round")
-_KEY = operator.itemgetter(0)
-_VALUE = operator.itemgetter(1)
-_TIMESTAMP = operator.itemgetter(2)
-_ROUND = operator.itemgetter(4)
+_KEY = operator.attrgetter("key")
+_VALUE = operator.attrgetter("value")
+_TIMESTAMP = operator.attrgetter("timestamp_ms")
+_STEP = operator.attrgetter("step")
+_ROUND = operator.attrgetter("round")
 
 
-def plain_rows(
-    events: Sequence[events_pb2.Event], run_id: str, round_as_step: bool = False
-) -> list[Row] | None:
-    """The ``metrics`` rows of ``events`` when every one is a plain metric point, else None.
+def plain_columns(
+    events: Sequence[events_pb2.Event], round_as_step: bool = False
+) -> Columns | None:
+    """The ``metrics`` columns of ``events`` when every one is a plain metric point, else None.
 
     Plain: a timestamp not negative, a key MLflow takes, no round to add to the call (with
     ``round_as_step`` the round is the step). One pass per field, in C (``operator``'s getters),
@@ -168,17 +169,25 @@ def plain_rows(
     kinds = list(map(_KIND, events))
     if not kinds or kinds.count("metric") != len(kinds):
         return None
-    points = list(map(_FIELDS, map(_METRIC, events)))
-    rounds = any(map(_ROUND, points))
+    metrics = list(map(_METRIC, events))
+    rounds = list(map(_ROUND, metrics))
+    timestamps = list(map(_TIMESTAMP, metrics))
+    keys = list(map(_KEY, metrics))
     if (
-        (rounds and not round_as_step)
-        or min(map(_TIMESTAMP, points)) < 0
-        or not all(map(plain_metric_key, set(map(_KEY, points))))
+        (any(rounds) and not round_as_step)
+        or min(timestamps) < 0
+        or not all(map(plain_metric_key, set(keys)))
     ):
         return None
-    if rounds or not all(map(math.isfinite, map(_VALUE, points))):
-        return [metric_row(run_id, k, v, t, r or s) for k, v, t, s, r in points]
-    return [(k, v, t, s, False, run_id) for k, v, t, s, _ in points]
+    values = list(map(_VALUE, metrics))
+    steps = list(map(_STEP, metrics))
+    if any(rounds):
+        steps = [r or s for r, s in zip(rounds, steps, strict=True)]
+    nans = [False] * len(keys)
+    if not all(map(math.isfinite, values)):
+        nans = list(map(math.isnan, values))
+        values = list(map(stored_value, values))
+    return Columns(keys, values, timestamps, steps, nans)
 
 
 class Transaction(NamedTuple):
@@ -205,7 +214,7 @@ def transactions_of(
         assert isinstance(sink, BulkSink)
         rows = entries
         calls = -(-len(rows) // CALL_ENTRIES)
-        write = functools.partial(sink.log_rows, run_id, rows.rows)
+        write = functools.partial(sink.log_rows, run_id, rows.columns)
         yield Transaction(write, lambda: rows.items(read), rows.last, len(rows), len(rows), calls)
         return
     offset = 0

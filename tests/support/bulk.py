@@ -15,7 +15,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-from server.flush.bulk.rows import Point, Row, metric_row, plain_metric_key
+from server.flush.bulk.rows import Columns, Point, Row, metric_row, plain_metric_key
 from server.flush.bulk.runs import NewRun
 from server.flush.bulk.writer import BulkWriter, Call, create_engine
 
@@ -115,7 +115,11 @@ def bulk_side(uri: str, artifacts: str) -> Side:
     """The bulk writer for log_batch, MLflow's store for the rest (as BulkSink)."""
     store = SqlAlchemyStore(uri, artifacts)
     writer = BulkWriter(create_engine(uri))
-    return Side(store, writer.log_batch, writer.create_runs, writer.log_calls, writer.log_rows)
+
+    def log_rows(run_id: str, rows: list[Row]) -> None:
+        writer.log_rows(run_id, Columns.of_rows(rows))
+
+    return Side(store, writer.log_batch, writer.create_runs, writer.log_calls, log_rows)
 
 
 def play(side: Side, name: str, stream: list[tuple[Any, ...]]) -> list[str]:

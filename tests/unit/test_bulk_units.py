@@ -22,7 +22,7 @@ from bridge.events import Metric
 from bridge.limits import LogBatchChunk
 from server.config import ReceiverConfig
 from server.flush.bulk import BulkSink, open_sink
-from server.flush.bulk.rows import ROW, Point, latest, metric_row
+from server.flush.bulk.rows import ROW, Columns, Point, latest, metric_row
 from server.flush.bulk.schema import dialect_of
 from server.flush.bulk.sink import SHARED_COMMIT_TURNS
 from server.flush.bulk.sqlite_rows import insert_rows, statement_sizes
@@ -208,7 +208,7 @@ def test_latest_is_each_keys_first_point_of_the_greatest_step_time_and_value(
         held = want.get(row[0])
         if held is None or (row[3], row[2], row[1]) > (held[3], held[2], held[1]):
             want[row[0]] = row
-    got = latest(rows)
+    got = latest("r", Columns.of_rows(rows))
     assert sorted(got, key=lambda r: r["key"]) == [
         dict(zip(ROW, want[key], strict=True)) for key in sorted(want)
     ]
@@ -240,7 +240,7 @@ def test_multi_row_inserts_leave_the_rows_executemany_leaves(tmp_path: Path, cou
     table = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'metrics'").fetchone()[0]
     conn.executemany(insert, rows[::3])  # there already
     conn.execute("BEGIN IMMEDIATE")
-    insert_rows(conn.cursor(), rows)
+    insert_rows(conn.cursor(), run_id, Columns.of_rows(rows))
     conn.execute("COMMIT")
     stored = conn.execute(select).fetchall()
     conn.close()

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from bridge.convert import batch_to_proto
 from bridge.events import Event, EventBatch, Metric, Param, RunEnd, RunStart, RunStatus, Tag
-from server.flush.bulk.rows import metric_row
+from server.flush.bulk.rows import Columns, Row, metric_row
 from server.flush.entries import entries_of
 from server.flush.pool import SLICE_ENTRIES, Budget
 from server.flush.progress import Read
-from server.flush.slices import ROWS_PER_SLICE, Rows, plain_rows, slices
+from server.flush.slices import ROWS_PER_SLICE, Rows, plain_columns, slices
 from server.queue.sqlite import PendingBatch
 
 pytestmark = pytest.mark.timeout(120)
@@ -48,7 +48,7 @@ def _cut(read: Read, rows_for: str, *, round_as_step: bool = False) -> list[Any]
     out: list[Any] = []
     for entries, item, _raw in slices(read, budget, lambda: rows_for, None, round_as_step):
         if isinstance(entries, Rows):
-            kind, rows = "rows", entries.rows
+            kind, rows = "rows", entries.columns.rows(RUN)
             items = entries.items(read)
             assert entries.first == items[0][1:] and entries.last == items[-1][1:]
         else:
@@ -123,23 +123,28 @@ def test_plain_points_go_as_rows_in_slices_of_rows_per_slice() -> None:
     assert cut[0][2][:2] == [metric_row(RUN, "loss", float(i), 1000 + i, i) for i in (3, 4)]
 
 
-def test_plain_rows_decodes_points_as_one_by_one() -> None:
+def _rows(columns: Columns | None) -> list[Row]:
+    assert columns is not None
+    return columns.rows(RUN)
+
+
+def test_plain_columns_decode_points_as_one_by_one() -> None:
     """The all-at-once decoding of a run of points gives the rows the one-by-one one gives,
     and None for anything that is not a plain point."""
     values = [0.0, -0.0, 1.5, math.nan, math.inf, -math.inf]
     points = [Metric("a/b", v, i, 7 + i) for i, v in enumerate(values)]
     raw = batch_to_proto(EventBatch("c", "j", "r", 1, tuple(points))).events
-    assert plain_rows(list(raw), RUN) == [
+    assert _rows(plain_columns(list(raw))) == [
         metric_row(RUN, "a/b", v, 7 + i, i) for i, v in enumerate(values)
     ]
     rounds = batch_to_proto(EventBatch("c", "j", "r", 1, (Metric("a", 1.0, 2, 3, round=4),)))
-    assert plain_rows(list(rounds.events), RUN) is None
-    assert plain_rows(list(rounds.events), RUN, round_as_step=True) == [
+    assert plain_columns(list(rounds.events)) is None
+    assert _rows(plain_columns(list(rounds.events), round_as_step=True)) == [
         metric_row(RUN, "a", 1.0, 3, 4)
     ]
     for other in (Metric("bad..key/", 1.0, 0, 1), Metric("a", 1.0, 0, -1), Param("p", "v")):
         batch = batch_to_proto(EventBatch("c", "j", "r", 1, (points[0], other)))
-        assert plain_rows(list(batch.events), RUN) is None, other
+        assert plain_columns(list(batch.events)) is None, other
 
 
 def test_a_param_sends_its_slice_the_usual_way_from_its_first_event() -> None:

@@ -4,7 +4,10 @@ it (server/flush/bulk/writer.py says how MLflow's rows are made)."""
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from mlflow.entities import RunTag
@@ -37,11 +40,17 @@ def _plain_key(key: str) -> bool:
 def metric_row(run_id: str, key: str, value: float, timestamp: int, step: int) -> Row:
     """A point's ``metrics`` row as MLflow's store writes it: NaN is 0.0 with ``is_nan``,
     infinities the greatest finite doubles."""
-    if value != value:  # NaN  # noqa: PLR0124 - cheaper than math.isnan per point
-        return (key, 0.0, timestamp, step, True, run_id)
+    nan = value != value  # noqa: PLR0124 - cheaper than math.isnan per point
+    return (key, stored_value(value), timestamp, step, nan, run_id)
+
+
+def stored_value(value: float) -> float:
+    """A point's value as MLflow's store writes it (``is_nan`` says NaN apart)."""
+    if value != value:  # noqa: PLR0124 - NaN
+        return 0.0
     if value in (_INF, -_INF):
-        value = _MAX_FLOAT if value > 0 else -_MAX_FLOAT
-    return (key, value, timestamp, step, False, run_id)
+        return _MAX_FLOAT if value > 0 else -_MAX_FLOAT
+    return value
 
 
 class Point(NamedTuple):
@@ -73,31 +82,85 @@ def plainly_valid(metrics: list[Point]) -> bool:
     return True
 
 
-def points_rows(run_id: str, metrics: list[Point]) -> list[Row]:
-    """The calls' distinct ``metrics`` rows (columns ``ROW``), in the calls' order."""
-    rows = (
-        metric_row(run_id, m.key, float(m.value), int(m.timestamp), int(m.step)) for m in metrics
+@dataclass(slots=True)
+class Columns:
+    """Metric points of one run as their ``metrics`` rows, a list per column (``ROW`` but the
+    run's id), in the points' order; values as MLflow stores them (``metric_row``).
+
+    The flusher's shape for points (server/flush/slices.py): a list per column costs no object
+    per point beyond its values, where a tuple per point cost making it, taking it apart to bind
+    it, and the garbage collector's walks over every one held (measured: the flusher's points
+    2.3-2.5 µs each this way, 3.0-3.2 µs as tuples). Duplicates are left in: the inserts skip a
+    row that is there already, one written earlier in the same statement included."""
+
+    keys: list[str] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    timestamps: list[int] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    nans: list[bool] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def extend(self, other: Columns) -> None:
+        """Appends ``other``'s points after these."""
+        self.keys += other.keys
+        self.values += other.values
+        self.timestamps += other.timestamps
+        self.steps += other.steps
+        self.nans += other.nans
+
+    def rows(self, run_id: str) -> list[Row]:
+        """The points as ``metrics`` rows of ``run_id`` (columns ``ROW``)."""
+        return list(
+            zip(
+                self.keys, self.values, self.timestamps, self.steps, self.nans,
+                itertools.repeat(run_id), strict=False,
+            )
+        )  # fmt: skip
+
+    @classmethod
+    def of_rows(cls, rows: Iterable[Row]) -> Columns:
+        """Rows (columns ``ROW``, the run's id dropped) as columns."""
+        columns = cls()
+        for key, value, timestamp, step, nan, _run in rows:
+            columns.keys.append(key)
+            columns.values.append(value)
+            columns.timestamps.append(timestamp)
+            columns.steps.append(step)
+            columns.nans.append(nan)
+        return columns
+
+
+def points_columns(metrics: list[Point]) -> Columns:
+    """The calls' points as ``metrics`` columns, in the calls' order."""
+    return Columns.of_rows(
+        metric_row("", m.key, float(m.value), int(m.timestamp), int(m.step)) for m in metrics
     )
-    return list(dict.fromkeys(rows))  # a point already there (its whole key) is written once
 
 
-_KEY = operator.itemgetter(0)
-_ORDER = operator.itemgetter(3, 2, 1)
-"""A row's place in MLflow's order of points: (step, timestamp, value)."""
-
-
-def latest(rows: list[Row]) -> list[dict[str, Any]]:
-    """Each key's candidate for ``latest_metrics``: its first row with the greatest
+def latest(run_id: str, columns: Columns) -> list[dict[str, Any]]:
+    """Each key's candidate for ``latest_metrics``: its first point with the greatest
     (step, timestamp, value)."""
-    if len(set(map(_KEY, rows))) == 1:  # one key (the common case): max keeps the first
-        first: Row = max(rows, key=_ORDER)
-        return [dict(zip(ROW, first, strict=True))]
-    best: dict[str, tuple[Any, ...]] = {}
-    for row in rows:
-        held = best.get(row[0])
-        if held is None or (row[3], row[2], row[1]) > (held[3], held[2], held[1]):
-            best[row[0]] = row
-    return [dict(zip(ROW, row, strict=True)) for row in best.values()]
+    keys, steps, times, values = columns.keys, columns.steps, columns.timestamps, columns.values
+    if keys.count(keys[0]) == len(keys):  # one key (the common case): in C, the first kept
+        order = map(operator.neg, range(len(keys)))  # of equals, the earliest is the greatest
+        *_, where = max(zip(steps, times, values, order, strict=True))
+        best = {keys[0]: -where}
+    else:
+        best = {}
+        for i, key in enumerate(keys):
+            held = best.get(key)
+            if held is None or (steps[i], times[i], values[i]) > (
+                steps[held],
+                times[held],
+                values[held],
+            ):
+                best[key] = i
+    return [
+        dict(zip(ROW, (key, values[i], times[i], steps[i], columns.nans[i], run_id), strict=True))
+        for key, i in best.items()
+    ]
 
 
 def last_per_key(run_id: str, tags: list[RunTag]) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from bridge.limits import (
     LogBatchChunk,
     split_log_batch,
 )
-from server.flush.bulk.rows import Point, Row
+from server.flush.bulk.rows import Columns, Point
 from server.flush.bulk.schema import DIALECTS, dialect_of
 from server.flush.run_tags import TAG_FLUSHED, TAG_HEARD
 from server.flush.sink import MlflowSink, RunRef, RunRequest
@@ -144,12 +144,12 @@ class BulkSink(MlflowSink):
             run_id, [_call(c, progress if i == last else "") for i, c in enumerate(chunks)]
         )
 
-    def log_rows(self, run_id: str, rows: list[Row], progress: str = "") -> None:
-        """Writes metric points given as ``metrics`` rows (server/flush/slices.py) in one
+    def log_rows(self, run_id: str, columns: Columns, progress: str = "") -> None:
+        """Writes metric points given as ``metrics`` columns (server/flush/slices.py) in one
         transaction, ``progress`` with them; only when the bulk writer is on."""
         writer = self._writer
         assert writer is not None, "log_rows with the bulk writer off"
-        writer.log_rows(run_id, rows, [RunTag(TAG_FLUSHED, progress)] if progress else ())
+        writer.log_rows(run_id, columns, [RunTag(TAG_FLUSHED, progress)] if progress else ())
 
     def create_runs(self, exp_id: str, runs: list[RunRequest]) -> list[str] | None:
         """Creates the runs in one transaction (None when MLflow's store is to create them)."""

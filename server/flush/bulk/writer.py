@@ -60,12 +60,12 @@ from server.flush.bulk.commit import GroupCommit
 from server.flush.bulk.pg_copy import copy_metrics, copyable
 from server.flush.bulk.rows import (
     ROW,
+    Columns,
     Point,
-    Row,
     last_per_key,
     latest,
     plainly_valid,
-    points_rows,
+    points_columns,
 )
 from server.flush.bulk.runs import NewRun, create_runs
 from server.flush.bulk.sqlite_rows import insert_rows
@@ -166,38 +166,39 @@ class BulkWriter:
             points += valid_metrics
             params.append(checked[1])  # values truncated as MLflow truncates them
             tags += checked[2]
-        rows = points_rows(run_id, points)
+        columns = points_columns(points)
 
         def write(conn: sa.Connection) -> None:
             self._check_run(conn, run_id)
             self._params(conn, run_id, params)
-            self._rows(conn, run_id, rows, tags)
+            self._points(conn, run_id, columns, tags)
 
         self.commits.run(write)
 
-    def log_rows(self, run_id: str, rows: list[Row], tags: Sequence[RunTag] = ()) -> None:
-        """``log_batch`` calls of metric points only, given as their ``metrics`` rows (the
-        points' columns ``ROW``: NaN and infinities as MLflow stores them, ``run_id`` last, each
-        key :func:`plain_metric_key`), all in one transaction, with ``tags``.
+    def log_rows(self, run_id: str, columns: Columns, tags: Sequence[RunTag] = ()) -> None:
+        """``log_batch`` calls of metric points only, given as their ``metrics`` columns (NaN
+        and infinities as MLflow stores them, each key :func:`plain_metric_key`), all in one
+        transaction, with ``tags``.
 
         Raises:
             MlflowException: What MLflow's store raises for the calls (the run is not active).
             sqlalchemy.exc.SQLAlchemyError: The database failed (worth trying again).
         """
         _validate_run_id(run_id)  # type: ignore[no-untyped-call]
-        distinct = list(dict.fromkeys(rows))  # a point already there (its whole key) once
         tagged = list(tags)
 
         def write(conn: sa.Connection) -> None:
             self._check_run(conn, run_id)
-            self._rows(conn, run_id, distinct, tagged)
+            self._points(conn, run_id, columns, tagged)
 
         self.commits.run(write)
 
-    def _rows(self, conn: sa.Connection, run_id: str, rows: list[Row], tags: list[RunTag]) -> None:
-        if rows:
-            self._insert_points(conn, rows)
-            self._latest_sql.run(conn, latest(rows))
+    def _points(
+        self, conn: sa.Connection, run_id: str, columns: Columns, tags: list[RunTag]
+    ) -> None:
+        if columns:
+            self._insert_points(conn, run_id, columns)
+            self._latest_sql.run(conn, latest(run_id, columns))
         if tags:
             self._tag_sql.run(conn, last_per_key(run_id, tags))
 
@@ -234,8 +235,8 @@ class BulkWriter:
         """MLflow's ``create_run`` for each of ``runs``, in one transaction; their ids."""
         return self.commits.run(lambda conn: create_runs(conn, experiment_id, runs))
 
-    def _insert_points(self, conn: sa.Connection, rows: list[Row]) -> None:
-        """The distinct rows, those there already skipped, straight through the driver:
+    def _insert_points(self, conn: sa.Connection, run_id: str, columns: Columns) -> None:
+        """The points' rows, those there already skipped, straight through the driver:
         SQLite's multi-row ``INSERT ... ON CONFLICT DO NOTHING`` (bulk/sqlite_rows.py),
         PostgreSQL's ``COPY``
         (server/flush/bulk/pg_copy.py; psycopg2's multi-row ``execute_values`` for a key COPY
@@ -243,13 +244,14 @@ class BulkWriter:
         insert."""
         with contextlib.closing(conn.connection.cursor()) as cursor:  # the same transaction
             if self.engine.dialect.name == "sqlite":
-                insert_rows(cursor, rows)
+                insert_rows(cursor, run_id, columns)
                 return
             from psycopg2.extras import execute_values  # PostgreSQL's driver, imported for it
 
-            if copyable(rows):
-                copy_metrics(cursor, rows)
+            if copyable(columns):
+                copy_metrics(cursor, run_id, columns)
             else:
+                rows = columns.rows(run_id)
                 execute_values(cursor, self._points_sql, rows, page_size=_ROWS_PER_STATEMENT)
 
     def _check_run(self, conn: sa.Connection, run_id: str) -> None:
