@@ -222,17 +222,24 @@ def test_statement_sizes_stay_within_sqlites_parameter_limit() -> None:
     assert statement_sizes(6) == (1,)
 
 
-@pytest.mark.parametrize("count", [1, 4096 + 1024 + 3 * 256 + 7, 2 * 4096])
-def test_multi_row_inserts_leave_the_rows_executemany_leaves(tmp_path: Path, count: int) -> None:
+@pytest.mark.parametrize(
+    ("count", "nan"),
+    [(1, True), (4096 + 1024 + 3 * 256 + 7, True), (2 * 4096, True), (2 * 4096, False)],
+)
+def test_multi_row_inserts_leave_the_rows_executemany_leaves(
+    tmp_path: Path, count: int, nan: bool
+) -> None:
     """The same rows (NaN as MLflow stores it, -0.0, the largest doubles), each once, those
-    there already skipped."""
+    there already skipped; ``is_nan`` bound per row when one is NaN, written as 0 when none is."""
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     client = MlflowClient(uri)
     run_id = client.create_run(client.create_experiment("e")).info.run_id
     values = [0.1 * i for i in range(count)]
     values[: min(4, count)] = [-0.0, 1.7976931348623157e308, 0.0, 1 / 3][:count]
     rows = [metric_row(run_id, "x", v, 1000 + i, i) for i, v in enumerate(values)]
-    rows[-1] = metric_row(run_id, "x", math.nan, 1, 2)
+    if nan:
+        rows[-1] = metric_row(run_id, "x", math.nan, 1, 2)
+    rows.insert(len(rows) // 2, rows[0])  # twice in one statement: written once
     columns = ", ".join(f'"{c}"' for c in ROW)
     insert = f"INSERT INTO metrics ({columns}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
     select = f"SELECT {columns} FROM metrics ORDER BY step, timestamp"
