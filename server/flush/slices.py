@@ -171,17 +171,18 @@ def plain_columns(
         return None
     metrics = list(map(_METRIC, events))
     rounds = list(map(_ROUND, metrics))
+    has_rounds = any(rounds)
     timestamps = list(map(_TIMESTAMP, metrics))
     keys = list(map(_KEY, metrics))
     if (
-        (any(rounds) and not round_as_step)
+        (has_rounds and not round_as_step)
         or min(timestamps) < 0
         or not all(map(plain_metric_key, set(keys)))
     ):
         return None
     values = list(map(_VALUE, metrics))
     steps = list(map(_STEP, metrics))
-    if any(rounds):
+    if has_rounds:
         steps = [r or s for r, s in zip(rounds, steps, strict=True)]
     nans = [False] * len(keys)
     if not all(map(math.isfinite, values)):

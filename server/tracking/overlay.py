@@ -36,7 +36,7 @@ from mlflow.protos import service_pb2 as pb
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from bridge.pb.v1 import events_pb2
-from server.flush.bulk.rows import plain_metric_key
+from server.flush.bulk.rows import plain_metric_key, stored_value
 from server.queue.checksum import intact
 
 MAX_EVENTS = 10_000
@@ -128,11 +128,6 @@ def _add(pending: Pending, event: events_pb2.Event) -> bool:
     return False
 
 
-def _stored(value: float) -> float:
-    """A value as MLflow's store orders it (NaN is stored as 0)."""
-    return 0.0 if math.isnan(value) else value
-
-
 def _history_with(payload: bytes, points: list[Point], request: Any) -> bytes | None:
     reply = pb.GetMetricHistory.Response.FromString(payload)
     key = request.metric_key
@@ -162,12 +157,12 @@ def _history_with(payload: bytes, points: list[Point], request: Any) -> bytes | 
 
 def _order(point: Point) -> tuple[int, int, float]:
     """Where MLflow's SQL store puts a point in a history: timestamp, step, stored value."""
-    return point[2], point[3], _stored(point[1])
+    return point[2], point[3], stored_value(point[1])
 
 
 def _row_key(point: Point) -> tuple[int, int, float, bool]:
     """What makes a point one row of MLflow's ``metrics`` table (the run and key aside)."""
-    return point[2], point[3], _stored(point[1]), math.isnan(point[1])
+    return point[2], point[3], stored_value(point[1]), math.isnan(point[1])
 
 
 def _run_with(payload: bytes, pending: Pending) -> bytes:
@@ -185,6 +180,6 @@ def _run_with(payload: bytes, pending: Pending) -> bytes:
         held = latest.get(key)
         if held is None:
             latest[key] = data.metrics.add(key=key, value=value, timestamp=timestamp, step=step)
-        elif (step, timestamp, value) > (held.step, held.timestamp, _stored(held.value)):
+        elif (step, timestamp, value) > (held.step, held.timestamp, stored_value(held.value)):
             held.value, held.timestamp, held.step = value, timestamp, step
     return reply.SerializeToString()

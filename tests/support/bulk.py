@@ -111,13 +111,19 @@ def mlflow_side(uri: str, artifacts: str) -> Side:
     return Side(store, store.log_batch, create_runs)
 
 
+def columns_of(rows: list[Row]) -> Columns:
+    """``metrics`` rows (one run's) as the bulk writer's columns."""
+    keys, values, timestamps, steps, nans, _runs = (list(c) for c in zip(*rows, strict=True))
+    return Columns(keys, values, timestamps, steps, nans)
+
+
 def bulk_side(uri: str, artifacts: str) -> Side:
     """The bulk writer for log_batch, MLflow's store for the rest (as BulkSink)."""
     store = SqlAlchemyStore(uri, artifacts)
     writer = BulkWriter(create_engine(uri))
 
     def log_rows(run_id: str, rows: list[Row]) -> None:
-        writer.log_rows(run_id, Columns.of_rows(rows))
+        writer.log_rows(run_id, columns_of(rows))
 
     return Side(store, writer.log_batch, writer.create_runs, writer.log_calls, log_rows)
 

@@ -22,13 +22,14 @@ from bridge.events import Metric
 from bridge.limits import LogBatchChunk
 from server.config import ReceiverConfig
 from server.flush.bulk import BulkSink, open_sink
-from server.flush.bulk.rows import ROW, Columns, Point, latest, metric_row
+from server.flush.bulk.rows import ROW, Point, latest, metric_row
 from server.flush.bulk.schema import dialect_of
 from server.flush.bulk.sink import SHARED_COMMIT_TURNS
 from server.flush.bulk.sqlite_rows import insert_rows, statement_sizes
 from server.flush.bulk.writer import BulkWriter, Call, create_engine
 from server.flush.refusals import is_permanent
 from server.flush.run_tags import TAG_FLUSHED
+from tests.support.bulk import columns_of
 from tests.support.procs import wait_until
 
 pytestmark = [pytest.mark.timeout(120)]
@@ -208,7 +209,7 @@ def test_latest_is_each_keys_first_point_of_the_greatest_step_time_and_value(
         held = want.get(row[0])
         if held is None or (row[3], row[2], row[1]) > (held[3], held[2], held[1]):
             want[row[0]] = row
-    got = latest("r", Columns.of_rows(rows))
+    got = latest("r", columns_of(rows))
     assert sorted(got, key=lambda r: r["key"]) == [
         dict(zip(ROW, want[key], strict=True)) for key in sorted(want)
     ]
@@ -247,7 +248,7 @@ def test_multi_row_inserts_leave_the_rows_executemany_leaves(
     table = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'metrics'").fetchone()[0]
     conn.executemany(insert, rows[::3])  # there already
     conn.execute("BEGIN IMMEDIATE")
-    insert_rows(conn.cursor(), run_id, Columns.of_rows(rows))
+    insert_rows(conn.cursor(), run_id, columns_of(rows))
     conn.execute("COMMIT")
     stored = conn.execute(select).fetchall()
     conn.close()

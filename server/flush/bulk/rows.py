@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import itertools
 import operator
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -119,23 +118,16 @@ class Columns:
             )
         )  # fmt: skip
 
-    @classmethod
-    def of_rows(cls, rows: Iterable[Row]) -> Columns:
-        """Rows (columns ``ROW``, the run's id dropped) as columns."""
-        columns = cls()
-        for key, value, timestamp, step, nan, _run in rows:
-            columns.keys.append(key)
-            columns.values.append(value)
-            columns.timestamps.append(timestamp)
-            columns.steps.append(step)
-            columns.nans.append(nan)
-        return columns
-
 
 def points_columns(metrics: list[Point]) -> Columns:
     """The calls' points as ``metrics`` columns, in the calls' order."""
-    return Columns.of_rows(
-        metric_row("", m.key, float(m.value), int(m.timestamp), int(m.step)) for m in metrics
+    values = [float(m.value) for m in metrics]
+    return Columns(
+        [m.key for m in metrics],
+        list(map(stored_value, values)),
+        [int(m.timestamp) for m in metrics],
+        [int(m.step) for m in metrics],
+        [v != v for v in values],  # noqa: PLR0124 - NaN
     )
 
 
