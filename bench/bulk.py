@@ -12,7 +12,9 @@ the other, all in one run:
 - end to end: ``parallel_clients`` client processes log ``events`` points through a receiver
   embedded in the benchmark process that writes the database with the bulk writer, then with
   MLflow's store (``--no-bulk-write``); timed from their first call until the receiver wrote the
-  last point; MLflow is counted afterwards;
+  last point; MLflow is counted afterwards. Beside it, the CPU seconds each part used in that
+  window (the clients, the receiver, PostgreSQL's processes) and what they allow on this
+  machine's cores: the fastest the run could be were every core busy all along;
 - freshness with the bulk writer: ``fresh_clients`` clients at ``fresh_rate`` points/s each,
   the p99 time from a log call until MLflow's database holds the point;
 - a job's start on SQLite: ``job_start_clients`` clients start their runs at once through a
@@ -34,7 +36,7 @@ from bench import mlflow_sections
 from bench.job_start import bulk_job_start
 from bench.mlflow_sections import PgVisibility, log_batch_ceiling
 from bench.parallel_flush import freshness_with_writers, through_bridge
-from bench.postgres import create_database, start_postgres, stop_postgres
+from bench.postgres import Postgres, cluster_cpu_s, create_database, start_postgres, stop_postgres
 from bench.sections import BenchContext
 from server.flush.bulk import BulkWriter
 from server.flush.bulk.writer import create_engine
@@ -59,7 +61,7 @@ def bulk(ctx: BenchContext) -> dict[str, Any]:
     pg = start_postgres()
     try:
         create_database(pg, "mlflow")  # the name PgVisibility reads
-        figures["postgres"] = _on(ctx, pg.uri("mlflow"), "postgres")
+        figures["postgres"] = _on(ctx, pg.uri("mlflow"), "postgres", pg)
         figures["postgres_freshness"] = freshness_with_writers(
             ctx, pg.uri("mlflow"), "bulk-postgres", lambda: PgVisibility(pg)
         )
@@ -68,7 +70,7 @@ def bulk(ctx: BenchContext) -> dict[str, Any]:
     return figures
 
 
-def _on(ctx: BenchContext, uri: str, store: str) -> dict[str, Any]:
+def _on(ctx: BenchContext, uri: str, store: str, pg: Postgres | None = None) -> dict[str, Any]:
     opts = ctx.options
     per_client = max(_CALL, opts.events // opts.parallel_clients)
     total = per_client * opts.parallel_clients
@@ -81,11 +83,17 @@ def _on(ctx: BenchContext, uri: str, store: str) -> dict[str, Any]:
         "writer_alone_events_per_s": _writer_alone(uri, total),
     }
     workers = opts.parallel_workers
+    database_cpu = (lambda: cluster_cpu_s(pg)) if pg is not None else None
     for mode, on in (("bulk", True), ("mlflow_store", False)):
-        took = through_bridge(ctx, uri, f"{store}-{mode}", workers, per_client, bulk_write=on)
+        took = through_bridge(
+            ctx, uri, f"{store}-{mode}", workers, per_client, bulk_write=on,
+            database_cpu=database_cpu,
+        )  # fmt: skip
         out[f"bridge_{mode}_events_per_s"] = total / took["seconds"]
         out[f"bridge_{mode}_points_in_mlflow"] = took["points_in_mlflow"]
         out[f"bridge_{mode}_at_receiver_s"] = took["acked_s"]  # every point acknowledged
+        out[f"bridge_{mode}_cpu_s"] = took["cpu_s"]
+    out["cores"] = os.cpu_count() or 1
     out["ratio"] = out["bridge_bulk_events_per_s"] / ceiling["events_per_s"]
     out["physical_ratio"] = out["bridge_bulk_events_per_s"] / out["inserts_alone_events_per_s"]
     return out

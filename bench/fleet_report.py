@@ -147,6 +147,12 @@ def script_wall_lines(s: Results) -> list[str]:
         + (f", 1-min load {load[0]} -> {load[1]}" if load else ""),
         *_ways(s),
     ]
+    if "mlflow_cpu_s" in s:  # results of a bench from before this figure have none
+        cpu = s["mlflow_cpu_s"]
+        lines.append(
+            "    MLflow server's CPU for the script (until the receiver wrote it all): "
+            + ", ".join(f"{mode} {seconds:.1f} s" for mode, seconds in cpu.items())
+        )
     if "reads" in s:  # results of a bench from before this script have none
         lines.append(
             f"    {s['reads']['points']} points and params logged, each read back at once"
@@ -199,6 +205,20 @@ def _bulk_targets(s: Results) -> list[Results]:
     return rows
 
 
+def _cpu_lines(store: str, m: Results) -> list[str]:
+    """Where the end to end's CPU went, and the rate that CPU allows on the machine's cores
+    (results of a bench from before this figure have none)."""
+    cpu, cores = m.get("bridge_bulk_cpu_s"), m.get("cores")
+    if not cpu or not cores:
+        return []
+    total = sum(cpu.values())
+    parts = ", ".join(f"{part} {seconds:.2f} s" for part, seconds in cpu.items())
+    return [
+        f"    {store}: CPU meanwhile: {parts} = {total:.2f} s ({total / m['events'] * 1e6:.1f} µs"
+        f" a point); on {cores} cores at most {m['events'] * cores / total:,.0f} events/s"
+    ]
+
+
 def _bulk_lines(s: Results) -> list[str]:
     lines = [f"    {s['clients']} clients, {s['workers']} flush writers: events/s into MLflow"]
     for store in ("sqlite", "postgres"):
@@ -214,6 +234,7 @@ def _bulk_lines(s: Results) -> list[str]:
             f"   (the bridge reaches {m['physical_ratio']:.0%} of the plain inserts)",
             f"    {store}: freshness p50 {fresh['p50_ms']:.0f} ms, p99 {fresh['p99_ms']:.0f} ms"
             f" ({fresh['clients']} clients x {fresh['rate_per_client']:g} points/s)",
+            *_cpu_lines(store, m),
         ]
     if "sqlite_job_start" in s:
         m = s["sqlite_job_start"]

@@ -200,13 +200,15 @@ def _close_all(writers: Sequence[Writer], timeout_s: float) -> int:
 def _e2e(args: argparse.Namespace) -> None:
     writers = _writers(args)
     _ready_then_wait({"clients": len(writers)})
-    start = time.time()
+    start, cpu = time.time(), time.process_time()
     for i in range(args.points):
         for writer in writers:
             writer.log_metric("bench/e2e", float(i), step=i)
     logged = time.time()
     undelivered = _close_all(writers, args.flush_timeout)
-    _emit({"start": start, "logged": logged, "acked": time.time(), "undelivered": undelivered})
+    acked, cpu_s = time.time(), time.process_time() - cpu
+    _emit({"start": start, "logged": logged, "acked": acked, "undelivered": undelivered,
+           "cpu_s": cpu_s})  # fmt: skip
 
 
 def _fresh(args: argparse.Namespace) -> None:

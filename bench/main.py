@@ -133,7 +133,7 @@ def _measure(ctx: BenchContext, results: Results) -> None:
     }:
         workers = ctx.options.mlflow_workers
         mlflow_child, uri = start_mlflow_server(ctx.procs, ctx.work_dir, workers)
-        ctx = dataclasses.replace(ctx, mlflow_uri=uri)
+        ctx = dataclasses.replace(ctx, mlflow_uri=uri, mlflow_pid=mlflow_child.pid)
     waits = {}
     if wanted & {"latency", "ingest", "system_metrics"}:
         waits["ingest"] = _start_quiet_receiver(ctx, "receiver-ingest")

@@ -127,11 +127,16 @@ def through_bridge(
     *,
     fleet: FleetConfig | None = None,
     bulk_write: bool = True,
+    database_cpu: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
     """``parallel_clients`` clients log ``per_client`` points each through one receiver with
     ``workers`` flush writers (on a JetStream queue with ``fleet``; with the bulk writer on a
     database URI unless ``bulk_write`` is False); returns the seconds from
-    their first call until the receiver wrote the last point, and the points found in MLflow."""
+    their first call until the receiver wrote the last point, and the points found in MLflow.
+
+    Also the CPU seconds each part used meanwhile (``cpu_s``): the clients (from their first
+    call until their last point was acknowledged), the benchmark's process (the receiver,
+    SQLite's store with it) and, with ``database_cpu`` (its CPU seconds so far), the database."""
     clients = ctx.options.parallel_clients
     job = f"bench-parallel-{name}"
     config = ReceiverConfig(
@@ -165,10 +170,16 @@ def through_bridge(
         # The runs exist and their starts are written before the clock starts, as the
         # ceiling's run is: what is timed is the points.
         _until(lambda: stats.events_flushed >= clients, "the run starts")
+        cpu = {"receiver": time.process_time(), "database": database_cpu() if database_cpu else 0}
         for gen in gens:
             gen.send("go")
         target = clients * (per_client + 1)
         landed = _until(lambda: stats.events_flushed >= target, "the flush")
+        cpu["receiver"] = time.process_time() - cpu["receiver"]
+        if database_cpu is not None:
+            cpu["database"] = database_cpu() - cpu["database"]
+        else:
+            del cpu["database"]
         results = read_all(gens, _TIMEOUT_S)
     finally:
         for gen in gens:
@@ -178,6 +189,7 @@ def through_bridge(
         "seconds": landed - min(r["start"] for r in results),
         "acked_s": max(r["acked"] for r in results) - min(r["start"] for r in results),
         "points_in_mlflow": _points(uri, job),
+        "cpu_s": {"clients": sum(r.get("cpu_s", 0.0) for r in results), **cpu},
     }
 
 

@@ -144,3 +144,11 @@ def stop_postgres(pg: Postgres) -> None:
             check=False,
         )
     shutil.rmtree(pg.root, ignore_errors=True)
+
+
+def cluster_cpu_s(pg: Postgres) -> float:
+    """CPU seconds the cluster has used so far: its postmaster and every backend, the ended
+    ones included (bench/procs.py ``tree_cpu_s``)."""
+    from bench.procs import tree_cpu_s
+
+    return tree_cpu_s(int((pg.root / "data" / "postmaster.pid").read_text().split()[0]))

@@ -53,9 +53,33 @@ def rss_mb(pid: int) -> float:
 
 def cpu_s(pid: int) -> float:
     """CPU time (user + system) a process has used so far, in seconds."""
-    # The command name (field 2) may hold spaces; the fields after it are fixed.
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    fields = _stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds a process and all its descendants have used so far, those that ended
+    included: each live one's own time and that of the children it has reaped."""
+    parents: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):  # it ended meanwhile: its parent counts it
+                parents[int(entry.name)] = _stat(int(entry.name))
+    children: dict[int, list[int]] = {}
+    for pid, fields in parents.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    ticks, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in parents:
+            ticks += sum(int(f) for f in parents[pid][11:15])  # utime stime cutime cstime
+            todo.extend(children.get(pid, ()))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (which may hold spaces)."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
 
 
 def open_sockets(pid: int) -> int:

@@ -14,8 +14,12 @@ once the client is told, server/flush/run_creation.py), one for a receiver start
 ``--alone`` (the ``*_alone`` modes: a second receiver), and the client's GetRun is answered
 the moment the id is known (server/ingest/waits.py). Logging returns at once; the
 receiver writes the run's params, metrics and end (one log_batch, one set_terminated) while
-the script goes on. Directly, every call is a round trip to MLflow: create_run, a log_batch
-per log call, set_terminated.
+the script goes on. Directly, every call is a round trip to MLflow: create_run (and the
+get_run MLflow's fluent start_run makes after it), a log_batch per log call, set_terminated.
+
+Beside each wall time, the CPU seconds MLflow's server spent on the script (its processes,
+until a receiver has written everything the script logged): the work each way asks of MLflow,
+which bounds the wall time where MLflow shares the machine.
 
 A second script reads right after it writes: ``script_reads`` times it logs a point and a
 param, then reads the metric's history and the run back and checks that both hold them (a
@@ -35,7 +39,7 @@ import sys
 import time
 from typing import Any
 
-from bench.procs import BenchError
+from bench.procs import BenchError, tree_cpu_s
 from bench.sections import BenchContext
 from server.background import BackgroundReceiver
 from server.config import ReceiverConfig
@@ -83,7 +87,29 @@ print(f"WALL_S {time.perf_counter() - started:.3f}", flush=True)
 """
 
 
-def _run(ctx: BenchContext, mode: str, env: dict[str, str], reads: bool = False) -> float:
+def _run(
+    ctx: BenchContext,
+    mode: str,
+    env: dict[str, str],
+    receiver: BackgroundReceiver | None,
+    reads: bool = False,
+) -> tuple[float, float]:
+    """The script's wall time, and the CPU seconds MLflow's server spent on what it logged
+    (through ``receiver``: until the receiver has written all of it)."""
+    before = tree_cpu_s(ctx.mlflow_pid)
+    wall = _wall(ctx, mode, env, reads)
+    if receiver is not None:
+        flushed = receiver.receiver.flusher.stats
+        stored = receiver.receiver.ingestor
+        deadline = time.monotonic() + _TIMEOUT_S
+        while flushed.events_flushed < stored.events_stored:
+            if time.monotonic() > deadline:
+                raise BenchError(f"script_wall ({mode}): the receiver did not write it all")
+            time.sleep(0.05)
+    return wall, tree_cpu_s(ctx.mlflow_pid) - before
+
+
+def _wall(ctx: BenchContext, mode: str, env: dict[str, str], reads: bool) -> float:
     name = "reads" if reads else "script"
     script = ctx.work_dir / f"script_wall_{name}.py"
     script.write_text(READS if reads else SCRIPT)
@@ -123,6 +149,7 @@ def script_wall(ctx: BenchContext) -> dict[str, Any]:
     bridge = {"TRACKBRIDGE_JOB": "bench-script-wall", "TRACKBRIDGE_CLIENT_ID": "script"}
     # A job of its own: a receiver --alone must be the only one writing its runs.
     bridge_alone = {**bridge, "TRACKBRIDGE_JOB": "bench-script-wall-alone"}
+    receivers = {"swap": background, "zero": background, "swap_alone": alone, "zero_alone": alone}
     modes = {
         "direct": {"MLFLOW_TRACKING_URI": ctx.mlflow_uri},
         "swap": {**bridge, "TRACKBRIDGE_RECEIVER": address},
@@ -132,12 +159,15 @@ def script_wall(ctx: BenchContext) -> dict[str, Any]:
     }
     walls: dict[str, list[float]] = {mode: [] for mode in modes}
     reads: dict[str, list[float]] = {mode: [] for mode in modes}
+    mlflow_cpu: dict[str, list[float]] = {mode: [] for mode in modes}
     load_before = os.getloadavg()[0]
     try:
         for _ in range(ctx.options.script_rounds):
             for mode, env in modes.items():
-                walls[mode].append(_run(ctx, mode, env))
-                reads[mode].append(_run(ctx, mode, env, reads=True))
+                wall, cpu = _run(ctx, mode, env, receivers.get(mode))
+                walls[mode].append(wall)
+                mlflow_cpu[mode].append(cpu)
+                reads[mode].append(_run(ctx, mode, env, receivers.get(mode), reads=True)[0])
     finally:
         background.stop()
         alone.stop()
@@ -146,6 +176,7 @@ def script_wall(ctx: BenchContext) -> dict[str, Any]:
         "rounds": ctx.options.script_rounds,
         "load_1m": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         **_figures(walls),
+        "mlflow_cpu_s": {mode: statistics.median(cpu) for mode, cpu in mlflow_cpu.items()},
         "reads": {"points": ctx.options.script_reads, **_figures(reads)},
     }
 

@@ -40,6 +40,8 @@ class BenchContext:
     procs: Processes
     work_dir: Path
     mlflow_uri: str = ""
+    mlflow_pid: int = 0
+    """The benchmark's ``mlflow server`` process (0 before it is started)."""
 
 
 def writer_latency(ctx: BenchContext, receiver: ReceiverProcess) -> dict[str, Any]:

@@ -181,6 +181,9 @@ FLEET_FIGURES = {
         "postgres.bridge_bulk_events_per_s",
         "postgres.ratio",
         "postgres_freshness.p99_ms",
+        "postgres.bridge_bulk_cpu_s.clients",
+        "postgres.bridge_bulk_cpu_s.receiver",
+        "postgres.bridge_bulk_cpu_s.database",
     ),
 }
 
@@ -225,6 +228,12 @@ def test_bench_quick_reports_every_section(tmp_path: Path) -> None:
         figures = results["bulk"][store]
         assert figures["bridge_bulk_points_in_mlflow"] == figures["events"]
         assert figures["bridge_mlflow_store_points_in_mlflow"] == figures["events"]
+    # Each part of the end to end did work that the bench saw: PostgreSQL's backends (it
+    # inserted every point), the receiver, the clients (their own CPU, reported on exit).
+    cpu = results["bulk"]["postgres"]["bridge_bulk_cpu_s"]
+    assert cpu["database"] > 0 and cpu["receiver"] > 0 and cpu["clients"] > 0, cpu
+    assert "database" not in results["bulk"]["sqlite"]["bridge_bulk_cpu_s"]
+    assert "CPU meanwhile" in done.stdout
     for name in ("sqlite", "nats"):
         figures = results["fleet_queue"][name]
         assert figures["points_in_mlflow"] == results["fleet_queue"]["events"]
@@ -235,6 +244,11 @@ def test_bench_quick_reports_every_section(tmp_path: Path) -> None:
     for name in ("swap_alone_ratio", "zero_code_alone_ratio"):
         assert isinstance(script[name], float) and math.isfinite(script[name]), script
     assert script["runs"] == 5
+    # MLflow's server did the work of every way's script (direct: its calls; bridged: the
+    # receiver's, counted until it had written everything).
+    assert set(script["mlflow_cpu_s"]) == {"direct", "swap", "zero", "swap_alone", "zero_alone"}
+    assert all(seconds > 0 for seconds in script["mlflow_cpu_s"].values()), script
+    assert "MLflow server's CPU for the script" in done.stdout
     reads = script["reads"]  # each mode's script checked that every read held its writes
     assert reads["points"] == 3
     for name in ("direct_s", "swap_ratio", "zero_code_ratio", "swap_alone_ratio"):
