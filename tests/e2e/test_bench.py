@@ -228,10 +228,11 @@ def test_bench_quick_reports_every_section(tmp_path: Path) -> None:
         figures = results["bulk"][store]
         assert figures["bridge_bulk_points_in_mlflow"] == figures["events"]
         assert figures["bridge_mlflow_store_points_in_mlflow"] == figures["events"]
-    # Each part of the end to end did work that the bench saw: PostgreSQL's backends (it
-    # inserted every point), the receiver, the clients (their own CPU, reported on exit).
+    # Each part of the end to end did work that the bench saw: the receiver, the clients (their
+    # own CPU, reported on exit). PostgreSQL's share of 2,000 points may be under one clock
+    # tick a backend; tests/e2e/test_bench_cpu.py checks the cluster's accounting itself.
     cpu = results["bulk"]["postgres"]["bridge_bulk_cpu_s"]
-    assert cpu["database"] > 0 and cpu["receiver"] > 0 and cpu["clients"] > 0, cpu
+    assert cpu["receiver"] > 0 and cpu["clients"] > 0 and cpu["database"] >= 0, cpu
     assert "database" not in results["bulk"]["sqlite"]["bridge_bulk_cpu_s"]
     assert "CPU meanwhile" in done.stdout
     for name in ("sqlite", "nats"):
