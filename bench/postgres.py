@@ -14,6 +14,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.procs import tree_cpu_s
+
 PG_START_TIMEOUT_S = 60.0
 _STOP = ("-m", "fast", "-w", "-t", "30", "stop")
 
@@ -149,6 +151,4 @@ def stop_postgres(pg: Postgres) -> None:
 def cluster_cpu_s(pg: Postgres) -> float:
     """CPU seconds the cluster has used so far: its postmaster and every backend, the ended
     ones included (bench/procs.py ``tree_cpu_s``)."""
-    from bench.procs import tree_cpu_s
-
     return tree_cpu_s(int((pg.root / "data" / "postmaster.pid").read_text().split()[0]))
