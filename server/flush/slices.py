@@ -16,7 +16,6 @@ refused is found and dead-lettered as ever. A slice of rows is one transaction, 
 from __future__ import annotations
 
 import functools
-import math
 import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from bridge.convert import event_from_proto
 from bridge.events import Dropped, Event, Metric, Param, Tag
 from bridge.limits import ROUND_METRIC
 from bridge.pb.v1 import events_pb2
-from server.flush.bulk.rows import Columns, plain_metric_key, stored_value
+from server.flush.bulk.rows import Columns, plain_metric_key, stored_values
 from server.flush.bulk.sink import BulkSink, log_together, transactions
 from server.flush.entries import Item, entries_of
 from server.flush.pool import CALL_ENTRIES, Budget
@@ -184,10 +183,7 @@ def plain_columns(
     steps = list(map(_STEP, metrics))
     if has_rounds:
         steps = [r or s for r, s in zip(rounds, steps, strict=True)]
-    nans = [False] * len(keys)
-    if not all(map(math.isfinite, values)):
-        nans = list(map(math.isnan, values))
-        values = list(map(stored_value, values))
+    values, nans = stored_values(values)
     return Columns(keys, values, timestamps, steps, nans)
 
 

@@ -15,7 +15,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-from server.flush.bulk.rows import Columns, Point, Row, metric_row, plain_metric_key
+from server.flush.bulk.rows import Columns, Point, Row, plain_metric_key, stored_value
 from server.flush.bulk.runs import NewRun
 from server.flush.bulk.writer import BulkWriter, Call, create_engine
 
@@ -109,6 +109,12 @@ def mlflow_side(uri: str, artifacts: str) -> Side:
         ]  # fmt: skip
 
     return Side(store, store.log_batch, create_runs)
+
+
+def metric_row(run_id: str, key: str, value: float, timestamp: int, step: int) -> Row:
+    """A point's ``metrics`` row as MLflow's store writes it (``ROW``'s order): NaN is 0.0 with
+    ``is_nan``, infinities the greatest finite doubles."""
+    return (key, stored_value(value), timestamp, step, math.isnan(value), run_id)
 
 
 def columns_of(rows: list[Row]) -> Columns:

@@ -22,14 +22,14 @@ from bridge.events import Metric
 from bridge.limits import LogBatchChunk
 from server.config import ReceiverConfig
 from server.flush.bulk import BulkSink, open_sink
-from server.flush.bulk.rows import ROW, Point, latest, metric_row
+from server.flush.bulk.rows import ROW, Point, latest
 from server.flush.bulk.schema import dialect_of
 from server.flush.bulk.sink import SHARED_COMMIT_TURNS
 from server.flush.bulk.sqlite_rows import insert_rows, statement_sizes
 from server.flush.bulk.writer import BulkWriter, Call, create_engine
 from server.flush.refusals import is_permanent
 from server.flush.run_tags import TAG_FLUSHED
-from tests.support.bulk import columns_of
+from tests.support.bulk import columns_of, metric_row
 from tests.support.procs import wait_until
 
 pytestmark = [pytest.mark.timeout(120)]

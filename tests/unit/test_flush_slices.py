@@ -14,12 +14,13 @@ from hypothesis import strategies as st
 
 from bridge.convert import batch_to_proto
 from bridge.events import Event, EventBatch, Metric, Param, RunEnd, RunStart, RunStatus, Tag
-from server.flush.bulk.rows import Columns, Row, metric_row
+from server.flush.bulk.rows import Columns, Row
 from server.flush.entries import entries_of
 from server.flush.pool import SLICE_ENTRIES, Budget
 from server.flush.progress import Read
 from server.flush.slices import ROWS_PER_SLICE, Rows, plain_columns, slices
 from server.queue.sqlite import PendingBatch
+from tests.support.bulk import metric_row
 
 pytestmark = pytest.mark.timeout(120)
 

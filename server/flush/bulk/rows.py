@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import operator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -36,20 +37,22 @@ def _plain_key(key: str) -> bool:
     return True
 
 
-def metric_row(run_id: str, key: str, value: float, timestamp: int, step: int) -> Row:
-    """A point's ``metrics`` row as MLflow's store writes it: NaN is 0.0 with ``is_nan``,
-    infinities the greatest finite doubles."""
-    nan = value != value  # noqa: PLR0124 - cheaper than math.isnan per point
-    return (key, stored_value(value), timestamp, step, nan, run_id)
-
-
 def stored_value(value: float) -> float:
-    """A point's value as MLflow's store writes it (``is_nan`` says NaN apart)."""
-    if value != value:  # noqa: PLR0124 - NaN
+    """A point's value as MLflow's store writes it: NaN is 0.0 (``is_nan`` says it apart),
+    infinities the greatest finite doubles."""
+    if value != value:  # noqa: PLR0124 - NaN, cheaper than math.isnan per point
         return 0.0
     if value in (_INF, -_INF):
         return _MAX_FLOAT if value > 0 else -_MAX_FLOAT
     return value
+
+
+def stored_values(values: list[float]) -> tuple[list[float], list[bool]]:
+    """``values`` as MLflow's store writes them, and which were NaN (``is_nan``); when all
+    are finite (the common case) the list itself, in one pass in C."""
+    if all(map(math.isfinite, values)):
+        return values, [False] * len(values)
+    return list(map(stored_value, values)), list(map(math.isnan, values))
 
 
 class Point(NamedTuple):
@@ -84,7 +87,7 @@ def plainly_valid(metrics: list[Point]) -> bool:
 @dataclass(slots=True)
 class Columns:
     """Metric points of one run as their ``metrics`` rows, a list per column (``ROW`` but the
-    run's id), in the points' order; values as MLflow stores them (``metric_row``).
+    run's id), in the points' order; values as MLflow stores them (``stored_values``).
 
     The flusher's shape for points (server/flush/slices.py): a list per column costs no object
     per point beyond its values, where a tuple per point cost making it, taking it apart to bind
@@ -121,13 +124,13 @@ class Columns:
 
 def points_columns(metrics: list[Point]) -> Columns:
     """The calls' points as ``metrics`` columns, in the calls' order."""
-    values = [float(m.value) for m in metrics]
+    values, nans = stored_values([float(m.value) for m in metrics])
     return Columns(
         [m.key for m in metrics],
-        list(map(stored_value, values)),
+        values,
         [int(m.timestamp) for m in metrics],
         [int(m.step) for m in metrics],
-        [v != v for v in values],  # noqa: PLR0124 - NaN
+        nans,
     )
 
 
