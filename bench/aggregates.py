@@ -10,13 +10,14 @@ has a point at that round.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from bench.procs import BenchError, start_receiver, wait_receiver
+from bench.procs import BenchError, start_receiver, wait_receiver, wait_until
 from bench.sections import BenchContext
 from client_sdk.writer import Writer
 from server.flush.run_tags import TAG_ROLE
@@ -48,7 +49,7 @@ def aggregate_latency(ctx: BenchContext) -> dict[str, Any]:
             writer.start_run()
             if not writer.flush(_TIMEOUT_S):
                 raise BenchError("a client's run start was not acknowledged")
-        parent = _until(lambda: _parent(client), "the job's parent run")
+        parent = wait_until(lambda: _parent(client), "the job's parent run", _TIMEOUT_S, _POLL_S)
         for round_ in range(1, opts.aggregate_rounds + 1):
             for n, writer in enumerate(writers):
                 writer.log_metric(_KEY, 0.5 + n / 100 + round_ / 1000, round=round_,
@@ -57,7 +58,8 @@ def aggregate_latency(ctx: BenchContext) -> dict[str, Any]:
                 if not writer.flush(_TIMEOUT_S):
                     raise BenchError(f"round {round_} was not acknowledged")
             started = time.perf_counter()
-            _until(lambda r=round_: _has_round(client, parent, r), f"round {round_}'s aggregate")
+            aggregated = functools.partial(_has_round, client, parent, round_)
+            wait_until(aggregated, f"round {round_}'s aggregate", _TIMEOUT_S, _POLL_S)
             latencies.append(time.perf_counter() - started)
     finally:
         for writer in writers:
@@ -84,12 +86,3 @@ def _parent(client: MlflowClient) -> str | None:
 
 def _has_round(client: MlflowClient, parent: str, round_: int) -> bool:
     return any(m.step == round_ for m in client.get_metric_history(parent, f"{_KEY}/count"))
-
-
-def _until(done: Any, what: str) -> Any:
-    deadline = time.monotonic() + _TIMEOUT_S
-    while not (value := done()):
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out waiting for {what}")
-        time.sleep(_POLL_S)
-    return value

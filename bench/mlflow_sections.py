@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.live import LiveWatcher
 from bench.postgres import Postgres
-from bench.procs import BenchError, Child, load_generator, mlflow_store, read_all
+from bench.procs import BenchError, Child, load_generator, mlflow_store, read_all, wait_until
 from bench.report import summarize_ns
 from bench.sections import BenchContext
 from server.flush.run_creation import TAG_PROVISIONAL
@@ -78,21 +78,16 @@ def log_batch_ceiling(uri: str, events: int, writers: int = 1) -> dict[str, Any]
 
 def _wait_until(done: Callable[[], bool], timeout_s: float, what: str) -> float:
     """Polls ``done`` every 10 ms; returns the wall time it first held."""
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        if time.monotonic() > deadline:
-            raise BenchError(f"{what} did not happen within {timeout_s:.0f} s")
-        time.sleep(0.01)
+    wait_until(done, what, timeout_s)
     return time.time()
 
 
 def _experiment_id(client: MlflowClient, job: str, timeout_s: float = 60.0) -> str:
     """The id of a job's experiment, waiting for the receiver's first flush to create it."""
-    deadline = time.monotonic() + timeout_s
-    while (exp := client.get_experiment_by_name(job)) is None:
-        if time.monotonic() > deadline:
-            raise BenchError(f"the receiver did not create experiment {job!r}")
-        time.sleep(0.1)
+    exp = wait_until(
+        lambda: client.get_experiment_by_name(job),
+        f"the receiver creating experiment {job!r}", timeout_s, poll_s=0.1,
+    )  # fmt: skip
     exp_id: str = exp.experiment_id
     return exp_id
 

@@ -24,7 +24,14 @@ from mlflow.tracking import MlflowClient
 
 from bench.mlflow_sections import PgVisibility, freshness, log_batch_ceiling
 from bench.postgres import Postgres, create_database, start_postgres, stop_postgres
-from bench.procs import BenchError, Child, free_port, load_generator, read_all, wait_http
+from bench.procs import (
+    Child,
+    free_port,
+    load_generator,
+    read_all,
+    wait_http,
+    wait_until,
+)
 from bench.sections import BenchContext
 from server.background import BackgroundReceiver
 from server.config import ReceiverConfig
@@ -170,16 +177,15 @@ def through_bridge(
         # The runs exist and their starts are written before the clock starts, as the
         # ceiling's run is: what is timed is the points.
         _until(lambda: stats.events_flushed >= clients, "the run starts")
-        cpu = {"receiver": time.process_time(), "database": database_cpu() if database_cpu else 0}
+        receiver_cpu = time.process_time()
+        database_before = database_cpu() if database_cpu is not None else 0.0
         for gen in gens:
             gen.send("go")
         target = clients * (per_client + 1)
         landed = _until(lambda: stats.events_flushed >= target, "the flush")
-        cpu["receiver"] = time.process_time() - cpu["receiver"]
+        cpu = {"receiver": time.process_time() - receiver_cpu}
         if database_cpu is not None:
-            cpu["database"] = database_cpu() - cpu["database"]
-        else:
-            del cpu["database"]
+            cpu["database"] = database_cpu() - database_before
         results = read_all(gens, _TIMEOUT_S)
     finally:
         for gen in gens:
@@ -193,12 +199,9 @@ def through_bridge(
     }
 
 
-def _until(done: Any, what: str) -> float:
-    deadline = time.monotonic() + _TIMEOUT_S
-    while not done():
-        if time.monotonic() > deadline:
-            raise BenchError(f"{what} did not happen within {_TIMEOUT_S:.0f} s")
-        time.sleep(0.01)
+def _until(done: Callable[[], bool], what: str) -> float:
+    """When ``done`` came true (``time.time()``)."""
+    wait_until(done, what, _TIMEOUT_S)
     return time.time()
 
 

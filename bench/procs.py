@@ -18,10 +18,10 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from bridge import envvars
 
@@ -29,6 +29,9 @@ _logger = logging.getLogger(__name__)
 
 _STOP_GRACE_S = 5.0
 _POLL_S = 0.05
+
+
+T = TypeVar("T")
 
 
 class BenchError(RuntimeError):
@@ -80,6 +83,22 @@ def tree_cpu_s(root: int) -> float:
 def _stat(pid: int) -> list[str]:
     """The fields of ``/proc/<pid>/stat`` after the command name (which may hold spaces)."""
     return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+
+
+def wait_until(
+    done: Callable[[], T | None], what: str, timeout_s: float, poll_s: float = 0.01
+) -> T:
+    """Polls ``done`` until it answers something true, which it returns.
+
+    Raises:
+        BenchError: ``what`` did not happen within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not (value := done()):
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what} did not happen within {timeout_s:.0f} s")
+        time.sleep(poll_s)
+    return value
 
 
 def open_sockets(pid: int) -> int:

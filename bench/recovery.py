@@ -22,7 +22,15 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from bench.procs import BenchError, Child, load_generator, read_all, start_receiver, wait_receiver
+from bench.procs import (
+    BenchError,
+    Child,
+    load_generator,
+    read_all,
+    start_receiver,
+    wait_receiver,
+    wait_until,
+)
 from bench.sections import BenchContext
 from server.flush.run_tags import TAG_ROLE
 from server.queue.sqlite import REMAINING
@@ -54,7 +62,10 @@ def recovery(ctx: BenchContext) -> dict[str, Any]:
     if sent["undelivered"]:
         raise BenchError(f"{sent['undelivered']} events were not acknowledged")
     acked = _acked(data_dir)
-    _until(lambda: _pending(data_dir) <= acked * (1 - opts.recovery_kill_at), "the flush")
+    wait_until(
+        lambda: _pending(data_dir) <= acked * (1 - opts.recovery_kill_at),
+        "the flush", _TIMEOUT_S, _POLL_S,
+    )  # fmt: skip
     first[0].proc.send_signal(signal.SIGKILL)
     first[0].proc.wait(timeout=30)
     left = _pending(data_dir)
@@ -66,7 +77,9 @@ def recovery(ctx: BenchContext) -> dict[str, Any]:
     started = time.perf_counter()
     second, _address, http_port = _serve(ctx, data_dir, "receiver-recovery-restarted")
     ready_s = time.perf_counter() - started
-    _until(lambda: _pending(data_dir) == 0, "the restarted receiver to catch up")
+    wait_until(
+        lambda: _pending(data_dir) == 0, "the restarted receiver to catch up", _TIMEOUT_S, _POLL_S
+    )
     caught_up_s = time.perf_counter() - started
     written = _metrics(http_port)
     ctx.procs.stop(second)
@@ -110,14 +123,6 @@ def _acked(data_dir: Path) -> int:
 
 def _pending(data_dir: Path) -> int:
     return _query(data_dir, f"SELECT COALESCE(SUM({REMAINING}), 0) FROM batches")
-
-
-def _until(done: Any, what: str) -> None:
-    deadline = time.monotonic() + _TIMEOUT_S
-    while not done():
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out waiting for {what}")
-        time.sleep(_POLL_S)
 
 
 def _stored(client: MlflowClient) -> int:

@@ -39,7 +39,7 @@ import sys
 import time
 from typing import Any
 
-from bench.procs import BenchError, tree_cpu_s
+from bench.procs import BenchError, tree_cpu_s, wait_until
 from bench.sections import BenchContext
 from server.background import BackgroundReceiver
 from server.config import ReceiverConfig
@@ -99,13 +99,12 @@ def _run(
     before = tree_cpu_s(ctx.mlflow_pid)
     wall = _wall(ctx, mode, env, reads)
     if receiver is not None:
-        flushed = receiver.receiver.flusher.stats
-        stored = receiver.receiver.ingestor
-        deadline = time.monotonic() + _TIMEOUT_S
-        while flushed.events_flushed < stored.events_stored:
-            if time.monotonic() > deadline:
-                raise BenchError(f"script_wall ({mode}): the receiver did not write it all")
-            time.sleep(0.05)
+        flushed, stored = receiver.receiver.flusher.stats, receiver.receiver.ingestor
+        wait_until(
+            lambda: flushed.events_flushed >= stored.events_stored,
+            f"script_wall ({mode}): the receiver writing all it stored",
+            _TIMEOUT_S,
+        )
     return wall, tree_cpu_s(ctx.mlflow_pid) - before
 
 
